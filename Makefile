@@ -1,0 +1,43 @@
+# kiln — `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+KILN_DEBUG := target/debug/kiln
+KILN_RELEASE := target/release/kiln
+PIPELINE ?= pipelines/web-text.yaml
+
+.PHONY: help build run test lint fmt examples bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## build kiln (the one dev profile every test uses)
+	$(CARGO) build --locked
+
+run: build ## run the main sample pipeline on sample-data/ (no network, no services)
+	$(KILN_DEBUG) run $(PIPELINE) --overwrite
+	@echo; $(KILN_DEBUG) inspect 'out/web-text/split=train/*.parquet' -n 3
+
+test: ## run every test (unit, end-to-end, snapshots)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --no-fail-fast; \
+	else \
+		$(CARGO) test --locked --no-fail-fast; \
+	fi
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+examples: build ## validate and run every pipeline under pipelines/
+	@for p in pipelines/*.yaml; do echo "== $$p"; $(KILN_DEBUG) run $$p --overwrite -q && echo ok || exit 1; done
+
+bench: ## compare kiln with the peers in ../shared/bench on the generated corpus (minutes; ~3 GB in /tmp)
+	$(CARGO) build --locked --release
+	bash benches/run.sh
+
+clean: ## remove build output and sample outputs
+	$(CARGO) clean
+	rm -rf out bench-out

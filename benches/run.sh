@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make bench`: job A of ../shared/bench (JSONL.gz → Parquet zstd) with kiln beside the
+# peers (Polars, pyarrow, DuckDB), on the same generated corpus, measured by the same
+# harness (bench_run.py: /usr/bin/time -v over the whole process tree, 2 runs, last kept).
+# Then the same kiln job on 10× the input (the 16 files linked 10 times) to show that
+# peak memory does not grow with the input. Prints wall/CPU/RSS and kiln/peer ratios.
+#
+# Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
+#      PY (the peers' venv python), REPS (runs per tool, default 2), PEERS (0 = kiln only).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED:-$ROOT/../shared/bench}
+DATA=${DATA:-/tmp/kiln-bench-data}
+VENV=${VENV:-/tmp/kiln-bench-venv}
+PY=${PY:-$VENV/bin/python}
+REPS=${REPS:-2}
+PEERS=${PEERS:-1}
+KILN=$ROOT/target/release/kiln
+RES=${RES:-$DATA/results/kiln-bench.jsonl}
+OUT=$DATA/out
+TEXT=$DATA/text
+mkdir -p "$OUT" "$(dirname "$RES")"
+: > "$RES"
+
+command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
+if [[ ! -x "$PY" ]]; then
+  echo "== creating the peers' venv in $VENV (pinned: $SHARED/requirements-lock.txt)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -U pip
+  "$VENV/bin/pip" install -q -r "$SHARED/requirements-lock.txt"
+fi
+if [[ ! -f "$TEXT/manifest.json" ]]; then
+  echo "== generating the text corpus (about 2 minutes)" >&2
+  (cd "$SHARED" && "$PY" gen_data.py text --out "$TEXT" --size-mb 1024 --files 16)
+fi
+# The 10× input: the same 16 files, linked ten times under new names.
+X10=$DATA/text-x10
+if [[ ! -f "$X10/manifest.json" ]]; then
+  mkdir -p "$X10/jsonl_gz"
+  for r in $(seq 0 9); do for f in "$TEXT"/jsonl_gz/*.jsonl.gz; do
+    ln -sf "$f" "$X10/jsonl_gz/r$r-$(basename "$f")"; done; done
+  "$PY" - "$TEXT/manifest.json" "$X10/manifest.json" <<'PYEOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for k, v in list(m.items()):
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed",):
+        m[k] = v * 10
+json.dump(m, open(sys.argv[2], "w"), indent=1)
+PYEOF
+fi
+cat "$TEXT"/jsonl_gz/*.jsonl.gz > /dev/null  # warm the page cache
+
+kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST
+  local tool=$1 in=$2 man=$3 o="$OUT/A-convert-$1"
+  echo "== A-convert / $tool" >&2
+  KILN_BENCH_IN=$in KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job A-convert --tool "$tool" \
+    --input "$in" --output "$o" --manifest "$man" --results "$RES" --reps "$REPS" --timeout 900 \
+    -- "$KILN" run -q "$ROOT/benches/A_convert.yaml" > /dev/null
+  rm -rf "$o"
+}
+
+kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
+if [[ "$PEERS" == 1 ]]; then
+  for peer in polars pyarrow duckdb; do
+    o="$OUT/A-convert-$peer"
+    echo "== A-convert / $peer" >&2
+    "$PY" "$SHARED/bench_run.py" --job A-convert --tool "$peer" --input "$TEXT/jsonl_gz" --output "$o" \
+      --manifest "$TEXT/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 \
+      -- "$PY" "$SHARED/peers/A_convert_$peer.py" "$TEXT/jsonl_gz" "$o" > /dev/null
+    rm -rf "$o"
+  done
+fi
+REPS=1 kiln_run "kiln (10x input)" "$X10/jsonl_gz" "$X10/manifest.json"
+"$PY" "$ROOT/benches/compare.py" "$RES"

@@ -1,0 +1,518 @@
+//! The command line (DESIGN §2): clap definitions and one function per command.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{EXIT_OK, EXIT_USAGE, Error, Result};
+use crate::plan::Plan;
+use crate::report::{Progress, ReportHead, Stats};
+use crate::runtime::{self, ExecOptions, Outcome};
+use crate::spec;
+
+/// kiln: declarative ML data preprocessing, raw files to training-ready Parquet shards.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors; no progress and no summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// The pipeline file (YAML).
+    pub pipeline: PathBuf,
+    /// Override a field of the pipeline file: `--set run.threads=4`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline.
+    Run {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Delete what the sink holds (another pipeline's output) before running.
+        #[arg(long)]
+        overwrite: bool,
+        /// Write a machine-readable summary of the run to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+    /// Check a pipeline against its source (schema, steps, sink) without running it.
+    Validate {
+        #[command(flatten)]
+        args: PipelineArgs,
+    },
+    /// Show what would run: objects, schema after each step, tasks, sink layout.
+    Plan {
+        #[command(flatten)]
+        args: PipelineArgs,
+    },
+    /// Show the schema and first rows of a file or glob.
+    Inspect {
+        /// A path, file:// URI or glob.
+        uri: String,
+        /// Rows to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        rows: usize,
+    },
+    /// List every step with its options and an example.
+    Steps {
+        /// Show one step's options in full.
+        name: Option<String>,
+    },
+    /// Print the JSON Schema of the pipeline file.
+    Schema,
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    init_logging(&cli);
+    let quiet = cli.quiet;
+    let result = match cli.command {
+        Command::Run {
+            args,
+            overwrite,
+            report,
+        } => cmd_run(&args, overwrite, report, quiet, cli.log_format),
+        Command::Validate { args } => cmd_validate(&args).map_err(|e| {
+            // validate answers 0 or 2: anything that keeps the plan from being built is
+            // a problem with the pipeline as it stands.
+            let code = EXIT_USAGE;
+            (e, code)
+        }),
+        Command::Plan { args } => cmd_plan(&args).map_err(|e| {
+            let code = e.exit_code();
+            (e, code)
+        }),
+        Command::Inspect { uri, rows } => cmd_inspect(&uri, rows).map_err(|e| {
+            let code = e.exit_code();
+            (e, code)
+        }),
+        Command::Steps { name } => cmd_steps(name.as_deref()).map_err(|e| {
+            let code = e.exit_code();
+            (e, code)
+        }),
+        Command::Schema => print_out(&format!("{:#}\n", spec::json_schema())).map_err(|e| (e, 1)),
+    };
+    match result {
+        Ok(code) => code,
+        Err((e, code)) => {
+            if is_broken_pipe(&e) {
+                return EXIT_OK;
+            }
+            eprintln!("error: {e}");
+            code
+        }
+    }
+}
+
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Internal(m) if m.contains("Broken pipe"))
+}
+
+fn print_out(s: &str) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(EXIT_OK)
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kiln={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    // tokio only waits on I/O; two workers keep many requests in flight.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kiln-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))
+}
+
+fn cmd_run(
+    args: &PipelineArgs,
+    overwrite: bool,
+    report_path: Option<PathBuf>,
+    quiet: bool,
+    log_format: LogFormat,
+) -> std::result::Result<i32, (Error, i32)> {
+    let fail = |e: Error| {
+        let c = e.exit_code();
+        (e, c)
+    };
+    let pipeline = spec::load(&args.pipeline, &args.set).map_err(fail)?;
+    let rt = tokio_runtime().map_err(fail)?;
+    rt.block_on(async move {
+        let plan = Arc::new(Plan::build(pipeline).await.map_err(fail)?);
+        let step_names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
+        let stats = Arc::new(Stats::new(
+            plan.objects.len() as u64,
+            plan.input_bytes(),
+            &step_names,
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let signals = tokio::spawn(watch_signals(stop.clone()));
+        let mut progress = Progress::start(stats.clone(), quiet);
+        let outcome = runtime::execute(
+            plan.clone(),
+            stats.clone(),
+            ExecOptions { overwrite },
+            stop.clone(),
+        )
+        .await;
+        progress.finish();
+        signals.abort();
+        let mut head = ReportHead {
+            pipeline: plan.pipeline.name.clone(),
+            pipeline_hash: plan.pipeline_hash.clone(),
+            sink: plan.sink.display.clone(),
+            tasks_total: plan.tasks.len(),
+            threads: plan.threads,
+            ..ReportHead::default()
+        };
+        let code = match &outcome {
+            Ok(Outcome::Completed { tasks_skipped, .. }) => {
+                head.status = "succeeded".into();
+                head.tasks_skipped = *tasks_skipped;
+                EXIT_OK
+            }
+            Ok(Outcome::AlreadyComplete(_)) => {
+                head.status = "already_complete".into();
+                head.tasks_skipped = plan.tasks.len();
+                EXIT_OK
+            }
+            Err(e) => {
+                head.status = if matches!(e, Error::Interrupted(_)) {
+                    "interrupted".into()
+                } else {
+                    "failed".into()
+                };
+                head.error = Some(e.to_string());
+                e.exit_code()
+            }
+        };
+        head.exit_code = code;
+        let report = stats.report(head);
+        if let Some(path) = report_path {
+            let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            std::fs::write(&path, body).map_err(|e| {
+                fail(Error::Usage(format!(
+                    "--report {}: cannot write: {e}",
+                    path.display()
+                )))
+            })?;
+        }
+        if matches!(log_format, LogFormat::Json) {
+            // Log collectors get the summary as one structured event.
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            tracing::info!(report = %json, "run {}", report.head.status);
+        } else if !quiet {
+            if matches!(outcome, Ok(Outcome::AlreadyComplete(_))) {
+                eprintln!(
+                    "{} is already complete for this pipeline; nothing to do",
+                    plan.sink.display
+                );
+            } else {
+                eprint!("{}", report.summary());
+            }
+        }
+        match outcome {
+            Ok(_) => Ok(EXIT_OK),
+            Err(e) => Err((e, code)),
+        }
+    })
+}
+
+/// First SIGINT/SIGTERM: stop taking work, abandon open shards, exit 75. Second: exit
+/// at once (shards are never visible half-written, so this is still safe).
+async fn watch_signals(stop: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            if n == 0 {
+                tracing::warn!("stopping: no new tasks; a second signal exits at once");
+                stop.store(true, Ordering::Relaxed);
+            } else {
+                std::process::exit(crate::error::EXIT_RETRY);
+            }
+        }
+    }
+}
+
+fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
+    let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let rt = tokio_runtime()?;
+    let plan = rt.block_on(Plan::build(pipeline))?;
+    print_out(&format!(
+        "{}: ok — {} objects ({}), {} steps, {} output columns, sink {}\n",
+        args.pipeline.display(),
+        plan.objects.len(),
+        spec::ByteSize(plan.input_bytes()),
+        plan.steps.len(),
+        plan.output_schema.fields().len(),
+        plan.sink.display
+    ))
+}
+
+fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " not null" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cmd_plan(args: &PipelineArgs) -> Result<i32> {
+    use std::fmt::Write as _;
+    let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let rt = tokio_runtime()?;
+    let plan = rt.block_on(Plan::build(pipeline))?;
+    let p = &plan.pipeline;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pipeline  {} (hash {})",
+        p.name,
+        &plan.pipeline_hash[..16]
+    );
+    let _ = writeln!(
+        s,
+        "source    {} → {} objects, {}",
+        p.source.uri,
+        plan.objects.len(),
+        spec::ByteSize(plan.input_bytes())
+    );
+    for (o, c) in plan.objects.iter().zip(&plan.compressions).take(5) {
+        let _ = writeln!(
+            s,
+            "            {} ({}, {})",
+            o.display,
+            spec::ByteSize(o.size),
+            c.name()
+        );
+    }
+    if plan.objects.len() > 5 {
+        let _ = writeln!(s, "            … {} more", plan.objects.len() - 5);
+    }
+    let _ = writeln!(
+        s,
+        "format    {:?}, schema from {}",
+        plan.format_name, plan.schema_origin
+    );
+    let _ = writeln!(s, "read      {}", fmt_schema(&plan.input_schema));
+    for (i, st) in plan.steps.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "step {:<4} {} → {}",
+            i + 1,
+            st.name,
+            fmt_schema(st.step.output_schema())
+        );
+    }
+    let _ = writeln!(
+        s,
+        "tasks     {} (≈{} each), {} threads{}",
+        plan.tasks.len(),
+        p.run.task_bytes,
+        plan.threads,
+        if plan.sequential {
+            ", run in order (limit)"
+        } else {
+            ""
+        }
+    );
+    let example = crate::sink::writer::shard_name(
+        &p.sink
+            .partition_by
+            .iter()
+            .map(|c| format!("{c}=<value>/"))
+            .collect::<String>(),
+        0,
+        0,
+    );
+    let _ = writeln!(
+        s,
+        "sink      {}{} … ({:?}, ≤{} rows or ≤{} a shard)",
+        plan.sink.display, example, p.sink.compression, p.sink.max_rows, p.sink.max_bytes
+    );
+    let _ = writeln!(s, "files     {}", fmt_schema(&plan.file_schema));
+    print_out(&s)
+}
+
+fn cmd_inspect(uri: &str, rows: usize) -> Result<i32> {
+    use crate::formats::{
+        self, DecodeContext, ObjectInput, RandomAccess, reader::BlockingObjectReader,
+    };
+    let rt = tokio_runtime()?;
+    let source = crate::storage::SourceUri::parse(uri)?;
+    let objects = rt.block_on(source.list())?;
+    let first = objects
+        .first()
+        .ok_or_else(|| Error::Plan(format!("`{uri}` matched no objects")))?
+        .clone();
+    let name = formats::format_from_name(first.path.as_ref()).ok_or_else(|| {
+        Error::Plan(format!(
+            "cannot tell the format of `{}` from its name",
+            first.display
+        ))
+    })?;
+    let format = formats::format_for(name);
+    let compression =
+        formats::Compression::resolve(spec::CompressionName::Auto, first.path.as_ref());
+    let store = source.base.store.clone();
+    let handle = rt.handle().clone();
+    let mut cx = DecodeContext {
+        schema: Arc::new(arrow::datatypes::Schema::empty()),
+        schema_origin: first.display.clone(),
+        strict: false,
+        object: first.display.clone(),
+        batch_rows: rows.max(1),
+        csv: spec::CsvOptions::default(),
+    };
+    let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {
+        if format.random_access() {
+            Ok(ObjectInput::Random(RandomAccess {
+                store: store.clone(),
+                path: first.path.clone(),
+                size: first.size,
+                handle: handle.clone(),
+            }))
+        } else {
+            let raw = BlockingObjectReader::new(
+                store.clone(),
+                first.path.clone(),
+                first.size,
+                handle.clone(),
+            );
+            formats::decompress(compression, raw)
+                .map(ObjectInput::Stream)
+                .map_err(|e| Error::input(&cx.object, None, e))
+        }
+    };
+    // The readers block on the runtime, so they run outside it.
+    let schema = format.infer_schema(open(&cx)?, 1000, &cx)?;
+    cx.schema = Arc::new(schema);
+    let mut batches = Vec::new();
+    format.decode(open(&cx)?, &cx, &mut |b| {
+        batches.push(b);
+        Ok(false)
+    })?;
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    let table = arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    print_out(&format!(
+        "{} objects, {} ({:?}{})\nfirst: {}\nschema: {}\n{table}\n",
+        objects.len(),
+        spec::ByteSize(total),
+        name,
+        if compression == formats::Compression::None {
+            String::new()
+        } else {
+            format!(", {}", compression.name())
+        },
+        first.display,
+        fmt_schema(&cx.schema),
+    ))
+}
+
+fn cmd_steps(name: Option<&str>) -> Result<i32> {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    match name {
+        None => {
+            for st in crate::steps::STEPS {
+                let _ = writeln!(
+                    s,
+                    "{:<8} {}\n         {}\n",
+                    st.name, st.summary, st.example
+                );
+            }
+            let _ = writeln!(s, "`kiln steps NAME` shows one step's options in full.");
+        }
+        Some(n) => {
+            let st = crate::steps::STEPS
+                .iter()
+                .find(|st| st.name == n)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = crate::steps::STEPS.iter().map(|s| s.name).collect();
+                    Error::Usage(format!(
+                        "no step `{n}`; the steps are: {}",
+                        names.join(", ")
+                    ))
+                })?;
+            let _ = writeln!(
+                s,
+                "{}: {}\n\nexample:\n  {}\n\noptions (JSON Schema):\n{:#}",
+                st.name,
+                st.summary,
+                st.example,
+                (st.options_schema)()
+            );
+        }
+    }
+    print_out(&s)
+}

@@ -1,0 +1,119 @@
+//! Input formats: bytes of one object → a stream of Arrow record batches.
+//!
+//! Stream formats (JSONL, CSV, text) read a decompressed byte stream front to back;
+//! Parquet reads by range (footer, then the projected column chunks). One trait, one
+//! file per format, one match in [`format_for`].
+
+mod compression;
+mod csv;
+mod jsonl;
+mod parquet;
+pub mod reader;
+mod text;
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+pub use compression::{Compression, decompress};
+
+use crate::error::Result;
+use crate::spec::{CsvOptions, FormatName};
+
+/// Random access to one object, for formats that read by range.
+#[derive(Debug, Clone)]
+pub struct RandomAccess {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    pub size: u64,
+    /// The runtime that performs the I/O, so decoding can run on a rayon thread.
+    pub handle: tokio::runtime::Handle,
+}
+
+/// How a format gets at an object's bytes.
+pub enum ObjectInput<'a> {
+    /// The (decompressed) bytes, front to back.
+    Stream(Box<dyn BufRead + 'a>),
+    /// Ranges of the stored object.
+    Random(RandomAccess),
+}
+
+/// What a decoder needs besides the bytes.
+#[derive(Debug, Clone)]
+pub struct DecodeContext {
+    /// The schema every batch must have.
+    pub schema: SchemaRef,
+    /// Where that schema came from (an object, or `source.schema`), for conflict errors.
+    pub schema_origin: String,
+    /// True when the schema was inferred: a column it lacks is then an error rather
+    /// than silently ignored.
+    pub strict: bool,
+    /// The object being decoded, as the user sees it.
+    pub object: String,
+    pub batch_rows: usize,
+    pub csv: CsvOptions,
+}
+
+/// Called with each decoded batch; returns `false` to stop reading the object.
+pub type Emit<'a> = dyn FnMut(RecordBatch) -> Result<bool> + 'a;
+
+/// One input format.
+pub trait SourceFormat: Send + Sync + std::fmt::Debug {
+    /// Reads by range rather than as a stream (and so is never decompressed as a whole).
+    fn random_access(&self) -> bool {
+        false
+    }
+
+    /// Infers the schema from the first `rows` rows of one object.
+    fn infer_schema(
+        &self,
+        input: ObjectInput<'_>,
+        rows: usize,
+        cx: &DecodeContext,
+    ) -> Result<Schema>;
+
+    /// Decodes one object, passing batches of at most `cx.batch_rows` rows to `emit`.
+    fn decode(&self, input: ObjectInput<'_>, cx: &DecodeContext, emit: &mut Emit<'_>)
+    -> Result<()>;
+}
+
+/// The implementation of a format.
+pub fn format_for(name: FormatName) -> Arc<dyn SourceFormat> {
+    match name {
+        FormatName::Jsonl => Arc::new(jsonl::Jsonl),
+        FormatName::Csv => Arc::new(csv::Csv),
+        FormatName::Parquet => Arc::new(parquet::Parquet),
+        FormatName::Text => Arc::new(text::Text),
+    }
+}
+
+/// The format an object name implies, looking past a compression suffix.
+pub fn format_from_name(name: &str) -> Option<FormatName> {
+    let stem = Compression::strip_suffix(name);
+    let ext = stem.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    match ext.as_str() {
+        "jsonl" | "ndjson" | "json" => Some(FormatName::Jsonl),
+        "csv" | "tsv" => Some(FormatName::Csv),
+        "parquet" | "pq" => Some(FormatName::Parquet),
+        "txt" | "text" => Some(FormatName::Text),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_names() {
+        assert_eq!(format_from_name("a/b.jsonl.gz"), Some(FormatName::Jsonl));
+        assert_eq!(format_from_name("x.CSV"), Some(FormatName::Csv));
+        assert_eq!(format_from_name("x.parquet"), Some(FormatName::Parquet));
+        assert_eq!(format_from_name("notes.txt.zst"), Some(FormatName::Text));
+        assert_eq!(format_from_name("README"), None);
+    }
+}

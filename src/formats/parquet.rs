@@ -1,0 +1,164 @@
+//! Parquet sources, read by range through object_store: the footer first, then only the
+//! column chunks of the columns the pipeline uses. Decoding runs on the calling (rayon)
+//! thread; the range requests run on the tokio runtime.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::ObjectStoreExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use super::{DecodeContext, Emit, ObjectInput, RandomAccess, SourceFormat};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct Parquet;
+
+/// [`AsyncFileReader`] over any object store; ranges are fetched on the I/O runtime
+/// (`get_ranges` coalesces nearby ranges into fewer requests).
+pub struct StoreReader(pub RandomAccess);
+
+fn external<E: std::error::Error + Send + Sync + 'static>(e: E) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let task = self
+            .0
+            .handle
+            .spawn(async move { store.get_range(&path, range).await });
+        async move { task.await.map_err(external)?.map_err(external) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let task = self
+            .0
+            .handle
+            .spawn(async move { store.get_ranges(&path, &ranges).await });
+        async move { task.await.map_err(external)?.map_err(external) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.0.size;
+            let meta = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(meta))
+        }
+        .boxed()
+    }
+}
+
+async fn open(
+    ra: RandomAccess,
+    object: &str,
+) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
+    ParquetRecordBatchStreamBuilder::new(StoreReader(ra))
+        .await
+        .map_err(|e| Error::input(object, None, format!("not a readable Parquet file: {e}")))
+}
+
+impl SourceFormat for Parquet {
+    fn random_access(&self) -> bool {
+        true
+    }
+
+    fn infer_schema(&self, input: ObjectInput<'_>, _: usize, cx: &DecodeContext) -> Result<Schema> {
+        let ObjectInput::Random(ra) = input else {
+            return Err(Error::Internal("parquet needs random access".into()));
+        };
+        let builder = futures::executor::block_on(open(ra, &cx.object))?;
+        let schema = builder.schema().as_ref().clone();
+        // Arrow schema metadata from the writer (pandas, the Arrow IPC schema) is not ours.
+        Ok(Schema::new(schema.fields().clone()))
+    }
+
+    fn decode(
+        &self,
+        input: ObjectInput<'_>,
+        cx: &DecodeContext,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        let ObjectInput::Random(ra) = input else {
+            return Err(Error::Internal("parquet needs random access".into()));
+        };
+        futures::executor::block_on(async {
+            let builder = open(ra, &cx.object).await?;
+            let file_schema = builder.schema().clone();
+            let mut roots = Vec::with_capacity(cx.schema.fields().len());
+            for want in cx.schema.fields() {
+                let i = file_schema.index_of(want.name()).map_err(|_| {
+                    Error::input(
+                        &cx.object,
+                        None,
+                        format!(
+                            "has no column `{}`, which the schema from {} has",
+                            want.name(),
+                            cx.schema_origin
+                        ),
+                    )
+                })?;
+                let got = file_schema.field(i).data_type();
+                if got != want.data_type() {
+                    return Err(Error::input(
+                        &cx.object,
+                        None,
+                        format!(
+                            "column `{}` is {got} here but {} in {}; add a `cast` step or declare `source.schema`",
+                            want.name(),
+                            want.data_type(),
+                            cx.schema_origin
+                        ),
+                    ));
+                }
+                roots.push(i);
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+            let mut stream = builder
+                .with_projection(mask)
+                .with_batch_size(cx.batch_rows)
+                .build()
+                .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
+            // The projection keeps file order; put the columns in the schema's order.
+            let mut sorted = roots.clone();
+            sorted.sort_unstable();
+            let order: Vec<usize> = roots
+                .iter()
+                .map(|r| sorted.binary_search(r).unwrap_or(0))
+                .collect();
+            let mut row = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch
+                    .map_err(|e| Error::input(&cx.object, None, format!("after row {row}: {e}")))?;
+                row += batch.num_rows() as u64;
+                let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
+                let batch = RecordBatch::try_new(cx.schema.clone(), columns)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                if !emit(batch)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! Spec + listing → what will run: the objects, the schema after every step, the tasks,
+//! the sink layout. `kiln validate` builds a plan and stops; `kiln run` executes it.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::formats::{
+    self, Compression, DecodeContext, ObjectInput, RandomAccess, SourceFormat,
+    reader::BlockingObjectReader,
+};
+use crate::sink::writer::WriterConfig;
+use crate::spec::{FormatName, Pipeline, SinkCompression};
+use crate::steps::{Step, types::parse_type};
+use crate::storage::{Location, Object, SourceUri};
+
+/// A step bound to its input schema.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub name: &'static str,
+    pub step: Arc<dyn Step>,
+}
+
+/// A group of consecutive objects: the unit of commit and resume.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: usize,
+    pub objects: Range<usize>,
+    pub bytes: u64,
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug)]
+pub struct Plan {
+    pub pipeline: Pipeline,
+    pub pipeline_hash: String,
+    pub source: SourceUri,
+    pub objects: Vec<Object>,
+    pub compressions: Vec<Compression>,
+    pub format_name: FormatName,
+    pub format: Arc<dyn SourceFormat>,
+    /// Schema of the input as read (only the columns the pipeline uses, for Parquet).
+    pub input_schema: SchemaRef,
+    pub schema_origin: String,
+    pub strict: bool,
+    pub steps: Vec<PlannedStep>,
+    /// Schema after the last step.
+    pub output_schema: SchemaRef,
+    /// Schema of the files (the output without partition columns).
+    pub file_schema: SchemaRef,
+    pub tasks: Vec<Task>,
+    pub sink: Location,
+    pub threads: usize,
+    /// Tasks run one at a time, in order (a step needs a global row order).
+    pub sequential: bool,
+}
+
+/// The hash that identifies a pipeline's output: everything but `run`, which never
+/// changes what is written.
+pub fn pipeline_hash(p: &Pipeline) -> String {
+    let identity = serde_json::json!({
+        "version": p.version, "name": p.name, "source": p.source, "steps": p.steps, "sink": p.sink,
+    });
+    let digest = Sha256::digest(identity.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bind_steps(p: &Pipeline, input: &SchemaRef) -> Result<Vec<PlannedStep>> {
+    let mut schema = input.clone();
+    let mut out = Vec::with_capacity(p.steps.len());
+    for (i, spec) in p.steps.iter().enumerate() {
+        let step = spec.bind(&schema).map_err(|message| Error::Step {
+            index: i + 1,
+            step: spec.name().to_string(),
+            message,
+        })?;
+        schema = step.output_schema().clone();
+        out.push(PlannedStep {
+            name: spec.name(),
+            step,
+        });
+    }
+    Ok(out)
+}
+
+fn declared_schema(p: &Pipeline) -> Result<Option<Schema>> {
+    let Some(cols) = &p.source.schema else {
+        return Ok(None);
+    };
+    let mut fields = Vec::with_capacity(cols.len());
+    for (name, ty) in cols {
+        let t = parse_type(ty).map_err(|e| Error::Plan(format!("source.schema.{name}: {e}")))?;
+        fields.push(Field::new(name, t, true));
+    }
+    Ok(Some(Schema::new(fields)))
+}
+
+impl Plan {
+    /// Lists the source, settles the schema, binds every step and checks the sink.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] / [`Error::Step`] (exit 2) for anything that stops the pipeline
+    /// from running on this input; [`Error::Input`] when the first object cannot be read.
+    pub async fn build(pipeline: Pipeline) -> Result<Plan> {
+        let source = SourceUri::parse(&pipeline.source.uri)?;
+        let objects = source.list().await?;
+        if objects.is_empty() {
+            return Err(Error::Plan(format!(
+                "source.uri `{}` matched no objects{}",
+                pipeline.source.uri,
+                if source.pattern().is_some() {
+                    "; check the glob"
+                } else {
+                    "; check that the path exists"
+                }
+            )));
+        }
+        let format_name = match pipeline.source.format {
+            Some(f) => f,
+            None => formats::format_from_name(objects[0].path.as_ref()).ok_or_else(|| {
+                Error::Plan(format!(
+                    "cannot tell the format of `{}` from its name; set source.format (jsonl, csv, parquet, text)",
+                    objects[0].display
+                ))
+            })?,
+        };
+        if pipeline.source.format.is_none() {
+            if let Some(other) = objects
+                .iter()
+                .find(|o| formats::format_from_name(o.path.as_ref()) != Some(format_name))
+            {
+                return Err(Error::Plan(format!(
+                    "source.uri matches objects of different formats: `{}` and `{}`; narrow the glob or set source.format",
+                    objects[0].display, other.display
+                )));
+            }
+        }
+        let format = formats::format_for(format_name);
+        let compressions: Vec<Compression> = objects
+            .iter()
+            .map(|o| Compression::resolve(pipeline.source.compression, o.path.as_ref()))
+            .collect();
+
+        let (full_schema, schema_origin, strict) = match (declared_schema(&pipeline)?, format_name)
+        {
+            (Some(_), FormatName::Text) => {
+                return Err(Error::Plan(
+                    "source.schema: the text format has a fixed schema (path, line, text)".into(),
+                ));
+            }
+            (Some(s), _) => (s, "source.schema".to_string(), false),
+            (None, _) => {
+                let first = &objects[0];
+                let cx = DecodeContext {
+                    schema: Arc::new(Schema::empty()),
+                    schema_origin: String::new(),
+                    strict: true,
+                    object: first.display.clone(),
+                    batch_rows: pipeline.run.batch_rows,
+                    csv: pipeline.source.csv.clone(),
+                };
+                let (f, obj, c, rows) = (
+                    format.clone(),
+                    first.clone(),
+                    compressions[0],
+                    pipeline.source.infer_rows,
+                );
+                let store = source.base.store.clone();
+                let handle = tokio::runtime::Handle::current();
+                let schema = tokio::task::spawn_blocking(move || -> Result<Schema> {
+                    if f.random_access() {
+                        let ra = RandomAccess {
+                            store,
+                            path: obj.path.clone(),
+                            size: obj.size,
+                            handle,
+                        };
+                        f.infer_schema(ObjectInput::Random(ra), rows, &cx)
+                    } else {
+                        let raw =
+                            BlockingObjectReader::new(store, obj.path.clone(), obj.size, handle);
+                        let input = formats::decompress(c, raw)
+                            .map_err(|e| Error::input(&obj.display, None, e))?;
+                        f.infer_schema(ObjectInput::Stream(input), rows, &cx)
+                    }
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                if schema.fields().is_empty() {
+                    return Err(Error::Plan(format!(
+                        "no columns could be inferred from `{}` (is it empty?); declare source.schema",
+                        first.display
+                    )));
+                }
+                (schema, first.display.clone(), true)
+            }
+        };
+        let full_schema = Arc::new(full_schema);
+
+        // Bind once on the full schema to learn which columns are used, then (for
+        // formats that can skip columns) bind again on just those.
+        let mut steps = bind_steps(&pipeline, &full_schema)?;
+        let mut input_schema = full_schema.clone();
+        if format.random_access() {
+            let mut need: BTreeSet<String> = last_schema(&steps, &full_schema)
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            for s in steps.iter().rev() {
+                need = s.step.required_input(&need);
+            }
+            let keep: Vec<usize> = (0..full_schema.fields().len())
+                .filter(|&i| need.contains(full_schema.field(i).name()))
+                .collect();
+            if keep.len() < full_schema.fields().len() && !keep.is_empty() {
+                input_schema = Arc::new(
+                    full_schema
+                        .project(&keep)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                );
+                steps = bind_steps(&pipeline, &input_schema)?;
+            }
+        }
+        let output_schema = last_schema(&steps, &input_schema);
+
+        let mut file_fields = Vec::new();
+        for name in &pipeline.sink.partition_by {
+            output_schema.index_of(name).map_err(|_| {
+                Error::Plan(format!(
+                    "sink.partition_by: {}",
+                    crate::steps::unknown_column(&output_schema, name)
+                ))
+            })?;
+        }
+        for f in output_schema.fields() {
+            if !pipeline.sink.partition_by.contains(f.name()) {
+                file_fields.push(f.clone());
+            }
+        }
+        if file_fields.is_empty() {
+            return Err(Error::Plan(
+                "sink.partition_by: every column is a partition column; the files would be empty"
+                    .into(),
+            ));
+        }
+        let file_schema = Arc::new(Schema::new(file_fields));
+
+        let sink = crate::storage::open(&pipeline.sink.uri)?;
+        if let (Some(s), Some(src)) = (&sink.local_root, &source.base.local_root) {
+            let src_dir = if objects.len() == 1 && source.pattern().is_none() {
+                src.parent().unwrap_or(src)
+            } else {
+                src
+            };
+            if s.starts_with(src_dir) {
+                return Err(Error::Plan(format!(
+                    "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
+                    pipeline.sink.uri, pipeline.source.uri
+                )));
+            }
+        }
+
+        let tasks = make_tasks(&objects, pipeline.run.task_bytes.get());
+        let sequential = steps.iter().any(|s| s.step.needs_global_order());
+        let threads = pipeline.run.threads.resolve();
+        Ok(Plan {
+            pipeline_hash: pipeline_hash(&pipeline),
+            pipeline,
+            source,
+            objects,
+            compressions,
+            format_name,
+            format,
+            input_schema,
+            schema_origin,
+            strict,
+            steps,
+            output_schema,
+            file_schema,
+            tasks,
+            sink,
+            threads,
+            sequential,
+        })
+    }
+
+    /// Parquet writer settings from the sink section.
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
+        let s = &self.pipeline.sink;
+        let compression = match s.compression {
+            SinkCompression::Zstd => PqCompression::ZSTD(
+                ZstdLevel::try_new(s.compression_level.unwrap_or(3))
+                    .map_err(|e| Error::Plan(format!("sink.compression_level: {e}")))?,
+            ),
+            SinkCompression::Snappy => PqCompression::SNAPPY,
+            SinkCompression::Lz4 => PqCompression::LZ4_RAW,
+            SinkCompression::None => PqCompression::UNCOMPRESSED,
+        };
+        Ok(WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(s.row_group_rows))
+            .set_max_row_group_bytes(Some(s.row_group_bytes.get() as usize))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by(format!("kiln version {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("kiln.pipeline".to_string(), self.pipeline.name.clone()),
+                KeyValue::new("kiln.pipeline_hash".to_string(), self.pipeline_hash.clone()),
+            ]))
+            .build())
+    }
+
+    /// What the shard writer needs.
+    pub fn writer_config(&self, handle: tokio::runtime::Handle) -> Result<WriterConfig> {
+        let partition_cols = self
+            .pipeline
+            .sink
+            .partition_by
+            .iter()
+            .map(|n| self.output_schema.index_of(n).map(|i| (i, n.clone())))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let file_cols = (0..self.output_schema.fields().len())
+            .filter(|i| !partition_cols.iter().any(|(p, _)| p == i))
+            .collect();
+        Ok(WriterConfig {
+            store: self.sink.store.clone(),
+            root: self.sink.prefix.clone(),
+            file_schema: self.file_schema.clone(),
+            partition_cols,
+            file_cols,
+            props: self.writer_properties()?,
+            max_rows: self.pipeline.sink.max_rows,
+            max_bytes: self.pipeline.sink.max_bytes.get(),
+            handle,
+        })
+    }
+
+    /// Total stored bytes of the input.
+    pub fn input_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.size).sum()
+    }
+}
+
+fn last_schema(steps: &[PlannedStep], input: &SchemaRef) -> SchemaRef {
+    steps
+        .last()
+        .map_or_else(|| input.clone(), |s| s.step.output_schema().clone())
+}
+
+/// Groups consecutive objects into tasks of about `task_bytes` stored bytes.
+pub fn make_tasks(objects: &[Object], task_bytes: u64) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, o) in objects.iter().enumerate() {
+        if i > start && bytes + o.size > task_bytes {
+            tasks.push(Task {
+                id: tasks.len(),
+                objects: start..i,
+                bytes,
+            });
+            start = i;
+            bytes = 0;
+        }
+        bytes += o.size;
+    }
+    if start < objects.len() {
+        tasks.push(Task {
+            id: tasks.len(),
+            objects: start..objects.len(),
+            bytes,
+        });
+    }
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::path::Path;
+
+    #[test]
+    fn tasks_group_consecutive_objects_by_bytes() {
+        let objs: Vec<Object> = [40, 40, 40, 200, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Object {
+                path: Path::from(format!("o{i}")),
+                size,
+                display: format!("o{i}"),
+            })
+            .collect();
+        let tasks = make_tasks(&objs, 100);
+        let ranges: Vec<_> = tasks.iter().map(|t| t.objects.clone()).collect();
+        assert_eq!(ranges, [0..2, 2..3, 3..4, 4..5]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Counters shared by the runtime, the progress display, the final summary and the
+//! `--report` JSON.
+
+mod progress;
+
+pub use progress::Progress;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Time one stage of the pipeline spent working, waiting for input and blocked on a
+/// full output channel. Summed over all threads, so it can exceed the elapsed time.
+#[derive(Debug, Default)]
+pub struct StageTimer {
+    working: AtomicU64,
+    waiting: AtomicU64,
+    blocked: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl StageTimer {
+    pub fn add_working(&self, d: Duration) {
+        self.working.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    pub fn add_waiting(&self, d: Duration) {
+        self.waiting.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    pub fn add_blocked(&self, d: Duration) {
+        self.blocked.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    fn snapshot(&self, stage: &str) -> StageReport {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+        StageReport {
+            stage: stage.to_string(),
+            working_s: s(&self.working),
+            waiting_s: s(&self.waiting),
+            blocked_s: s(&self.blocked),
+        }
+    }
+}
+
+/// Counters of one step.
+#[derive(Debug)]
+pub struct StepStats {
+    pub name: String,
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub timer: StageTimer,
+}
+
+/// Live counters of a run.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: Instant,
+    pub objects_total: u64,
+    pub bytes_total: u64,
+    pub objects_done: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub shards: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub tasks_done: AtomicU64,
+    pub read: StageTimer,
+    pub decode: StageTimer,
+    pub encode: StageTimer,
+    pub upload: StageTimer,
+    pub steps: Vec<StepStats>,
+}
+
+impl Stats {
+    pub fn new(objects_total: u64, bytes_total: u64, step_names: &[String]) -> Self {
+        Stats {
+            started: Instant::now(),
+            objects_total,
+            bytes_total,
+            objects_done: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            shards: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            tasks_done: AtomicU64::new(0),
+            read: StageTimer::default(),
+            decode: StageTimer::default(),
+            encode: StageTimer::default(),
+            upload: StageTimer::default(),
+            steps: step_names
+                .iter()
+                .map(|n| StepStats {
+                    name: n.clone(),
+                    rows_in: AtomicU64::new(0),
+                    rows_out: AtomicU64::new(0),
+                    timer: StageTimer::default(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn get(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+
+    pub fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The run so far as a report.
+    pub fn report(&self, head: ReportHead) -> Report {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let bytes_read = Self::get(&self.bytes_read);
+        let rows_in = Self::get(&self.rows_in);
+        let mut stages = vec![self.read.snapshot("read"), self.decode.snapshot("decode")];
+        stages.extend(
+            self.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.timer.snapshot(&format!("{}. {}", i + 1, s.name))),
+        );
+        stages.push(self.encode.snapshot("encode"));
+        stages.push(self.upload.snapshot("upload"));
+        Report {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            head,
+            input: InputReport {
+                objects: self.objects_total,
+                bytes: self.bytes_total,
+                bytes_read,
+            },
+            rows_in,
+            rows_out: Self::get(&self.rows_out),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| StepReport {
+                    name: s.name.clone(),
+                    rows_in: Self::get(&s.rows_in),
+                    rows_out: Self::get(&s.rows_out),
+                })
+                .collect(),
+            shards: Self::get(&self.shards),
+            bytes_out: Self::get(&self.bytes_out),
+            elapsed_s: elapsed,
+            throughput: Throughput {
+                input_mb_s: if elapsed > 0.0 {
+                    bytes_read as f64 / 1e6 / elapsed
+                } else {
+                    0.0
+                },
+                rows_s: if elapsed > 0.0 {
+                    rows_in as f64 / elapsed
+                } else {
+                    0.0
+                },
+            },
+            stages,
+        }
+    }
+}
+
+/// What the run was and how it ended; the first part of the report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReportHead {
+    pub pipeline: String,
+    pub pipeline_hash: String,
+    pub sink: String,
+    /// `succeeded`, `failed`, `already_complete` or `interrupted`.
+    pub status: String,
+    pub exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub tasks_total: usize,
+    /// Tasks committed by an earlier run and skipped by this one.
+    pub tasks_skipped: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputReport {
+    pub objects: u64,
+    pub bytes: u64,
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Stored input bytes read per second, in MB (1e6).
+    pub input_mb_s: f64,
+    pub rows_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub working_s: f64,
+    pub waiting_s: f64,
+    pub blocked_s: f64,
+}
+
+/// The machine-readable summary written by `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub kiln_version: String,
+    #[serde(flatten)]
+    pub head: ReportHead,
+    pub input: InputReport,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub steps: Vec<StepReport>,
+    pub shards: u64,
+    pub bytes_out: u64,
+    pub elapsed_s: f64,
+    pub throughput: Throughput,
+    pub stages: Vec<StageReport>,
+}
+
+impl Report {
+    /// The human summary printed at the end of every run.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let mb = |b: u64| b as f64 / 1e6;
+        let _ = writeln!(
+            s,
+            "{} {}: {} · {} objects, {:.1} MB read · {} rows in → {} rows out · {} shards, {:.1} MB · {:.2}s, {:.1} MB/s",
+            self.head.status,
+            self.head.pipeline,
+            self.head.sink,
+            self.input.objects,
+            mb(self.input.bytes_read),
+            self.rows_in,
+            self.rows_out,
+            self.shards,
+            mb(self.bytes_out),
+            self.elapsed_s,
+            self.throughput.input_mb_s,
+        );
+        if self.head.tasks_skipped > 0 {
+            let _ = writeln!(
+                s,
+                "  {} of {} tasks were already committed and skipped",
+                self.head.tasks_skipped, self.head.tasks_total
+            );
+        }
+        if !self.steps.is_empty() {
+            let _ = writeln!(s, "  {:<28} {:>12} {:>12}", "step", "rows in", "rows out");
+            for (i, st) in self.steps.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:>12} {:>12}",
+                    format!("{}. {}", i + 1, st.name),
+                    st.rows_in,
+                    st.rows_out
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {:<28} {:>10} {:>10} {:>10}   (thread-seconds, {} threads)",
+            "stage", "working", "waiting", "blocked", self.head.threads
+        );
+        for st in &self.stages {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>9.2}s {:>9.2}s {:>9.2}s",
+                st.stage, st.working_s, st.waiting_s, st.blocked_s
+            );
+        }
+        if let Some(busiest) = self
+            .stages
+            .iter()
+            .max_by(|a, b| a.working_s.total_cmp(&b.working_s))
+        {
+            let _ = writeln!(s, "  busiest stage: {}", busiest.stage);
+        }
+        s
+    }
+}

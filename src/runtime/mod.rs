@@ -1,0 +1,432 @@
+//! Executes a plan (DESIGN §4): tokio tasks list, read and upload; a rayon pool
+//! decompresses, parses, runs the steps and encodes Parquet; bounded channels between
+//! them carry the backpressure, so a slow sink slows the reader and memory stays bounded.
+//!
+//! Each task runs on one rayon thread from its first object to its last shard, so the
+//! rows and bytes of every shard depend only on the input, never on the thread count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess, reader::ChannelReader};
+use crate::plan::{Plan, Task};
+use crate::report::Stats;
+use crate::sink::writer::{TaskWriter, WriterConfig};
+use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
+use crate::steps::StepContext;
+use crate::steps::sample::stable_key;
+
+/// Outcome of [`execute`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every task is committed and the manifest written.
+    Completed {
+        manifest: Box<Manifest>,
+        tasks_skipped: usize,
+    },
+    /// The sink already held this pipeline's complete output.
+    AlreadyComplete(Box<Manifest>),
+}
+
+/// Knobs of one execution that are not part of the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub overwrite: bool,
+}
+
+/// Bytes of input read per range request.
+fn read_chunk(plan: &Plan) -> u64 {
+    // A quarter of each task's share of the memory budget, split over the prefetch depth.
+    let share = plan.pipeline.run.memory_limit.get()
+        / plan.threads.max(1) as u64
+        / 4
+        / (PREFETCH as u64 + 2);
+    share.clamp(256 << 10, 8 << 20)
+}
+
+/// Chunks read ahead of the decoder, per task.
+const PREFETCH: usize = 4;
+
+/// Runs the plan to completion.
+///
+/// # Errors
+/// The first error of any task, after the others have stopped; committed tasks stay
+/// committed, so running again resumes.
+pub async fn execute(
+    plan: Arc<Plan>,
+    stats: Arc<Stats>,
+    opts: ExecOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
+        SinkState::Complete(m) => return Ok(Outcome::AlreadyComplete(m)),
+        SinkState::Empty => BTreeMap::new(),
+        SinkState::Partial(c) => c,
+    };
+    let skipped = plan
+        .tasks
+        .iter()
+        .filter(|t| committed.contains_key(&t.id))
+        .count();
+    for t in plan.tasks.iter().filter(|t| committed.contains_key(&t.id)) {
+        Stats::add(&stats.bytes_read, t.bytes);
+        Stats::add(&stats.objects_done, t.objects.len() as u64);
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(plan.threads)
+            .thread_name(|i| format!("kiln-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))?,
+    );
+    let handle = tokio::runtime::Handle::current();
+    let writer_cfg = Arc::new(plan.writer_config(handle.clone())?);
+    let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
+    let slots = if plan.sequential { 1 } else { plan.threads };
+
+    let mut records = committed;
+    let mut running: JoinSet<Result<TaskRecord>> = JoinSet::new();
+    let todo: Vec<Task> = plan
+        .tasks
+        .iter()
+        .filter(|t| !records.contains_key(&t.id))
+        .cloned()
+        .collect();
+    let mut pending = todo.into_iter();
+    let mut first_error: Option<Error> = None;
+    loop {
+        while first_error.is_none() && running.len() < slots && !stop.load(Ordering::Relaxed) {
+            let Some(task) = pending.next() else { break };
+            let (plan, stats, pool, cfg, io, stop) = (
+                plan.clone(),
+                stats.clone(),
+                pool.clone(),
+                writer_cfg.clone(),
+                io.clone(),
+                stop.clone(),
+            );
+            running.spawn(async move {
+                let record =
+                    run_task(plan.clone(), task, stats.clone(), pool, cfg, io, stop).await?;
+                sink::commit_task(&plan.sink, &record).await?;
+                Stats::add(&stats.tasks_done, 1);
+                Ok(record)
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        match done {
+            Ok(Ok(record)) => {
+                records.insert(record.task, record);
+            }
+            Ok(Err(e)) => {
+                // First error wins; the others are told to stop and are drained.
+                stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(e);
+            }
+            Err(join) => {
+                stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(Error::Internal(format!("a task panicked: {join}")));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if records.len() < plan.tasks.len() {
+        return Err(Error::Interrupted("a signal"));
+    }
+    let manifest = build_manifest(&plan, &records);
+    sink::finalize(&plan.sink, &manifest).await?;
+    Ok(Outcome::Completed {
+        manifest: Box::new(manifest),
+        tasks_skipped: skipped,
+    })
+}
+
+fn build_manifest(plan: &Plan, records: &BTreeMap<usize, TaskRecord>) -> Manifest {
+    let shards: Vec<_> = records
+        .values()
+        .flat_map(|r| r.shards.iter().cloned())
+        .collect();
+    Manifest {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        name: plan.pipeline.name.clone(),
+        pipeline_hash: plan.pipeline_hash.clone(),
+        pipeline: serde_json::to_value(&plan.pipeline).unwrap_or_default(),
+        created_at: sink::now_rfc3339(),
+        schema: plan
+            .file_schema
+            .fields()
+            .iter()
+            .map(|f| sink::ColumnRecord {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+        partition_by: plan.pipeline.sink.partition_by.clone(),
+        tasks: records.len(),
+        rows: shards.iter().map(|s| s.rows).sum(),
+        bytes: shards.iter().map(|s| s.bytes).sum(),
+        shards,
+    }
+}
+
+type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;
+
+/// Runs one task: a reader on tokio feeding the CPU side on rayon.
+async fn run_task(
+    plan: Arc<Plan>,
+    task: Task,
+    stats: Arc<Stats>,
+    pool: Arc<rayon::ThreadPool>,
+    cfg: Arc<WriterConfig>,
+    io: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+) -> Result<TaskRecord> {
+    let (obj_tx, obj_rx) = mpsc::channel::<ChunkRx>(1);
+    let reader = if plan.format.random_access() {
+        drop(obj_tx);
+        None
+    } else {
+        Some(tokio::spawn(read_objects(
+            plan.clone(),
+            task.clone(),
+            obj_tx,
+            io,
+            stats.clone(),
+            stop.clone(),
+        )))
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    {
+        let (plan, task, stats) = (plan.clone(), task.clone(), stats.clone());
+        pool.spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cpu_task(&plan, &task, obj_rx, &stats, cfg, handle, &stop)
+            }))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                Err(Error::Internal(format!(
+                    "panic in task {}: {}",
+                    task.id,
+                    msg.unwrap_or_default()
+                )))
+            });
+            let _ = done_tx.send(r);
+        });
+    }
+    let result = done_rx
+        .await
+        .map_err(|_| Error::Internal("a CPU task vanished".into()))?;
+    if let Some(r) = reader {
+        // The reader ends on its own once the CPU side drops its receivers.
+        let _ = r.await;
+    }
+    let (shards, rows_in) = result?;
+    Ok(TaskRecord {
+        task: task.id,
+        pipeline_hash: plan.pipeline_hash.clone(),
+        inputs: plan.objects[task.objects.clone()]
+            .iter()
+            .map(|o| InputRecord {
+                path: o.display.clone(),
+                bytes: o.size,
+            })
+            .collect(),
+        rows_out: shards.iter().map(|s| s.rows).sum(),
+        rows_in,
+        shards,
+        committed_at: sink::now_rfc3339(),
+    })
+}
+
+/// Streams each object of the task as ranged reads into its own bounded channel.
+async fn read_objects(
+    plan: Arc<Plan>,
+    task: Task,
+    objects_tx: mpsc::Sender<ChunkRx>,
+    io: Arc<Semaphore>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) {
+    let chunk = read_chunk(&plan);
+    let store = plan.source.base.store.clone();
+    for i in task.objects.clone() {
+        let obj = &plan.objects[i];
+        let (tx, rx) = mpsc::channel(PREFETCH);
+        let t = Instant::now();
+        let sent = objects_tx.send(rx).await;
+        stats.read.add_blocked(t.elapsed());
+        if sent.is_err() {
+            return;
+        }
+        let mut offset = 0;
+        while offset < obj.size {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let end = (offset + chunk).min(obj.size);
+            let work = Instant::now();
+            let permit = io.acquire().await;
+            let got = store.get_range(&obj.path, offset..end).await;
+            drop(permit);
+            stats.read.add_working(work.elapsed());
+            let msg = got.map_err(|e| format!("cannot read bytes {offset}..{end}: {e}"));
+            let failed = msg.is_err();
+            let t = Instant::now();
+            if tx.send(msg).await.is_err() {
+                break; // the decoder stopped reading this object
+            }
+            stats.read.add_blocked(t.elapsed());
+            if failed {
+                return;
+            }
+            Stats::add(&stats.bytes_read, end - offset);
+            offset = end;
+        }
+    }
+}
+
+/// The CPU side of a task: decode → steps → encode, on one rayon thread.
+fn cpu_task(
+    plan: &Plan,
+    task: &Task,
+    mut objects_rx: mpsc::Receiver<ChunkRx>,
+    stats: &Arc<Stats>,
+    cfg: Arc<WriterConfig>,
+    handle: tokio::runtime::Handle,
+    stop: &AtomicBool,
+) -> Result<(Vec<sink::ShardRecord>, u64)> {
+    let mut writer = TaskWriter::new(cfg, task.id, stats.clone());
+    let task_key = stable_key(plan.objects[task.objects.start].path.as_ref());
+    let mut contexts: Vec<StepContext> = plan
+        .steps
+        .iter()
+        .map(|_| StepContext {
+            task_key,
+            rows_before: 0,
+        })
+        .collect();
+    let mut rows_in = 0u64;
+    for i in task.objects.clone() {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted("a signal"));
+        }
+        if plan.steps.iter().any(|s| s.step.exhausted()) {
+            break;
+        }
+        let obj = &plan.objects[i];
+        let cx = DecodeContext {
+            schema: plan.input_schema.clone(),
+            schema_origin: plan.schema_origin.clone(),
+            strict: plan.strict,
+            object: obj.display.clone(),
+            batch_rows: plan.pipeline.run.batch_rows,
+            csv: plan.pipeline.source.csv.clone(),
+        };
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut in_emit = Duration::ZERO;
+        let mut emit = |batch: arrow::record_batch::RecordBatch| -> Result<bool> {
+            let t = Instant::now();
+            let n = batch.num_rows() as u64;
+            rows_in += n;
+            Stats::add(&stats.rows_in, n);
+            let mut batch = batch;
+            for (s, (planned, cx_s)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
+                let st = &stats.steps[s];
+                let rows = batch.num_rows() as u64;
+                Stats::add(&st.rows_in, rows);
+                let ts = Instant::now();
+                batch = planned.step.apply(batch, cx_s).map_err(|m| {
+                    Error::input(
+                        &obj.display,
+                        None,
+                        format!("step {} `{}`: {m}", s + 1, planned.name),
+                    )
+                })?;
+                st.timer.add_working(ts.elapsed());
+                cx_s.rows_before += rows;
+                Stats::add(&st.rows_out, batch.num_rows() as u64);
+                if batch.num_rows() == 0 {
+                    break;
+                }
+            }
+            if batch.num_rows() > 0 {
+                Stats::add(&stats.rows_out, batch.num_rows() as u64);
+                let te = Instant::now();
+                writer.write(&batch)?;
+                stats.encode.add_working(te.elapsed());
+            }
+            in_emit += t.elapsed();
+            Ok(!stop.load(Ordering::Relaxed) && !plan.steps.iter().any(|s| s.step.exhausted()))
+        };
+        if plan.format.random_access() {
+            let ra = RandomAccess {
+                store: plan.source.base.store.clone(),
+                path: obj.path.clone(),
+                size: obj.size,
+                handle: handle.clone(),
+            };
+            plan.format
+                .decode(ObjectInput::Random(ra), &cx, &mut emit)?;
+            Stats::add(&stats.bytes_read, obj.size);
+        } else {
+            let t = Instant::now();
+            let rx = objects_rx
+                .blocking_recv()
+                .ok_or_else(|| Error::Internal("the reader stopped early".into()))?;
+            waited += t.elapsed();
+            let raw = ChannelReader::new(rx, &mut waited);
+            let input = formats::decompress(plan.compressions[i], raw)
+                .map_err(|e| Error::input(&obj.display, None, e))?;
+            plan.format
+                .decode(ObjectInput::Stream(input), &cx, &mut emit)
+                .map_err(|e| annotate_compression(e, plan.compressions[i]))?;
+        }
+        Stats::add(&stats.objects_done, 1);
+        stats.decode.add_waiting(waited);
+        stats
+            .decode
+            .add_working(started.elapsed().saturating_sub(waited + in_emit));
+    }
+    let shards = writer.finish()?;
+    Ok((shards, rows_in))
+}
+
+/// A read error inside a compressed stream is almost always a truncated or corrupt
+/// object: say so.
+fn annotate_compression(e: Error, c: formats::Compression) -> Error {
+    match e {
+        Error::Input {
+            object,
+            line,
+            message,
+        } if c != formats::Compression::None && message.starts_with("cannot read") => {
+            Error::Input {
+                object,
+                line,
+                message: format!(
+                    "{message} ({} stream is truncated or corrupt; re-upload the object)",
+                    c.name()
+                ),
+            }
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,242 @@
+//! The dataset in the sink (DESIGN §3): shards, a commit record per task, the manifest
+//! and `_SUCCESS`, and the checks that keep one pipeline's output from mixing with
+//! another's.
+
+pub mod writer;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// Folder of kiln's own files in the sink.
+pub const KILN_DIR: &str = "_kiln";
+pub const MANIFEST: &str = "_kiln/manifest.json";
+pub const SUCCESS: &str = "_SUCCESS";
+
+/// One shard as recorded in commit records and the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardRecord {
+    /// Path relative to the sink root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// CRC-32C of the file's bytes, as 8 hex digits (the checksum S3 and GCS support).
+    pub crc32c: String,
+}
+
+/// An input object of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputRecord {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// The commit record of one task, `_kiln/tasks/NNNNN.json`. Only tasks with a record
+/// count; a rerun skips them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task: usize,
+    pub pipeline_hash: String,
+    pub inputs: Vec<InputRecord>,
+    pub shards: Vec<ShardRecord>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub committed_at: String,
+}
+
+/// A column of the output schema, as the manifest lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// `_kiln/manifest.json`, written once every task is committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub kiln_version: String,
+    pub name: String,
+    pub pipeline_hash: String,
+    /// The pipeline as run (after `${VAR}` expansion and `--set`).
+    pub pipeline: serde_json::Value,
+    pub created_at: String,
+    /// Columns stored in the files.
+    pub schema: Vec<ColumnRecord>,
+    /// Columns stored in folder names (`split=train/`).
+    pub partition_by: Vec<String>,
+    pub tasks: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub shards: Vec<ShardRecord>,
+}
+
+/// What the sink holds before a run.
+#[derive(Debug)]
+pub enum SinkState {
+    /// Nothing of ours (or nothing at all).
+    Empty,
+    /// A run of this pipeline finished: nothing to do.
+    Complete(Box<Manifest>),
+    /// Some tasks of this pipeline are committed.
+    Partial(BTreeMap<usize, TaskRecord>),
+}
+
+pub fn task_record_path(task: usize) -> String {
+    format!("{KILN_DIR}/tasks/{task:05}.json")
+}
+
+async fn get_json<T: for<'de> Deserialize<'de>>(
+    sink: &Location,
+    relative: &str,
+) -> Result<Option<T>> {
+    let path = sink.child(relative);
+    match sink.store.get(&path).await {
+        Ok(r) => {
+            let bytes = r
+                .bytes()
+                .await
+                .map_err(|e| Error::store("read", sink.display_child(relative), e))?;
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::sink(
+                    sink.display_child(relative),
+                    format!("corrupt kiln record: {e}"),
+                )
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::store("read", sink.display_child(relative), e)),
+    }
+}
+
+/// Writes `value` as pretty JSON at `relative` in one PUT (atomic on every store).
+pub async fn put_json<T: Serialize>(sink: &Location, relative: &str, value: &T) -> Result<()> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+    put(sink, relative, body.into()).await
+}
+
+async fn put(sink: &Location, relative: &str, body: Bytes) -> Result<()> {
+    sink.store
+        .put(&sink.child(relative), PutPayload::from_bytes(body))
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::store("write", sink.display_child(relative), e))
+}
+
+/// Lists every object under the sink (relative paths).
+async fn list_all(sink: &Location) -> Result<Vec<Path>> {
+    sink.store
+        .list(Some(&sink.prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .or_else(|e| match e {
+            object_store::Error::NotFound { .. } => Ok(Vec::new()),
+            e => Err(Error::store("list", &sink.display, e)),
+        })
+}
+
+/// Reads the sink's state and refuses a sink that holds something else.
+///
+/// With `overwrite`, whatever is there is deleted first.
+///
+/// # Errors
+/// [`Error::Plan`] (exit 2) when the sink holds another pipeline's output or files that
+/// are not a kiln dataset, and `overwrite` is not set.
+pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> Result<SinkState> {
+    let existing = list_all(sink).await?;
+    if existing.is_empty() {
+        return Ok(SinkState::Empty);
+    }
+    let refuse = |why: String| {
+        Err(Error::Plan(format!(
+            "sink {} {why}; choose another sink, or pass --overwrite to delete what is there",
+            sink.display
+        )))
+    };
+    let mut other_pipeline = None;
+    let manifest: Option<Manifest> = get_json(sink, MANIFEST).await?;
+    if let Some(m) = &manifest {
+        if m.pipeline_hash != pipeline_hash {
+            other_pipeline = Some(m.name.clone());
+        }
+    }
+    let mut committed = BTreeMap::new();
+    let mut foreign = None;
+    for path in &existing {
+        let rel = sink.relative(path);
+        if let Some(task) = rel.strip_prefix(&format!("{KILN_DIR}/tasks/")) {
+            if let Some(record) = get_json::<TaskRecord>(sink, &rel).await? {
+                if record.pipeline_hash != pipeline_hash {
+                    other_pipeline.get_or_insert_with(|| {
+                        format!(
+                            "hash {}",
+                            &record.pipeline_hash[..12.min(record.pipeline_hash.len())]
+                        )
+                    });
+                }
+                let _ = task;
+                committed.insert(record.task, record);
+            }
+        } else if !(rel.starts_with("part-")
+            || rel.contains("/part-")
+            || rel.starts_with(KILN_DIR)
+            || rel == SUCCESS)
+        {
+            foreign.get_or_insert(rel);
+        }
+    }
+    if !overwrite {
+        if let Some(other) = other_pipeline {
+            return refuse(format!(
+                "holds the output of a different pipeline ({other})"
+            ));
+        }
+        if let Some(f) = foreign {
+            return refuse(format!(
+                "is not empty and is not a kiln dataset (it holds `{f}`)"
+            ));
+        }
+        if committed.is_empty() && manifest.is_none() {
+            // Only shards of a run that committed nothing: they are rewritten below.
+            return Ok(SinkState::Partial(committed));
+        }
+        if let Some(m) = manifest {
+            if existing.iter().any(|p| sink.relative(p) == SUCCESS) {
+                return Ok(SinkState::Complete(Box::new(m)));
+            }
+        }
+        return Ok(SinkState::Partial(committed));
+    }
+    for path in existing {
+        sink.store
+            .delete(&path)
+            .await
+            .map_err(|e| Error::store("delete", path.to_string(), e))?;
+    }
+    Ok(SinkState::Empty)
+}
+
+/// Commits a task: its record is written after all its shards are complete.
+pub async fn commit_task(sink: &Location, record: &TaskRecord) -> Result<()> {
+    put_json(sink, &task_record_path(record.task), record).await
+}
+
+/// Writes the manifest and then `_SUCCESS`.
+pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<()> {
+    put_json(sink, MANIFEST, manifest).await?;
+    put(sink, SUCCESS, Bytes::new()).await
+}
+
+/// Now, as RFC 3339 in UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,410 @@
+//! The shard writer of one task: Parquet encoding on the calling (rayon) thread, bytes
+//! handed over a bounded channel to an upload task on the I/O runtime that streams them
+//! into the store through `object_store::buffered::BufWriter` (one PUT for a small
+//! shard, a multipart upload for a large one). A shard becomes visible only when the
+//! upload completes; a failed or abandoned upload is aborted and leaves nothing.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::ShardRecord;
+use crate::error::{Error, Result};
+use crate::report::Stats;
+
+/// Bytes handed to the uploader at a time.
+const UPLOAD_CHUNK: usize = 8 << 20;
+
+/// Characters Hive escapes in partition values.
+const HIVE: &AsciiSet = &CONTROLS
+    .add(b'/')
+    .add(b'\\')
+    .add(b'=')
+    .add(b'%')
+    .add(b':')
+    .add(b'*')
+    .add(b'?')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'|')
+    .add(b'#')
+    .add(b'\'')
+    .add(b'[')
+    .add(b']')
+    .add(b'{')
+    .add(b'}')
+    .add(b'^');
+
+/// Hive's folder name for a null partition value.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// What the writer needs to know, fixed for a run.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub store: Arc<dyn ObjectStore>,
+    pub root: Path,
+    /// Schema of the rows written to files (partition columns removed).
+    pub file_schema: SchemaRef,
+    /// Indices of the partition columns in the batches handed to [`TaskWriter::write`].
+    pub partition_cols: Vec<(usize, String)>,
+    /// Indices of the file columns in those batches.
+    pub file_cols: Vec<usize>,
+    pub props: WriterProperties,
+    pub max_rows: u64,
+    pub max_bytes: u64,
+    pub handle: tokio::runtime::Handle,
+}
+
+enum UploadMsg {
+    Data(Bytes),
+    Finish,
+}
+
+/// `std::io::Write` that forwards bytes to the upload task in large chunks.
+struct UploadSink {
+    tx: mpsc::Sender<UploadMsg>,
+    buf: Vec<u8>,
+    stats: Arc<Stats>,
+}
+
+impl UploadSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        let start = Instant::now();
+        let r = self.tx.blocking_send(UploadMsg::Data(data));
+        self.stats.encode.add_blocked(start.elapsed());
+        r.map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl Write for UploadSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= UPLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Streams one shard into the store; returns (bytes, crc32c) once it is complete.
+async fn upload(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    mut rx: mpsc::Receiver<UploadMsg>,
+    stats: Arc<Stats>,
+) -> std::result::Result<(u64, u32), String> {
+    let mut out = BufWriter::with_capacity(store, path, 10 << 20);
+    let (mut bytes, mut crc) = (0u64, 0u32);
+    loop {
+        let wait = Instant::now();
+        let msg = rx.recv().await;
+        stats.upload.add_waiting(wait.elapsed());
+        let work = Instant::now();
+        match msg {
+            Some(UploadMsg::Data(data)) => {
+                crc = crc32c::crc32c_append(crc, &data);
+                bytes += data.len() as u64;
+                if let Err(e) = out.write_all(&data).await {
+                    let _ = out.abort().await;
+                    return Err(e.to_string());
+                }
+            }
+            Some(UploadMsg::Finish) => {
+                let r = out.shutdown().await;
+                stats.upload.add_working(work.elapsed());
+                return match r {
+                    Ok(()) => Ok((bytes, crc)),
+                    Err(e) => {
+                        let _ = out.abort().await;
+                        Err(e.to_string())
+                    }
+                };
+            }
+            None => {
+                // The task failed or stopped before closing this shard: leave nothing.
+                let _ = out.abort().await;
+                return Err("aborted".into());
+            }
+        }
+        stats.upload.add_working(work.elapsed());
+    }
+}
+
+struct OpenShard {
+    writer: ArrowWriter<UploadSink>,
+    tx: mpsc::Sender<UploadMsg>,
+    join: tokio::task::JoinHandle<std::result::Result<(u64, u32), String>>,
+    relative: String,
+    rows: u64,
+}
+
+/// Shards of one partition (or of the whole task when unpartitioned).
+#[derive(Default)]
+struct PartitionState {
+    open: Option<OpenShard>,
+    next_shard: usize,
+}
+
+/// Writes the shards of one task.
+pub struct TaskWriter {
+    cfg: Arc<WriterConfig>,
+    task: usize,
+    partitions: HashMap<String, PartitionState>,
+    /// Partition directories in first-seen order, so closing is deterministic.
+    order: Vec<String>,
+    shards: Vec<ShardRecord>,
+    stats: Arc<Stats>,
+    /// Compressed bytes per in-memory byte of flushed row groups, to predict a shard's
+    /// size before its last row group is encoded.
+    ratio: f64,
+}
+
+impl TaskWriter {
+    pub fn new(cfg: Arc<WriterConfig>, task: usize, stats: Arc<Stats>) -> Self {
+        TaskWriter {
+            cfg,
+            task,
+            partitions: HashMap::new(),
+            order: Vec::new(),
+            shards: Vec::new(),
+            stats,
+            ratio: 1.0,
+        }
+    }
+
+    /// Writes a batch (with partition columns, if any).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.cfg.partition_cols.is_empty() {
+            return self.write_partition(String::new(), batch.clone());
+        }
+        for (dir, rows) in self.split(batch)? {
+            let part =
+                take_record_batch(batch, &rows).map_err(|e| Error::Internal(e.to_string()))?;
+            self.write_partition(dir, part)?;
+        }
+        Ok(())
+    }
+
+    /// Groups rows by their partition folder, in order of first appearance.
+    fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, UInt32Array)>> {
+        let mut columns = Vec::with_capacity(self.cfg.partition_cols.len());
+        for (i, _) in &self.cfg.partition_cols {
+            let c: ArrayRef = cast(batch.column(*i), &DataType::Utf8)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            columns.push(c);
+        }
+        let strings: Vec<&arrow::array::StringArray> = columns
+            .iter()
+            .filter_map(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+            .collect();
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let mut dir = String::new();
+            for ((_, name), col) in self.cfg.partition_cols.iter().zip(&strings) {
+                let value = if col.is_valid(row) {
+                    utf8_percent_encode(col.value(row), HIVE).to_string()
+                } else {
+                    HIVE_NULL.to_string()
+                };
+                dir.push_str(&format!("{name}={value}/"));
+            }
+            let g = *index.entry(dir.clone()).or_insert_with(|| {
+                groups.push((dir, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(row as u32);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(d, rows)| (d, UInt32Array::from(rows)))
+            .collect())
+    }
+
+    fn write_partition(&mut self, dir: String, batch: RecordBatch) -> Result<()> {
+        let batch = if self.cfg.partition_cols.is_empty() {
+            batch
+        } else {
+            let b = batch
+                .project(&self.cfg.file_cols)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            b.with_schema(self.cfg.file_schema.clone())
+                .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        if !self.partitions.contains_key(&dir) {
+            self.order.push(dir.clone());
+        }
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let state = self.partitions.entry(dir.clone()).or_default();
+            if state.open.is_none() {
+                let shard = state.next_shard;
+                state.next_shard += 1;
+                state.open = Some(open_shard(&self.cfg, &self.stats, &dir, self.task, shard)?);
+            }
+            let open = state
+                .open
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no open shard".into()))?;
+            let remaining = (batch.num_rows() - offset) as u64;
+            let mut take = remaining.min(self.cfg.max_rows - open.rows);
+            // Keep each write under ~1/16 of max_bytes so a shard overshoots little.
+            let est_bytes = batch.get_array_memory_size() as f64 * self.ratio * take as f64
+                / batch.num_rows() as f64;
+            let slice_cap = self.cfg.max_bytes as f64 / 16.0;
+            if est_bytes > slice_cap {
+                take = ((take as f64 * slice_cap / est_bytes).floor() as u64).max(1);
+            }
+            let slice = batch.slice(offset, take as usize);
+            let before = (open.writer.bytes_written(), open.writer.in_progress_size());
+            open.writer
+                .write(&slice)
+                .map_err(|e| Error::sink(&open.relative, e))?;
+            open.rows += take;
+            offset += take as usize;
+            let written = open.writer.bytes_written();
+            if written > before.0 && before.1 > 0 {
+                // The writer flushed a row group: learn how well this data compresses.
+                self.ratio = (written - before.0) as f64 / before.1 as f64;
+            }
+            let estimate = written as f64 + open.writer.in_progress_size() as f64 * self.ratio;
+            let mut full = open.rows >= self.cfg.max_rows;
+            if !full && estimate >= self.cfg.max_bytes as f64 {
+                let pending = open.writer.in_progress_size();
+                open.writer
+                    .flush()
+                    .map_err(|e| Error::sink(&open.relative, e))?;
+                let after = open.writer.bytes_written();
+                if pending > 0 {
+                    self.ratio = (after - written) as f64 / pending as f64;
+                }
+                // The prediction is checked against real bytes; keep filling if it was
+                // pessimistic by more than the 10% the limit allows.
+                full = after as f64 >= self.cfg.max_bytes as f64 * 0.9;
+            }
+            if full {
+                let open = state_take(&mut self.partitions, &dir)?;
+                let record = close_shard(open, &self.stats)?;
+                self.shards.push(record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every open shard and returns the records of all shards written.
+    pub fn finish(mut self) -> Result<Vec<ShardRecord>> {
+        for dir in std::mem::take(&mut self.order) {
+            if let Some(open) = self.partitions.get_mut(&dir).and_then(|s| s.open.take()) {
+                let record = close_shard(open, &self.stats)?;
+                self.shards.push(record);
+            }
+        }
+        self.shards.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(self.shards)
+    }
+}
+
+fn state_take(partitions: &mut HashMap<String, PartitionState>, dir: &str) -> Result<OpenShard> {
+    partitions
+        .get_mut(dir)
+        .and_then(|s| s.open.take())
+        .ok_or_else(|| Error::Internal("no open shard".into()))
+}
+
+/// Deterministic shard name: `part-<task>-<shard>.parquet` below its partition folder.
+pub fn shard_name(dir: &str, task: usize, shard: usize) -> String {
+    format!("{dir}part-{task:05}-{shard:05}.parquet")
+}
+
+fn open_shard(
+    cfg: &WriterConfig,
+    stats: &Arc<Stats>,
+    dir: &str,
+    task: usize,
+    shard: usize,
+) -> Result<OpenShard> {
+    let relative = shard_name(dir, task, shard);
+    let mut path = cfg.root.clone();
+    for part in relative.split('/') {
+        path = path.join(part);
+    }
+    let (tx, rx) = mpsc::channel(2);
+    let join = cfg
+        .handle
+        .spawn(upload(cfg.store.clone(), path, rx, stats.clone()));
+    let sink = UploadSink {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(UPLOAD_CHUNK),
+        stats: stats.clone(),
+    };
+    let writer = ArrowWriter::try_new(sink, cfg.file_schema.clone(), Some(cfg.props.clone()))
+        .map_err(|e| Error::sink(&relative, e))?;
+    Ok(OpenShard {
+        writer,
+        tx,
+        join,
+        relative,
+        rows: 0,
+    })
+}
+
+fn close_shard(open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
+    let OpenShard {
+        writer,
+        tx,
+        join,
+        relative,
+        rows,
+    } = open;
+    writer.close().map_err(|e| Error::sink(&relative, e))?;
+    let start = Instant::now();
+    tx.blocking_send(UploadMsg::Finish)
+        .map_err(|_| Error::sink(&relative, "the upload stopped"))?;
+    drop(tx);
+    let (bytes, crc) = futures::executor::block_on(join)
+        .map_err(|e| Error::sink(&relative, e))?
+        .map_err(|e| Error::sink(&relative, format!("upload failed: {e}")))?;
+    stats.encode.add_blocked(start.elapsed());
+    stats
+        .shards
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .bytes_out
+        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    Ok(ShardRecord {
+        path: relative,
+        rows,
+        bytes,
+        crc32c: format!("{crc:08x}"),
+    })
+}

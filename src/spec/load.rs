@@ -1,0 +1,193 @@
+//! Reading a pipeline file: YAML → [`Pipeline`], `${VAR}` expansion, `--set` overrides.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Pipeline;
+use crate::error::{Error, Result};
+
+/// Reads and checks the pipeline file at `path`, then applies `--set path=value` overrides.
+///
+/// `${VAR}` and `${VAR:-default}` in unquoted values expand from the environment; an
+/// unset `${VAR}` without a default is an error that names the line.
+///
+/// # Errors
+/// [`Error::Spec`] naming the file, line and column, or [`Error::Usage`] for a bad
+/// override.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Spec {
+        file: file.clone(),
+        message: format!("cannot read the pipeline file: {e}"),
+    })?;
+    load_str(&text, &file, overrides)
+}
+
+/// [`load`] on text already in memory; `file` names it in errors.
+pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let options = serde_saphyr::Options::default().with_properties(env);
+    let mut pipeline: Pipeline =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Spec {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+    for o in overrides {
+        pipeline = apply_override(pipeline, o)?;
+    }
+    check(&pipeline).map_err(|message| Error::Spec {
+        file: file.to_string(),
+        message,
+    })?;
+    Ok(pipeline)
+}
+
+/// Applies one `dotted.path=value` override. The value is read as a YAML scalar or
+/// flow collection (`4`, `true`, `[a, b]`, `{form: NFKC}`), else taken as a string.
+fn apply_override(pipeline: Pipeline, arg: &str) -> Result<Pipeline> {
+    let bad = |msg: String| Error::Usage(format!("--set {arg}: {msg}"));
+    let (path, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected `dotted.path=value`, e.g. `run.threads=4`".into()))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+    let mut tree = serde_json::to_value(&pipeline).map_err(|e| bad(e.to_string()))?;
+    let mut node = &mut tree;
+    let keys: Vec<&str> = path.split('.').collect();
+    for (i, key) in keys.iter().enumerate() {
+        let last = i + 1 == keys.len();
+        node = match node {
+            serde_json::Value::Object(map) => {
+                if last {
+                    map.insert((*key).to_string(), value);
+                    break;
+                }
+                map.entry((*key).to_string())
+                    .or_insert_with(|| serde_json::json!({}))
+            }
+            serde_json::Value::Array(items) => {
+                let len = items.len();
+                let idx: usize = key
+                    .parse()
+                    .map_err(|_| bad(format!("`{key}` must be an index into a list of {len}")))?;
+                let slot = items.get_mut(idx).ok_or_else(|| {
+                    bad(format!("index {idx} is past the end of a list of {len}"))
+                })?;
+                if last {
+                    *slot = value;
+                    break;
+                }
+                slot
+            }
+            _ => {
+                return Err(bad(format!(
+                    "`{}` is not a mapping or a list",
+                    keys[..i].join(".")
+                )));
+            }
+        };
+    }
+    serde_json::from_value(tree).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks what the types alone cannot say.
+fn check(p: &Pipeline) -> std::result::Result<(), String> {
+    let mut errs = Vec::new();
+    if p.version != 1 {
+        errs.push(format!(
+            "version: only version 1 exists, found {}",
+            p.version
+        ));
+    }
+    if p.name.trim().is_empty() {
+        errs.push("name: must not be empty".to_string());
+    }
+    if p.source.uri.trim().is_empty() {
+        errs.push("source.uri: must not be empty".to_string());
+    }
+    if p.sink.uri.trim().is_empty() {
+        errs.push("sink.uri: must not be empty".to_string());
+    }
+    let positive = [
+        ("sink.max_rows", p.sink.max_rows),
+        ("sink.max_bytes", p.sink.max_bytes.get()),
+        ("sink.row_group_rows", p.sink.row_group_rows as u64),
+        ("run.io_concurrency", p.run.io_concurrency as u64),
+        ("run.batch_rows", p.run.batch_rows as u64),
+        ("run.task_bytes", p.run.task_bytes.get()),
+        ("source.infer_rows", p.source.infer_rows as u64),
+    ];
+    for (name, v) in positive {
+        if v == 0 {
+            errs.push(format!("{name}: must be at least 1"));
+        }
+    }
+    if p.run.memory_limit.get() < 16 * 1024 * 1024 {
+        errs.push(format!(
+            "run.memory_limit: {} is below the minimum of 16MiB",
+            p.run.memory_limit
+        ));
+    }
+    if let Some(level) = p.sink.compression_level {
+        if !(1..=22).contains(&level) {
+            errs.push(format!("sink.compression_level: {level} is outside 1..=22"));
+        }
+    }
+    for (field, c) in [
+        ("delimiter", p.source.csv.delimiter),
+        ("quote", Some(p.source.csv.quote)),
+        ("escape", p.source.csv.escape),
+    ] {
+        if let Some(c) = c {
+            if !c.is_ascii() {
+                errs.push(format!(
+                    "source.csv.{field}: `{c}` must be a single ASCII character"
+                ));
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsink:\n  uri: out/\n";
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let p = load_str(MINIMAL, "t.yaml", &[]).expect("valid");
+        assert_eq!(p.sink.max_rows, 1_000_000);
+        assert_eq!(p.run.batch_rows, 8192);
+    }
+
+    #[test]
+    fn set_overrides_nested_fields() {
+        let p = load_str(
+            MINIMAL,
+            "t.yaml",
+            &["run.threads=3".into(), "sink.max_bytes=1MiB".into()],
+        )
+        .expect("valid");
+        assert_eq!(p.run.threads, super::super::Threads::Count(3));
+        assert_eq!(p.sink.max_bytes.get(), 1 << 20);
+    }
+
+    #[test]
+    fn set_with_unknown_field_is_a_usage_error() {
+        let e = load_str(MINIMAL, "t.yaml", &["run.thread=3".into()]).expect_err("unknown");
+        assert!(e.to_string().contains("unknown field `thread`"), "{e}");
+    }
+
+    #[test]
+    fn env_vars_expand_with_defaults() {
+        let text = "version: 1\nname: ${KILN_TEST_UNSET_NAME:-fallback}\nsource:\n  uri: in\nsink:\n  uri: out\n";
+        let p = load_str(text, "t.yaml", &[]).expect("valid");
+        assert_eq!(p.name, "fallback");
+    }
+}

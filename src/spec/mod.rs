@@ -1,0 +1,341 @@
+//! Exactly what the pipeline file says (DESIGN §1): serde types, loading with `${VAR}`
+//! expansion, `--set` overrides and the JSON Schema for editors.
+//!
+//! The YAML crate is `serde-saphyr`: serde_yaml is deprecated upstream and its forks are
+//! thin maintenance; serde-saphyr deserializes straight into these types (no untyped
+//! tree in between, so every error keeps its line and column), never panics on malformed
+//! input, bounds resource use with budgets, and implements `${VAR}` / `${VAR:-default}`
+//! itself, redacting expanded values from its error messages so a secret passed through
+//! the environment never reaches a log.
+
+mod bytes;
+mod load;
+
+pub use bytes::ByteSize;
+pub use load::{load, load_str};
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::steps::StepSpec;
+
+/// A pipeline file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Version of the file format; always `1`.
+    pub version: u32,
+    /// Name of the pipeline, recorded in the sink's manifest.
+    pub name: String,
+    /// Free text, recorded in the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the raw data comes from.
+    pub source: Source,
+    /// Transformations applied in order to every batch.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// Where the Parquet shards go.
+    pub sink: Sink,
+    /// How to run: concurrency, threads, memory. Never changes the output.
+    #[serde(default)]
+    pub run: Run,
+}
+
+/// The input objects and how to decode them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A path, a `file://` URI, or a glob over either (`*`, `**`, `?`, `{a,b}`, `[ab]`).
+    /// A directory means every file below it.
+    pub uri: String,
+    /// Input format; inferred from the extension when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FormatName>,
+    /// Compression of the objects; `auto` infers it from the extension (`.gz`, `.zst`).
+    #[serde(default)]
+    pub compression: CompressionName,
+    /// Declared schema, column name → type (`int64`, `float64`, `string`, `bool`,
+    /// `timestamp`, ...). When omitted the schema is inferred from the first object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<IndexMap<String, String>>,
+    /// Rows read from the first object to infer the schema.
+    #[serde(default = "default_infer_rows")]
+    pub infer_rows: usize,
+    /// CSV options.
+    #[serde(default)]
+    pub csv: CsvOptions,
+}
+
+const fn default_infer_rows() -> usize {
+    1000
+}
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`).
+    Jsonl,
+    /// Delimited text with a header (`.csv`, `.tsv`).
+    Csv,
+    /// Apache Parquet (`.parquet`, `.pq`).
+    Parquet,
+    /// One row per line: `path`, `line`, `text` (`.txt`, `.text`).
+    Text,
+}
+
+/// Compression of the input objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    /// From the extension: `.gz`/`.gzip` → gzip, `.zst`/`.zstd` → zstd, else none.
+    #[default]
+    Auto,
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// CSV dialect.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Whether the first line holds the column names.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Field delimiter, one byte. Default `,` (`\t` for `.tsv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+    /// Quote character.
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    /// Escape character inside quoted fields (default: doubled quotes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape: Option<char>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: None,
+            quote: '"',
+            escape: None,
+        }
+    }
+}
+
+const fn default_true() -> bool {
+    true
+}
+const fn default_quote() -> char {
+    '"'
+}
+
+/// The dataset kiln writes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    /// A directory path or `file://` URI. It must not lie inside the source.
+    pub uri: String,
+    /// Output format; only `parquet`.
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// Parquet compression codec.
+    #[serde(default)]
+    pub compression: SinkCompression,
+    /// zstd level (1–22); default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
+    /// A shard closes after this many rows...
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// ...or this many compressed bytes on disk, whichever comes first.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Rows per Parquet row group (at most).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Bytes of buffered, not yet encoded data that close a row group early, so wide
+    /// rows (documents, images) keep memory bounded.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: ByteSize,
+    /// Columns whose values name hive-style folders (`split=train/part-...`). The
+    /// columns are moved into the path, as Hive, Spark and pyarrow expect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+}
+
+const fn default_max_rows() -> u64 {
+    1_000_000
+}
+const fn default_max_bytes() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
+}
+const fn default_row_group_rows() -> usize {
+    100_000
+}
+const fn default_row_group_bytes() -> ByteSize {
+    ByteSize(64 * 1024 * 1024)
+}
+
+/// Output format of the sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    #[default]
+    Parquet,
+}
+
+/// Parquet codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkCompression {
+    #[default]
+    Zstd,
+    Snappy,
+    Lz4,
+    None,
+}
+
+/// How to run. Nothing here changes the rows or bytes written.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// Storage requests in flight at once.
+    #[serde(default = "default_io_concurrency")]
+    pub io_concurrency: usize,
+    /// Size of the CPU pool: `auto` (one per core) or a number.
+    #[serde(default)]
+    pub threads: Threads,
+    /// Bound on data in flight (read buffers, batches, unflushed row groups).
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// What to do with bad records and bad objects. Only `fail` exists so far.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Input bytes (on storage) grouped into one task, the unit of commit and resume.
+    #[serde(default = "default_task_bytes")]
+    pub task_bytes: ByteSize,
+    /// Rows per Arrow batch handed from step to step.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            io_concurrency: default_io_concurrency(),
+            threads: Threads::Auto,
+            memory_limit: default_memory_limit(),
+            on_error: OnError::Fail,
+            task_bytes: default_task_bytes(),
+            batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+const fn default_io_concurrency() -> usize {
+    16
+}
+const fn default_memory_limit() -> ByteSize {
+    ByteSize(2 * 1024 * 1024 * 1024)
+}
+const fn default_task_bytes() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
+}
+const fn default_batch_rows() -> usize {
+    8192
+}
+
+/// Error policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop at the first bad record or object, naming it.
+    #[default]
+    Fail,
+}
+
+/// `auto` or a thread count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Threads {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Threads {
+    /// The number of threads this resolves to on this machine.
+    pub fn resolve(self) -> usize {
+        match self {
+            Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Threads::Count(n) => n,
+        }
+    }
+}
+
+impl Serialize for Threads {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Threads::Auto => s.serialize_str("auto"),
+            Threads::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto` or a thread count of at least 1")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threads, E> {
+                if v == 0 {
+                    return Err(E::custom("threads must be at least 1 (or `auto`)"));
+                }
+                Ok(Threads::Count(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threads, E> {
+                if v < 1 {
+                    return Err(E::custom("threads must be at least 1 (or `auto`)"));
+                }
+                self.visit_u64(v as u64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threads, E> {
+                match v {
+                    "auto" => Ok(Threads::Auto),
+                    other => other
+                        .parse::<u64>()
+                        .map_err(|_| {
+                            E::custom(format!("expected `auto` or a number, found `{other}`"))
+                        })
+                        .and_then(|n| self.visit_u64(n)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Threads {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Threads".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`auto` (one per core) or a thread count",
+            "oneOf": [ { "const": "auto" }, { "type": "integer", "minimum": 1 } ]
+        })
+    }
+}
+
+/// The JSON Schema of the pipeline file, for editors (`kiln schema`).
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Pipeline);
+    serde_json::to_value(schema).unwrap_or_default()
+}

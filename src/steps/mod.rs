@@ -1,0 +1,167 @@
+//! Steps: values built from their YAML options that map Arrow batches to batches.
+//!
+//! Adding a step is one new file (its options struct, [`StepOptions`] impl and tests)
+//! and one line in the [`registry!`] table below.
+
+mod cast;
+mod derive;
+mod drop;
+pub mod expr;
+mod filter;
+mod limit;
+mod rename;
+pub mod sample;
+mod select;
+pub mod types;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A step bound to its input schema, ready to run. One value serves every task.
+pub trait Step: Send + Sync + std::fmt::Debug {
+    /// The schema of the batches this step emits.
+    fn output_schema(&self) -> &SchemaRef;
+
+    /// The input columns this step reads, given the columns needed after it. Used to
+    /// decode only the columns a pipeline uses.
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        downstream.clone()
+    }
+
+    /// Maps one batch. An empty result batch is fine; the runtime drops it.
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String>;
+
+    /// True once the step will emit no more rows (a reached `limit`), so reading stops.
+    fn exhausted(&self) -> bool {
+        false
+    }
+
+    /// True if its output depends on the order tasks run in across the whole dataset;
+    /// the runtime then runs tasks one after the other, in listing order.
+    fn needs_global_order(&self) -> bool {
+        false
+    }
+}
+
+/// What a step may know about where a batch sits in its task.
+#[derive(Debug, Clone, Default)]
+pub struct StepContext {
+    /// A stable key of the task (hash of its first object's path).
+    pub task_key: u64,
+    /// Rows this step has seen in this task before the current batch.
+    pub rows_before: u64,
+}
+
+/// What every step's options implement.
+pub trait StepOptions {
+    /// One line for `kiln steps`.
+    const SUMMARY: &'static str;
+    /// A YAML example for `kiln steps` and the docs.
+    const EXAMPLE: &'static str;
+    /// Checks the options against the input schema and builds the step.
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String>;
+}
+
+/// Description of a registered step, for `kiln steps`.
+pub struct StepInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub example: &'static str,
+    pub options_schema: fn() -> serde_json::Value,
+}
+
+macro_rules! registry {
+    ($( $variant:ident => $name:literal, $module:ident :: $opts:ident; )*) => {
+        /// One entry of `steps:` in the pipeline file: `- <name>: <options>`.
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        pub enum StepSpec {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                #[serde(rename = $name)]
+                $variant($module::$opts),
+            )*
+        }
+
+        impl StepSpec {
+            /// The name users write in the pipeline file.
+            pub fn name(&self) -> &'static str {
+                match self { $( StepSpec::$variant(_) => $name, )* }
+            }
+
+            /// Builds the step for batches of `input`.
+            pub fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+                match self { $( StepSpec::$variant(o) => o.bind(input), )* }
+            }
+        }
+
+        /// Every step kiln knows, in the order `kiln steps` lists them.
+        pub const STEPS: &[StepInfo] = &[
+            $( StepInfo {
+                name: $name,
+                summary: <$module::$opts as StepOptions>::SUMMARY,
+                example: <$module::$opts as StepOptions>::EXAMPLE,
+                options_schema: || serde_json::to_value(schemars::schema_for!($module::$opts)).unwrap_or_default(),
+            }, )*
+        ];
+    };
+}
+
+registry! {
+    Select => "select", select::SelectOptions;
+    Drop => "drop", drop::DropOptions;
+    Rename => "rename", rename::RenameOptions;
+    Cast => "cast", cast::CastOptions;
+    Filter => "filter", filter::FilterOptions;
+    Derive => "derive", derive::DeriveOptions;
+    Limit => "limit", limit::LimitOptions;
+    Sample => "sample", sample::SampleOptions;
+}
+
+/// Finds `name` in `schema`, or says which columns exist.
+pub(crate) fn column_index(schema: &SchemaRef, name: &str) -> Result<usize, String> {
+    schema
+        .index_of(name)
+        .map_err(|_| unknown_column(schema, name))
+}
+
+pub(crate) fn unknown_column(schema: &SchemaRef, name: &str) -> String {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    format!(
+        "no column `{name}`; the columns here are: {}",
+        names.join(", ")
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::SchemaRef;
+    use arrow::record_batch::RecordBatch;
+
+    /// A small batch: id int64, text utf8 (one null), score float64.
+    pub fn batch() -> RecordBatch {
+        let id: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3, 4]));
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            Some("hello"),
+            None,
+            Some("héllo wörld"),
+        ]));
+        let score: ArrayRef = Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5, 3.5]));
+        RecordBatch::try_from_iter(vec![("id", id), ("text", text), ("score", score)])
+            .expect("valid batch")
+    }
+
+    pub fn schema() -> SchemaRef {
+        batch().schema()
+    }
+}

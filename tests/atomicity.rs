@@ -1,0 +1,105 @@
+//! A run killed with SIGKILL while writing leaves no partial shard and no `_SUCCESS`;
+//! running it again yields exactly the shards of an uninterrupted run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn shard_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    files(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".parquet"))
+        .map(|p| {
+            (
+                p.strip_prefix(dir)
+                    .expect("below")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(&p).expect("read"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
+    let data = tempfile::tempdir().expect("tmp");
+    for i in 0..24 {
+        write_docs(
+            &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
+            i * 4000,
+            4000,
+        );
+    }
+    let yaml = format!(
+        "version: 1\nname: kill\nsource:\n  uri: {}/in/*.jsonl.gz\nsteps:\n  - derive: {{ n_chars: \"length(text)\" }}\nsink:\n  uri: ${{KILN_OUT}}/kill\n  max_rows: 700\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "kill.yaml", &yaml)
+        .to_string_lossy()
+        .into_owned();
+
+    let clean = tempfile::tempdir().expect("tmp");
+    kiln_ok(clean.path(), &["run", "-q", &p]);
+    let expected = shard_files(&clean.path().join("kill"));
+    assert_eq!(total_rows(&clean.path().join("kill")), 24 * 4000);
+
+    let out = tempfile::tempdir().expect("tmp");
+    let sink = out.path().join("kill");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .args(["run", "-q", &p])
+        .spawn()
+        .expect("spawn");
+    // Kill once a task has committed and shards are being written.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = std::fs::read_dir(sink.join("_kiln/tasks"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if committed >= 1 || Instant::now() > deadline {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run finished ({status}) before it could be killed; give it more input");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(
+        status.code().is_none(),
+        "killed by a signal, not finished: {status}"
+    );
+
+    assert!(!sink.join("_SUCCESS").exists(), "no _SUCCESS after a kill");
+    assert!(
+        !sink.join("_kiln/manifest.json").exists(),
+        "no manifest after a kill"
+    );
+    let visible = shard_files(&sink);
+    assert!(
+        visible.len() < expected.len(),
+        "the kill came before the end"
+    );
+    for (name, _) in &visible {
+        // Every visible shard is whole: it opens and reads to the end.
+        let _ = read_parquet(&sink.join(name));
+    }
+
+    let rerun = kiln_ok(out.path(), &["run", &p]);
+    assert!(
+        stderr(&rerun).contains("already committed and skipped"),
+        "{}",
+        stderr(&rerun)
+    );
+    let got = shard_files(&sink);
+    assert_eq!(got.len(), expected.len());
+    for ((a, x), (b, y)) in got.iter().zip(&expected) {
+        assert_eq!(a, b);
+        assert!(x == y, "{a} differs from the clean run's");
+    }
+    assert!(sink.join("_SUCCESS").exists());
+}

@@ -1,0 +1,162 @@
+//! The commands besides `run`, and `run`'s report, resume and overwrite behaviour.
+
+use crate::util::*;
+
+#[test]
+fn schema_is_json_schema_of_the_file() {
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln_ok(out.path(), &["schema"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    for field in ["version", "name", "source", "steps", "sink", "run"] {
+        assert!(v["properties"][field].is_object(), "schema has `{field}`");
+    }
+}
+
+#[test]
+fn steps_lists_every_step_with_an_example() {
+    let out = tempfile::tempdir().expect("tmp");
+    let text = stdout(&kiln_ok(out.path(), &["steps"]));
+    for name in [
+        "select", "drop", "rename", "cast", "filter", "derive", "limit", "sample",
+    ] {
+        assert!(
+            text.contains(&format!("- {name}:")),
+            "{name} has an example:\n{text}"
+        );
+    }
+    let one = stdout(&kiln_ok(out.path(), &["steps", "sample"]));
+    assert!(one.contains("fraction") && one.contains("seed"), "{one}");
+    let bad = kiln(out.path(), &["steps", "nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn inspect_shows_schema_and_rows() {
+    let out = tempfile::tempdir().expect("tmp");
+    let text = stdout(&kiln_ok(
+        out.path(),
+        &["inspect", "sample-data/text/*.jsonl*", "-n", "2"],
+    ));
+    assert!(text.starts_with("3 objects"), "{text}");
+    assert!(
+        text.contains("n_links: Int64") && text.contains("| id"),
+        "{text}"
+    );
+    let pq = stdout(&kiln_ok(
+        out.path(),
+        &["inspect", "sample-data/parquet/products.parquet", "-n", "3"],
+    ));
+    assert!(pq.contains("price: Float64"), "{pq}");
+}
+
+#[test]
+fn plan_shows_schema_after_each_step_and_layout() {
+    let out = tempfile::tempdir().expect("tmp");
+    let text = stdout(&kiln_ok(out.path(), &["plan", "pipelines/web-text.yaml"]));
+    assert!(text.contains("3 objects"), "{text}");
+    assert!(
+        text.contains("step 3    derive") && text.contains("split: Utf8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("split=<value>/part-00000-00000.parquet"),
+        "{text}"
+    );
+}
+
+#[test]
+fn report_resume_noop_and_overwrite() {
+    let out = tempfile::tempdir().expect("tmp");
+    let report = out.path().join("report.json");
+    let r = report.to_string_lossy().into_owned();
+    let first = kiln_ok(
+        out.path(),
+        &["run", "pipelines/web-text.yaml", "--report", &r],
+    );
+    assert!(
+        stderr(&first).contains("succeeded web-text"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(
+        stderr(&first).contains("busiest stage"),
+        "{}",
+        stderr(&first)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["rows_in"], 600);
+    assert_eq!(v["steps"][1]["name"], "filter");
+    assert_eq!(v["steps"][1]["rows_in"], 600);
+    assert_eq!(v["steps"].as_array().map(|s| s.len()), Some(4));
+    assert_eq!(v["rows_out"], v["steps"][3]["rows_out"]);
+    assert!(v["stages"].as_array().is_some_and(|s| s.len() == 8));
+
+    let again = kiln_ok(
+        out.path(),
+        &["run", "pipelines/web-text.yaml", "--report", &r],
+    );
+    assert!(
+        stderr(&again).contains("already complete"),
+        "{}",
+        stderr(&again)
+    );
+    let v2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(v2["status"], "already_complete");
+
+    // A different pipeline into the same sink needs --overwrite.
+    let other = [
+        "run",
+        "-q",
+        "pipelines/web-text.yaml",
+        "--set",
+        "sink.max_rows=50",
+    ];
+    assert_eq!(kiln(out.path(), &other).status.code(), Some(2));
+    let mut with = other.to_vec();
+    with.push("--overwrite");
+    kiln_ok(out.path(), &with);
+    let shards = read_shards(&out.path().join("web-text"));
+    assert!(shards.values().all(|b| b.num_rows() <= 50));
+}
+
+#[test]
+fn validate_answers_zero_or_two() {
+    let out = tempfile::tempdir().expect("tmp");
+    let ok = kiln_ok(out.path(), &["validate", "pipelines/csv-events.yaml"]);
+    assert!(stdout(&ok).contains("ok"), "{}", stdout(&ok));
+    let bad = kiln(
+        out.path(),
+        &[
+            "validate",
+            "pipelines/csv-events.yaml",
+            "--set",
+            "steps.4.filter=nope > 1",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("step 5 `filter`"), "{}", stderr(&bad));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln_ok(
+        out.path(),
+        &["--log-format", "json", "run", "pipelines/text-lines.yaml"],
+    );
+    let err = stderr(&o);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run succeeded")
+        .expect("a final event");
+    let report: serde_json::Value =
+        serde_json::from_str(done["fields"]["report"].as_str().expect("report")).expect("json");
+    assert_eq!(report["rows_in"], 120);
+}

@@ -1,0 +1,176 @@
+//! Bad input gets exit 2 (the pipeline is wrong) or 1 (the data is), with a message that
+//! names the place. Each message is pinned by a snapshot, so a change in what users see
+//! is a visible diff.
+
+use std::io::Write;
+
+use crate::util::*;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Self {
+        Case {
+            dir: tempfile::tempdir().expect("tmp"),
+        }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, bytes).expect("write");
+        p.to_string_lossy().into_owned()
+    }
+
+    fn pipeline(&self, yaml: &str) -> String {
+        self.file(
+            "pipeline.yaml",
+            yaml.replace("TMP", &self.dir.path().to_string_lossy())
+                .as_bytes(),
+        )
+    }
+
+    /// Runs `kiln run` and renders exit code and stderr, with the temp dir masked.
+    fn run(&self, yaml: &str) -> String {
+        let p = self.pipeline(yaml);
+        let o = kiln(self.dir.path(), &["run", "-q", &p]);
+        let text = format!("exit: {}\n{}", o.status.code().unwrap_or(-1), stderr(&o));
+        text.replace(&*self.dir.path().to_string_lossy(), "[TMP]")
+    }
+}
+
+const HEAD: &str = "version: 1\nname: bad\n";
+
+fn jsonl_source(extra: &str) -> String {
+    format!("{HEAD}source:\n  uri: sample-data/text/*.jsonl\n{extra}sink:\n  uri: TMP/out\n")
+}
+
+#[test]
+fn malformed_yaml() {
+    insta::assert_snapshot!(Case::new().run("version: 1\nname: [unclosed\nsource:\n  uri: x\n"));
+}
+
+#[test]
+fn unknown_step_lists_the_steps() {
+    insta::assert_snapshot!(
+        Case::new().run(&jsonl_source("steps:\n  - fliter: \"lang = 'en'\"\n"))
+    );
+}
+
+#[test]
+fn unknown_field_lists_the_fields() {
+    insta::assert_snapshot!(Case::new().run(&format!(
+        "{HEAD}source:\n  uri: sample-data/text/*.jsonl\nsink:\n  uri: TMP/out\n  max_row: 5\n"
+    )));
+}
+
+#[test]
+fn unknown_column_in_expression() {
+    insta::assert_snapshot!(
+        Case::new().run(&jsonl_source("steps:\n  - filter: \"length(txt) > 3\"\n"))
+    );
+}
+
+#[test]
+fn filter_that_is_not_boolean() {
+    insta::assert_snapshot!(Case::new().run(&jsonl_source(
+        "steps:\n  - select: [id, text]\n  - filter: \"length(text)\"\n"
+    )));
+}
+
+#[test]
+fn cast_to_an_unknown_type() {
+    insta::assert_snapshot!(Case::new().run(&jsonl_source("steps:\n  - cast: { score: floot }\n")));
+}
+
+#[test]
+fn unset_environment_variable() {
+    insta::assert_snapshot!(Case::new().run(&format!(
+        "{HEAD}source:\n  uri: ${{KILN_TEST_SURELY_UNSET}}/x.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn missing_source() {
+    insta::assert_snapshot!(Case::new().run(&format!(
+        "{HEAD}source:\n  uri: TMP/does-not-exist.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn zero_matched_objects() {
+    let c = Case::new();
+    c.file("in/a.csv", b"a\n1\n");
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/*.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn malformed_json_line() {
+    let c = Case::new();
+    c.file(
+        "in/a.jsonl",
+        b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,,}\n{\"a\": 4}\n",
+    );
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn truncated_gzip() {
+    let c = Case::new();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..20_000 {
+        writeln!(gz, "{{\"i\": {i}, \"t\": \"row number {i}\"}}").expect("write");
+    }
+    let full = gz.finish().expect("finish");
+    c.file("in/a.jsonl.gz", &full[..full.len() * 2 / 3]);
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.jsonl.gz\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn csv_row_with_wrong_field_count() {
+    let c = Case::new();
+    c.file("in/a.csv", b"id,name\n1,x\n2,y\n3,z,extra\n4,w\n");
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.csv\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn cast_of_a_value_that_does_not_convert() {
+    let c = Case::new();
+    c.file("in/a.csv", b"id,amount\n1,2.5\n2,lots\n");
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.csv\n  schema: {{ id: int64, amount: string }}\nsteps:\n  - cast: {{ amount: float64 }}\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn later_object_with_a_conflicting_type() {
+    let c = Case::new();
+    c.file("in/a.jsonl", b"{\"id\": 1, \"n\": 5}\n");
+    c.file("in/b.jsonl", b"{\"id\": 2, \"n\": \"five\"}\n");
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/*.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
+fn sink_of_a_different_pipeline_is_refused() {
+    let c = Case::new();
+    c.file("in/a.jsonl", b"{\"id\": 1}\n");
+    let first = c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
+    ));
+    assert!(first.starts_with("exit: 0"), "{first}");
+    insta::assert_snapshot!(c.run(&format!(
+        "version: 1\nname: other\nsource:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
+    )));
+}

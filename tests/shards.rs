@@ -1,0 +1,117 @@
+//! Shard limits: `max_rows`, `max_bytes` (compressed bytes on disk, within 10%) and
+//! hive-style partition folders.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+
+use crate::util::*;
+
+fn input(dir: &std::path::Path, files: usize, docs: usize) {
+    for i in 0..files {
+        write_docs(&dir.join(format!("in/part-{i}.jsonl")), i * docs, docs);
+    }
+}
+
+#[test]
+fn max_rows_is_honoured_per_shard() {
+    let data = tempfile::tempdir().expect("tmp");
+    input(data.path(), 2, 5000);
+    let yaml = format!(
+        "version: 1\nname: rows\nsource:\n  uri: {}/in/*.jsonl\nsink:\n  uri: ${{KILN_OUT}}/rows\n  max_rows: 1234\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "rows.yaml", &yaml);
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    let shards = read_shards(&out.path().join("rows"));
+    let counts: Vec<usize> = shards.values().map(|b| b.num_rows()).collect();
+    // One task (the input is small): 10000 rows → 8 full shards and a remainder.
+    assert_eq!(
+        counts,
+        [1234, 1234, 1234, 1234, 1234, 1234, 1234, 1234, 128]
+    );
+    assert_eq!(
+        shards.keys().next().map(String::as_str),
+        Some("part-00000-00000.parquet")
+    );
+}
+
+#[test]
+fn max_bytes_is_honoured_within_ten_percent() {
+    let data = tempfile::tempdir().expect("tmp");
+    input(data.path(), 4, 20_000);
+    let limit = 512 * 1024;
+    let yaml = format!(
+        "version: 1\nname: bytes\nsource:\n  uri: {}/in/*.jsonl\nsink:\n  uri: ${{KILN_OUT}}/bytes\n  max_bytes: {limit}\n  max_rows: 100000000\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "bytes.yaml", &yaml);
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    let mut sizes: Vec<(String, u64)> = files(&out.path().join("bytes"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            (
+                p.file_name().expect("name").to_string_lossy().into_owned(),
+                std::fs::metadata(&p).expect("meta").len(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    assert!(sizes.len() >= 4, "several shards: {sizes:?}");
+    let last = sizes.pop().expect("a last shard");
+    assert!(last.1 <= limit * 11 / 10, "{last:?}");
+    for (name, size) in &sizes {
+        assert!(
+            *size <= limit * 11 / 10,
+            "{name} is {size} bytes, over max_bytes {limit} by more than 10%"
+        );
+        assert!(
+            *size >= limit * 8 / 10,
+            "{name} is {size} bytes: closed too early for max_bytes {limit}"
+        );
+    }
+    assert_eq!(total_rows(&out.path().join("bytes")), 80_000);
+}
+
+#[test]
+fn partitions_land_in_their_folders() {
+    let data = tempfile::tempdir().expect("tmp");
+    input(data.path(), 1, 3000);
+    let yaml = format!(
+        "version: 1\nname: parts\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - derive: {{ bucket: \"n % 4\" }}\nsink:\n  uri: ${{KILN_OUT}}/parts\n  partition_by: [lang, bucket]\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "parts.yaml", &yaml);
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    let shards = read_shards(&out.path().join("parts"));
+    assert_eq!(shards.len(), 8, "{:?}", shards.keys().collect::<Vec<_>>());
+    let mut total = 0;
+    for (path, batch) in &shards {
+        let (lang, rest) = path
+            .strip_prefix("lang=")
+            .expect("lang folder")
+            .split_once("/bucket=")
+            .expect("bucket folder");
+        let bucket: i64 = rest
+            .split('/')
+            .next()
+            .expect("value")
+            .parse()
+            .expect("number");
+        assert!(
+            batch.schema().index_of("lang").is_err() && batch.schema().index_of("bucket").is_err()
+        );
+        let n = batch
+            .column(batch.schema().index_of("n").expect("n"))
+            .as_primitive::<Int64Type>();
+        for v in n.iter().flatten() {
+            assert_eq!(v % 4, bucket, "{path}");
+            assert_eq!(if v % 10 == 0 { "de" } else { "en" }, lang, "{path}");
+        }
+        total += batch.num_rows();
+    }
+    assert_eq!(total, 3000);
+}

@@ -1,0 +1,11 @@
+//! kiln's end-to-end tests, compiled as one binary: each runs the real `kiln` binary on
+//! real files and reads the shards back with the parquet crate.
+
+mod util;
+
+mod atomicity;
+mod commands;
+mod determinism;
+mod errors;
+mod examples;
+mod shards;
