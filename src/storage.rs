@@ -41,7 +41,7 @@ impl Location {
     }
 
     /// The path of `path` relative to this location's prefix.
-    pub fn relative<'a>(&self, path: &'a Path) -> String {
+    pub fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.prefix) {
             Some(parts) => parts
                 .map(|p| p.as_ref().to_string())
@@ -76,13 +76,13 @@ fn split_glob(uri: &str) -> (String, Option<String>) {
 /// # Errors
 /// [`Error::Plan`] for a scheme this build cannot reach or a path that cannot be used.
 pub fn open(uri: &str) -> Result<Location> {
-    if let Some((scheme, _)) = uri.split_once("://") {
-        if scheme != "file" {
-            return Err(Error::Plan(format!(
-                "`{uri}`: the `{scheme}://` scheme is not supported by this build of kiln; \
+    if let Some((scheme, _)) = uri.split_once("://")
+        && scheme != "file"
+    {
+        return Err(Error::Plan(format!(
+            "`{uri}`: the `{scheme}://` scheme is not supported by this build of kiln; \
                  use a local path or a file:// URI"
-            )));
-        }
+        )));
     }
     let local = uri.strip_prefix("file://").unwrap_or(uri);
     let local = if local.is_empty() { "." } else { local };
@@ -139,15 +139,15 @@ impl SourceUri {
     pub async fn list(&self) -> Result<Vec<Object>> {
         let base = &self.base;
         // A plain path may name one object.
-        if self.glob.is_none() {
-            if let Ok(meta) = base.store.head(&base.prefix).await {
-                let display = base.display.trim_end_matches('/').to_string();
-                return Ok(vec![Object {
-                    path: meta.location,
-                    size: meta.size,
-                    display,
-                }]);
-            }
+        if self.glob.is_none()
+            && let Ok(meta) = base.store.head(&base.prefix).await
+        {
+            let display = base.display.trim_end_matches('/').to_string();
+            return Ok(vec![Object {
+                path: meta.location,
+                size: meta.size,
+                display,
+            }]);
         }
         let metas: Vec<_> = base
             .store

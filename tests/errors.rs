@@ -113,7 +113,7 @@ fn malformed_json_line() {
     let c = Case::new();
     c.file(
         "in/a.jsonl",
-        b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3,,}\n{\"a\": 4}\n",
+        b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3, \"b\" 4}\n{\"a\": 4}\n",
     );
     insta::assert_snapshot!(c.run(&format!(
         "{HEAD}source:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
@@ -144,6 +144,15 @@ fn csv_row_with_wrong_field_count() {
 }
 
 #[test]
+fn csv_row_with_wrong_field_count_past_inference() {
+    let c = Case::new();
+    c.file("in/a.csv", b"id,name\n1,x\n2,y\n3,z,extra\n4,w\n");
+    insta::assert_snapshot!(c.run(&format!(
+        "{HEAD}source:\n  uri: TMP/in/a.csv\n  schema: {{ id: int64, name: string }}\nsink:\n  uri: TMP/out\n"
+    )));
+}
+
+#[test]
 fn cast_of_a_value_that_does_not_convert() {
     let c = Case::new();
     c.file("in/a.csv", b"id,amount\n1,2.5\n2,lots\n");
@@ -170,7 +179,7 @@ fn sink_of_a_different_pipeline_is_refused() {
         "{HEAD}source:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
     ));
     assert!(first.starts_with("exit: 0"), "{first}");
-    insta::assert_snapshot!(c.run(&format!(
-        "version: 1\nname: other\nsource:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n"
-    )));
+    insta::assert_snapshot!(
+        c.run("version: 1\nname: other\nsource:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n")
+    );
 }

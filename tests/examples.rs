@@ -154,6 +154,7 @@ fn csv_events_are_typed_and_filtered() {
                     chars.next();
                 }
                 ('"', _) => quoted = !quoted,
+                ('\r', false) => {}
                 (',', false) => record.push(std::mem::take(&mut field)),
                 ('\n', false) => {
                     record.push(std::mem::take(&mut field));

@@ -87,7 +87,8 @@ fn partitions_land_in_their_folders() {
     let out = tempfile::tempdir().expect("tmp");
     kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
     let shards = read_shards(&out.path().join("parts"));
-    assert_eq!(shards.len(), 8, "{:?}", shards.keys().collect::<Vec<_>>());
+    // `de` rows have n % 10 == 0, so only the even buckets: 2 + 4 folders.
+    assert_eq!(shards.len(), 6, "{:?}", shards.keys().collect::<Vec<_>>());
     let mut total = 0;
     for (path, batch) in &shards {
         let (lang, rest) = path

@@ -46,7 +46,7 @@ impl SourceFormat for Csv {
                 Error::input(
                     &cx.object,
                     None,
-                    format!("cannot infer a schema from the first {rows} rows: {e}"),
+                    format!("reading the first {rows} rows to infer the schema: {e}"),
                 )
             })
     }
@@ -79,12 +79,11 @@ impl SourceFormat for Csv {
             // without a newline.
             let consumed = decoder.decode(buf).map_err(decode_err)?;
             reader.consume(consumed);
-            if len == 0 || consumed < len || decoder.capacity() == 0 {
-                if let Some(b) = decoder.flush().map_err(decode_err)? {
-                    if !emit(b)? {
-                        return Ok(());
-                    }
-                }
+            if (len == 0 || consumed < len || decoder.capacity() == 0)
+                && let Some(b) = decoder.flush().map_err(decode_err)?
+                && !emit(b)?
+            {
+                return Ok(());
             }
             if len == 0 {
                 return Ok(());

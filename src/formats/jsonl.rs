@@ -20,18 +20,31 @@ impl SourceFormat for Jsonl {
         rows: usize,
         cx: &DecodeContext,
     ) -> Result<Schema> {
-        let ObjectInput::Stream(reader) = input else {
+        let ObjectInput::Stream(mut reader) = input else {
             return Err(Error::Internal("jsonl needs a byte stream".into()));
         };
-        infer_json_schema(reader, Some(rows))
+        // Take the first `rows` lines, so a malformed one can be named exactly.
+        let mut head = Vec::new();
+        for _ in 0..rows {
+            let n = reader
+                .read_until(b'\n', &mut head)
+                .map_err(|e| Error::input(&cx.object, None, format!("cannot read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+        }
+        infer_json_schema(&head[..], None)
             .map(|(schema, _)| schema)
-            .map_err(|e| {
-                Error::input(
-                    &cx.object,
-                    None,
-                    format!("cannot infer a schema from the first {rows} lines: {e}"),
-                )
-            })
+            .map_err(
+                |e| match locate_syntax_error(&head, 0, &e.to_string(), cx) {
+                    located @ Error::Input { line: Some(_), .. } => located,
+                    _ => Error::input(
+                        &cx.object,
+                        None,
+                        format!("reading the first {rows} lines to infer the schema: {e}"),
+                    ),
+                },
+            )
     }
 
     fn decode(
@@ -48,10 +61,14 @@ impl SourceFormat for Jsonl {
             .with_strict_mode(cx.strict)
             .build_decoder()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        // Lines consumed so far, and the first line of the batch being built: only for
-        // error messages, counted with SIMD over bytes the decoder already took.
+        // Lines consumed so far and the first line of the batch being built, with the raw
+        // bytes of that batch: arrow-json reports type errors without a position, so on
+        // an error the batch is re-read line by line to name the exact line.
         let mut lines: u64 = 0;
-        let mut batch_first_line: u64 = 1;
+        let mut batch = BatchLines {
+            first_line: 1,
+            bytes: Vec::new(),
+        };
         loop {
             let buf = reader.fill_buf().map_err(|e| {
                 Error::input(&cx.object, Some(lines + 1), format!("cannot read: {e}"))
@@ -64,42 +81,76 @@ impl SourceFormat for Jsonl {
                 Ok(n) => n,
                 Err(e) => return Err(locate_syntax_error(buf, lines, &e.to_string(), cx)),
             };
+            batch.bytes.extend_from_slice(&buf[..consumed]);
             lines += memchr::memchr_iter(b'\n', &buf[..consumed]).count() as u64;
             reader.consume(consumed);
-            if consumed < len && !flush(&mut decoder, cx, &mut batch_first_line, lines, emit)? {
+            if consumed < len && !flush(&mut decoder, cx, &mut batch, lines, emit)? {
                 return Ok(());
             }
         }
-        flush(&mut decoder, cx, &mut batch_first_line, lines + 1, emit)?;
+        flush(&mut decoder, cx, &mut batch, lines + 1, emit)?;
         Ok(())
     }
+}
+
+/// The raw bytes of the batch being decoded and the line they start on.
+struct BatchLines {
+    first_line: u64,
+    bytes: Vec<u8>,
 }
 
 fn flush(
     decoder: &mut Decoder,
     cx: &DecodeContext,
-    first: &mut u64,
-    last: u64,
+    batch: &mut BatchLines,
+    lines: u64,
     emit: &mut Emit<'_>,
 ) -> Result<bool> {
-    let batch: Option<RecordBatch> = decoder.flush().map_err(|e| {
-        let what = explain(&e.to_string(), cx);
-        Error::input(
-            &cx.object,
-            None,
-            format!("in lines {}..={}: {what}", *first, last.max(*first)),
-        )
-    })?;
-    *first = last + 1;
-    match batch {
+    let decoded: Option<RecordBatch> = decoder
+        .flush()
+        .map_err(|e| locate_in_batch(batch, &e.to_string(), cx))?;
+    batch.first_line = lines + 1;
+    batch.bytes.clear();
+    match decoded {
         Some(b) => emit(b),
         None => Ok(true),
     }
 }
 
+/// Re-decodes a failed batch one line at a time to find the line that fails.
+fn locate_in_batch(batch: &BatchLines, msg: &str, cx: &DecodeContext) -> Error {
+    for (i, line) in batch.bytes.split(|b| *b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let one = ReaderBuilder::new(cx.schema.clone())
+            .with_batch_size(1)
+            .with_strict_mode(cx.strict)
+            .build_decoder();
+        let failure = one.and_then(|mut d| d.decode(line).and_then(|_| d.flush()));
+        if let Err(e) = failure {
+            return Error::input(
+                &cx.object,
+                Some(batch.first_line + i as u64),
+                explain(&e.to_string(), cx),
+            );
+        }
+    }
+    let last = batch.first_line + memchr::memchr_iter(b'\n', &batch.bytes).count() as u64;
+    Error::input(
+        &cx.object,
+        None,
+        format!(
+            "in lines {}..={last}: {}",
+            batch.first_line,
+            explain(msg, cx)
+        ),
+    )
+}
+
 /// Adds what to do to arrow-json's message.
 fn explain(msg: &str, cx: &DecodeContext) -> String {
-    if msg.contains("not present in schema") || msg.contains("not found in schema") {
+    if msg.contains("missing from schema") || msg.contains("not present in schema") {
         format!(
             "{msg}; the schema was inferred from {} — declare the column in `source.schema` \
              (or raise `source.infer_rows`)",
@@ -118,21 +169,23 @@ fn explain(msg: &str, cx: &DecodeContext) -> String {
 /// arrow-json reports a syntax error without a position; find the first line of the
 /// buffer that is not valid JSON (this runs only on the error path).
 fn locate_syntax_error(buf: &[u8], lines_before: u64, msg: &str, cx: &DecodeContext) -> Error {
+    let complete_lines = memchr::memchr_iter(b'\n', buf).count();
     for (i, line) in buf.split(|b| *b == b'\n').enumerate() {
         let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
             continue;
         }
         // The last piece may be a record cut at the buffer's end; it is not the culprit.
-        let complete = i < memchr::memchr_iter(b'\n', buf).count();
-        if complete {
-            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
-                return Error::input(
-                    &cx.object,
-                    Some(lines_before + i as u64 + 1),
-                    format!("malformed JSON: {e}"),
-                );
-            }
+        let complete = i < complete_lines;
+        if complete && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+            return Error::input(
+                &cx.object,
+                Some(lines_before + i as u64 + 1),
+                format!(
+                    "malformed JSON: {}",
+                    e.to_string().replace(" at line 1 column ", " at column ")
+                ),
+            );
         }
     }
     Error::input(
@@ -188,8 +241,15 @@ mod tests {
     }
 
     #[test]
+    fn type_error_names_the_line() {
+        let err = run("{\"a\":1}\n{\"a\":2}\n\n{\"a\":\"three\"}\n").expect_err("type");
+        assert!(err.to_string().starts_with("b.jsonl line 4: "), "{err}");
+    }
+
+    #[test]
     fn malformed_line_is_named() {
-        let err = run("{\"a\":1}\n{\"a\":2}\n{\"a\":\n{\"a\":4}\n").expect_err("malformed");
+        let err =
+            run("{\"a\":1}\n{\"a\":2}\n{\"a\":3, \"b\" 4}\n{\"a\":4}\n").expect_err("malformed");
         assert!(
             err.to_string()
                 .starts_with("b.jsonl line 3: malformed JSON"),
@@ -199,7 +259,8 @@ mod tests {
 
     #[test]
     fn column_missing_from_inferred_schema_is_an_error() {
-        let err = run("{\"a\":1,\"c\":true}\n").expect_err("extra column");
+        let err = run("{\"a\":1}\n{\"a\":1,\"c\":true}\n").expect_err("extra column");
+        assert!(err.to_string().starts_with("b.jsonl line 2: "), "{err}");
         assert!(err.to_string().contains("inferred from a.jsonl"), "{err}");
     }
 }

@@ -62,11 +62,16 @@ pub struct Plan {
     pub sequential: bool,
 }
 
-/// The hash that identifies a pipeline's output: everything but `run`, which never
-/// changes what is written.
+/// The hash that identifies a pipeline's output: everything but `run` and `sink.uri`,
+/// which never change the rows or bytes written. (So the same pipeline writes the same
+/// bytes into any sink.)
 pub fn pipeline_hash(p: &Pipeline) -> String {
+    let mut sink = serde_json::to_value(&p.sink).unwrap_or_default();
+    if let Some(obj) = sink.as_object_mut() {
+        obj.remove("uri");
+    }
     let identity = serde_json::json!({
-        "version": p.version, "name": p.name, "source": p.source, "steps": p.steps, "sink": p.sink,
+        "version": p.version, "name": p.name, "source": p.source, "steps": p.steps, "sink": sink,
     });
     let digest = Sha256::digest(identity.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -131,16 +136,15 @@ impl Plan {
                 ))
             })?,
         };
-        if pipeline.source.format.is_none() {
-            if let Some(other) = objects
+        if pipeline.source.format.is_none()
+            && let Some(other) = objects
                 .iter()
                 .find(|o| formats::format_from_name(o.path.as_ref()) != Some(format_name))
-            {
-                return Err(Error::Plan(format!(
-                    "source.uri matches objects of different formats: `{}` and `{}`; narrow the glob or set source.format",
-                    objects[0].display, other.display
-                )));
-            }
+        {
+            return Err(Error::Plan(format!(
+                "source.uri matches objects of different formats: `{}` and `{}`; narrow the glob or set source.format",
+                objects[0].display, other.display
+            )));
         }
         let format = formats::format_for(format_name);
         let compressions: Vec<Compression> = objects
@@ -254,18 +258,19 @@ impl Plan {
         let file_schema = Arc::new(Schema::new(file_fields));
 
         let sink = crate::storage::open(&pipeline.sink.uri)?;
-        if let (Some(s), Some(src)) = (&sink.local_root, &source.base.local_root) {
-            let src_dir = if objects.len() == 1 && source.pattern().is_none() {
-                src.parent().unwrap_or(src)
-            } else {
-                src
-            };
-            if s.starts_with(src_dir) {
-                return Err(Error::Plan(format!(
-                    "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
-                    pipeline.sink.uri, pipeline.source.uri
-                )));
-            }
+        // A sink inside the listed prefix would be read back by the next run. (A source
+        // that names one object lists nothing else.)
+        let single_object = source.pattern().is_none()
+            && objects.len() == 1
+            && objects[0].path == source.base.prefix;
+        if let (Some(s), Some(src), false) =
+            (&sink.local_root, &source.base.local_root, single_object)
+            && s.starts_with(src)
+        {
+            return Err(Error::Plan(format!(
+                "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
+                pipeline.sink.uri, pipeline.source.uri
+            )));
         }
 
         let tasks = make_tasks(&objects, pipeline.run.task_bytes.get());
@@ -304,8 +309,13 @@ impl Plan {
             SinkCompression::Lz4 => PqCompression::LZ4_RAW,
             SinkCompression::None => PqCompression::UNCOMPRESSED,
         };
+        // Open pages and dictionaries are what the writer's size estimate over-counts
+        // (see `TaskWriter`): keep them small next to max_bytes so shards land near it.
+        let page = (s.max_bytes.get() / 64).clamp(64 << 10, 1 << 20) as usize;
         Ok(WriterProperties::builder()
             .set_compression(compression)
+            .set_data_page_size_limit(page)
+            .set_dictionary_page_size_limit(page)
             .set_max_row_group_row_count(Some(s.row_group_rows))
             .set_max_row_group_bytes(Some(s.row_group_bytes.get() as usize))
             .set_statistics_enabled(EnabledStatistics::Page)

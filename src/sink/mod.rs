@@ -164,10 +164,10 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
     };
     let mut other_pipeline = None;
     let manifest: Option<Manifest> = get_json(sink, MANIFEST).await?;
-    if let Some(m) = &manifest {
-        if m.pipeline_hash != pipeline_hash {
-            other_pipeline = Some(m.name.clone());
-        }
+    if let Some(m) = &manifest
+        && m.pipeline_hash != pipeline_hash
+    {
+        other_pipeline = Some(m.name.clone());
     }
     let mut committed = BTreeMap::new();
     let mut foreign = None;
@@ -209,10 +209,10 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
             // Only shards of a run that committed nothing: they are rewritten below.
             return Ok(SinkState::Partial(committed));
         }
-        if let Some(m) = manifest {
-            if existing.iter().any(|p| sink.relative(p) == SUCCESS) {
-                return Ok(SinkState::Complete(Box::new(m)));
-            }
+        if let Some(m) = manifest
+            && existing.iter().any(|p| sink.relative(p) == SUCCESS)
+        {
+            return Ok(SinkState::Complete(Box::new(m)));
         }
         return Ok(SinkState::Partial(committed));
     }

@@ -181,9 +181,6 @@ pub struct TaskWriter {
     order: Vec<String>,
     shards: Vec<ShardRecord>,
     stats: Arc<Stats>,
-    /// Compressed bytes per in-memory byte of flushed row groups, to predict a shard's
-    /// size before its last row group is encoded.
-    ratio: f64,
 }
 
 impl TaskWriter {
@@ -195,7 +192,6 @@ impl TaskWriter {
             order: Vec::new(),
             shards: Vec::new(),
             stats,
-            ratio: 1.0,
         }
     }
 
@@ -278,39 +274,33 @@ impl TaskWriter {
                 .ok_or_else(|| Error::Internal("no open shard".into()))?;
             let remaining = (batch.num_rows() - offset) as u64;
             let mut take = remaining.min(self.cfg.max_rows - open.rows);
-            // Keep each write under ~1/16 of max_bytes so a shard overshoots little.
-            let est_bytes = batch.get_array_memory_size() as f64 * self.ratio * take as f64
-                / batch.num_rows() as f64;
+            // Keep each write under 1/16 of max_bytes (in memory, which bounds its
+            // compressed size), so one write cannot overshoot the limit by much.
+            let est_bytes =
+                batch.get_array_memory_size() as f64 * take as f64 / batch.num_rows() as f64;
             let slice_cap = self.cfg.max_bytes as f64 / 16.0;
             if est_bytes > slice_cap {
                 take = ((take as f64 * slice_cap / est_bytes).floor() as u64).max(1);
             }
             let slice = batch.slice(offset, take as usize);
-            let before = (open.writer.bytes_written(), open.writer.in_progress_size());
             open.writer
                 .write(&slice)
                 .map_err(|e| Error::sink(&open.relative, e))?;
             open.rows += take;
             offset += take as usize;
-            let written = open.writer.bytes_written();
-            if written > before.0 && before.1 > 0 {
-                // The writer flushed a row group: learn how well this data compresses.
-                self.ratio = (written - before.0) as f64 / before.1 as f64;
-            }
-            let estimate = written as f64 + open.writer.in_progress_size() as f64 * self.ratio;
+            // The writer's estimate counts closed pages as compressed and open pages and
+            // dictionaries as encoded, so it never under-estimates, and it over-estimates
+            // by at most one open page and dictionary per column (pages are sized from
+            // max_bytes, see `Plan::writer_properties`). When it reaches the limit, flush
+            // the row group to measure; close within 10% of the limit, else fill the rest.
             let mut full = open.rows >= self.cfg.max_rows;
-            if !full && estimate >= self.cfg.max_bytes as f64 {
-                let pending = open.writer.in_progress_size();
+            let max = self.cfg.max_bytes as f64;
+            if !full && (open.writer.bytes_written() + open.writer.in_progress_size()) as f64 >= max
+            {
                 open.writer
                     .flush()
                     .map_err(|e| Error::sink(&open.relative, e))?;
-                let after = open.writer.bytes_written();
-                if pending > 0 {
-                    self.ratio = (after - written) as f64 / pending as f64;
-                }
-                // The prediction is checked against real bytes; keep filling if it was
-                // pessimistic by more than the 10% the limit allows.
-                full = after as f64 >= self.cfg.max_bytes as f64 * 0.9;
+                full = open.writer.bytes_written() as f64 >= max * 0.9;
             }
             if full {
                 let open = state_take(&mut self.partitions, &dir)?;

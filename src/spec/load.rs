@@ -30,7 +30,7 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
     let mut pipeline: Pipeline =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Spec {
             file: file.to_string(),
-            message: e.to_string(),
+            message: yaml_message(&e.to_string(), file),
         })?;
     for o in overrides {
         pipeline = apply_override(pipeline, o)?;
@@ -40,6 +40,19 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
         message,
     })?;
     Ok(pipeline)
+}
+
+/// serde-saphyr's message, with the snippet naming the file and a hint for unset
+/// variables.
+fn yaml_message(rendered: &str, file: &str) -> String {
+    let mut msg = rendered
+        .strip_prefix("error: ")
+        .unwrap_or(rendered)
+        .replace("--> <input>:", &format!("--> {file}:"));
+    if msg.contains("missing property") {
+        msg.push_str("\nhint: the environment variable is not set; export it, or give a default: ${NAME:-default}");
+    }
+    msg
 }
 
 /// Applies one `dotted.path=value` override. The value is read as a YAML scalar or
@@ -128,22 +141,22 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
             p.run.memory_limit
         ));
     }
-    if let Some(level) = p.sink.compression_level {
-        if !(1..=22).contains(&level) {
-            errs.push(format!("sink.compression_level: {level} is outside 1..=22"));
-        }
+    if let Some(level) = p.sink.compression_level
+        && !(1..=22).contains(&level)
+    {
+        errs.push(format!("sink.compression_level: {level} is outside 1..=22"));
     }
     for (field, c) in [
         ("delimiter", p.source.csv.delimiter),
         ("quote", Some(p.source.csv.quote)),
         ("escape", p.source.csv.escape),
     ] {
-        if let Some(c) = c {
-            if !c.is_ascii() {
-                errs.push(format!(
-                    "source.csv.{field}: `{c}` must be a single ASCII character"
-                ));
-            }
+        if let Some(c) = c
+            && !c.is_ascii()
+        {
+            errs.push(format!(
+                "source.csv.{field}: `{c}` must be a single ASCII character"
+            ));
         }
     }
     if errs.is_empty() {

@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::steps::test_util;
     use arrow::array::AsArray;
-    use arrow::datatypes::Int32Type;
+    use arrow::datatypes::Int64Type;
 
     #[test]
     fn derives_chained_columns() {
@@ -136,7 +136,7 @@ mod tests {
             .apply(test_util::batch(), &mut StepContext::default())
             .expect("applies");
         assert_eq!(out.num_columns(), 5);
-        assert_eq!(out.column(4).as_primitive::<Int32Type>().value(1), 10);
+        assert_eq!(out.column(4).as_primitive::<Int64Type>().value(1), 10);
         let need = step.required_input(&BTreeSet::from(["n2".to_string()]));
         assert_eq!(need, BTreeSet::from(["text".to_string()]));
     }
