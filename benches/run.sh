@@ -50,16 +50,17 @@ PYEOF
 fi
 cat "$TEXT"/jsonl_gz/*.jsonl.gz > /dev/null  # warm the page cache
 
-kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST
-  local tool=$1 in=$2 man=$3 o="$OUT/A-convert-$1"
+kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL]
+  local tool=$1 in=$2 man=$3 o="$OUT/A-convert-kiln"
   echo "== A-convert / $tool" >&2
-  KILN_BENCH_IN=$in KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job A-convert --tool "$tool" \
+  KILN_BENCH_LEVEL=${4:-3} KILN_BENCH_IN=$in KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job A-convert --tool "$tool" \
     --input "$in" --output "$o" --manifest "$man" --results "$RES" --reps "$REPS" --timeout 900 \
     -- "$KILN" run -q "$ROOT/benches/A_convert.yaml" > /dev/null
   rm -rf "$o"
 }
 
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
+kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
 if [[ "$PEERS" == 1 ]]; then
   for peer in polars pyarrow duckdb; do
     o="$OUT/A-convert-$peer"

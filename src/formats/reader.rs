@@ -101,3 +101,45 @@ impl Read for BlockingObjectReader {
         Ok(n)
     }
 }
+
+/// Counts the bytes read through it (to size batches from the rows sampled for
+/// schema inference).
+pub struct Counting<R> {
+    inner: R,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R) -> Self {
+        Counting {
+            inner,
+            count: Arc::default(),
+        }
+    }
+
+    /// The shared count, readable after the reader is gone.
+    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.count.clone()
+    }
+}
+
+impl<R: std::io::BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.count
+            .fetch_add(amount as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.consume(amount);
+    }
+}

@@ -60,7 +60,12 @@ pub struct Plan {
     pub threads: usize,
     /// Tasks run one at a time, in order (a step needs a global row order).
     pub sequential: bool,
+    /// Rows per batch (`run.batch_rows`, or sized from the sampled rows).
+    pub batch_rows: usize,
 }
+
+const MIN_BATCH_ROWS: u64 = 1024;
+const MAX_BATCH_ROWS: usize = 8192;
 
 /// The hash that identifies a pipeline's output: everything but `run` and `sink.uri`,
 /// which never change the rows or bytes written. (So the same pipeline writes the same
@@ -152,6 +157,7 @@ impl Plan {
             .map(|o| Compression::resolve(pipeline.source.compression, o.path.as_ref()))
             .collect();
 
+        let mut sampled_bytes = None;
         let (full_schema, schema_origin, strict) = match (declared_schema(&pipeline)?, format_name)
         {
             (Some(_), FormatName::Text) => {
@@ -167,7 +173,7 @@ impl Plan {
                     schema_origin: String::new(),
                     strict: true,
                     object: first.display.clone(),
-                    batch_rows: pipeline.run.batch_rows,
+                    batch_rows: MAX_BATCH_ROWS,
                     csv: pipeline.source.csv.clone(),
                 };
                 let (f, obj, c, rows) = (
@@ -178,31 +184,44 @@ impl Plan {
                 );
                 let store = source.base.store.clone();
                 let handle = tokio::runtime::Handle::current();
-                let schema = tokio::task::spawn_blocking(move || -> Result<Schema> {
-                    if f.random_access() {
-                        let ra = RandomAccess {
-                            store,
-                            path: obj.path.clone(),
-                            size: obj.size,
-                            handle,
-                        };
-                        f.infer_schema(ObjectInput::Random(ra), rows, &cx)
-                    } else {
-                        let raw =
-                            BlockingObjectReader::new(store, obj.path.clone(), obj.size, handle);
-                        let input = formats::decompress(c, raw)
-                            .map_err(|e| Error::input(&obj.display, None, e))?;
-                        f.infer_schema(ObjectInput::Stream(input), rows, &cx)
-                    }
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+                let (schema, sampled) =
+                    tokio::task::spawn_blocking(move || -> Result<(Schema, Option<u64>)> {
+                        if f.random_access() {
+                            let ra = RandomAccess {
+                                store,
+                                path: obj.path.clone(),
+                                size: obj.size,
+                                handle,
+                            };
+                            Ok((f.infer_schema(ObjectInput::Random(ra), rows, &cx)?, None))
+                        } else {
+                            let raw = BlockingObjectReader::new(
+                                store,
+                                obj.path.clone(),
+                                obj.size,
+                                handle,
+                            );
+                            let input = formats::decompress(c, raw)
+                                .map_err(|e| Error::input(&obj.display, None, e))?;
+                            let counted = formats::reader::Counting::new(input);
+                            let bytes = counted.counter();
+                            let schema =
+                                f.infer_schema(ObjectInput::Stream(Box::new(counted)), rows, &cx)?;
+                            Ok((
+                                schema,
+                                Some(bytes.load(std::sync::atomic::Ordering::Relaxed)),
+                            ))
+                        }
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
                 if schema.fields().is_empty() {
                     return Err(Error::Plan(format!(
                         "no columns could be inferred from `{}` (is it empty?); declare source.schema",
                         first.display
                     )));
                 }
+                sampled_bytes = sampled;
                 (schema, first.display.clone(), true)
             }
         };
@@ -274,6 +293,14 @@ impl Plan {
         }
 
         let tasks = make_tasks(&objects, pipeline.run.task_bytes.get());
+        let batch_rows = pipeline.run.batch_rows.unwrap_or_else(|| {
+            // About 4 MiB of decoded input per batch: the decoder, the batch and the
+            // steps' outputs each hold about that much per task.
+            let avg = sampled_bytes
+                .map_or(0, |b| b / pipeline.source.infer_rows.max(1) as u64)
+                .max(1);
+            ((4 << 20) / avg).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS as u64) as usize
+        });
         let sequential = steps.iter().any(|s| s.step.needs_global_order());
         let threads = pipeline.run.threads.resolve();
         Ok(Plan {
@@ -294,6 +321,7 @@ impl Plan {
             sink,
             threads,
             sequential,
+            batch_rows,
         })
     }
 
@@ -317,7 +345,7 @@ impl Plan {
             .set_data_page_size_limit(page)
             .set_dictionary_page_size_limit(page)
             .set_max_row_group_row_count(Some(s.row_group_rows))
-            .set_max_row_group_bytes(Some(s.row_group_bytes.get() as usize))
+            .set_max_row_group_bytes(Some(self.row_group_bytes() as usize))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_created_by(format!("kiln version {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(vec![
@@ -325,6 +353,18 @@ impl Plan {
                 KeyValue::new("kiln.pipeline_hash".to_string(), self.pipeline_hash.clone()),
             ]))
             .build())
+    }
+
+    /// Buffered bytes that close a row group: `sink.row_group_bytes`, but never more
+    /// than a quarter of each thread's share of `run.memory_limit`.
+    pub fn row_group_bytes(&self) -> u64 {
+        let share = self.pipeline.run.memory_limit.get() / self.threads.max(1) as u64 / 4;
+        self.pipeline
+            .sink
+            .row_group_bytes
+            .get()
+            .min(share)
+            .max(1 << 20)
     }
 
     /// What the shard writer needs.

@@ -49,7 +49,7 @@ fn read_chunk(plan: &Plan) -> u64 {
         / plan.threads.max(1) as u64
         / 4
         / (PREFETCH as u64 + 2);
-    share.clamp(256 << 10, 8 << 20)
+    share.clamp(256 << 10, 2 << 20)
 }
 
 /// Chunks read ahead of the decoder, per task.
@@ -336,7 +336,7 @@ fn cpu_task(
             schema_origin: plan.schema_origin.clone(),
             strict: plan.strict,
             object: obj.display.clone(),
-            batch_rows: plan.pipeline.run.batch_rows,
+            batch_rows: plan.batch_rows,
             csv: plan.pipeline.source.csv.clone(),
         };
         let started = Instant::now();

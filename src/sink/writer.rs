@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::report::Stats;
 
 /// Bytes handed to the uploader at a time.
-const UPLOAD_CHUNK: usize = 8 << 20;
+const UPLOAD_CHUNK: usize = 4 << 20;
 
 /// Characters Hive escapes in partition values.
 const HIVE: &AsciiSet = &CONTROLS
@@ -120,7 +120,8 @@ async fn upload(
     mut rx: mpsc::Receiver<UploadMsg>,
     stats: Arc<Stats>,
 ) -> std::result::Result<(u64, u32), String> {
-    let mut out = BufWriter::with_capacity(store, path, 10 << 20);
+    // Two parts in flight keep a store busy; more only hold memory.
+    let mut out = BufWriter::with_capacity(store, path, 8 << 20).with_max_concurrency(2);
     let (mut bytes, mut crc) = (0u64, 0u32);
     loop {
         let wait = Instant::now();

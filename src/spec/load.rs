@@ -126,7 +126,7 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
         ("sink.max_bytes", p.sink.max_bytes.get()),
         ("sink.row_group_rows", p.sink.row_group_rows as u64),
         ("run.io_concurrency", p.run.io_concurrency as u64),
-        ("run.batch_rows", p.run.batch_rows as u64),
+        ("run.batch_rows", p.run.batch_rows.unwrap_or(1) as u64),
         ("run.task_bytes", p.run.task_bytes.get()),
         ("source.infer_rows", p.source.infer_rows as u64),
     ];
@@ -176,7 +176,7 @@ mod tests {
     fn minimal_file_gets_defaults() {
         let p = load_str(MINIMAL, "t.yaml", &[]).expect("valid");
         assert_eq!(p.sink.max_rows, 1_000_000);
-        assert_eq!(p.run.batch_rows, 8192);
+        assert_eq!(p.run.batch_rows, None);
     }
 
     #[test]

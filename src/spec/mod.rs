@@ -178,7 +178,7 @@ const fn default_row_group_rows() -> usize {
     100_000
 }
 const fn default_row_group_bytes() -> ByteSize {
-    ByteSize(64 * 1024 * 1024)
+    ByteSize(32 * 1024 * 1024)
 }
 
 /// Output format of the sink.
@@ -219,9 +219,11 @@ pub struct Run {
     /// Input bytes (on storage) grouped into one task, the unit of commit and resume.
     #[serde(default = "default_task_bytes")]
     pub task_bytes: ByteSize,
-    /// Rows per Arrow batch handed from step to step.
-    #[serde(default = "default_batch_rows")]
-    pub batch_rows: usize,
+    /// Rows per Arrow batch handed from step to step. Default: as many as fit in about
+    /// 4 MiB by the average size of the rows read to infer the schema, between 1024 and
+    /// 8192 (wide documents get small batches, narrow rows large ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<usize>,
 }
 
 impl Default for Run {
@@ -232,7 +234,7 @@ impl Default for Run {
             memory_limit: default_memory_limit(),
             on_error: OnError::Fail,
             task_bytes: default_task_bytes(),
-            batch_rows: default_batch_rows(),
+            batch_rows: None,
         }
     }
 }
@@ -245,9 +247,6 @@ const fn default_memory_limit() -> ByteSize {
 }
 const fn default_task_bytes() -> ByteSize {
     ByteSize(256 * 1024 * 1024)
-}
-const fn default_batch_rows() -> usize {
-    8192
 }
 
 /// Error policy.
