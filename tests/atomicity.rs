@@ -6,22 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn shard_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    files(dir)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".parquet"))
-        .map(|p| {
-            (
-                p.strip_prefix(dir)
-                    .expect("below")
-                    .to_string_lossy()
-                    .into_owned(),
-                std::fs::read(&p).expect("read"),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
     let data = tempfile::tempdir().expect("tmp");

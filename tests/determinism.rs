@@ -2,22 +2,6 @@
 
 use crate::util::*;
 
-fn shard_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    files(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            (
-                p.strip_prefix(dir)
-                    .expect("below")
-                    .to_string_lossy()
-                    .into_owned(),
-                std::fs::read(&p).expect("read"),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn one_and_two_threads_write_identical_shards() {
     let data = tempfile::tempdir().expect("tmp");
@@ -50,8 +34,8 @@ fn one_and_two_threads_write_identical_shards() {
             "run.batch_rows=1000",
         ],
     );
-    let a = shard_bytes(&one.path().join("det"));
-    let b = shard_bytes(&two.path().join("det"));
+    let a = shard_files(&one.path().join("det"));
+    let b = shard_files(&two.path().join("det"));
     assert!(a.len() > 6, "several tasks and shards: {}", a.len());
     assert_eq!(
         a.iter().map(|(n, _)| n).collect::<Vec<_>>(),

@@ -72,6 +72,22 @@ pub fn read_parquet(path: &Path) -> RecordBatch {
     concat_batches(&schema, &batches).expect("concat")
 }
 
+/// Every `.parquet` file below `dir`: relative path and bytes, sorted by path.
+pub fn shard_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".parquet"))
+        .map(|p| {
+            let rel = p
+                .strip_prefix(dir)
+                .expect("below dir")
+                .to_string_lossy()
+                .into_owned();
+            (rel, std::fs::read(&p).expect("read shard"))
+        })
+        .collect()
+}
+
 /// Total rows of all shards below `dir`.
 pub fn total_rows(dir: &Path) -> usize {
     read_shards(dir).values().map(|b| b.num_rows()).sum()

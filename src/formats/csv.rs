@@ -36,9 +36,7 @@ impl SourceFormat for Csv {
         rows: usize,
         cx: &DecodeContext,
     ) -> Result<Schema> {
-        let ObjectInput::Stream(reader) = input else {
-            return Err(Error::Internal("csv needs a byte stream".into()));
-        };
+        let reader = input.stream()?;
         format(&cx.csv, &cx.object)
             .infer_schema(reader, Some(rows))
             .map(|(schema, _)| schema)
@@ -57,9 +55,7 @@ impl SourceFormat for Csv {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let ObjectInput::Stream(mut reader) = input else {
-            return Err(Error::Internal("csv needs a byte stream".into()));
-        };
+        let mut reader = input.stream()?;
         let fmt = format(&cx.csv, &cx.object);
         let read_err =
             |e: std::io::Error| Error::input(&cx.object, None, format!("cannot read: {e}"));

@@ -20,9 +20,7 @@ impl SourceFormat for Jsonl {
         rows: usize,
         cx: &DecodeContext,
     ) -> Result<Schema> {
-        let ObjectInput::Stream(mut reader) = input else {
-            return Err(Error::Internal("jsonl needs a byte stream".into()));
-        };
+        let mut reader = input.stream()?;
         // Take the first `rows` lines, so a malformed one can be named exactly.
         let mut head = Vec::new();
         for _ in 0..rows {
@@ -53,9 +51,7 @@ impl SourceFormat for Jsonl {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let ObjectInput::Stream(mut reader) = input else {
-            return Err(Error::Internal("jsonl needs a byte stream".into()));
-        };
+        let mut reader = input.stream()?;
         let mut decoder = ReaderBuilder::new(cx.schema.clone())
             .with_batch_size(cx.batch_rows)
             .with_strict_mode(cx.strict)

@@ -42,6 +42,28 @@ pub enum ObjectInput<'a> {
     Random(RandomAccess),
 }
 
+impl<'a> ObjectInput<'a> {
+    /// The byte stream, for stream formats.
+    pub fn stream(self) -> Result<Box<dyn BufRead + 'a>> {
+        match self {
+            ObjectInput::Stream(r) => Ok(r),
+            ObjectInput::Random(_) => Err(crate::Error::Internal(
+                "a stream format was given random access".into(),
+            )),
+        }
+    }
+
+    /// Random access, for formats that read by range.
+    pub fn random(self) -> Result<RandomAccess> {
+        match self {
+            ObjectInput::Random(ra) => Ok(ra),
+            ObjectInput::Stream(_) => Err(crate::Error::Internal(
+                "a random-access format was given a stream".into(),
+            )),
+        }
+    }
+}
+
 /// What a decoder needs besides the bytes.
 #[derive(Debug, Clone)]
 pub struct DecodeContext {

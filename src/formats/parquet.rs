@@ -84,9 +84,7 @@ impl SourceFormat for Parquet {
     }
 
     fn infer_schema(&self, input: ObjectInput<'_>, _: usize, cx: &DecodeContext) -> Result<Schema> {
-        let ObjectInput::Random(ra) = input else {
-            return Err(Error::Internal("parquet needs random access".into()));
-        };
+        let ra = input.random()?;
         let builder = futures::executor::block_on(open(ra, &cx.object))?;
         let schema = builder.schema().as_ref().clone();
         // Arrow schema metadata from the writer (pandas, the Arrow IPC schema) is not ours.
@@ -99,9 +97,7 @@ impl SourceFormat for Parquet {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let ObjectInput::Random(ra) = input else {
-            return Err(Error::Internal("parquet needs random access".into()));
-        };
+        let ra = input.random()?;
         futures::executor::block_on(async {
             let builder = open(ra, &cx.object).await?;
             let file_schema = builder.schema().clone();

@@ -32,9 +32,7 @@ impl SourceFormat for Text {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let ObjectInput::Stream(mut reader) = input else {
-            return Err(Error::Internal("text needs a byte stream".into()));
-        };
+        let mut reader = input.stream()?;
         let mut line_no: u64 = 0;
         let mut buf = Vec::new();
         let mut lines = UInt64Builder::new();

@@ -173,7 +173,7 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
     let mut foreign = None;
     for path in &existing {
         let rel = sink.relative(path);
-        if let Some(task) = rel.strip_prefix(&format!("{KILN_DIR}/tasks/")) {
+        if rel.starts_with(&format!("{KILN_DIR}/tasks/")) {
             if let Some(record) = get_json::<TaskRecord>(sink, &rel).await? {
                 if record.pipeline_hash != pipeline_hash {
                     other_pipeline.get_or_insert_with(|| {
@@ -183,7 +183,6 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
                         )
                     });
                 }
-                let _ = task;
                 committed.insert(record.task, record);
             }
         } else if !(rel.starts_with("part-")
