@@ -51,12 +51,12 @@ impl Read for ChannelReader<'_> {
 /// the caller reads. For schema inference, which needs the first rows only. Must not
 /// run on a runtime worker thread (it blocks on `handle`).
 pub struct BlockingObjectReader {
-    pub store: Arc<dyn ObjectStore>,
-    pub path: Path,
-    pub size: u64,
-    pub handle: tokio::runtime::Handle,
-    pub offset: u64,
-    pub chunk: u64,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    handle: tokio::runtime::Handle,
+    offset: u64,
+    chunk: u64,
     current: Bytes,
 }
 

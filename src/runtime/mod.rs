@@ -117,7 +117,6 @@ pub async fn execute(
                 let record =
                     run_task(plan.clone(), task, stats.clone(), pool, cfg, io, stop).await?;
                 sink::commit_task(&plan.sink, &record).await?;
-                Stats::add(&stats.tasks_done, 1);
                 Ok(record)
             });
         }
