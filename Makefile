@@ -5,7 +5,7 @@ KILN_DEBUG := target/debug/kiln
 KILN_RELEASE := target/release/kiln
 PIPELINE ?= pipelines/web-text.yaml
 
-.PHONY: help build run test lint fmt examples bench clean
+.PHONY: help build run test s3-shell lint fmt examples bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,12 +17,15 @@ run: build ## run the main sample pipeline on sample-data/ (no network, no servi
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
 	@echo; $(KILN_DEBUG) inspect 'out/web-text/split=train/*.parquet' -n 3
 
-test: ## run every test (unit, end-to-end, snapshots)
+test: ## run every test (unit, end-to-end, snapshots, S3 against a local moto server)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --locked --no-fail-fast; \
+		scripts/with-s3.sh $(CARGO) nextest run --locked --no-fail-fast; \
 	else \
-		$(CARGO) test --locked --no-fail-fast; \
+		scripts/with-s3.sh $(CARGO) test --locked --no-fail-fast; \
 	fi
+
+s3-shell: ## a shell with the local S3 server running (KILN_TEST_S3_ENDPOINT set)
+	scripts/with-s3.sh $(SHELL)
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -40,4 +43,4 @@ bench: ## compare kiln with the peers in ../shared/bench on the generated corpus
 
 clean: ## remove build output and sample outputs
 	$(CARGO) clean
-	rm -rf out bench-out
+	rm -rf out bench-out .venv-s3

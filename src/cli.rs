@@ -70,7 +70,8 @@ pub enum Command {
     },
     /// Show the schema and first rows of a file or glob.
     Inspect {
-        /// A path, file:// URI or glob.
+        /// A path, or a file://, s3://, gs://, az:// or https:// URI, or a glob over one.
+        /// Stores are reached as configured by the environment (AWS_ENDPOINT_URL, ...).
         uri: String,
         /// Rows to show.
         #[arg(short = 'n', long, default_value_t = 10)]
@@ -408,7 +409,7 @@ fn cmd_inspect(uri: &str, rows: usize) -> Result<i32> {
         self, DecodeContext, ObjectInput, RandomAccess, reader::BlockingObjectReader,
     };
     let rt = tokio_runtime()?;
-    let source = crate::storage::SourceUri::parse(uri)?;
+    let source = crate::storage::SourceUri::parse(uri, &spec::Storage::default())?;
     let objects = rt.block_on(source.list())?;
     let first = objects
         .first()
@@ -440,6 +441,7 @@ fn cmd_inspect(uri: &str, rows: usize) -> Result<i32> {
                 path: first.path.clone(),
                 size: first.size,
                 handle: handle.clone(),
+                stats: None,
             }))
         } else {
             let raw = BlockingObjectReader::new(

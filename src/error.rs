@@ -111,6 +111,27 @@ impl Error {
         }
     }
 
+    /// A failed read of an input object. A storage failure underneath (the reader
+    /// wraps object_store's error in the `io::Error`) stays a store error, so its exit
+    /// code says whether running again may help; anything else is bad input (a corrupt
+    /// compressed stream, invalid bytes).
+    pub(crate) fn read(object: impl fmt::Display, line: Option<u64>, e: std::io::Error) -> Self {
+        if !e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<object_store::Error>())
+        {
+            return Error::input(object, line, format!("cannot read: {e}"));
+        }
+        match e
+            .into_inner()
+            .map(|inner| inner.downcast::<object_store::Error>())
+        {
+            Some(Ok(store)) => Error::store("read", object, *store),
+            Some(Err(other)) => Error::input(object, line, format!("cannot read: {other}")),
+            None => Error::input(object, line, "cannot read"),
+        }
+    }
+
     pub(crate) fn sink(location: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Sink {
             location: location.to_string(),
@@ -119,10 +140,69 @@ impl Error {
     }
 }
 
-/// Network-shaped store errors are worth retrying by running the command again.
+/// Store errors that running the command again may get past: throttling, 5xx, timeouts
+/// and broken connections, after object_store's own retries gave up (DESIGN §2, exit 75).
+/// Not found, access denied and bad requests are not: they need a person.
 fn is_retryable(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::Generic { .. }) && {
-        let s = e.to_string();
-        s.contains("timed out") || s.contains("connection") || s.contains("Server error")
+    if !matches!(e, object_store::Error::Generic { .. }) {
+        return false;
+    }
+    let s = e.to_string();
+    let status = s
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(code) => code >= 500 || code == 429 || code == 408,
+        None => [
+            "timed out",
+            "timeout",
+            "connection",
+            "Connect",
+            "error sending request",
+            "error decoding response body",
+            "SlowDown",
+            "reset",
+        ]
+        .iter()
+        .any(|needle| s.contains(needle)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.into(),
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retryable() {
+        let e = |m: &str| Error::store("read", "s3://b/k", generic(m)).exit_code();
+        assert_eq!(
+            e(
+                "Error performing GET http://h/b/k in 3s, after 10 retries - Server returned \
+               non-2xx status code: 503 Service Unavailable: SlowDown"
+            ),
+            EXIT_RETRY
+        );
+        assert_eq!(e("HTTP error: error sending request"), EXIT_RETRY);
+        assert_eq!(
+            e("Server returned non-2xx status code: 403 Forbidden: AccessDenied"),
+            EXIT_FAILED
+        );
+        let not_found = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(
+            Error::store("read", "s3://b/k", not_found).exit_code(),
+            EXIT_FAILED
+        );
     }
 }

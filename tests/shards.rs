@@ -116,3 +116,33 @@ fn partitions_land_in_their_folders() {
     }
     assert_eq!(total, 3000);
 }
+
+/// A shard that fills up in the middle of a Parquet source object closes and uploads
+/// while the Parquet reader is still running (regression: the two waited on nested
+/// executors and panicked).
+#[test]
+fn shards_close_in_the_middle_of_a_parquet_object() {
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/parquet-products.yaml",
+            "--set",
+            "sink.max_rows=25",
+        ],
+    );
+    let shards = read_shards(&out.path().join("parquet-products"));
+    assert!(shards.len() > 2, "{:?}", shards.keys());
+    assert!(shards.values().all(|b| b.num_rows() <= 25));
+    let reference = tempfile::tempdir().expect("tmp");
+    kiln_ok(
+        reference.path(),
+        &["run", "-q", "pipelines/parquet-products.yaml"],
+    );
+    assert_eq!(
+        total_rows(&out.path().join("parquet-products")),
+        total_rows(&reference.path().join("parquet-products"))
+    );
+}

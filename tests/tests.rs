@@ -8,4 +8,5 @@ mod commands;
 mod determinism;
 mod errors;
 mod examples;
+mod s3;
 mod shards;

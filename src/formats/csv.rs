@@ -57,8 +57,7 @@ impl SourceFormat for Csv {
     ) -> Result<()> {
         let mut reader = input.stream()?;
         let fmt = format(&cx.csv, &cx.object);
-        let read_err =
-            |e: std::io::Error| Error::input(&cx.object, None, format!("cannot read: {e}"));
+        let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
         if cx.csv.header {
             check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?;
         }

@@ -26,7 +26,7 @@ impl SourceFormat for Jsonl {
         for _ in 0..rows {
             let n = reader
                 .read_until(b'\n', &mut head)
-                .map_err(|e| Error::input(&cx.object, None, format!("cannot read: {e}")))?;
+                .map_err(|e| Error::read(&cx.object, None, e))?;
             if n == 0 {
                 break;
             }
@@ -66,9 +66,9 @@ impl SourceFormat for Jsonl {
             bytes: Vec::new(),
         };
         loop {
-            let buf = reader.fill_buf().map_err(|e| {
-                Error::input(&cx.object, Some(lines + 1), format!("cannot read: {e}"))
-            })?;
+            let buf = reader
+                .fill_buf()
+                .map_err(|e| Error::read(&cx.object, Some(lines + 1), e))?;
             if buf.is_empty() {
                 break;
             }

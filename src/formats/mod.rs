@@ -32,6 +32,8 @@ pub struct RandomAccess {
     pub size: u64,
     /// The runtime that performs the I/O, so decoding can run on a rayon thread.
     pub handle: tokio::runtime::Handle,
+    /// Where bytes fetched and time on the wire are counted, if anywhere.
+    pub stats: Option<Arc<crate::report::Stats>>,
 }
 
 /// How a format gets at an object's bytes.
@@ -97,6 +99,17 @@ pub trait SourceFormat: Send + Sync + std::fmt::Debug {
         rows: usize,
         cx: &DecodeContext,
     ) -> Result<Schema>;
+
+    /// [`infer_schema`](Self::infer_schema), plus the mean decoded size of a row when the
+    /// format records it (Parquet's row-group sizes), to size batches.
+    fn infer_schema_and_row_bytes(
+        &self,
+        input: ObjectInput<'_>,
+        rows: usize,
+        cx: &DecodeContext,
+    ) -> Result<(Schema, Option<u64>)> {
+        Ok((self.infer_schema(input, rows, cx)?, None))
+    }
 
     /// Decodes one object, passing batches of at most `cx.batch_rows` rows to `emit`.
     fn decode(&self, input: ObjectInput<'_>, cx: &DecodeContext, emit: &mut Emit<'_>)

@@ -31,14 +31,29 @@ fn external<E: std::error::Error + Send + Sync + 'static>(e: E) -> ParquetError 
     ParquetError::External(Box::new(e))
 }
 
+impl StoreReader {
+    fn count(&self, bytes: u64, started: std::time::Instant) {
+        if let Some(stats) = &self.0.stats {
+            crate::report::Stats::add(&stats.bytes_read, bytes);
+            stats.read.add_working(started.elapsed());
+        }
+    }
+}
+
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let started = std::time::Instant::now();
         let task = self
             .0
             .handle
             .spawn(async move { store.get_range(&path, range).await });
-        async move { task.await.map_err(external)?.map_err(external) }.boxed()
+        async move {
+            let bytes = task.await.map_err(external)?.map_err(external)?;
+            self.count(bytes.len() as u64, started);
+            Ok(bytes)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -46,11 +61,17 @@ impl AsyncFileReader for StoreReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let started = std::time::Instant::now();
         let task = self
             .0
             .handle
             .spawn(async move { store.get_ranges(&path, &ranges).await });
-        async move { task.await.map_err(external)?.map_err(external) }.boxed()
+        async move {
+            let parts = task.await.map_err(external)?.map_err(external)?;
+            self.count(parts.iter().map(|b| b.len() as u64).sum(), started);
+            Ok(parts)
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -75,7 +96,19 @@ async fn open(
 ) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
     ParquetRecordBatchStreamBuilder::new(StoreReader(ra))
         .await
-        .map_err(|e| Error::input(object, None, format!("not a readable Parquet file: {e}")))
+        .map_err(|e| error(object, "not a readable Parquet file", e))
+}
+
+/// A storage failure stays a store error (its exit code says whether to retry); anything
+/// else is bad input.
+fn error(object: &str, context: &str, e: ParquetError) -> Error {
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store) => Error::store("read", object, *store),
+            Err(other) => Error::input(object, None, format!("{context}: {other}")),
+        },
+        other => Error::input(object, None, format!("{context}: {other}")),
+    }
 }
 
 impl SourceFormat for Parquet {
@@ -83,12 +116,41 @@ impl SourceFormat for Parquet {
         true
     }
 
-    fn infer_schema(&self, input: ObjectInput<'_>, _: usize, cx: &DecodeContext) -> Result<Schema> {
+    fn infer_schema(
+        &self,
+        input: ObjectInput<'_>,
+        rows: usize,
+        cx: &DecodeContext,
+    ) -> Result<Schema> {
+        self.infer_schema_and_row_bytes(input, rows, cx)
+            .map(|(schema, _)| schema)
+    }
+
+    fn infer_schema_and_row_bytes(
+        &self,
+        input: ObjectInput<'_>,
+        _: usize,
+        cx: &DecodeContext,
+    ) -> Result<(Schema, Option<u64>)> {
         let ra = input.random()?;
         let builder = futures::executor::block_on(open(ra, &cx.object))?;
         let schema = builder.schema().as_ref().clone();
+        let (bytes, rows) =
+            builder
+                .metadata()
+                .row_groups()
+                .iter()
+                .fold((0u64, 0u64), |(b, r), rg| {
+                    (
+                        b + rg.total_byte_size().max(0) as u64,
+                        r + rg.num_rows().max(0) as u64,
+                    )
+                });
         // Arrow schema metadata from the writer (pandas, the Arrow IPC schema) is not ours.
-        Ok(Schema::new(schema.fields().clone()))
+        Ok((
+            Schema::new(schema.fields().clone()),
+            (rows > 0).then(|| bytes.div_ceil(rows)),
+        ))
     }
 
     fn decode(
@@ -144,8 +206,7 @@ impl SourceFormat for Parquet {
                 .collect();
             let mut row = 0u64;
             while let Some(batch) = stream.next().await {
-                let batch = batch
-                    .map_err(|e| Error::input(&cx.object, None, format!("after row {row}: {e}")))?;
+                let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
                 row += batch.num_rows() as u64;
                 let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
                 let batch = RecordBatch::try_new(cx.schema.clone(), columns)

@@ -39,9 +39,9 @@ impl SourceFormat for Text {
         let mut texts = StringBuilder::new();
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(|e| {
-                Error::input(&cx.object, Some(line_no + 1), format!("cannot read: {e}"))
-            })?;
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::read(&cx.object, Some(line_no + 1), e))?;
             if n > 0 {
                 line_no += 1;
                 let mut end = buf.len();

@@ -119,7 +119,7 @@ impl Plan {
     /// [`Error::Plan`] / [`Error::Step`] (exit 2) for anything that stops the pipeline
     /// from running on this input; [`Error::Input`] when the first object cannot be read.
     pub async fn build(pipeline: Pipeline) -> Result<Plan> {
-        let source = SourceUri::parse(&pipeline.source.uri)?;
+        let source = SourceUri::parse(&pipeline.source.uri, &pipeline.storage)?;
         let objects = source.list().await?;
         if objects.is_empty() {
             return Err(Error::Plan(format!(
@@ -192,8 +192,12 @@ impl Plan {
                                 path: obj.path.clone(),
                                 size: obj.size,
                                 handle,
+                                stats: None,
                             };
-                            Ok((f.infer_schema(ObjectInput::Random(ra), rows, &cx)?, None))
+                            // The sample's size, as the streaming formats measure it.
+                            let (schema, row_bytes) =
+                                f.infer_schema_and_row_bytes(ObjectInput::Random(ra), rows, &cx)?;
+                            Ok((schema, row_bytes.map(|b| b * rows as u64)))
                         } else {
                             let raw = BlockingObjectReader::new(
                                 store,
@@ -276,16 +280,13 @@ impl Plan {
         }
         let file_schema = Arc::new(Schema::new(file_fields));
 
-        let sink = crate::storage::open(&pipeline.sink.uri)?;
+        let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
         // A sink inside the listed prefix would be read back by the next run. (A source
         // that names one object lists nothing else.)
         let single_object = source.pattern().is_none()
             && objects.len() == 1
             && objects[0].path == source.base.prefix;
-        if let (Some(s), Some(src), false) =
-            (&sink.local_root, &source.base.local_root, single_object)
-            && s.starts_with(src)
-        {
+        if !single_object && sink.is_inside(&source.base) {
             return Err(Error::Plan(format!(
                 "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
                 pipeline.sink.uri, pipeline.source.uri
@@ -383,6 +384,7 @@ impl Plan {
         Ok(WriterConfig {
             store: self.sink.store.clone(),
             root: self.sink.prefix.clone(),
+            display: self.sink.display.clone(),
             file_schema: self.file_schema.clone(),
             partition_cols,
             file_cols,

@@ -60,7 +60,11 @@ pub struct Stats {
     pub objects_total: u64,
     pub bytes_total: u64,
     pub objects_done: AtomicU64,
+    /// Bytes fetched from storage (a projected Parquet read fetches a fraction).
     pub bytes_read: AtomicU64,
+    /// Bytes of the input listing processed, for progress: whole objects, whether or not
+    /// every byte had to be fetched.
+    pub bytes_done: AtomicU64,
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub shards: AtomicU64,
@@ -80,6 +84,7 @@ impl Stats {
             bytes_total,
             objects_done: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             shards: AtomicU64::new(0),
@@ -144,6 +149,7 @@ impl Stats {
             shards: Self::get(&self.shards),
             bytes_out: Self::get(&self.bytes_out),
             elapsed_s: elapsed,
+            peak_rss_bytes: peak_rss(),
             throughput: Throughput {
                 input_mb_s: if elapsed > 0.0 {
                     bytes_read as f64 / 1e6 / elapsed
@@ -220,8 +226,19 @@ pub struct Report {
     pub shards: u64,
     pub bytes_out: u64,
     pub elapsed_s: f64,
+    /// The process's peak resident memory (Linux `VmHWM`); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     pub throughput: Throughput,
     pub stages: Vec<StageReport>,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Report {
@@ -232,7 +249,7 @@ impl Report {
         let mb = |b: u64| b as f64 / 1e6;
         let _ = writeln!(
             s,
-            "{} {}: {} · {} objects, {:.1} MB read · {} rows in → {} rows out · {} shards, {:.1} MB · {:.2}s, {:.1} MB/s",
+            "{} {}: {} · {} objects, {:.1} MB read · {} rows in → {} rows out · {} shards, {:.1} MB · {:.2}s, {:.1} MB/s{}",
             self.head.status,
             self.head.pipeline,
             self.head.sink,
@@ -244,6 +261,9 @@ impl Report {
             mb(self.bytes_out),
             self.elapsed_s,
             self.throughput.input_mb_s,
+            self.peak_rss_bytes
+                .map(|b| format!(" · peak RSS {:.0} MB", mb(b)))
+                .unwrap_or_default(),
         );
         if self.head.tasks_skipped > 0 {
             let _ = writeln!(

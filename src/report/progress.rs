@@ -37,7 +37,7 @@ impl Progress {
             let b = bar.clone();
             let task = tokio::spawn(async move {
                 loop {
-                    b.set_position(Stats::get(&stats.bytes_read));
+                    b.set_position(Stats::get(&stats.bytes_done));
                     b.set_message(format!(
                         "· objects {}/{} · rows {} · shards {}",
                         Stats::get(&stats.objects_done),
@@ -68,7 +68,8 @@ impl Progress {
                         shards = Stats::get(&stats.shards),
                         mb_per_s = format!("{:.1}", read as f64 / 1e6 / elapsed.max(1e-9)),
                         "progress {:.1}%",
-                        100.0 * read as f64 / stats.bytes_total.max(1) as f64
+                        100.0 * Stats::get(&stats.bytes_done) as f64
+                            / stats.bytes_total.max(1) as f64
                     );
                 }
             });

@@ -48,7 +48,7 @@ fn read_chunk(plan: &Plan) -> u64 {
     let share = plan.pipeline.run.memory_limit.get()
         / plan.threads.max(1) as u64
         / 4
-        / (PREFETCH as u64 + 2);
+        / (PREFETCH + RANGES_IN_FLIGHT + 1) as u64;
     share.clamp(256 << 10, 2 << 20)
 }
 
@@ -77,7 +77,7 @@ pub async fn execute(
         .filter(|t| committed.contains_key(&t.id))
         .count();
     for t in plan.tasks.iter().filter(|t| committed.contains_key(&t.id)) {
-        Stats::add(&stats.bytes_read, t.bytes);
+        Stats::add(&stats.bytes_done, t.bytes);
         Stats::add(&stats.objects_done, t.objects.len() as u64);
     }
     let pool = Arc::new(
@@ -128,7 +128,13 @@ pub async fn execute(
                 records.insert(record.task, record);
             }
             Ok(Err(e)) => {
-                // First error wins; the others are told to stop and are drained.
+                // First error wins; the others are told to stop and are drained. A task
+                // that fails after a signal asked everything to stop failed because of it.
+                let e = if first_error.is_none() && stop.load(Ordering::Relaxed) {
+                    Error::Interrupted("a signal")
+                } else {
+                    e
+                };
                 stop.store(true, Ordering::Relaxed);
                 first_error.get_or_insert(e);
             }
@@ -233,8 +239,11 @@ async fn run_task(
         .await
         .map_err(|_| Error::Internal("a CPU task vanished".into()))?;
     if let Some(r) = reader {
-        // The reader ends on its own once the CPU side drops its receivers.
-        let _ = r.await;
+        // The reader ends on its own once the CPU side drops its receivers. When a read
+        // failed, its store error is the cause of whatever the decoder saw.
+        if let (Err(_), Ok(Err(read))) = (&result, r.await) {
+            return Err(read);
+        }
     }
     let (shards, rows_in) = result?;
     Ok(TaskRecord {
@@ -254,7 +263,13 @@ async fn run_task(
     })
 }
 
-/// Streams each object of the task as ranged reads into its own bounded channel.
+/// Range requests in flight per object: a remote store's latency is hidden behind the
+/// previous range's transfer, while memory stays at a few chunks per task.
+const RANGES_IN_FLIGHT: usize = 2;
+
+/// Streams each object of the task as ranged reads into its own bounded channel, in
+/// order, with [`RANGES_IN_FLIGHT`] requests outstanding (each also holding one of the
+/// run's `io_concurrency` permits while it is on the wire).
 async fn read_objects(
     plan: Arc<Plan>,
     task: Task,
@@ -262,7 +277,8 @@ async fn read_objects(
     io: Arc<Semaphore>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-) {
+) -> Result<()> {
+    use futures::StreamExt;
     let chunk = read_chunk(&plan);
     let store = plan.source.base.store.clone();
     for i in task.objects.clone() {
@@ -272,33 +288,51 @@ async fn read_objects(
         let sent = objects_tx.send(rx).await;
         stats.read.add_blocked(t.elapsed());
         if sent.is_err() {
-            return;
+            return Ok(());
         }
-        let mut offset = 0;
-        while offset < obj.size {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let end = (offset + chunk).min(obj.size);
-            let work = Instant::now();
-            let permit = io.acquire().await;
-            let got = store.get_range(&obj.path, offset..end).await;
-            drop(permit);
-            stats.read.add_working(work.elapsed());
-            let msg = got.map_err(|e| format!("cannot read bytes {offset}..{end}: {e}"));
-            let failed = msg.is_err();
+        let ranges = (0..obj.size.div_ceil(chunk))
+            .map(|k| k * chunk..((k + 1) * chunk).min(obj.size))
+            .take_while(|_| !stop.load(Ordering::Relaxed));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|range| {
+                let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
+                let path = obj.path.clone();
+                async move {
+                    let permit = io.acquire_owned().await;
+                    let work = Instant::now();
+                    let got = store.get_range(&path, range.clone()).await;
+                    drop(permit);
+                    stats.read.add_working(work.elapsed());
+                    got.map_err(|e| (range, e))
+                }
+            })
+            .buffered(RANGES_IN_FLIGHT);
+        while let Some(got) = chunks.next().await {
             let t = Instant::now();
-            if tx.send(msg).await.is_err() {
-                break; // the decoder stopped reading this object
+            match got {
+                Ok(bytes) => {
+                    let len = bytes.len() as u64;
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        break; // the decoder stopped reading this object
+                    }
+                    Stats::add(&stats.bytes_read, len);
+                    Stats::add(&stats.bytes_done, len);
+                }
+                Err((range, e)) => {
+                    let message = format!("cannot read bytes {}..{}: {e}", range.start, range.end);
+                    let _ = tx.send(Err(message)).await;
+                    return Err(Error::store("read", &obj.display, e));
+                }
             }
             stats.read.add_blocked(t.elapsed());
-            if failed {
-                return;
-            }
-            Stats::add(&stats.bytes_read, end - offset);
-            offset = end;
+        }
+        if stop.load(Ordering::Relaxed) {
+            // Not an end of file: the decoder must not mistake a cut object for a whole one.
+            let _ = tx.send(Err("stopped by a signal".into())).await;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// The CPU side of a task: decode → steps → encode, on one rayon thread.
@@ -312,7 +346,15 @@ fn cpu_task(
     stop: &AtomicBool,
 ) -> Result<(Vec<sink::ShardRecord>, u64)> {
     let mut writer = TaskWriter::new(cfg, task.id, stats.clone());
-    let task_key = stable_key(plan.objects[task.objects.start].path.as_ref());
+    // Keyed by the path below the source prefix, so a sample is the same wherever the
+    // data lives: another clone's directory, a bucket, a different store.
+    let first = &plan.objects[task.objects.start].path;
+    let relative = plan.source.base.relative(first);
+    let task_key = stable_key(if relative.is_empty() {
+        first.filename().unwrap_or_default()
+    } else {
+        &relative
+    });
     let mut contexts: Vec<StepContext> = plan
         .steps
         .iter()
@@ -381,10 +423,11 @@ fn cpu_task(
                 path: obj.path.clone(),
                 size: obj.size,
                 handle: handle.clone(),
+                stats: Some(stats.clone()),
             };
             plan.format
                 .decode(ObjectInput::Random(ra), &cx, &mut emit)?;
-            Stats::add(&stats.bytes_read, obj.size);
+            Stats::add(&stats.bytes_done, obj.size);
         } else {
             let t = Instant::now();
             let rx = objects_rx
@@ -403,6 +446,11 @@ fn cpu_task(
         stats
             .decode
             .add_working(started.elapsed().saturating_sub(waited + in_emit));
+    }
+    // A decoder told to stop returns early like one that reached the end: never commit
+    // a task cut short by a signal.
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("a signal"));
     }
     let shards = writer.finish()?;
     Ok((shards, rows_in))

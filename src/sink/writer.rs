@@ -59,6 +59,8 @@ pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 pub struct WriterConfig {
     pub store: Arc<dyn ObjectStore>,
     pub root: Path,
+    /// The sink as the user wrote it, ending in `/`, for messages.
+    pub display: String,
     /// Schema of the rows written to files (partition columns removed).
     pub file_schema: SchemaRef,
     /// Indices of the partition columns in the batches handed to [`TaskWriter::write`].
@@ -113,13 +115,26 @@ impl Write for UploadSink {
     }
 }
 
+/// The error of a failed upload, naming the shard by its full URI; a store error stays
+/// one, so its exit code can say whether running again may help.
+fn upload_error(uri: &str, e: std::io::Error) -> Error {
+    match e.into_inner() {
+        Some(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store) => Error::store("upload", uri, *store),
+            Err(other) => Error::sink(uri, format!("upload failed: {other}")),
+        },
+        None => Error::sink(uri, "upload failed"),
+    }
+}
+
 /// Streams one shard into the store; returns (bytes, crc32c) once it is complete.
 async fn upload(
     store: Arc<dyn ObjectStore>,
     path: Path,
+    uri: String,
     mut rx: mpsc::Receiver<UploadMsg>,
     stats: Arc<Stats>,
-) -> std::result::Result<(u64, u32), String> {
+) -> Result<(u64, u32)> {
     // Two parts in flight keep a store busy; more only hold memory.
     let mut out = BufWriter::with_capacity(store, path, 8 << 20).with_max_concurrency(2);
     let (mut bytes, mut crc) = (0u64, 0u32);
@@ -134,7 +149,7 @@ async fn upload(
                 bytes += data.len() as u64;
                 if let Err(e) = out.write_all(&data).await {
                     let _ = out.abort().await;
-                    return Err(e.to_string());
+                    return Err(upload_error(&uri, e));
                 }
             }
             Some(UploadMsg::Finish) => {
@@ -144,14 +159,14 @@ async fn upload(
                     Ok(()) => Ok((bytes, crc)),
                     Err(e) => {
                         let _ = out.abort().await;
-                        Err(e.to_string())
+                        Err(upload_error(&uri, e))
                     }
                 };
             }
             None => {
                 // The task failed or stopped before closing this shard: leave nothing.
                 let _ = out.abort().await;
-                return Err("aborted".into());
+                return Err(Error::sink(&uri, "abandoned"));
             }
         }
         stats.upload.add_working(work.elapsed());
@@ -161,9 +176,28 @@ async fn upload(
 struct OpenShard {
     writer: ArrowWriter<UploadSink>,
     tx: mpsc::Sender<UploadMsg>,
-    join: tokio::task::JoinHandle<std::result::Result<(u64, u32), String>>,
+    join: tokio::task::JoinHandle<Result<(u64, u32)>>,
     relative: String,
+    /// The shard's full URI, for messages.
+    uri: String,
     rows: u64,
+    /// The I/O runtime, to wait for the upload from this (rayon) thread. Not
+    /// `futures::executor::block_on`: a Parquet source decodes inside one, and those
+    /// do not nest.
+    handle: tokio::runtime::Handle,
+}
+
+impl OpenShard {
+    /// The error to report for a failed write: the upload's own error when the upload
+    /// is what failed (the encoder then only sees a closed channel), else `e`.
+    fn error(&mut self, e: impl std::fmt::Display) -> Error {
+        if self.join.is_finished()
+            && let Ok(Err(upload)) = self.handle.block_on(&mut self.join)
+        {
+            return upload;
+        }
+        Error::sink(&self.uri, e)
+    }
 }
 
 /// Shards of one partition (or of the whole task when unpartitioned).
@@ -284,9 +318,9 @@ impl TaskWriter {
                 take = ((take as f64 * slice_cap / est_bytes).floor() as u64).max(1);
             }
             let slice = batch.slice(offset, take as usize);
-            open.writer
-                .write(&slice)
-                .map_err(|e| Error::sink(&open.relative, e))?;
+            if let Err(e) = open.writer.write(&slice) {
+                return Err(open.error(e));
+            }
             open.rows += take;
             offset += take as usize;
             // The writer's estimate counts closed pages as compressed and open pages and
@@ -298,9 +332,9 @@ impl TaskWriter {
             let max = self.cfg.max_bytes as f64;
             if !full && (open.writer.bytes_written() + open.writer.in_progress_size()) as f64 >= max
             {
-                open.writer
-                    .flush()
-                    .map_err(|e| Error::sink(&open.relative, e))?;
+                if let Err(e) = open.writer.flush() {
+                    return Err(open.error(e));
+                }
                 full = open.writer.bytes_written() as f64 >= max * 0.9;
             }
             if full {
@@ -345,46 +379,57 @@ fn open_shard(
     shard: usize,
 ) -> Result<OpenShard> {
     let relative = shard_name(dir, task, shard);
-    let mut path = cfg.root.clone();
-    for part in relative.split('/') {
-        path = path.join(part);
-    }
+    let uri = format!("{}{relative}", cfg.display);
+    let path = crate::storage::join(&cfg.root, &relative);
     let (tx, rx) = mpsc::channel(2);
-    let join = cfg
-        .handle
-        .spawn(upload(cfg.store.clone(), path, rx, stats.clone()));
+    let join = cfg.handle.spawn(upload(
+        cfg.store.clone(),
+        path,
+        uri.clone(),
+        rx,
+        stats.clone(),
+    ));
     let sink = UploadSink {
         tx: tx.clone(),
         buf: Vec::with_capacity(UPLOAD_CHUNK),
         stats: stats.clone(),
     };
     let writer = ArrowWriter::try_new(sink, cfg.file_schema.clone(), Some(cfg.props.clone()))
-        .map_err(|e| Error::sink(&relative, e))?;
+        .map_err(|e| Error::sink(&uri, e))?;
     Ok(OpenShard {
         writer,
         tx,
         join,
         relative,
+        uri,
         rows: 0,
+        handle: cfg.handle.clone(),
     })
 }
 
-fn close_shard(open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
+fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
+    if let Err(e) = open.writer.finish() {
+        return Err(open.error(e));
+    }
     let OpenShard {
-        writer,
         tx,
         join,
         relative,
+        uri,
         rows,
+        handle,
+        ..
     } = open;
-    writer.close().map_err(|e| Error::sink(&relative, e))?;
     let start = Instant::now();
-    tx.blocking_send(UploadMsg::Finish)
-        .map_err(|_| Error::sink(&relative, "the upload stopped"))?;
+    let sent = tx.blocking_send(UploadMsg::Finish);
     drop(tx);
-    let (bytes, crc) = futures::executor::block_on(join)
-        .map_err(|e| Error::sink(&relative, e))?
-        .map_err(|e| Error::sink(&relative, format!("upload failed: {e}")))?;
+    let uploaded = handle
+        .block_on(join)
+        .map_err(|e| Error::Internal(format!("the upload of {uri} panicked: {e}")))?;
+    let (bytes, crc) = uploaded?;
+    if sent.is_err() {
+        return Err(Error::sink(&uri, "the upload stopped"));
+    }
     stats.encode.add_blocked(start.elapsed());
     stats
         .shards

@@ -10,9 +10,11 @@
 
 mod bytes;
 mod load;
+mod storage;
 
 pub use bytes::ByteSize;
 pub use load::{load, load_str};
+pub use storage::{Duration, Retry, Storage};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -41,14 +43,23 @@ pub struct Pipeline {
     /// How to run: concurrency, threads, memory. Never changes the output.
     #[serde(default)]
     pub run: Run,
+    /// How to reach object stores: endpoint, region, addressing, retries. Never
+    /// credentials, and never changes the output.
+    #[serde(default, skip_serializing_if = "is_default_storage")]
+    pub storage: Storage,
+}
+
+fn is_default_storage(s: &Storage) -> bool {
+    *s == Storage::default()
 }
 
 /// The input objects and how to decode them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// A path, a `file://` URI, or a glob over either (`*`, `**`, `?`, `{a,b}`, `[ab]`).
-    /// A directory means every file below it.
+    /// A path, a `file://`, `s3://`, `gs://`, `az://` or `https://` URI, or a glob over
+    /// any of them (`*`, `**`, `?`, `{a,b}`, `[ab]`). A directory or prefix means every
+    /// object below it.
     pub uri: String,
     /// Input format; inferred from the extension when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +149,8 @@ const fn default_quote() -> char {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sink {
-    /// A directory path or `file://` URI. It must not lie inside the source.
+    /// A directory path, or a `file://`, `s3://`, `gs://` or `az://` prefix. It must not
+    /// lie inside the source.
     pub uri: String,
     /// Output format; only `parquet`.
     #[serde(default)]

@@ -82,7 +82,8 @@ impl Step for Sample {
     }
 }
 
-/// The stable 64-bit key of a string (a task's first object path), for [`StepContext`]:
+/// The stable 64-bit key of a string (a task's first object path below the source
+/// prefix), for [`StepContext`]:
 /// FNV-1a, which is specified and so stable across Rust releases and platforms.
 pub fn stable_key(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

@@ -1,0 +1,595 @@
+//! The S3 tests proper.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::record_batch::RecordBatch;
+use hyper::Method;
+
+use super::proxy::{Fault, FaultProxy, Rule};
+use super::*;
+
+/// The source URI written in a pipeline file (the `uri:` under `source:`).
+fn source_uri(pipeline: &Path) -> String {
+    let text = std::fs::read_to_string(pipeline).expect("pipeline");
+    let mut in_source = false;
+    for line in text.lines() {
+        if line.starts_with("source:") {
+            in_source = true;
+        } else if in_source && let Some(rest) = line.trim().strip_prefix("uri:") {
+            return rest.split_whitespace().next().expect("uri").to_string();
+        }
+    }
+    panic!("no source uri in {}", pipeline.display())
+}
+
+/// Shards by relative path; a `path` column (the text format's object path) is cut to
+/// what follows `sample-data/`, the only part that differs between stores.
+fn comparable(dir: &Path) -> BTreeMap<String, RecordBatch> {
+    read_shards(dir)
+        .into_iter()
+        .map(|(rel, batch)| {
+            let schema = batch.schema();
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, c)| {
+                    if f.name() == "path" && f.data_type() == &DataType::Utf8 {
+                        let s = c.as_string::<i32>();
+                        let cut: StringArray = s
+                            .iter()
+                            .map(|v| {
+                                v.map(|v| v[v.find("sample-data/").unwrap_or(0)..].to_string())
+                            })
+                            .collect();
+                        Arc::new(cut) as ArrayRef
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            let plain = Arc::new(Schema::new(schema.fields().clone()));
+            (rel, RecordBatch::try_new(plain, columns).expect("batch"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
+    let Some(b) = Bucket::new("examples") else {
+        return;
+    };
+    b.upload_dir(&repo().join("sample-data"), "sample-data");
+    let env = b.env();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("pipelines")).expect("pipelines/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
+        let p = path.to_string_lossy().into_owned();
+        let local_src = source_uri(&path);
+        let s3_src = b.uri(&local_src);
+        let run = |src: &str, sink: &str| {
+            kiln_env_ok(
+                &env,
+                &[
+                    "run",
+                    "-q",
+                    &p,
+                    "--set",
+                    &format!("source.uri={src}"),
+                    "--set",
+                    &format!("sink.uri={sink}"),
+                ],
+            )
+        };
+        let local_local = tmp.path().join(&name).join("local-local");
+        run(&local_src, &local_local.to_string_lossy());
+        let expected = comparable(&local_local);
+        assert!(!expected.is_empty(), "{name}: the local run wrote shards");
+
+        let s3_local = tmp.path().join(&name).join("s3-local");
+        run(&s3_src, &s3_local.to_string_lossy());
+        assert_eq!(comparable(&s3_local), expected, "{name}: S3 → local");
+
+        for (mode, src) in [("s3-s3", &s3_src), ("local-s3", &local_src)] {
+            let prefix = format!("out/{name}/{mode}");
+            run(src, &b.uri(&format!("{prefix}/")));
+            let keys = b.keys(&prefix);
+            assert!(
+                keys.iter().any(|k| k.ends_with("/_SUCCESS")),
+                "{name} {mode}: _SUCCESS in {keys:?}"
+            );
+            let dest = tmp.path().join(&name).join(mode);
+            b.download(&prefix, &dest);
+            assert_eq!(comparable(&dest), expected, "{name}: {mode}");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&b.get(&format!("{prefix}/_kiln/manifest.json")))
+                    .expect("manifest");
+            let rows: usize = expected.values().map(|b| b.num_rows()).sum();
+            assert_eq!(manifest["rows"], rows, "{name} {mode}: manifest rows");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "every example pipeline ran");
+}
+
+#[test]
+fn lists_over_a_thousand_keys_with_spaces_and_unicode() {
+    let Some(b) = Bucket::new("listing") else {
+        return;
+    };
+    const N: usize = 1100;
+    b.rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(0..N)
+            .map(|i| {
+                let store = b.store.clone();
+                async move {
+                    let key = format!("in/day {}/dóc ü-{i:04}.jsonl", i / 300);
+                    let line = format!("{{\"i\": {i}, \"name\": \"dóc {i}\"}}\n");
+                    store
+                        .put(
+                            &StorePath::parse(key.as_str()).expect("key"),
+                            PutPayload::from(line),
+                        )
+                        .await
+                        .expect("put");
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = pipeline(
+        tmp.path(),
+        "list.yaml",
+        &format!(
+            "version: 1\nname: listing\nsource:\n  uri: {}\nsink:\n  uri: {}\n",
+            b.uri("in/**/*.jsonl"),
+            b.uri("out/")
+        ),
+    );
+    let p = p.to_string_lossy();
+    let env = b.env();
+    let plan = stdout(&kiln_env_ok(&env, &["plan", &p]));
+    assert!(plan.contains(&format!("→ {N} objects")), "{plan}");
+    assert!(plan.contains("day 0/dóc ü-0000.jsonl"), "{plan}");
+    let inspect = stdout(&kiln_env_ok(
+        &env,
+        &["inspect", &b.uri("in/day 3/*.jsonl"), "-n", "2"],
+    ));
+    assert!(inspect.starts_with("200 objects"), "{inspect}");
+    assert!(inspect.contains("dóc 900"), "{inspect}");
+
+    kiln_env_ok(&env, &["run", "-q", &p]);
+    let dest = tmp.path().join("out");
+    b.download("out", &dest);
+    let mut seen: Vec<i64> = read_shards(&dest)
+        .values()
+        .flat_map(|batch| {
+            let col = batch.column_by_name("i").expect("i");
+            col.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect();
+    assert_eq!(seen.len(), N, "one row per object");
+    seen.sort_unstable();
+    assert_eq!(seen, (0..N as i64).collect::<Vec<_>>());
+}
+
+/// `n` bytes of letters and digits from a xorshift generator: gzip and zstd get them to
+/// about 75%, so a test object's stored size is close to its decoded size.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .";
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for k in 0..10 {
+            out.push(ALPHABET[((x >> (6 * k)) & 63) as usize]);
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// JSONL documents of about `doc` bytes each, `total` bytes in all; slices of one
+/// random block at scattered offsets, so compressors find no long repeats.
+fn jsonl_noise(total: usize, doc: usize) -> Vec<u8> {
+    let block = noise(16 << 20, 7);
+    let mut out = Vec::with_capacity(total + doc);
+    let mut i = 0usize;
+    while out.len() < total {
+        let off = (i.wrapping_mul(2_654_435_761)) % (block.len() - doc);
+        out.extend_from_slice(format!("{{\"id\":{i},\"text\":\"").as_bytes());
+        out.extend_from_slice(&block[off..off + doc]);
+        out.extend_from_slice(b"\"}\n");
+        i += 1;
+    }
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// A Parquet file of `rows` rows: `id` and `cols` string columns of `width` random
+/// characters, uncompressed, `group` rows per row group.
+fn parquet_noise(rows: usize, cols: usize, width: usize, group: usize) -> Vec<u8> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    let block = noise(16 << 20, 11);
+    let mut fields = vec![Field::new("id", DataType::Int64, false)];
+    fields.extend((0..cols).map(|c| Field::new(format!("c{c}"), DataType::Utf8, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).expect("writer");
+    let mut start = 0;
+    while start < rows {
+        let n = group.min(rows - start);
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+            (start..start + n).map(|i| i as i64),
+        ))];
+        for c in 0..cols {
+            let values: StringArray = (start..start + n)
+                .map(|i| {
+                    let off =
+                        (i * 31 + c * 7919).wrapping_mul(2_654_435_761) % (block.len() - width);
+                    Some(std::str::from_utf8(&block[off..off + width]).expect("ascii"))
+                })
+                .collect();
+            columns.push(Arc::new(values));
+        }
+        w.write(&RecordBatch::try_new(schema.clone(), columns).expect("batch"))
+            .expect("write");
+        start += n;
+    }
+    w.into_inner().expect("close")
+}
+
+/// Runs `pipeline_yaml` with `--report` and returns the report.
+fn run_with_report(env: &[(&str, String)], dir: &Path, yaml: &str) -> serde_json::Value {
+    let p = pipeline(dir, "p.yaml", yaml);
+    let report = dir.join("report.json");
+    kiln_env_ok(
+        env,
+        &[
+            "run",
+            "-q",
+            &p.to_string_lossy(),
+            "--report",
+            &report.to_string_lossy(),
+        ],
+    );
+    serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json")
+}
+
+const MB: u64 = 1 << 20;
+
+/// Peak RSS of a run over `key`, from the report kiln writes (its own `VmHWM`).
+fn peak_rss(b: &Bucket, key: &str, steps: &str) -> u64 {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &b.env(),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: rss\nsource:\n  uri: {}\nsteps: {steps}\n\
+             sink:\n  uri: {}\n  compression: zstd\n  compression_level: 1\n",
+            b.uri(key),
+            b.uri(&format!("out/{key}/"))
+        ),
+    );
+    report["peak_rss_bytes"].as_u64().expect("peak RSS (Linux)")
+}
+
+/// Streaming means memory does not follow the object's size: the peak RSS over a
+/// 300+ MB object is within a small margin of the peak over an object a third or a tenth
+/// its size (still large enough to fill every buffer; the margin covers allocator
+/// noise), and below the object's size.
+fn assert_streams(b: &Bucket, small: &str, big: &str, size: u64, steps: &str) {
+    let rss_small = peak_rss(b, small, steps);
+    let rss_big = peak_rss(b, big, steps);
+    eprintln!(
+        "peak RSS {} MB for a {} MB object, {} MB for a smaller one",
+        rss_big / MB,
+        size / MB,
+        rss_small / MB
+    );
+    assert!(
+        rss_big < rss_small + 64 * MB,
+        "peak RSS grew from {} MB to {} MB with a larger object",
+        rss_small / MB,
+        rss_big / MB
+    );
+    // Absolute: below the object's size. In this debug build ~100 MB of the peak is
+    // the binary itself; the rest is one row group being written (`row_group_bytes`),
+    // the upload's parts and the source's read-ahead, none of which grows with input.
+    assert!(
+        rss_big < size,
+        "peak RSS {} MB for a {} MB object",
+        rss_big / MB,
+        size / MB
+    );
+}
+
+#[test]
+fn a_300_mb_gzip_jsonl_object_streams_in_bounded_memory() {
+    let Some(b) = Bucket::new("big-gz") else {
+        return;
+    };
+    let text = jsonl_noise(400 << 20, 4000);
+    let gz = gzip(&text);
+    assert!(gz.len() as u64 >= 300 * MB, "{} bytes", gz.len());
+    b.put_large("in/big.jsonl.gz", &gz);
+    let tenth = text[..text.len() / 10]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .expect("a line");
+    b.put_large("in/small.jsonl.gz", &gzip(&text[..=tenth]));
+    drop(text);
+    assert_streams(
+        &b,
+        "in/small.jsonl.gz",
+        "in/big.jsonl.gz",
+        gz.len() as u64,
+        "[ derive: { n: \"length(text)\" } ]",
+    );
+}
+
+#[test]
+fn a_300_mb_parquet_object_streams_in_bounded_memory() {
+    let Some(b) = Bucket::new("big-pq") else {
+        return;
+    };
+    // 8 columns × 400 characters: ~3.2 KB a row, ~26 MB row groups.
+    let data = parquet_noise(100_000, 8, 400, 8192);
+    assert!(data.len() as u64 >= 300 * MB, "{} bytes", data.len());
+    b.put_large("in/big.parquet", &data);
+    b.put_large("in/small.parquet", &parquet_noise(33_000, 8, 400, 8192));
+    assert_streams(
+        &b,
+        "in/small.parquet",
+        "in/big.parquet",
+        data.len() as u64,
+        "[]",
+    );
+}
+
+#[test]
+fn parquet_projection_fetches_a_small_fraction_of_the_object() {
+    let Some(b) = Bucket::new("projection") else {
+        return;
+    };
+    // 20 columns: id and 19 strings, ~1 MB each.
+    let data = parquet_noise(20_000, 19, 64, 5000);
+    b.put("in/wide.parquet", data.clone());
+    let proxy = FaultProxy::start(&b.endpoint);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &env_for(&proxy.endpoint),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: projection\nsource:\n  uri: {}\nsteps:\n  - select: [c7]\nsink:\n  uri: {}\n",
+            b.uri("in/wide.parquet"),
+            tmp.path().join("out").display()
+        ),
+    );
+    let served = proxy.served("wide.parquet");
+    let fraction = served as f64 / data.len() as f64;
+    assert!(
+        fraction < 0.10,
+        "fetched {served} of {} bytes ({:.1}%) for 1 column of 20",
+        data.len(),
+        100.0 * fraction
+    );
+    // kiln's own count is what the run fetched; the plan also read the footer once.
+    let counted = report["input"]["bytes_read"].as_u64().expect("bytes_read");
+    assert!(
+        counted <= served && served - counted <= 128 << 10,
+        "kiln counted {counted} bytes, the store served {served}"
+    );
+    let shards = read_shards(&tmp.path().join("out"));
+    let batch = shards.values().next().expect("a shard");
+    assert_eq!(batch.num_columns(), 1);
+    assert_eq!(batch.num_rows(), 20_000);
+}
+
+/// A gzip JSONL input of ~`mb` MB, already uploaded, and the rows it holds.
+fn upload_docs(b: &Bucket, key: &str, mb: usize) -> usize {
+    let text = jsonl_noise(mb << 20, 2000);
+    let rows = text.iter().filter(|&&c| c == b'\n').count();
+    b.put(key, gzip(&text));
+    rows
+}
+
+#[test]
+fn throttling_server_errors_and_dropped_connections_are_retried() {
+    let Some(b) = Bucket::new("faults") else {
+        return;
+    };
+    let rows = upload_docs(&b, "in/docs.jsonl.gz", 24);
+    let proxy = FaultProxy::start(&b.endpoint);
+    // A burst of SlowDown on the listing, 500s on reads, a body cut mid-stream, and
+    // SlowDown on the shard's multipart parts and on the commit record.
+    proxy.add(
+        Rule::new(Fault::Status(503, "SlowDown"))
+            .method(Method::GET)
+            .query("list-type")
+            .times(3),
+    );
+    proxy.add(
+        Rule::new(Fault::Status(500, "InternalError"))
+            .method(Method::GET)
+            .path("docs.jsonl.gz")
+            .times(3),
+    );
+    proxy.add(
+        Rule::new(Fault::CutBody)
+            .method(Method::GET)
+            .path("docs.jsonl.gz")
+            .times(2),
+    );
+    proxy.add(
+        Rule::new(Fault::Status(503, "SlowDown"))
+            .method(Method::PUT)
+            .query("partNumber")
+            .times(2),
+    );
+    proxy.add(
+        Rule::new(Fault::Status(503, "SlowDown"))
+            .method(Method::PUT)
+            .path("_kiln/tasks")
+            .times(2),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The endpoint and the retry budget come from the file's `storage:` block.
+    let env: Vec<(&str, String)> = env_for(&proxy.endpoint)
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL" && *k != "AWS_ALLOW_HTTP")
+        .collect();
+    let report = run_with_report(
+        &env,
+        tmp.path(),
+        &format!(
+            "version: 1\nname: faults\nsource:\n  uri: {}\nsink:\n  uri: {}\n  max_bytes: 64MiB\n\
+             storage:\n  endpoint: {}\n  allow_http: true\n  retry: {{ max_retries: 6, initial_backoff: 20ms, max_backoff: 200ms }}\n",
+            b.uri("in/*.jsonl.gz"),
+            b.uri("out/"),
+            proxy.endpoint
+        ),
+    );
+    assert_eq!(proxy.injected(), 3 + 3 + 2 + 2 + 2, "every fault was hit");
+    assert_eq!(report["rows_out"], rows, "{report:#}");
+    let dest = tmp.path().join("out");
+    b.download("out", &dest);
+    assert_eq!(total_rows(&dest), rows);
+    assert_eq!(b.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn a_fault_past_the_retry_budget_names_the_key_and_leaves_nothing_behind() {
+    let Some(b) = Bucket::new("give-up") else {
+        return;
+    };
+    // Large enough that the shard goes up as a multipart upload.
+    upload_docs(&b, "in/docs.jsonl.gz", 24);
+    let proxy = FaultProxy::start(&b.endpoint);
+    let env = env_for(&proxy.endpoint);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let yaml = format!(
+        "version: 1\nname: give-up\nsource:\n  uri: {}\nsink:\n  uri: {}\n  compression: none\n\
+         storage:\n  retry: {{ max_retries: 2, initial_backoff: 10ms, max_backoff: 50ms }}\n",
+        b.uri("in/*.jsonl.gz"),
+        b.uri("out/")
+    );
+    let p = pipeline(tmp.path(), "p.yaml", &yaml);
+    let p = p.to_string_lossy();
+
+    // Uploads of the shard's parts always fail.
+    proxy.add(
+        Rule::new(Fault::Status(503, "SlowDown"))
+            .method(Method::PUT)
+            .query("partNumber"),
+    );
+    let o = kiln_env(&env, &["run", "-q", &p]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "retryable: {err}");
+    assert!(
+        err.contains(&b.uri("out/part-00000-00000.parquet")),
+        "names the shard: {err}"
+    );
+    assert!(
+        !b.keys("out").iter().any(|k| k.contains("part-")),
+        "no shard is visible: {:?}",
+        b.keys("out")
+    );
+    assert_eq!(b.open_multipart_uploads(), 0, "the upload was aborted");
+
+    // Reads of the input always fail.
+    proxy.clear();
+    proxy.add(
+        Rule::new(Fault::Status(500, "InternalError"))
+            .method(Method::GET)
+            .path("docs.jsonl.gz"),
+    );
+    let o = kiln_env(&env, &["run", "-q", &p]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "retryable: {err}");
+    assert!(
+        err.contains(&b.uri("in/docs.jsonl.gz")),
+        "names the key: {err}"
+    );
+
+    // With the faults gone, the same command completes.
+    proxy.clear();
+    kiln_env_ok(&env, &["run", "-q", &p]);
+    assert!(b.keys("out").iter().any(|k| k.ends_with("_SUCCESS")));
+}
+
+#[test]
+fn pyarrow_reads_the_shards_from_the_s3_server() {
+    let Some(b) = Bucket::new("pyarrow") else {
+        return;
+    };
+    let Ok(python) = std::env::var("KILN_TEST_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KILN_TEST_PYTHON unset under CI"
+        );
+        eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
+        return;
+    };
+    b.upload_dir(&repo().join("sample-data/text"), "raw");
+    let env = b.env();
+    kiln_env_ok(
+        &env,
+        &[
+            "run",
+            "-q",
+            "pipelines/web-text.yaml",
+            "--set",
+            &format!("source.uri={}", b.uri("raw/*.jsonl*")),
+            "--set",
+            &format!("sink.uri={}", b.uri("web-text/")),
+        ],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&b.get("web-text/_kiln/manifest.json")).expect("manifest");
+    let o = std::process::Command::new(python)
+        .arg(repo().join("tests/interop/read_s3.py"))
+        .arg(&b.endpoint)
+        .arg(format!("{}/web-text", b.name))
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "pyarrow failed:\n{}", stderr(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json from python");
+    assert_eq!(got["rows"], manifest["rows"], "{got}");
+    assert_eq!(got["splits"], serde_json::json!(["train", "val"]), "{got}");
+    let names: Vec<&str> = manifest["schema"]
+        .as_array()
+        .expect("schema")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .chain(["split"])
+        .collect();
+    assert_eq!(got["columns"], serde_json::json!(names), "{got}");
+}
