@@ -17,15 +17,15 @@ run: build ## run the main sample pipeline on sample-data/ (no network, no servi
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
 	@echo; $(KILN_DEBUG) inspect 'out/web-text/split=train/*.parquet' -n 3
 
-test: ## run every test (unit, end-to-end, snapshots, S3 against a local moto server)
+test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		scripts/with-s3.sh $(CARGO) nextest run --locked --no-fail-fast; \
+		scripts/with-stores.sh $(CARGO) nextest run --locked --no-fail-fast; \
 	else \
-		scripts/with-s3.sh $(CARGO) test --locked --no-fail-fast; \
+		scripts/with-stores.sh $(CARGO) test --locked --no-fail-fast; \
 	fi
 
-s3-shell: ## a shell with the local S3 server running (KILN_TEST_S3_ENDPOINT set)
-	scripts/with-s3.sh $(SHELL)
+s3-shell: ## a shell with the local S3 (and Azure) servers running (KILN_TEST_S3_ENDPOINT set)
+	scripts/with-stores.sh $(SHELL)
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -43,4 +43,4 @@ bench: ## compare kiln with the peers in ../shared/bench on the generated corpus
 
 clean: ## remove build output and sample outputs
 	$(CARGO) clean
-	rm -rf out bench-out .venv-s3
+	rm -rf out bench-out .venv-s3 .azurite

@@ -5,8 +5,11 @@
 # Then the same kiln job on 10× the input (the 16 files linked 10 times) to show that
 # peak memory does not grow with the input. Prints wall/CPU/RSS and kiln/peer ratios.
 #
+# Finally (benches/s3.sh) the kiln job with the corpus in a local S3 server vs local disk.
+#
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
-#      PY (the peers' venv python), REPS (runs per tool, default 2), PEERS (0 = kiln only).
+#      PY (the peers' venv python), REPS (runs per tool, default 2), PEERS (0 = kiln only),
+#      S3 (0 = skip the S3 comparison).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -73,3 +76,7 @@ if [[ "$PEERS" == 1 ]]; then
 fi
 REPS=1 kiln_run "kiln (10x input)" "$X10/jsonl_gz" "$X10/manifest.json"
 "$PY" "$ROOT/benches/compare.py" "$RES"
+# The same job with the corpus in a local S3 server (moto) beside local disk.
+if [[ "${S3:-1}" == 1 ]]; then
+  echo; "$ROOT/scripts/with-stores.sh" bash "$ROOT/benches/s3.sh"
+fi

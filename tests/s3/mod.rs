@@ -1,9 +1,11 @@
-//! kiln against a real S3-compatible server (moto, started by `scripts/with-s3.sh`,
-//! which `make test` wraps around the test run). Each test makes its own bucket, so
-//! they run in parallel without wiping each other's state.
+//! kiln against real object-store servers: moto's S3 and Azurite's Blob Storage, both
+//! started by `scripts/with-stores.sh`, which `make test` wraps around the test run.
+//! Each S3 test makes its own bucket (each Azure test its own prefix), so they run in
+//! parallel without wiping each other's state.
 //!
-//! When `KILN_TEST_S3_ENDPOINT` is unset the tests skip with a loud message, unless `CI`
-//! is set: under CI they must run.
+//! When `KILN_TEST_S3_ENDPOINT` is unset the S3 tests skip with a loud message, unless
+//! `CI` is set: under CI they must run. The Azure tests run where the script found npm
+//! to install Azurite (`KILN_TEST_AZURE` set).
 
 mod proxy;
 mod tests;
@@ -24,9 +26,23 @@ use crate::util::*;
 /// writes.
 pub struct Bucket {
     pub endpoint: String,
+    /// The bucket (S3) or container (Azure).
     pub name: String,
     pub store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
+    /// `s3` or `az`.
+    scheme: &'static str,
+    /// Prefix of this test's keys inside the bucket: empty on S3 (a bucket per test),
+    /// `<test>-<pid>/` on Azure (one shared container).
+    root: String,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// The local S3 server's endpoint, or `None` (with a loud message) when the tests run
@@ -47,7 +63,7 @@ pub fn endpoint() -> Option<String> {
             );
             eprintln!(
                 "\n!!!! SKIPPED: no local S3 server (KILN_TEST_S3_ENDPOINT unset). \
-                 Run `make test`, or `scripts/with-s3.sh cargo nextest run`. !!!!\n"
+                 Run `make test`, or `scripts/with-stores.sh cargo nextest run`. !!!!\n"
             );
             None
         }
@@ -88,35 +104,68 @@ impl Bucket {
             .with_secret_access_key("kiln-test")
             .build()
             .expect("S3 client");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
         Some(Bucket {
             endpoint,
             name,
             store: Arc::new(store),
-            rt,
+            rt: runtime(),
+            scheme: "s3",
+            root: String::new(),
         })
     }
 
-    /// `s3://<bucket>/<key>`.
-    pub fn uri(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.name)
+    /// A prefix of its own in the Azurite container, or `None` (with a message) when
+    /// the script did not start Azurite.
+    pub fn azure(name: &str) -> Option<Bucket> {
+        let (Ok(container), Ok(endpoint)) = (
+            std::env::var("KILN_TEST_AZURE"),
+            std::env::var("AZURITE_BLOB_STORAGE_URL"),
+        ) else {
+            eprintln!(
+                "\n!!!! SKIPPED: no Azurite (KILN_TEST_AZURE unset; scripts/with-stores.sh \
+                 starts it where npm is installed) !!!!\n"
+            );
+            return None;
+        };
+        let store = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_use_emulator(true)
+            .with_container_name(&container)
+            .build()
+            .expect("Azure client");
+        Some(Bucket {
+            endpoint,
+            name: container,
+            store: Arc::new(store),
+            rt: runtime(),
+            scheme: "az",
+            root: format!("{name}-{}/", std::process::id()),
+        })
     }
 
-    /// The environment that points kiln at the server, as AWS tools expect it.
+    /// `s3://<bucket>/<key>` or `az://<container>/<prefix>/<key>`.
+    pub fn uri(&self, key: &str) -> String {
+        format!("{}://{}/{}{key}", self.scheme, self.name, self.root)
+    }
+
+    /// The environment that points kiln at the server, as each cloud's tools expect it.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        if self.scheme == "az" {
+            return vec![
+                ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+                ("AZURITE_BLOB_STORAGE_URL", self.endpoint.clone()),
+            ];
+        }
         env_for(&self.endpoint)
+    }
+
+    /// The store path of a key of this test.
+    fn path(&self, key: &str) -> StorePath {
+        StorePath::parse(format!("{}{key}", self.root)).expect("key")
     }
 
     pub fn put(&self, key: &str, data: Vec<u8>) {
         self.rt
-            .block_on(
-                self.store
-                    .put(&StorePath::parse(key).expect("key"), PutPayload::from(data)),
-            )
+            .block_on(self.store.put(&self.path(key), PutPayload::from(data)))
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
     }
 
@@ -125,7 +174,7 @@ impl Bucket {
         self.rt.block_on(async {
             let upload = self
                 .store
-                .put_multipart(&StorePath::parse(key).expect("key"))
+                .put_multipart(&self.path(key))
                 .await
                 .expect("start upload");
             let mut w = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
@@ -152,8 +201,11 @@ impl Bucket {
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let mut keys: Vec<String> = self.rt.block_on(async {
             self.store
-                .list(Some(&StorePath::parse(prefix).expect("prefix")))
-                .map_ok(|m| m.location.to_string())
+                .list(Some(&self.path(prefix)))
+                .map_ok(|m| {
+                    let key = m.location.to_string();
+                    key.strip_prefix(&self.root).unwrap_or(&key).to_string()
+                })
                 .try_collect()
                 .await
                 .expect("list")
@@ -166,7 +218,7 @@ impl Bucket {
         self.rt.block_on(async {
             let r = self
                 .store
-                .get(&StorePath::parse(key).expect("key"))
+                .get(&self.path(key))
                 .await
                 .unwrap_or_else(|e| panic!("get {key}: {e}"));
             r.bytes().await.expect("body").to_vec()

@@ -593,3 +593,44 @@ fn pyarrow_reads_the_shards_from_the_s3_server() {
         .collect();
     assert_eq!(got["columns"], serde_json::json!(names), "{got}");
 }
+
+#[test]
+fn web_text_runs_to_and_from_azure_blob_storage() {
+    let Some(az) = Bucket::azure("web-text") else {
+        return;
+    };
+    az.upload_dir(&repo().join("sample-data/text"), "raw");
+    let env = az.env();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = |src: &str, sink: &str| {
+        kiln_env_ok(
+            &env,
+            &[
+                "run",
+                "-q",
+                "pipelines/web-text.yaml",
+                "--set",
+                &format!("source.uri={src}"),
+                "--set",
+                &format!("sink.uri={sink}"),
+            ],
+        )
+    };
+    let local = tmp.path().join("local");
+    run("sample-data/text/*.jsonl*", &local.to_string_lossy());
+    let expected = comparable(&local);
+    assert!(!expected.is_empty());
+
+    run(&az.uri("raw/*.jsonl*"), &az.uri("out/"));
+    let keys = az.keys("out");
+    assert!(keys.iter().any(|k| k == "out/_SUCCESS"), "{keys:?}");
+    let dest = tmp.path().join("az");
+    az.download("out", &dest);
+    assert_eq!(comparable(&dest), expected, "Azure → Azure");
+
+    let inspect = stdout(&kiln_env_ok(
+        &env,
+        &["inspect", &az.uri("out/split=train/*.parquet"), "-n", "1"],
+    ));
+    assert!(inspect.contains("n_chars"), "{inspect}");
+}

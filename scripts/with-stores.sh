@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs a command with local object-store servers on 127.0.0.1: moto (S3) and, where
+# npm is available, Azurite (Azure Blob Storage).
+#
+#   scripts/with-stores.sh cargo nextest run
+#
+# Installs tests/requirements-s3.txt (moto; pyarrow for the interop check; the Azure SDK
+# to make the test container) into .venv-s3 and tests/package-lock.json (Azurite) into
+# .azurite when missing or changed, starts the servers on free ports, exports
+# KILN_TEST_S3_ENDPOINT, KILN_TEST_PYTHON and, with Azurite, KILN_TEST_AZURE and
+# AZURITE_BLOB_STORAGE_URL, runs the command, and stops the servers when it ends,
+# failed or not.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${KILN_S3_VENV:-.venv-s3}
+REQS=tests/requirements-s3.txt
+
+if ! cmp -s "$REQS" "$VENV/requirements.installed"; then
+    echo "== installing $REQS into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
+    cp "$REQS" "$VENV/requirements.installed"
+fi
+
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+TMP=$(mktemp -d -t kiln-stores.XXXXXX)
+LOG=$TMP/moto.log
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
+SERVER=$!
+AZURITE=
+stop() {
+    kill $SERVER $AZURITE 2>/dev/null || true
+    wait $SERVER $AZURITE 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap stop EXIT INT TERM
+
+for _ in $(seq 1 100); do
+    if "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/moto-api/')" >/dev/null 2>&1; then
+        break
+    fi
+    if ! kill -0 "$SERVER" 2>/dev/null; then
+        echo "moto_server failed to start:" >&2; cat "$LOG" >&2; exit 1
+    fi
+    sleep 0.1
+done
+echo "== S3 server (moto) on http://127.0.0.1:$PORT"
+
+export KILN_TEST_S3_ENDPOINT="http://127.0.0.1:$PORT"
+export KILN_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+# Azurite, from the npm registry, when npm is there.
+if command -v npm >/dev/null 2>&1; then
+    if ! cmp -s tests/package-lock.json .azurite/package-lock.json.installed; then
+        echo "== installing Azurite (tests/package-lock.json) into .azurite"
+        mkdir -p .azurite
+        cp tests/package.json tests/package-lock.json .azurite/
+        (cd .azurite && npm ci --no-audit --no-fund --silent)
+        cp tests/package-lock.json .azurite/package-lock.json.installed
+    fi
+    APORT=$(free_port)
+    .azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$APORT" \
+        --location "$TMP/azurite" --silent --skipApiVersionCheck >"$TMP/azurite.log" 2>&1 &
+    AZURITE=$!
+    export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$APORT"
+    for _ in $(seq 1 100); do
+        if "$VENV/bin/python" tests/interop/azure_container.py "$AZURITE_BLOB_STORAGE_URL" kiln 2>/dev/null; then
+            export KILN_TEST_AZURE=kiln
+            echo "== Azure Blob Storage (Azurite) on $AZURITE_BLOB_STORAGE_URL, container kiln"
+            break
+        fi
+        sleep 0.2
+    done
+    if [[ -z "${KILN_TEST_AZURE:-}" ]]; then
+        echo "Azurite failed to start:" >&2; cat "$TMP/azurite.log" >&2; exit 1
+    fi
+else
+    echo "!!!! npm not found: the Azure tests will be skipped (install nodejs and npm to run them) !!!!"
+fi
+"$@"
