@@ -315,24 +315,36 @@ impl SourceUri {
     pub async fn list(&self) -> Result<Vec<Object>> {
         let base = &self.base;
         // A plain path may name one object.
-        if self.glob.is_none()
-            && let Ok(meta) = base.store.head(&base.prefix).await
-        {
-            let display = base.display.trim_end_matches('/').to_string();
-            return Ok(vec![Object {
-                path: meta.location,
-                size: meta.size,
-                display,
-            }]);
+        let mut head_error = None;
+        if self.glob.is_none() {
+            match base.store.head(&base.prefix).await {
+                Ok(meta) => {
+                    let display = base.display.trim_end_matches('/').to_string();
+                    return Ok(vec![Object {
+                        path: meta.location,
+                        size: meta.size,
+                        display,
+                    }]);
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => head_error = Some(e),
+            }
         }
         let metas: Vec<_> = base
             .store
             .list(Some(&base.prefix))
             .try_collect()
             .await
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(Error::store("list", &base.display, e)),
+            .or_else(|e| match (e, head_error) {
+                (object_store::Error::NotFound { .. }, _) => Ok(Vec::new()),
+                // Neither an object nor a listable prefix: the object's error says more
+                // (access denied, say) than the listing's.
+                (_, Some(head)) => Err(Error::store(
+                    "read",
+                    base.display.trim_end_matches('/'),
+                    head,
+                )),
+                (e, None) => Err(Error::store("list", &base.display, e)),
             })?;
         let mut objects: Vec<Object> = metas
             .into_iter()

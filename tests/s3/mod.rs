@@ -73,13 +73,26 @@ pub fn endpoint() -> Option<String> {
 /// Sends one plain HTTP/1.1 request to the server (bucket creation and the listing of
 /// multipart uploads, which object_store does not do) and returns the response.
 pub fn raw_http(endpoint: &str, method: &str, path: &str) -> String {
+    raw_http_with(endpoint, method, path, "", b"")
+}
+
+/// [`raw_http`] with extra header lines (each ending in `\r\n`) and a body.
+pub fn raw_http_with(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> String {
     let host = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host).expect("connect to the S3 server");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )
     .expect("send");
+    s.write_all(body).expect("send body");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     out

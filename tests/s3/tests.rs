@@ -634,3 +634,46 @@ fn web_text_runs_to_and_from_azure_blob_storage() {
     ));
     assert!(inspect.contains("n_chars"), "{inspect}");
 }
+
+/// An `http(s)://` URL naming one object is read through object_store's `HttpStore`
+/// (HEAD for the size, then ranged GETs); moto answers plain GETs, so it serves as the
+/// web server here.
+#[test]
+fn a_single_object_is_read_over_plain_http() {
+    let Some(b) = Bucket::new("http") else {
+        return;
+    };
+    // Readable without credentials, as a file on a web server is.
+    let data = std::fs::read(repo().join("sample-data/text/crawl-00002.jsonl.gz")).expect("sample");
+    let key = format!("/{}/raw/crawl-00002.jsonl.gz", b.name);
+    let r = raw_http_with(
+        &b.endpoint,
+        "PUT",
+        &key,
+        "x-amz-acl: public-read\r\n",
+        &data,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "public upload: {r}");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = |src: &str, sink: &Path| {
+        kiln_env_ok(
+            &[],
+            &[
+                "run",
+                "-q",
+                "pipelines/web-text.yaml",
+                "--set",
+                &format!("source.uri={src}"),
+                "--set",
+                &format!("sink.uri={}", sink.display()),
+            ],
+        )
+    };
+    let local = tmp.path().join("local");
+    run("sample-data/text/crawl-00002.jsonl.gz", &local);
+    let over_http = tmp.path().join("http");
+    run(&format!("{}{key}", b.endpoint), &over_http);
+    let expected = comparable(&local);
+    assert!(!expected.is_empty());
+    assert_eq!(comparable(&over_http), expected);
+}
