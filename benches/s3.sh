@@ -29,14 +29,22 @@ for name in sorted(os.listdir(src)):
     s3.upload_file(os.path.join(src, name), bucket, f"text/{name}")
 PYEOF
 
-measure() {  # measure LABEL SOURCE SINK → "label wall_s cpu_s rss_mb"
-  local label=$1 src=$2 sink=$3 line=""
+# CPU seconds the S3 server process has used so far.
+SERVER_PID=$(pgrep -f "moto_server -H 127.0.0.1 -p ${KILN_TEST_S3_ENDPOINT##*:}" | head -1)
+server_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$SERVER_PID/stat"
+}
+
+measure() {  # measure LABEL SOURCE SINK → "label wall_s cpu_s rss_mb server_cpu_s"
+  local label=$1 src=$2 sink=$3 line="" before after
   for _ in $(seq 1 "$REPS"); do
+    before=$(server_cpu)
     line=$(/usr/bin/time -f "%e %U %S %M" "$KILN" run -q "$ROOT/benches/A_convert.yaml" --overwrite \
       --set "source.uri=$src" --set "sink.uri=$sink" 2>&1 >/dev/null | tail -1)
+    after=$(server_cpu)
   done
   read -r wall user sys rss <<<"$line"
-  echo "$label $wall $(awk "BEGIN{print $user + $sys}") $((rss / 1024))"
+  echo "$label $wall $(awk "BEGIN{print $user + $sys}") $((rss / 1024)) $(awk "BEGIN{printf \"%.2f\", $after - $before}")"
 }
 
 export KILN_BENCH_IN=unused KILN_BENCH_OUT=unused
@@ -45,15 +53,15 @@ s3_r=$(measure s3 "s3://$BUCKET/text/*.jsonl.gz" "s3://$BUCKET/out/")
 s3l_r=$(measure s3-to-local "s3://$BUCKET/text/*.jsonl.gz" "$OUT/s3-local")
 rm -rf "$OUT"
 echo
-echo "| job A (kiln, zstd-3) | wall s | cpu s | max RSS MB | wall / local |"
-echo "|---|---|---|---|---|"
+echo "| job A (kiln, zstd-3) | wall s | kiln cpu s | max RSS MB | S3 server cpu s | wall / local |"
+echo "|---|---|---|---|---|---|"
 lw=$(echo "$local_r" | cut -d' ' -f2)
 for r in "$local_r" "$s3l_r" "$s3_r"; do
-  read -r label wall cpu rss <<<"$r"
+  read -r label wall cpu rss server <<<"$r"
   case $label in
     local) name="local disk → local disk" ;;
     s3-to-local) name="S3 (moto) → local disk" ;;
     s3) name="S3 (moto) → S3 (moto)" ;;
   esac
-  echo "| $name | $wall | $cpu | $rss | $(awk "BEGIN{printf \"%.2f\", $wall / $lw}") |"
+  echo "| $name | $wall | $cpu | $rss | $server | $(awk "BEGIN{printf \"%.2f\", $wall / $lw}") |"
 done
