@@ -263,13 +263,29 @@ async fn run_task(
     })
 }
 
-/// Range requests in flight per object: a remote store's latency is hidden behind the
-/// previous range's transfer, while memory stays at a few chunks per task.
+/// Range requests in flight per object when reading a file by ranges: the disk's
+/// latency is hidden behind the previous range, while memory stays at a few chunks.
 const RANGES_IN_FLIGHT: usize = 2;
 
-/// Streams each object of the task as ranged reads into its own bounded channel, in
-/// order, with [`RANGES_IN_FLIGHT`] requests outstanding (each also holding one of the
-/// run's `io_concurrency` permits while it is on the wire).
+/// How reading one object ended.
+enum Read {
+    /// Every byte was handed to the decoder.
+    Done,
+    /// The decoder stopped reading (a `limit`, or it failed on its own).
+    DecoderGone,
+    /// A signal asked everything to stop.
+    Stopped,
+}
+
+/// Streams each object of the task, in order, into its own bounded channel.
+///
+/// Each object is one GET holding one of the run's `io_concurrency` permits, so that
+/// many objects are in flight across tasks. A remote store answers with a body stream,
+/// which is forwarded in `chunk`-sized pieces: when the decoder falls behind, the full
+/// channel stops the forwarding and TCP flow control stops the sender, so memory stays
+/// at a few chunks however large the object, with one request per object (object_store
+/// resumes a body that breaks off with a range request for the rest). A store that
+/// answers with a local file is read by ranged reads instead, two in flight.
 async fn read_objects(
     plan: Arc<Plan>,
     task: Task,
@@ -278,7 +294,6 @@ async fn read_objects(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    use futures::StreamExt;
     let chunk = read_chunk(&plan);
     let store = plan.source.base.store.clone();
     for i in task.objects.clone() {
@@ -290,49 +305,126 @@ async fn read_objects(
         if sent.is_err() {
             return Ok(());
         }
-        let ranges = (0..obj.size.div_ceil(chunk))
-            .map(|k| k * chunk..((k + 1) * chunk).min(obj.size))
-            .take_while(|_| !stop.load(Ordering::Relaxed));
-        let mut chunks = futures::stream::iter(ranges)
-            .map(|range| {
-                let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
-                let path = obj.path.clone();
-                async move {
-                    let permit = io.acquire_owned().await;
-                    let work = Instant::now();
-                    let got = store.get_range(&path, range.clone()).await;
+        let permit = io.clone().acquire_owned().await;
+        let work = Instant::now();
+        let got = store.get(&obj.path).await;
+        stats.read.add_working(work.elapsed());
+        let outcome = match got {
+            Ok(result) => match result.payload {
+                object_store::GetResultPayload::Stream(body) => {
+                    forward(body, chunk, &tx, &stats, &stop).await
+                }
+                object_store::GetResultPayload::File(..) => {
                     drop(permit);
-                    stats.read.add_working(work.elapsed());
-                    got.map_err(|e| (range, e))
+                    read_ranges(&store, obj, chunk, &tx, &io, &stats, &stop).await
                 }
-            })
-            .buffered(RANGES_IN_FLIGHT);
-        while let Some(got) = chunks.next().await {
-            let t = Instant::now();
-            match got {
-                Ok(bytes) => {
-                    let len = bytes.len() as u64;
-                    if tx.send(Ok(bytes)).await.is_err() {
-                        break; // the decoder stopped reading this object
-                    }
-                    Stats::add(&stats.bytes_read, len);
-                    Stats::add(&stats.bytes_done, len);
-                }
-                Err((range, e)) => {
-                    let message = format!("cannot read bytes {}..{}: {e}", range.start, range.end);
-                    let _ = tx.send(Err(message)).await;
-                    return Err(Error::store("read", &obj.display, e));
-                }
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(Read::Done | Read::DecoderGone) => {}
+            Ok(Read::Stopped) => {
+                // Not an end of file: the decoder must not take a cut object for a whole one.
+                let _ = tx.send(Err("stopped by a signal".into())).await;
+                return Ok(());
             }
-            stats.read.add_blocked(t.elapsed());
-        }
-        if stop.load(Ordering::Relaxed) {
-            // Not an end of file: the decoder must not mistake a cut object for a whole one.
-            let _ = tx.send(Err("stopped by a signal".into())).await;
-            return Ok(());
+            Err(e) => {
+                let _ = tx.send(Err(format!("cannot read: {e}"))).await;
+                return Err(Error::store("read", &obj.display, e));
+            }
         }
     }
     Ok(())
+}
+
+/// Forwards a GET's body to the decoder in `chunk`-sized pieces.
+async fn forward(
+    mut body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: u64,
+    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> object_store::Result<Read> {
+    use futures::StreamExt;
+    let chunk = chunk as usize;
+    let mut buf = bytes::BytesMut::new();
+    let send = async |piece: Bytes| -> bool {
+        let t = Instant::now();
+        let len = piece.len() as u64;
+        let ok = tx.send(Ok(piece)).await.is_ok();
+        stats.read.add_blocked(t.elapsed());
+        Stats::add(&stats.bytes_read, len);
+        Stats::add(&stats.bytes_done, len);
+        ok
+    };
+    loop {
+        let work = Instant::now();
+        let next = body.next().await;
+        stats.read.add_working(work.elapsed());
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Read::Stopped);
+        }
+        let Some(piece) = next else { break };
+        let piece = piece?;
+        if buf.is_empty() && piece.len() >= chunk {
+            if !send(piece).await {
+                return Ok(Read::DecoderGone);
+            }
+            continue;
+        }
+        buf.extend_from_slice(&piece);
+        if buf.len() >= chunk && !send(buf.split().freeze()).await {
+            return Ok(Read::DecoderGone);
+        }
+    }
+    if !buf.is_empty() && !send(buf.freeze()).await {
+        return Ok(Read::DecoderGone);
+    }
+    Ok(Read::Done)
+}
+
+/// Reads an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a time, each
+/// holding an `io_concurrency` permit while it runs.
+async fn read_ranges(
+    store: &Arc<dyn object_store::ObjectStore>,
+    obj: &crate::storage::Object,
+    chunk: u64,
+    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
+    io: &Arc<Semaphore>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+) -> object_store::Result<Read> {
+    use futures::StreamExt;
+    let ranges = (0..obj.size.div_ceil(chunk)).map(|k| k * chunk..((k + 1) * chunk).min(obj.size));
+    let mut chunks = futures::stream::iter(ranges)
+        .map(|range| {
+            let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
+            let path = obj.path.clone();
+            async move {
+                let permit = io.acquire_owned().await;
+                let work = Instant::now();
+                let got = store.get_range(&path, range).await;
+                drop(permit);
+                stats.read.add_working(work.elapsed());
+                got
+            }
+        })
+        .buffered(RANGES_IN_FLIGHT);
+    while let Some(got) = chunks.next().await {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Read::Stopped);
+        }
+        let bytes = got?;
+        let len = bytes.len() as u64;
+        let t = Instant::now();
+        if tx.send(Ok(bytes)).await.is_err() {
+            return Ok(Read::DecoderGone);
+        }
+        stats.read.add_blocked(t.elapsed());
+        Stats::add(&stats.bytes_read, len);
+        Stats::add(&stats.bytes_done, len);
+    }
+    Ok(Read::Done)
 }
 
 /// The CPU side of a task: decode → steps → encode, on one rayon thread.
