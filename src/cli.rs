@@ -57,6 +57,11 @@ pub enum Command {
         /// Write a machine-readable summary of the run to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Run only this worker's share of the tasks: INDEX/COUNT, e.g. 0/4. Default:
+        /// from KILN_WORKER/KILN_WORKERS, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
+        /// AWS_BATCH_JOB_ARRAY_INDEX (with KILN_WORKERS), else the only worker.
+        #[arg(long, value_name = "I/N")]
+        worker: Option<String>,
     },
     /// Check a pipeline against its source (schema, steps, sink) without running it.
     Validate {
@@ -67,6 +72,20 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         args: PipelineArgs,
+        /// Show the tasks of this worker (INDEX/COUNT).
+        #[arg(long, value_name = "I/N")]
+        worker: Option<String>,
+    },
+    /// Tasks done and to do, rows and bytes of a (possibly running) dataset.
+    Status {
+        /// The sink: a path or a file://, s3://, gs:// or az:// prefix.
+        sink: String,
+    },
+    /// Write the manifest and _SUCCESS of a dataset whose tasks are all committed
+    /// (after a multi-worker run whose last worker did not get to it).
+    Finalize {
+        /// The sink: a path or a file://, s3://, gs:// or az:// prefix.
+        sink: String,
     },
     /// Show the schema and first rows of a file or glob.
     Inspect {
@@ -102,14 +121,30 @@ pub fn main() -> i32 {
             args,
             overwrite,
             report,
-        } => cmd_run(&args, overwrite, report, quiet, cli.log_format),
+            worker,
+        } => cmd_run(
+            &args,
+            overwrite,
+            worker.as_deref(),
+            report,
+            quiet,
+            cli.log_format,
+        ),
         Command::Validate { args } => cmd_validate(&args).map_err(|e| {
             // validate answers 0 or 2: anything that keeps the plan from being built is
             // a problem with the pipeline as it stands.
             let code = EXIT_USAGE;
             (e, code)
         }),
-        Command::Plan { args } => cmd_plan(&args).map_err(|e| {
+        Command::Plan { args, worker } => cmd_plan(&args, worker.as_deref()).map_err(|e| {
+            let code = e.exit_code();
+            (e, code)
+        }),
+        Command::Status { sink } => cmd_status(&sink).map_err(|e| {
+            let code = e.exit_code();
+            (e, code)
+        }),
+        Command::Finalize { sink } => cmd_finalize(&sink).map_err(|e| {
             let code = e.exit_code();
             (e, code)
         }),
@@ -178,6 +213,7 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 fn cmd_run(
     args: &PipelineArgs,
     overwrite: bool,
+    worker: Option<&str>,
     report_path: Option<PathBuf>,
     quiet: bool,
     log_format: LogFormat,
@@ -187,9 +223,10 @@ fn cmd_run(
         (e, c)
     };
     let pipeline = spec::load(&args.pipeline, &args.set).map_err(fail)?;
+    let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok()).map_err(fail)?;
     let rt = tokio_runtime().map_err(fail)?;
     rt.block_on(async move {
-        let plan = Arc::new(Plan::build(pipeline).await.map_err(fail)?);
+        let plan = Plan::build(pipeline).await.map_err(fail)?;
         let step_names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
         let stats = Arc::new(Stats::new(
             plan.objects.len() as u64,
@@ -199,10 +236,10 @@ fn cmd_run(
         let stop = Arc::new(AtomicBool::new(false));
         let signals = tokio::spawn(watch_signals(stop.clone()));
         let mut progress = Progress::start(stats.clone(), quiet);
-        let outcome = runtime::execute(
-            plan.clone(),
+        let (plan, outcome) = runtime::execute(
+            plan,
             stats.clone(),
-            ExecOptions { overwrite },
+            ExecOptions { overwrite, worker },
             stop.clone(),
         )
         .await;
@@ -225,6 +262,11 @@ fn cmd_run(
             Ok(Outcome::AlreadyComplete(_)) => {
                 head.status = "already_complete".into();
                 head.tasks_skipped = plan.tasks.len();
+                EXIT_OK
+            }
+            Ok(Outcome::WorkerDone { tasks_skipped, .. }) => {
+                head.status = "worker_done".into();
+                head.tasks_skipped = *tasks_skipped;
                 EXIT_OK
             }
             Err(e) => {
@@ -260,6 +302,14 @@ fn cmd_run(
                 );
             } else {
                 eprint!("{}", report.summary());
+                if let Ok(Outcome::WorkerDone { committed, .. }) = &outcome {
+                    eprintln!(
+                        "worker {worker}: its tasks are committed; {committed} of {} tasks of the dataset are; \
+                         the last worker to finish (or `kiln finalize {}`) writes the manifest",
+                        plan.tasks.len(),
+                        plan.sink.display
+                    );
+                }
             }
         }
         match outcome {
@@ -327,11 +377,18 @@ fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
         .join(", ")
 }
 
-fn cmd_plan(args: &PipelineArgs) -> Result<i32> {
+fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     use std::fmt::Write as _;
     let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let explicit = worker.is_some();
+    let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
     let rt = tokio_runtime()?;
-    let plan = rt.block_on(Plan::build(pipeline))?;
+    let mut plan = rt.block_on(Plan::build(pipeline))?;
+    // A sink that already holds a stored plan decides the listing and the tasks.
+    let stored = rt.block_on(crate::sink::read_plan(&plan.sink))?;
+    if let Some(stored) = &stored {
+        plan.adopt(stored)?;
+    }
     let p = &plan.pipeline;
     let mut s = String::new();
     let _ = writeln!(
@@ -376,7 +433,7 @@ fn cmd_plan(args: &PipelineArgs) -> Result<i32> {
     }
     let _ = writeln!(
         s,
-        "tasks     {} (≈{} each), {} threads{}",
+        "tasks     {} (≈{} each), {} threads{}{}",
         plan.tasks.len(),
         p.run.task_bytes,
         plan.threads,
@@ -384,8 +441,38 @@ fn cmd_plan(args: &PipelineArgs) -> Result<i32> {
             ", run in order (limit)"
         } else {
             ""
+        },
+        match &stored {
+            Some(st) => format!(
+                "; stored plan in the sink: {} worker{}",
+                st.workers,
+                if st.workers == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
         }
     );
+    if explicit || worker.count > 1 {
+        let mine: Vec<_> = plan.tasks.iter().filter(|t| worker.owns(t.id)).collect();
+        let _ = writeln!(
+            s,
+            "worker    {worker}: {} task{}, {}",
+            mine.len(),
+            if mine.len() == 1 { "" } else { "s" },
+            spec::ByteSize(mine.iter().map(|t| t.bytes).sum())
+        );
+        for t in mine {
+            let first = &plan.objects[t.objects.start];
+            let _ = writeln!(
+                s,
+                "            task {:05}: {} object{} from {} ({})",
+                t.id,
+                t.objects.len(),
+                if t.objects.len() == 1 { "" } else { "s" },
+                first.display,
+                spec::ByteSize(t.bytes)
+            );
+        }
+    }
     let example = crate::sink::writer::shard_name(
         &p.sink
             .partition_by
@@ -402,6 +489,118 @@ fn cmd_plan(args: &PipelineArgs) -> Result<i32> {
     );
     let _ = writeln!(s, "files     {}", fmt_schema(&plan.file_schema));
     print_out(&s)
+}
+
+/// A sink as `status` and `finalize` see it: its stored plan, commit records and
+/// manifest.
+type SinkView = (
+    crate::storage::Location,
+    crate::sink::StoredPlan,
+    std::collections::BTreeMap<usize, crate::sink::TaskRecord>,
+    Option<crate::sink::Manifest>,
+);
+
+fn read_sink(uri: &str) -> Result<SinkView> {
+    let rt = tokio_runtime()?;
+    let sink = crate::storage::open(uri, &spec::Storage::default())?;
+    rt.block_on(async {
+        let stored = crate::sink::read_plan(&sink).await?.ok_or_else(|| {
+            Error::Plan(format!(
+                "{} holds no kiln plan (no {}); is it a kiln sink, and has a run started?",
+                sink.display,
+                crate::sink::PLAN
+            ))
+        })?;
+        let records = crate::sink::committed(&sink).await?;
+        let manifest = crate::sink::read_manifest(&sink).await?;
+        Ok((sink, stored, records, manifest))
+    })
+}
+
+fn cmd_status(uri: &str) -> Result<i32> {
+    use std::fmt::Write as _;
+    let (sink, stored, records, manifest) = read_sink(uri)?;
+    let missing = stored.missing(&records);
+    let rows: u64 = records.values().map(|r| r.rows_out).sum();
+    let rows_in: u64 = records.values().map(|r| r.rows_in).sum();
+    let shards: usize = records.values().map(|r| r.shards.len()).sum();
+    let bytes: u64 = records
+        .values()
+        .flat_map(|r| r.shards.iter())
+        .map(|s| s.bytes)
+        .sum();
+    let mut s = String::new();
+    let state = if manifest.is_some() && missing.is_empty() {
+        "complete"
+    } else if missing.is_empty() {
+        "all tasks committed, no manifest yet (run `kiln finalize`)"
+    } else {
+        "in progress"
+    };
+    let _ = writeln!(
+        s,
+        "dataset   {} ({}, hash {})",
+        sink.display,
+        stored.name,
+        &stored.pipeline_hash[..16.min(stored.pipeline_hash.len())]
+    );
+    let _ = writeln!(s, "state     {state}");
+    let _ = writeln!(
+        s,
+        "tasks     {} of {} committed, {} worker{}",
+        records.len(),
+        stored.tasks.len(),
+        stored.workers,
+        if stored.workers == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "rows      {rows_in} in → {rows} out · {shards} shards, {}",
+        spec::ByteSize(bytes)
+    );
+    if !missing.is_empty() {
+        let show: Vec<String> = missing
+            .iter()
+            .take(20)
+            .map(|t| format!("{t} (worker {})", t % stored.workers))
+            .collect();
+        let _ = writeln!(
+            s,
+            "to do     {}{}",
+            show.join(", "),
+            if missing.len() > 20 { ", …" } else { "" }
+        );
+    }
+    print_out(&s)
+}
+
+fn cmd_finalize(uri: &str) -> Result<i32> {
+    let (sink, stored, records, manifest) = read_sink(uri)?;
+    let missing = stored.missing(&records);
+    if !missing.is_empty() {
+        return Err(Error::Plan(format!(
+            "{}: {} of {} tasks are not committed yet (first: task {}, worker {}); run the \
+             missing workers first",
+            sink.display,
+            missing.len(),
+            stored.tasks.len(),
+            missing[0],
+            missing[0] % stored.workers
+        )));
+    }
+    let rt = tokio_runtime()?;
+    let manifest = match manifest {
+        Some(m) => m,
+        None => stored.manifest(&records),
+    };
+    rt.block_on(crate::sink::finalize(&sink, &manifest))?;
+    print_out(&format!(
+        "{} is complete: {} tasks, {} shards, {} rows\n",
+        sink.display,
+        records.len(),
+        manifest.shards.len(),
+        manifest.rows
+    ))
 }
 
 fn cmd_inspect(uri: &str, rows: usize) -> Result<i32> {

@@ -10,3 +10,4 @@ mod errors;
 mod examples;
 mod s3;
 mod shards;
+mod workers;

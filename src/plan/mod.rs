@@ -395,6 +395,108 @@ impl Plan {
         })
     }
 
+    /// This plan as stored in the sink for `workers` workers.
+    pub fn stored(&self, workers: usize) -> crate::sink::StoredPlan {
+        use crate::sink::{ColumnRecord, InputRecord, StoredPlan, StoredTask};
+        StoredPlan {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: self.pipeline.name.clone(),
+            pipeline_hash: self.pipeline_hash.clone(),
+            pipeline: serde_json::to_value(&self.pipeline).unwrap_or_default(),
+            created_at: crate::sink::now_rfc3339(),
+            workers,
+            schema: self
+                .file_schema
+                .fields()
+                .iter()
+                .map(|f| ColumnRecord {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            partition_by: self.pipeline.sink.partition_by.clone(),
+            objects: self
+                .objects
+                .iter()
+                .map(|o| InputRecord {
+                    path: o.path.to_string(),
+                    bytes: o.size,
+                })
+                .collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| StoredTask {
+                    start: t.objects.start,
+                    end: t.objects.end,
+                    bytes: t.bytes,
+                })
+                .collect(),
+        }
+    }
+
+    /// Follows a stored plan: its listing and its tasks replace this run's (objects
+    /// added since it was stored are not read; objects it names must still be there).
+    ///
+    /// # Errors
+    /// [`Error::Plan`] when the stored plan is another pipeline's or does not fit.
+    pub fn adopt(&mut self, stored: &crate::sink::StoredPlan) -> Result<()> {
+        if stored.pipeline_hash != self.pipeline_hash {
+            return Err(Error::Plan(format!(
+                "{} holds the plan of another pipeline ({}); choose another sink or pass --overwrite",
+                self.sink.display_child(crate::sink::PLAN),
+                stored.name
+            )));
+        }
+        let base = &self.source.base;
+        self.objects = stored
+            .objects
+            .iter()
+            .map(|o| {
+                let path = object_store::path::Path::parse(&o.path)
+                    .unwrap_or_else(|_| object_store::path::Path::from(o.path.as_str()));
+                let rel = base.relative(&path);
+                let display = if rel.is_empty() || path == base.prefix {
+                    base.display.trim_end_matches('/').to_string()
+                } else {
+                    base.display_child(&rel)
+                };
+                Object {
+                    path,
+                    size: o.bytes,
+                    display,
+                }
+            })
+            .collect();
+        self.compressions = self
+            .objects
+            .iter()
+            .map(|o| Compression::resolve(self.pipeline.source.compression, o.path.as_ref()))
+            .collect();
+        if stored
+            .tasks
+            .iter()
+            .any(|t| t.start > t.end || t.end > self.objects.len())
+        {
+            return Err(Error::Plan(format!(
+                "{} is corrupt (a task outside the listing); delete it to plan again",
+                self.sink.display_child(crate::sink::PLAN)
+            )));
+        }
+        self.tasks = stored
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(id, t)| Task {
+                id,
+                objects: t.start..t.end,
+                bytes: t.bytes,
+            })
+            .collect();
+        Ok(())
+    }
+
     /// Total stored bytes of the input.
     pub fn input_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()

@@ -24,6 +24,9 @@ use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
 use crate::steps::StepContext;
 use crate::steps::sample::stable_key;
 
+pub mod worker;
+pub use worker::Worker;
+
 /// Outcome of [`execute`].
 #[derive(Debug)]
 pub enum Outcome {
@@ -34,12 +37,19 @@ pub enum Outcome {
     },
     /// The sink already held this pipeline's complete output.
     AlreadyComplete(Box<Manifest>),
+    /// This worker's tasks are committed; other workers' are not all yet. The last
+    /// worker to finish (or `kiln finalize`) writes the manifest.
+    WorkerDone {
+        committed: usize,
+        tasks_skipped: usize,
+    },
 }
 
 /// Knobs of one execution that are not part of the pipeline.
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     pub overwrite: bool,
+    pub worker: Worker,
 }
 
 /// Bytes of input read per range request.
@@ -55,26 +65,96 @@ fn read_chunk(plan: &Plan) -> u64 {
 /// Chunks read ahead of the decoder, per task.
 const PREFETCH: usize = 4;
 
-/// Runs the plan to completion.
+/// Runs this worker's share of the plan; the last worker to finish writes the manifest.
+/// Returns the plan as run (it follows the sink's stored plan, see [`prepare`]).
 ///
 /// # Errors
 /// The first error of any task, after the others have stopped; committed tasks stay
 /// committed, so running again resumes.
 pub async fn execute(
+    plan: Plan,
+    stats: Arc<Stats>,
+    opts: ExecOptions,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Plan>, Result<Outcome>) {
+    let mut plan = plan;
+    let prepared = prepare(&mut plan, &opts).await;
+    let plan = Arc::new(plan);
+    let outcome = match prepared {
+        Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
+        Ok(Prepared::Ready(committed)) => run(plan.clone(), committed, stats, opts, stop).await,
+        Err(e) => Err(e),
+    };
+    (plan, outcome)
+}
+
+/// What the sink said before the run.
+pub enum Prepared {
+    /// This pipeline's dataset is complete.
+    Complete(Box<Manifest>),
+    /// Tasks already committed (by earlier runs or other workers).
+    Ready(BTreeMap<usize, TaskRecord>),
+}
+
+/// Checks the sink (refusing another pipeline's output), then settles the plan: the
+/// first worker stores its listing and task split in `_kiln/plan.json` by a conditional
+/// put, and every worker and rerun follows the stored one, so objects added mid-run or a
+/// different worker count cannot change who does what.
+///
+/// # Errors
+/// [`Error::Plan`] (exit 2) for another pipeline's sink, a worker count that differs
+/// from the stored plan's, or `--overwrite` with several workers.
+pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
+    let n = opts.worker.count;
+    if n > 1 && opts.overwrite {
+        return Err(Error::Usage(
+            "--overwrite cannot be combined with several workers: each would delete the \
+             others' output; clear the sink once, then start the workers"
+                .into(),
+        ));
+    }
+    if n > 1 && plan.sequential {
+        return Err(Error::Plan(
+            "`limit` keeps the first rows in listing order, which needs one worker; \
+             run it without --worker"
+                .into(),
+        ));
+    }
+    let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
+        SinkState::Complete(m) => return Ok(Prepared::Complete(m)),
+        SinkState::Empty => BTreeMap::new(),
+        SinkState::Partial(c) => c,
+    };
+    let stored = sink::settle_plan(&plan.sink, &plan.stored(n)).await?;
+    if stored.workers != n {
+        return Err(Error::Plan(format!(
+            "{} splits this dataset among {} worker{}, but this worker is {} of {n}; run \
+             every worker with --worker I/{} (or KILN_WORKERS={}) until the dataset is \
+             complete, or start over with --overwrite",
+            plan.sink.display_child(sink::PLAN),
+            stored.workers,
+            if stored.workers == 1 { "" } else { "s" },
+            opts.worker.index,
+            stored.workers,
+            stored.workers,
+        )));
+    }
+    plan.adopt(&stored)?;
+    Ok(Prepared::Ready(committed))
+}
+
+async fn run(
     plan: Arc<Plan>,
+    committed: BTreeMap<usize, TaskRecord>,
     stats: Arc<Stats>,
     opts: ExecOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<Outcome> {
-    let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
-        SinkState::Complete(m) => return Ok(Outcome::AlreadyComplete(m)),
-        SinkState::Empty => BTreeMap::new(),
-        SinkState::Partial(c) => c,
-    };
+    let worker = opts.worker;
     let skipped = plan
         .tasks
         .iter()
-        .filter(|t| committed.contains_key(&t.id))
+        .filter(|t| worker.owns(t.id) && committed.contains_key(&t.id))
         .count();
     for t in plan.tasks.iter().filter(|t| committed.contains_key(&t.id)) {
         Stats::add(&stats.bytes_done, t.bytes);
@@ -97,7 +177,7 @@ pub async fn execute(
     let todo: Vec<Task> = plan
         .tasks
         .iter()
-        .filter(|t| !records.contains_key(&t.id))
+        .filter(|t| worker.owns(t.id) && !records.contains_key(&t.id))
         .cloned()
         .collect();
     let mut pending = todo.into_iter();
@@ -147,44 +227,30 @@ pub async fn execute(
     if let Some(e) = first_error {
         return Err(e);
     }
-    if records.len() < plan.tasks.len() {
+    if plan
+        .tasks
+        .iter()
+        .any(|t| worker.owns(t.id) && !records.contains_key(&t.id))
+    {
+        // Only a stop leaves one of this worker's tasks undone without an error.
         return Err(Error::Interrupted("a signal"));
     }
-    let manifest = build_manifest(&plan, &records);
+    // Other workers commit too: count what the sink holds now.
+    let mut all = sink::committed(&plan.sink).await?;
+    all.extend(records);
+    let stored = plan.stored(worker.count);
+    if !stored.missing(&all).is_empty() {
+        return Ok(Outcome::WorkerDone {
+            committed: all.len(),
+            tasks_skipped: skipped,
+        });
+    }
+    let manifest = stored.manifest(&all);
     sink::finalize(&plan.sink, &manifest).await?;
     Ok(Outcome::Completed {
         manifest: Box::new(manifest),
         tasks_skipped: skipped,
     })
-}
-
-fn build_manifest(plan: &Plan, records: &BTreeMap<usize, TaskRecord>) -> Manifest {
-    let shards: Vec<_> = records
-        .values()
-        .flat_map(|r| r.shards.iter().cloned())
-        .collect();
-    Manifest {
-        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-        name: plan.pipeline.name.clone(),
-        pipeline_hash: plan.pipeline_hash.clone(),
-        pipeline: serde_json::to_value(&plan.pipeline).unwrap_or_default(),
-        created_at: sink::now_rfc3339(),
-        schema: plan
-            .file_schema
-            .fields()
-            .iter()
-            .map(|f| sink::ColumnRecord {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect(),
-        partition_by: plan.pipeline.sink.partition_by.clone(),
-        tasks: records.len(),
-        rows: shards.iter().map(|s| s.rows).sum(),
-        bytes: shards.iter().map(|s| s.bytes).sum(),
-        shards,
-    }
 }
 
 type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -18,6 +18,8 @@ use crate::storage::Location;
 /// Folder of kiln's own files in the sink.
 pub const KILN_DIR: &str = "_kiln";
 pub const MANIFEST: &str = "_kiln/manifest.json";
+/// The listing and task split every worker and every rerun follows.
+pub const PLAN: &str = "_kiln/plan.json";
 pub const SUCCESS: &str = "_SUCCESS";
 
 /// One shard as recorded in commit records and the manifest.
@@ -77,6 +79,123 @@ pub struct Manifest {
     pub rows: u64,
     pub bytes: u64,
     pub shards: Vec<ShardRecord>,
+}
+
+/// A task of the stored plan: a range of the stored listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredTask {
+    pub start: usize,
+    pub end: usize,
+    pub bytes: u64,
+}
+
+/// `_kiln/plan.json`: written once, by the first worker (a conditional put decides), and
+/// followed by every later worker and rerun, so objects added to the source mid-run or
+/// another worker count cannot change who does what. It also holds what the manifest
+/// needs, so `kiln finalize SINK` works without the pipeline file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPlan {
+    pub kiln_version: String,
+    pub name: String,
+    pub pipeline_hash: String,
+    pub pipeline: serde_json::Value,
+    pub created_at: String,
+    /// The number of workers the tasks are dealt to (task `t` goes to worker `t % N`).
+    pub workers: usize,
+    pub schema: Vec<ColumnRecord>,
+    pub partition_by: Vec<String>,
+    /// The listing: store paths (not URIs) and sizes, sorted.
+    pub objects: Vec<InputRecord>,
+    pub tasks: Vec<StoredTask>,
+}
+
+impl StoredPlan {
+    /// The manifest of the complete dataset.
+    pub fn manifest(&self, records: &BTreeMap<usize, TaskRecord>) -> Manifest {
+        let shards: Vec<ShardRecord> = records
+            .values()
+            .flat_map(|r| r.shards.iter().cloned())
+            .collect();
+        Manifest {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: self.name.clone(),
+            pipeline_hash: self.pipeline_hash.clone(),
+            pipeline: self.pipeline.clone(),
+            created_at: now_rfc3339(),
+            schema: self.schema.clone(),
+            partition_by: self.partition_by.clone(),
+            tasks: records.len(),
+            rows: shards.iter().map(|s| s.rows).sum(),
+            bytes: shards.iter().map(|s| s.bytes).sum(),
+            shards,
+        }
+    }
+
+    /// Tasks of the plan without a commit record.
+    pub fn missing(&self, records: &BTreeMap<usize, TaskRecord>) -> Vec<usize> {
+        (0..self.tasks.len())
+            .filter(|t| !records.contains_key(t))
+            .collect()
+    }
+}
+
+/// Reads the stored plan, if there is one.
+pub async fn read_plan(sink: &Location) -> Result<Option<StoredPlan>> {
+    get_json(sink, PLAN).await
+}
+
+/// Stores `plan` unless a plan is already there, and returns the plan that is: the one
+/// just written or the one another worker wrote first.
+pub async fn settle_plan(sink: &Location, plan: &StoredPlan) -> Result<StoredPlan> {
+    let body = serde_json::to_vec_pretty(plan).map_err(|e| Error::Internal(e.to_string()))?;
+    if put_if_absent(sink, PLAN, body.into()).await? {
+        return Ok(plan.clone());
+    }
+    read_plan(sink).await?.ok_or_else(|| {
+        Error::sink(
+            sink.display_child(PLAN),
+            "exists but could not be read back",
+        )
+    })
+}
+
+/// A PUT that succeeds only when nothing is at `relative` yet (S3 `If-None-Match: *`,
+/// an exclusive create on local disk). `false` when something was there.
+pub async fn put_if_absent(sink: &Location, relative: &str, body: Bytes) -> Result<bool> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match sink
+        .store
+        .put_opts(&sink.child(relative), PutPayload::from_bytes(body), opts)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
+        Err(e) => Err(Error::store("write", sink.display_child(relative), e)),
+    }
+}
+
+/// Every commit record in the sink, by task.
+pub async fn committed(sink: &Location) -> Result<BTreeMap<usize, TaskRecord>> {
+    let mut out = BTreeMap::new();
+    for path in list_all(sink).await? {
+        let rel = sink.relative(&path);
+        if rel.starts_with(&format!("{KILN_DIR}/tasks/"))
+            && let Some(record) = get_json::<TaskRecord>(sink, &rel).await?
+        {
+            out.insert(record.task, record);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the manifest, if there is one.
+pub async fn read_manifest(sink: &Location) -> Result<Option<Manifest>> {
+    get_json(sink, MANIFEST).await
 }
 
 /// What the sink holds before a run.
@@ -229,10 +348,15 @@ pub async fn commit_task(sink: &Location, record: &TaskRecord) -> Result<()> {
     put_json(sink, &task_record_path(record.task), record).await
 }
 
-/// Writes the manifest and then `_SUCCESS`.
-pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<()> {
-    put_json(sink, MANIFEST, manifest).await?;
-    put(sink, SUCCESS, Bytes::new()).await
+/// Writes the manifest and then `_SUCCESS`. The manifest is a conditional put, so of
+/// two workers finishing at once exactly one writes it; `false` when another had.
+pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
+    let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    let wrote = put_if_absent(sink, MANIFEST, body.into()).await?;
+    // _SUCCESS is empty: writing it again is harmless, and a worker that lost the race
+    // right after the winner wrote the manifest makes sure it is there.
+    put(sink, SUCCESS, Bytes::new()).await?;
+    Ok(wrote)
 }
 
 /// Now, as RFC 3339 in UTC.

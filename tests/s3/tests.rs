@@ -677,3 +677,87 @@ fn a_single_object_is_read_over_plain_http() {
     assert!(!expected.is_empty());
     assert_eq!(comparable(&over_http), expected);
 }
+
+/// Workers racing on a bucket: the plan and the manifest are each written once (S3
+/// conditional puts), and the dataset equals a single run's.
+#[test]
+fn workers_at_once_on_a_bucket_make_the_single_run_dataset() {
+    let Some(b) = Bucket::new("workers") else {
+        return;
+    };
+    b.upload_dir(&repo().join("sample-data/text"), "raw");
+    let env = b.env();
+    let set = |sink: &str| {
+        vec![
+            "--set".to_string(),
+            format!("source.uri={}", b.uri("raw/*.jsonl*")),
+            "--set".to_string(),
+            format!("sink.uri={sink}"),
+            "--set".to_string(),
+            "run.task_bytes=1".to_string(),
+        ]
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let single = tmp.path().join("single");
+    let mut args = vec![
+        "run".to_string(),
+        "-q".into(),
+        "pipelines/web-text.yaml".into(),
+    ];
+    args.extend(set(&single.to_string_lossy()));
+    kiln_env_ok(&env, &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let n = 3;
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+            cmd.current_dir(repo())
+                .args([
+                    "run",
+                    "-q",
+                    "pipelines/web-text.yaml",
+                    "--worker",
+                    &format!("{i}/{n}"),
+                ])
+                .args(set(&b.uri("out/")))
+                .stderr(std::process::Stdio::piped());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().expect("wait");
+        assert!(o.status.success(), "worker {i}: {}", stderr(&o));
+    }
+    let keys = b.keys("out");
+    assert!(keys.contains(&"out/_SUCCESS".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"out/_kiln/plan.json".to_string()),
+        "{keys:?}"
+    );
+    let dest = tmp.path().join("workers");
+    b.download("out", &dest);
+    assert_eq!(comparable(&dest), comparable(&single));
+    let status = stdout(&kiln_env_ok(&env, &["status", &b.uri("out/")]));
+    assert!(status.contains("state     complete"), "{status}");
+    assert!(status.contains("3 of 3 committed, 3 workers"), "{status}");
+    // The server refuses a second create of the plan: the race is decided by S3.
+    let again = b.rt.block_on(b.store.put_opts(
+        &b.path("out/_kiln/plan.json"),
+        PutPayload::from_static(b"{}"),
+        object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        },
+    ));
+    assert!(
+        matches!(
+            again,
+            Err(object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. })
+        ),
+        "{again:?}"
+    );
+}

@@ -1,0 +1,232 @@
+//! N workers (`--worker I/N` or a scheduler's environment) make exactly the dataset one
+//! process makes: the stored plan fixes who does what, the last worker writes the
+//! manifest, and `kiln status` / `kiln finalize` report and complete a dataset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::util::*;
+
+/// `files` JSONL inputs of varied sizes (deterministic from `seed`) and a pipeline over
+/// them with small tasks, so there are about as many tasks as files.
+fn setup(dir: &Path, files: usize, seed: usize) -> PathBuf {
+    for i in 0..files {
+        let docs = 20 + (i * 37 + seed * 11) % 90;
+        write_docs(&dir.join(format!("in/part-{i:03}.jsonl")), i * 1000, docs);
+    }
+    pipeline(
+        dir,
+        "p.yaml",
+        &format!(
+            "version: 1\nname: workers\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - filter: \"n % 7 <> 3\"\n  - sample: {{ fraction: 0.8, seed: 1 }}\nsink:\n  uri: ${{KILN_OUT}}/ds\n  max_rows: 150\nrun:\n  task_bytes: 20KiB\n",
+            dir.display()
+        ),
+    )
+}
+
+fn worker_cmd(out: &Path, p: &Path, worker: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(repo()).env("KILN_OUT", out).args([
+        "run",
+        "-q",
+        &p.to_string_lossy(),
+        "--worker",
+        worker,
+    ]);
+    c
+}
+
+fn assert_same_dataset(a: &Path, b: &Path) {
+    let (fa, fb) = (shard_files(a), shard_files(b));
+    assert!(!fa.is_empty());
+    assert_eq!(
+        fa.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        fb.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    assert!(fa == fb, "shards differ in content");
+    let rows = |d: &Path| -> serde_json::Value {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.join("_kiln/manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        m["rows"].clone()
+    };
+    assert_eq!(rows(a), rows(b));
+    assert!(b.join("_SUCCESS").exists());
+}
+
+#[test]
+fn any_number_of_workers_one_after_another_make_the_single_run_dataset() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 13, 1);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let plan = stdout(&kiln_ok(single.path(), &["plan", &p.to_string_lossy()]));
+    assert!(plan.contains("tasks     13"), "{plan}");
+    for n in [2usize, 3, 5, 13, 20] {
+        let out = tempfile::tempdir().expect("tmp");
+        for i in 0..n {
+            let o = worker_cmd(out.path(), &p, &format!("{i}/{n}"))
+                .output()
+                .expect("runs");
+            assert!(o.status.success(), "worker {i}/{n}: {}", stderr(&o));
+            // With more workers than tasks, the workers past the last task find the
+            // dataset complete.
+            let done = out.path().join("ds/_SUCCESS").exists();
+            assert_eq!(
+                done,
+                i >= n.min(13) - 1,
+                "the last worker completes ({i}/{n})"
+            );
+        }
+        assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    }
+}
+
+#[test]
+fn workers_running_at_once_make_the_single_run_dataset() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 16, 2);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    for round in 0..3 {
+        let out = tempfile::tempdir().expect("tmp");
+        let n = 4;
+        let children: Vec<Child> = (0..n)
+            .map(|i| {
+                worker_cmd(out.path(), &p, &format!("{i}/{n}"))
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let o = c.wait_with_output().expect("wait");
+            assert!(
+                o.status.success(),
+                "round {round} worker {i}: {}",
+                stderr(&o)
+            );
+        }
+        assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    }
+}
+
+#[test]
+fn the_stored_plan_decides_listing_and_worker_count() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 6, 3);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+
+    let out = tempfile::tempdir().expect("tmp");
+    let o = worker_cmd(out.path(), &p, "0/2").output().expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Another worker count is refused, naming the stored one.
+    let o = worker_cmd(out.path(), &p, "1/3").output().expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("among 2 workers"), "{}", stderr(&o));
+    // An object added mid-run is not read: the stored listing wins.
+    write_docs(&data.path().join("in/part-999.jsonl"), 99_000, 50);
+    let plan = stdout(&kiln_ok(
+        out.path(),
+        &["plan", &p.to_string_lossy(), "--worker", "1/2"],
+    ));
+    assert!(
+        plan.contains("stored plan in the sink: 2 workers"),
+        "{plan}"
+    );
+    assert!(plan.contains("worker    1/2: 3 tasks"), "{plan}");
+    let status = stdout(&kiln_ok(
+        out.path(),
+        &["status", &out.path().join("ds").to_string_lossy()],
+    ));
+    assert!(status.contains("state     in progress"), "{status}");
+    assert!(
+        status.contains("tasks     3 of 6 committed, 2 workers"),
+        "{status}"
+    );
+    assert!(status.contains("1 (worker 1)"), "{status}");
+    // The second worker, from a scheduler's environment (a Slurm array 1-2, index 2).
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env("SLURM_ARRAY_TASK_ID", "2")
+        .env("SLURM_ARRAY_TASK_MIN", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .args(["run", "-q", &p.to_string_lossy()])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(data.path().join("in/part-999.jsonl")).expect("rm");
+    assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    let status = stdout(&kiln_ok(
+        out.path(),
+        &["status", &out.path().join("ds").to_string_lossy()],
+    ));
+    assert!(status.contains("state     complete"), "{status}");
+}
+
+#[test]
+fn finalize_completes_a_dataset_whose_tasks_are_all_committed() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 4, 4);
+    let out = tempfile::tempdir().expect("tmp");
+    let sink = out.path().join("ds");
+    let sink_s = sink.to_string_lossy().into_owned();
+    let o = worker_cmd(out.path(), &p, "0/2").output().expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kiln(out.path(), &["finalize", &sink_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 of 4 tasks are not committed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = worker_cmd(out.path(), &p, "1/2").output().expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read(sink.join("_kiln/manifest.json")).expect("manifest");
+    // The last worker died between its commit and the manifest: finalize finishes.
+    std::fs::remove_file(sink.join("_kiln/manifest.json")).expect("rm");
+    std::fs::remove_file(sink.join("_SUCCESS")).expect("rm");
+    let done = stdout(&kiln_ok(out.path(), &["finalize", &sink_s]));
+    assert!(done.contains("is complete: 4 tasks"), "{done}");
+    assert!(sink.join("_SUCCESS").exists());
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sink.join("_kiln/manifest.json")).expect("m"))
+            .expect("json");
+    let before: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    assert_eq!(again["shards"], before["shards"]);
+    assert_eq!(again["rows"], before["rows"]);
+}
+
+#[test]
+fn worker_mistakes_are_refused_before_anything_is_written() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 3, 5);
+    let out = tempfile::tempdir().expect("tmp");
+    let p = p.to_string_lossy();
+    let o = kiln(out.path(), &["run", "-q", &p, "--worker", "2/2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INDEX/COUNT"), "{}", stderr(&o));
+    let o = kiln(
+        out.path(),
+        &["run", "-q", &p, "--worker", "0/2", "--overwrite"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--overwrite cannot be combined"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env("JOB_COMPLETION_INDEX", "1")
+        .args(["run", "-q", &p])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("KILN_WORKERS"), "{}", stderr(&o));
+    assert!(!out.path().join("ds").exists(), "nothing written");
+}
