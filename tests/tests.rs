@@ -8,6 +8,7 @@ mod commands;
 mod determinism;
 mod errors;
 mod examples;
+mod orchestration;
 mod s3;
 mod shards;
 mod workers;

@@ -147,12 +147,12 @@ fn the_stored_plan_decides_listing_and_worker_count() {
         "{status}"
     );
     assert!(status.contains("1 (worker 1)"), "{status}");
-    // The second worker, from a scheduler's environment (a Slurm array 1-2, index 2).
+    // The second worker, from a scheduler's environment (Slurm array 0-1, index 1).
     let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(repo())
         .env("KILN_OUT", out.path())
-        .env("SLURM_ARRAY_TASK_ID", "2")
-        .env("SLURM_ARRAY_TASK_MIN", "1")
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_MIN", "0")
         .env("SLURM_ARRAY_TASK_COUNT", "2")
         .args(["run", "-q", &p.to_string_lossy()])
         .output()

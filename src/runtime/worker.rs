@@ -50,7 +50,7 @@ impl Worker {
     /// The worker from `--worker`, else from the environment, else the only worker.
     ///
     /// The environment, in order: `KILN_WORKER` + `KILN_WORKERS`; Slurm job arrays
-    /// (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`, `SLURM_ARRAY_TASK_COUNT`);
+    /// (`SLURM_ARRAY_TASK_ID` of a 0-based array, `SLURM_ARRAY_TASK_COUNT`);
     /// Kubernetes Indexed Jobs (`JOB_COMPLETION_INDEX`) and AWS Batch array jobs
     /// (`AWS_BATCH_JOB_ARRAY_INDEX`, with `AWS_BATCH_JOB_ARRAY_SIZE` when set), whose
     /// count is not in the environment and comes from `KILN_WORKERS`. `KILN_WORKERS`
@@ -72,13 +72,10 @@ impl Worker {
         let explicit_count = num("KILN_WORKERS")?;
         let (source, index, count) = if let Some(i) = num("KILN_WORKER")? {
             ("KILN_WORKER", i, explicit_count)
-        } else if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
-            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            let i = id.checked_sub(min).ok_or_else(|| {
-                Error::Usage(format!(
-                    "SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
-                ))
-            })?;
+        } else if let Some(i) = num("SLURM_ARRAY_TASK_ID")? {
+            // The ID itself, not ID − SLURM_ARRAY_TASK_MIN: a resubmitted index
+            // (`--array=5`) has MIN = 5, which would make every resubmission worker 0.
+            // So arrays are 0-based: `--array=0-(N-1)`.
             (
                 "SLURM_ARRAY_TASK_ID",
                 i,
@@ -148,12 +145,13 @@ mod tests {
             w(1, 3)
         );
         let slurm = [
-            ("SLURM_ARRAY_TASK_ID", "5"),
-            ("SLURM_ARRAY_TASK_MIN", "2"),
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
         ];
         assert_eq!(Worker::resolve(None, &env(&slurm)).expect("ok"), w(3, 4));
-        // A resubmitted index reports a count of 1; KILN_WORKERS says the truth.
+        // A resubmitted index (`--array=2`) reports MIN 2 and a count of 1; the ID and
+        // KILN_WORKERS say the truth.
         let resubmitted = [
             ("SLURM_ARRAY_TASK_ID", "2"),
             ("SLURM_ARRAY_TASK_MIN", "2"),
@@ -162,8 +160,10 @@ mod tests {
         ];
         assert_eq!(
             Worker::resolve(None, &env(&resubmitted)).expect("ok"),
-            w(0, 4)
+            w(2, 4)
         );
+        // Without KILN_WORKERS the resubmission's count of 1 cannot hold index 2.
+        assert!(Worker::resolve(None, &env(&resubmitted[..3])).is_err());
         assert_eq!(
             Worker::resolve(
                 None,
