@@ -451,6 +451,39 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
             None => String::new(),
         }
     );
+    let sliced = plan.tasks.iter().filter(|t| t.range.is_some()).count();
+    if sliced > 0 {
+        let _ = writeln!(
+            s,
+            "            {sliced} of them slices of objects larger than run.task_bytes (whole lines each)"
+        );
+    }
+    let whole: Vec<&crate::storage::Object> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.range.is_none() && t.bytes > p.run.task_bytes.get() && t.objects.len() == 1)
+        .map(|t| &plan.objects[t.objects.start])
+        .collect();
+    if let Some(first) = whole.first() {
+        let _ = writeln!(
+            s,
+            "note      {} object{} larger than run.task_bytes cannot be split ({}: only \
+             uncompressed JSONL is split by byte range) and run{} as one task each, e.g. {}",
+            whole.len(),
+            if whole.len() == 1 { "" } else { "s" },
+            if plan
+                .compressions
+                .iter()
+                .any(|c| *c != crate::formats::Compression::None)
+            {
+                "compressed streams must be read from the start"
+            } else {
+                "this format"
+            },
+            if whole.len() == 1 { "s" } else { "" },
+            first.display
+        );
+    }
     if explicit || worker.count > 1 {
         let mine: Vec<_> = plan.tasks.iter().filter(|t| worker.owns(t.id)).collect();
         let _ = writeln!(

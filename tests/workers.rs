@@ -24,6 +24,19 @@ fn setup(dir: &Path, files: usize, seed: usize) -> PathBuf {
     )
 }
 
+/// The number of tasks `kiln plan` reports.
+fn task_count(out: &Path, p: &Path) -> usize {
+    let plan = stdout(&kiln_ok(out, &["plan", &p.to_string_lossy()]));
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with("tasks "))
+        .expect("a tasks line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
 fn worker_cmd(out: &Path, p: &Path, worker: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
     c.current_dir(repo()).env("KILN_OUT", out).args([
@@ -61,9 +74,12 @@ fn any_number_of_workers_one_after_another_make_the_single_run_dataset() {
     let p = setup(data.path(), 13, 1);
     let single = tempfile::tempdir().expect("tmp");
     kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
-    let plan = stdout(&kiln_ok(single.path(), &["plan", &p.to_string_lossy()]));
-    assert!(plan.contains("tasks     13"), "{plan}");
-    for n in [2usize, 3, 5, 13, 20] {
+    let tasks = task_count(single.path(), &p);
+    assert!(
+        tasks >= 13,
+        "{tasks} tasks for 13 files (the larger ones in slices)"
+    );
+    for n in [2usize, 3, 5, 13, tasks + 3] {
         let out = tempfile::tempdir().expect("tmp");
         for i in 0..n {
             let o = worker_cmd(out.path(), &p, &format!("{i}/{n}"))
@@ -75,7 +91,7 @@ fn any_number_of_workers_one_after_another_make_the_single_run_dataset() {
             let done = out.path().join("ds/_SUCCESS").exists();
             assert_eq!(
                 done,
-                i >= n.min(13) - 1,
+                i >= n.min(tasks) - 1,
                 "the last worker completes ({i}/{n})"
             );
         }
@@ -136,14 +152,21 @@ fn the_stored_plan_decides_listing_and_worker_count() {
         plan.contains("stored plan in the sink: 2 workers"),
         "{plan}"
     );
-    assert!(plan.contains("worker    1/2: 3 tasks"), "{plan}");
+    let tasks = task_count(single.path(), &p);
+    assert!(
+        plan.contains(&format!("worker    1/2: {} task", tasks / 2)),
+        "{plan}"
+    );
     let status = stdout(&kiln_ok(
         out.path(),
         &["status", &out.path().join("ds").to_string_lossy()],
     ));
     assert!(status.contains("state     in progress"), "{status}");
     assert!(
-        status.contains("tasks     3 of 6 committed, 2 workers"),
+        status.contains(&format!(
+            "tasks     {} of {tasks} committed, 2 workers",
+            tasks.div_ceil(2)
+        )),
         "{status}"
     );
     assert!(status.contains("1 (worker 1)"), "{status}");
@@ -178,8 +201,9 @@ fn finalize_completes_a_dataset_whose_tasks_are_all_committed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = kiln(out.path(), &["finalize", &sink_s]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let tasks = task_count(out.path(), &p);
     assert!(
-        stderr(&o).contains("2 of 4 tasks are not committed"),
+        stderr(&o).contains(&format!("{} of {tasks} tasks are not committed", tasks / 2)),
         "{}",
         stderr(&o)
     );
@@ -190,7 +214,10 @@ fn finalize_completes_a_dataset_whose_tasks_are_all_committed() {
     std::fs::remove_file(sink.join("_kiln/manifest.json")).expect("rm");
     std::fs::remove_file(sink.join("_SUCCESS")).expect("rm");
     let done = stdout(&kiln_ok(out.path(), &["finalize", &sink_s]));
-    assert!(done.contains("is complete: 4 tasks"), "{done}");
+    assert!(
+        done.contains(&format!("is complete: {tasks} tasks")),
+        "{done}"
+    );
     assert!(sink.join("_SUCCESS").exists());
     let again: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sink.join("_kiln/manifest.json")).expect("m"))
@@ -229,4 +256,85 @@ fn worker_mistakes_are_refused_before_anything_is_written() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("KILN_WORKERS"), "{}", stderr(&o));
     assert!(!out.path().join("ds").exists(), "nothing written");
+}
+
+/// One large JSONL object is cut into byte-range slices (one task each); lines that
+/// straddle a cut belong to the slice they start in, so the rows are exactly those of
+/// reading it whole, in order, however many workers share the slices.
+#[test]
+fn a_large_jsonl_object_is_split_into_slices_with_the_same_rows() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let data = tempfile::tempdir().expect("tmp");
+    // Lines of varied length, so the 37 KiB cuts fall inside lines.
+    write_docs(&data.path().join("in/big.jsonl"), 0, 3000);
+    let yaml = |task_bytes: &str| {
+        format!(
+            "version: 1\nname: split\nsource:\n  uri: {}/in/big.jsonl\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: {task_bytes}\n",
+            data.path().display()
+        )
+    };
+    let whole = pipeline(data.path(), "whole.yaml", &yaml("1GiB"));
+    let sliced = pipeline(data.path(), "sliced.yaml", &yaml("37KiB"));
+    let ids = |dir: &Path| -> Vec<i64> {
+        read_shards(dir)
+            .values()
+            .flat_map(|b| {
+                b.column_by_name("n")
+                    .expect("n")
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    };
+    let a = tempfile::tempdir().expect("tmp");
+    kiln_ok(a.path(), &["run", "-q", &whole.to_string_lossy()]);
+    let expected = ids(&a.path().join("ds"));
+    assert_eq!(expected, (0..3000).collect::<Vec<i64>>());
+
+    // (A fresh sink: one that holds a stored plan follows it, whatever run.task_bytes.)
+    let fresh = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(fresh.path(), &["plan", &sliced.to_string_lossy()]));
+    assert!(
+        plan.contains("slices of objects larger than run.task_bytes"),
+        "{plan}"
+    );
+    for workers in [1, 3] {
+        let out = tempfile::tempdir().expect("tmp");
+        for i in 0..workers {
+            let o = worker_cmd(out.path(), &sliced, &format!("{i}/{workers}"))
+                .output()
+                .expect("runs");
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        // Shards are named by task: in name order, the rows are in file order.
+        assert_eq!(ids(&out.path().join("ds")), expected, "{workers} workers");
+        let tasks = std::fs::read_dir(out.path().join("ds/_kiln/tasks"))
+            .expect("tasks")
+            .count();
+        assert!(tasks > 10, "{tasks} slices");
+    }
+}
+
+/// Gzip cannot be cut: `plan` says so and the object runs as one task.
+#[test]
+fn plan_says_when_a_large_object_cannot_be_split() {
+    let data = tempfile::tempdir().expect("tmp");
+    write_docs(&data.path().join("in/big.jsonl.gz"), 0, 3000);
+    let p = pipeline(
+        data.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: gz\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
+            data.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    assert!(plan.contains("tasks     1 "), "{plan}");
+    assert!(
+        plan.contains("cannot be split (compressed streams"),
+        "{plan}"
+    );
 }

@@ -143,3 +143,116 @@ impl<R: std::io::BufRead> std::io::BufRead for Counting<R> {
         self.inner.consume(amount);
     }
 }
+
+/// The lines of an object that start inside a byte range, for a task that is a slice
+/// of one large newline-delimited object.
+///
+/// The input starts at `range.start - 1` (or at 0): when the range does not start the
+/// object, everything through the first newline belongs to the previous slice and is
+/// skipped (if the byte before `range.start` is a newline, that is the newline skipped,
+/// and the line at `range.start` is this slice's). Then whole lines are passed on while
+/// a line's first byte lies before `range.end`; the line that straddles `range.end` is
+/// read to its end. Every line thus belongs to exactly one slice.
+pub struct LineRange<R> {
+    inner: R,
+    /// Absolute offset of the next byte of `inner`.
+    pos: u64,
+    end: u64,
+    skipping: bool,
+    at_line_start: bool,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> LineRange<R> {
+    /// `inner` yields the object's bytes from `read_from(range)` on.
+    pub fn new(inner: R, range: std::ops::Range<u64>) -> Self {
+        LineRange {
+            inner,
+            pos: Self::read_from(&range),
+            end: range.end,
+            skipping: range.start > 0,
+            at_line_start: range.start == 0,
+            done: false,
+        }
+    }
+
+    /// Where the bytes for `range` must start.
+    pub fn read_from(range: &std::ops::Range<u64>) -> u64 {
+        range.start.saturating_sub(1)
+    }
+}
+
+impl<R: std::io::BufRead> Read for LineRange<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.at_line_start && !self.skipping && self.pos >= self.end {
+                self.done = true;
+                return Ok(0);
+            }
+            let data = self.inner.fill_buf()?;
+            if data.is_empty() {
+                self.done = true;
+                return Ok(0);
+            }
+            // Up to and including the next newline, at most what fits.
+            let (len, ends_line) = match memchr::memchr(b'\n', data) {
+                Some(i) => (i + 1, true),
+                None => (data.len(), false),
+            };
+            if self.skipping {
+                self.inner.consume(len);
+                self.pos += len as u64;
+                if ends_line {
+                    self.skipping = false;
+                    self.at_line_start = true;
+                }
+                continue;
+            }
+            let n = len.min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            self.inner.consume(n);
+            self.pos += n as u64;
+            self.at_line_start = ends_line && n == len;
+            return Ok(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufReader, Read};
+
+    use super::LineRange;
+
+    /// Slicing at every possible pair of cut points gives every line exactly once.
+    #[test]
+    fn every_line_lands_in_exactly_one_slice() {
+        let text = b"a\nbb\n\nccc\ndddd\ne";
+        let n = text.len() as u64;
+        for cut1 in 0..=n {
+            for cut2 in cut1..=n {
+                let mut all = Vec::new();
+                for range in [0..cut1, cut1..cut2, cut2..n] {
+                    if range.is_empty() {
+                        continue;
+                    }
+                    let from = LineRange::<BufReader<&[u8]>>::read_from(&range) as usize;
+                    let inner = BufReader::with_capacity(3, &text[from..]);
+                    let mut out = Vec::new();
+                    LineRange::new(inner, range)
+                        .read_to_end(&mut out)
+                        .expect("read");
+                    all.extend(out);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&all),
+                    String::from_utf8_lossy(text),
+                    "cuts at {cut1}, {cut2}"
+                );
+            }
+        }
+    }
+}

@@ -34,6 +34,9 @@ pub struct Task {
     pub id: usize,
     pub objects: Range<usize>,
     pub bytes: u64,
+    /// For a slice of one large object: the bytes whose lines are this task's (see
+    /// `formats::reader::LineRange`). `None`: whole objects.
+    pub range: Option<Range<u64>>,
 }
 
 /// Everything a run needs, checked.
@@ -293,7 +296,9 @@ impl Plan {
             )));
         }
 
-        let tasks = make_tasks(&objects, pipeline.run.task_bytes.get());
+        let tasks = make_tasks(&objects, pipeline.run.task_bytes.get(), |i| {
+            format_name == FormatName::Jsonl && compressions[i] == Compression::None
+        });
         let batch_rows = pipeline.run.batch_rows.unwrap_or_else(|| {
             // About 4 MiB of decoded input per batch: the decoder, the batch and the
             // steps' outputs each hold about that much per task.
@@ -431,6 +436,7 @@ impl Plan {
                     start: t.objects.start,
                     end: t.objects.end,
                     bytes: t.bytes,
+                    range: t.range.as_ref().map(|r| [r.start, r.end]),
                 })
                 .collect(),
         }
@@ -492,6 +498,7 @@ impl Plan {
                 id,
                 objects: t.start..t.end,
                 bytes: t.bytes,
+                range: t.range.map(|[a, b]| a..b),
             })
             .collect();
         Ok(())
@@ -509,30 +516,57 @@ fn last_schema(steps: &[PlannedStep], input: &SchemaRef) -> SchemaRef {
         .map_or_else(|| input.clone(), |s| s.step.output_schema().clone())
 }
 
-/// Groups consecutive objects into tasks of about `task_bytes` stored bytes.
-pub fn make_tasks(objects: &[Object], task_bytes: u64) -> Vec<Task> {
+/// The smallest slice of an object worth a task (and a request) of its own.
+pub const MIN_SLICE: u64 = 4 << 10;
+
+/// Groups consecutive objects into tasks of about `task_bytes` stored bytes. An object
+/// larger than that is cut into slices of `task_bytes` when `splittable(i)` says its
+/// records can be found from any offset (uncompressed newline-delimited JSON), so one
+/// large object spreads over threads and workers.
+pub fn make_tasks(
+    objects: &[Object],
+    task_bytes: u64,
+    splittable: impl Fn(usize) -> bool,
+) -> Vec<Task> {
+    let task_bytes = task_bytes.max(1);
     let mut tasks = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
-    for (i, o) in objects.iter().enumerate() {
-        if i > start && bytes + o.size > task_bytes {
+    let flush = |tasks: &mut Vec<Task>, start: usize, end: usize, bytes: u64| {
+        if start < end {
             tasks.push(Task {
                 id: tasks.len(),
-                objects: start..i,
+                objects: start..end,
                 bytes,
+                range: None,
             });
-            start = i;
-            bytes = 0;
+        }
+    };
+    for (i, o) in objects.iter().enumerate() {
+        if o.size > task_bytes.max(MIN_SLICE) && splittable(i) {
+            flush(&mut tasks, start, i, bytes);
+            let slice = task_bytes.max(MIN_SLICE);
+            let mut at = 0;
+            while at < o.size {
+                let end = (at + slice).min(o.size);
+                tasks.push(Task {
+                    id: tasks.len(),
+                    objects: i..i + 1,
+                    bytes: end - at,
+                    range: Some(at..end),
+                });
+                at = end;
+            }
+            (start, bytes) = (i + 1, 0);
+            continue;
+        }
+        if i > start && bytes + o.size > task_bytes {
+            flush(&mut tasks, start, i, bytes);
+            (start, bytes) = (i, 0);
         }
         bytes += o.size;
     }
-    if start < objects.len() {
-        tasks.push(Task {
-            id: tasks.len(),
-            objects: start..objects.len(),
-            bytes,
-        });
-    }
+    flush(&mut tasks, start, objects.len(), bytes);
     tasks
 }
 
@@ -543,7 +577,8 @@ mod tests {
 
     #[test]
     fn tasks_group_consecutive_objects_by_bytes() {
-        let objs: Vec<Object> = [40, 40, 40, 200, 10]
+        let k = MIN_SLICE;
+        let objs: Vec<Object> = [40 * k, 40 * k, 40 * k, 200 * k, 10 * k]
             .iter()
             .enumerate()
             .map(|(i, &size)| Object {
@@ -552,8 +587,24 @@ mod tests {
                 display: format!("o{i}"),
             })
             .collect();
-        let tasks = make_tasks(&objs, 100);
+        let tasks = make_tasks(&objs, 100 * k, |_| false);
         let ranges: Vec<_> = tasks.iter().map(|t| t.objects.clone()).collect();
         assert_eq!(ranges, [0..2, 2..3, 3..4, 4..5]);
+        // The 200-byte object, splittable, becomes two slices.
+        let tasks = make_tasks(&objs, 100 * k, |i| i == 3);
+        let parts: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.objects.clone(), t.range.clone()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (0..2, None),
+                (2..3, None),
+                (3..4, Some(0..100 * k)),
+                (3..4, Some(100 * k..200 * k)),
+                (4..5, None)
+            ]
+        );
     }
 }

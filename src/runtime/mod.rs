@@ -16,7 +16,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess, reader::ChannelReader};
+use crate::formats::reader::{ChannelReader, LineRange};
+use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
 use crate::plan::{Plan, Task};
 use crate::report::Stats;
 use crate::sink::writer::{TaskWriter, WriterConfig};
@@ -371,9 +372,16 @@ async fn read_objects(
         if sent.is_err() {
             return Ok(());
         }
+        // A slice of one object starts a byte early (see `LineRange`) and reads on
+        // until the decoder has the line that straddles its end.
+        let from = task.range.as_ref().map_or(0, LineRange::<&[u8]>::read_from);
         let permit = io.clone().acquire_owned().await;
         let work = Instant::now();
-        let got = store.get(&obj.path).await;
+        let options = object_store::GetOptions {
+            range: (from > 0).then(|| (from..obj.size).into()),
+            ..Default::default()
+        };
+        let got = store.get_opts(&obj.path, options).await;
         stats.read.add_working(work.elapsed());
         let outcome = match got {
             Ok(result) => match result.payload {
@@ -382,7 +390,7 @@ async fn read_objects(
                 }
                 object_store::GetResultPayload::File(..) => {
                     drop(permit);
-                    read_ranges(&store, obj, chunk, &tx, &io, &stats, &stop).await
+                    read_ranges(&store, obj, from, chunk, &tx, &io, &stats, &stop).await
                 }
             },
             Err(e) => Err(e),
@@ -451,9 +459,11 @@ async fn forward(
 
 /// Reads an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a time, each
 /// holding an `io_concurrency` permit while it runs.
+#[allow(clippy::too_many_arguments)]
 async fn read_ranges(
     store: &Arc<dyn object_store::ObjectStore>,
     obj: &crate::storage::Object,
+    from: u64,
     chunk: u64,
     tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
     io: &Arc<Semaphore>,
@@ -461,7 +471,8 @@ async fn read_ranges(
     stop: &AtomicBool,
 ) -> object_store::Result<Read> {
     use futures::StreamExt;
-    let ranges = (0..obj.size.div_ceil(chunk)).map(|k| k * chunk..((k + 1) * chunk).min(obj.size));
+    let ranges = (0..(obj.size - from).div_ceil(chunk))
+        .map(|k| from + k * chunk..(from + (k + 1) * chunk).min(obj.size));
     let mut chunks = futures::stream::iter(ranges)
         .map(|range| {
             let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
@@ -508,11 +519,15 @@ fn cpu_task(
     // data lives: another clone's directory, a bucket, a different store.
     let first = &plan.objects[task.objects.start].path;
     let relative = plan.source.base.relative(first);
-    let task_key = stable_key(if relative.is_empty() {
-        first.filename().unwrap_or_default()
+    let mut key = if relative.is_empty() {
+        first.filename().unwrap_or_default().to_string()
     } else {
-        &relative
-    });
+        relative
+    };
+    if let Some(r) = &task.range {
+        key.push_str(&format!("#{}", r.start));
+    }
+    let task_key = stable_key(&key);
     let mut contexts: Vec<StepContext> = plan
         .steps
         .iter()
@@ -530,11 +545,15 @@ fn cpu_task(
             break;
         }
         let obj = &plan.objects[i];
+        let object = match &task.range {
+            Some(r) => format!("{} (bytes {}..{})", obj.display, r.start, r.end),
+            None => obj.display.clone(),
+        };
         let cx = DecodeContext {
             schema: plan.input_schema.clone(),
             schema_origin: plan.schema_origin.clone(),
             strict: plan.strict,
-            object: obj.display.clone(),
+            object: object.clone(),
             batch_rows: plan.batch_rows,
             csv: plan.pipeline.source.csv.clone(),
         };
@@ -593,8 +612,15 @@ fn cpu_task(
                 .ok_or_else(|| Error::Internal("the reader stopped early".into()))?;
             waited += t.elapsed();
             let raw = ChannelReader::new(rx, &mut waited);
+            let raw: Box<dyn std::io::Read + '_> = match &task.range {
+                Some(r) => Box::new(LineRange::new(
+                    std::io::BufReader::with_capacity(1 << 16, raw),
+                    r.clone(),
+                )),
+                None => Box::new(raw),
+            };
             let input = formats::decompress(plan.compressions[i], raw)
-                .map_err(|e| Error::input(&obj.display, None, e))?;
+                .map_err(|e| Error::input(&object, None, e))?;
             plan.format
                 .decode(ObjectInput::Stream(input), &cx, &mut emit)
                 .map_err(|e| annotate_compression(e, plan.compressions[i]))?;

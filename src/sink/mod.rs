@@ -87,6 +87,9 @@ pub struct StoredTask {
     pub start: usize,
     pub end: usize,
     pub bytes: u64,
+    /// A slice `[from, to)` of one large object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u64; 2]>,
 }
 
 /// `_kiln/plan.json`: written once, by the first worker (a conditional put decides), and

@@ -694,7 +694,8 @@ fn workers_at_once_on_a_bucket_make_the_single_run_dataset() {
             "--set".to_string(),
             format!("sink.uri={sink}"),
             "--set".to_string(),
-            "run.task_bytes=1".to_string(),
+            // Whole objects and slices of the uncompressed ones (ranged GETs).
+            "run.task_bytes=64KiB".to_string(),
         ]
     };
     let tmp = tempfile::tempdir().expect("tmp");
@@ -742,7 +743,7 @@ fn workers_at_once_on_a_bucket_make_the_single_run_dataset() {
     assert_eq!(comparable(&dest), comparable(&single));
     let status = stdout(&kiln_env_ok(&env, &["status", &b.uri("out/")]));
     assert!(status.contains("state     complete"), "{status}");
-    assert!(status.contains("3 of 3 committed, 3 workers"), "{status}");
+    assert!(status.contains("committed, 3 workers"), "{status}");
     // The server refuses a second create of the plan: the race is decided by S3.
     let again = b.rt.block_on(b.store.put_opts(
         &b.path("out/_kiln/plan.json"),
