@@ -762,3 +762,118 @@ fn workers_at_once_on_a_bucket_make_the_single_run_dataset() {
         "{again:?}"
     );
 }
+
+/// Chaos: 4 workers on a bucket, SIGKILLed at pseudo-random moments and restarted until
+/// they finish. The dataset equals a clean single run's; every shard object in the
+/// bucket is one the manifest lists (a killed attempt leaves nothing that counts).
+#[test]
+fn workers_killed_at_random_and_restarted_make_the_clean_dataset() {
+    use std::process::{Child, Command, Stdio};
+    let Some(b) = Bucket::new("chaos") else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("tmp");
+    for i in 0..12 {
+        write_docs(
+            &src.path().join(format!("f{i:02}.jsonl")),
+            i * 500,
+            150 + i * 20,
+        );
+    }
+    b.upload_dir(src.path(), "raw");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let yaml = format!(
+        "version: 1\nname: chaos\nsource:\n  uri: {}\nsteps:\n  - filter: \"n % 5 <> 1\"\nsink:\n  uri: {}\n  max_rows: 120\nrun:\n  task_bytes: 40KiB\n",
+        b.uri("raw/*.jsonl"),
+        b.uri("out/")
+    );
+    let p = pipeline(tmp.path(), "chaos.yaml", &yaml);
+    let p = p.to_string_lossy().into_owned();
+    let env = b.env();
+    let single = tmp.path().join("single");
+    kiln_env_ok(
+        &env,
+        &[
+            "run",
+            "-q",
+            &p,
+            "--set",
+            &format!("sink.uri={}", single.display()),
+        ],
+    );
+
+    let n = 4;
+    let spawn = |i: usize| -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.current_dir(repo())
+            .args(["run", "-q", &p, "--worker", &format!("{i}/{n}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn")
+    };
+    let mut workers: Vec<Option<Child>> = (0..n).map(|i| Some(spawn(i))).collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rand = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut kills = 0;
+    while kills < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(30 + rand(200)));
+        let i = rand(n as u64) as usize;
+        if let Some(mut c) = workers[i].take() {
+            if c.try_wait().expect("wait").is_none() {
+                c.kill().expect("SIGKILL");
+                let _ = c.wait();
+                kills += 1;
+                workers[i] = Some(spawn(i));
+            } else {
+                workers[i] = Some(c);
+            }
+        }
+        if workers.iter_mut().all(|w| {
+            w.as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        }) {
+            break;
+        }
+    }
+    eprintln!("{kills} workers killed mid-run");
+    assert!(kills >= 3, "the workers finished before the chaos ({kills} kills)");
+    // Let them finish; a worker that failed for another reason fails the test.
+    for (i, w) in workers.into_iter().enumerate() {
+        let o = w.expect("worker").wait_with_output().expect("wait");
+        assert!(o.status.success(), "worker {i}: {}", stderr(&o));
+    }
+    let keys = b.keys("out");
+    assert!(keys.contains(&"out/_SUCCESS".to_string()), "{keys:?}");
+    let dest = tmp.path().join("chaos");
+    b.download("out", &dest);
+    assert_eq!(
+        comparable(&dest),
+        comparable(&single),
+        "after {kills} kills"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&b.get("out/_kiln/manifest.json")).expect("manifest");
+    let mut listed: Vec<String> = manifest["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| format!("out/{}", s["path"].as_str().expect("path")))
+        .collect();
+    listed.sort();
+    let stored: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !k.starts_with("out/_kiln/") && k != "out/_SUCCESS")
+        .collect();
+    assert_eq!(
+        stored, listed,
+        "no object outside _kiln/ that the manifest does not list"
+    );
+}
