@@ -57,6 +57,11 @@ pub enum Command {
         /// Write a machine-readable summary of the run to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// On SIGTERM/SIGINT, let running tasks finish for up to this long (no new task
+        /// starts), then abandon what is left and exit 75. Keep it below the scheduler's
+        /// own grace period (Kubernetes: 30s). A second signal exits at once.
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_grace)]
+        grace: std::time::Duration,
         /// Run only this worker's share of the tasks: INDEX/COUNT, e.g. 0/4. Default:
         /// from KILN_WORKER/KILN_WORKERS, SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
         /// AWS_BATCH_JOB_ARRAY_INDEX (with KILN_WORKERS), else the only worker.
@@ -122,11 +127,15 @@ pub fn main() -> i32 {
             overwrite,
             report,
             worker,
+            grace,
         } => cmd_run(
             &args,
-            overwrite,
-            worker.as_deref(),
-            report,
+            RunFlags {
+                overwrite,
+                worker: worker.as_deref(),
+                grace,
+                report,
+            },
             quiet,
             cli.log_format,
         ),
@@ -210,14 +219,30 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))
 }
 
+fn parse_grace(s: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like `30s`: {e}"))
+}
+
+/// The flags of `kiln run` beyond the pipeline.
+struct RunFlags<'a> {
+    overwrite: bool,
+    worker: Option<&'a str>,
+    grace: std::time::Duration,
+    report: Option<PathBuf>,
+}
+
 fn cmd_run(
     args: &PipelineArgs,
-    overwrite: bool,
-    worker: Option<&str>,
-    report_path: Option<PathBuf>,
+    flags: RunFlags<'_>,
     quiet: bool,
     log_format: LogFormat,
 ) -> std::result::Result<i32, (Error, i32)> {
+    let RunFlags {
+        overwrite,
+        worker,
+        grace,
+        report: report_path,
+    } = flags;
     let fail = |e: Error| {
         let c = e.exit_code();
         (e, c)
@@ -234,12 +259,17 @@ fn cmd_run(
             &step_names,
         ));
         let stop = Arc::new(AtomicBool::new(false));
-        let signals = tokio::spawn(watch_signals(stop.clone()));
+        let drain = Arc::new(AtomicBool::new(false));
+        let signals = tokio::spawn(watch_signals(drain.clone(), stop.clone(), grace));
         let mut progress = Progress::start(stats.clone(), quiet);
         let (plan, outcome) = runtime::execute(
             plan,
             stats.clone(),
-            ExecOptions { overwrite, worker },
+            ExecOptions {
+                overwrite,
+                worker,
+                drain,
+            },
             stop.clone(),
         )
         .await;
@@ -319,9 +349,10 @@ fn cmd_run(
     })
 }
 
-/// First SIGINT/SIGTERM: stop taking work, abandon open shards, exit 75. Second: exit
-/// at once (shards are never visible half-written, so this is still safe).
-async fn watch_signals(stop: Arc<AtomicBool>) {
+/// First SIGINT/SIGTERM: start no new task and let running ones finish for `grace`,
+/// then abandon them (their shards are never visible half-written) and exit 75. A second
+/// signal exits at once, still without partial shards.
+async fn watch_signals(drain: Arc<AtomicBool>, stop: Arc<AtomicBool>, grace: std::time::Duration) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -337,8 +368,16 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
                 _ = int.recv() => {},
             }
             if n == 0 {
-                tracing::warn!("stopping: no new tasks; a second signal exits at once");
-                stop.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "stopping: no new tasks; running ones get {} to finish; a second signal exits at once",
+                    humantime::format_duration(grace)
+                );
+                drain.store(true, Ordering::Relaxed);
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    stop.store(true, Ordering::Relaxed);
+                });
             } else {
                 std::process::exit(crate::error::EXIT_RETRY);
             }

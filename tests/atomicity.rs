@@ -87,3 +87,60 @@ fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
     }
     assert!(sink.join("_SUCCESS").exists());
 }
+
+/// SIGTERM with a grace period: no new task starts, the running ones finish and commit,
+/// the run exits 75, and running it again completes the clean dataset.
+#[test]
+fn sigterm_lets_running_tasks_finish_then_exits_75() {
+    let data = tempfile::tempdir().expect("tmp");
+    for i in 0..16 {
+        write_docs(
+            &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
+            i * 4000,
+            4000,
+        );
+    }
+    let yaml = format!(
+        "version: 1\nname: term\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/term\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "term.yaml", &yaml)
+        .to_string_lossy()
+        .into_owned();
+    let clean = tempfile::tempdir().expect("tmp");
+    kiln_ok(clean.path(), &["run", "-q", &p]);
+    let expected = shard_files(&clean.path().join("term"));
+
+    let out = tempfile::tempdir().expect("tmp");
+    let sink = out.path().join("term");
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .args(["run", &p, "--grace", "60s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(sink.join("_kiln/tasks")).map_or(0, |d| d.count()) < 1
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let o = child.wait_with_output().expect("wait");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(err.contains("stopping: no new tasks"), "{err}");
+    // The signal came once one task had committed; the task on the other thread was
+    // running then and was let finish (without the grace period it is abandoned).
+    let committed = std::fs::read_dir(sink.join("_kiln/tasks")).map_or(0, |d| d.count());
+    assert!(committed >= 2, "{committed} tasks committed");
+    assert!(!sink.join("_SUCCESS").exists());
+
+    kiln_ok(out.path(), &["run", "-q", &p]);
+    assert_eq!(shard_files(&sink), expected);
+}

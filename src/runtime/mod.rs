@@ -51,6 +51,9 @@ pub enum Outcome {
 pub struct ExecOptions {
     pub overwrite: bool,
     pub worker: Worker,
+    /// Set on the first SIGTERM/SIGINT: start no new task, let running ones finish.
+    /// (The `stop` flag passed beside it abandons running tasks too.)
+    pub drain: Arc<AtomicBool>,
 }
 
 /// Bytes of input read per range request.
@@ -184,7 +187,11 @@ async fn run(
     let mut pending = todo.into_iter();
     let mut first_error: Option<Error> = None;
     loop {
-        while first_error.is_none() && running.len() < slots && !stop.load(Ordering::Relaxed) {
+        while first_error.is_none()
+            && running.len() < slots
+            && !stop.load(Ordering::Relaxed)
+            && !opts.drain.load(Ordering::Relaxed)
+        {
             let Some(task) = pending.next() else { break };
             let (plan, stats, pool, cfg, io, stop) = (
                 plan.clone(),
