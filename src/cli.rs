@@ -572,8 +572,7 @@ type SinkView = (
     Option<crate::sink::Manifest>,
 );
 
-fn read_sink(uri: &str) -> Result<SinkView> {
-    let rt = tokio_runtime()?;
+fn read_sink(rt: &tokio::runtime::Runtime, uri: &str) -> Result<SinkView> {
     let sink = crate::storage::open(uri, &spec::Storage::default())?;
     rt.block_on(async {
         let stored = crate::sink::read_plan(&sink).await?.ok_or_else(|| {
@@ -591,7 +590,7 @@ fn read_sink(uri: &str) -> Result<SinkView> {
 
 fn cmd_status(uri: &str) -> Result<i32> {
     use std::fmt::Write as _;
-    let (sink, stored, records, manifest) = read_sink(uri)?;
+    let (sink, stored, records, manifest) = read_sink(&tokio_runtime()?, uri)?;
     let missing = stored.missing(&records);
     let rows: u64 = records.values().map(|r| r.rows_out).sum();
     let rows_in: u64 = records.values().map(|r| r.rows_in).sum();
@@ -647,7 +646,8 @@ fn cmd_status(uri: &str) -> Result<i32> {
 }
 
 fn cmd_finalize(uri: &str) -> Result<i32> {
-    let (sink, stored, records, manifest) = read_sink(uri)?;
+    let rt = tokio_runtime()?;
+    let (sink, stored, records, manifest) = read_sink(&rt, uri)?;
     let missing = stored.missing(&records);
     if !missing.is_empty() {
         return Err(Error::Plan(format!(
@@ -660,7 +660,6 @@ fn cmd_finalize(uri: &str) -> Result<i32> {
             missing[0] % stored.workers
         )));
     }
-    let rt = tokio_runtime()?;
     let manifest = match manifest {
         Some(m) => m,
         None => stored.manifest(&records),

@@ -86,7 +86,9 @@ pub async fn execute(
     let plan = Arc::new(plan);
     let outcome = match prepared {
         Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
-        Ok(Prepared::Ready(committed)) => run(plan.clone(), committed, stats, opts, stop).await,
+        Ok(Prepared::Ready { committed, stored }) => {
+            run(plan.clone(), committed, &stored, stats, opts, stop).await
+        }
         Err(e) => Err(e),
     };
     (plan, outcome)
@@ -96,8 +98,12 @@ pub async fn execute(
 pub enum Prepared {
     /// This pipeline's dataset is complete.
     Complete(Box<Manifest>),
-    /// Tasks already committed (by earlier runs or other workers).
-    Ready(BTreeMap<usize, TaskRecord>),
+    /// Ready to run: the tasks already committed (by earlier runs or other workers)
+    /// and the stored plan this run follows.
+    Ready {
+        committed: BTreeMap<usize, TaskRecord>,
+        stored: Box<sink::StoredPlan>,
+    },
 }
 
 /// Checks the sink (refusing another pipeline's output), then settles the plan: the
@@ -144,12 +150,16 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
         )));
     }
     plan.adopt(&stored)?;
-    Ok(Prepared::Ready(committed))
+    Ok(Prepared::Ready {
+        committed,
+        stored: Box::new(stored),
+    })
 }
 
 async fn run(
     plan: Arc<Plan>,
     committed: BTreeMap<usize, TaskRecord>,
+    stored: &sink::StoredPlan,
     stats: Arc<Stats>,
     opts: ExecOptions,
     stop: Arc<AtomicBool>,
@@ -246,7 +256,6 @@ async fn run(
     // Other workers commit too: count what the sink holds now.
     let mut all = sink::committed(&plan.sink).await?;
     all.extend(records);
-    let stored = plan.stored(worker.count);
     if !stored.missing(&all).is_empty() {
         return Ok(Outcome::WorkerDone {
             committed: all.len(),

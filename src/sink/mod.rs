@@ -184,9 +184,14 @@ pub async fn put_if_absent(sink: &Location, relative: &str, body: Bytes) -> Resu
 
 /// Every commit record in the sink, by task.
 pub async fn committed(sink: &Location) -> Result<BTreeMap<usize, TaskRecord>> {
+    records(sink, &list_all(sink).await?).await
+}
+
+/// The commit records among `paths` (a listing of the sink), by task.
+async fn records(sink: &Location, paths: &[Path]) -> Result<BTreeMap<usize, TaskRecord>> {
     let mut out = BTreeMap::new();
-    for path in list_all(sink).await? {
-        let rel = sink.relative(&path);
+    for path in paths {
+        let rel = sink.relative(path);
         if rel.starts_with(&format!("{KILN_DIR}/tasks/"))
             && let Some(record) = get_json::<TaskRecord>(sink, &rel).await?
         {
@@ -291,23 +296,22 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
     {
         other_pipeline = Some(m.name.clone());
     }
-    let mut committed = BTreeMap::new();
+    let committed = records(sink, &existing).await?;
+    if let Some(record) = committed
+        .values()
+        .find(|r| r.pipeline_hash != pipeline_hash)
+    {
+        other_pipeline.get_or_insert_with(|| {
+            format!(
+                "hash {}",
+                &record.pipeline_hash[..12.min(record.pipeline_hash.len())]
+            )
+        });
+    }
     let mut foreign = None;
     for path in &existing {
         let rel = sink.relative(path);
-        if rel.starts_with(&format!("{KILN_DIR}/tasks/")) {
-            if let Some(record) = get_json::<TaskRecord>(sink, &rel).await? {
-                if record.pipeline_hash != pipeline_hash {
-                    other_pipeline.get_or_insert_with(|| {
-                        format!(
-                            "hash {}",
-                            &record.pipeline_hash[..12.min(record.pipeline_hash.len())]
-                        )
-                    });
-                }
-                committed.insert(record.task, record);
-            }
-        } else if !(rel.starts_with("part-")
+        if !(rel.starts_with("part-")
             || rel.contains("/part-")
             || rel.starts_with(KILN_DIR)
             || rel == SUCCESS)
