@@ -6,6 +6,18 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
+/// Commit records in the sink: `NNNNN.json` files only, not a record still being
+/// written under the store's temporary name (`NNNNN.json#1`).
+fn committed(sink: &std::path::Path) -> usize {
+    std::fs::read_dir(sink.join("_kiln/tasks")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
+        .count()
+    })
+}
+
 #[test]
 fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
     let data = tempfile::tempdir().expect("tmp");
@@ -40,9 +52,7 @@ fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
     // Kill once a task has committed and shards are being written.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let committed = std::fs::read_dir(sink.join("_kiln/tasks"))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let committed = committed(&sink);
         if committed >= 1 || Instant::now() > deadline {
             break;
         }
@@ -121,9 +131,7 @@ fn sigterm_lets_running_tasks_finish_then_exits_75() {
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(sink.join("_kiln/tasks")).map_or(0, |d| d.count()) < 1
-        && Instant::now() < deadline
-    {
+    while committed(&sink) < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let term = Command::new("kill")
@@ -137,7 +145,7 @@ fn sigterm_lets_running_tasks_finish_then_exits_75() {
     assert!(err.contains("stopping: no new tasks"), "{err}");
     // The signal came once one task had committed; the task on the other thread was
     // running then and was let finish (without the grace period it is abandoned).
-    let committed = std::fs::read_dir(sink.join("_kiln/tasks")).map_or(0, |d| d.count());
+    let committed = committed(&sink);
     assert!(committed >= 2, "{committed} tasks committed");
     assert!(!sink.join("_SUCCESS").exists());
 
