@@ -5,6 +5,8 @@ mod progress;
 
 pub use progress::Progress;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,8 @@ pub struct StepStats {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub timer: StageTimer,
+    /// Named counters of committed tasks (tokens, drops per rule).
+    pub counts: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Live counters of a run.
@@ -100,8 +104,19 @@ impl Stats {
                     rows_in: AtomicU64::new(0),
                     rows_out: AtomicU64::new(0),
                     timer: StageTimer::default(),
+                    counts: Mutex::default(),
                 })
                 .collect(),
+        }
+    }
+
+    /// Adds a committed task's step counters to the run's.
+    pub fn add_step_counts(&self, counts: &[BTreeMap<String, u64>]) {
+        for (step, c) in self.steps.iter().zip(counts) {
+            let mut total = step.counts.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, v) in c {
+                *total.entry(k.clone()).or_default() += v;
+            }
         }
     }
 
@@ -144,6 +159,7 @@ impl Stats {
                     name: s.name.clone(),
                     rows_in: Self::get(&s.rows_in),
                     rows_out: Self::get(&s.rows_out),
+                    counts: s.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 })
                 .collect(),
             shards: Self::get(&self.shards),
@@ -196,6 +212,9 @@ pub struct StepReport {
     pub name: String,
     pub rows_in: u64,
     pub rows_out: u64,
+    /// The step's named counters over the tasks this run committed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,6 +301,11 @@ impl Report {
                     st.rows_in,
                     st.rows_out
                 );
+                if !st.counts.is_empty() {
+                    let counts: Vec<String> =
+                        st.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    let _ = writeln!(s, "  {:<28} {}", "", counts.join(" · "));
+                }
             }
         }
         let _ = writeln!(

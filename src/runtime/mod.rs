@@ -223,6 +223,7 @@ async fn run(
         };
         match done {
             Ok(Ok(record)) => {
+                stats.add_step_counts(&record.step_counts);
                 records.insert(record.task, record);
             }
             Ok(Err(e)) => {
@@ -328,7 +329,12 @@ async fn run_task(
             return Err(read);
         }
     }
-    let (shards, rows_in) = result?;
+    let (shards, rows_in, step_counts) = result?;
+    let step_counts = if step_counts.iter().all(|c| c.is_empty()) {
+        Vec::new()
+    } else {
+        step_counts
+    };
     Ok(TaskRecord {
         task: task.id,
         pipeline_hash: plan.pipeline_hash.clone(),
@@ -342,6 +348,7 @@ async fn run_task(
         rows_out: shards.iter().map(|s| s.rows).sum(),
         rows_in,
         shards,
+        step_counts,
         committed_at: sink::now_rfc3339(),
     })
 }
@@ -520,6 +527,10 @@ async fn read_ranges(
     Ok(Read::Done)
 }
 
+/// What the CPU side of a task made: its shards, the rows it read, and each step's
+/// counters.
+type TaskOutput = (Vec<sink::ShardRecord>, u64, Vec<BTreeMap<String, u64>>);
+
 /// The CPU side of a task: decode → steps → encode, on one rayon thread.
 fn cpu_task(
     plan: &Plan,
@@ -529,7 +540,7 @@ fn cpu_task(
     cfg: Arc<WriterConfig>,
     handle: tokio::runtime::Handle,
     stop: &AtomicBool,
-) -> Result<(Vec<sink::ShardRecord>, u64)> {
+) -> Result<TaskOutput> {
     let mut writer = TaskWriter::new(cfg, task.id, stats.clone());
     // Keyed by the path below the source prefix, so a sample is the same wherever the
     // data lives: another clone's directory, a bucket, a different store.
@@ -547,10 +558,7 @@ fn cpu_task(
     let mut contexts: Vec<StepContext> = plan
         .steps
         .iter()
-        .map(|_| StepContext {
-            task_key,
-            rows_before: 0,
-        })
+        .map(|_| StepContext::new(task_key))
         .collect();
     let mut rows_in = 0u64;
     for i in task.objects.clone() {
@@ -581,32 +589,15 @@ fn cpu_task(
             let n = batch.num_rows() as u64;
             rows_in += n;
             Stats::add(&stats.rows_in, n);
-            let mut batch = batch;
-            for (s, (planned, cx_s)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
-                let st = &stats.steps[s];
-                let rows = batch.num_rows() as u64;
-                Stats::add(&st.rows_in, rows);
-                let ts = Instant::now();
-                batch = planned.step.apply(batch, cx_s).map_err(|m| {
-                    Error::input(
-                        &obj.display,
-                        None,
-                        format!("step {} `{}`: {m}", s + 1, planned.name),
-                    )
-                })?;
-                st.timer.add_working(ts.elapsed());
-                cx_s.rows_before += rows;
-                Stats::add(&st.rows_out, batch.num_rows() as u64);
-                if batch.num_rows() == 0 {
-                    break;
-                }
-            }
-            if batch.num_rows() > 0 {
-                Stats::add(&stats.rows_out, batch.num_rows() as u64);
-                let te = Instant::now();
-                writer.write(&batch)?;
-                stats.encode.add_working(te.elapsed());
-            }
+            run_steps(
+                plan,
+                &mut contexts,
+                stats,
+                &mut writer,
+                0,
+                batch,
+                &obj.display,
+            )?;
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !plan.steps.iter().any(|s| s.step.exhausted()))
         };
@@ -652,8 +643,74 @@ fn cpu_task(
     if stop.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
+    // Rows a step held back (the tail of a `pack`) flow through the steps after it.
+    let last = plan
+        .objects
+        .get(task.objects.end.saturating_sub(1))
+        .map(|o| o.display.clone())
+        .unwrap_or_default();
+    for s in 0..plan.steps.len() {
+        let tail = plan.steps[s]
+            .step
+            .finish(&mut contexts[s])
+            .map_err(|m| step_error(plan, s, &last, m))?;
+        if let Some(batch) = tail
+            && batch.num_rows() > 0
+        {
+            Stats::add(&stats.steps[s].rows_out, batch.num_rows() as u64);
+            run_steps(plan, &mut contexts, stats, &mut writer, s + 1, batch, &last)?;
+        }
+    }
     let shards = writer.finish()?;
-    Ok((shards, rows_in))
+    let counts = contexts.into_iter().map(|c| c.counts).collect();
+    Ok((shards, rows_in, counts))
+}
+
+fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
+    Error::input(
+        object,
+        None,
+        format!("step {} `{}`: {message}", s + 1, plan.steps[s].name),
+    )
+}
+
+/// Runs `batch` through the steps from index `from` on, and writes what comes out.
+fn run_steps(
+    plan: &Plan,
+    contexts: &mut [StepContext],
+    stats: &Stats,
+    writer: &mut TaskWriter,
+    from: usize,
+    mut batch: arrow::record_batch::RecordBatch,
+    object: &str,
+) -> Result<()> {
+    for (s, (planned, cx)) in plan
+        .steps
+        .iter()
+        .zip(contexts.iter_mut())
+        .enumerate()
+        .skip(from)
+    {
+        let st = &stats.steps[s];
+        let rows = batch.num_rows() as u64;
+        Stats::add(&st.rows_in, rows);
+        let ts = Instant::now();
+        batch = planned
+            .step
+            .apply(batch, cx)
+            .map_err(|m| step_error(plan, s, object, m))?;
+        st.timer.add_working(ts.elapsed());
+        cx.rows_before += rows;
+        Stats::add(&st.rows_out, batch.num_rows() as u64);
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+    }
+    Stats::add(&stats.rows_out, batch.num_rows() as u64);
+    let te = Instant::now();
+    writer.write(&batch)?;
+    stats.encode.add_working(te.elapsed());
+    Ok(())
 }
 
 /// A read error inside a compressed stream is almost always a truncated or corrupt

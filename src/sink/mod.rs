@@ -50,6 +50,10 @@ pub struct TaskRecord {
     pub shards: Vec<ShardRecord>,
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Each step's named counters for this task (tokens, drops per rule), by step
+    /// index; empty when no step counts anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_counts: Vec<BTreeMap<String, u64>>,
     pub committed_at: String,
 }
 

@@ -9,12 +9,16 @@ mod drop;
 pub mod expr;
 mod filter;
 mod limit;
+mod pack;
 mod rename;
 pub mod sample;
 mod select;
+mod split;
+mod text;
+use text::{normalize, pii, tokenize};
 pub mod types;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -48,15 +52,55 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn needs_global_order(&self) -> bool {
         false
     }
+
+    /// Called once after the last batch of a task: rows a step held back (the tail of
+    /// a `pack`) go downstream here. Nothing by default.
+    fn finish(&self, _cx: &mut StepContext) -> Result<Option<RecordBatch>, String> {
+        Ok(None)
+    }
 }
 
-/// What a step may know about where a batch sits in its task.
-#[derive(Debug, Clone, Default)]
+/// What a step may know about where a batch sits in its task, and what it keeps
+/// between the batches of one task.
+#[derive(Debug, Default)]
 pub struct StepContext {
     /// A stable key of the task (hash of its first object's path).
     pub task_key: u64,
     /// Rows this step has seen in this task before the current batch.
     pub rows_before: u64,
+    /// Named counters (tokens, drops per rule, redactions), summed over the task and
+    /// then into the run's report and the task's commit record.
+    pub counts: BTreeMap<String, u64>,
+    /// State a step carries from one batch of a task to the next.
+    pub state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl StepContext {
+    pub fn new(task_key: u64) -> Self {
+        StepContext {
+            task_key,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `n` to the counter `name`.
+    pub fn count(&mut self, name: &str, n: u64) {
+        if n == 0 && self.counts.contains_key(name) {
+            return;
+        }
+        *self.counts.entry(name.to_string()).or_default() += n;
+    }
+
+    /// The step's state, created by `init` on first use.
+    pub fn state<T: Send + 'static>(&mut self, init: impl FnOnce() -> T) -> &mut T {
+        if !self.state.as_ref().is_some_and(|s| s.is::<T>()) {
+            self.state = Some(Box::new(init()));
+        }
+        self.state
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<T>())
+            .expect("state was just set to T")
+    }
 }
 
 /// What every step's options implement.
@@ -122,6 +166,11 @@ registry! {
     Derive => "derive", derive::DeriveOptions;
     Limit => "limit", limit::LimitOptions;
     Sample => "sample", sample::SampleOptions;
+    TextNormalize => "text.normalize", normalize::NormalizeOptions;
+    TextPii => "text.pii", pii::PiiOptions;
+    Tokenize => "tokenize", tokenize::TokenizeOptions;
+    Pack => "pack", pack::PackOptions;
+    Split => "split", split::SplitOptions;
 }
 
 /// Finds `name` in `schema`, or says which columns exist.

@@ -113,18 +113,9 @@ mod tests {
         .bind(&ids(1).schema())
         .expect("binds");
         let whole = step
-            .apply(
-                ids(1000),
-                &mut StepContext {
-                    task_key: 9,
-                    rows_before: 0,
-                },
-            )
+            .apply(ids(1000), &mut StepContext::new(9))
             .expect("whole");
-        let mut cx = StepContext {
-            task_key: 9,
-            rows_before: 0,
-        };
+        let mut cx = StepContext::new(9);
         let first = step.apply(ids(1000).slice(0, 400), &mut cx).expect("first");
         cx.rows_before = 400;
         let second = step

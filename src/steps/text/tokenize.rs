@@ -1,0 +1,488 @@
+//! `tokenize`: text → `list<uint32>` token ids with a Hugging Face `tokenizer.json`.
+//!
+//! The ids are those of the `tokenizers` crate (the reference). For the tokenizers it
+//! supports (byte-level BPE as in GPT-2/Llama 3/Qwen, tiktoken-style), the `fastokens`
+//! engine gives the same ids an order of magnitude faster; `engine: auto` uses it only
+//! after it agreed with the reference on a probe set built from the tokenizer's own
+//! special tokens and awkward text, and falls back to `tokenizers` for everything else
+//! (WordPiece, Unigram, normalizers fastokens does not cover). The differential test in
+//! `tests/` checks id-for-id equality on the sample corpus and a stress set.
+//!
+//! Documents of a batch are encoded in parallel on the rayon pool.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int32Array, ListArray, UInt32Array};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::normalize::default_column;
+use super::{put_columns, string_column, utf8, value, with_field};
+use crate::steps::{Step, StepContext, StepOptions};
+
+/// Which implementation encodes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// `fast` when it supports the tokenizer and agrees with `reference` on the probe
+    /// set; `reference` otherwise.
+    #[default]
+    Auto,
+    /// `fastokens`; an error if it cannot load the tokenizer or disagrees on the probes.
+    Fast,
+    /// The Hugging Face `tokenizers` crate.
+    Reference,
+}
+
+/// Options of `tokenize`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeOptions {
+    /// Path of a Hugging Face `tokenizer.json` (relative to the working directory).
+    pub tokenizer: String,
+    /// The text column.
+    #[serde(default = "default_column")]
+    pub column: String,
+    /// The output column of token ids, `list<uint32>` (default `tokens`).
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// A column with each document's token count (default `num_tokens`; `null` for none).
+    #[serde(default = "default_num_tokens")]
+    pub num_tokens: Option<String>,
+    /// A token put before each document, e.g. `"<s>"` (must be in the vocabulary).
+    #[serde(default)]
+    pub bos: Option<String>,
+    /// A token put after each document, e.g. `"<|endoftext|>"`.
+    #[serde(default)]
+    pub eos: Option<String>,
+    /// Run the tokenizer's post-processor (its own BOS/EOS template). Default false,
+    /// like `encode(text, add_special_tokens=False)`.
+    #[serde(default)]
+    pub add_special_tokens: bool,
+    /// `auto` (default), `fast` or `reference`.
+    #[serde(default)]
+    pub engine: EngineChoice,
+}
+
+fn default_output() -> String {
+    "tokens".into()
+}
+
+fn default_num_tokens() -> Option<String> {
+    Some("num_tokens".into())
+}
+
+/// A loaded tokenizer.
+pub enum Engine {
+    Fast(Box<fastokens::Tokenizer>),
+    Reference(Box<tokenizers::Tokenizer>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Engine {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Fast(_) => "fastokens",
+            Engine::Reference(_) => "tokenizers",
+        }
+    }
+
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String> {
+        match self {
+            Engine::Fast(t) => t
+                .encode_with_special_tokens(text, add_special)
+                .map_err(|e| e.to_string()),
+            Engine::Reference(t) => t
+                .encode_fast(text, add_special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Engine::Fast(t) => t.token_to_id(token),
+            Engine::Reference(t) => t.token_to_id(token),
+        }
+    }
+}
+
+/// Texts on which the fast engine must give the reference's ids before it is used:
+/// whitespace runs, digits, contractions, scripts, emoji, combining marks, controls.
+const PROBES: &[&str] = &[
+    "Hello, world! It's a test: they're here, we'll see, I'd've known.",
+    "  leading spaces,   inner runs,\ttabs\t\tand trailing   ",
+    "line one\nline two\n\n\nparagraph\r\nwindows\rmac",
+    "1234567890 3.14159 1,000,000 2026-11-26 0x7fff 00000000000000000000",
+    "naïve café Zürich résumé façade — “quotes” ‘single’ … «guillemets»",
+    "日本語のテキストと中文文本 한국어 텍스트 ภาษาไทย العربية עברית हिन्दी",
+    "emoji 👩‍👩‍👧‍👦 🇩🇪 ✌🏽 e\u{301} a\u{300}\u{301} \u{200b}zero\u{feff}width",
+    "code: fn main() { let x = vec![1, 2, 3]; println!(\"{x:?}\"); } // done",
+    "URLS https://example.com/a?b=c&d=e#f and mail@example.org",
+    "\u{0}\u{1}\u{7f} control \u{85} and private \u{e000} use",
+    "",
+    " ",
+    "\n",
+];
+
+/// Loads `path` with the engine `choice` asks for, checking the fast engine against
+/// the reference. Returns the engine and, when `auto` fell back, why.
+pub fn load(path: &str, choice: EngineChoice) -> Result<(Engine, Option<String>), String> {
+    let reference = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+        format!("cannot load tokenizer `{path}`: {e} (a Hugging Face tokenizer.json is expected)")
+    })?;
+    if choice == EngineChoice::Reference {
+        return Ok((Engine::Reference(Box::new(reference)), None));
+    }
+    let why = match fastokens::Tokenizer::from_file(Path::new(path)) {
+        Err(e) => format!("fastokens does not support this tokenizer ({e})"),
+        Ok(fast) => match agree(&fast, &reference) {
+            Ok(()) => return Ok((Engine::Fast(Box::new(fast)), None)),
+            Err(e) => e,
+        },
+    };
+    match choice {
+        EngineChoice::Fast => Err(format!("tokenizer `{path}`: engine `fast`: {why}")),
+        _ => Ok((Engine::Reference(Box::new(reference)), Some(why))),
+    }
+}
+
+/// The probes, plus each special token alone and inside text, encoded both ways.
+fn agree(fast: &fastokens::Tokenizer, reference: &tokenizers::Tokenizer) -> Result<(), String> {
+    let mut probes: Vec<String> = PROBES.iter().map(|s| s.to_string()).collect();
+    for t in reference.get_added_tokens_decoder().values() {
+        probes.push(t.content.clone());
+        probes.push(format!(
+            "before{} after {}{}",
+            t.content, t.content, t.content
+        ));
+    }
+    for add_special in [false, true] {
+        for p in &probes {
+            let want = reference
+                .encode_fast(p.as_str(), add_special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| format!("the reference tokenizer failed on a probe: {e}"))?;
+            let got = fast
+                .encode_with_special_tokens(p, add_special)
+                .map_err(|e| format!("fastokens failed on a probe: {e}"))?;
+            if got != want {
+                return Err(format!(
+                    "fastokens and tokenizers disagree on {p:?} (add_special_tokens={add_special})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl StepOptions for TokenizeOptions {
+    const SUMMARY: &'static str =
+        "token ids (list<uint32>) from a Hugging Face tokenizer.json, plus num_tokens";
+    const EXAMPLE: &'static str = "- tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json, column: text, eos: \"<|endoftext|>\" }";
+
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+        let source = string_column(input, &self.column)?;
+        let (engine, fallback) = load(&self.tokenizer, self.engine)?;
+        match &fallback {
+            Some(why) => {
+                tracing::info!(tokenizer = %self.tokenizer, "tokenize uses the tokenizers crate: {why}")
+            }
+            None => {
+                tracing::debug!(tokenizer = %self.tokenizer, engine = engine.name(), "tokenize engine")
+            }
+        }
+        let special = |name: &str, t: &Option<String>| -> Result<Option<u32>, String> {
+            t.as_ref()
+                .map(|t| {
+                    engine.token_to_id(t).ok_or_else(|| {
+                        format!(
+                            "{name} token {t:?} is not in the vocabulary of `{}`",
+                            self.tokenizer
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let bos = special("bos", &self.bos)?;
+        let eos = special("eos", &self.eos)?;
+        if Some(&self.output) == self.num_tokens.as_ref() {
+            return Err("`output` and `num_tokens` name the same column".into());
+        }
+        let item = Arc::new(Field::new_list_field(DataType::UInt32, false));
+        let (schema, index) = with_field(
+            input,
+            &self.output,
+            Field::new(&self.output, DataType::List(item.clone()), true),
+        );
+        let (schema, count_index) = match &self.num_tokens {
+            Some(n) => {
+                let (s, i) = with_field(&schema, n, Field::new(n, DataType::Int32, true));
+                (s, Some(i))
+            }
+            None => (schema, None),
+        };
+        Ok(Arc::new(Tokenize {
+            opts: self.clone(),
+            engine,
+            bos,
+            eos,
+            item,
+            source,
+            index,
+            count_index,
+            schema,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Tokenize {
+    opts: TokenizeOptions,
+    engine: Engine,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    item: Arc<Field>,
+    source: usize,
+    index: usize,
+    count_index: Option<usize>,
+    schema: SchemaRef,
+}
+
+impl Step for Tokenize {
+    fn output_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.remove(&self.opts.output);
+        if let Some(n) = &self.opts.num_tokens {
+            need.remove(n);
+        }
+        need.insert(self.opts.column.clone());
+        need
+    }
+
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+        let texts = utf8(batch.column(self.source))?;
+        let encoded: Vec<Option<Vec<u32>>> = (0..texts.len())
+            .into_par_iter()
+            .with_min_len(8)
+            .map(|i| {
+                value(&texts, i)
+                    .map(|t| {
+                        self.engine
+                            .encode(t, self.opts.add_special_tokens)
+                            .map_err(|e| {
+                                format!("row {} of the batch: cannot tokenize: {e}", i + 1)
+                            })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_, String>>()?;
+        let extra = usize::from(self.bos.is_some()) + usize::from(self.eos.is_some());
+        let total: usize = encoded.iter().flatten().map(|v| v.len() + extra).sum();
+        let mut values = Vec::with_capacity(total);
+        let mut lengths = Vec::with_capacity(encoded.len());
+        let mut counts = Vec::with_capacity(encoded.len());
+        for ids in &encoded {
+            match ids {
+                Some(ids) => {
+                    values.extend(self.bos);
+                    values.extend_from_slice(ids);
+                    values.extend(self.eos);
+                    let n = ids.len() + extra;
+                    lengths.push(n);
+                    counts.push(Some(i32::try_from(n).map_err(|_| {
+                        format!("a document has {n} tokens, more than num_tokens (int32) holds")
+                    })?));
+                }
+                None => {
+                    lengths.push(0);
+                    counts.push(None);
+                }
+            }
+        }
+        let nulls = NullBuffer::from_iter(encoded.iter().map(Option::is_some));
+        let list = ListArray::try_new(
+            self.item.clone(),
+            OffsetBuffer::from_lengths(lengths),
+            Arc::new(UInt32Array::from(values)),
+            (nulls.null_count() > 0).then_some(nulls),
+        )
+        .map_err(|e| e.to_string())?;
+        cx.count("tokens", total as u64);
+        cx.count("documents", encoded.iter().flatten().count() as u64);
+        let mut columns: Vec<(usize, ArrayRef)> = vec![(self.index, Arc::new(list))];
+        if let Some(ci) = self.count_index {
+            columns.push((ci, Arc::new(Int32Array::from(counts))));
+        }
+        put_columns(&batch, &self.schema, columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, StringArray};
+    use arrow::datatypes::UInt32Type;
+    use std::io::{BufRead, BufReader};
+
+    const SAMPLE: &str = "sample-data/tokenizer/tokenizer.json";
+
+    fn corpus() -> Vec<String> {
+        let mut texts = Vec::new();
+        for part in [
+            "sample-data/web/crawl-00000.jsonl.gz",
+            "sample-data/web/crawl-00001.jsonl.gz",
+        ] {
+            let file = std::fs::File::open(part).expect("sample corpus");
+            for line in BufReader::new(flate2::read::MultiGzDecoder::new(file)).lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(&line.expect("line")).expect("json");
+                texts.push(v["text"].as_str().expect("text").to_string());
+            }
+        }
+        texts
+    }
+
+    /// Text built to break tokenizers: special tokens glued to words, long digit and
+    /// whitespace runs, every script block, combining marks, surrogates' neighbours,
+    /// very long words; deterministic (SplitMix64).
+    fn stress() -> Vec<String> {
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let ranges: &[(u32, u32)] = &[
+            (0x20, 0x7e),
+            (0xa0, 0x24f),
+            (0x300, 0x36f),
+            (0x370, 0x3ff),
+            (0x400, 0x4ff),
+            (0x590, 0x6ff),
+            (0x900, 0x97f),
+            (0xe00, 0xe7f),
+            (0x2000, 0x206f),
+            (0x3040, 0x30ff),
+            (0x4e00, 0x4fff),
+            (0xac00, 0xad00),
+            (0xd7f0, 0xd7ff),
+            (0xe000, 0xe010),
+            (0xfe00, 0xfe0f),
+            (0xfff0, 0xfffd),
+            (0x1f300, 0x1f6ff),
+            (0x10ffe0, 0x10ffff),
+        ];
+        let mut out = vec![
+            "<|endoftext|>".to_string(),
+            "text<|endoftext|>more<|endoftext|><|endoftext|> spaced <|endoftext|> ".into(),
+            "<|endoftext".into(),
+            "1".repeat(5000),
+            "12345678901234567890 0.000000001 -3e-10 1_000_000".into(),
+            " ".repeat(3000),
+            "\n".repeat(500) + &"\t".repeat(300) + "x",
+            "a".repeat(20_000),
+            "supercalifragilistic".repeat(500),
+            "'s 're 've 'm 'll 'd 'S 'RE n't ’s".into(),
+            "\u{0}\u{1}\u{2}\u{1b}[31mred\u{1b}[0m".into(),
+        ];
+        for _ in 0..400 {
+            let len = (next() % 200) as usize;
+            let mut s = String::new();
+            for _ in 0..len {
+                let (lo, hi) = ranges[(next() % ranges.len() as u64) as usize];
+                let c =
+                    char::from_u32(lo + (next() % u64::from(hi - lo + 1)) as u32).unwrap_or('?');
+                s.push(c);
+                match next() % 10 {
+                    0 => s.push(' '),
+                    1 => s.push_str("  "),
+                    2 if next() % 20 == 0 => s.push_str("<|endoftext|>"),
+                    _ => {}
+                }
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    #[test]
+    fn fast_engine_is_used_and_gives_the_reference_ids() {
+        let (fast, why) = load(SAMPLE, EngineChoice::Auto).expect("loads");
+        assert!(matches!(fast, Engine::Fast(_)), "fell back: {why:?}");
+        let (reference, _) = load(SAMPLE, EngineChoice::Reference).expect("loads");
+        let texts: Vec<String> = corpus().into_iter().chain(stress()).collect();
+        let mut tokens = 0usize;
+        for (i, t) in texts.iter().enumerate() {
+            for special in [false, true] {
+                let want = reference.encode(t, special).expect("reference");
+                let got = fast.encode(t, special).expect("fast");
+                assert_eq!(got, want, "document {i} ({} bytes) differs", t.len());
+                tokens += want.len();
+            }
+        }
+        assert!(tokens > 1_000_000, "{tokens}");
+    }
+
+    #[test]
+    fn step_writes_lists_counts_and_special_tokens() {
+        let texts: ArrayRef =
+            Arc::new(StringArray::from(vec![Some("Hello world"), None, Some("")]));
+        let batch = RecordBatch::try_from_iter(vec![("text", texts)]).expect("batch");
+        let opts: TokenizeOptions = serde_json::from_value(serde_json::json!({
+            "tokenizer": SAMPLE, "eos": "<|endoftext|>"
+        }))
+        .expect("options");
+        let step = opts.bind(&batch.schema()).expect("binds");
+        let mut cx = StepContext::default();
+        let out = step.apply(batch, &mut cx).expect("applies");
+        let (engine, _) = load(SAMPLE, EngineChoice::Reference).expect("loads");
+        let mut want = engine.encode("Hello world", false).expect("encodes");
+        want.push(0);
+        let lists = out
+            .column_by_name("tokens")
+            .expect("tokens")
+            .as_list::<i32>();
+        let first = lists.value(0);
+        assert_eq!(first.as_primitive::<UInt32Type>().values().to_vec(), want);
+        assert!(lists.is_null(1));
+        assert_eq!(lists.value(2).len(), 1, "an empty text is just the EOS");
+        let counts = out.column_by_name("num_tokens").expect("num_tokens");
+        let counts = counts.as_primitive::<arrow::datatypes::Int32Type>();
+        assert_eq!(counts.value(0) as usize, want.len());
+        assert!(counts.is_null(1));
+        assert_eq!(cx.counts["tokens"], want.len() as u64 + 1);
+        assert_eq!(cx.counts["documents"], 2);
+
+        let bad: TokenizeOptions = serde_json::from_value(serde_json::json!({
+            "tokenizer": SAMPLE, "bos": "<s>"
+        }))
+        .expect("options");
+        let err = bad
+            .bind(&out.schema())
+            .expect_err("no <s> in the vocabulary");
+        assert!(err.contains("not in the vocabulary"), "{err}");
+        let missing: TokenizeOptions =
+            serde_json::from_value(serde_json::json!({ "tokenizer": "nope.json" }))
+                .expect("options");
+        let err = missing.bind(&out.schema()).expect_err("no file");
+        assert!(err.contains("nope.json"), "{err}");
+    }
+}
