@@ -11,4 +11,5 @@ mod examples;
 mod orchestration;
 mod s3;
 mod shards;
+mod text;
 mod workers;

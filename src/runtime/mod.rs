@@ -130,6 +130,15 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
                 .into(),
         ));
     }
+    if n > 1
+        && let Some(s) = plan.steps.iter().find(|s| s.step.full_pass())
+    {
+        return Err(Error::Plan(format!(
+            "`{}` decides over the whole input in a local full pass, which this version runs \
+             on one worker only; run it without --worker (or with 1/1)",
+            s.name
+        )));
+    }
     let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
         SinkState::Complete(m) => return Ok(Prepared::Complete(m)),
         SinkState::Empty => BTreeMap::new(),
@@ -194,6 +203,11 @@ async fn run(
         .filter(|t| worker.owns(t.id) && !records.contains_key(&t.id))
         .cloned()
         .collect();
+    if !todo.is_empty() {
+        for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
+            full_pass(&plan, k, slots, &pool, &writer_cfg, &io, &stop).await?;
+        }
+    }
     let mut pending = todo.into_iter();
     let mut first_error: Option<Error> = None;
     loop {
@@ -212,8 +226,17 @@ async fn run(
                 stop.clone(),
             );
             running.spawn(async move {
-                let record =
-                    run_task(plan.clone(), task, stats.clone(), pool, cfg, io, stop).await?;
+                let record = run_task(
+                    plan.clone(),
+                    task,
+                    Mode::Write,
+                    stats.clone(),
+                    pool,
+                    cfg,
+                    io,
+                    stop,
+                )
+                .await?;
                 sink::commit_task(&plan.sink, &record).await?;
                 Ok(record)
             });
@@ -271,12 +294,86 @@ async fn run(
     })
 }
 
+/// The full pass of step `k` (exact or near-duplicate removal): every task of the
+/// plan, committed or not and whoever owns it, is read and run through the steps before
+/// `k`, whose `observe` takes note; then the step settles. Its counters are not the
+/// run's, so they go to a scratch [`Stats`].
+async fn full_pass(
+    plan: &Arc<Plan>,
+    k: usize,
+    slots: usize,
+    pool: &Arc<rayon::ThreadPool>,
+    cfg: &Arc<WriterConfig>,
+    io: &Arc<Semaphore>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let started = Instant::now();
+    let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
+    let scratch = Arc::new(Stats::new(0, 0, &names));
+    let mut running: JoinSet<Result<TaskRecord>> = JoinSet::new();
+    let mut pending = plan.tasks.iter().cloned();
+    let mut first_error = None;
+    loop {
+        while first_error.is_none() && running.len() < slots && !stop.load(Ordering::Relaxed) {
+            let Some(task) = pending.next() else { break };
+            running.spawn(run_task(
+                plan.clone(),
+                task,
+                Mode::Observe(k),
+                scratch.clone(),
+                pool.clone(),
+                cfg.clone(),
+                io.clone(),
+                stop.clone(),
+            ));
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let failed = match done {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(join) => Some(Error::Internal(format!("a task panicked: {join}"))),
+        };
+        if let Some(e) = failed {
+            stop.store(true, Ordering::Relaxed);
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("a signal"));
+    }
+    let step = plan.steps[k].step.clone();
+    let name = plan.steps[k].name;
+    let pool = pool.clone();
+    let (tx, rx) = oneshot::channel();
+    pool.spawn(move || {
+        let _ = tx.send(step.settle());
+    });
+    rx.await
+        .map_err(|_| Error::Internal("the settle task vanished".into()))?
+        .map_err(|m| Error::Internal(format!("step {} `{name}`: {m}", k + 1)))?;
+    tracing::info!(
+        step = name,
+        tasks = plan.tasks.len(),
+        rows = Stats::get(&scratch.rows_in),
+        seconds = started.elapsed().as_secs_f64(),
+        "full pass settled"
+    );
+    Ok(())
+}
+
 type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;
 
 /// Runs one task: a reader on tokio feeding the CPU side on rayon.
+#[allow(clippy::too_many_arguments)]
 async fn run_task(
     plan: Arc<Plan>,
     task: Task,
+    mode: Mode,
     stats: Arc<Stats>,
     pool: Arc<rayon::ThreadPool>,
     cfg: Arc<WriterConfig>,
@@ -303,7 +400,7 @@ async fn run_task(
         let (plan, task, stats) = (plan.clone(), task.clone(), stats.clone());
         pool.spawn(move || {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                cpu_task(&plan, &task, obj_rx, &stats, cfg, handle, &stop)
+                cpu_task(&plan, &task, mode, obj_rx, &stats, cfg, handle, &stop)
             }))
             .unwrap_or_else(|p| {
                 let msg = p
@@ -531,10 +628,22 @@ async fn read_ranges(
 /// counters.
 type TaskOutput = (Vec<sink::ShardRecord>, u64, Vec<BTreeMap<String, u64>>);
 
+/// What a task run is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Decode, apply every step, write and commit shards.
+    Write,
+    /// The full pass of the step at this index: apply the steps before it and hand what
+    /// reaches it to `observe`; nothing is written.
+    Observe(usize),
+}
+
 /// The CPU side of a task: decode → steps → encode, on one rayon thread.
+#[allow(clippy::too_many_arguments)]
 fn cpu_task(
     plan: &Plan,
     task: &Task,
+    mode: Mode,
     mut objects_rx: mpsc::Receiver<ChunkRx>,
     stats: &Arc<Stats>,
     cfg: Arc<WriterConfig>,
@@ -558,7 +667,7 @@ fn cpu_task(
     let mut contexts: Vec<StepContext> = plan
         .steps
         .iter()
-        .map(|_| StepContext::new(task_key))
+        .map(|_| StepContext::for_task(task.id, task_key))
         .collect();
     let mut rows_in = 0u64;
     for i in task.objects.clone() {
@@ -589,15 +698,18 @@ fn cpu_task(
             let n = batch.num_rows() as u64;
             rows_in += n;
             Stats::add(&stats.rows_in, n);
-            run_steps(
-                plan,
-                &mut contexts,
-                stats,
-                &mut writer,
-                0,
-                batch,
-                &obj.display,
-            )?;
+            match mode {
+                Mode::Write => run_steps(
+                    plan,
+                    &mut contexts,
+                    stats,
+                    &mut writer,
+                    0,
+                    batch,
+                    &obj.display,
+                )?,
+                Mode::Observe(k) => observe_steps(plan, &mut contexts, k, batch, &obj.display)?,
+            }
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !plan.steps.iter().any(|s| s.step.exhausted()))
         };
@@ -643,12 +755,19 @@ fn cpu_task(
     if stop.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
-    // Rows a step held back (the tail of a `pack`) flow through the steps after it.
     let last = plan
         .objects
         .get(task.objects.end.saturating_sub(1))
         .map(|o| o.display.clone())
         .unwrap_or_default();
+    if let Mode::Observe(k) = mode {
+        plan.steps[k]
+            .step
+            .observed(&mut contexts[k])
+            .map_err(|m| step_error(plan, k, &last, m))?;
+        return Ok((Vec::new(), rows_in, Vec::new()));
+    }
+    // Rows a step held back (the tail of a `pack`) flow through the steps after it.
     for s in 0..plan.steps.len() {
         let tail = plan.steps[s]
             .step
@@ -672,6 +791,37 @@ fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
         None,
         format!("step {} `{}`: {message}", s + 1, plan.steps[s].name),
     )
+}
+
+/// The full pass of step `k`: `batch` through the steps before it, then to its
+/// `observe`.
+fn observe_steps(
+    plan: &Plan,
+    contexts: &mut [StepContext],
+    k: usize,
+    mut batch: arrow::record_batch::RecordBatch,
+    object: &str,
+) -> Result<()> {
+    for (s, (planned, cx)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
+        let rows = batch.num_rows() as u64;
+        if s == k {
+            planned
+                .step
+                .observe(&batch, cx)
+                .map_err(|m| step_error(plan, s, object, m))?;
+            cx.rows_before += rows;
+            return Ok(());
+        }
+        batch = planned
+            .step
+            .apply(batch, cx)
+            .map_err(|m| step_error(plan, s, object, m))?;
+        cx.rows_before += rows;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Runs `batch` through the steps from index `from` on, and writes what comes out.

@@ -4,6 +4,7 @@
 //! and one line in the [`registry!`] table below.
 
 mod cast;
+mod dedup_exact;
 mod derive;
 mod drop;
 pub mod expr;
@@ -58,12 +59,37 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn finish(&self, _cx: &mut StepContext) -> Result<Option<RecordBatch>, String> {
         Ok(None)
     }
+
+    /// True for steps whose decisions need the whole input (exact and near-duplicate
+    /// removal): the runtime first runs a pass over every task in which the batches
+    /// reaching this step go to [`Step::observe`] (and the end of each task to
+    /// [`Step::observed`]), then calls [`Step::settle`] once, then runs the real pass.
+    fn full_pass(&self) -> bool {
+        false
+    }
+
+    /// Full pass: takes note of a batch that reaches this step.
+    fn observe(&self, _batch: &RecordBatch, _cx: &mut StepContext) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Full pass: the task of `cx` has no more batches.
+    fn observed(&self, _cx: &mut StepContext) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Full pass: every task was observed; decide.
+    fn settle(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a step may know about where a batch sits in its task, and what it keeps
 /// between the batches of one task.
 #[derive(Debug, Default)]
 pub struct StepContext {
+    /// The task's index in the plan.
+    pub task: usize,
     /// A stable key of the task (hash of its first object's path).
     pub task_key: u64,
     /// Rows this step has seen in this task before the current batch.
@@ -78,6 +104,14 @@ pub struct StepContext {
 impl StepContext {
     pub fn new(task_key: u64) -> Self {
         StepContext {
+            task_key,
+            ..Default::default()
+        }
+    }
+
+    pub fn for_task(task: usize, task_key: u64) -> Self {
+        StepContext {
+            task,
             task_key,
             ..Default::default()
         }
@@ -171,6 +205,7 @@ registry! {
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;
     Split => "split", split::SplitOptions;
+    DedupExact => "dedup.exact", dedup_exact::DedupExactOptions;
 }
 
 /// Finds `name` in `schema`, or says which columns exist.

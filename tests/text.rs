@@ -1,0 +1,240 @@
+//! The text steps end to end: the FineWeb-style example pipeline on the sample web
+//! corpus, checked against values computed here independently of kiln.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int32Type, UInt32Type};
+
+use crate::util::*;
+
+fn corpus() -> Vec<serde_json::Value> {
+    let mut docs = Vec::new();
+    for f in ["crawl-00000.jsonl.gz", "crawl-00001.jsonl.gz"] {
+        let file = std::fs::File::open(repo().join("sample-data/web").join(f)).expect("sample");
+        for line in BufReader::new(flate2::read::MultiGzDecoder::new(file)).lines() {
+            docs.push(serde_json::from_str(&line.expect("line")).expect("json"));
+        }
+    }
+    docs
+}
+
+/// id → (text, tokens, num_tokens, split) of every output row.
+fn rows(dir: &std::path::Path) -> BTreeMap<String, (String, Vec<u32>, i32, String)> {
+    let mut out = BTreeMap::new();
+    for (path, b) in read_shards(dir) {
+        let split = path
+            .split('/')
+            .find_map(|p| p.strip_prefix("split="))
+            .expect("hive folder")
+            .to_string();
+        let ids = b
+            .column_by_name("id")
+            .expect("id")
+            .as_string::<i32>()
+            .clone();
+        let texts = b
+            .column_by_name("text")
+            .expect("text")
+            .as_string::<i32>()
+            .clone();
+        let tokens = b
+            .column_by_name("tokens")
+            .expect("tokens")
+            .as_list::<i32>()
+            .clone();
+        let counts = b.column_by_name("num_tokens").expect("num_tokens");
+        let counts = counts.as_primitive::<Int32Type>();
+        for i in 0..b.num_rows() {
+            let t = tokens.value(i);
+            let t = t.as_primitive::<UInt32Type>().values().to_vec();
+            out.insert(
+                ids.value(i).to_string(),
+                (
+                    texts.value(i).to_string(),
+                    t,
+                    counts.value(i),
+                    split.clone(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn fineweb_pipeline_dedups_redacts_tokenizes_and_splits_exactly() {
+    let out = tempfile::tempdir().expect("tmp");
+    let report = out.path().join("report.json");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/fineweb.yaml",
+            "--report",
+            &report.to_string_lossy(),
+        ],
+    );
+    let got = rows(&out.path().join("fineweb"));
+
+    // Independently: length filter, then the first copy of each text in input order.
+    let mut seen = HashSet::new();
+    let mut kept = Vec::new();
+    let mut short = 0;
+    for d in corpus() {
+        let text = d["text"].as_str().expect("text").to_string();
+        if text.chars().count() < 200 {
+            short += 1;
+            continue;
+        }
+        if seen.insert(text.clone()) {
+            kept.push((d["id"].as_str().expect("id").to_string(), text));
+        }
+    }
+    assert_eq!(got.len(), kept.len(), "rows out");
+    let tok = tokenizers::Tokenizer::from_file(repo().join("sample-data/tokenizer/tokenizer.json"))
+        .expect("tokenizer");
+    let mut total_tokens = 0u64;
+    let mut redacted = 0;
+    for (id, text) in &kept {
+        let (out_text, tokens, n, split) = got.get(id).unwrap_or_else(|| panic!("{id} kept"));
+        assert!(split == "train" || split == "validation");
+        if out_text != text {
+            redacted += 1;
+            assert!(
+                out_text.contains('<'),
+                "only redaction changes a text: {id}"
+            );
+            assert!(!out_text.contains('@'), "e-mail left in {id}");
+        }
+        // Token ids are those of the tokenizers crate on the output text, plus EOS (0).
+        let mut want = tok
+            .encode(out_text.as_str(), false)
+            .expect("encodes")
+            .get_ids()
+            .to_vec();
+        want.push(0);
+        assert_eq!(tokens, &want, "tokens of {id}");
+        assert_eq!(*n as usize, want.len());
+        total_tokens += want.len() as u64;
+    }
+    // The report's counters agree.
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let step = |name: &str| {
+        r["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("step {name}"))
+            .clone()
+    };
+    assert_eq!(
+        step("filter")["rows_in"].as_u64().expect("n")
+            - step("filter")["rows_out"].as_u64().expect("n"),
+        short
+    );
+    let dups = step("dedup.exact")["counts"]["duplicates"]
+        .as_u64()
+        .expect("duplicates");
+    assert_eq!(dups as usize, 2400 - short as usize - kept.len());
+    assert_eq!(
+        step("tokenize")["counts"]["tokens"].as_u64(),
+        Some(total_tokens)
+    );
+    assert_eq!(
+        step("text.pii")["counts"]["documents_redacted"].as_u64(),
+        Some(redacted)
+    );
+    assert!(redacted > 50, "the corpus plants PII: {redacted}");
+    let split = step("split");
+    assert_eq!(
+        split["counts"]["train"].as_u64().expect("train")
+            + split["counts"]["validation"].as_u64().expect("validation"),
+        kept.len() as u64
+    );
+}
+
+#[test]
+fn text_pipeline_output_is_independent_of_threads_and_task_size() {
+    let one = tempfile::tempdir().expect("tmp");
+    let two = tempfile::tempdir().expect("tmp");
+    kiln_ok(
+        one.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/fineweb.yaml",
+            "--set",
+            "run.threads=1",
+        ],
+    );
+    kiln_ok(
+        two.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/fineweb.yaml",
+            "--set",
+            "run.threads=2",
+            "--set",
+            "run.task_bytes=64KiB",
+        ],
+    );
+    let a = rows(&one.path().join("fineweb"));
+    let b = rows(&two.path().join("fineweb"));
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "same rows, tokens and splits");
+}
+
+#[test]
+fn packed_pipeline_rows_are_exactly_seq_len() {
+    let out = tempfile::tempdir().expect("tmp");
+    let p = pipeline(
+        out.path(),
+        "packed.yaml",
+        r#"
+version: 1
+name: packed
+source: { uri: sample-data/web/*.jsonl.gz }
+steps:
+  - tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json, eos: "<|endoftext|>" }
+  - pack: { seq_len: 128 }
+sink:
+  uri: ${KILN_OUT}/packed/
+"#,
+    );
+    let report = out.path().join("report.json");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            &p.to_string_lossy(),
+            "--report",
+            &report.to_string_lossy(),
+        ],
+    );
+    let shards = read_shards(&out.path().join("packed"));
+    let mut rows = 0u64;
+    for b in shards.values() {
+        assert_eq!(b.num_columns(), 1);
+        let l = b.column(0).as_list::<i32>();
+        for i in 0..l.len() {
+            assert_eq!(l.value(i).len(), 128);
+        }
+        rows += b.num_rows() as u64;
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let tokens = r["steps"][0]["counts"]["tokens"].as_u64().expect("tokens");
+    let pack = &r["steps"][1]["counts"];
+    assert_eq!(pack["sequences"].as_u64(), Some(rows));
+    assert_eq!(
+        rows * 128 + pack["dropped_tokens"].as_u64().expect("dropped"),
+        tokens
+    );
+}
