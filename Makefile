@@ -43,4 +43,4 @@ bench: ## compare kiln with the peers in ../shared/bench on the generated corpus
 
 clean: ## remove build output and sample outputs
 	$(CARGO) clean
-	rm -rf out bench-out .venv-s3 .azurite
+	rm -rf out bench-out .venv-test .azurite

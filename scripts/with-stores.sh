@@ -4,8 +4,8 @@
 #
 #   scripts/with-stores.sh cargo nextest run
 #
-# Installs tests/requirements-s3.txt (moto; pyarrow for the interop check; the Azure SDK
-# to make the test container) into .venv-s3 and tests/package-lock.json (Azurite) into
+# Installs tests/requirements.txt (moto; pyarrow for the interop check; the Azure SDK;
+# datatrove + spaCy, the text.quality reference) into .venv-test and tests/package-lock.json (Azurite) into
 # .azurite when missing or changed, starts the servers on free ports, exports
 # KILN_TEST_S3_ENDPOINT, KILN_TEST_PYTHON and, with Azurite, KILN_TEST_AZURE and
 # AZURITE_BLOB_STORAGE_URL, runs the command, and stops the servers when it ends,
@@ -13,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${KILN_S3_VENV:-.venv-s3}
-REQS=tests/requirements-s3.txt
+VENV=${KILN_TEST_VENV:-.venv-test}
+REQS=tests/requirements.txt
 
 if ! cmp -s "$REQS" "$VENV/requirements.installed"; then
     echo "== installing $REQS into $VENV"

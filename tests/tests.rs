@@ -9,6 +9,7 @@ mod determinism;
 mod errors;
 mod examples;
 mod orchestration;
+mod quality;
 mod s3;
 mod shards;
 mod text;

@@ -79,18 +79,56 @@ fn fineweb_pipeline_dedups_redacts_tokenizes_and_splits_exactly() {
     );
     let got = rows(&out.path().join("fineweb"));
 
-    // Independently: length filter, then the first copy of each text in input order.
+    // The quality decisions and C4's kept lines, from text.quality alone with
+    // keep_reasons (checked against datatrove in quality.rs); then, computed here, the
+    // first copy of each kept text in input order.
+    let audit = pipeline(
+        out.path(),
+        "audit.yaml",
+        r#"
+version: 1
+name: audit
+source: { uri: sample-data/web/*.jsonl.gz }
+steps:
+  - text.normalize: { form: nfc }
+  - text.quality: { keep_reasons: true }
+sink:
+  uri: ${KILN_OUT}/audit/
+"#,
+    );
+    kiln_ok(out.path(), &["run", "-q", &audit.to_string_lossy()]);
+    let mut judged: BTreeMap<String, (Option<String>, String)> = BTreeMap::new();
+    for b in read_shards(&out.path().join("audit")).values() {
+        let ids = b.column_by_name("id").expect("id").as_string::<i32>();
+        let texts = b.column_by_name("text").expect("text").as_string::<i32>();
+        let reasons = b
+            .column_by_name("quality_reason")
+            .expect("reason")
+            .as_string::<i32>();
+        for i in 0..b.num_rows() {
+            judged.insert(
+                ids.value(i).to_string(),
+                (
+                    reasons.is_valid(i).then(|| reasons.value(i).to_string()),
+                    texts.value(i).to_string(),
+                ),
+            );
+        }
+    }
     let mut seen = HashSet::new();
     let mut kept = Vec::new();
-    let mut short = 0;
+    let mut per_rule: BTreeMap<String, u64> = BTreeMap::new();
+    let mut short = 0u64;
     for d in corpus() {
-        let text = d["text"].as_str().expect("text").to_string();
-        if text.chars().count() < 200 {
+        let id = d["id"].as_str().expect("id").to_string();
+        let (reason, text) = judged.get(&id).cloned().expect("judged");
+        if let Some(r) = reason {
+            *per_rule.entry(r).or_default() += 1;
             short += 1;
             continue;
         }
         if seen.insert(text.clone()) {
-            kept.push((d["id"].as_str().expect("id").to_string(), text));
+            kept.push((id, text));
         }
     }
     assert_eq!(got.len(), kept.len(), "rows out");
@@ -132,10 +170,17 @@ fn fineweb_pipeline_dedups_redacts_tokenizes_and_splits_exactly() {
             .unwrap_or_else(|| panic!("step {name}"))
             .clone()
     };
+    let quality = step("text.quality");
     assert_eq!(
-        step("filter")["rows_in"].as_u64().expect("n")
-            - step("filter")["rows_out"].as_u64().expect("n"),
+        quality["rows_in"].as_u64().expect("n") - quality["rows_out"].as_u64().expect("n"),
         short
+    );
+    let counted: BTreeMap<String, u64> =
+        serde_json::from_value(quality["counts"].clone()).expect("counts");
+    assert_eq!(counted, per_rule, "drops per rule");
+    assert!(
+        per_rule.len() >= 8,
+        "the corpus trips many rules: {per_rule:?}"
     );
     let dups = step("dedup.exact")["counts"]["duplicates"]
         .as_u64()

@@ -16,7 +16,7 @@ pub mod sample;
 mod select;
 mod split;
 mod text;
-use text::{normalize, pii, tokenize};
+use text::{normalize, pii, quality, tokenize};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -158,6 +158,9 @@ pub struct StepInfo {
 macro_rules! registry {
     ($( $variant:ident => $name:literal, $module:ident :: $opts:ident; )*) => {
         /// One entry of `steps:` in the pipeline file: `- <name>: <options>`.
+        // A pipeline has a handful of steps: boxing the larger option structs would
+        // save nothing worth the noise.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
         pub enum StepSpec {
             $(
@@ -201,6 +204,7 @@ registry! {
     Limit => "limit", limit::LimitOptions;
     Sample => "sample", sample::SampleOptions;
     TextNormalize => "text.normalize", normalize::NormalizeOptions;
+    TextQuality => "text.quality", quality::QualityOptions;
     TextPii => "text.pii", pii::PiiOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;

@@ -3,7 +3,9 @@
 
 pub mod normalize;
 pub mod pii;
+pub mod quality;
 pub mod tokenize;
+pub mod words;
 
 use std::sync::Arc;
 
