@@ -8,6 +8,7 @@ mod commands;
 mod determinism;
 mod errors;
 mod examples;
+mod minhash;
 mod orchestration;
 mod quality;
 mod s3;

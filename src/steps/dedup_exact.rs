@@ -13,13 +13,8 @@
 //! Memory: a task's run buffer (28 bytes a row, flushed at its budget) during the first
 //! pass, one read buffer per merged run while settling, and 8 bytes per duplicate found.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, BooleanArray};
 use arrow::compute::filter_record_batch;
@@ -29,6 +24,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use super::spill::{RECORD, Rec, Runs};
 use super::text::{string_column, utf8, value};
 use super::{Step, StepContext, StepOptions};
 
@@ -57,11 +53,6 @@ fn default_run_bytes() -> crate::spec::ByteSize {
     crate::spec::ByteSize(64 << 20)
 }
 
-/// Files merged at once while settling.
-const FAN_IN: usize = 128;
-/// Bytes of one record: hash (16), task (4), row (8), little-endian.
-const RECORD: usize = 28;
-
 impl StepOptions for DedupExactOptions {
     const SUMMARY: &'static str =
         "drop rows whose value appeared earlier in the input (first copy kept; full pass)";
@@ -73,9 +64,7 @@ impl StepOptions for DedupExactOptions {
             opts: self.clone(),
             source,
             schema: input.clone(),
-            spill: OnceLock::new(),
-            runs: Mutex::new(Vec::new()),
-            run_seq: AtomicU64::new(0),
+            runs: Runs::default(),
             drops: OnceLock::new(),
         }))
     }
@@ -86,88 +75,9 @@ struct DedupExact {
     opts: DedupExactOptions,
     source: usize,
     schema: SchemaRef,
-    /// Created on first use, removed when the step is dropped.
-    spill: OnceLock<Result<tempfile::TempDir, String>>,
-    runs: Mutex<Vec<PathBuf>>,
-    run_seq: AtomicU64,
+    runs: Runs,
     /// Rows to drop, by task, sorted; set by `settle`.
     drops: OnceLock<HashMap<u32, Vec<u64>>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Rec {
-    hash: u128,
-    task: u32,
-    row: u64,
-}
-
-impl Rec {
-    fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
-        w.write_all(&self.hash.to_le_bytes())?;
-        w.write_all(&self.task.to_le_bytes())?;
-        w.write_all(&self.row.to_le_bytes())
-    }
-
-    fn read(r: &mut impl Read) -> std::io::Result<Option<Rec>> {
-        let mut b = [0u8; RECORD];
-        match r.read_exact(&mut b) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let mut h = [0u8; 16];
-        h.copy_from_slice(&b[..16]);
-        let mut t = [0u8; 4];
-        t.copy_from_slice(&b[16..20]);
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[20..]);
-        Ok(Some(Rec {
-            hash: u128::from_le_bytes(h),
-            task: u32::from_le_bytes(t),
-            row: u64::from_le_bytes(w),
-        }))
-    }
-}
-
-/// Records sorted by (hash, task, row), from several sorted run files.
-struct Merge {
-    readers: Vec<BufReader<File>>,
-    heap: BinaryHeap<Reverse<(Rec, usize)>>,
-}
-
-impl Merge {
-    fn open(files: &[PathBuf]) -> Result<Merge, String> {
-        let mut readers = Vec::with_capacity(files.len());
-        let mut heap = BinaryHeap::with_capacity(files.len());
-        for (i, f) in files.iter().enumerate() {
-            let file = File::open(f).map_err(|e| io_err("open", f, e))?;
-            let mut r = BufReader::with_capacity(32 << 10, file);
-            if let Some(rec) = Rec::read(&mut r).map_err(|e| io_err("read", f, e))? {
-                heap.push(Reverse((rec, i)));
-            }
-            readers.push(r);
-        }
-        Ok(Merge { readers, heap })
-    }
-
-    fn next(&mut self) -> Result<Option<Rec>, String> {
-        let Some(Reverse((rec, i))) = self.heap.pop() else {
-            return Ok(None);
-        };
-        if let Some(next) = Rec::read(&mut self.readers[i])
-            .map_err(|e| format!("cannot read a dedup spill run: {e}"))?
-        {
-            self.heap.push(Reverse((next, i)));
-        }
-        Ok(Some(rec))
-    }
-}
-
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
-    format!(
-        "cannot {what} the dedup spill file {}: {e} (is the temporary directory full? set TMPDIR to a larger disk)",
-        path.display()
-    )
 }
 
 /// What a task buffers in the first pass.
@@ -177,50 +87,6 @@ struct Observed {
 }
 
 impl DedupExact {
-    fn spill_dir(&self) -> Result<&Path, String> {
-        self.spill
-            .get_or_init(|| {
-                tempfile::Builder::new()
-                    .prefix("kiln-dedup-")
-                    .tempdir()
-                    .map_err(|e| {
-                        format!(
-                            "cannot create a spill directory under {}: {e} (set TMPDIR to a writable disk)",
-                            std::env::temp_dir().display()
-                        )
-                    })
-            })
-            .as_ref()
-            .map(|d| d.path())
-            .map_err(Clone::clone)
-    }
-
-    fn new_run(&self) -> Result<PathBuf, String> {
-        let n = self.run_seq.fetch_add(1, Ordering::Relaxed);
-        Ok(self.spill_dir()?.join(format!("run-{n:08}.bin")))
-    }
-
-    /// Sorts and writes `records` as one run.
-    fn flush(&self, records: &mut Vec<Rec>) -> Result<(), String> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        records.sort_unstable();
-        let path = self.new_run()?;
-        let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
-        let mut w = BufWriter::with_capacity(64 << 10, file);
-        for r in records.iter() {
-            r.write(&mut w).map_err(|e| io_err("write", &path, e))?;
-        }
-        w.flush().map_err(|e| io_err("write", &path, e))?;
-        records.clear();
-        self.runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(path);
-        Ok(())
-    }
-
     fn hash(&self, text: &str, buf: &mut String) -> u128 {
         if !self.opts.normalize {
             return xxhash_rust::xxh3::xxh3_128(text.as_bytes());
@@ -269,7 +135,7 @@ impl Step for DedupExact {
                 // Nulls are never duplicates of anything.
                 if let Some(t) = value(&texts, i) {
                     state.records.push(Rec {
-                        hash: self.hash(t, &mut buf),
+                        key: self.hash(t, &mut buf),
                         task,
                         row: first_row + i as u64,
                     });
@@ -279,48 +145,24 @@ impl Step for DedupExact {
                 full = std::mem::take(&mut state.records);
             }
         }
-        self.flush(&mut full)
+        self.runs.flush(&mut full)
     }
 
     fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
         let mut records = std::mem::take(&mut cx.state(Observed::default).records);
-        self.flush(&mut records)
+        self.runs.flush(&mut records)
     }
 
     fn settle(&self) -> Result<(), String> {
-        let mut runs = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()));
-        // Merge in rounds so that no more than FAN_IN files are open at once.
-        while runs.len() > FAN_IN {
-            let mut next = Vec::new();
-            for group in runs.chunks(FAN_IN) {
-                let path = self.new_run()?;
-                let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
-                let mut w = BufWriter::with_capacity(64 << 10, file);
-                let mut m = Merge::open(group)?;
-                while let Some(r) = m.next()? {
-                    r.write(&mut w).map_err(|e| io_err("write", &path, e))?;
-                }
-                w.flush().map_err(|e| io_err("write", &path, e))?;
-                for f in group {
-                    let _ = std::fs::remove_file(f);
-                }
-                next.push(path);
-            }
-            runs = next;
-        }
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut m = Merge::open(&runs)?;
         let mut current: Option<u128> = None;
-        while let Some(r) = m.next()? {
-            if current == Some(r.hash) {
+        self.runs.merge(|r| {
+            if current == Some(r.key) {
                 drops.entry(r.task).or_default().push(r.row);
             } else {
-                current = Some(r.hash);
+                current = Some(r.key);
             }
-        }
-        for f in &runs {
-            let _ = std::fs::remove_file(f);
-        }
+        })?;
         for rows in drops.values_mut() {
             rows.sort_unstable();
         }
@@ -393,7 +235,7 @@ mod tests {
             step.observe(&fill, &mut cx).expect("observe");
             step.observed(&mut cx).expect("observed");
         }
-        for t in 2..(FAN_IN + 20) {
+        for t in 2..(super::super::spill::FAN_IN + 20) {
             let mut cx = StepContext::for_task(t, 0);
             step.observe(&batch(&[Some("x")]), &mut cx)
                 .expect("observe");

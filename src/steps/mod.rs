@@ -5,6 +5,7 @@
 
 mod cast;
 mod dedup_exact;
+mod dedup_minhash;
 mod derive;
 mod drop;
 pub mod expr;
@@ -14,6 +15,7 @@ mod pack;
 mod rename;
 pub mod sample;
 mod select;
+mod spill;
 mod split;
 mod text;
 use text::{normalize, pii, quality, tokenize};
@@ -210,6 +212,7 @@ registry! {
     Pack => "pack", pack::PackOptions;
     Split => "split", split::SplitOptions;
     DedupExact => "dedup.exact", dedup_exact::DedupExactOptions;
+    DedupMinhash => "dedup.minhash", dedup_minhash::MinhashOptions;
 }
 
 /// Finds `name` in `schema`, or says which columns exist.

@@ -376,6 +376,10 @@ fn period_splits(stem: &str) -> bool {
         // An abbreviation such as U.S. or e.g.: kept whole.
         return false;
     }
+    if back.clone().next().is_none() && last.is_ascii_alphabetic() {
+        // A single letter and a period (`a.`, `B.`) is one of spaCy's exceptions.
+        return false;
+    }
     if last.is_lowercase() || last.is_ascii_digit() || is_punctuation(last) {
         return true;
     }
@@ -509,6 +513,11 @@ mod tests {
     fn sentences_end_at_terminal_runs() {
         assert_eq!(count_sentences(&words("One. Two! Three?! Four")), 4);
         assert_eq!(count_sentences(&words("Just one.")), 1);
+        assert_eq!(
+            count_sentences(&words("Ends with a. Wheel")),
+            1,
+            "a. is one token"
+        );
         assert_eq!(count_sentences(&words("")), 0);
         assert!(is_terminal('।') && is_terminal('。') && !is_terminal(','));
         assert!(is_alpha('ß') && is_alpha('中') && !is_alpha('1'));

@@ -1,0 +1,394 @@
+//! `dedup.minhash`: near-duplicate removal with MinHash and locality-sensitive hashing.
+//!
+//! Each document's text is simplified (lowercase, punctuation removed, digits folded to
+//! `0`, whitespace collapsed) and cut into word n-grams (shingles, default 5 words). Its
+//! signature is the minimum over its shingles of `bands × rows` hash permutations
+//! (XXH3-64 of the shingle, then `(a·x + b) mod (2^61 − 1)` with fixed `a, b` drawn from
+//! `seed`). Two documents whose word 5-gram sets have Jaccard similarity `s` agree on
+//! one band of `rows` values with probability `s^rows`, so they become candidates with
+//! probability `1 − (1 − s^rows)^bands` (datatrove's defaults, 14 × 8: 0.99 at s = 0.85,
+//! 0.03 at s = 0.5).
+//!
+//! A full-pass step: the first pass writes (band, band hash, task, row) records to
+//! sorted spill runs (see `spill.rs`); settling merges them and joins every group of
+//! equal (band, hash) in a union-find over the documents involved; each cluster keeps its
+//! first document in input order and drops the rest. Memory: the run buffers, and the
+//! union-find over documents that share at least one band with another.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Array, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spill::{RECORD, Rec, Runs};
+use super::text::words::is_punctuation;
+use super::text::{string_column, utf8, value};
+use super::{Step, StepContext, StepOptions};
+
+/// Options of `dedup.minhash`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MinhashOptions {
+    /// The text column (default `text`).
+    #[serde(default = "default_column")]
+    pub column: String,
+    /// Words per shingle (default 5).
+    #[serde(default = "default_ngram")]
+    pub ngram: usize,
+    /// LSH bands (default 14).
+    #[serde(default = "default_bands")]
+    pub bands: usize,
+    /// Hashes per band (default 8).
+    #[serde(default = "default_rows")]
+    pub rows: usize,
+    /// Seed of the hash permutations.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Bytes of records a task buffers before it writes a sorted run (default 64 MiB).
+    #[serde(default = "default_run_bytes")]
+    pub run_bytes: crate::spec::ByteSize,
+}
+
+fn default_column() -> String {
+    "text".into()
+}
+fn default_ngram() -> usize {
+    5
+}
+fn default_bands() -> usize {
+    14
+}
+fn default_rows() -> usize {
+    8
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_run_bytes() -> crate::spec::ByteSize {
+    crate::spec::ByteSize(64 << 20)
+}
+
+const MERSENNE: u64 = (1 << 61) - 1;
+
+impl StepOptions for MinhashOptions {
+    const SUMMARY: &'static str = "near-duplicate removal: MinHash over word n-grams, LSH bands, one survivor per cluster (full pass)";
+    const EXAMPLE: &'static str = "- dedup.minhash: { column: text, ngram: 5, bands: 14, rows: 8 }";
+
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+        let source = string_column(input, &self.column)?;
+        if self.ngram == 0 || self.bands == 0 || self.rows == 0 {
+            return Err("ngram, bands and rows must be at least 1".into());
+        }
+        if self.bands > 256 {
+            return Err(format!("at most 256 bands, found {}", self.bands));
+        }
+        // Permutation parameters from SplitMix64 on the seed: fixed for a seed.
+        let mut state = self.seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let perms = (0..self.bands * self.rows)
+            .map(|_| (next() % (MERSENNE - 1) + 1, next() % MERSENNE))
+            .collect();
+        Ok(Arc::new(Minhash {
+            opts: self.clone(),
+            source,
+            schema: input.clone(),
+            perms,
+            runs: Runs::default(),
+            drops: OnceLock::new(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Minhash {
+    opts: MinhashOptions,
+    source: usize,
+    schema: SchemaRef,
+    /// (a, b) of each permutation.
+    perms: Vec<(u64, u64)>,
+    runs: Runs,
+    drops: OnceLock<HashMap<u32, Vec<u64>>>,
+}
+
+/// `(a·x + b) mod (2^61 − 1)`.
+#[inline]
+fn permute(x: u64, (a, b): (u64, u64)) -> u64 {
+    let v = u128::from(a) * u128::from(x % MERSENNE) + u128::from(b);
+    let v = (v & u128::from(MERSENNE)) + (v >> 61);
+    let v = (v & u128::from(MERSENNE)) + (v >> 61);
+    (v as u64) % MERSENNE
+}
+
+/// Lowercase words with punctuation removed and digits folded to `0`.
+pub fn simplify(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() || is_punctuation(c) {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+        } else if c.is_numeric() {
+            word.push('0');
+        } else {
+            word.extend(c.to_lowercase());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+impl Minhash {
+    /// The band hashes of a document; `None` when it has no words.
+    fn bands(&self, text: &str) -> Option<Vec<u64>> {
+        let words = simplify(text);
+        if words.is_empty() {
+            return None;
+        }
+        let n = self.opts.ngram.min(words.len());
+        let mut sig = vec![u64::MAX; self.perms.len()];
+        let mut buf = String::new();
+        for gram in words.windows(n) {
+            buf.clear();
+            for (i, w) in gram.iter().enumerate() {
+                if i > 0 {
+                    buf.push(' ');
+                }
+                buf.push_str(w);
+            }
+            let x = xxhash_rust::xxh3::xxh3_64(buf.as_bytes());
+            for (s, p) in sig.iter_mut().zip(&self.perms) {
+                let v = permute(x, *p);
+                if v < *s {
+                    *s = v;
+                }
+            }
+        }
+        Some(
+            sig.chunks(self.opts.rows)
+                .enumerate()
+                .map(|(band, values)| {
+                    let mut bytes = Vec::with_capacity(8 * values.len() + 8);
+                    bytes.extend_from_slice(&(band as u64).to_le_bytes());
+                    for v in values {
+                        bytes.extend_from_slice(&v.to_le_bytes());
+                    }
+                    xxhash_rust::xxh3::xxh3_64(&bytes)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Union-find over document positions; a root is the smallest position of its set.
+#[derive(Default)]
+struct Clusters {
+    parent: HashMap<u128, u128>,
+}
+
+impl Clusters {
+    fn find(&mut self, x: u128) -> u128 {
+        let mut root = x;
+        while let Some(&p) = self.parent.get(&root) {
+            if p == root {
+                break;
+            }
+            root = p;
+        }
+        // Path compression.
+        let mut cur = x;
+        while cur != root {
+            let next = self.parent.get(&cur).copied().unwrap_or(root);
+            self.parent.insert(cur, root);
+            cur = next;
+        }
+        root
+    }
+
+    fn union(&mut self, a: u128, b: u128) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent.insert(hi, lo);
+            self.parent.entry(lo).or_insert(lo);
+        }
+    }
+}
+
+fn position(task: u32, row: u64) -> u128 {
+    (u128::from(task) << 64) | u128::from(row)
+}
+
+impl Step for Minhash {
+    fn output_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.insert(self.opts.column.clone());
+        need
+    }
+
+    fn full_pass(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
+        let texts = utf8(batch.column(self.source))?;
+        let task = u32::try_from(cx.task).map_err(|_| "more than 2^32 tasks".to_string())?;
+        let first = cx.rows_before;
+        let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
+            .into_par_iter()
+            .with_min_len(8)
+            .map(|i| value(&texts, i).and_then(|t| self.bands(t)))
+            .collect();
+        let budget = (self.opts.run_bytes.get() as usize / RECORD).max(1024);
+        let records: &mut Vec<Rec> = cx.state(Vec::new);
+        for (i, b) in bands.into_iter().enumerate() {
+            for (band, h) in b.into_iter().flatten().enumerate() {
+                records.push(Rec {
+                    key: (u128::from(band as u64) << 64) | u128::from(h),
+                    task,
+                    row: first + i as u64,
+                });
+            }
+        }
+        if records.len() >= budget {
+            let mut full = std::mem::take(records);
+            self.runs.flush(&mut full)?;
+        }
+        Ok(())
+    }
+
+    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
+        let mut records = std::mem::take(cx.state(Vec::<Rec>::new));
+        self.runs.flush(&mut records)
+    }
+
+    fn settle(&self) -> Result<(), String> {
+        let mut clusters = Clusters::default();
+        let mut group: Option<(u128, u128)> = None; // (key, first position)
+        self.runs.merge(|r| {
+            let pos = position(r.task, r.row);
+            match group {
+                Some((key, first)) if key == r.key => clusters.union(first, pos),
+                _ => group = Some((r.key, pos)),
+            }
+        })?;
+        let members: Vec<u128> = clusters.parent.keys().copied().collect();
+        let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
+        for m in members {
+            if clusters.find(m) != m {
+                drops.entry((m >> 64) as u32).or_default().push(m as u64);
+            }
+        }
+        for rows in drops.values_mut() {
+            rows.sort_unstable();
+        }
+        self.drops
+            .set(drops)
+            .map_err(|_| "dedup.minhash settled twice".to_string())
+    }
+
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+        let drops = self
+            .drops
+            .get()
+            .ok_or("dedup.minhash ran before its full pass settled")?;
+        let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
+            return Ok(batch);
+        };
+        let start = cx.rows_before;
+        let end = start + batch.num_rows() as u64;
+        let (from, to) = (
+            rows.partition_point(|r| *r < start),
+            rows.partition_point(|r| *r < end),
+        );
+        if from == to {
+            return Ok(batch);
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        for r in &rows[from..to] {
+            keep[(r - start) as usize] = false;
+        }
+        cx.count("near_duplicates", (to - from) as u64);
+        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, StringArray};
+
+    #[test]
+    fn permutation_is_the_modular_affine_map() {
+        for (x, a, b) in [
+            (5u64, 3u64, 7u64),
+            (u64::MAX, MERSENNE - 1, MERSENNE - 1),
+            (0, 1, 0),
+        ] {
+            let want = ((u128::from(a) * u128::from(x % MERSENNE) + u128::from(b))
+                % u128::from(MERSENNE)) as u64;
+            assert_eq!(permute(x, (a, b)), want);
+        }
+        assert_eq!(
+            simplify("Hello, World! 42 times"),
+            ["hello", "world", "00", "times"]
+        );
+    }
+
+    #[test]
+    fn near_copies_cluster_and_the_first_survives() {
+        let word = |mut n: usize| {
+            let mut w = String::new();
+            loop {
+                w.push((b'a' + (n % 26) as u8) as char);
+                n /= 26;
+                if n == 0 {
+                    return w;
+                }
+            }
+        };
+        let base: Vec<String> = (0..300).map(|i| word((i * 7919) % 1000)).collect();
+        let text = base.join(" ");
+        let mut near = base.clone();
+        near[150] = "changed".into();
+        let other: Vec<String> = (0..300).map(|i| word(5000 + i)).collect();
+        let texts = vec![other.join(" "), near.join(" "), text.clone(), text];
+        let batch = RecordBatch::try_from_iter(vec![(
+            "text",
+            Arc::new(StringArray::from(texts)) as ArrayRef,
+        )])
+        .expect("batch");
+        let opts: MinhashOptions = serde_json::from_value(serde_json::json!({})).expect("options");
+        let step = opts.bind(&batch.schema()).expect("binds");
+        let mut cx = StepContext::for_task(0, 0);
+        step.observe(&batch, &mut cx).expect("observe");
+        step.observed(&mut cx).expect("observed");
+        step.settle().expect("settle");
+        let mut cx = StepContext::for_task(0, 0);
+        let out = step.apply(batch, &mut cx).expect("apply");
+        assert_eq!(
+            out.num_rows(),
+            2,
+            "the unrelated doc and the first of the three"
+        );
+        assert_eq!(cx.counts["near_duplicates"], 2);
+    }
+}

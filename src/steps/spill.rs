@@ -1,0 +1,181 @@
+//! Sorted spill runs for full-pass steps: (key, task, row) records written in sorted
+//! runs to a local directory and merged back in key order, with at most [`FAN_IN`]
+//! files open at once. `dedup.exact` keys by content hash, `dedup.minhash` by
+//! (band, band hash).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Files merged at once while settling.
+pub const FAN_IN: usize = 128;
+/// Bytes of one record: hash (16), task (4), row (8), little-endian.
+pub const RECORD: usize = 28;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rec {
+    pub key: u128,
+    pub task: u32,
+    pub row: u64,
+}
+
+impl Rec {
+    fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&self.key.to_le_bytes())?;
+        w.write_all(&self.task.to_le_bytes())?;
+        w.write_all(&self.row.to_le_bytes())
+    }
+
+    fn read(r: &mut impl Read) -> std::io::Result<Option<Rec>> {
+        let mut b = [0u8; RECORD];
+        match r.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&b[..16]);
+        let mut t = [0u8; 4];
+        t.copy_from_slice(&b[16..20]);
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[20..]);
+        Ok(Some(Rec {
+            key: u128::from_le_bytes(h),
+            task: u32::from_le_bytes(t),
+            row: u64::from_le_bytes(w),
+        }))
+    }
+}
+
+/// Records sorted by (hash, task, row), from several sorted run files.
+pub struct Merge {
+    readers: Vec<BufReader<File>>,
+    heap: BinaryHeap<Reverse<(Rec, usize)>>,
+}
+
+impl Merge {
+    pub fn open(files: &[PathBuf]) -> Result<Merge, String> {
+        let mut readers = Vec::with_capacity(files.len());
+        let mut heap = BinaryHeap::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            let file = File::open(f).map_err(|e| io_err("open", f, e))?;
+            let mut r = BufReader::with_capacity(32 << 10, file);
+            if let Some(rec) = Rec::read(&mut r).map_err(|e| io_err("read", f, e))? {
+                heap.push(Reverse((rec, i)));
+            }
+            readers.push(r);
+        }
+        Ok(Merge { readers, heap })
+    }
+
+    pub fn next(&mut self) -> Result<Option<Rec>, String> {
+        let Some(Reverse((rec, i))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) =
+            Rec::read(&mut self.readers[i]).map_err(|e| format!("cannot read a spill run: {e}"))?
+        {
+            self.heap.push(Reverse((next, i)));
+        }
+        Ok(Some(rec))
+    }
+}
+
+pub fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!(
+        "cannot {what} the spill file {}: {e} (is the temporary directory full? set TMPDIR to a larger disk)",
+        path.display()
+    )
+}
+
+/// A spill directory and the sorted runs written to it. Created on first use, removed
+/// (with its files) when dropped.
+#[derive(Debug, Default)]
+pub struct Runs {
+    dir: OnceLock<Result<tempfile::TempDir, String>>,
+    runs: Mutex<Vec<PathBuf>>,
+    seq: AtomicU64,
+}
+
+impl Runs {
+    fn dir(&self) -> Result<&Path, String> {
+        self.dir
+            .get_or_init(|| {
+                tempfile::Builder::new()
+                    .prefix("kiln-spill-")
+                    .tempdir()
+                    .map_err(|e| {
+                        format!(
+                            "cannot create a spill directory under {}: {e} (set TMPDIR to a writable disk)",
+                            std::env::temp_dir().display()
+                        )
+                    })
+            })
+            .as_ref()
+            .map(|d| d.path())
+            .map_err(Clone::clone)
+    }
+
+    fn new_path(&self) -> Result<PathBuf, String> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        Ok(self.dir()?.join(format!("run-{n:08}.bin")))
+    }
+
+    /// Sorts `records` and writes them as one run; leaves `records` empty.
+    pub fn flush(&self, records: &mut Vec<Rec>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        records.sort_unstable();
+        let path = self.new_path()?;
+        let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
+        let mut w = BufWriter::with_capacity(64 << 10, file);
+        for r in records.iter() {
+            r.write(&mut w).map_err(|e| io_err("write", &path, e))?;
+        }
+        w.flush().map_err(|e| io_err("write", &path, e))?;
+        records.clear();
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path);
+        Ok(())
+    }
+
+    /// Every record written so far, in (key, task, row) order, handed to `each`; the
+    /// runs are deleted afterwards.
+    pub fn merge(&self, mut each: impl FnMut(Rec)) -> Result<(), String> {
+        let mut runs = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()));
+        // Merge in rounds so that no more than FAN_IN files are open at once.
+        while runs.len() > FAN_IN {
+            let mut next = Vec::new();
+            for group in runs.chunks(FAN_IN) {
+                let path = self.new_path()?;
+                let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
+                let mut w = BufWriter::with_capacity(64 << 10, file);
+                let mut m = Merge::open(group)?;
+                while let Some(r) = m.next()? {
+                    r.write(&mut w).map_err(|e| io_err("write", &path, e))?;
+                }
+                w.flush().map_err(|e| io_err("write", &path, e))?;
+                for f in group {
+                    let _ = std::fs::remove_file(f);
+                }
+                next.push(path);
+            }
+            runs = next;
+        }
+        let mut m = Merge::open(&runs)?;
+        while let Some(r) = m.next()? {
+            each(r);
+        }
+        for f in &runs {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    }
+}
