@@ -91,6 +91,7 @@ name: audit
 source: { uri: sample-data/web/*.jsonl.gz }
 steps:
   - text.normalize: { form: nfc }
+  - text.language: { keep: [en] }
   - text.quality: { keep_reasons: true }
 sink:
   uri: ${KILN_OUT}/audit/
@@ -121,7 +122,9 @@ sink:
     let mut short = 0u64;
     for d in corpus() {
         let id = d["id"].as_str().expect("id").to_string();
-        let (reason, text) = judged.get(&id).cloned().expect("judged");
+        let Some((reason, text)) = judged.get(&id).cloned() else {
+            continue; // not English
+        };
         if let Some(r) = reason {
             *per_rule.entry(r).or_default() += 1;
             short += 1;
@@ -185,7 +188,13 @@ sink:
     let dups = step("dedup.exact")["counts"]["duplicates"]
         .as_u64()
         .expect("duplicates");
-    assert_eq!(dups as usize, 2400 - short as usize - kept.len());
+    assert_eq!(dups as usize, judged.len() - short as usize - kept.len());
+    let language = step("text.language");
+    assert_eq!(
+        language["rows_in"].as_u64().expect("n") - language["rows_out"].as_u64().expect("n"),
+        2400 - judged.len() as u64,
+        "rows dropped as not English"
+    );
     assert_eq!(
         step("tokenize")["counts"]["tokens"].as_u64(),
         Some(total_tokens)

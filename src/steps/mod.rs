@@ -18,7 +18,7 @@ mod select;
 mod spill;
 mod split;
 mod text;
-use text::{normalize, pii, quality, tokenize};
+use text::{language, normalize, pii, quality, tokenize};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,6 +207,7 @@ registry! {
     Sample => "sample", sample::SampleOptions;
     TextNormalize => "text.normalize", normalize::NormalizeOptions;
     TextQuality => "text.quality", quality::QualityOptions;
+    TextLanguage => "text.language", language::LanguageOptions;
     TextPii => "text.pii", pii::PiiOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;
