@@ -11,16 +11,17 @@ for line in open(sys.argv[1]):
 def fmt(v, nd=2):
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
-print("| job | tool | wall s | cpu s | max RSS MB | in MB/s | out rows | out MB | kiln/peer wall | kiln/peer RSS |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| job | tool | wall s | cpu s | max RSS MB | in MB/s | out rows | out MB | kiln/peer wall | kiln/peer RSS | kiln speed-up |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (job, tool), r in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[1]["wall_s"])):
     k = rows.get((job, "kiln"))
-    ratio_w = ratio_m = ""
+    ratio_w = ratio_m = speed = ""
     if k and tool != "kiln" and not tool.startswith("kiln"):
         ratio_w = f"{k['wall_s'] / r['wall_s']:.2f}"
         ratio_m = f"{k['max_rss_mb'] / r['max_rss_mb']:.2f}"
+        speed = f"{r['wall_s'] / k['wall_s']:.1f}x"
     print(f"| {job} | {tool} | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {r['max_rss_mb']} | {fmt(r['in_mb_s'], 1)} "
-          f"| {r['out_rows']} | {fmt(r['out_mb'], 1)} | {ratio_w} | {ratio_m} |")
+          f"| {r['out_rows']} | {fmt(r['out_mb'], 1)} | {ratio_w} | {ratio_m} | {speed} |")
 k1, k10 = rows.get(("A-convert", "kiln")), rows.get(("A-convert", "kiln (10x input)"))
 if k1 and k10:
     print(f"\nkiln peak RSS on 10x the input: {k10['max_rss_mb']} MB vs {k1['max_rss_mb']} MB "

@@ -5,7 +5,14 @@
 # Then the same kiln job on 10× the input (the 16 files linked 10 times) to show that
 # peak memory does not grow with the input. Prints wall/CPU/RSS and kiln/peer ratios.
 #
+# Jobs B (text-clean: exact dedup + word/letter filter) and C (tokenize with the shared
+# 32k BPE) run kiln beside datatrove/DuckDB and HF datasets; benches/check_tokens.py
+# checks kiln's token ids against HF tokenizers (the ids `datasets` writes) on a sample.
+#
 # Finally (benches/s3.sh) the kiln job with the corpus in a local S3 server vs local disk.
+#
+# JOBS selects jobs (default "A B C"); PEERS_C lists the job-C peers to run (default
+# "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
 #      PY (the peers' venv python), REPS (runs per tool, default 2), PEERS (0 = kiln only),
@@ -62,6 +69,8 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL]
   rm -rf "$o"
 }
 
+JOBS=${JOBS:-A B C}
+if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
 if [[ "$PEERS" == 1 ]]; then
@@ -75,8 +84,48 @@ if [[ "$PEERS" == 1 ]]; then
   done
 fi
 REPS=1 kiln_run "kiln (10x input)" "$X10/jsonl_gz" "$X10/manifest.json"
+fi
+
+peer_run() {  # peer_run JOB PEER REPS [extra args]
+  local job=$1 peer=$2 reps=$3 o="$OUT/$1-$2"; shift 3
+  echo "== $job / $peer" >&2
+  "$PY" "$SHARED/bench_run.py" --job "$job" --tool "$peer" --input "$TEXT/jsonl_gz" --output "$o" \
+    --manifest "$TEXT/manifest.json" --results "$RES" --reps "$reps" --timeout 900 \
+    -- "$PY" "$SHARED/peers/${job%%-*}_${job#*-}_$peer.py" "$TEXT/jsonl_gz" "$o" "$@" > /dev/null
+  rm -rf "$o"
+}
+
+if [[ " $JOBS " == *" B "* ]]; then
+  o="$OUT/B-textclean-kiln"
+  echo "== B-textclean / kiln" >&2
+  KILN_BENCH_IN="$TEXT/jsonl_gz" KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job B-textclean --tool kiln \
+    --input "$TEXT/jsonl_gz" --output "$o" --manifest "$TEXT/manifest.json" --results "$RES" --reps "$REPS" \
+    --timeout 900 -- "$KILN" run -q "$ROOT/benches/B_textclean.yaml" > /dev/null
+  rm -rf "$o"
+  if [[ "$PEERS" == 1 ]]; then
+    peer_run B-textclean duckdb "$REPS"
+    peer_run B-textclean datatrove "$REPS"
+  fi
+fi
+
+if [[ " $JOBS " == *" C "* ]]; then
+  o="$OUT/C-tokenize-kiln"
+  echo "== C-tokenize / kiln" >&2
+  KILN_BENCH_TOKENIZER="$SHARED/tokenizer.json" KILN_BENCH_IN="$TEXT/jsonl_gz" KILN_BENCH_OUT=$o \
+    "$PY" "$SHARED/bench_run.py" --job C-tokenize --tool kiln --input "$TEXT/jsonl_gz" --output "$o" \
+    --manifest "$TEXT/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 \
+    -- "$KILN" run -q "$ROOT/benches/C_tokenize.yaml" > /dev/null
+  # The ids must be those of HF tokenizers, which the `datasets` peer writes.
+  KILN_BENCH_TOKENIZER="$SHARED/tokenizer.json" KILN_BENCH_IN="$TEXT/jsonl_gz" KILN_BENCH_OUT=$o \
+    "$KILN" run -q "$ROOT/benches/C_tokenize.yaml" > /dev/null
+  "$PY" "$ROOT/benches/check_tokens.py" "$TEXT/jsonl_gz" "$o" "$SHARED/tokenizer.json"
+  rm -rf "$o"
+  if [[ "$PEERS" == 1 ]]; then
+    for peer in ${PEERS_C:-datasets}; do peer_run C-tokenize "$peer" 1 "$SHARED/tokenizer.json"; done
+  fi
+fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.
-if [[ "${S3:-1}" == 1 ]]; then
+if [[ "${S3:-1}" == 1 && " $JOBS " == *" A "* ]]; then
   echo; "$ROOT/scripts/with-stores.sh" bash "$ROOT/benches/s3.sh"
 fi

@@ -18,7 +18,7 @@ mod select;
 mod spill;
 mod split;
 mod text;
-use text::{language, normalize, pii, quality, tokenize};
+use text::{language, normalize, pii, quality, stats, tokenize};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,6 +208,7 @@ registry! {
     TextNormalize => "text.normalize", normalize::NormalizeOptions;
     TextQuality => "text.quality", quality::QualityOptions;
     TextLanguage => "text.language", language::LanguageOptions;
+    TextStats => "text.stats", stats::StatsOptions;
     TextPii => "text.pii", pii::PiiOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;

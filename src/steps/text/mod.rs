@@ -5,6 +5,7 @@ pub mod language;
 pub mod normalize;
 pub mod pii;
 pub mod quality;
+pub mod stats;
 pub mod tokenize;
 pub mod words;
 
