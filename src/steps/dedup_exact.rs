@@ -130,7 +130,7 @@ impl Step for DedupExact {
         let mut buf = String::new();
         let mut full = Vec::new();
         {
-            let state: &mut Observed = cx.state(Observed::default);
+            let state: &mut Observed = cx.state(Observed::default)?;
             for i in 0..texts.len() {
                 // Nulls are never duplicates of anything.
                 if let Some(t) = value(&texts, i) {
@@ -149,7 +149,7 @@ impl Step for DedupExact {
     }
 
     fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        let mut records = std::mem::take(&mut cx.state(Observed::default).records);
+        let mut records = std::mem::take(&mut cx.state(Observed::default)?.records);
         self.runs.flush(&mut records)
     }
 

@@ -258,7 +258,7 @@ impl Step for Minhash {
             .map(|i| value(&texts, i).and_then(|t| self.bands(t)))
             .collect();
         let budget = (self.opts.run_bytes.get() as usize / RECORD).max(1024);
-        let records: &mut Vec<Rec> = cx.state(Vec::new);
+        let records: &mut Vec<Rec> = cx.state(Vec::new)?;
         for (i, b) in bands.into_iter().enumerate() {
             for (band, h) in b.into_iter().flatten().enumerate() {
                 records.push(Rec {
@@ -276,7 +276,7 @@ impl Step for Minhash {
     }
 
     fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        let mut records = std::mem::take(cx.state(Vec::<Rec>::new));
+        let mut records = std::mem::take(cx.state(Vec::<Rec>::new)?);
         self.runs.flush(&mut records)
     }
 

@@ -128,14 +128,14 @@ impl StepContext {
     }
 
     /// The step's state, created by `init` on first use.
-    pub fn state<T: Send + 'static>(&mut self, init: impl FnOnce() -> T) -> &mut T {
+    pub fn state<T: Send + 'static>(&mut self, init: impl FnOnce() -> T) -> Result<&mut T, String> {
         if !self.state.as_ref().is_some_and(|s| s.is::<T>()) {
             self.state = Some(Box::new(init()));
         }
         self.state
             .as_mut()
             .and_then(|s| s.downcast_mut::<T>())
-            .expect("state was just set to T")
+            .ok_or_else(|| "internal error: a step's state has another type".to_string())
     }
 }
 

@@ -140,7 +140,7 @@ impl Step for Pack {
         .map_err(|e| format!("column `{}`: {e}", self.opts.column))?;
         let lists = col.as_list::<i32>();
         let seq = self.opts.seq_len;
-        let carry: &mut Vec<u32> = cx.state(Vec::new);
+        let carry: &mut Vec<u32> = cx.state(Vec::new)?;
         let mut documents = 0u64;
         for i in 0..lists.len() {
             if lists.is_null(i) {
@@ -164,7 +164,7 @@ impl Step for Pack {
     }
 
     fn finish(&self, cx: &mut StepContext) -> Result<Option<RecordBatch>, String> {
-        let mut carry: Vec<u32> = std::mem::take(cx.state(Vec::new));
+        let mut carry: Vec<u32> = std::mem::take(cx.state(Vec::new)?);
         if carry.is_empty() {
             return Ok(None);
         }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, StringBuilder};
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -98,28 +98,23 @@ impl Replacements {
     }
 }
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b[a-z0-9](?:[a-z0-9._%+\-]{0,63})@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b",
-    )
-    .expect("static regex")
-});
-static IPV4: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b\d{1,3}(?:\.\d{1,3}){3}\b").expect("static regex"));
-/// Hex groups with colons, at least two colons; `Ipv6Addr` decides. A trailing dotted
-/// quad (`::ffff:1.2.3.4`) is included.
-static IPV6: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?")
-        .expect("static regex")
-});
-/// An optional `+` country code, then groups of digits separated by a space, dot or
-/// hyphen, the area code optionally in parentheses. The digit count decides.
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?|\b\d{2,4}[ .\-])\d{2,4}[ .\-]\d{2,4}(?:[ .\-]\d{2,4})?\b",
-    )
-    .expect("static regex")
-});
+/// The candidate pattern of each kind.
+fn pattern(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Email => {
+            r"(?i)\b[a-z0-9](?:[a-z0-9._%+\-]{0,63})@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b"
+        }
+        Kind::Ipv4 => r"\b\d{1,3}(?:\.\d{1,3}){3}\b",
+        // Hex groups with colons, at least two colons; `Ipv6Addr` decides. A trailing
+        // dotted quad (`::ffff:1.2.3.4`) is included.
+        Kind::Ipv6 => r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?",
+        // An optional `+` country code, then groups of digits separated by a space, dot
+        // or hyphen, the area code optionally in parentheses. The digit count decides.
+        Kind::Phone => {
+            r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?|\b\d{2,4}[ .\-])\d{2,4}[ .\-]\d{2,4}(?:[ .\-]\d{2,4})?\b"
+        }
+    }
+}
 
 fn valid(kind: Kind, s: &str, text: &str, start: usize, end: usize) -> bool {
     match kind {
@@ -147,15 +142,6 @@ fn valid(kind: Kind, s: &str, text: &str, start: usize, end: usize) -> bool {
             let digits = s.bytes().filter(u8::is_ascii_digit).count();
             (9..=15).contains(&digits)
         }
-    }
-}
-
-fn regex(kind: Kind) -> &'static Regex {
-    match kind {
-        Kind::Email => &EMAIL,
-        Kind::Ipv4 => &IPV4,
-        Kind::Ipv6 => &IPV6,
-        Kind::Phone => &PHONE,
     }
 }
 
@@ -196,9 +182,17 @@ impl StepOptions for PiiOptions {
         let out = self.output.clone().unwrap_or_else(|| self.column.clone());
         let (schema, index) = with_field(input, &out, Field::new(&out, DataType::Utf8, true));
         let kinds: BTreeSet<Kind> = self.kinds.iter().copied().collect();
+        let kinds = kinds
+            .into_iter()
+            .map(|k| {
+                Regex::new(pattern(k))
+                    .map(|r| (k, r))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Pii {
             opts: self.clone(),
-            kinds: kinds.into_iter().collect(),
+            kinds,
             source,
             index,
             schema,
@@ -209,8 +203,8 @@ impl StepOptions for PiiOptions {
 #[derive(Debug)]
 struct Pii {
     opts: PiiOptions,
-    /// In the order they run.
-    kinds: Vec<Kind>,
+    /// In the order they run, with their candidate regex.
+    kinds: Vec<(Kind, Regex)>,
     source: usize,
     index: usize,
     schema: SchemaRef,
@@ -220,7 +214,7 @@ impl Pii {
     /// The redacted text and the number of redactions per kind (in `self.kinds` order).
     fn redact(&self, text: &str, counts: &mut [u64]) -> Option<String> {
         let mut current: Option<String> = None;
-        for (k, kind) in self.kinds.iter().enumerate() {
+        for (k, (kind, re)) in self.kinds.iter().enumerate() {
             let s = current.as_deref().unwrap_or(text);
             let has = if *kind == Kind::Phone {
                 s.bytes().any(|b| b.is_ascii_digit())
@@ -232,14 +226,13 @@ impl Pii {
             }
             let token = self.opts.replace.get(*kind);
             let mut n = 0u64;
-            let replaced = regex(*kind).replace_all(s, |c: &Captures| {
-                let m = c.get(0).expect("group 0 always exists");
-                if valid(*kind, m.as_str(), s, m.start(), m.end()) {
+            let replaced = re.replace_all(s, |c: &Captures| match c.get(0) {
+                Some(m) if valid(*kind, m.as_str(), s, m.start(), m.end()) => {
                     n += 1;
                     token.to_string()
-                } else {
-                    m.as_str().to_string()
                 }
+                Some(m) => m.as_str().to_string(),
+                None => String::new(),
             });
             if n > 0 {
                 counts[k] += n;
@@ -281,7 +274,7 @@ impl Step for Pii {
                 },
             }
         }
-        for (k, n) in self.kinds.iter().zip(counts) {
+        for ((k, _), n) in self.kinds.iter().zip(counts) {
             cx.count(k.name(), n);
         }
         cx.count("documents_redacted", docs);

@@ -272,9 +272,11 @@ impl StepOptions for QualityOptions {
             (schema, None)
         };
         let stop_words = self.gopher_quality.stop_words.iter().cloned().collect();
+        let citation = regex::Regex::new(CITATION).map_err(|e| e.to_string())?;
         Ok(Arc::new(Quality {
             opts: self.clone(),
             stop_words,
+            citation,
             source,
             text_index,
             reason_index,
@@ -287,6 +289,7 @@ impl StepOptions for QualityOptions {
 struct Quality {
     opts: QualityOptions,
     stop_words: HashSet<String>,
+    citation: regex::Regex,
     source: usize,
     text_index: usize,
     reason_index: Option<usize>,
@@ -446,15 +449,15 @@ const POLICY: [&str; 6] = [
     "use cookies",
 ];
 
-/// `[1]`, `[]`, `[edit]`, `[citation needed]` removed.
-fn remove_citations(line: &str) -> std::borrow::Cow<'_, str> {
+/// `[1]`, `[]`, `[edit]`, `[citation needed]`.
+const CITATION: &str = r"\[\d*\]|\[edit\]|\[citation needed\]";
+
+/// `line` without citations.
+fn remove_citations<'a>(re: &regex::Regex, line: &'a str) -> std::borrow::Cow<'a, str> {
     if !line.contains('[') {
         return line.into();
     }
-    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\[\d*\]|\[edit\]|\[citation needed\]").expect("static regex")
-    });
-    RE.replace_all(line, "")
+    re.replace_all(line, "")
 }
 
 impl Quality {
@@ -594,7 +597,7 @@ impl Quality {
                 continue;
             }
             let line = if o.remove_citations {
-                remove_citations(line)
+                remove_citations(&self.citation, line)
             } else {
                 line.into()
             };
@@ -808,6 +811,7 @@ mod tests {
         Quality {
             opts: o,
             stop_words,
+            citation: regex::Regex::new(CITATION).expect("regex"),
             source: 0,
             text_index: 0,
             reason_index: None,
