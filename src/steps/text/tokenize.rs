@@ -40,12 +40,43 @@ pub enum EngineChoice {
     Reference,
 }
 
+/// A built-in OpenAI encoding.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// GPT-3.5 / GPT-4.
+    Cl100kBase,
+    /// GPT-4o.
+    O200kBase,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Cl100kBase => "cl100k_base",
+            Encoding::O200kBase => "o200k_base",
+        }
+    }
+
+    fn config(self) -> fastokens::tiktoken::TiktokenConfig {
+        match self {
+            Encoding::Cl100kBase => fastokens::tiktoken::TiktokenConfig::cl100k_base(),
+            Encoding::O200kBase => fastokens::tiktoken::TiktokenConfig::o200k_base(),
+        }
+    }
+}
+
 /// Options of `tokenize`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeOptions {
     /// Path of a Hugging Face `tokenizer.json` (relative to the working directory).
-    pub tokenizer: String,
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Or a built-in OpenAI encoding: `cl100k_base`, `o200k_base` (tiktoken's ids;
+    /// special-token text in documents is encoded as ordinary text).
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
     /// The text column.
     #[serde(default = "default_column")]
     pub column: String,
@@ -80,8 +111,11 @@ fn default_num_tokens() -> Option<String> {
 
 /// A loaded tokenizer.
 pub enum Engine {
-    Fast(Box<fastokens::Tokenizer>),
+    /// fastokens; `true` when special-token text is encoded as ordinary text (tiktoken).
+    Fast(Box<fastokens::Tokenizer>, bool),
     Reference(Box<tokenizers::Tokenizer>),
+    /// tiktoken's encoder, with its special tokens.
+    Tiktoken(Box<tiktoken_rs::CoreBPE>, Vec<(String, u32)>),
 }
 
 impl std::fmt::Debug for Engine {
@@ -93,27 +127,34 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub fn name(&self) -> &'static str {
         match self {
-            Engine::Fast(_) => "fastokens",
+            Engine::Fast(..) => "fastokens",
             Engine::Reference(_) => "tokenizers",
+            Engine::Tiktoken(..) => "tiktoken",
         }
     }
 
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String> {
         match self {
-            Engine::Fast(t) => t
+            Engine::Fast(t, true) => t.encode_ordinary(text).map_err(|e| e.to_string()),
+            Engine::Fast(t, false) => t
                 .encode_with_special_tokens(text, add_special)
                 .map_err(|e| e.to_string()),
             Engine::Reference(t) => t
                 .encode_fast(text, add_special)
                 .map(|e| e.get_ids().to_vec())
                 .map_err(|e| e.to_string()),
+            Engine::Tiktoken(t, _) => Ok(t.encode_ordinary(text)),
         }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match self {
-            Engine::Fast(t) => t.token_to_id(token),
+            Engine::Fast(t, _) => t.token_to_id(token),
             Engine::Reference(t) => t.token_to_id(token),
+            Engine::Tiktoken(_, specials) => specials
+                .iter()
+                .find(|(s, _)| s == token)
+                .map(|(_, id)| *id),
         }
     }
 }
@@ -142,44 +183,109 @@ pub fn load(path: &str, choice: EngineChoice) -> Result<(Engine, Option<String>)
     let reference = tokenizers::Tokenizer::from_file(path).map_err(|e| {
         format!("cannot load tokenizer `{path}`: {e} (a Hugging Face tokenizer.json is expected)")
     })?;
+    let specials: Vec<String> = reference
+        .get_added_tokens_decoder()
+        .values()
+        .map(|t| t.content.clone())
+        .collect();
+    let reference = Engine::Reference(Box::new(reference));
     if choice == EngineChoice::Reference {
-        return Ok((Engine::Reference(Box::new(reference)), None));
+        return Ok((reference, None));
     }
-    let why = match fastokens::Tokenizer::from_file(Path::new(path)) {
-        Err(e) => format!("fastokens does not support this tokenizer ({e})"),
-        Ok(fast) => match agree(&fast, &reference) {
-            Ok(()) => return Ok((Engine::Fast(Box::new(fast)), None)),
+    let fast = fastokens::Tokenizer::from_file(Path::new(path))
+        .map_err(|e| format!("fastokens does not support this tokenizer ({e})"))
+        .map(|f| Engine::Fast(Box::new(f), false));
+    settle(path, choice, fast, reference, &specials, &[false, true])
+}
+
+/// Loads a built-in OpenAI encoding: tiktoken's encoder is the reference; fastokens is
+/// built from the same ranks (read back from tiktoken's encoder) and checked.
+pub fn load_encoding(
+    encoding: Encoding,
+    choice: EngineChoice,
+) -> Result<(Engine, Option<String>), String> {
+    let name = encoding.name();
+    let bpe = match encoding {
+        Encoding::Cl100kBase => tiktoken_rs::cl100k_base(),
+        Encoding::O200kBase => tiktoken_rs::o200k_base(),
+    }
+    .map_err(|e| format!("cannot load the {name} encoding: {e}"))?;
+    let config = encoding.config();
+    let specials = config.special_tokens.clone();
+    let special_ids: std::collections::HashSet<u32> = specials.iter().map(|(_, i)| *i).collect();
+    let mut ranks = Vec::new();
+    if choice != EngineChoice::Reference {
+        let mut misses = 0;
+        for id in 0u32.. {
+            if special_ids.contains(&id) {
+                continue;
+            }
+            match bpe.decode_bytes(&[id]) {
+                Ok(bytes) => {
+                    ranks.push((bytes, id));
+                    misses = 0;
+                }
+                Err(_) => {
+                    misses += 1;
+                    if misses > 1024 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let names: Vec<String> = specials.iter().map(|(s, _)| s.clone()).collect();
+    let reference = Engine::Tiktoken(Box::new(bpe), specials);
+    if choice == EngineChoice::Reference {
+        return Ok((reference, None));
+    }
+    let fast = fastokens::Tokenizer::from_tiktoken_ranks(&ranks, config)
+        .map_err(|e| format!("fastokens cannot load {name} ({e})"))
+        .map(|f| Engine::Fast(Box::new(f), true));
+    settle(name, choice, fast, reference, &names, &[false])
+}
+
+/// The fast engine if it loaded and agrees with the reference on the probes.
+fn settle(
+    what: &str,
+    choice: EngineChoice,
+    fast: Result<Engine, String>,
+    reference: Engine,
+    specials: &[String],
+    modes: &[bool],
+) -> Result<(Engine, Option<String>), String> {
+    let why = match fast {
+        Err(e) => e,
+        Ok(fast) => match agree(&fast, &reference, specials, modes) {
+            Ok(()) => return Ok((fast, None)),
             Err(e) => e,
         },
     };
     match choice {
-        EngineChoice::Fast => Err(format!("tokenizer `{path}`: engine `fast`: {why}")),
-        _ => Ok((Engine::Reference(Box::new(reference)), Some(why))),
+        EngineChoice::Fast => Err(format!("tokenizer `{what}`: engine `fast`: {why}")),
+        _ => Ok((reference, Some(why))),
     }
 }
 
 /// The probes, plus each special token alone and inside text, encoded both ways.
-fn agree(fast: &fastokens::Tokenizer, reference: &tokenizers::Tokenizer) -> Result<(), String> {
+fn agree(fast: &Engine, reference: &Engine, specials: &[String], modes: &[bool]) -> Result<(), String> {
     let mut probes: Vec<String> = PROBES.iter().map(|s| s.to_string()).collect();
-    for t in reference.get_added_tokens_decoder().values() {
-        probes.push(t.content.clone());
-        probes.push(format!(
-            "before{} after {}{}",
-            t.content, t.content, t.content
-        ));
+    for t in specials {
+        probes.push(t.clone());
+        probes.push(format!("before{t} after {t}{t}"));
     }
-    for add_special in [false, true] {
+    for &add_special in modes {
         for p in &probes {
             let want = reference
-                .encode_fast(p.as_str(), add_special)
-                .map(|e| e.get_ids().to_vec())
+                .encode(p, add_special)
                 .map_err(|e| format!("the reference tokenizer failed on a probe: {e}"))?;
             let got = fast
-                .encode_with_special_tokens(p, add_special)
+                .encode(p, add_special)
                 .map_err(|e| format!("fastokens failed on a probe: {e}"))?;
             if got != want {
                 return Err(format!(
-                    "fastokens and tokenizers disagree on {p:?} (add_special_tokens={add_special})"
+                    "fastokens and {} disagree on {p:?} (add_special_tokens={add_special})",
+                    reference.name()
                 ));
             }
         }
@@ -190,27 +296,33 @@ fn agree(fast: &fastokens::Tokenizer, reference: &tokenizers::Tokenizer) -> Resu
 impl StepOptions for TokenizeOptions {
     const SUMMARY: &'static str =
         "token ids (list<uint32>) from a Hugging Face tokenizer.json, plus num_tokens";
-    const EXAMPLE: &'static str = "- tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json, column: text, eos: \"<|endoftext|>\" }";
+    const EXAMPLE: &'static str = "- tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json, column: text, eos: \"<|endoftext|>\" }\n- tokenize: { encoding: cl100k_base }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
         let source = string_column(input, &self.column)?;
-        let (engine, fallback) = load(&self.tokenizer, self.engine)?;
+        let (engine, fallback) = match (&self.tokenizer, self.encoding) {
+            (Some(path), None) => load(path, self.engine)?,
+            (None, Some(enc)) => load_encoding(enc, self.engine)?,
+            _ => {
+                return Err("give either `tokenizer: path/to/tokenizer.json` or `encoding: \
+                            cl100k_base | o200k_base`"
+                    .into());
+            }
+        };
+        let what = self.what();
         match &fallback {
             Some(why) => {
-                tracing::info!(tokenizer = %self.tokenizer, "tokenize uses the tokenizers crate: {why}")
+                tracing::info!(tokenizer = %what, engine = engine.name(), "tokenize uses the reference encoder: {why}")
             }
             None => {
-                tracing::debug!(tokenizer = %self.tokenizer, engine = engine.name(), "tokenize engine")
+                tracing::debug!(tokenizer = %what, engine = engine.name(), "tokenize engine")
             }
         }
         let special = |name: &str, t: &Option<String>| -> Result<Option<u32>, String> {
             t.as_ref()
                 .map(|t| {
                     engine.token_to_id(t).ok_or_else(|| {
-                        format!(
-                            "{name} token {t:?} is not in the vocabulary of `{}`",
-                            self.tokenizer
-                        )
+                        format!("{name} token {t:?} is not in the vocabulary of `{what}`")
                     })
                 })
                 .transpose()
@@ -244,6 +356,16 @@ impl StepOptions for TokenizeOptions {
             count_index,
             schema,
         }))
+    }
+}
+
+impl TokenizeOptions {
+    fn what(&self) -> String {
+        match (&self.tokenizer, self.encoding) {
+            (Some(p), _) => p.clone(),
+            (None, Some(e)) => e.name().to_string(),
+            (None, None) => String::new(),
+        }
     }
 }
 
@@ -426,7 +548,7 @@ mod tests {
     #[test]
     fn fast_engine_is_used_and_gives_the_reference_ids() {
         let (fast, why) = load(SAMPLE, EngineChoice::Auto).expect("loads");
-        assert!(matches!(fast, Engine::Fast(_)), "fell back: {why:?}");
+        assert!(matches!(fast, Engine::Fast(..)), "fell back: {why:?}");
         let (reference, _) = load(SAMPLE, EngineChoice::Reference).expect("loads");
         let texts: Vec<String> = corpus().into_iter().chain(stress()).collect();
         let mut tokens = 0usize;
@@ -439,6 +561,28 @@ mod tests {
             }
         }
         assert!(tokens > 1_000_000, "{tokens}");
+    }
+
+    #[test]
+    fn openai_encodings_give_tiktoken_ids_on_the_fast_path() {
+        let texts: Vec<String> = corpus().into_iter().take(600).chain(stress()).collect();
+        for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
+            let (fast, why) = load_encoding(enc, EngineChoice::Auto).expect("loads");
+            assert!(matches!(fast, Engine::Fast(..)), "{}: fell back: {why:?}", enc.name());
+            let (reference, _) = load_encoding(enc, EngineChoice::Reference).expect("loads");
+            for (i, t) in texts.iter().enumerate() {
+                assert_eq!(
+                    fast.encode(t, false).expect("fast"),
+                    reference.encode(t, false).expect("reference"),
+                    "{}: document {i} differs",
+                    enc.name()
+                );
+            }
+            assert_eq!(fast.token_to_id("<|endoftext|>"), reference.token_to_id("<|endoftext|>"));
+        }
+        let (cl100k, _) = load_encoding(Encoding::Cl100kBase, EngineChoice::Auto).expect("loads");
+        assert_eq!(cl100k.encode("hello world", false).expect("ids"), [15339, 1917]);
+        assert_eq!(cl100k.token_to_id("<|endoftext|>"), Some(100257));
     }
 
     #[test]
