@@ -151,10 +151,9 @@ impl Engine {
         match self {
             Engine::Fast(t, _) => t.token_to_id(token),
             Engine::Reference(t) => t.token_to_id(token),
-            Engine::Tiktoken(_, specials) => specials
-                .iter()
-                .find(|(s, _)| s == token)
-                .map(|(_, id)| *id),
+            Engine::Tiktoken(_, specials) => {
+                specials.iter().find(|(s, _)| s == token).map(|(_, id)| *id)
+            }
         }
     }
 }
@@ -268,7 +267,12 @@ fn settle(
 }
 
 /// The probes, plus each special token alone and inside text, encoded both ways.
-fn agree(fast: &Engine, reference: &Engine, specials: &[String], modes: &[bool]) -> Result<(), String> {
+fn agree(
+    fast: &Engine,
+    reference: &Engine,
+    specials: &[String],
+    modes: &[bool],
+) -> Result<(), String> {
     let mut probes: Vec<String> = PROBES.iter().map(|s| s.to_string()).collect();
     for t in specials {
         probes.push(t.clone());
@@ -304,9 +308,11 @@ impl StepOptions for TokenizeOptions {
             (Some(path), None) => load(path, self.engine)?,
             (None, Some(enc)) => load_encoding(enc, self.engine)?,
             _ => {
-                return Err("give either `tokenizer: path/to/tokenizer.json` or `encoding: \
+                return Err(
+                    "give either `tokenizer: path/to/tokenizer.json` or `encoding: \
                             cl100k_base | o200k_base`"
-                    .into());
+                        .into(),
+                );
             }
         };
         let what = self.what();
@@ -568,7 +574,11 @@ mod tests {
         let texts: Vec<String> = corpus().into_iter().take(600).chain(stress()).collect();
         for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
             let (fast, why) = load_encoding(enc, EngineChoice::Auto).expect("loads");
-            assert!(matches!(fast, Engine::Fast(..)), "{}: fell back: {why:?}", enc.name());
+            assert!(
+                matches!(fast, Engine::Fast(..)),
+                "{}: fell back: {why:?}",
+                enc.name()
+            );
             let (reference, _) = load_encoding(enc, EngineChoice::Reference).expect("loads");
             for (i, t) in texts.iter().enumerate() {
                 assert_eq!(
@@ -578,10 +588,16 @@ mod tests {
                     enc.name()
                 );
             }
-            assert_eq!(fast.token_to_id("<|endoftext|>"), reference.token_to_id("<|endoftext|>"));
+            assert_eq!(
+                fast.token_to_id("<|endoftext|>"),
+                reference.token_to_id("<|endoftext|>")
+            );
         }
         let (cl100k, _) = load_encoding(Encoding::Cl100kBase, EngineChoice::Auto).expect("loads");
-        assert_eq!(cl100k.encode("hello world", false).expect("ids"), [15339, 1917]);
+        assert_eq!(
+            cl100k.encode("hello world", false).expect("ids"),
+            [15339, 1917]
+        );
         assert_eq!(cl100k.token_to_id("<|endoftext|>"), Some(100257));
     }
 
