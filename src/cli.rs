@@ -756,12 +756,17 @@ fn cmd_steps(name: Option<&str>) -> Result<i32> {
     let mut s = String::new();
     match name {
         None => {
+            let width = crate::steps::STEPS
+                .iter()
+                .map(|st| st.name.len())
+                .max()
+                .unwrap_or(8);
             for st in crate::steps::STEPS {
-                let _ = writeln!(
-                    s,
-                    "{:<8} {}\n         {}\n",
-                    st.name, st.summary, st.example
-                );
+                let _ = writeln!(s, "{:<width$}  {}", st.name, st.summary);
+                for line in st.example.lines() {
+                    let _ = writeln!(s, "{:<width$}  {line}", "");
+                }
+                let _ = writeln!(s);
             }
             let _ = writeln!(s, "`kiln steps NAME` shows one step's options in full.");
         }
@@ -781,7 +786,7 @@ fn cmd_steps(name: Option<&str>) -> Result<i32> {
                 "{}: {}\n\nexample:\n  {}\n\noptions (JSON Schema):\n{:#}",
                 st.name,
                 st.summary,
-                st.example,
+                st.example.replace('\n', "\n  "),
                 (st.options_schema)()
             );
         }

@@ -17,7 +17,24 @@ fn steps_lists_every_step_with_an_example() {
     let out = tempfile::tempdir().expect("tmp");
     let text = stdout(&kiln_ok(out.path(), &["steps"]));
     for name in [
-        "select", "drop", "rename", "cast", "filter", "derive", "limit", "sample",
+        "select",
+        "drop",
+        "rename",
+        "cast",
+        "filter",
+        "derive",
+        "limit",
+        "sample",
+        "text.normalize",
+        "text.quality",
+        "text.language",
+        "text.stats",
+        "text.pii",
+        "tokenize",
+        "pack",
+        "split",
+        "dedup.exact",
+        "dedup.minhash",
     ] {
         assert!(
             text.contains(&format!("- {name}:")),
