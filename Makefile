@@ -17,8 +17,17 @@ run: build ## run the main sample pipeline on sample-data/ (no network, no servi
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
 	@echo; $(KILN_DEBUG) inspect 'out/web-text/split=train/*.parquet' -n 3
 
-test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite)
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; datatrove as the text.quality reference)
+	@# The Python packages and Azurite install while cargo compiles the tests.
+	@scripts/with-stores.sh --install > .test-install.log 2>&1 & inst=$$!; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --no-run; built=$$?; \
+	else \
+		$(CARGO) test --locked --no-run; built=$$?; \
+	fi; \
+	wait $$inst || { cat .test-install.log; exit 1; }; cat .test-install.log; \
+	[ $$built -eq 0 ] || exit $$built; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		scripts/with-stores.sh $(CARGO) nextest run --locked --no-fail-fast; \
 	else \
 		scripts/with-stores.sh $(CARGO) test --locked --no-fail-fast; \

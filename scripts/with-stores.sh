@@ -16,12 +16,32 @@ cd "$(dirname "$0")/.."
 VENV=${KILN_TEST_VENV:-.venv-test}
 REQS=tests/requirements.txt
 
-if ! cmp -s "$REQS" "$VENV/requirements.installed"; then
-    echo "== installing $REQS into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
-    cp "$REQS" "$VENV/requirements.installed"
+install_venv() {
+    if ! cmp -s "$REQS" "$VENV/requirements.installed"; then
+        echo "== installing $REQS into $VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
+        cp "$REQS" "$VENV/requirements.installed"
+    fi
+}
+install_azurite() {
+    if command -v npm >/dev/null 2>&1 && ! cmp -s tests/package-lock.json .azurite/package-lock.json.installed; then
+        echo "== installing Azurite (tests/package-lock.json) into .azurite"
+        mkdir -p .azurite
+        cp tests/package.json tests/package-lock.json .azurite/
+        (cd .azurite && npm ci --no-audit --no-fund --silent)
+        cp tests/package-lock.json .azurite/package-lock.json.installed
+    fi
+}
+
+# `--install`: only install the servers and Python packages (make test runs this while
+# cargo compiles), then exit.
+if [[ "${1:-}" == "--install" ]]; then
+    install_venv
+    install_azurite
+    exit 0
 fi
+install_venv
 
 free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
@@ -53,13 +73,7 @@ export KILN_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 # Azurite, from the npm registry, when npm is there.
 if command -v npm >/dev/null 2>&1; then
-    if ! cmp -s tests/package-lock.json .azurite/package-lock.json.installed; then
-        echo "== installing Azurite (tests/package-lock.json) into .azurite"
-        mkdir -p .azurite
-        cp tests/package.json tests/package-lock.json .azurite/
-        (cd .azurite && npm ci --no-audit --no-fund --silent)
-        cp tests/package-lock.json .azurite/package-lock.json.installed
-    fi
+    install_azurite
     APORT=$(free_port)
     .azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$APORT" \
         --location "$TMP/azurite" --silent --skipApiVersionCheck >"$TMP/azurite.log" 2>&1 &
