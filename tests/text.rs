@@ -292,3 +292,38 @@ sink:
         tokens
     );
 }
+
+#[test]
+fn a_changed_tokenizer_file_is_another_pipeline() {
+    let out = tempfile::tempdir().expect("tmp");
+    let tok = out.path().join("tokenizer.json");
+    std::fs::copy(repo().join("sample-data/tokenizer/tokenizer.json"), &tok).expect("copy");
+    let p = pipeline(
+        out.path(),
+        "tok.yaml",
+        &format!(
+            r#"
+version: 1
+name: tok
+source: {{ uri: sample-data/web/crawl-00000.jsonl.gz }}
+steps:
+  - tokenize: {{ tokenizer: {} }}
+sink:
+  uri: ${{KILN_OUT}}/tok/
+"#,
+            tok.display()
+        ),
+    );
+    let p = p.to_string_lossy().into_owned();
+    kiln_ok(out.path(), &["run", "-q", &p]);
+    // The same tokenizer again: already complete.
+    kiln_ok(out.path(), &["run", "-q", &p]);
+    // The same vocabulary, but the file changed: the sink is not this pipeline's.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tok).expect("read")).expect("json");
+    json["added_tokens"][0]["special"] = serde_json::Value::Bool(false);
+    std::fs::write(&tok, serde_json::to_vec(&json).expect("json")).expect("write");
+    let o = kiln(out.path(), &["run", "-q", &p]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("different pipeline"), "{}", stderr(&o));
+}

@@ -309,8 +309,18 @@ impl Plan {
         });
         let sequential = steps.iter().any(|s| s.step.needs_global_order());
         let threads = pipeline.run.threads.resolve();
+        // Files a step reads (a tokenizer) are part of what the output is: a changed
+        // tokenizer.json must not resume into a sink written with the old one.
+        let files: Vec<String> = steps.iter().filter_map(|s| s.step.fingerprint()).collect();
+        let pipeline_hash = if files.is_empty() {
+            pipeline_hash(&pipeline)
+        } else {
+            let digest =
+                Sha256::digest(format!("{}|{}", pipeline_hash(&pipeline), files.join("|")));
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        };
         Ok(Plan {
-            pipeline_hash: pipeline_hash(&pipeline),
+            pipeline_hash,
             pipeline,
             source,
             objects,

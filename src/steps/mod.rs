@@ -62,6 +62,12 @@ pub trait Step: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// A digest of files the step reads besides the data (a tokenizer), so that the
+    /// pipeline hash changes when they do. None for steps that read none.
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
+
     /// True for steps whose decisions need the whole input (exact and near-duplicate
     /// removal): the runtime first runs a pass over every task in which the batches
     /// reaching this step go to [`Step::observe`] (and the end of each task to

@@ -21,6 +21,7 @@ use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::normalize::default_column;
 use super::{put_columns, string_column, utf8, value, with_field};
@@ -351,7 +352,23 @@ impl StepOptions for TokenizeOptions {
             }
             None => (schema, None),
         };
+        let fingerprint = match &self.tokenizer {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("cannot read tokenizer `{path}`: {e}"))?;
+                let digest = sha2::Sha256::digest(&bytes);
+                Some(format!(
+                    "tokenizer:{}",
+                    digest
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ))
+            }
+            None => None,
+        };
         Ok(Arc::new(Tokenize {
+            fingerprint,
             opts: self.clone(),
             engine,
             bos,
@@ -377,6 +394,8 @@ impl TokenizeOptions {
 
 #[derive(Debug)]
 struct Tokenize {
+    /// SHA-256 of the tokenizer file.
+    fingerprint: Option<String>,
     opts: TokenizeOptions,
     engine: Engine,
     bos: Option<u32>,
@@ -391,6 +410,10 @@ struct Tokenize {
 impl Step for Tokenize {
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.fingerprint.clone()
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
