@@ -121,6 +121,16 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
     if p.sink.uri.trim().is_empty() {
         errs.push("sink.uri: must not be empty".to_string());
     }
+    // `${VAR}` expands in unquoted values only; a quoted one would silently become a
+    // literal folder or glob.
+    for (name, v) in [("source.uri", &p.source.uri), ("sink.uri", &p.sink.uri)] {
+        if v.contains("${") {
+            errs.push(format!(
+                "{name}: `{v}` still holds a `${{...}}` after expansion: environment \
+                 variables expand only in unquoted values; remove the quotes around it"
+            ));
+        }
+    }
     let positive = [
         ("sink.max_rows", p.sink.max_rows),
         ("sink.max_bytes", p.sink.max_bytes.get()),
@@ -195,6 +205,13 @@ mod tests {
     fn set_with_unknown_field_is_a_usage_error() {
         let e = load_str(MINIMAL, "t.yaml", &["run.thread=3".into()]).expect_err("unknown");
         assert!(e.to_string().contains("unknown field `thread`"), "{e}");
+    }
+
+    #[test]
+    fn a_quoted_variable_is_refused_not_kept_literally() {
+        let text = "version: 1\nname: q\nsource:\n  uri: in\nsink:\n  uri: \"${HOME}/out\"\n";
+        let err = load_str(text, "p.yaml", &[]).expect_err("quoted ${HOME}");
+        assert!(err.to_string().contains("remove the quotes"), "{err}");
     }
 
     #[test]
