@@ -14,17 +14,16 @@
 //! pass, one read buffer per merged run while settling, and 8 bytes per duplicate found.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray};
-use arrow::compute::filter_record_batch;
+use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use super::spill::{RECORD, Rec, Runs};
+use super::spill::{DropLists, RECORD, Rec, Runs};
 use super::text::{string_column, utf8, value};
 use super::{Step, StepContext, StepOptions};
 
@@ -65,7 +64,7 @@ impl StepOptions for DedupExactOptions {
             source,
             schema: input.clone(),
             runs: Runs::default(),
-            drops: OnceLock::new(),
+            drops: DropLists::default(),
         }))
     }
 }
@@ -77,7 +76,7 @@ struct DedupExact {
     schema: SchemaRef,
     runs: Runs,
     /// Rows to drop, by task, sorted; set by `settle`.
-    drops: OnceLock<HashMap<u32, Vec<u64>>>,
+    drops: DropLists,
 }
 
 /// What a task buffers in the first pass.
@@ -163,35 +162,11 @@ impl Step for DedupExact {
                 current = Some(r.key);
             }
         })?;
-        for rows in drops.values_mut() {
-            rows.sort_unstable();
-        }
-        self.drops
-            .set(drops)
-            .map_err(|_| "dedup.exact settled twice".to_string())
+        self.drops.set(drops, "dedup.exact")
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        let drops = self
-            .drops
-            .get()
-            .ok_or("dedup.exact ran before its full pass settled")?;
-        let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
-            return Ok(batch);
-        };
-        let start = cx.rows_before;
-        let end = start + batch.num_rows() as u64;
-        let from = rows.partition_point(|r| *r < start);
-        let to = rows.partition_point(|r| *r < end);
-        if from == to {
-            return Ok(batch);
-        }
-        let mut keep = vec![true; batch.num_rows()];
-        for r in &rows[from..to] {
-            keep[(r - start) as usize] = false;
-        }
-        cx.count("duplicates", (to - from) as u64);
-        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        self.drops.apply(batch, cx, "dedup.exact", "duplicates")
     }
 }
 

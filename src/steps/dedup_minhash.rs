@@ -16,17 +16,16 @@
 //! union-find over documents that share at least one band with another.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray};
-use arrow::compute::filter_record_batch;
+use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spill::{RECORD, Rec, Runs};
+use super::spill::{DropLists, RECORD, Rec, Runs};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
 use super::{Step, StepContext, StepOptions};
@@ -91,11 +90,9 @@ impl StepOptions for MinhashOptions {
         // Permutation parameters from SplitMix64 on the seed: fixed for a seed.
         let mut state = self.seed;
         let mut next = move || {
+            let v = super::sample::splitmix64(state);
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            v
         };
         let perms = (0..self.bands * self.rows)
             .map(|_| (next() % (MERSENNE - 1) + 1, next() % MERSENNE))
@@ -106,7 +103,7 @@ impl StepOptions for MinhashOptions {
             schema: input.clone(),
             perms,
             runs: Runs::default(),
-            drops: OnceLock::new(),
+            drops: DropLists::default(),
         }))
     }
 }
@@ -119,7 +116,7 @@ struct Minhash {
     /// (a, b) of each permutation.
     perms: Vec<(u64, u64)>,
     runs: Runs,
-    drops: OnceLock<HashMap<u32, Vec<u64>>>,
+    drops: DropLists,
 }
 
 /// `(a·x + b) mod (2^61 − 1)`.
@@ -297,37 +294,12 @@ impl Step for Minhash {
                 drops.entry((m >> 64) as u32).or_default().push(m as u64);
             }
         }
-        for rows in drops.values_mut() {
-            rows.sort_unstable();
-        }
-        self.drops
-            .set(drops)
-            .map_err(|_| "dedup.minhash settled twice".to_string())
+        self.drops.set(drops, "dedup.minhash")
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        let drops = self
-            .drops
-            .get()
-            .ok_or("dedup.minhash ran before its full pass settled")?;
-        let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
-            return Ok(batch);
-        };
-        let start = cx.rows_before;
-        let end = start + batch.num_rows() as u64;
-        let (from, to) = (
-            rows.partition_point(|r| *r < start),
-            rows.partition_point(|r| *r < end),
-        );
-        if from == to {
-            return Ok(batch);
-        }
-        let mut keep = vec![true; batch.num_rows()];
-        for r in &rows[from..to] {
-            keep[(r - start) as usize] = false;
-        }
-        cx.count("near_duplicates", (to - from) as u64);
-        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        self.drops
+            .apply(batch, cx, "dedup.minhash", "near_duplicates")
     }
 }
 

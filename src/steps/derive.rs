@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::expr::CompiledExpr;
+use super::text::with_field;
 use super::{Step, StepContext, StepOptions};
 
 /// New column name → SQL expression.
@@ -44,19 +45,8 @@ impl StepOptions for DeriveOptions {
                 }
             }
             let field = Field::new(name, expr.data_type.clone(), true);
-            let mut fields: Vec<Field> =
-                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            let index = match schema.index_of(name) {
-                Ok(i) => {
-                    fields[i] = field;
-                    i
-                }
-                Err(_) => {
-                    fields.push(field);
-                    fields.len() - 1
-                }
-            };
-            schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+            let (next, index) = with_field(&schema, name, field);
+            schema = next;
             outputs.push((name.clone(), index, expr));
         }
         let produced = outputs.iter().map(|(n, _, _)| n.clone()).collect();

@@ -4,12 +4,18 @@
 //! (band, band hash).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+
+use super::StepContext;
 
 /// Files merged at once while settling.
 pub const FAN_IN: usize = 128;
@@ -177,5 +183,52 @@ impl Runs {
             let _ = std::fs::remove_file(f);
         }
         Ok(())
+    }
+}
+
+/// The rows a full-pass step decided to drop, by task, sorted; set once by `settle`.
+#[derive(Debug, Default)]
+pub struct DropLists(OnceLock<HashMap<u32, Vec<u64>>>);
+
+impl DropLists {
+    /// Stores the decisions (sorting each task's rows); `step` names the step in errors.
+    pub fn set(&self, mut drops: HashMap<u32, Vec<u64>>, step: &str) -> Result<(), String> {
+        for rows in drops.values_mut() {
+            rows.sort_unstable();
+        }
+        self.0
+            .set(drops)
+            .map_err(|_| format!("{step} settled twice"))
+    }
+
+    /// `batch` (rows `cx.rows_before..` of task `cx.task` at this step) without the
+    /// dropped rows, counted under `counter`.
+    pub fn apply(
+        &self,
+        batch: RecordBatch,
+        cx: &mut StepContext,
+        step: &str,
+        counter: &str,
+    ) -> Result<RecordBatch, String> {
+        let drops = self
+            .0
+            .get()
+            .ok_or_else(|| format!("{step} ran before its full pass settled"))?;
+        let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
+            return Ok(batch);
+        };
+        let start = cx.rows_before;
+        let end = start + batch.num_rows() as u64;
+        let from = rows.partition_point(|r| *r < start);
+        let to = rows.partition_point(|r| *r < end);
+        if from == to {
+            return Ok(batch);
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        for r in &rows[from..to] {
+            keep[(r - start) as usize] = false;
+        }
+        cx.count(counter, (to - from) as u64);
+        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
     }
 }

@@ -114,74 +114,10 @@ pub fn is_punctuation(c: char) -> bool {
         )
 }
 
-/// Characters split off the start of a word.
+/// Characters split off the start of a word: those split off the end, plus currency
+/// signs, `§` and `=`.
 fn is_prefix(c: char) -> bool {
-    matches!(
-        c,
-        '§' | '%'
-            | '='
-            | '—'
-            | '–'
-            | '…'
-            | ','
-            | ':'
-            | ';'
-            | '!'
-            | '?'
-            | '¿'
-            | '¡'
-            | '('
-            | ')'
-            | '['
-            | ']'
-            | '{'
-            | '}'
-            | '<'
-            | '>'
-            | '_'
-            | '#'
-            | '*'
-            | '&'
-            | '\''
-            | '"'
-            | '“'
-            | '”'
-            | '`'
-            | '‘'
-            | '’'
-            | '´'
-            | '‚'
-            | '„'
-            | '»'
-            | '«'
-            | '「'
-            | '」'
-            | '『'
-            | '』'
-            | '（'
-            | '）'
-            | '【'
-            | '】'
-            | '《'
-            | '》'
-            | '〈'
-            | '〉'
-            | '$'
-            | '£'
-            | '€'
-            | '¥'
-            | '₹'
-            | '₽'
-            | '·'
-            | '。'
-            | '？'
-            | '！'
-            | '，'
-            | '、'
-            | '；'
-            | '：'
-            | '～'
-    ) || (!c.is_ascii() && ICON.contains(c))
+    matches!(c, '§' | '=' | '$' | '£' | '€' | '¥' | '₹' | '₽') || is_suffix(c)
 }
 
 /// Characters split off the end of a word (a period has its own rule).
