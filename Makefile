@@ -5,7 +5,7 @@ KILN_DEBUG := target/debug/kiln
 KILN_RELEASE := target/release/kiln
 PIPELINE ?= pipelines/web-text.yaml
 
-.PHONY: help build run test s3-shell lint fmt examples bench clean
+.PHONY: help build run test interop s3-shell lint fmt examples bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ build: ## build kiln (the one dev profile every test uses)
 
 run: build ## run the main sample pipeline on sample-data/ (no network, no services)
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
-	@echo; $(KILN_DEBUG) inspect 'out/web-text/split=train/*.parquet' -n 3
+	@echo; $(KILN_DEBUG) inspect out/web-text/
 
 test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; datatrove as the text.quality reference)
 	@# The Python packages and Azurite install while cargo compiles the tests.
@@ -32,6 +32,10 @@ test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local
 	else \
 		scripts/with-stores.sh $(CARGO) test --locked --no-fail-fast; \
 	fi
+
+interop: ## only the interop suite: pyarrow, DuckDB, Polars and HF datasets read kiln's shards from disk and the local S3 server (make test runs it too)
+	$(CARGO) build --locked --tests
+	scripts/with-stores.sh $(CARGO) nextest run --locked -E 'test(interop::)'
 
 s3-shell: ## a shell with the local S3 (and Azure) servers running (KILN_TEST_S3_ENDPOINT set)
 	scripts/with-stores.sh $(SHELL)

@@ -92,14 +92,16 @@ pub enum Command {
         /// The sink: a path or a file://, s3://, gs:// or az:// prefix.
         sink: String,
     },
-    /// Show the schema and first rows of a file or glob.
+    /// Summarise a kiln dataset (splits, rows, tokens, columns, the pipeline), or show the
+    /// schema, row groups and first rows of a file or glob.
     Inspect {
         /// A path, or a file://, s3://, gs://, az:// or https:// URI, or a glob over one.
         /// Stores are reached as configured by the environment (AWS_ENDPOINT_URL, ...).
         uri: String,
-        /// Rows to show.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        rows: usize,
+        /// Rows to show (files: 10 by default; a dataset: none unless given, then from
+        /// its first shard).
+        #[arg(short = 'n', long)]
+        rows: Option<usize>,
     },
     /// List every step with its options and an example.
     Steps {
@@ -400,7 +402,7 @@ fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
     ))
 }
 
-fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
+pub(crate) fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
     schema
         .fields()
         .iter()
@@ -674,81 +676,9 @@ fn cmd_finalize(uri: &str) -> Result<i32> {
     ))
 }
 
-fn cmd_inspect(uri: &str, rows: usize) -> Result<i32> {
-    use crate::formats::{
-        self, DecodeContext, ObjectInput, RandomAccess, reader::BlockingObjectReader,
-    };
+fn cmd_inspect(uri: &str, rows: Option<usize>) -> Result<i32> {
     let rt = tokio_runtime()?;
-    let source = crate::storage::SourceUri::parse(uri, &spec::Storage::default())?;
-    let objects = rt.block_on(source.list())?;
-    let first = objects
-        .first()
-        .ok_or_else(|| Error::Plan(format!("`{uri}` matched no objects")))?
-        .clone();
-    let name = formats::format_from_name(first.path.as_ref()).ok_or_else(|| {
-        Error::Plan(format!(
-            "cannot tell the format of `{}` from its name",
-            first.display
-        ))
-    })?;
-    let format = formats::format_for(name);
-    let compression =
-        formats::Compression::resolve(spec::CompressionName::Auto, first.path.as_ref());
-    let store = source.base.store.clone();
-    let handle = rt.handle().clone();
-    let mut cx = DecodeContext {
-        schema: Arc::new(arrow::datatypes::Schema::empty()),
-        schema_origin: first.display.clone(),
-        strict: false,
-        object: first.display.clone(),
-        batch_rows: rows.max(1),
-        csv: spec::CsvOptions::default(),
-    };
-    let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {
-        if format.random_access() {
-            Ok(ObjectInput::Random(RandomAccess {
-                store: store.clone(),
-                path: first.path.clone(),
-                size: first.size,
-                handle: handle.clone(),
-                stats: None,
-            }))
-        } else {
-            let raw = BlockingObjectReader::new(
-                store.clone(),
-                first.path.clone(),
-                first.size,
-                handle.clone(),
-            );
-            formats::decompress(compression, raw)
-                .map(ObjectInput::Stream)
-                .map_err(|e| Error::input(&cx.object, None, e))
-        }
-    };
-    // The readers block on the runtime, so they run outside it.
-    let schema = format.infer_schema(open(&cx)?, 1000, &cx)?;
-    cx.schema = Arc::new(schema);
-    let mut batches = Vec::new();
-    format.decode(open(&cx)?, &cx, &mut |b| {
-        batches.push(b);
-        Ok(false)
-    })?;
-    let total: u64 = objects.iter().map(|o| o.size).sum();
-    let table = arrow::util::pretty::pretty_format_batches(&batches)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    print_out(&format!(
-        "{} objects, {} ({:?}{})\nfirst: {}\nschema: {}\n{table}\n",
-        objects.len(),
-        spec::ByteSize(total),
-        name,
-        if compression == formats::Compression::None {
-            String::new()
-        } else {
-            format!(", {}", compression.name())
-        },
-        first.display,
-        fmt_schema(&cx.schema),
-    ))
+    print_out(&crate::inspect::inspect(&rt, uri, rows)?)
 }
 
 fn cmd_steps(name: Option<&str>) -> Result<i32> {

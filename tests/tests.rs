@@ -5,6 +5,7 @@ mod util;
 
 mod atomicity;
 mod commands;
+mod dataset;
 mod determinism;
 mod errors;
 mod examples;

@@ -8,6 +8,7 @@ mod compression;
 mod csv;
 mod jsonl;
 mod parquet;
+pub use parquet::read_metadata as read_parquet_metadata;
 pub mod reader;
 mod text;
 

@@ -99,6 +99,18 @@ async fn open(
         .map_err(|e| error(object, "not a readable Parquet file", e))
 }
 
+/// The footer of a Parquet object with its page index (for `kiln inspect`).
+pub fn read_metadata(ra: RandomAccess, object: &str) -> Result<ParquetMetaData> {
+    let size = ra.size;
+    let mut reader = StoreReader(ra);
+    futures::executor::block_on(
+        ParquetMetaDataReader::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+            .load_and_finish(&mut reader, size),
+    )
+    .map_err(|e| error(object, "not a readable Parquet file", e))
+}
+
 /// A storage failure stays a store error (its exit code says whether to retry); anything
 /// else is bad input.
 fn error(object: &str, context: &str, e: ParquetError) -> Error {

@@ -449,6 +449,13 @@ impl Plan {
                     range: t.range.as_ref().map(|r| [r.start, r.end]),
                 })
                 .collect(),
+            features: crate::sink::card::features(&self.file_schema),
+            token_column: self
+                .file_schema
+                .fields()
+                .iter()
+                .find(|f| crate::sink::columns::is_token_column(f.data_type()))
+                .map(|f| f.name().clone()),
         }
     }
 

@@ -2,6 +2,8 @@
 //! and `_SUCCESS`, and the checks that keep one pipeline's output from mixing with
 //! another's.
 
+pub mod card;
+pub mod columns;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::storage::Location;
+pub use columns::ColumnStats;
 
 /// Folder of kiln's own files in the sink.
 pub const KILN_DIR: &str = "_kiln";
@@ -31,6 +34,12 @@ pub struct ShardRecord {
     pub bytes: u64,
     /// CRC-32C of the file's bytes, as 8 hex digits (the checksum S3 and GCS support).
     pub crc32c: String,
+    /// Size of the rows as Arrow arrays in memory (what `datasets` calls `num_bytes`).
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Statistics of each column (by name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, ColumnStats>,
 }
 
 /// An input object of a task.
@@ -82,7 +91,80 @@ pub struct Manifest {
     pub tasks: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// Rows read from the source, before steps dropped any.
+    #[serde(default)]
+    pub rows_in: u64,
+    /// Size of all rows as Arrow arrays in memory.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub input: InputSummary,
+    /// The columns as Hugging Face `datasets` features (the dataset card's
+    /// `dataset_info.features`); absent when a column has no `datasets` type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<serde_json::Value>,
+    /// The splits: values of a `split` partition column, or one `train` split.
+    #[serde(default)]
+    pub splits: Vec<SplitSummary>,
+    /// The first list-of-integer column (token ids) and its total elements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenSummary>,
+    /// Each step's counters (tokens, drops per rule), summed over the tasks.
+    #[serde(default)]
+    pub steps: Vec<StepSummary>,
+    /// Statistics of each stored column, over all shards.
+    #[serde(default)]
+    pub columns: Vec<ColumnSummary>,
     pub shards: Vec<ShardRecord>,
+}
+
+/// The input the dataset was made from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InputSummary {
+    pub objects: usize,
+    pub bytes: u64,
+    /// SHA-256 of the stored listing (`path\tbytes\n` per object, in order): the same
+    /// hash means the same input objects of the same sizes.
+    pub listing_sha256: String,
+}
+
+/// One split of the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SplitSummary {
+    pub name: String,
+    /// Glob of the split's shards relative to the sink (a `data_files` path).
+    pub data_files: String,
+    pub shards: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+/// Token totals of the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenSummary {
+    pub column: String,
+    pub tokens: u64,
+}
+
+/// A step of the pipeline and its counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepSummary {
+    pub step: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// A stored column and its statistics over the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ColumnSummary {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(flatten)]
+    pub stats: ColumnStats,
 }
 
 /// A task of the stored plan: a range of the stored listing.
@@ -114,6 +196,12 @@ pub struct StoredPlan {
     /// The listing: store paths (not URIs) and sizes, sorted.
     pub objects: Vec<InputRecord>,
     pub tasks: Vec<StoredTask>,
+    /// The stored columns as `datasets` features, when every column has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<serde_json::Value>,
+    /// The first list-of-integer column: the token ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_column: Option<String>,
 }
 
 impl StoredPlan {
@@ -123,6 +211,11 @@ impl StoredPlan {
             .values()
             .flat_map(|r| r.shards.iter().cloned())
             .collect();
+        let splits = card::splits(&self.partition_by, &shards, self.token_column.as_deref());
+        let tokens = self.token_column.as_ref().map(|c| TokenSummary {
+            column: c.clone(),
+            tokens: splits.iter().filter_map(|s| s.tokens).sum(),
+        });
         Manifest {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             name: self.name.clone(),
@@ -134,8 +227,89 @@ impl StoredPlan {
             tasks: records.len(),
             rows: shards.iter().map(|s| s.rows).sum(),
             bytes: shards.iter().map(|s| s.bytes).sum(),
+            rows_in: records.values().map(|r| r.rows_in).sum(),
+            memory_bytes: shards.iter().map(|s| s.memory_bytes).sum(),
+            input: self.input_summary(),
+            features: self.features.clone(),
+            splits,
+            tokens,
+            steps: self.step_summaries(records),
+            columns: self.column_summaries(&shards),
             shards,
         }
+    }
+
+    fn input_summary(&self) -> InputSummary {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for o in &self.objects {
+            h.update(format!("{}\t{}\n", o.path, o.bytes).as_bytes());
+        }
+        InputSummary {
+            objects: self.objects.len(),
+            bytes: self.objects.iter().map(|o| o.bytes).sum(),
+            listing_sha256: format!("{:x}", h.finalize()),
+        }
+    }
+
+    /// The steps by name (from the stored pipeline) with their counters summed.
+    fn step_summaries(&self, records: &BTreeMap<usize, TaskRecord>) -> Vec<StepSummary> {
+        let names: Vec<String> = self
+            .pipeline
+            .get("steps")
+            .and_then(|s| s.as_array())
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|st| match st {
+                        serde_json::Value::Object(m) => {
+                            m.keys().next().cloned().unwrap_or_default()
+                        }
+                        serde_json::Value::String(s) => s.clone(),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out: Vec<StepSummary> = names
+            .into_iter()
+            .map(|step| StepSummary {
+                step,
+                counts: BTreeMap::new(),
+            })
+            .collect();
+        for record in records.values() {
+            for (i, counts) in record.step_counts.iter().enumerate() {
+                if let Some(s) = out.get_mut(i) {
+                    for (k, v) in counts {
+                        *s.counts.entry(k.clone()).or_default() += v;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn column_summaries(&self, shards: &[ShardRecord]) -> Vec<ColumnSummary> {
+        self.schema
+            .iter()
+            .map(|c| {
+                let mut stats: Option<ColumnStats> = None;
+                for s in shards {
+                    if let Some(st) = s.columns.get(&c.name) {
+                        match &mut stats {
+                            Some(acc) => acc.merge(st),
+                            None => stats = Some(st.clone()),
+                        }
+                    }
+                }
+                ColumnSummary {
+                    name: c.name.clone(),
+                    data_type: c.data_type.clone(),
+                    stats: stats.unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     /// Tasks of the plan without a commit record.
@@ -318,7 +492,8 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
         if !(rel.starts_with("part-")
             || rel.contains("/part-")
             || rel.starts_with(KILN_DIR)
-            || rel == SUCCESS)
+            || rel == SUCCESS
+            || rel == card::CARD)
         {
             foreign.get_or_insert(rel);
         }
@@ -359,9 +534,18 @@ pub async fn commit_task(sink: &Location, record: &TaskRecord) -> Result<()> {
     put_json(sink, &task_record_path(record.task), record).await
 }
 
-/// Writes the manifest and then `_SUCCESS`. The manifest is a conditional put, so of
-/// two workers finishing at once exactly one writes it; `false` when another had.
+/// Writes the dataset card, the manifest and then `_SUCCESS`. The manifest is a
+/// conditional put, so of two workers finishing at once exactly one writes it; `false`
+/// when another had. The card comes first and has no timestamp, so both write the same.
 pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
+    let card = manifest
+        .pipeline
+        .pointer("/sink/dataset_card")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
+    if card {
+        put(sink, card::CARD, card::render(manifest)?.into()).await?;
+    }
     let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let wrote = put_if_absent(sink, MANIFEST, body.into()).await?;
     // _SUCCESS is empty: writing it again is harmless, and a worker that lost the race

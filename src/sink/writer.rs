@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::ShardRecord;
+use super::columns::ShardColumns;
 use crate::error::{Error, Result};
 use crate::report::Stats;
 
@@ -181,6 +182,9 @@ struct OpenShard {
     /// The shard's full URI, for messages.
     uri: String,
     rows: u64,
+    /// Column statistics of the rows written so far.
+    columns: ShardColumns,
+    schema: SchemaRef,
     /// The I/O runtime, to wait for the upload from this (rayon) thread. Not
     /// `futures::executor::block_on`: a Parquet source decodes inside one, and those
     /// do not nest.
@@ -321,6 +325,7 @@ impl TaskWriter {
             if let Err(e) = open.writer.write(&slice) {
                 return Err(open.error(e));
             }
+            open.columns.observe(&slice);
             open.rows += take;
             offset += take as usize;
             // The writer's estimate counts closed pages as compressed and open pages and
@@ -403,23 +408,30 @@ fn open_shard(
         relative,
         uri,
         rows: 0,
+        columns: ShardColumns::new(&cfg.file_schema),
+        schema: cfg.file_schema.clone(),
         handle: cfg.handle.clone(),
     })
 }
 
 fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
-    if let Err(e) = open.writer.finish() {
-        return Err(open.error(e));
-    }
+    let metadata = match open.writer.finish() {
+        Ok(m) => m,
+        Err(e) => return Err(open.error(e)),
+    };
     let OpenShard {
         tx,
         join,
         relative,
         uri,
         rows,
+        columns,
+        schema,
         handle,
         ..
     } = open;
+    let memory_bytes = columns.memory_bytes;
+    let columns = columns.finish(&schema, &metadata);
     let start = Instant::now();
     let sent = tx.blocking_send(UploadMsg::Finish);
     drop(tx);
@@ -442,5 +454,7 @@ fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
         rows,
         bytes,
         crc32c: format!("{crc:08x}"),
+        memory_bytes,
+        columns,
     })
 }

@@ -178,6 +178,21 @@ pub struct Sink {
     /// columns are moved into the path, as Hive, Spark and pyarrow expect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
+    /// Write `README.md`, a Hugging Face dataset card (splits, features, what made the
+    /// dataset), beside the shards, so `load_dataset(<sink>)` finds the splits. Readers
+    /// that open the whole folder as Parquet must then leave it out (pyarrow:
+    /// `ignore_prefixes=[".", "_", "README"]`; or read a `**/*.parquet` glob): `false`
+    /// writes no card.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub dataset_card: bool,
+}
+
+const fn yes() -> bool {
+    true
+}
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+const fn is_true(b: &bool) -> bool {
+    *b
 }
 
 const fn default_max_rows() -> u64 {

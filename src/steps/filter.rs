@@ -53,7 +53,7 @@ impl Step for Filter {
         downstream.union(&self.expr.columns).cloned().collect()
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
         let mask = self.expr.evaluate(&batch)?;
         let mask = mask
             .as_boolean_opt()
@@ -63,7 +63,9 @@ impl Step for Filter {
         } else {
             mask.clone()
         };
-        filter_record_batch(&batch, &mask).map_err(|e| e.to_string())
+        let out = filter_record_batch(&batch, &mask).map_err(|e| e.to_string())?;
+        cx.count("dropped", (batch.num_rows() - out.num_rows()) as u64);
+        Ok(out)
     }
 }
 

@@ -78,7 +78,9 @@ impl Step for Sample {
         let keep: BooleanArray = (0..batch.num_rows() as u64)
             .map(|i| Some(splitmix64(base ^ (cx.rows_before + i)) < self.threshold))
             .collect();
-        filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
+        let out = filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
+        cx.count("dropped", (batch.num_rows() - out.num_rows()) as u64);
+        Ok(out)
     }
 }
 

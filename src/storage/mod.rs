@@ -308,7 +308,8 @@ impl SourceUri {
 
     /// Lists the matching objects, sorted by path so every run sees the same order.
     /// Files and folders whose names start with `_` or `.` are skipped when listing a
-    /// directory (`_SUCCESS`, `_kiln/`, `.crc`), as Spark and pyarrow do.
+    /// directory (`_SUCCESS`, `_kiln/`, `.crc`), as Spark and pyarrow do, and so is the
+    /// `README.md` (dataset card) of a kiln dataset.
     ///
     /// # Errors
     /// [`Error::Store`] when listing fails.
@@ -346,15 +347,23 @@ impl SourceUri {
                 )),
                 (e, None) => Err(Error::store("list", &base.display, e)),
             })?;
+        // A kiln dataset's card is not data either.
+        let kiln_dataset = metas
+            .iter()
+            .any(|m| base.relative(&m.location).starts_with("_kiln/"));
         let mut objects: Vec<Object> = metas
             .into_iter()
             .filter_map(|m| {
                 let rel = base.relative(&m.location);
                 let keep = match &self.glob {
                     Some((_, g)) => g.is_match(&rel),
-                    None => !rel
-                        .split('/')
-                        .any(|p| p.starts_with('_') || p.starts_with('.')),
+                    None => {
+                        let hidden = rel
+                            .split('/')
+                            .any(|p| p.starts_with('_') || p.starts_with('.'));
+                        let card = kiln_dataset && rel == crate::sink::card::CARD;
+                        !hidden && !card
+                    }
                 };
                 keep.then(|| Object {
                     display: base.display_child(&rel),
