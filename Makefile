@@ -15,7 +15,7 @@ build: ## build kiln (the one dev profile every test uses)
 
 run: build ## run the main sample pipeline on sample-data/ (no network, no services)
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
-	@echo; $(KILN_DEBUG) inspect out/web-text/
+	@echo; $(KILN_DEBUG) inspect out/$(basename $(notdir $(PIPELINE)))/
 
 test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; datatrove as the text.quality reference)
 	@# The Python packages and Azurite install while cargo compiles the tests.

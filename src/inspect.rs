@@ -180,13 +180,52 @@ fn summary(
     if !steps.is_empty() {
         let _ = writeln!(s, "\nsteps\n{}", steps.join("\n"));
     }
-    if let Ok(yaml) = serde_saphyr::to_string(&m.pipeline) {
-        let _ = writeln!(
-            s,
-            "\npipeline (as run)\n  {}",
-            yaml.trim_end().replace('\n', "\n  ")
-        );
+    s.push_str(&pipeline_lines(&m.pipeline));
+    s
+}
+
+/// The pipeline as run, one line per part (long step options cut); the whole of it is
+/// in the manifest and the card.
+fn pipeline_lines(p: &serde_json::Value) -> String {
+    const WIDTH: usize = 100;
+    let cut = |t: String| {
+        if t.chars().count() > WIDTH {
+            format!("{}…", t.chars().take(WIDTH).collect::<String>())
+        } else {
+            t
+        }
+    };
+    let text = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(x)) => x.clone(),
+        Some(x) => x.to_string(),
+        None => String::new(),
+    };
+    let mut s = String::from("\npipeline (as run; in full in _kiln/manifest.json and README.md)\n");
+    let _ = writeln!(s, "  source  {}", text(p.pointer("/source/uri")));
+    let steps = p
+        .get("steps")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for (i, st) in steps.iter().enumerate() {
+        let line = match st.as_object().and_then(|o| o.iter().next()) {
+            Some((name, opts)) => format!("{name} {opts}"),
+            None => st.to_string(),
+        };
+        let head = if i == 0 { "  steps  " } else { "         " };
+        let _ = writeln!(s, "{head} {}. {}", i + 1, cut(line));
     }
+    let mut extra = vec![text(p.pointer("/sink/compression"))];
+    if let Some(parts) = p.pointer("/sink/partition_by").and_then(|v| v.as_array()) {
+        let names: Vec<String> = parts.iter().map(|v| text(Some(v))).collect();
+        extra.push(format!("partition_by {}", names.join(", ")));
+    }
+    let _ = writeln!(
+        s,
+        "  sink    {} ({})",
+        text(p.pointer("/sink/uri")),
+        extra.join("; ")
+    );
     s
 }
 
