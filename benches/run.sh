@@ -11,7 +11,11 @@
 #
 # Finally (benches/s3.sh) the kiln job with the corpus in a local S3 server vs local disk.
 #
-# JOBS selects jobs (default "A B C"); PEERS_C lists the job-C peers to run (default
+# Job E (images: decode → resize → centre crop → JPEG, labels from folders) runs kiln
+# beside a Pillow script using the same cores (benches/peers/E_images_pillow.py) on
+# images benches/make_images.py generates.
+#
+# JOBS selects jobs (default "A B C E"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -69,7 +73,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C}
+JOBS=${JOBS:-A B C E}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -122,6 +126,29 @@ if [[ " $JOBS " == *" C "* ]]; then
   rm -rf "$o"
   if [[ "$PEERS" == 1 ]]; then
     for peer in ${PEERS_C:-datasets}; do peer_run C-tokenize "$peer" 1 "$SHARED/tokenizer.json"; done
+  fi
+fi
+if [[ " $JOBS " == *" E "* ]]; then
+  # Job E (kiln's own; the shared set has no image job): 3000 photo-sized JPEGs in ten
+  # class folders → decode, resize (shorter side 224), centre crop 224, JPEG q90, with
+  # labels, to Parquet; beside the same job in Pillow with one process per core.
+  IMG=$DATA/images
+  "$PY" -c "import PIL" 2>/dev/null || "$VENV/bin/pip" install -q pillow==13.0.0
+  [[ -f "$IMG/manifest.json" ]] || "$PY" "$ROOT/benches/make_images.py" "$IMG"
+  cat "$IMG"/images/*/*.jpg > /dev/null  # warm the page cache
+  o="$OUT/E-images-kiln"
+  echo "== E-images / kiln" >&2
+  KILN_BENCH_IN="$IMG/images" KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job E-images --tool kiln \
+    --input "$IMG/images" --output "$o" --manifest "$IMG/manifest.json" --results "$RES" --reps "$REPS" \
+    --timeout 900 -- "$KILN" run -q "$ROOT/benches/E_images.yaml" > /dev/null
+  rm -rf "$o"
+  if [[ "$PEERS" == 1 ]]; then
+    o="$OUT/E-images-pillow"
+    echo "== E-images / pillow" >&2
+    "$PY" "$SHARED/bench_run.py" --job E-images --tool pillow --input "$IMG/images" --output "$o" \
+      --manifest "$IMG/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 \
+      -- "$PY" "$ROOT/benches/peers/E_images_pillow.py" "$IMG/images" "$o" > /dev/null
+    rm -rf "$o"
   fi
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"

@@ -1,6 +1,7 @@
 //! The interop suite (`make interop`, and part of `make test`): kiln datasets written to
 //! local disk and to the local S3 server, read back by the readers training code uses —
-//! pyarrow.dataset, DuckDB, Polars and Hugging Face `datasets` — through
+//! pyarrow.dataset, DuckDB, Polars and Hugging Face `datasets` (images through its
+//! `Image` feature) — through
 //! `tests/interop/readers.py`, which checks rows, splits, types and column statistics
 //! against each manifest, the Parquet layout (statistics, page index, dictionaries, the
 //! pipeline hash) and the dataset card, including cards broken on purpose.
@@ -35,16 +36,19 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
     let out = dir.path().join("out");
     // Splits in folders, strings (web-text); token lists (pretrain-packed); numbers,
     // nulls, booleans and timestamps (csv-events).
-    let local = ["web-text", "pretrain-packed", "csv-events"];
+    // Images as the Image feature (images).
+    let local = ["web-text", "pretrain-packed", "csv-events", "images"];
     for p in local {
         kiln_ok(&out, &["run", "-q", &format!("pipelines/{p}.yaml")]);
     }
     b.upload_dir(&repo().join("sample-data/text"), "raw-text");
     b.upload_dir(&repo().join("sample-data/web"), "raw-web");
+    b.upload_dir(&repo().join("sample-data/images"), "raw-images");
     let env = b.env();
     for (p, source) in [
         ("web-text", "raw-text/*.jsonl*"),
         ("pretrain-packed", "raw-web/*.jsonl.gz"),
+        ("images", "raw-images/**/*.{jpg,png,webp}"),
     ] {
         kiln_env_ok(
             &env,
@@ -63,7 +67,7 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
         .iter()
         .map(|p| serde_json::json!({ "uri": out.join(p) }))
         .collect();
-    for p in ["web-text", "pretrain-packed"] {
+    for p in ["web-text", "pretrain-packed", "images"] {
         datasets.push(serde_json::json!({
             "uri": b.uri(&format!("{p}/")),
             "endpoint": b.endpoint,

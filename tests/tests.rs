@@ -9,6 +9,7 @@ mod dataset;
 mod determinism;
 mod errors;
 mod examples;
+mod images;
 mod interop;
 mod minhash;
 mod orchestration;

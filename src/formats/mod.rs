@@ -6,6 +6,7 @@
 
 mod compression;
 mod csv;
+pub mod files;
 mod jsonl;
 mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;
@@ -124,6 +125,25 @@ pub fn format_for(name: FormatName) -> Arc<dyn SourceFormat> {
         FormatName::Csv => Arc::new(csv::Csv),
         FormatName::Parquet => Arc::new(parquet::Parquet),
         FormatName::Text => Arc::new(text::Text),
+        FormatName::Files => Arc::new(files::Files::default()),
+    }
+}
+
+/// The format of a source: [`format_for`], with the `files` format's labels taken from
+/// the listing (object paths as the user sees them) when `source.labels` asks.
+pub fn format_for_source<'a>(
+    name: FormatName,
+    source: &crate::spec::Source,
+    listing: impl IntoIterator<Item = &'a str>,
+) -> Result<Arc<dyn SourceFormat>> {
+    match (name, source.labels) {
+        (FormatName::Files, Some(crate::spec::LabelsFrom::Folder)) => Ok(Arc::new(files::Files {
+            classes: Some(Arc::new(files::Classes::from_paths(listing)?)),
+        })),
+        (_, Some(_)) => Err(crate::Error::Plan(
+            "source.labels needs the files format (source.format: files, or image objects)".into(),
+        )),
+        _ => Ok(format_for(name)),
     }
 }
 
@@ -136,6 +156,7 @@ pub fn format_from_name(name: &str) -> Option<FormatName> {
         "csv" | "tsv" => Some(FormatName::Csv),
         "parquet" | "pq" => Some(FormatName::Parquet),
         "txt" | "text" => Some(FormatName::Text),
+        "jpg" | "jpeg" | "png" | "webp" => Some(FormatName::Files),
         _ => None,
     }
 }

@@ -154,7 +154,11 @@ impl Plan {
                 objects[0].display, other.display
             )));
         }
-        let format = formats::format_for(format_name);
+        let format = formats::format_for_source(
+            format_name,
+            &pipeline.source,
+            objects.iter().map(|o| o.display.as_str()),
+        )?;
         let compressions: Vec<Compression> = objects
             .iter()
             .map(|o| Compression::resolve(pipeline.source.compression, o.path.as_ref()))
@@ -166,6 +170,13 @@ impl Plan {
             (Some(_), FormatName::Text) => {
                 return Err(Error::Plan(
                     "source.schema: the text format has a fixed schema (path, line, text)".into(),
+                ));
+            }
+            (Some(_), FormatName::Files) => {
+                return Err(Error::Plan(
+                    "source.schema: the files format has a fixed schema (path, bytes; label, \
+                     label_id with source.labels)"
+                        .into(),
                 ));
             }
             (Some(s), _) => (s, "source.schema".to_string(), false),
@@ -281,7 +292,14 @@ impl Plan {
                     .into(),
             ));
         }
-        let file_schema = Arc::new(Schema::new(file_fields));
+        let file_schema = Schema::new(file_fields);
+        // Image columns: tell `datasets` they are its Image feature.
+        let file_schema = Arc::new(
+            match crate::sink::card::huggingface_metadata(&file_schema) {
+                Some(md) => file_schema.with_metadata([("huggingface".to_string(), md)].into()),
+                None => file_schema,
+            },
+        );
 
         let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
         // A sink inside the listed prefix would be read back by the next run. (A source
@@ -497,6 +515,14 @@ impl Plan {
             .iter()
             .map(|o| Compression::resolve(self.pipeline.source.compression, o.path.as_ref()))
             .collect();
+        if self.pipeline.source.labels.is_some() {
+            // Labels come from the stored listing, like everything else.
+            self.format = formats::format_for_source(
+                crate::spec::FormatName::Files,
+                &self.pipeline.source,
+                self.objects.iter().map(|o| o.display.as_str()),
+            )?;
+        }
         if stored
             .tasks
             .iter()

@@ -136,11 +136,69 @@ fn feature(dt: &DataType) -> Option<Value> {
         DataType::List(f) => json!({ "list": inner(f)? }),
         DataType::LargeList(f) => json!({ "large_list": inner(f)? }),
         DataType::FixedSizeList(f, n) => json!({ "list": inner(f)?, "length": n }),
+        dt if crate::steps::image::is_encoded_image(dt) => json!({ "dtype": "image" }),
         DataType::Struct(fields) => json!({
             "struct": fields.iter().map(|f| named(f)).collect::<Option<Vec<_>>>()?
         }),
         DataType::Dictionary(_, v) => feature(v)?,
         other => json!({ "dtype": value_dtype(other)? }),
+    })
+}
+
+/// The `huggingface` schema metadata `datasets` reads features from
+/// (`{"info": {"features": {...}}}`, in column order), for schemas with an image column:
+/// without it `load_dataset("parquet", ...)` sees an image's `{bytes, path}` struct as a
+/// plain dict instead of its `Image` feature. `None` when there is no image column or a
+/// column has no `datasets` type.
+pub fn huggingface_metadata(schema: &Schema) -> Option<String> {
+    let has_image = schema
+        .fields()
+        .iter()
+        .any(|f| crate::steps::image::is_encoded_image(f.data_type()));
+    if !has_image {
+        return None;
+    }
+    let features = dict_json(schema.fields().iter().map(|f| f.as_ref()))?;
+    Some(format!("{{\"info\": {{\"features\": {features}}}}}"))
+}
+
+/// `{"name": feature, ...}` in field order (serde_json's maps would sort the keys).
+fn dict_json<'a>(fields: impl Iterator<Item = &'a Field>) -> Option<String> {
+    let mut parts = Vec::new();
+    for f in fields {
+        parts.push(format!(
+            "{}: {}",
+            Value::String(f.name().clone()),
+            feature_json(f.data_type())?
+        ));
+    }
+    Some(format!("{{{}}}", parts.join(", ")))
+}
+
+/// One type in `datasets`' `Features.to_dict()` form.
+fn feature_json(dt: &DataType) -> Option<String> {
+    Some(match dt {
+        dt if crate::steps::image::is_encoded_image(dt) => r#"{"_type": "Image"}"#.to_string(),
+        DataType::List(f) => format!(
+            r#"{{"feature": {}, "_type": "List"}}"#,
+            feature_json(f.data_type())?
+        ),
+        DataType::LargeList(f) => {
+            format!(
+                r#"{{"feature": {}, "_type": "LargeList"}}"#,
+                feature_json(f.data_type())?
+            )
+        }
+        DataType::FixedSizeList(f, n) => format!(
+            r#"{{"feature": {}, "length": {n}, "_type": "List"}}"#,
+            feature_json(f.data_type())?
+        ),
+        DataType::Struct(fields) => dict_json(fields.iter().map(|f| f.as_ref()))?,
+        DataType::Dictionary(_, v) => feature_json(v)?,
+        other => format!(
+            r#"{{"dtype": {}, "_type": "Value"}}"#,
+            Value::String(value_dtype(other)?)
+        ),
     })
 }
 
@@ -499,10 +557,7 @@ mod tests {
                 {"name": "text", "dtype": "string"},
                 {"name": "ids", "list": "uint32"},
                 {"name": "ts", "dtype": "timestamp[us, tz=UTC]"},
-                {"name": "image", "struct": [
-                    {"name": "bytes", "dtype": "binary"},
-                    {"name": "path", "dtype": "string"}
-                ]}
+                {"name": "image", "dtype": "image"}
             ])
         );
         let map = Schema::new(vec![Field::new_map(
@@ -514,5 +569,15 @@ mod tests {
             true,
         )]);
         assert_eq!(features(&map), None);
+        // The image struct is the Image feature, in the card and in the metadata.
+        let f = features(&schema).expect("features");
+        assert_eq!(f[3], json!({"name": "image", "dtype": "image"}));
+        let md = huggingface_metadata(&schema).expect("an image column");
+        assert_eq!(
+            md,
+            r#"{"info": {"features": {"text": {"dtype": "string", "_type": "Value"}, "ids": {"feature": {"dtype": "uint32", "_type": "Value"}, "_type": "List"}, "ts": {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}, "image": {"_type": "Image"}}}}"#
+        );
+        let plain = Schema::new(vec![Field::new("text", DataType::Utf8, true)]);
+        assert_eq!(huggingface_metadata(&plain), None);
     }
 }

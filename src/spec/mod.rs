@@ -77,6 +77,10 @@ pub struct Source {
     /// CSV options.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// `folder`: with the `files` format, add `label` (the object's folder name) and
+    /// `label_id` (its index among the listing's sorted folder names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsFrom>,
 }
 
 const fn default_infer_rows() -> usize {
@@ -95,6 +99,18 @@ pub enum FormatName {
     Parquet,
     /// One row per line: `path`, `line`, `text` (`.txt`, `.text`).
     Text,
+    /// One row per object: `path` and `bytes` (images: `.jpg`, `.jpeg`, `.png`, `.webp`;
+    /// any binary with `format: files`).
+    Files,
+}
+
+/// Where `source.labels` come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelsFrom {
+    /// The ImageFolder convention: `cat/001.jpg` → `label: cat` and `label_id`, the
+    /// index of `cat` among the sorted folder names of the listing.
+    Folder,
 }
 
 /// Compression of the input objects.

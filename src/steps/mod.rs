@@ -10,6 +10,8 @@ mod derive;
 mod drop;
 pub mod expr;
 mod filter;
+pub mod image;
+use image::{crop, decode, encode, resize, tensor};
 mod limit;
 mod pack;
 mod rename;
@@ -17,7 +19,7 @@ pub mod sample;
 mod select;
 mod spill;
 mod split;
-mod text;
+pub(crate) mod text;
 use text::{language, normalize, pii, quality, stats, tokenize};
 pub mod types;
 
@@ -221,6 +223,11 @@ registry! {
     Split => "split", split::SplitOptions;
     DedupExact => "dedup.exact", dedup_exact::DedupExactOptions;
     DedupMinhash => "dedup.minhash", dedup_minhash::MinhashOptions;
+    ImageDecode => "image.decode", decode::DecodeOptions;
+    ImageResize => "image.resize", resize::ResizeOptions;
+    ImageCenterCrop => "image.center_crop", crop::CenterCropOptions;
+    ImageEncode => "image.encode", encode::EncodeOptions;
+    ImageToTensor => "image.to_tensor", tensor::ToTensorOptions;
 }
 
 /// Finds `name` in `schema`, or says which columns exist.

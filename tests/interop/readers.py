@@ -11,8 +11,9 @@ exactly the rows, splits, types and column statistics of kiln's manifest
 (_kiln/manifest.json). On local disk the dataset card (README.md) is checked too:
 its data_files must match the shards, its features the files' schema, and
 load_dataset(<sink>) must find the splits by itself; a card broken on purpose must be
-caught. The Parquet files must carry statistics, the page index, dictionary pages for
-low-cardinality strings and the pipeline hash.
+caught. Image columns must load as the Image feature and decode to the size the
+pipeline cropped to. The Parquet files must carry statistics, the page index,
+dictionary pages for low-cardinality strings and the pipeline hash.
 
 Prints {"checks": N, "by_reader": {...}, "failures": [...]} and exits 1 on a failure.
 """
@@ -189,6 +190,8 @@ def duck_type_ok(duck_type, arrow_type):
         "Float32": "FLOAT", "Float64": "DOUBLE", "Utf8": "VARCHAR", "Boolean": "BOOLEAN",
         "Binary": "BLOB", "Date32": "DATE",
     }
+    if arrow_type.startswith("Struct("):
+        return duck_type.startswith("STRUCT(")
     if arrow_type.startswith("Timestamp"):
         return duck_type.startswith("TIMESTAMP")
     if arrow_type.startswith("List("):
@@ -293,6 +296,13 @@ def read_hf(loc, m, suite, cache):
             kind = (arr[0].dtype if arr.dtype == object else arr.dtype).kind if len(arr) else "u"
             suite.true(r, f"{name}.{tok} as numpy is integer (got {kind})", kind in "ui")
             suite.eq(r, f"{name}.{tok} tokens (numpy)", int(n), tokens[name])
+    images = [name for name, f in first.features.items() if isinstance(f, datasets.Image)]
+    crop = crop_size(m)
+    for name, split in dd.items():
+        for col in images:
+            sizes = {img.size for img in split[col]}
+            suite.eq(r, f"{name}.{col} decodes (Image feature) to the cropped size",
+                     sizes, {crop} if crop else sizes)
     streamed = datasets.load_dataset("parquet", data_files=data_files, streaming=True, **kw)
     got_rows, got_tokens = {}, {}
     for name, split in streamed.items():
@@ -302,9 +312,22 @@ def read_hf(loc, m, suite, cache):
             got_rows[name] += 1
             if tok:
                 got_tokens[name] += len(row[tok])
+            for col in images:
+                suite.true(r, f"streamed {name}.{col} is a decoded image",
+                           hasattr(row[col], "size") and (not crop or row[col].size == crop))
     suite.eq(r, "rows per split (streaming)", got_rows, rows)
     if tok:
         suite.eq(r, "tokens per split (streaming)", got_tokens, tokens)
+
+
+def crop_size(m):
+    """The (width, height) an image.center_crop step of the pipeline produces, if any."""
+    for step in m["pipeline"]["steps"]:
+        opts = step.get("image.center_crop") if isinstance(step, dict) else None
+        if opts:
+            size = opts["size"]
+            return (size, size) if isinstance(size, int) else tuple(size)
+    return None
 
 
 def sum_split(m, split, column):
