@@ -55,7 +55,7 @@ fn image_folder_to_224px_jpeg_shards_with_labels() {
         let id = batch
             .column_by_name("label_id")
             .expect("label_id")
-            .as_primitive::<arrow::datatypes::Int32Type>();
+            .as_primitive::<arrow::datatypes::Int64Type>();
         let image = batch
             .column_by_name("image")
             .expect("image")
@@ -90,6 +90,11 @@ fn image_folder_to_224px_jpeg_shards_with_labels() {
         m["features"][3],
         serde_json::json!({"name": "image", "dtype": "image"})
     );
+    assert_eq!(
+        m["features"][2],
+        serde_json::json!({"name": "label_id", "dtype": {"class_label": {"names": {
+            "0": "circle", "1": "square", "2": "triangle"}}}})
+    );
     // The shards tell `datasets` the column is an Image.
     let shard = dir
         .path()
@@ -104,6 +109,12 @@ fn image_folder_to_224px_jpeg_shards_with_labels() {
         .get("huggingface")
         .expect("huggingface metadata");
     assert!(md.contains(r#""image": {"_type": "Image"}"#), "{md}");
+    assert!(
+        md.contains(
+            r#""label_id": {"names": ["circle","square","triangle"], "_type": "ClassLabel"}"#
+        ),
+        "{md}"
+    );
 }
 
 #[test]

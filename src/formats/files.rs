@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, Int32Array, StringArray};
+use arrow::array::{ArrayRef, BinaryArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
@@ -19,7 +19,7 @@ pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 /// The classes of an ImageFolder listing: folder name → dense id.
 #[derive(Debug, Clone, Default)]
-pub struct Classes(BTreeMap<String, i32>);
+pub struct Classes(BTreeMap<String, i64>);
 
 impl Classes {
     /// The classes of a listing (object paths as the user sees them), sorted by name.
@@ -27,14 +27,11 @@ impl Classes {
         let mut names: Vec<&str> = paths.into_iter().map(folder_of).collect();
         names.sort_unstable();
         names.dedup();
-        if names.len() > i32::MAX as usize {
-            return Err(Error::Plan("too many label folders".into()));
-        }
         Ok(Classes(
             names
                 .into_iter()
-                .enumerate()
-                .map(|(i, n)| (n.to_string(), i as i32))
+                .zip(0i64..)
+                .map(|(n, i)| (n.to_string(), i))
                 .collect(),
         ))
     }
@@ -62,8 +59,10 @@ impl Files {
             Field::new("bytes", DataType::Binary, false),
         ];
         if self.classes.is_some() {
-            fields.push(Field::new("label", DataType::Utf8, false));
-            fields.push(Field::new("label_id", DataType::Int32, false));
+            // Never null, but declared nullable: `datasets` takes a column's ClassLabel
+            // from the schema metadata only when the field equals its own, nullable one.
+            fields.push(Field::new("label", DataType::Utf8, true));
+            fields.push(Field::new("label_id", DataType::Int64, true));
         }
         Schema::new(fields)
     }
@@ -115,7 +114,7 @@ impl SourceFormat for Files {
                 )
             })?;
             columns.push(Arc::new(StringArray::from(vec![folder])));
-            columns.push(Arc::new(Int32Array::from(vec![id])));
+            columns.push(Arc::new(Int64Array::from(vec![id])));
         }
         let batch = RecordBatch::try_new(cx.schema.clone(), columns)
             .map_err(|e| Error::Internal(format!("files batch: {e}")))?;

@@ -103,6 +103,33 @@ fn bind_steps(p: &Pipeline, input: &SchemaRef) -> Result<Vec<PlannedStep>> {
     Ok(out)
 }
 
+/// The ImageFolder classes of a listing (`source.labels: folder`), as a `datasets`
+/// `ClassLabel` of the `label_id` column.
+fn class_labels(
+    pipeline: &Pipeline,
+    objects: &[Object],
+) -> Result<Option<crate::sink::card::ClassLabels>> {
+    if pipeline.source.labels.is_none() {
+        return Ok(None);
+    }
+    let classes = formats::files::Classes::from_paths(objects.iter().map(|o| o.display.as_str()))?;
+    Ok(Some(crate::sink::card::ClassLabels {
+        column: "label_id".into(),
+        names: classes.names(),
+    }))
+}
+
+/// `schema` with the `huggingface` metadata `datasets` reads its features from, when
+/// it has image columns (the Image feature) or class ids (ClassLabel).
+fn with_hf_metadata(schema: &Schema, labels: Option<&crate::sink::card::ClassLabels>) -> SchemaRef {
+    let mut metadata = schema.metadata().clone();
+    metadata.remove("huggingface");
+    if let Some(md) = crate::sink::card::huggingface_metadata(schema, labels) {
+        metadata.insert("huggingface".to_string(), md);
+    }
+    Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
+}
+
 fn declared_schema(p: &Pipeline) -> Result<Option<Schema>> {
     let Some(cols) = &p.source.schema else {
         return Ok(None);
@@ -292,13 +319,9 @@ impl Plan {
                     .into(),
             ));
         }
-        let file_schema = Schema::new(file_fields);
-        // Image columns: tell `datasets` they are its Image feature.
-        let file_schema = Arc::new(
-            match crate::sink::card::huggingface_metadata(&file_schema) {
-                Some(md) => file_schema.with_metadata([("huggingface".to_string(), md)].into()),
-                None => file_schema,
-            },
+        let file_schema = with_hf_metadata(
+            &Schema::new(file_fields),
+            class_labels(&pipeline, &objects)?.as_ref(),
         );
 
         let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
@@ -467,7 +490,13 @@ impl Plan {
                     range: t.range.as_ref().map(|r| [r.start, r.end]),
                 })
                 .collect(),
-            features: crate::sink::card::features(&self.file_schema),
+            features: crate::sink::card::features(
+                &self.file_schema,
+                class_labels(&self.pipeline, &self.objects)
+                    .ok()
+                    .flatten()
+                    .as_ref(),
+            ),
             token_column: self
                 .file_schema
                 .fields()
@@ -517,6 +546,10 @@ impl Plan {
             .collect();
         if self.pipeline.source.labels.is_some() {
             // Labels come from the stored listing, like everything else.
+            self.file_schema = with_hf_metadata(
+                &self.file_schema,
+                class_labels(&self.pipeline, &self.objects)?.as_ref(),
+            );
             self.format = formats::format_for_source(
                 crate::spec::FormatName::Files,
                 &self.pipeline.source,

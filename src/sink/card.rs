@@ -102,14 +102,36 @@ pub fn splits(
     out
 }
 
+/// A column of class ids and the names of the classes (`source.labels: folder`): a
+/// `datasets` `ClassLabel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassLabels {
+    pub column: String,
+    pub names: Vec<String>,
+}
+
 /// The stored columns as `datasets` features (its YAML list form), or `None` when a
 /// column has a type `datasets` has no feature for (it then reads the types from the
 /// Parquet files).
-pub fn features(schema: &Schema) -> Option<Value> {
+pub fn features(schema: &Schema, labels: Option<&ClassLabels>) -> Option<Value> {
     schema
         .fields()
         .iter()
-        .map(|f| named(f))
+        .map(|f| match labels {
+            Some(l) if &l.column == f.name() && f.data_type().is_integer() => {
+                let names: serde_json::Map<String, Value> = l
+                    .names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (i.to_string(), Value::String(n.clone())))
+                    .collect();
+                Some(json!({
+                    "name": f.name(),
+                    "dtype": { "class_label": { "names": names } }
+                }))
+            }
+            _ => named(f),
+        })
         .collect::<Option<Vec<Value>>>()
         .map(Value::Array)
 }
@@ -150,16 +172,34 @@ fn feature(dt: &DataType) -> Option<Value> {
 /// without it `load_dataset("parquet", ...)` sees an image's `{bytes, path}` struct as a
 /// plain dict instead of its `Image` feature. `None` when there is no image column or a
 /// column has no `datasets` type.
-pub fn huggingface_metadata(schema: &Schema) -> Option<String> {
+pub fn huggingface_metadata(schema: &Schema, labels: Option<&ClassLabels>) -> Option<String> {
     let has_image = schema
         .fields()
         .iter()
         .any(|f| crate::steps::image::is_encoded_image(f.data_type()));
-    if !has_image {
+    let class = labels.filter(|l| {
+        schema
+            .field_with_name(&l.column)
+            .is_ok_and(|f| f.data_type().is_integer())
+    });
+    if !has_image && class.is_none() {
         return None;
     }
-    let features = dict_json(schema.fields().iter().map(|f| f.as_ref()))?;
-    Some(format!("{{\"info\": {{\"features\": {features}}}}}"))
+    let mut parts = Vec::new();
+    for f in schema.fields() {
+        let feature = match class {
+            Some(l) if &l.column == f.name() => format!(
+                r#"{{"names": {}, "_type": "ClassLabel"}}"#,
+                serde_json::to_string(&l.names).ok()?
+            ),
+            _ => feature_json(f.data_type())?,
+        };
+        parts.push(format!("{}: {feature}", Value::String(f.name().clone())));
+    }
+    Some(format!(
+        "{{\"info\": {{\"features\": {{{}}}}}}}",
+        parts.join(", ")
+    ))
 }
 
 /// `{"name": feature, ...}` in field order (serde_json's maps would sort the keys).
@@ -550,7 +590,7 @@ mod tests {
                 true,
             ),
         ]);
-        let f = features(&schema).expect("features");
+        let f = features(&schema, None).expect("features");
         assert_eq!(
             f,
             json!([
@@ -568,16 +608,30 @@ mod tests {
             false,
             true,
         )]);
-        assert_eq!(features(&map), None);
+        assert_eq!(features(&map, None), None);
         // The image struct is the Image feature, in the card and in the metadata.
-        let f = features(&schema).expect("features");
+        let f = features(&schema, None).expect("features");
         assert_eq!(f[3], json!({"name": "image", "dtype": "image"}));
-        let md = huggingface_metadata(&schema).expect("an image column");
+        let md = huggingface_metadata(&schema, None).expect("an image column");
         assert_eq!(
             md,
             r#"{"info": {"features": {"text": {"dtype": "string", "_type": "Value"}, "ids": {"feature": {"dtype": "uint32", "_type": "Value"}, "_type": "List"}, "ts": {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}, "image": {"_type": "Image"}}}}"#
         );
         let plain = Schema::new(vec![Field::new("text", DataType::Utf8, true)]);
-        assert_eq!(huggingface_metadata(&plain), None);
+        assert_eq!(huggingface_metadata(&plain, None), None);
+        // Class ids with their names: ClassLabel, in both forms.
+        let ids = Schema::new(vec![Field::new("label_id", DataType::Int64, false)]);
+        let labels = ClassLabels {
+            column: "label_id".into(),
+            names: vec!["cat".into(), "dog".into()],
+        };
+        assert_eq!(
+            features(&ids, Some(&labels)).expect("features"),
+            json!([{"name": "label_id", "dtype": {"class_label": {"names": {"0": "cat", "1": "dog"}}}}])
+        );
+        assert_eq!(
+            huggingface_metadata(&ids, Some(&labels)).expect("labels"),
+            r#"{"info": {"features": {"label_id": {"names": ["cat","dog"], "_type": "ClassLabel"}}}}"#
+        );
     }
 }

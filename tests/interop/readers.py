@@ -12,7 +12,7 @@ exactly the rows, splits, types and column statistics of kiln's manifest
 its data_files must match the shards, its features the files' schema, and
 load_dataset(<sink>) must find the splits by itself; a card broken on purpose must be
 caught. Image columns must load as the Image feature and decode to the size the
-pipeline cropped to. The Parquet files must carry statistics, the page index,
+pipeline cropped to; ImageFolder class ids as a ClassLabel whose names are the labels. The Parquet files must carry statistics, the page index,
 dictionary pages for low-cardinality strings and the pipeline hash.
 
 Prints {"checks": N, "by_reader": {...}, "failures": [...]} and exits 1 on a failure.
@@ -296,6 +296,12 @@ def read_hf(loc, m, suite, cache):
             kind = (arr[0].dtype if arr.dtype == object else arr.dtype).kind if len(arr) else "u"
             suite.true(r, f"{name}.{tok} as numpy is integer (got {kind})", kind in "ui")
             suite.eq(r, f"{name}.{tok} tokens (numpy)", int(n), tokens[name])
+    # Categoricals: class ids load as ClassLabel, whose names give back the labels.
+    for col, f in first.features.items():
+        if isinstance(f, datasets.ClassLabel) and "label" in first.features:
+            for name, split in dd.items():
+                suite.eq(r, f"{name}.{col} ClassLabel names give the label column",
+                         f.int2str(list(split[col])), list(split["label"]))
     images = [name for name, f in first.features.items() if isinstance(f, datasets.Image)]
     crop = crop_size(m)
     for name, split in dd.items():

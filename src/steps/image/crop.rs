@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Pixels, PixelsRef, Size, build_pixels, default_image_column, pixel_column, read_pixels,
+    Pixels, PixelsRef, Size, default_image_column, map_pixels, needs, pixel_column, read_pixels,
 };
-use crate::steps::text::put_column;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `image.center_crop`.
@@ -92,28 +90,19 @@ impl Step for CenterCrop {
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut need = downstream.clone();
-        need.insert(self.column.clone());
-        need
+        needs(downstream, &self.column)
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        let rows = read_pixels(batch.column(self.index))?;
-        let out: Result<Vec<Option<Pixels>>, String> = rows
-            .par_iter()
-            .map(|r| {
-                r.map(|p| center_crop(p, self.width, self.height))
-                    .transpose()
-            })
-            .collect();
-        let out = out.map_err(|e| format!("image.center_crop of `{}`: {e}", self.column))?;
-        let padded = rows
+        let padded = read_pixels(batch.column(self.index))?
             .iter()
             .flatten()
             .filter(|p| p.width < self.width || p.height < self.height)
             .count();
         cx.count("padded", padded as u64);
-        put_column(&batch, &self.schema, self.index, build_pixels(out))
+        map_pixels(&batch, &self.schema, self.index, "image.center_crop", |p| {
+            center_crop(p, self.width, self.height)
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod encode;
 pub mod resize;
 pub mod tensor;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -20,10 +21,13 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::steps::column_index;
+use crate::steps::text::put_column;
 
 /// Decoded pixels of one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +172,29 @@ pub(crate) fn build_pixels(rows: Vec<Option<Pixels>>) -> ArrayRef {
     ];
     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
     Arc::new(StructArray::new(pixel_fields(), columns, nulls))
+}
+
+/// `batch` with the decoded-image column `index` mapped row by row (in parallel) by
+/// `f`; null rows stay null. `step` names the step in errors.
+pub(crate) fn map_pixels(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    index: usize,
+    step: &str,
+    f: impl Fn(PixelsRef<'_>) -> Result<Pixels, String> + Sync,
+) -> Result<RecordBatch, String> {
+    let rows = read_pixels(batch.column(index))?;
+    let out: Result<Vec<Option<Pixels>>, String> =
+        rows.par_iter().map(|r| r.map(&f).transpose()).collect();
+    let out = out.map_err(|e| format!("{step} of `{}`: {e}", schema.field(index).name()))?;
+    put_column(batch, schema, index, build_pixels(out))
+}
+
+/// The columns a step needs: those needed after it, and `column`.
+pub(crate) fn needs(downstream: &BTreeSet<String>, column: &str) -> BTreeSet<String> {
+    let mut need = downstream.clone();
+    need.insert(column.to_string());
+    need
 }
 
 /// A width and height: `224` (square) or `[width, height]`.

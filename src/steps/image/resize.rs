@@ -5,18 +5,15 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions as Fir, Resizer};
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Pixels, PixelsRef, Size, build_pixels, default_image_column, pixel_column, read_pixels,
-};
-use crate::steps::text::put_column;
+use super::{Pixels, PixelsRef, Size, default_image_column, map_pixels, needs, pixel_column};
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Resampling filter.
@@ -150,26 +147,18 @@ impl Step for Resize {
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut need = downstream.clone();
-        need.insert(self.column.clone());
-        need
+        needs(downstream, &self.column)
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        let rows = read_pixels(batch.column(self.index))?;
-        let out: Result<Vec<Option<Pixels>>, String> = rows
-            .par_iter()
-            .map(|r| {
-                r.map(|p| {
-                    let (w, h) = self.target.size(p.width, p.height);
-                    resize(p, w, h, self.alg)
-                })
-                .transpose()
-            })
-            .collect();
-        let out = out.map_err(|e| format!("image.resize of `{}`: {e}", self.column))?;
-        cx.count("resized", out.iter().flatten().count() as u64);
-        put_column(&batch, &self.schema, self.index, build_pixels(out))
+        cx.count(
+            "resized",
+            (batch.num_rows() - batch.column(self.index).null_count()) as u64,
+        );
+        map_pixels(&batch, &self.schema, self.index, "image.resize", |p| {
+            let (w, h) = self.target.size(p.width, p.height);
+            resize(p, w, h, self.alg)
+        })
     }
 }
 
