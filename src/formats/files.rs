@@ -36,8 +36,27 @@ impl Classes {
         ))
     }
 
+    /// The classes of a source's listing when `source.labels` asks for them.
+    pub fn of_source<'a>(
+        source: &crate::spec::Source,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Arc<Self>>> {
+        match source.labels {
+            Some(crate::spec::LabelsFrom::Folder) => Ok(Some(Arc::new(Self::from_paths(paths)?))),
+            None => Ok(None),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
+    }
+
+    /// The `label_id` column as a `datasets` `ClassLabel`.
+    pub fn class_labels(&self) -> crate::sink::card::ClassLabels {
+        crate::sink::card::ClassLabels {
+            column: "label_id".into(),
+            names: self.names(),
+        }
     }
 }
 

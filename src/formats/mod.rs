@@ -129,17 +129,17 @@ pub fn format_for(name: FormatName) -> Arc<dyn SourceFormat> {
     }
 }
 
-/// The format of a source: [`format_for`], with the `files` format's labels taken from
-/// the listing (object paths as the user sees them) when `source.labels` asks.
-pub fn format_for_source<'a>(
+/// The format of a source: [`format_for`], with the `files` format's labels when
+/// `source.labels` asks (the classes of the listing, from [`files::Classes::of_source`]).
+pub fn format_for_source(
     name: FormatName,
     source: &crate::spec::Source,
-    listing: impl IntoIterator<Item = &'a str>,
+    classes: Option<Arc<files::Classes>>,
 ) -> Result<Arc<dyn SourceFormat>> {
     match (name, source.labels) {
-        (FormatName::Files, Some(crate::spec::LabelsFrom::Folder)) => Ok(Arc::new(files::Files {
-            classes: Some(Arc::new(files::Classes::from_paths(listing)?)),
-        })),
+        (FormatName::Files, Some(crate::spec::LabelsFrom::Folder)) => {
+            Ok(Arc::new(files::Files { classes }))
+        }
         (_, Some(_)) => Err(crate::Error::Plan(
             "source.labels needs the files format (source.format: files, or image objects)".into(),
         )),

@@ -49,6 +49,8 @@ pub struct Plan {
     pub compressions: Vec<Compression>,
     pub format_name: FormatName,
     pub format: Arc<dyn SourceFormat>,
+    /// The ImageFolder classes of the listing, with `source.labels: folder`.
+    pub classes: Option<Arc<formats::files::Classes>>,
     /// Schema of the input as read (only the columns the pipeline uses, for Parquet).
     pub input_schema: SchemaRef,
     pub schema_origin: String,
@@ -103,28 +105,13 @@ fn bind_steps(p: &Pipeline, input: &SchemaRef) -> Result<Vec<PlannedStep>> {
     Ok(out)
 }
 
-/// The ImageFolder classes of a listing (`source.labels: folder`), as a `datasets`
-/// `ClassLabel` of the `label_id` column.
-fn class_labels(
-    pipeline: &Pipeline,
-    objects: &[Object],
-) -> Result<Option<crate::sink::card::ClassLabels>> {
-    if pipeline.source.labels.is_none() {
-        return Ok(None);
-    }
-    let classes = formats::files::Classes::from_paths(objects.iter().map(|o| o.display.as_str()))?;
-    Ok(Some(crate::sink::card::ClassLabels {
-        column: "label_id".into(),
-        names: classes.names(),
-    }))
-}
-
 /// `schema` with the `huggingface` metadata `datasets` reads its features from, when
 /// it has image columns (the Image feature) or class ids (ClassLabel).
-fn with_hf_metadata(schema: &Schema, labels: Option<&crate::sink::card::ClassLabels>) -> SchemaRef {
+fn with_hf_metadata(schema: &Schema, classes: Option<&formats::files::Classes>) -> SchemaRef {
     let mut metadata = schema.metadata().clone();
     metadata.remove("huggingface");
-    if let Some(md) = crate::sink::card::huggingface_metadata(schema, labels) {
+    let labels = classes.map(formats::files::Classes::class_labels);
+    if let Some(md) = crate::sink::card::huggingface_metadata(schema, labels.as_ref()) {
         metadata.insert("huggingface".to_string(), md);
     }
     Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
@@ -181,11 +168,11 @@ impl Plan {
                 objects[0].display, other.display
             )));
         }
-        let format = formats::format_for_source(
-            format_name,
+        let classes = formats::files::Classes::of_source(
             &pipeline.source,
             objects.iter().map(|o| o.display.as_str()),
         )?;
+        let format = formats::format_for_source(format_name, &pipeline.source, classes.clone())?;
         let compressions: Vec<Compression> = objects
             .iter()
             .map(|o| Compression::resolve(pipeline.source.compression, o.path.as_ref()))
@@ -319,10 +306,7 @@ impl Plan {
                     .into(),
             ));
         }
-        let file_schema = with_hf_metadata(
-            &Schema::new(file_fields),
-            class_labels(&pipeline, &objects)?.as_ref(),
-        );
+        let file_schema = with_hf_metadata(&Schema::new(file_fields), classes.as_deref());
 
         let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
         // A sink inside the listed prefix would be read back by the next run. (A source
@@ -361,6 +345,7 @@ impl Plan {
             digest.iter().map(|b| format!("{b:02x}")).collect()
         };
         Ok(Plan {
+            classes,
             pipeline_hash,
             pipeline,
             source,
@@ -492,10 +477,7 @@ impl Plan {
                 .collect(),
             features: crate::sink::card::features(
                 &self.file_schema,
-                class_labels(&self.pipeline, &self.objects)
-                    .ok()
-                    .flatten()
-                    .as_ref(),
+                self.classes.as_ref().map(|c| c.class_labels()).as_ref(),
             ),
             token_column: self
                 .file_schema
@@ -544,16 +526,17 @@ impl Plan {
             .iter()
             .map(|o| Compression::resolve(self.pipeline.source.compression, o.path.as_ref()))
             .collect();
-        if self.pipeline.source.labels.is_some() {
+        if self.classes.is_some() {
             // Labels come from the stored listing, like everything else.
-            self.file_schema = with_hf_metadata(
-                &self.file_schema,
-                class_labels(&self.pipeline, &self.objects)?.as_ref(),
-            );
-            self.format = formats::format_for_source(
-                crate::spec::FormatName::Files,
+            self.classes = formats::files::Classes::of_source(
                 &self.pipeline.source,
                 self.objects.iter().map(|o| o.display.as_str()),
+            )?;
+            self.file_schema = with_hf_metadata(&self.file_schema, self.classes.as_deref());
+            self.format = formats::format_for_source(
+                self.format_name,
+                &self.pipeline.source,
+                self.classes.clone(),
             )?;
         }
         if stored

@@ -185,31 +185,31 @@ pub fn huggingface_metadata(schema: &Schema, labels: Option<&ClassLabels>) -> Op
     if !has_image && class.is_none() {
         return None;
     }
-    let mut parts = Vec::new();
-    for f in schema.fields() {
-        let feature = match class {
-            Some(l) if &l.column == f.name() => format!(
+    let features = dict_json(
+        schema.fields().iter().map(|f| f.as_ref()),
+        |f| match class {
+            Some(l) if &l.column == f.name() => Some(format!(
                 r#"{{"names": {}, "_type": "ClassLabel"}}"#,
                 serde_json::to_string(&l.names).ok()?
-            ),
-            _ => feature_json(f.data_type())?,
-        };
-        parts.push(format!("{}: {feature}", Value::String(f.name().clone())));
-    }
-    Some(format!(
-        "{{\"info\": {{\"features\": {{{}}}}}}}",
-        parts.join(", ")
-    ))
+            )),
+            _ => feature_json(f.data_type()),
+        },
+    )?;
+    Some(format!("{{\"info\": {{\"features\": {features}}}}}"))
 }
 
-/// `{"name": feature, ...}` in field order (serde_json's maps would sort the keys).
-fn dict_json<'a>(fields: impl Iterator<Item = &'a Field>) -> Option<String> {
+/// `{"name": feature, ...}` in field order (serde_json's maps would sort the keys),
+/// each field's feature from `feature`.
+fn dict_json<'a>(
+    fields: impl Iterator<Item = &'a Field>,
+    feature: impl Fn(&Field) -> Option<String>,
+) -> Option<String> {
     let mut parts = Vec::new();
     for f in fields {
         parts.push(format!(
             "{}: {}",
             Value::String(f.name().clone()),
-            feature_json(f.data_type())?
+            feature(f)?
         ));
     }
     Some(format!("{{{}}}", parts.join(", ")))
@@ -233,7 +233,9 @@ fn feature_json(dt: &DataType) -> Option<String> {
             r#"{{"feature": {}, "length": {n}, "_type": "List"}}"#,
             feature_json(f.data_type())?
         ),
-        DataType::Struct(fields) => dict_json(fields.iter().map(|f| f.as_ref()))?,
+        DataType::Struct(fields) => dict_json(fields.iter().map(|f| f.as_ref()), |f| {
+            feature_json(f.data_type())
+        })?,
         DataType::Dictionary(_, v) => feature_json(v)?,
         other => format!(
             r#"{{"dtype": {}, "_type": "Value"}}"#,
