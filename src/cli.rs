@@ -430,6 +430,16 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     if let Some(stored) = &stored {
         plan.adopt(stored)?;
     }
+    // Statistics an earlier run fitted into this sink give the fitted schema.
+    let mut fitted_in_sink = false;
+    if plan.needs_fit()
+        && let Some(file) = rt.block_on(crate::sink::read_stats(&plan.sink))?
+        && file.pipeline_hash == plan.pipeline_hash
+    {
+        plan.fitted = file.steps;
+        plan.rebind()?;
+        fitted_in_sink = true;
+    }
     let p = &plan.pipeline;
     let mut s = String::new();
     let _ = writeln!(
@@ -466,10 +476,24 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     for (i, st) in plan.steps.iter().enumerate() {
         let _ = writeln!(
             s,
-            "step {:<4} {} → {}",
+            "step {:<4} {} → {}{}",
             i + 1,
             st.name,
-            fmt_schema(st.step.output_schema())
+            fmt_schema(st.step.output_schema()),
+            if st.step.needs_fit() {
+                "  [fitted in a full pass before the run; columns made from what it learns appear after it]"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(from) = &plan.stats_origin {
+        let _ = writeln!(s, "stats     fitted statistics from {from}");
+    } else if fitted_in_sink {
+        let _ = writeln!(
+            s,
+            "stats     fitted statistics from {}",
+            plan.sink.display_child(crate::sink::STATS)
         );
     }
     let _ = writeln!(

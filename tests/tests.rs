@@ -16,5 +16,6 @@ mod orchestration;
 mod quality;
 mod s3;
 mod shards;
+mod tabular;
 mod text;
 mod workers;

@@ -40,7 +40,7 @@ pub struct Task {
 }
 
 /// Everything a run needs, checked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub pipeline: Pipeline,
     pub pipeline_hash: String,
@@ -67,6 +67,11 @@ pub struct Plan {
     pub sequential: bool,
     /// Rows per batch (`run.batch_rows`, or sized from the sampled rows).
     pub batch_rows: usize,
+    /// The statistics the fitted steps are bound with: from `stats_from`, from this
+    /// sink's `_kiln/stats.json` (resume), or from this run's fit.
+    pub fitted: Vec<crate::sink::StatsEntry>,
+    /// Where `fitted` came from (`stats_from`'s sink), for stats.json.
+    pub stats_origin: Option<String>,
 }
 
 const MIN_BATCH_ROWS: u64 = 1024;
@@ -87,15 +92,64 @@ pub fn pipeline_hash(p: &Pipeline) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn bind_steps(p: &Pipeline, input: &SchemaRef) -> Result<Vec<PlannedStep>> {
+/// Binds every step to the schema before it. A fitted step finds its statistics in
+/// `fitted` by name and occurrence; with `stats_from` (`required`), a fitted step without
+/// an entry there is an error, else it is bound to be fitted.
+fn bind_steps(
+    p: &Pipeline,
+    input: &SchemaRef,
+    fitted: &[crate::sink::StatsEntry],
+    required: Option<&str>,
+) -> Result<Vec<PlannedStep>> {
     let mut schema = input.clone();
     let mut out = Vec::with_capacity(p.steps.len());
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, spec) in p.steps.iter().enumerate() {
-        let step = spec.bind(&schema).map_err(|message| Error::Step {
+        let error = |message| Error::Step {
             index: i + 1,
             step: spec.name().to_string(),
             message,
-        })?;
+        };
+        let occurrence = {
+            let n = seen.entry(spec.name()).or_default();
+            *n += 1;
+            *n
+        };
+        let mut step = spec.bind(&schema).map_err(error)?;
+        if step.needs_fit() {
+            let entry = fitted
+                .iter()
+                .find(|e| e.step == spec.name() && e.occurrence == occurrence);
+            match (entry, required) {
+                (Some(e), _) => {
+                    let stats = serde_json::Value::Object(e.stats.clone());
+                    step = spec.bind_fitted(&schema, &stats).map_err(|m| {
+                        error(match required {
+                            Some(from) => format!("statistics from {from}: {m}"),
+                            None => m,
+                        })
+                    })?;
+                }
+                (None, Some(from)) => {
+                    let have: Vec<String> = fitted
+                        .iter()
+                        .map(|e| format!("{} #{}", e.step, e.occurrence))
+                        .collect();
+                    return Err(error(format!(
+                        "stats_from: {from} has no statistics for this step (the {} `{}` of \
+                         the pipeline); it has: {}. Fit them with a pipeline that has this step",
+                        ordinal(occurrence),
+                        spec.name(),
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    )));
+                }
+                (None, None) => {}
+            }
+        }
         schema = step.output_schema().clone();
         out.push(PlannedStep {
             name: spec.name(),
@@ -103,6 +157,17 @@ fn bind_steps(p: &Pipeline, input: &SchemaRef) -> Result<Vec<PlannedStep>> {
         });
     }
     Ok(out)
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// `schema` with the `huggingface` metadata `datasets` reads its features from, when
@@ -259,9 +324,18 @@ impl Plan {
         };
         let full_schema = Arc::new(full_schema);
 
+        let (fitted, stats_origin, stats_digest) = match &pipeline.stats_from {
+            Some(uri) => {
+                let (file, digest) = load_stats(uri, &pipeline).await?;
+                (file.steps, Some(uri.clone()), Some(digest))
+            }
+            None => (Vec::new(), None, None),
+        };
+        let required = stats_origin.as_deref();
+
         // Bind once on the full schema to learn which columns are used, then (for
         // formats that can skip columns) bind again on just those.
-        let mut steps = bind_steps(&pipeline, &full_schema)?;
+        let mut steps = bind_steps(&pipeline, &full_schema, &fitted, required)?;
         let mut input_schema = full_schema.clone();
         if format.random_access() {
             let mut need: BTreeSet<String> = last_schema(&steps, &full_schema)
@@ -281,32 +355,16 @@ impl Plan {
                         .project(&keep)
                         .map_err(|e| Error::Internal(e.to_string()))?,
                 );
-                steps = bind_steps(&pipeline, &input_schema)?;
+                steps = bind_steps(&pipeline, &input_schema, &fitted, required)?;
             }
+        }
+        if let Some(from) = &stats_origin
+            && fitted.is_empty()
+        {
+            tracing::warn!("stats_from: {from} holds no statistics");
         }
         let output_schema = last_schema(&steps, &input_schema);
-
-        let mut file_fields = Vec::new();
-        for name in &pipeline.sink.partition_by {
-            output_schema.index_of(name).map_err(|_| {
-                Error::Plan(format!(
-                    "sink.partition_by: {}",
-                    crate::steps::unknown_column(&output_schema, name)
-                ))
-            })?;
-        }
-        for f in output_schema.fields() {
-            if !pipeline.sink.partition_by.contains(f.name()) {
-                file_fields.push(f.clone());
-            }
-        }
-        if file_fields.is_empty() {
-            return Err(Error::Plan(
-                "sink.partition_by: every column is a partition column; the files would be empty"
-                    .into(),
-            ));
-        }
-        let file_schema = with_hf_metadata(&Schema::new(file_fields), classes.as_deref());
+        let file_schema = file_schema(&pipeline, &output_schema, classes.as_deref())?;
 
         let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
         // A sink inside the listed prefix would be read back by the next run. (A source
@@ -336,7 +394,9 @@ impl Plan {
         let threads = pipeline.run.threads.resolve();
         // Files a step reads (a tokenizer) are part of what the output is: a changed
         // tokenizer.json must not resume into a sink written with the old one.
-        let files: Vec<String> = steps.iter().filter_map(|s| s.step.fingerprint()).collect();
+        let mut files: Vec<String> = steps.iter().filter_map(|s| s.step.fingerprint()).collect();
+        // So are statistics from another sink (their content, not where they live).
+        files.extend(stats_digest);
         let pipeline_hash = if files.is_empty() {
             pipeline_hash(&pipeline)
         } else {
@@ -364,7 +424,53 @@ impl Plan {
             threads,
             sequential,
             batch_rows,
+            fitted,
+            stats_origin,
         })
+    }
+
+    /// True while a fitted step has no statistics yet.
+    pub fn needs_fit(&self) -> bool {
+        self.steps.iter().any(|s| s.step.needs_fit())
+    }
+
+    /// The next steps to fit in one pass: the first step that needs a fit and the
+    /// fitted steps right after it whose fits read no column an earlier one of them
+    /// writes (so observing them all on the batch that reaches the first is exact).
+    pub fn fit_group(&self) -> Option<(usize, usize)> {
+        let from = self.steps.iter().position(|s| s.step.needs_fit())?;
+        let (_, mut written) = self.steps[from].step.fit_columns()?;
+        let mut to = from;
+        for s in &self.steps[from + 1..] {
+            let Some((reads, writes)) = s.step.fit_columns() else {
+                break;
+            };
+            if !s.step.needs_fit() || reads.iter().any(|c| written.contains(c)) {
+                break;
+            }
+            written.extend(writes);
+            to += 1;
+        }
+        Some((from, to))
+    }
+
+    /// Binds the steps again with `self.fitted` (after a fit, or statistics read back
+    /// for a resumed run), and follows the schemas they now make.
+    ///
+    /// # Errors
+    /// As [`Plan::build`]'s binding.
+    pub fn rebind(&mut self) -> Result<()> {
+        self.steps = bind_steps(
+            &self.pipeline,
+            &self.input_schema,
+            &self.fitted,
+            self.stats_origin.as_deref(),
+        )?;
+        self.output_schema = last_schema(&self.steps, &self.input_schema);
+        self.file_schema =
+            file_schema(&self.pipeline, &self.output_schema, self.classes.as_deref())?;
+        self.sequential = self.steps.iter().any(|s| s.step.needs_global_order());
+        Ok(())
     }
 
     /// Parquet writer settings from the sink section.
@@ -567,6 +673,50 @@ impl Plan {
     pub fn input_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
     }
+}
+
+/// The schema of the files: the output without its partition columns.
+fn file_schema(
+    pipeline: &Pipeline,
+    output_schema: &SchemaRef,
+    classes: Option<&formats::files::Classes>,
+) -> Result<SchemaRef> {
+    let mut file_fields = Vec::new();
+    for name in &pipeline.sink.partition_by {
+        output_schema.index_of(name).map_err(|_| {
+            Error::Plan(format!(
+                "sink.partition_by: {}",
+                crate::steps::unknown_column(output_schema, name)
+            ))
+        })?;
+    }
+    for f in output_schema.fields() {
+        if !pipeline.sink.partition_by.contains(f.name()) {
+            file_fields.push(f.clone());
+        }
+    }
+    if file_fields.is_empty() {
+        return Err(Error::Plan(
+            "sink.partition_by: every column is a partition column; the files would be empty"
+                .into(),
+        ));
+    }
+    Ok(with_hf_metadata(&Schema::new(file_fields), classes))
+}
+
+/// Reads `stats_from`'s `_kiln/stats.json`, and the SHA-256 of its content.
+async fn load_stats(uri: &str, pipeline: &Pipeline) -> Result<(crate::sink::StatsFile, String)> {
+    let location = crate::storage::open(uri, &pipeline.storage)?;
+    let shown = location.display_child(crate::sink::STATS);
+    let file = crate::sink::read_stats(&location).await?.ok_or_else(|| {
+        Error::Plan(format!(
+            "stats_from: there is no {shown}; point it at the sink of a run whose pipeline \
+             fitted the statistics (one with standardize, one_hot, fill_null: mean, ...)"
+        ))
+    })?;
+    let text = serde_json::to_string(&file.steps).map_err(|e| Error::Internal(e.to_string()))?;
+    let digest = Sha256::digest(text.as_bytes());
+    Ok((file, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 fn last_schema(steps: &[PlannedStep], input: &SchemaRef) -> SchemaRef {

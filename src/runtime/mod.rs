@@ -83,6 +83,16 @@ pub async fn execute(
 ) -> (Arc<Plan>, Result<Outcome>) {
     let mut plan = plan;
     let prepared = prepare(&mut plan, &opts).await;
+    let (plan, prepared) = match prepared {
+        Ok(Prepared::Ready {
+            committed,
+            mut stored,
+        }) if plan.needs_fit() => match fit(plan, &mut stored, &stop).await {
+            (plan, Ok(())) => (plan, Ok(Prepared::Ready { committed, stored })),
+            (plan, Err(e)) => (plan, Err(e)),
+        },
+        other => (plan, other),
+    };
     let plan = Arc::new(plan);
     let outcome = match prepared {
         Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
@@ -92,6 +102,119 @@ pub async fn execute(
         Err(e) => Err(e),
     };
     (plan, outcome)
+}
+
+/// Gives the fitted steps their statistics: those of this sink's `_kiln/stats.json`
+/// when an earlier run of this pipeline fitted them (a resume binds exactly what the
+/// committed tasks were written with), else a fit: one full pass per group of fitted
+/// steps ([`Plan::fit_group`]), each settled and bound with what it learned before the
+/// next, then `_kiln/stats.json` written before any task commits. The stored plan's
+/// schema follows the fitted steps (one-hot columns are known only now).
+async fn fit(
+    mut plan: Plan,
+    stored: &mut sink::StoredPlan,
+    stop: &Arc<AtomicBool>,
+) -> (Plan, Result<()>) {
+    let result = fit_steps(&mut plan, stored, stop).await;
+    (plan, result)
+}
+
+async fn fit_steps(
+    plan: &mut Plan,
+    stored: &mut sink::StoredPlan,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    {
+        if let Some(file) = sink::read_stats(&plan.sink).await?
+            && file.pipeline_hash == plan.pipeline_hash
+        {
+            tracing::info!(
+                "fitted statistics read back from {}",
+                plan.sink.display_child(sink::STATS)
+            );
+            plan.fitted = file.steps;
+            plan.rebind()?;
+        } else {
+            let started = Instant::now();
+            let pool = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(plan.threads)
+                    .thread_name(|i| format!("kiln-fit-{i}"))
+                    .build()
+                    .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))?,
+            );
+            let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
+            let slots = if plan.sequential { 1 } else { plan.threads };
+            let mut rows = 0;
+            let mut entries = Vec::new();
+            while let Some((from, to)) = plan.fit_group() {
+                let cfg = Arc::new(plan.writer_config(tokio::runtime::Handle::current())?);
+                // The pass runs on a copy; its steps are the same values as `plan`'s.
+                let shared = Arc::new(plan.clone());
+                let seen = full_pass(&shared, from, to, slots, &pool, &cfg, &io, stop).await?;
+                if entries.is_empty() {
+                    rows = seen;
+                }
+                for k in from..=to {
+                    let name = plan.steps[k].name;
+                    let stats = plan.steps[k].step.fitted_stats().ok_or_else(|| {
+                        Error::Internal(format!(
+                            "step {} `{name}` settled without statistics",
+                            k + 1
+                        ))
+                    })?;
+                    let serde_json::Value::Object(stats) = stats else {
+                        return Err(Error::Internal(format!(
+                            "step {} `{name}`: statistics are not an object",
+                            k + 1
+                        )));
+                    };
+                    let occurrence = plan.steps[..=k].iter().filter(|s| s.name == name).count();
+                    entries.push(sink::StatsEntry {
+                        index: k + 1,
+                        step: name.to_string(),
+                        occurrence,
+                        stats,
+                    });
+                }
+                plan.fitted.clone_from(&entries);
+                plan.rebind()?;
+            }
+            let file = sink::StatsFile {
+                kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+                name: plan.pipeline.name.clone(),
+                pipeline_hash: plan.pipeline_hash.clone(),
+                fitted_on: "fit".into(),
+                rows,
+                objects: plan.objects.len(),
+                input_bytes: plan.input_bytes(),
+                steps: entries,
+            };
+            // Bound from the JSON as written, so this run and a resumed one apply the
+            // very same numbers.
+            let body =
+                serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
+            let file: sink::StatsFile =
+                serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
+            sink::put_json(&plan.sink, sink::STATS, &file).await?;
+            plan.fitted = file.steps;
+            plan.rebind()?;
+            tracing::info!(
+                rows,
+                seconds = started.elapsed().as_secs_f64(),
+                "fitted statistics written to {}",
+                plan.sink.display_child(sink::STATS)
+            );
+        }
+        let fresh = plan.stored(stored.workers);
+        stored.schema = fresh.schema;
+        stored.features = fresh.features;
+        stored.token_column = fresh.token_column;
+        // One worker runs a fit (see `prepare`): rewriting the stored plan is safe, and
+        // `kiln finalize` / `kiln status` then see the fitted schema.
+        sink::put_json(&plan.sink, sink::PLAN, &*stored).await?;
+        Ok(())
+    }
 }
 
 /// What the sink said before the run.
@@ -131,7 +254,10 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
         ));
     }
     if n > 1
-        && let Some(s) = plan.steps.iter().find(|s| s.step.full_pass())
+        && let Some(s) = plan
+            .steps
+            .iter()
+            .find(|s| s.step.full_pass() || s.step.needs_fit())
     {
         return Err(Error::Plan(format!(
             "`{}` decides over the whole input in a local full pass, which this version runs \
@@ -205,7 +331,7 @@ async fn run(
         .collect();
     if !todo.is_empty() {
         for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
-            full_pass(&plan, k, slots, &pool, &writer_cfg, &io, &stop).await?;
+            full_pass(&plan, k, k, slots, &pool, &writer_cfg, &io, &stop).await?;
         }
     }
     let mut pending = todo.into_iter();
@@ -294,19 +420,22 @@ async fn run(
     })
 }
 
-/// The full pass of step `k` (exact or near-duplicate removal): every task of the
-/// plan, committed or not and whoever owns it, is read and run through the steps before
-/// `k`, whose `observe` takes note; then the step settles. Its counters are not the
-/// run's, so they go to a scratch [`Stats`].
+/// The full pass of steps `from..=to` (exact or near-duplicate removal; a group of
+/// fitted steps): every task of the plan, committed or not and whoever owns it, is read
+/// and run through the steps before `from`; each step of the group observes what
+/// reaches `from`; then they settle. Their counters are not the run's, so they go to a
+/// scratch [`Stats`]. Returns the rows read.
+#[allow(clippy::too_many_arguments)]
 async fn full_pass(
     plan: &Arc<Plan>,
-    k: usize,
+    from: usize,
+    to: usize,
     slots: usize,
     pool: &Arc<rayon::ThreadPool>,
     cfg: &Arc<WriterConfig>,
     io: &Arc<Semaphore>,
     stop: &Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<u64> {
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(0, 0, &names));
@@ -319,7 +448,7 @@ async fn full_pass(
             running.spawn(run_task(
                 plan.clone(),
                 task,
-                Mode::Observe(k),
+                Mode::Observe(from, to),
                 scratch.clone(),
                 pool.clone(),
                 cfg.clone(),
@@ -346,24 +475,34 @@ async fn full_pass(
     if stop.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
-    let step = plan.steps[k].step.clone();
-    let name = plan.steps[k].name;
-    let pool = pool.clone();
-    let (tx, rx) = oneshot::channel();
-    pool.spawn(move || {
-        let _ = tx.send(step.settle());
-    });
-    rx.await
-        .map_err(|_| Error::Internal("the settle task vanished".into()))?
-        .map_err(|m| Error::Internal(format!("step {} `{name}`: {m}", k + 1)))?;
+    for k in from..=to {
+        let step = plan.steps[k].step.clone();
+        let name = plan.steps[k].name;
+        let (tx, rx) = oneshot::channel();
+        pool.spawn(move || {
+            let _ = tx.send(step.settle());
+        });
+        rx.await
+            .map_err(|_| Error::Internal("the settle task vanished".into()))?
+            .map_err(|m| Error::Input {
+                object: format!(
+                    "step {} `{name}`, after its full pass over the input",
+                    k + 1
+                ),
+                line: None,
+                message: m,
+            })?;
+    }
+    let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
+    let rows = Stats::get(&scratch.rows_in);
     tracing::info!(
-        step = name,
+        steps = names.join(", "),
         tasks = plan.tasks.len(),
-        rows = Stats::get(&scratch.rows_in),
+        rows,
         seconds = started.elapsed().as_secs_f64(),
         "full pass settled"
     );
-    Ok(())
+    Ok(rows)
 }
 
 type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;
@@ -633,9 +772,9 @@ type TaskOutput = (Vec<sink::ShardRecord>, u64, Vec<BTreeMap<String, u64>>);
 enum Mode {
     /// Decode, apply every step, write and commit shards.
     Write,
-    /// The full pass of the step at this index: apply the steps before it and hand what
-    /// reaches it to `observe`; nothing is written.
-    Observe(usize),
+    /// The full pass of the steps `from..=to`: apply the steps before `from` and hand
+    /// what reaches it to each one's `observe`; nothing is written.
+    Observe(usize, usize),
 }
 
 /// The CPU side of a task: decode → steps → encode, on one rayon thread.
@@ -708,7 +847,9 @@ fn cpu_task(
                     batch,
                     &obj.display,
                 )?,
-                Mode::Observe(k) => observe_steps(plan, &mut contexts, k, batch, &obj.display)?,
+                Mode::Observe(from, to) => {
+                    observe_steps(plan, &mut contexts, from, to, batch, &obj.display)?
+                }
             }
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !plan.steps.iter().any(|s| s.step.exhausted()))
@@ -760,11 +901,13 @@ fn cpu_task(
         .get(task.objects.end.saturating_sub(1))
         .map(|o| o.display.clone())
         .unwrap_or_default();
-    if let Mode::Observe(k) = mode {
-        plan.steps[k]
-            .step
-            .observed(&mut contexts[k])
-            .map_err(|m| step_error(plan, k, &last, m))?;
+    if let Mode::Observe(from, to) = mode {
+        for (k, cx) in contexts.iter_mut().enumerate().take(to + 1).skip(from) {
+            plan.steps[k]
+                .step
+                .observed(cx)
+                .map_err(|m| step_error(plan, k, &last, m))?;
+        }
         return Ok((Vec::new(), rows_in, Vec::new()));
     }
     // Rows a step held back (the tail of a `pack`) flow through the steps after it.
@@ -793,24 +936,28 @@ fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
     )
 }
 
-/// The full pass of step `k`: `batch` through the steps before it, then to its
-/// `observe`.
+/// The full pass of steps `from..=to`: `batch` through the steps before `from`, then
+/// to the `observe` of each step of the group (all see the batch that reaches `from`).
 fn observe_steps(
     plan: &Plan,
     contexts: &mut [StepContext],
-    k: usize,
+    from: usize,
+    to: usize,
     mut batch: arrow::record_batch::RecordBatch,
     object: &str,
 ) -> Result<()> {
     for (s, (planned, cx)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
         let rows = batch.num_rows() as u64;
-        if s == k {
+        if s >= from {
             planned
                 .step
                 .observe(&batch, cx)
                 .map_err(|m| step_error(plan, s, object, m))?;
             cx.rows_before += rows;
-            return Ok(());
+            if s == to {
+                return Ok(());
+            }
+            continue;
         }
         batch = planned
             .step

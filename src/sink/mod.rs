@@ -23,6 +23,8 @@ pub const KILN_DIR: &str = "_kiln";
 pub const MANIFEST: &str = "_kiln/manifest.json";
 /// The listing and task split every worker and every rerun follows.
 pub const PLAN: &str = "_kiln/plan.json";
+/// The statistics fitted steps were fitted with (see [`StatsFile`]).
+pub const STATS: &str = "_kiln/stats.json";
 pub const SUCCESS: &str = "_SUCCESS";
 
 /// One shard as recorded in commit records and the manifest.
@@ -318,6 +320,46 @@ impl StoredPlan {
             .filter(|t| !records.contains_key(t))
             .collect()
     }
+}
+
+/// `_kiln/stats.json`: what the fitted steps (`standardize`, `one_hot`, ...) learned in
+/// their full pass, written before the first task commits. A resumed run binds them
+/// again instead of refitting; another pipeline's `stats_from` applies them to other
+/// data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsFile {
+    pub kiln_version: String,
+    /// The pipeline that fitted them.
+    pub name: String,
+    pub pipeline_hash: String,
+    /// Where they came from: `fit` (a full pass over `rows` rows of this dataset's
+    /// input), or the sink they were read from with `stats_from`.
+    pub fitted_on: String,
+    pub rows: u64,
+    pub objects: usize,
+    pub input_bytes: u64,
+    /// One entry per fitted step, in pipeline order.
+    pub steps: Vec<StatsEntry>,
+}
+
+/// The statistics of one step. A pipeline using them finds its entry by step name and
+/// occurrence (the 2nd `standardize` takes the 2nd entry of `standardize`), so a
+/// validation pipeline may differ from the training one in other steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsEntry {
+    /// Position in the pipeline that fitted it (1-based).
+    pub index: usize,
+    pub step: String,
+    /// 1 for the first step of this name, 2 for the second...
+    pub occurrence: usize,
+    /// The step's own statistics (`columns: {name: {...}}`).
+    #[serde(flatten)]
+    pub stats: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads `_kiln/stats.json`, if there is one.
+pub async fn read_stats(sink: &Location) -> Result<Option<StatsFile>> {
+    get_json(sink, STATS).await
 }
 
 /// Reads the stored plan, if there is one.

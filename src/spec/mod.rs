@@ -40,6 +40,11 @@ pub struct Pipeline {
     pub steps: Vec<StepSpec>,
     /// Where the Parquet shards go.
     pub sink: Sink,
+    /// A sink of another run whose fitted statistics (`_kiln/stats.json`: means,
+    /// vocabularies, quantiles) the fitted steps use instead of fitting on this input:
+    /// fit on training data, apply the same transform to validation and test data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_from: Option<String>,
     /// How to run: concurrency, threads, memory. Never changes the output.
     #[serde(default)]
     pub run: Run,

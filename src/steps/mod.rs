@@ -19,6 +19,10 @@ pub mod sample;
 mod select;
 mod spill;
 mod split;
+pub mod tabular;
+use tabular::{
+    bucketize, clip, fill_null, hash_bucket, log1p, min_max, one_hot, ordinal, standardize,
+};
 pub(crate) mod text;
 use text::{language, normalize, pii, quality, stats, tokenize};
 pub mod types;
@@ -92,6 +96,27 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn settle(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// True for a fitted step bound without statistics (`standardize` before its fit):
+    /// the runtime fits it in a full pass ([`Step::observe`], [`Step::observed`],
+    /// [`Step::settle`]), takes [`Step::fitted_stats`], and binds the step again with
+    /// them ([`StepOptions::bind_fitted`]).
+    fn needs_fit(&self) -> bool {
+        false
+    }
+
+    /// For a step that needs a fit: the columns its fit reads and the columns it
+    /// writes. Adjacent fitted steps whose reads do not meet an earlier one's writes
+    /// are fitted in one pass.
+    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+        None
+    }
+
+    /// After [`Step::settle`] of a step that needed a fit: its statistics, as
+    /// `_kiln/stats.json` stores them and [`StepOptions::bind_fitted`] reads them.
+    fn fitted_stats(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// What a step may know about where a batch sits in its task, and what it keeps
@@ -155,6 +180,16 @@ pub trait StepOptions {
     const EXAMPLE: &'static str;
     /// Checks the options against the input schema and builds the step.
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String>;
+
+    /// Builds a fitted step from statistics (its own fit's, or another sink's through
+    /// `stats_from`). Steps without statistics ignore them.
+    fn bind_fitted(
+        &self,
+        input: &SchemaRef,
+        _stats: &serde_json::Value,
+    ) -> Result<Arc<dyn Step>, String> {
+        self.bind(input)
+    }
 }
 
 /// Description of a registered step, for `kiln steps`.
@@ -190,6 +225,11 @@ macro_rules! registry {
             pub fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
                 match self { $( StepSpec::$variant(o) => o.bind(input), )* }
             }
+
+            /// Builds the step with fitted statistics.
+            pub fn bind_fitted(&self, input: &SchemaRef, stats: &serde_json::Value) -> Result<Arc<dyn Step>, String> {
+                match self { $( StepSpec::$variant(o) => o.bind_fitted(input, stats), )* }
+            }
         }
 
         /// Every step kiln knows, in the order `kiln steps` lists them.
@@ -223,6 +263,15 @@ registry! {
     Split => "split", split::SplitOptions;
     DedupExact => "dedup.exact", dedup_exact::DedupExactOptions;
     DedupMinhash => "dedup.minhash", dedup_minhash::MinhashOptions;
+    FillNull => "fill_null", fill_null::FillNullOptions;
+    Standardize => "standardize", standardize::StandardizeOptions;
+    MinMax => "min_max", min_max::MinMaxOptions;
+    Clip => "clip", clip::ClipOptions;
+    Log1p => "log1p", log1p::Log1pOptions;
+    Bucketize => "bucketize", bucketize::BucketizeOptions;
+    OneHot => "one_hot", one_hot::OneHotOptions;
+    Ordinal => "ordinal", ordinal::OrdinalOptions;
+    HashBucket => "hash_bucket", hash_bucket::HashBucketOptions;
     ImageDecode => "image.decode", decode::DecodeOptions;
     ImageResize => "image.resize", resize::ResizeOptions;
     ImageCenterCrop => "image.center_crop", crop::CenterCropOptions;

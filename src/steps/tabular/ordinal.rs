@@ -1,0 +1,277 @@
+//! `ordinal`: a categorical column to dense uint32 ids (label / ordinal encoding), the
+//! vocabulary fitted in a full pass, given, or taken from `stats_from`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::one_hot::fit_vocabularies;
+use super::vocab::{Order, VocabOptions, Vocabulary};
+use super::{ColumnStats, Fit, Layout, Need, as_strings, categorical_column, out_name};
+use crate::steps::{Step, StepContext, StepOptions};
+
+/// Options of `ordinal`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrdinalOptions {
+    /// Categorical columns (strings, integers, booleans); each becomes uint32 ids
+    /// 0..n−1 in vocabulary order; a value outside the vocabulary gets id n with `oov`
+    /// (else null); nulls stay null.
+    pub columns: Vec<String>,
+    /// Write `<column><suffix>` beside each column instead of replacing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    /// A fixed vocabulary for every column instead of a fitted one (no full pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocabulary: Option<Vec<String>>,
+    /// Order of the vocabulary and so of the ids (default `frequency`: id 0 is the most
+    /// frequent value).
+    #[serde(default)]
+    pub order: Order,
+    /// Keep only the `top_k` most frequent values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Keep only values seen at least this often (default 1).
+    #[serde(default = "one")]
+    pub min_count: u64,
+    /// Values outside the vocabulary get id n, one past the last (default true);
+    /// without it they become null.
+    #[serde(default = "yes")]
+    pub oov: bool,
+    /// Distinct values the fit counts per column before it refuses (bounds memory).
+    #[serde(default = "max_distinct")]
+    pub max_distinct: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn max_distinct() -> usize {
+    super::DEFAULT_MAX_DISTINCT
+}
+
+impl OrdinalOptions {
+    fn vocab(&self) -> VocabOptions {
+        VocabOptions {
+            order: self.order,
+            top_k: self.top_k,
+            min_count: self.min_count,
+            oov: self.oov,
+            max_distinct: self.max_distinct,
+        }
+    }
+}
+
+impl StepOptions for OrdinalOptions {
+    const SUMMARY: &'static str = "categorical columns to dense uint32 ids; vocabulary by frequency or value, top_k, min_count, oov";
+    const EXAMPLE: &'static str = "- ordinal: { columns: [country], order: lexical, suffix: _id }";
+
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+        match &self.vocabulary {
+            Some(v) => {
+                let vocab = Vocabulary {
+                    values: v.clone(),
+                    counts: vec![0; v.len()],
+                    nulls: 0,
+                    distinct: v.len() as u64,
+                    out_of_vocabulary: 0,
+                };
+                self.build(
+                    input,
+                    Fit::Fitted(self.columns.iter().map(|_| vocab.clone()).collect()),
+                )
+            }
+            None => self.build(
+                input,
+                Fit::fitting(
+                    self.columns
+                        .iter()
+                        .map(|c| (c.clone(), Need::Counts))
+                        .collect(),
+                    self.max_distinct,
+                ),
+            ),
+        }
+    }
+
+    fn bind_fitted(
+        &self,
+        input: &SchemaRef,
+        stats: &serde_json::Value,
+    ) -> Result<Arc<dyn Step>, String> {
+        if self.vocabulary.is_some() {
+            return self.bind(input);
+        }
+        let stats = ColumnStats::<Vocabulary>::from_json(stats, &self.columns)?;
+        let p = self
+            .columns
+            .iter()
+            .map(|c| stats.columns[c].clone())
+            .collect();
+        self.build(input, Fit::Fitted(p))
+    }
+}
+
+impl OrdinalOptions {
+    fn build(&self, input: &SchemaRef, fit: Fit<Vec<Vocabulary>>) -> Result<Arc<dyn Step>, String> {
+        if self.columns.is_empty() {
+            return Err("`columns` is empty; name the categorical columns".into());
+        }
+        let mut items = Vec::new();
+        let mut integers = Vec::new();
+        for c in &self.columns {
+            let i = categorical_column(input, c, "ordinal")?;
+            integers.push(input.field(i).data_type().is_integer());
+            items.push((
+                i,
+                vec![Field::new(
+                    out_name(c, &self.suffix),
+                    DataType::UInt32,
+                    true,
+                )],
+            ));
+        }
+        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        Ok(Arc::new(Ordinal {
+            opts: self.clone(),
+            inputs: items.iter().map(|(i, _)| *i).collect(),
+            integers,
+            layout,
+            fit,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Ordinal {
+    opts: OrdinalOptions,
+    inputs: Vec<usize>,
+    integers: Vec<bool>,
+    layout: Layout,
+    fit: Fit<Vec<Vocabulary>>,
+}
+
+impl Step for Ordinal {
+    fn output_schema(&self) -> &SchemaRef {
+        &self.layout.schema
+    }
+
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+        let vocabs = self.fit.params()?;
+        let mut made = Vec::with_capacity(self.inputs.len());
+        let mut unknown = 0u64;
+        for (&i, vocab) in self.inputs.iter().zip(vocabs) {
+            let index = vocab.index();
+            let s = as_strings(batch.column(i))?;
+            let s = s.as_string::<i32>();
+            let n = vocab.values.len() as u32;
+            let out: UInt32Array = (0..s.len())
+                .map(|r| {
+                    if s.is_null(r) {
+                        return None;
+                    }
+                    match index.get(s.value(r)) {
+                        Some(&id) => Some(id),
+                        None => {
+                            unknown += 1;
+                            self.opts.oov.then_some(n)
+                        }
+                    }
+                })
+                .collect();
+            made.push(vec![Arc::new(out) as ArrayRef]);
+        }
+        cx.count("out_of_vocabulary", unknown);
+        self.layout.assemble(&batch, made)
+    }
+
+    fn needs_fit(&self) -> bool {
+        self.fit.needs_fit()
+    }
+
+    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+        let writes = self
+            .opts
+            .columns
+            .iter()
+            .map(|c| out_name(c, &self.opts.suffix))
+            .collect();
+        self.fit.fit_columns(writes)
+    }
+
+    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
+        self.fit.fitter()?.observe(batch, cx)
+    }
+
+    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
+        self.fit.fitter()?.observed(cx)
+    }
+
+    fn settle(&self) -> Result<(), String> {
+        self.fit.settle(|accs| {
+            fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
+        })
+    }
+
+    fn fitted_stats(&self) -> Option<serde_json::Value> {
+        self.fit.fitted_stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::tabular::tests_util::fit_and_bind;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::UInt32Type;
+
+    #[test]
+    fn lexical_ids_numeric_for_integers_and_oov_past_the_end() {
+        let c: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(10),
+            Some(9),
+            None,
+            Some(10),
+            Some(-1),
+        ]));
+        let b = RecordBatch::try_from_iter(vec![("c", c)]).expect("batch");
+        let opts: OrdinalOptions = serde_json::from_value(
+            serde_json::json!({"columns": ["c"], "order": "lexical", "min_count": 2, "suffix": "_id"}),
+        )
+        .expect("options");
+        let (step, stats) = fit_and_bind(&opts, &b);
+        assert_eq!(stats["columns"]["c"]["values"], serde_json::json!(["10"]));
+        let mut cx = StepContext::default();
+        let out = step.apply(b, &mut cx).expect("applies");
+        let ids: Vec<Option<u32>> = out.column(1).as_primitive::<UInt32Type>().iter().collect();
+        assert_eq!(ids, [Some(0), Some(1), None, Some(0), Some(1)]);
+        assert_eq!(cx.counts["out_of_vocabulary"], 2);
+        let all: OrdinalOptions =
+            serde_json::from_value(serde_json::json!({"columns": ["c"], "order": "lexical"}))
+                .expect("options");
+        let (_, stats) = fit_and_bind(&all, &crate::steps::tabular::ordinal::tests::int_batch());
+        assert_eq!(
+            stats["columns"]["c"]["values"],
+            serde_json::json!(["-1", "9", "10"])
+        );
+    }
+
+    fn int_batch() -> RecordBatch {
+        let c: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(10),
+            Some(9),
+            None,
+            Some(10),
+            Some(-1),
+        ]));
+        RecordBatch::try_from_iter(vec![("c", c)]).expect("batch")
+    }
+}

@@ -1,0 +1,377 @@
+//! Tabular features end to end: statistics fitted on the training split checked against
+//! exact arithmetic on the CSV, the transform checked row by row, the same statistics
+//! applied to the validation split with `stats_from` (and reproducing the training
+//! encoding on the training data), a resumed run binding the stored statistics, and the
+//! errors a user meets.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, UInt8Type, UInt32Type};
+
+use crate::util::*;
+
+/// The sample CSV read with arrow's own reader (not kiln's).
+fn read_csv(name: &str) -> RecordBatch {
+    let path = repo().join("sample-data/customers").join(name);
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (schema, _) = format
+        .infer_schema(std::fs::File::open(&path).expect("csv"), None)
+        .expect("schema");
+    let reader = arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
+        .with_format(format)
+        .build(std::fs::File::open(&path).expect("csv"))
+        .expect("reader");
+    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let a = b.column_by_name(name).expect(name);
+    a.as_primitive::<Int64Type>().iter().collect()
+}
+
+fn floats(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let a = b.column_by_name(name).expect(name);
+    a.as_primitive::<Float64Type>().iter().collect()
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let a = b.column_by_name(name).expect(name);
+    a.as_string::<i32>()
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
+}
+
+fn stats(sink: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(sink.join("_kiln/stats.json")).expect("stats.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The entry of step `name` (first occurrence).
+fn entry<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    stats["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|e| e["step"] == name)
+        .unwrap_or_else(|| panic!("no statistics for {name}: {stats}"))
+}
+
+fn one_shard(dir: &Path) -> RecordBatch {
+    let shards = read_shards(dir);
+    assert_eq!(shards.len(), 1, "{shards:?}");
+    shards.into_values().next().expect("a shard")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+#[test]
+fn statistics_fitted_on_train_match_exact_arithmetic_and_transform_valid() {
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", "pipelines/tabular-train.yaml"]);
+    let train_sink = out.path().join("customers/train");
+    let st = stats(&train_sink);
+    let csv = read_csv("train.csv");
+
+    // fill_null: mean of age over its values, exactly.
+    let ages: Vec<f64> = ints(&csv, "age")
+        .into_iter()
+        .flatten()
+        .map(|v| v as f64)
+        .collect();
+    let mean = ages.iter().sum::<f64>() / ages.len() as f64;
+    let fill = &entry(&st, "fill_null")["columns"];
+    assert!(
+        close(fill["age"]["value"].as_f64().expect("mean"), mean),
+        "{fill}"
+    );
+    assert_eq!(fill["age"]["count"], ages.len());
+    assert_eq!(fill["age"]["nulls"], csv.num_rows() - ages.len());
+    // mode of device, exactly (most frequent; ties to the smallest).
+    let mut devices: HashMap<String, u64> = HashMap::new();
+    for d in strings(&csv, "device").into_iter().flatten() {
+        *devices.entry(d).or_default() += 1;
+    }
+    let mode = devices
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(d, _)| d.clone())
+        .expect("a mode");
+    assert_eq!(fill["device"]["value"], mode.as_str());
+
+    // standardize sees age after mean imputation: same mean, population std over 800
+    // rows of which the imputed ones add nothing to the squared deviations.
+    let m2: f64 = ages.iter().map(|v| (v - mean) * (v - mean)).sum();
+    let std = (m2 / csv.num_rows() as f64).sqrt();
+    let z = &entry(&st, "standardize")["columns"]["age"];
+    assert!(close(z["mean"].as_f64().expect("mean"), mean), "{z}");
+    assert!(close(z["std"].as_f64().expect("std"), std), "{z}");
+    assert_eq!(z["count"], csv.num_rows());
+
+    // Vocabularies: plan in value order (nulls filled as "unknown"); country by
+    // frequency with min_count 5, counts exact.
+    let mut plans: Vec<String> = strings(&csv, "plan")
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|| "unknown".into()))
+        .collect();
+    plans.sort();
+    plans.dedup();
+    let plan_vocab = &entry(&st, "one_hot")["columns"]["plan"]["values"];
+    assert_eq!(plan_vocab, &serde_json::json!(plans));
+    let mut countries: HashMap<String, u64> = HashMap::new();
+    for c in strings(&csv, "country").into_iter().flatten() {
+        *countries.entry(c).or_default() += 1;
+    }
+    let mut by_freq: Vec<(String, u64)> = countries.into_iter().filter(|(_, n)| *n >= 5).collect();
+    by_freq.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let country = &entry(&st, "ordinal")["columns"]["country"];
+    let want: Vec<&str> = by_freq.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(country["values"], serde_json::json!(want));
+    let want: Vec<u64> = by_freq.iter().map(|(_, n)| *n).collect();
+    assert_eq!(country["counts"], serde_json::json!(want));
+
+    // The transform, row by row: age z-scores with the fitted numbers (imputed rows at
+    // 0), one-hot plan columns, country ids.
+    let train = one_shard(&train_sink);
+    assert_eq!(train.num_rows(), csv.num_rows());
+    let z_mean = z["mean"].as_f64().expect("mean");
+    let z_std = z["std"].as_f64().expect("std");
+    let fill_age = fill["age"]["value"].as_f64().expect("fill");
+    let ids: HashMap<&str, u32> = want_ids(country);
+    let raw_country = strings(&csv, "country");
+    let out_country: Vec<Option<u32>> = train
+        .column_by_name("country")
+        .expect("country")
+        .as_primitive::<UInt32Type>()
+        .iter()
+        .collect();
+    let plan = strings(&csv, "plan");
+    for (r, (age, z)) in ints(&csv, "age")
+        .iter()
+        .zip(floats(&train, "age"))
+        .enumerate()
+    {
+        let x = age.map_or(fill_age, |a| a as f64);
+        assert!(
+            close(z.expect("no nulls left"), (x - z_mean) / z_std),
+            "row {r}"
+        );
+        let p = plan[r].clone().unwrap_or_else(|| "unknown".into());
+        let hot = train
+            .column_by_name(&format!("plan_{p}"))
+            .expect("a column per plan")
+            .as_primitive::<UInt8Type>();
+        assert_eq!(hot.value(r), 1, "row {r} plan {p}");
+        let want = raw_country[r]
+            .as_deref()
+            .map(|c| ids.get(c).copied().unwrap_or(ids.len() as u32));
+        assert_eq!(out_country[r], want, "row {r}");
+    }
+
+    // Validation: the training statistics, not its own. Unseen values go out of
+    // vocabulary.
+    kiln_ok(out.path(), &["run", "-q", "pipelines/tabular-valid.yaml"]);
+    let valid_sink = out.path().join("customers/valid");
+    let vcsv = read_csv("valid.csv");
+    let valid = one_shard(&valid_sink);
+    assert_eq!(valid.schema().fields().len(), train.schema().fields().len());
+    let vplan = strings(&vcsv, "plan");
+    let oov = valid
+        .column_by_name("plan___oov__")
+        .expect("oov column")
+        .as_primitive::<UInt8Type>();
+    let mut unseen = 0;
+    for (r, age) in ints(&vcsv, "age").iter().enumerate() {
+        let x = age.map_or(fill_age, |a| a as f64);
+        let z = floats(&valid, "age")[r].expect("value");
+        assert!(close(z, (x - z_mean) / z_std), "valid row {r}");
+        if vplan[r].as_deref() == Some("enterprise") {
+            assert_eq!(oov.value(r), 1, "row {r}");
+            unseen += 1;
+        }
+    }
+    assert!(
+        unseen > 0,
+        "valid.csv has plans the training data never had"
+    );
+    let vcountry = strings(&vcsv, "country");
+    let vids = valid
+        .column_by_name("country")
+        .expect("country")
+        .as_primitive::<UInt32Type>();
+    let za = (0..vcsv.num_rows()).filter(|&r| vcountry[r].as_deref() == Some("ZA"));
+    for r in za {
+        assert_eq!(vids.value(r), ids.len() as u32, "ZA is out of vocabulary");
+    }
+    assert!(
+        !valid_sink.join("_kiln/stats.json").exists(),
+        "nothing is fitted with stats_from"
+    );
+
+    // The validation pipeline on the training data reproduces the training encoding.
+    let replay = out.path().join("replay");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/tabular-valid.yaml",
+            "--set",
+            "source.uri=sample-data/customers/train.csv",
+            "--set",
+            &format!("sink.uri={}", replay.display()),
+        ],
+    );
+    let again = one_shard(&replay);
+    for f in train.schema().fields() {
+        assert_eq!(
+            again
+                .column_by_name(f.name())
+                .expect("same columns")
+                .as_ref(),
+            train.column_by_name(f.name()).expect("column").as_ref(),
+            "column {}",
+            f.name()
+        );
+    }
+}
+
+fn want_ids(country: &serde_json::Value) -> HashMap<&str, u32> {
+    country["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_str().expect("string"), i as u32))
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_binds_the_stored_statistics_instead_of_refitting() {
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", "pipelines/tabular-train.yaml"]);
+    let sink = out.path().join("customers/train");
+    // As if the run had stopped after its fit: no task committed, statistics stored.
+    for f in files(&sink) {
+        let rel = f
+            .strip_prefix(&sink)
+            .expect("below")
+            .to_string_lossy()
+            .into_owned();
+        if rel != "_kiln/stats.json" && rel != "_kiln/plan.json" {
+            std::fs::remove_file(&f).expect("remove");
+        }
+    }
+    // A tampered mean shows which statistics the rerun used.
+    let mut st = stats(&sink);
+    let steps = st["steps"].as_array_mut().expect("steps");
+    steps[0]["columns"]["age"]["value"] = serde_json::json!(1000.0);
+    std::fs::write(sink.join("_kiln/stats.json"), st.to_string()).expect("write");
+    kiln_ok(out.path(), &["run", "-q", "pipelines/tabular-train.yaml"]);
+    let z = &entry(&st, "standardize")["columns"]["age"];
+    let (m, s) = (
+        z["mean"].as_f64().expect("mean"),
+        z["std"].as_f64().expect("std"),
+    );
+    let csv = read_csv("train.csv");
+    let shard = one_shard(&sink);
+    let r = ints(&csv, "age")
+        .iter()
+        .position(Option::is_none)
+        .expect("a null age");
+    assert!(close(
+        floats(&shard, "age")[r].expect("filled"),
+        (1000.0 - m) / s
+    ));
+    let manifest = std::fs::read_to_string(sink.join("_kiln/manifest.json")).expect("manifest");
+    assert!(
+        manifest.contains("plan___oov__"),
+        "the manifest has the fitted schema"
+    );
+}
+
+#[test]
+fn stats_from_without_statistics_or_without_the_step_is_refused() {
+    let out = tempfile::tempdir().expect("tmp");
+    let dir = out.path();
+    let empty = dir.join("nothing");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let p = pipeline(
+        dir,
+        "p.yaml",
+        &format!(
+            "version: 1\nname: t\nsource:\n  uri: sample-data/customers/valid.csv\nstats_from: {}\n\
+             steps:\n  - standardize: {{ columns: [support_calls] }}\nsink:\n  uri: {}\n",
+            empty.display(),
+            dir.join("o").display()
+        ),
+    );
+    let o = kiln(dir, &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing/_kiln/stats.json"),
+        "{}",
+        stderr(&o)
+    );
+
+    kiln_ok(dir, &["run", "-q", "pipelines/tabular-train.yaml"]);
+    let p = pipeline(
+        dir,
+        "p2.yaml",
+        &format!(
+            "version: 1\nname: t\nsource:\n  uri: sample-data/customers/valid.csv\nstats_from: {}\n\
+             steps:\n  - standardize: {{ columns: [support_calls] }}\n  - standardize: {{ columns: [user_id] }}\n\
+             sink:\n  uri: {}\n",
+            dir.join("customers/train").display(),
+            dir.join("o2").display()
+        ),
+    );
+    let o = kiln(dir, &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("step 1 `standardize`") && e.contains("no entry for column `support_calls`"),
+        "{e}"
+    );
+    assert!(!dir.join("o2").exists(), "nothing written");
+}
+
+#[test]
+fn fitting_needs_one_worker_and_a_fit_error_names_the_step() {
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            "--worker",
+            "1/2",
+            "pipelines/tabular-train.yaml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`fill_null`"), "{}", stderr(&o));
+
+    let dir = out.path();
+    let p = pipeline(
+        dir,
+        "p.yaml",
+        &format!(
+            "version: 1\nname: t\nsource:\n  uri: sample-data/customers/train.csv\n\
+             steps:\n  - ordinal: {{ columns: [user_id], max_distinct: 100 }}\nsink:\n  uri: {}\n",
+            dir.join("o").display()
+        ),
+    );
+    let o = kiln(dir, &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("step 1 `ordinal`") && e.contains("hash_bucket"),
+        "{e}"
+    );
+}
