@@ -305,7 +305,15 @@ impl TaskWriter {
             if state.open.is_none() {
                 let shard = state.next_shard;
                 state.next_shard += 1;
-                state.open = Some(open_shard(&self.cfg, &self.stats, &dir, self.task, shard)?);
+                let first = batch.slice(offset, batch.num_rows() - offset);
+                state.open = Some(open_shard(
+                    &self.cfg,
+                    &self.stats,
+                    &dir,
+                    self.task,
+                    shard,
+                    &first,
+                )?);
             }
             let open = state
                 .open
@@ -382,6 +390,7 @@ fn open_shard(
     dir: &str,
     task: usize,
     shard: usize,
+    first: &RecordBatch,
 ) -> Result<OpenShard> {
     let relative = shard_name(dir, task, shard);
     let uri = format!("{}{relative}", cfg.display);
@@ -399,7 +408,8 @@ fn open_shard(
         buf: Vec::with_capacity(UPLOAD_CHUNK),
         stats: stats.clone(),
     };
-    let writer = ArrowWriter::try_new(sink, cfg.file_schema.clone(), Some(cfg.props.clone()))
+    let props = dictionary_choice(&cfg.props, first);
+    let writer = ArrowWriter::try_new(sink, cfg.file_schema.clone(), Some(props))
         .map_err(|e| Error::sink(&uri, e))?;
     Ok(OpenShard {
         writer,
@@ -412,6 +422,77 @@ fn open_shard(
         schema: cfg.file_schema.clone(),
         handle: cfg.handle.clone(),
     })
+}
+
+/// Rows of a shard's first batch sampled to choose the encoding of each column.
+const DICTIONARY_SAMPLE: usize = 4096;
+
+/// The writer settings for a shard whose first rows are `first`: dictionary encoding
+/// off for columns whose sample is mostly distinct values (ids, free text, measured
+/// floats), where a dictionary only costs time (hashing every value) and bytes (a
+/// dictionary as large as the data, plus the indices) -- the check parquet-mr makes
+/// after its first page, made here up front. Low-cardinality columns keep it.
+fn dictionary_choice(props: &WriterProperties, first: &RecordBatch) -> WriterProperties {
+    let n = first.num_rows().min(DICTIONARY_SAMPLE);
+    if n < 256 {
+        return props.clone();
+    }
+    let mut builder = props.clone().into_builder();
+    let mut changed = false;
+    for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+        if mostly_distinct(&column.slice(0, n)) {
+            builder = builder.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+            changed = true;
+        }
+    }
+    if changed {
+        builder.build()
+    } else {
+        props.clone()
+    }
+}
+
+/// True when more than half of the non-null values of `a` are distinct (top-level
+/// primitive and byte columns; others keep the default).
+fn mostly_distinct(a: &ArrayRef) -> bool {
+    use arrow::array::AsArray;
+    let valid = a.len() - a.null_count();
+    if valid < 128 {
+        return false;
+    }
+    let mut seen: std::collections::HashSet<&[u8], foldhash::fast::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(valid, Default::default());
+    let t = a.data_type();
+    let data;
+    match t {
+        DataType::Utf8 => seen.extend(a.as_string::<i32>().iter().flatten().map(str::as_bytes)),
+        DataType::LargeUtf8 => {
+            seen.extend(a.as_string::<i64>().iter().flatten().map(str::as_bytes))
+        }
+        DataType::Binary => seen.extend(a.as_binary::<i32>().iter().flatten()),
+        DataType::LargeBinary => seen.extend(a.as_binary::<i64>().iter().flatten()),
+        t if t.is_primitive() => {
+            let Some(width) = t.primitive_width() else {
+                return false;
+            };
+            data = a.to_data();
+            let Some(buffer) = data.buffers().first() else {
+                return false;
+            };
+            let bytes = buffer.as_slice();
+            for i in (0..a.len()).filter(|&i| a.is_valid(i)) {
+                let at = (data.offset() + i) * width;
+                if let Some(v) = bytes.get(at..at + width) {
+                    seen.insert(v);
+                }
+            }
+        }
+        _ => return false,
+    }
+    seen.len() * 2 > valid
 }
 
 fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
