@@ -290,6 +290,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         object: first.display.clone(),
         batch_rows: rows.max(1),
         csv: spec::CsvOptions::default(),
+        projection: None,
     };
     let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {
         if format.random_access() {

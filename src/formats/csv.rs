@@ -29,6 +29,26 @@ fn format(o: &CsvOptions, object: &str) -> Format {
     f
 }
 
+/// arrow-csv infers `2026-01-01 10:00:00` as a timestamp in seconds, which Parquet
+/// cannot type (the writer stores a bare INT64 that pyarrow, DuckDB and Polars read as
+/// integers). Microseconds, what `timestamp` means in `cast` and `source.schema`, parse
+/// the same text.
+fn seconds_to_micros(schema: &Schema) -> Schema {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(TimeUnit::Second, tz) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
 impl SourceFormat for Csv {
     fn infer_schema(
         &self,
@@ -39,7 +59,7 @@ impl SourceFormat for Csv {
         let reader = input.stream()?;
         format(&cx.csv, &cx.object)
             .infer_schema(reader, Some(rows))
-            .map(|(schema, _)| schema)
+            .map(|(schema, _)| seconds_to_micros(&schema))
             .map_err(|e| {
                 Error::input(
                     &cx.object,
@@ -61,10 +81,13 @@ impl SourceFormat for Csv {
         if cx.csv.header {
             check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?;
         }
-        let mut decoder = ReaderBuilder::new(cx.schema.clone())
+        let mut builder = ReaderBuilder::new(cx.schema.clone())
             .with_format(fmt)
-            .with_batch_size(cx.batch_rows)
-            .build_decoder();
+            .with_batch_size(cx.batch_rows);
+        if let Some(p) = &cx.projection {
+            builder = builder.with_projection(p.clone());
+        }
+        let mut decoder = builder.build_decoder();
         let decode_err =
             |e: arrow::error::ArrowError| Error::input(&cx.object, None, e.to_string());
         loop {
@@ -140,6 +163,7 @@ mod tests {
             object: "b.csv".into(),
             batch_rows: 1024,
             csv: CsvOptions::default(),
+            projection: None,
         }
     }
 
@@ -150,6 +174,39 @@ mod tests {
             &cx(Schema::empty()),
         )
         .expect("infer")
+    }
+
+    /// Seconds have no Parquet timestamp type; the sink would write bare integers.
+    #[test]
+    fn datetimes_are_inferred_in_microseconds_and_decode() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+        let data = b"t\n2026-01-02 03:04:05\n";
+        let schema = Csv
+            .infer_schema(
+                ObjectInput::Stream(Box::new(&data[..])),
+                10,
+                &cx(Schema::empty()),
+            )
+            .expect("infer");
+        assert_eq!(
+            schema.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        let mut value = 0;
+        Csv.decode(
+            ObjectInput::Stream(Box::new(&data[..])),
+            &cx(schema),
+            &mut |b| {
+                value = b
+                    .column(0)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(0);
+                Ok(true)
+            },
+        )
+        .expect("decodes");
+        assert_eq!(value, 1_767_323_045_000_000);
     }
 
     #[test]

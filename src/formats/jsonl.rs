@@ -205,6 +205,7 @@ mod tests {
             object: "b.jsonl".into(),
             batch_rows: 2,
             csv: CsvOptions::default(),
+            projection: None,
         }
     }
 

@@ -82,6 +82,9 @@ pub struct DecodeContext {
     pub object: String,
     pub batch_rows: usize,
     pub csv: CsvOptions,
+    /// Columns of `schema` to decode (CSV only; batches then have just these), for a
+    /// full pass that needs a few columns. None: all.
+    pub projection: Option<Vec<usize>>,
 }
 
 /// Called with each decoded batch; returns `false` to stop reading the object.

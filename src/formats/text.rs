@@ -99,6 +99,7 @@ mod tests {
             object: "notes.txt".into(),
             batch_rows: 2,
             csv: CsvOptions::default(),
+            projection: None,
         };
         let mut rows = Vec::new();
         Text.decode(

@@ -72,6 +72,8 @@ pub struct Plan {
     pub fitted: Vec<crate::sink::StatsEntry>,
     /// Where `fitted` came from (`stats_from`'s sink), for stats.json.
     pub stats_origin: Option<String>,
+    /// Columns of `input_schema` the decoder reads (see [`Plan::for_fit`]). None: all.
+    pub decode_projection: Option<Vec<usize>>,
 }
 
 const MIN_BATCH_ROWS: u64 = 1024;
@@ -268,6 +270,7 @@ impl Plan {
                     object: first.display.clone(),
                     batch_rows: MAX_BATCH_ROWS,
                     csv: pipeline.source.csv.clone(),
+                    projection: None,
                 };
                 let (f, obj, c, rows) = (
                     format.clone(),
@@ -426,7 +429,56 @@ impl Plan {
             batch_rows,
             fitted,
             stats_origin,
+            decode_projection: None,
         })
+    }
+
+    /// The plan a fit pass of steps `from..=to` runs: the steps up to `to` (the group's
+    /// own step values, which hold what they observe), and for CSV only the columns
+    /// those steps read decoded (a fit of five numeric columns skips parsing the text
+    /// and timestamps).
+    ///
+    /// # Errors
+    /// As binding the steps.
+    pub fn for_fit(&self, from: usize, to: usize) -> Result<Plan> {
+        let mut p = self.clone();
+        p.steps.truncate(to + 1);
+        if self.format_name != FormatName::Csv || self.decode_projection.is_some() {
+            return Ok(p);
+        }
+        let mut need: BTreeSet<String> = BTreeSet::new();
+        for s in &self.steps[from..=to] {
+            match s.step.fit_columns() {
+                Some((reads, _)) => need.extend(reads),
+                None => return Ok(p),
+            }
+        }
+        for s in self.steps[..from].iter().rev() {
+            need = s.step.required_input(&need);
+        }
+        let keep: Vec<usize> = (0..self.input_schema.fields().len())
+            .filter(|&i| need.contains(self.input_schema.field(i).name()))
+            .collect();
+        if keep.is_empty() || keep.len() == self.input_schema.fields().len() {
+            return Ok(p);
+        }
+        let projected = Arc::new(
+            self.input_schema
+                .project(&keep)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        let mut prefix = self.pipeline.clone();
+        prefix.steps.truncate(from);
+        let mut steps = bind_steps(
+            &prefix,
+            &projected,
+            &self.fitted,
+            self.stats_origin.as_deref(),
+        )?;
+        steps.extend(self.steps[from..=to].iter().cloned());
+        p.steps = steps;
+        p.decode_projection = Some(keep);
+        Ok(p)
     }
 
     /// True while a fitted step has no statistics yet.

@@ -149,8 +149,9 @@ async fn fit_steps(
             let mut entries = Vec::new();
             while let Some((from, to)) = plan.fit_group() {
                 let cfg = Arc::new(plan.writer_config(tokio::runtime::Handle::current())?);
-                // The pass runs on a copy; its steps are the same values as `plan`'s.
-                let shared = Arc::new(plan.clone());
+                // The pass runs on a copy; the group's steps are the same values as
+                // `plan`'s.
+                let shared = Arc::new(plan.for_fit(from, to)?);
                 let seen = full_pass(&shared, from, to, slots, &pool, &cfg, &io, stop).await?;
                 if entries.is_empty() {
                     rows = seen;
@@ -828,6 +829,7 @@ fn cpu_task(
             object: object.clone(),
             batch_rows: plan.batch_rows,
             csv: plan.pipeline.source.csv.clone(),
+            projection: plan.decode_projection.clone(),
         };
         let started = Instant::now();
         let mut waited = Duration::ZERO;

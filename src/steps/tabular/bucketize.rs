@@ -143,6 +143,12 @@ impl Step for Bucketize {
         self.layout.assemble(&batch, made)
     }
 
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.extend(self.opts.columns.iter().cloned());
+        need
+    }
+
     fn needs_fit(&self) -> bool {
         self.fit.needs_fit()
     }

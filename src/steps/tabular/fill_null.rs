@@ -249,6 +249,19 @@ impl Step for FillNull {
         self.layout.assemble(&batch, made)
     }
 
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.extend(
+            self.opts.value.keys().cloned().chain(
+                self.opts
+                    .fitted_columns()
+                    .iter()
+                    .map(|(c, _)| c.to_string()),
+            ),
+        );
+        need
+    }
+
     fn needs_fit(&self) -> bool {
         self.fit.needs_fit()
     }

@@ -1,6 +1,7 @@
 //! `hash_bucket`: the hashing trick for high-cardinality categoricals: each value goes
 //! to bucket `xxh3_64(text form, seed) mod num_buckets`, with no fit and no vocabulary.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
@@ -59,6 +60,7 @@ impl StepOptions for HashBucketOptions {
             n: u64::from(self.num_buckets),
             seed: self.seed,
             inputs: items.iter().map(|(i, _)| *i).collect(),
+            names: self.columns.clone(),
             layout,
         }))
     }
@@ -69,12 +71,19 @@ struct HashBucket {
     n: u64,
     seed: u64,
     inputs: Vec<usize>,
+    names: Vec<String>,
     layout: Layout,
 }
 
 impl Step for HashBucket {
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
+    }
+
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.extend(self.names.iter().cloned());
+        need
     }
 
     fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {

@@ -1,5 +1,6 @@
 //! `log1p`: `ln(1 + x)` of numeric columns, for skewed counts and amounts.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array};
@@ -47,6 +48,7 @@ impl StepOptions for Log1pOptions {
         let layout = Layout::new(input, &items, self.suffix.is_some())?;
         Ok(Arc::new(Log1p {
             inputs: items.iter().map(|(i, _)| *i).collect(),
+            names: self.columns.clone(),
             layout,
         }))
     }
@@ -55,12 +57,19 @@ impl StepOptions for Log1pOptions {
 #[derive(Debug)]
 struct Log1p {
     inputs: Vec<usize>,
+    names: Vec<String>,
     layout: Layout,
 }
 
 impl Step for Log1p {
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
+    }
+
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.extend(self.names.iter().cloned());
+        need
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
