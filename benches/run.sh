@@ -15,7 +15,10 @@
 # beside a Pillow script using the same cores (benches/peers/E_images_pillow.py) on
 # images benches/make_images.py generates.
 #
-# JOBS selects jobs (default "A B C E"); PEERS_C lists the job-C peers to run (default
+# Job D (tabular: z-scores with full-pass statistics, one-hot, dictionary codes, null
+# filling; CSV → Parquet) runs kiln beside Polars and DuckDB on the shared CSV corpus.
+#
+# JOBS selects jobs (default "A B C D E"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -73,7 +76,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C E}
+JOBS=${JOBS:-A B C D E}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -126,6 +129,38 @@ if [[ " $JOBS " == *" C "* ]]; then
   rm -rf "$o"
   if [[ "$PEERS" == 1 ]]; then
     for peer in ${PEERS_C:-datasets}; do peer_run C-tokenize "$peer" 1 "$SHARED/tokenizer.json"; done
+  fi
+fi
+if [[ " $JOBS " == *" D "* ]]; then
+  CSV=$DATA/csv
+  if [[ ! -f "$CSV/manifest.json" ]]; then
+    echo "== generating the CSV corpus (about 20 seconds)" >&2
+    (cd "$SHARED" && "$PY" gen_data.py csv --out "$CSV" --size-mb 500 --files 8)
+  fi
+  cat "$CSV"/*.csv > /dev/null  # warm the page cache
+  o="$OUT/D-tabular-kiln"
+  echo "== D-tabular / kiln" >&2
+  KILN_BENCH_IN="$CSV" KILN_BENCH_OUT=$o "$PY" "$SHARED/bench_run.py" --job D-tabular --tool kiln \
+    --input "$CSV" --output "$o" --manifest "$CSV/manifest.json" --results "$RES" --reps "$REPS" \
+    --timeout 900 -- "$KILN" run -q "$ROOT/benches/D_tabular.yaml" > /dev/null
+  # The same values as Polars writes, column by column (the peers' own agreement check).
+  KILN_BENCH_IN="$CSV" KILN_BENCH_OUT=$o "$KILN" run -q "$ROOT/benches/D_tabular.yaml" > /dev/null
+  if [[ "$PEERS" == 1 ]]; then
+    p="$OUT/D-tabular-polars-check"
+    "$PY" "$SHARED/peers/D_tabular_polars.py" "$CSV" "$p" > /dev/null
+    "$PY" "$ROOT/benches/check_tabular.py" "$o" "$p"
+    rm -rf "$p"
+  fi
+  rm -rf "$o"
+  if [[ "$PEERS" == 1 ]]; then
+    for peer in polars duckdb; do
+      o="$OUT/D-tabular-$peer"
+      echo "== D-tabular / $peer" >&2
+      "$PY" "$SHARED/bench_run.py" --job D-tabular --tool "$peer" --input "$CSV" --output "$o" \
+        --manifest "$CSV/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 \
+        -- "$PY" "$SHARED/peers/D_tabular_$peer.py" "$CSV" "$o" > /dev/null
+      rm -rf "$o"
+    done
   fi
 fi
 if [[ " $JOBS " == *" E "* ]]; then

@@ -36,9 +36,24 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
     let out = dir.path().join("out");
     // Splits in folders, strings (web-text); token lists (pretrain-packed); numbers,
     // nulls, booleans and timestamps (csv-events).
-    // Images as the Image feature (images).
-    let local = ["web-text", "pretrain-packed", "csv-events", "images"];
-    for p in local {
+    // Images as the Image feature (images). Tabular features fitted on the training
+    // split and applied to the validation split (customers/*).
+    let local = [
+        "web-text",
+        "pretrain-packed",
+        "csv-events",
+        "images",
+        "customers/train",
+        "customers/valid",
+    ];
+    for p in [
+        "web-text",
+        "pretrain-packed",
+        "csv-events",
+        "images",
+        "tabular-train",
+        "tabular-valid",
+    ] {
         kiln_ok(&out, &["run", "-q", &format!("pipelines/{p}.yaml")]);
     }
     b.upload_dir(&repo().join("sample-data/text"), "raw-text");
@@ -76,7 +91,8 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
     let spec = dir.path().join("spec.json");
     std::fs::write(
         &spec,
-        serde_json::to_vec(&serde_json::json!({ "datasets": datasets })).expect("json"),
+        serde_json::to_vec(&serde_json::json!({ "datasets": datasets, "repo": repo() }))
+            .expect("json"),
     )
     .expect("write spec");
     let o = std::process::Command::new(python)
@@ -117,6 +133,8 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
         "datasets[local]",
         "datasets[s3]",
         "dataset card",
+        "tabular (numpy)",
+        "datasets[tabular]",
     ] {
         let n = report["by_reader"][reader].as_u64().unwrap_or(0);
         assert!(n > 0, "no checks by {reader}: {report}");

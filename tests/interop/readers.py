@@ -15,6 +15,12 @@ caught. Image columns must load as the Image feature and decode to the size the
 pipeline cropped to; ImageFolder class ids as a ClassLabel whose names are the labels. The Parquet files must carry statistics, the page index,
 dictionary pages for low-cardinality strings and the pipeline hash.
 
+Tabular datasets (a sink with _kiln/stats.json, and one written with stats_from) get their
+fitted statistics recomputed with numpy from the source CSV through the same chain of
+transforms (mean/median/mode imputation, quantile clipping, log1p, z-scores, min-max,
+quantile buckets, vocabularies), and their feature columns must load in `datasets` with
+the right dtypes.
+
 Prints {"checks": N, "by_reader": {...}, "failures": [...]} and exits 1 on a failure.
 """
 
@@ -34,6 +40,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -458,6 +465,115 @@ def check_card(loc, m, suite, cache):
             suite.true(r, f"load_dataset refuses a broken {breakage}", failed)
 
 
+def rank(values, v):
+    """Where a quantile estimate `v` sits in `values`: the fractions of them below it and at
+    or below it (equal when `v` is not tied with any)."""
+    s = np.sort(values)
+    return (float(np.searchsorted(s, v, side="left")) / len(s),
+            float(np.searchsorted(s, v, side="right")) / len(s))
+
+
+def close(a, b):
+    return abs(a - b) <= 1e-9 * max(abs(b), 1.0)
+
+
+def read_csv(path):
+    """As kiln reads CSV: an empty field is null, for strings too."""
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+
+
+def tabular_reference(csv_path, stats):
+    """pipelines/tabular-train.yaml's fitted statistics recomputed with numpy from the CSV,
+    using kiln's fitted values only where a sketch decides (quantiles) -- and checking
+    where those sit in the data instead."""
+    t = read_csv(csv_path)
+    col = lambda name: t[name].to_numpy(zero_copy_only=False).astype(float)  # noqa: E731
+    steps = {e["step"]: e["columns"] for e in stats["steps"]}
+    out = {}
+    age, income, tenure = col("age"), col("income"), col("tenure_months")
+    out["age mean"] = (steps["fill_null"]["age"]["value"], np.nanmean(age))
+    age = np.where(np.isnan(age), np.nanmean(age), age)
+    med_income = steps["fill_null"]["income"]["value"]
+    med_tenure = steps["fill_null"]["tenure_months"]["value"]
+    quantiles = [
+        ("income median rank", rank(income[~np.isnan(income)], med_income), 0.5),
+        ("tenure median rank", rank(tenure[~np.isnan(tenure)], med_tenure), 0.5),
+    ]
+    income = np.where(np.isnan(income), med_income, income)
+    tenure = np.where(np.isnan(tenure), med_tenure, tenure)
+    devices = pc.value_counts(t["device"]).to_pylist()
+    mode = sorted(devices, key=lambda d: (-d["counts"], d["values"]))[0]["values"]
+    out["device mode"] = (steps["fill_null"]["device"]["value"], mode)
+    lo, hi = steps["clip"]["income"]["lower"], steps["clip"]["income"]["upper"]
+    quantiles += [("income 1% rank", rank(income, lo), 0.01), ("income 99% rank", rank(income, hi), 0.99)]
+    income = np.clip(income, lo, hi)
+    for name, x in [("age", age), ("income", income), ("tenure_months", tenure)]:
+        z = steps["standardize"][name]
+        out[f"{name} z mean"] = (z["mean"], x.mean())
+        out[f"{name} z std"] = (z["std"], x.std(ddof=0))
+    calls = np.log1p(col("support_calls"))
+    mm = steps["min_max"]["support_calls_log"]
+    out["calls log min"] = (mm["min"], calls.min())
+    out["calls log max"] = (mm["max"], calls.max())
+    # With kiln's (checked) mean and std, so values tied in kiln's output tie here too.
+    zt = (tenure - steps["standardize"]["tenure_months"]["mean"]) / steps["standardize"]["tenure_months"]["std"]
+    for k, b in enumerate(steps["bucketize"]["tenure_months"]["boundaries"]):
+        quantiles.append((f"tenure quartile boundary {k + 1} rank", rank(zt, b), (k + 1) / 4))
+    plans = sorted(set(p if p is not None else "unknown" for p in t["plan"].to_pylist()))
+    vocab = [("plan vocabulary", steps["one_hot"]["plan"]["values"], plans),
+             ("device vocabulary", steps["one_hot"]["device"]["values"], sorted(set(t["device"].to_pylist())))]
+    counts = sorted(((d["values"], d["counts"]) for d in pc.value_counts(t["country"]).to_pylist()
+                     if d["values"] is not None and d["counts"] >= 5), key=lambda c: (-c[1], c[0]))
+    vocab.append(("country vocabulary by frequency (min_count 5)",
+                  list(zip(steps["ordinal"]["country"]["values"], steps["ordinal"]["country"]["counts"])),
+                  [tuple(c) for c in counts]))
+    return out, quantiles, vocab
+
+
+def check_tabular(loc, m, suite, repo, cache):
+    """Fitted statistics against numpy; the transform of a stats_from dataset against the
+    training statistics; feature dtypes in `datasets`."""
+    r = "tabular (numpy)"
+    pipeline = m.get("pipeline", {})
+    steps = [next(iter(s)) for s in pipeline.get("steps", [])]
+    if "standardize" not in steps:
+        return
+    source = os.path.join(repo, pipeline["source"]["uri"])
+    if loc.fs.exists(f"{loc.base}/_kiln/stats.json"):
+        stats = json.loads(loc.fs.cat_file(f"{loc.base}/_kiln/stats.json"))
+        exact, quantiles, vocab = tabular_reference(source, stats)
+        for what, (got, want) in exact.items():
+            ok = got == want if isinstance(want, str) else close(got, float(want))
+            suite.true(r, f"{what}: kiln {got} vs numpy {want}", ok)
+        for what, (below, upto), q in quantiles:
+            suite.true(r, f"{what}: [{below:.4f}, {upto:.4f}] within 0.01 of {q}",
+                       below - 0.01 <= q <= upto + 0.01)
+        for what, got, want in vocab:
+            suite.eq(r, what, [tuple(x) if isinstance(x, list) else x for x in got], want)
+    else:
+        stats_from = pipeline.get("stats_from")
+        if not stats_from:
+            return
+        train = json.loads(open(os.path.join(stats_from, "_kiln/stats.json")).read())
+        z = {e["step"]: e["columns"] for e in train["steps"]}
+        t = read_csv(source)
+        age = t["age"].to_numpy(zero_copy_only=False).astype(float)
+        age = np.where(np.isnan(age), z["fill_null"]["age"]["value"], age)
+        want = (age - z["standardize"]["age"]["mean"]) / z["standardize"]["age"]["std"]
+        shards = sorted(p for p in os.listdir(loc.base) if p.endswith(".parquet"))
+        got = pa.concat_tables(pq.read_table(os.path.join(loc.base, p)) for p in shards)["age"].to_numpy()
+        suite.true(r, "valid age z-scored with the training mean and std", np.allclose(got, want, rtol=1e-12, atol=1e-12))
+    dd = datasets.load_dataset("parquet", data_files=loc.url("*.parquet"), cache_dir=cache)["train"]
+    f = dd.features
+    for name, dtype in [("age", "float64"), ("plan_basic", "uint8"), ("device_mobile", "uint8"),
+                        ("country", "uint32"), ("tenure_months_quartile", "int32"),
+                        ("user_id_bucket", "uint32"), ("churned", "bool")]:
+        suite.eq("datasets[tabular]", f"{name} dtype", f[name].dtype, dtype)
+    x = dd.with_format("numpy")[:]
+    suite.eq("datasets[tabular]", "one-hot plan columns sum to 1 per row",
+             int(sum(x[c] for c in f if c.startswith("plan_")).min()), 1)
+
+
 def main():
     spec = json.load(open(sys.argv[1]))
     suite = Suite()
@@ -473,6 +589,7 @@ def main():
             read_hf(loc, m, suite, cache)
             if loc.where == "local":
                 check_card(loc, m, suite, cache)
+                check_tabular(loc, m, suite, spec.get("repo", "."), cache)
             for f in suite.failures[before:]:
                 print(f"FAIL {loc.uri}: {f}", file=sys.stderr)
     print(json.dumps({"checks": suite.checks, "by_reader": suite.by_reader,
