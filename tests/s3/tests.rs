@@ -82,11 +82,21 @@ fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
     let env = b.env();
     let tmp = tempfile::tempdir().expect("tmp");
     let mut seen = 0;
-    for entry in std::fs::read_dir(repo().join("pipelines")).expect("pipelines/") {
-        let path = entry.expect("entry").path();
+    let mut paths: Vec<_> = std::fs::read_dir(repo().join("pipelines"))
+        .expect("pipelines/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    // In name order: tabular-valid.yaml applies the statistics tabular-train.yaml fits,
+    // read from the same store as its sink's (so stats_from is read from S3 too).
+    paths.sort();
+    for path in paths {
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
+        let fitted_by = std::fs::read_to_string(&path)
+            .expect("pipeline")
+            .contains("\nstats_from:")
+            .then_some("tabular-train");
         let name = path
             .file_stem()
             .expect("stem")
@@ -95,32 +105,43 @@ fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
         let p = path.to_string_lossy().into_owned();
         let local_src = source_uri(&path);
         let s3_src = b.uri(&local_src);
-        let run = |src: &str, sink: &str| {
-            kiln_env_ok(
-                &env,
-                &[
-                    "run",
-                    "-q",
-                    &p,
-                    "--set",
-                    &format!("source.uri={src}"),
-                    "--set",
-                    &format!("sink.uri={sink}"),
-                ],
-            )
+        let run = |src: &str, sink: &str, mode: &str| {
+            let mut args = vec![
+                "run".to_string(),
+                "-q".into(),
+                p.clone(),
+                "--set".into(),
+                format!("source.uri={src}"),
+                "--set".into(),
+                format!("sink.uri={sink}"),
+            ];
+            if let Some(train) = fitted_by {
+                let stats = if mode.ends_with("-s3") {
+                    b.uri(&format!("out/{train}/{mode}/"))
+                } else {
+                    tmp.path()
+                        .join(train)
+                        .join(mode)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                args.extend(["--set".into(), format!("stats_from={stats}")]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kiln_env_ok(&env, &args)
         };
         let local_local = tmp.path().join(&name).join("local-local");
-        run(&local_src, &local_local.to_string_lossy());
+        run(&local_src, &local_local.to_string_lossy(), "local-local");
         let expected = comparable(&local_local);
         assert!(!expected.is_empty(), "{name}: the local run wrote shards");
 
         let s3_local = tmp.path().join(&name).join("s3-local");
-        run(&s3_src, &s3_local.to_string_lossy());
+        run(&s3_src, &s3_local.to_string_lossy(), "s3-local");
         assert_eq!(comparable(&s3_local), expected, "{name}: S3 → local");
 
         for (mode, src) in [("s3-s3", &s3_src), ("local-s3", &local_src)] {
             let prefix = format!("out/{name}/{mode}");
-            run(src, &b.uri(&format!("{prefix}/")));
+            run(src, &b.uri(&format!("{prefix}/")), mode);
             let keys = b.keys(&prefix);
             assert!(
                 keys.iter().any(|k| k.ends_with("/_SUCCESS")),
