@@ -1,7 +1,6 @@
 //! `bucketize`: numeric columns to bucket ids, by explicit boundaries or by quantile
 //! boundaries fitted in a full pass.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array};
@@ -143,33 +142,7 @@ impl Step for Bucketize {
         self.layout.assemble(&batch, made)
     }
 
-    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut need = downstream.clone();
-        need.extend(self.opts.columns.iter().cloned());
-        need
-    }
-
-    fn needs_fit(&self) -> bool {
-        self.fit.needs_fit()
-    }
-
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        let writes = self
-            .opts
-            .columns
-            .iter()
-            .map(|c| out_name(c, &self.opts.suffix))
-            .collect();
-        self.fit.fit_columns(writes)
-    }
-
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observe(batch, cx)
-    }
-
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observed(cx)
-    }
+    delegate_fit!(columns);
 
     fn settle(&self) -> Result<(), String> {
         let n = self.opts.quantiles.unwrap_or(2);
@@ -204,10 +177,6 @@ impl Step for Bucketize {
             }
             .to_json()
         })
-    }
-
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        self.fit.fitted_stats()
     }
 }
 

@@ -262,9 +262,7 @@ impl Step for FillNull {
         need
     }
 
-    fn needs_fit(&self) -> bool {
-        self.fit.needs_fit()
-    }
+    delegate_fit!();
 
     fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
         let writes = self
@@ -280,14 +278,6 @@ impl Step for FillNull {
             )
             .collect();
         self.fit.fit_columns(writes)
-    }
-
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observe(batch, cx)
-    }
-
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observed(cx)
     }
 
     fn settle(&self) -> Result<(), String> {
@@ -324,10 +314,6 @@ impl Step for FillNull {
             }
             ColumnStats { columns }.to_json()
         })
-    }
-
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        self.fit.fitted_stats()
     }
 }
 

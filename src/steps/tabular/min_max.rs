@@ -1,7 +1,6 @@
 //! `min_max`: scales numeric columns to a range (default [0, 1]) with the minimum and
 //! maximum fitted in a full pass (scikit-learn's MinMaxScaler).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
@@ -133,41 +132,11 @@ impl Step for MinMax {
         self.layout.assemble(&batch, made)
     }
 
-    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut need = downstream.clone();
-        need.extend(self.opts.columns.iter().cloned());
-        need
-    }
-
-    fn needs_fit(&self) -> bool {
-        self.fit.needs_fit()
-    }
-
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        let writes = self
-            .opts
-            .columns
-            .iter()
-            .map(|c| out_name(c, &self.opts.suffix))
-            .collect();
-        self.fit.fit_columns(writes)
-    }
-
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observe(batch, cx)
-    }
-
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observed(cx)
-    }
+    delegate_fit!(columns);
 
     fn settle(&self) -> Result<(), String> {
         self.fit
             .settle(|accs| summaries(&self.opts.columns, accs).to_json())
-    }
-
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        self.fit.fitted_stats()
     }
 }
 

@@ -12,6 +12,61 @@
 //! statistics from another sink's `stats_from`, which is how statistics fitted on
 //! training data are applied to validation and test data without leakage.
 
+/// The `Step` methods every fitted tabular step hands to its `fit: Fit<_>` field: whether
+/// it still needs a fit, and the full pass's observe / observed / statistics.
+macro_rules! delegate_fit {
+    () => {
+        fn needs_fit(&self) -> bool {
+            self.fit.needs_fit()
+        }
+
+        fn observe(
+            &self,
+            batch: &arrow::record_batch::RecordBatch,
+            cx: &mut crate::steps::StepContext,
+        ) -> Result<(), String> {
+            self.fit.fitter()?.observe(batch, cx)
+        }
+
+        fn observed(&self, cx: &mut crate::steps::StepContext) -> Result<(), String> {
+            self.fit.fitter()?.observed(cx)
+        }
+
+        fn fitted_stats(&self) -> Option<serde_json::Value> {
+            self.fit.fitted_stats()
+        }
+    };
+    // A step transforming `self.opts.columns`, in place or beside them with
+    // `self.opts.suffix`: also the columns it reads and writes.
+    (columns) => {
+        delegate_fit!();
+
+        fn required_input(
+            &self,
+            downstream: &std::collections::BTreeSet<String>,
+        ) -> std::collections::BTreeSet<String> {
+            let mut need = downstream.clone();
+            need.extend(self.opts.columns.iter().cloned());
+            need
+        }
+
+        fn fit_columns(
+            &self,
+        ) -> Option<(
+            std::collections::BTreeSet<String>,
+            std::collections::BTreeSet<String>,
+        )> {
+            let writes = self
+                .opts
+                .columns
+                .iter()
+                .map(|c| super::out_name(c, &self.opts.suffix))
+                .collect();
+            self.fit.fit_columns(writes)
+        }
+    };
+}
+
 pub mod bucketize;
 pub mod clip;
 pub mod fill_null;

@@ -11,8 +11,8 @@ use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::vocab::{OOV, Order, VocabOptions, Vocabulary};
-use super::{Acc, ColumnStats, Fit, Layout, Need, as_strings, categorical_column};
+use super::vocab::{self, OOV, Order, VocabOptions, Vocabulary};
+use super::{Acc, ColumnStats, Fit, Layout, as_strings, categorical_column};
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `one_hot`.
@@ -69,8 +69,6 @@ impl OneHotOptions {
             order: self.order,
             top_k: self.top_k,
             min_count: self.min_count,
-            oov: self.oov,
-            max_distinct: self.max_distinct,
         }
     }
 }
@@ -80,31 +78,8 @@ impl StepOptions for OneHotOptions {
     const EXAMPLE: &'static str = "- one_hot: { columns: [category], top_k: 20, order: frequency }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        match &self.vocabulary {
-            Some(v) => {
-                let vocab = Vocabulary {
-                    values: v.clone(),
-                    counts: vec![0; v.len()],
-                    nulls: 0,
-                    distinct: v.len() as u64,
-                    out_of_vocabulary: 0,
-                };
-                self.build(
-                    input,
-                    Fit::Fitted(self.columns.iter().map(|_| vocab.clone()).collect()),
-                )
-            }
-            None => self.build(
-                input,
-                Fit::fitting(
-                    self.columns
-                        .iter()
-                        .map(|c| (c.clone(), Need::Counts))
-                        .collect(),
-                    self.max_distinct,
-                ),
-            ),
-        }
+        let fit = vocab::given_or_fitting(&self.columns, &self.vocabulary, self.max_distinct);
+        self.build(input, fit)
     }
 
     fn bind_fitted(
@@ -115,13 +90,7 @@ impl StepOptions for OneHotOptions {
         if self.vocabulary.is_some() {
             return self.bind(input);
         }
-        let stats = ColumnStats::<Vocabulary>::from_json(stats, &self.columns)?;
-        let p = self
-            .columns
-            .iter()
-            .map(|c| stats.columns[c].clone())
-            .collect();
-        self.build(input, Fit::Fitted(p))
+        self.build(input, vocab::fitted(&self.columns, stats)?)
     }
 }
 
@@ -215,9 +184,7 @@ impl Step for OneHot {
         need
     }
 
-    fn needs_fit(&self) -> bool {
-        self.fit.needs_fit()
-    }
+    delegate_fit!();
 
     fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
         // Its output columns are not known before the fit: it writes its inputs.
@@ -225,22 +192,10 @@ impl Step for OneHot {
             .fit_columns(self.opts.columns.iter().cloned().collect())
     }
 
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observe(batch, cx)
-    }
-
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observed(cx)
-    }
-
     fn settle(&self) -> Result<(), String> {
         self.fit.settle(|accs| {
             fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
         })
-    }
-
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        self.fit.fitted_stats()
     }
 }
 

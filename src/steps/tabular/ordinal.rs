@@ -1,7 +1,6 @@
 //! `ordinal`: a categorical column to dense uint32 ids (label / ordinal encoding), the
 //! vocabulary fitted in a full pass, given, or taken from `stats_from`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
@@ -11,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::one_hot::fit_vocabularies;
-use super::vocab::{Order, VocabOptions, Vocabulary};
-use super::{ColumnStats, Fit, Layout, Need, as_strings, categorical_column, out_name};
+use super::vocab::{self, Order, VocabOptions, Vocabulary};
+use super::{Fit, Layout, as_strings, categorical_column, out_name};
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `ordinal`.
@@ -64,8 +63,6 @@ impl OrdinalOptions {
             order: self.order,
             top_k: self.top_k,
             min_count: self.min_count,
-            oov: self.oov,
-            max_distinct: self.max_distinct,
         }
     }
 }
@@ -75,31 +72,8 @@ impl StepOptions for OrdinalOptions {
     const EXAMPLE: &'static str = "- ordinal: { columns: [country], order: lexical, suffix: _id }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        match &self.vocabulary {
-            Some(v) => {
-                let vocab = Vocabulary {
-                    values: v.clone(),
-                    counts: vec![0; v.len()],
-                    nulls: 0,
-                    distinct: v.len() as u64,
-                    out_of_vocabulary: 0,
-                };
-                self.build(
-                    input,
-                    Fit::Fitted(self.columns.iter().map(|_| vocab.clone()).collect()),
-                )
-            }
-            None => self.build(
-                input,
-                Fit::fitting(
-                    self.columns
-                        .iter()
-                        .map(|c| (c.clone(), Need::Counts))
-                        .collect(),
-                    self.max_distinct,
-                ),
-            ),
-        }
+        let fit = vocab::given_or_fitting(&self.columns, &self.vocabulary, self.max_distinct);
+        self.build(input, fit)
     }
 
     fn bind_fitted(
@@ -110,13 +84,7 @@ impl StepOptions for OrdinalOptions {
         if self.vocabulary.is_some() {
             return self.bind(input);
         }
-        let stats = ColumnStats::<Vocabulary>::from_json(stats, &self.columns)?;
-        let p = self
-            .columns
-            .iter()
-            .map(|c| stats.columns[c].clone())
-            .collect();
-        self.build(input, Fit::Fitted(p))
+        self.build(input, vocab::fitted(&self.columns, stats)?)
     }
 }
 
@@ -193,42 +161,12 @@ impl Step for Ordinal {
         self.layout.assemble(&batch, made)
     }
 
-    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut need = downstream.clone();
-        need.extend(self.opts.columns.iter().cloned());
-        need
-    }
-
-    fn needs_fit(&self) -> bool {
-        self.fit.needs_fit()
-    }
-
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        let writes = self
-            .opts
-            .columns
-            .iter()
-            .map(|c| out_name(c, &self.opts.suffix))
-            .collect();
-        self.fit.fit_columns(writes)
-    }
-
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observe(batch, cx)
-    }
-
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        self.fit.fitter()?.observed(cx)
-    }
+    delegate_fit!(columns);
 
     fn settle(&self) -> Result<(), String> {
         self.fit.settle(|accs| {
             fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
         })
-    }
-
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        self.fit.fitted_stats()
     }
 }
 

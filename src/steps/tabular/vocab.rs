@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Counts;
+use super::{ColumnStats, Counts, Fit, Need};
 
 /// How a vocabulary is ordered (and so which id or column each value gets).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,36 +22,49 @@ pub enum Order {
     Lexical,
 }
 
-/// The options every vocabulary step shares.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// What decides a vocabulary, from the options of `one_hot` and `ordinal` (documented
+/// there, where users read them).
+#[derive(Debug, Clone)]
 pub struct VocabOptions {
-    /// Order of the vocabulary (default `frequency`).
-    #[serde(default)]
     pub order: Order,
-    /// Keep only the `top_k` most frequent values (the rest are out of vocabulary).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
-    /// Keep only values seen at least this often (default 1).
-    #[serde(default = "one")]
     pub min_count: u64,
-    /// Give values outside the vocabulary (cut by `top_k`/`min_count`, or never seen
-    /// in the fitted data) a bucket of their own; without it they become null.
-    #[serde(default = "yes")]
-    pub oov: bool,
-    /// Distinct values the fit counts per column before it refuses (bounds memory).
-    #[serde(default = "max_distinct")]
-    pub max_distinct: usize,
 }
 
-fn one() -> u64 {
-    1
+/// A vocabulary step's fitting state: a given vocabulary (the same for every column)
+/// needs no fit; otherwise the columns' values are counted.
+pub(super) fn given_or_fitting(
+    columns: &[String],
+    vocabulary: &Option<Vec<String>>,
+    max_distinct: usize,
+) -> Fit<Vec<Vocabulary>> {
+    match vocabulary {
+        Some(v) => {
+            let vocab = Vocabulary {
+                values: v.clone(),
+                counts: vec![0; v.len()],
+                nulls: 0,
+                distinct: v.len() as u64,
+                out_of_vocabulary: 0,
+            };
+            Fit::Fitted(columns.iter().map(|_| vocab.clone()).collect())
+        }
+        None => Fit::fitting(
+            columns.iter().map(|c| (c.clone(), Need::Counts)).collect(),
+            max_distinct,
+        ),
+    }
 }
-fn yes() -> bool {
-    true
-}
-fn max_distinct() -> usize {
-    super::DEFAULT_MAX_DISTINCT
+
+/// The fitted vocabularies of `columns` from statistics.
+pub(super) fn fitted(
+    columns: &[String],
+    stats: &serde_json::Value,
+) -> Result<Fit<Vec<Vocabulary>>, String> {
+    let stats = ColumnStats::<Vocabulary>::from_json(stats, columns)?;
+    Ok(Fit::Fitted(
+        columns.iter().map(|c| stats.columns[c].clone()).collect(),
+    ))
 }
 
 /// A fitted vocabulary, as `_kiln/stats.json` records it.
@@ -133,8 +146,6 @@ mod tests {
             order,
             top_k,
             min_count,
-            oov: true,
-            max_distinct: 100,
         }
     }
 
