@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::error::{EXIT_OK, EXIT_USAGE, Error, Result};
+use crate::error::{EXIT_OK, EXIT_TOO_MANY_ERRORS, EXIT_USAGE, Error, Result};
 use crate::plan::Plan;
 use crate::report::{Progress, ReportHead, Stats};
 use crate::runtime::{self, ExecOptions, Outcome};
@@ -285,7 +285,15 @@ fn cmd_run(
             threads: plan.threads,
             ..ReportHead::default()
         };
-        let code = match &outcome {
+        // A dataset that left out more bad input than `run.max_error_ratio` allows is
+        // complete, but the run exits 3 (every time it is run again, too).
+        let too_many = match &outcome {
+            Ok(Outcome::Completed { manifest, .. } | Outcome::AlreadyComplete(manifest)) => {
+                manifest.too_many_errors(Some(plan.pipeline.run.max_error_ratio))
+            }
+            _ => None,
+        };
+        let mut code = match &outcome {
             Ok(Outcome::Completed { tasks_skipped, .. }) => {
                 head.status = "succeeded".into();
                 head.tasks_skipped = *tasks_skipped;
@@ -311,6 +319,11 @@ fn cmd_run(
                 e.exit_code()
             }
         };
+        if let Some(why) = &too_many {
+            head.status = "too_many_errors".into();
+            head.error = Some(why.clone());
+            code = EXIT_TOO_MANY_ERRORS;
+        }
         head.exit_code = code;
         let report = stats.report(head);
         if let Some(path) = report_path {
@@ -344,8 +357,11 @@ fn cmd_run(
                 }
             }
         }
+        if let Some(why) = too_many {
+            eprintln!("error: {}: {why}", plan.sink.display);
+        }
         match outcome {
-            Ok(_) => Ok(EXIT_OK),
+            Ok(_) => Ok(code),
             Err(e) => Err((e, code)),
         }
     })
@@ -655,6 +671,31 @@ fn cmd_status(uri: &str) -> Result<i32> {
         "rows      {rows_in} in → {rows} out · {shards} shards, {}",
         spec::ByteSize(bytes)
     );
+    let mut rejected = crate::rejects::RejectCounts::default();
+    for r in records.values() {
+        rejected.add(&r.rejected);
+    }
+    if !rejected.is_empty() {
+        let stages: Vec<String> = rejected
+            .by_stage
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "left out  {} records, {} objects ({}){}",
+            rejected.rows,
+            rejected.objects,
+            stages.join(" · "),
+            if stored.pipeline.pointer("/run/on_error")
+                == Some(&serde_json::Value::from("dead_letter"))
+            {
+                " — see _kiln/errors/"
+            } else {
+                ""
+            }
+        );
+    }
     if !missing.is_empty() {
         let show: Vec<String> = missing
             .iter()
@@ -697,7 +738,14 @@ fn cmd_finalize(uri: &str) -> Result<i32> {
         records.len(),
         manifest.shards.len(),
         manifest.rows
-    ))
+    ))?;
+    match manifest.too_many_errors(None) {
+        Some(why) => {
+            eprintln!("error: {}: {why}", sink.display);
+            Ok(EXIT_TOO_MANY_ERRORS)
+        }
+        None => Ok(EXIT_OK),
+    }
 }
 
 fn cmd_inspect(uri: &str, rows: Option<usize>) -> Result<i32> {

@@ -291,6 +291,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         batch_rows: rows.max(1),
         csv: spec::CsvOptions::default(),
         projection: None,
+        on_error: crate::spec::OnError::Fail,
     };
     let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {
         if format.random_access() {
@@ -327,9 +328,12 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
     cx.schema = Arc::new(schema);
     let mut batches = Vec::new();
     if rows > 0 {
-        format.decode(open(&cx)?, &cx, &mut |b| {
-            batches.push(b);
-            Ok(false)
+        format.decode(open(&cx)?, &cx, &mut |d| match d {
+            formats::Decoded::Batch(b) => {
+                batches.push(b);
+                Ok(false)
+            }
+            formats::Decoded::Rejected(_) => Ok(true),
         })?;
     }
     let batches: Vec<_> = batches

@@ -11,6 +11,7 @@ pub mod error;
 pub mod formats;
 pub mod inspect;
 pub mod plan;
+pub mod rejects;
 pub mod report;
 pub mod runtime;
 pub mod sink;

@@ -81,6 +81,9 @@ impl SourceFormat for Csv {
         if cx.csv.header {
             check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?;
         }
+        if cx.tolerant() {
+            return decode_tolerant(reader, fmt, cx, emit);
+        }
         let mut builder = ReaderBuilder::new(cx.schema.clone())
             .with_format(fmt)
             .with_batch_size(cx.batch_rows);
@@ -99,7 +102,7 @@ impl SourceFormat for Csv {
             reader.consume(consumed);
             if (len == 0 || consumed < len || decoder.capacity() == 0)
                 && let Some(b) = decoder.flush().map_err(decode_err)?
-                && !emit(b)?
+                && !emit(super::Decoded::Batch(b))?
             {
                 return Ok(());
             }
@@ -108,6 +111,77 @@ impl SourceFormat for Csv {
             }
         }
     }
+}
+
+/// [`Csv::decode`] under `on_error: skip | dead_letter`: records framed by csv-core,
+/// decoded a batch at a time, and a record with the wrong field count or a value its
+/// column type does not take left out alone (see [`super::salvage`]).
+fn decode_tolerant(
+    mut reader: Box<dyn BufRead + '_>,
+    fmt: Format,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<()> {
+    let o = &cx.csv;
+    let delimiter = o.delimiter.map_or(
+        if cx.object.to_ascii_lowercase().contains(".tsv") {
+            b'\t'
+        } else {
+            b','
+        },
+        |c| c as u8,
+    );
+    let mut framing =
+        super::salvage::CsvRecords::new(delimiter, o.quote as u8, o.escape.map(|c| c as u8));
+    let mut at = super::salvage::Position { line: 1, offset: 0 };
+    if o.header {
+        // The header record: checked against the schema by the caller, then passed over.
+        let mut head = Vec::new();
+        loop {
+            let more = reader
+                .fill_buf()
+                .map_err(|e| Error::read(&cx.object, Some(1), e))?;
+            let eof = more.is_empty();
+            head.extend_from_slice(more);
+            let n = more.len();
+            reader.consume(n);
+            if let Some(end) = super::salvage::Framing::next(&mut framing, &head, eof) {
+                at.line += memchr::memchr_iter(b'\n', &head[..end]).count() as u64;
+                at.offset = end as u64;
+                let rest = head.split_off(end);
+                reader = Box::new(std::io::BufReader::new(std::io::Read::chain(
+                    Cursor::new(rest),
+                    reader,
+                )));
+                break;
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
+    let fmt = fmt.with_header(false);
+    let make = || {
+        let mut builder = ReaderBuilder::new(cx.schema.clone())
+            .with_format(fmt.clone())
+            .with_batch_size(cx.batch_rows);
+        if let Some(p) = &cx.projection {
+            builder = builder.with_projection(p.clone());
+        }
+        Ok(builder.build_decoder())
+    };
+    // arrow-csv counts lines from the start of what it was given (one record here): its
+    // line numbers are dropped, the rejection carries the object's.
+    let lines =
+        regex::Regex::new(r" (for|at) line \d+").map_err(|e| Error::Internal(e.to_string()))?;
+    let describe =
+        |_: &[u8], e: &arrow::error::ArrowError| lines.replace_all(&e.to_string(), "").into_owned();
+    let records = super::salvage::Records {
+        make: &make,
+        describe: &describe,
+        stage: "csv",
+    };
+    super::salvage::decode(&mut *reader, &mut framing, records, at, cx, emit)
 }
 
 /// A later object whose header differs from the schema's columns is an error naming
@@ -164,6 +238,7 @@ mod tests {
             batch_rows: 1024,
             csv: CsvOptions::default(),
             projection: None,
+            on_error: crate::spec::OnError::Fail,
         }
     }
 
@@ -193,61 +268,68 @@ mod tests {
             schema.field(0).data_type(),
             &DataType::Timestamp(TimeUnit::Microsecond, None)
         );
-        let mut value = 0;
-        Csv.decode(
-            ObjectInput::Stream(Box::new(&data[..])),
-            &cx(schema),
-            &mut |b| {
-                value = b
-                    .column(0)
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .value(0);
-                Ok(true)
-            },
-        )
-        .expect("decodes");
+        let (batches, _) =
+            super::super::decode_bytes(&Csv, &data[..], &cx(schema)).expect("decodes");
+        let value = batches[0]
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0);
         assert_eq!(value, 1_767_323_045_000_000);
     }
 
     #[test]
     fn quoted_fields_with_newlines_and_no_final_newline() {
-        let mut rows = 0;
         let data = b"id,name\n1,\"a, \"\"b\"\"\nc\"\n2,d";
-        Csv.decode(
-            ObjectInput::Stream(Box::new(&data[..])),
-            &cx(schema()),
-            &mut |b| {
-                rows += b.num_rows();
-                Ok(true)
-            },
-        )
-        .expect("decodes");
-        assert_eq!(rows, 2);
+        let (batches, _) =
+            super::super::decode_bytes(&Csv, &data[..], &cx(schema())).expect("decodes");
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn tolerant_decoding_leaves_out_bad_records_across_quoted_newlines() {
+        let mut c = cx(schema());
+        c.on_error = crate::spec::OnError::DeadLetter;
+        c.batch_rows = 2;
+        let data = b"id,name\n1,\"a\nb\"\n2\nx,c\n4,d,e\n5,\"f\"\"g\"";
+        let (batches, rejected) = super::super::decode_bytes(&Csv, &data[..], &c).expect("decodes");
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(0))
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(ids, [1, 5]);
+        let at: Vec<(Option<u64>, Option<u64>)> =
+            rejected.iter().map(|r| (r.line, r.offset)).collect();
+        assert_eq!(
+            at,
+            [
+                (Some(4), Some(16)),
+                (Some(5), Some(18)),
+                (Some(6), Some(22))
+            ]
+        );
+        assert!(
+            rejected[0].error.contains("incorrect number of fields"),
+            "{:?}",
+            rejected[0]
+        );
+        assert_eq!(rejected[1].record.as_deref(), Some("x,c"));
     }
 
     #[test]
     fn wrong_field_count_is_an_error() {
         let data = b"id,name\n1,x\n2,y,z\n";
-        let err = Csv
-            .decode(
-                ObjectInput::Stream(Box::new(&data[..])),
-                &cx(schema()),
-                &mut |_| Ok(true),
-            )
-            .expect_err("bad");
+        let err = super::super::decode_bytes(&Csv, &data[..], &cx(schema())).expect_err("bad");
         assert!(err.to_string().starts_with("b.csv: "), "{err}");
     }
 
     #[test]
     fn header_mismatch_names_both_objects() {
         let data = b"id,title\n1,x\n";
-        let err = Csv
-            .decode(
-                ObjectInput::Stream(Box::new(&data[..])),
-                &cx(schema()),
-                &mut |_| Ok(true),
-            )
-            .expect_err("bad");
+        let err = super::super::decode_bytes(&Csv, &data[..], &cx(schema())).expect_err("bad");
         let msg = err.to_string();
         assert!(
             msg.contains("b.csv line 1") && msg.contains("a.csv") && msg.contains("`title`"),

@@ -137,7 +137,7 @@ impl SourceFormat for Files {
         }
         let batch = RecordBatch::try_new(cx.schema.clone(), columns)
             .map_err(|e| Error::Internal(format!("files batch: {e}")))?;
-        emit(batch)?;
+        emit(super::Decoded::Batch(batch))?;
         Ok(())
     }
 }

@@ -52,6 +52,40 @@ impl SourceFormat for Jsonl {
         emit: &mut Emit<'_>,
     ) -> Result<()> {
         let mut reader = input.stream()?;
+        if cx.tolerant() {
+            let make = || {
+                ReaderBuilder::new(cx.schema.clone())
+                    .with_batch_size(cx.batch_rows)
+                    .with_strict_mode(cx.strict)
+                    .build_decoder()
+            };
+            let describe = |raw: &[u8], e: &arrow::error::ArrowError| match serde_json::from_slice::<
+                serde::de::IgnoredAny,
+            >(
+                raw.trim_ascii()
+            ) {
+                Err(syntax) => format!(
+                    "malformed JSON: {}",
+                    syntax
+                        .to_string()
+                        .replace(" at line 1 column ", " at column ")
+                ),
+                Ok(_) => explain(&e.to_string(), cx),
+            };
+            let at = super::salvage::Position { line: 1, offset: 0 };
+            return super::salvage::decode(
+                &mut reader,
+                &mut super::salvage::Lines::default(),
+                super::salvage::Records {
+                    make: &make,
+                    describe: &describe,
+                    stage: "jsonl",
+                },
+                at,
+                cx,
+                emit,
+            );
+        }
         let mut decoder = ReaderBuilder::new(cx.schema.clone())
             .with_batch_size(cx.batch_rows)
             .with_strict_mode(cx.strict)
@@ -108,7 +142,7 @@ fn flush(
     batch.first_line = lines + 1;
     batch.bytes.clear();
     match decoded {
-        Some(b) => emit(b),
+        Some(b) => emit(super::Decoded::Batch(b)),
         None => Ok(true),
     }
 }
@@ -206,6 +240,7 @@ mod tests {
             batch_rows: 2,
             csv: CsvOptions::default(),
             projection: None,
+            on_error: crate::spec::OnError::Fail,
         }
     }
 
@@ -215,16 +250,50 @@ mod tests {
             10,
             &cx(Schema::empty()),
         )?;
-        let mut out = Vec::new();
-        Jsonl.decode(
-            ObjectInput::Stream(Box::new(data.as_bytes())),
-            &cx(schema),
-            &mut |b| {
-                out.push(b);
-                Ok(true)
-            },
-        )?;
-        Ok(out)
+        Ok(super::super::decode_bytes(&Jsonl, data.as_bytes(), &cx(schema))?.0)
+    }
+
+    #[test]
+    fn tolerant_decoding_leaves_out_each_bad_line_alone() {
+        let schema = Jsonl
+            .infer_schema(
+                ObjectInput::Stream(Box::new(r#"{"a":1,"b":"x"}"#.as_bytes())),
+                10,
+                &cx(Schema::empty()),
+            )
+            .expect("schema");
+        let mut c = cx(schema);
+        c.on_error = crate::spec::OnError::Skip;
+        c.batch_rows = 3;
+        let data = "{\"a\":1}\n{\"a\":2 x}\n\n{\"a\":\"three\"}\n{\"a\":4}\n{\"a\":5}\n{\"a\":6,\"c\":1}\n{\"a\":7}";
+        let (batches, rejected) =
+            super::super::decode_bytes(&Jsonl, data.as_bytes(), &c).expect("decodes");
+        let a: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .expect("int64")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(a, [1, 4, 5, 7]);
+        let lines: Vec<Option<u64>> = rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [Some(2), Some(4), Some(7)]);
+        assert!(
+            rejected[0].error.starts_with("malformed JSON"),
+            "{:?}",
+            rejected[0]
+        );
+        assert_eq!(rejected[0].offset, Some(8));
+        assert_eq!(rejected[1].record.as_deref(), Some("{\"a\":\"three\"}"));
+        assert!(
+            rejected[2].error.contains("source.schema"),
+            "{:?}",
+            rejected[2]
+        );
     }
 
     #[test]

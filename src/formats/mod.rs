@@ -11,6 +11,7 @@ mod jsonl;
 mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;
 pub mod reader;
+mod salvage;
 mod text;
 
 use std::io::BufRead;
@@ -24,7 +25,8 @@ use object_store::path::Path;
 pub use compression::{Compression, decompress};
 
 use crate::error::Result;
-use crate::spec::{CsvOptions, FormatName};
+use crate::rejects::Rejected;
+use crate::spec::{CsvOptions, FormatName, OnError};
 
 /// Random access to one object, for formats that read by range.
 #[derive(Debug, Clone)]
@@ -85,10 +87,29 @@ pub struct DecodeContext {
     /// Columns of `schema` to decode (CSV only; batches then have just these), for a
     /// full pass that needs a few columns. None: all.
     pub projection: Option<Vec<usize>>,
+    /// `fail`: a bad record is an error naming it. `skip` / `dead_letter`: it is handed
+    /// on as [`Decoded::Rejected`] and decoding goes on.
+    pub on_error: OnError,
 }
 
-/// Called with each decoded batch; returns `false` to stop reading the object.
-pub type Emit<'a> = dyn FnMut(RecordBatch) -> Result<bool> + 'a;
+impl DecodeContext {
+    /// True when a bad record is left out rather than ending the run.
+    pub fn tolerant(&self) -> bool {
+        self.on_error != OnError::Fail
+    }
+}
+
+/// What a decoder hands on.
+#[derive(Debug)]
+pub enum Decoded {
+    Batch(RecordBatch),
+    /// A record left out (only when [`DecodeContext::tolerant`]).
+    Rejected(Rejected),
+}
+
+/// Called with each decoded batch or rejected record; returns `false` to stop reading
+/// the object.
+pub type Emit<'a> = dyn FnMut(Decoded) -> Result<bool> + 'a;
 
 /// One input format.
 pub trait SourceFormat: Send + Sync + std::fmt::Debug {
@@ -162,6 +183,24 @@ pub fn format_from_name(name: &str) -> Option<FormatName> {
         "jpg" | "jpeg" | "png" | "webp" => Some(FormatName::Files),
         _ => None,
     }
+}
+
+/// Decodes `data` whole: the batches and the rejected records.
+#[cfg(test)]
+pub(crate) fn decode_bytes(
+    format: &dyn SourceFormat,
+    data: &[u8],
+    cx: &DecodeContext,
+) -> Result<(Vec<RecordBatch>, Vec<Rejected>)> {
+    let (mut batches, mut rejected) = (Vec::new(), Vec::new());
+    format.decode(ObjectInput::Stream(Box::new(data)), cx, &mut |d| {
+        match d {
+            Decoded::Batch(b) => batches.push(b),
+            Decoded::Rejected(r) => rejected.push(r),
+        }
+        Ok(true)
+    })?;
+    Ok((batches, rejected))
 }
 
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl SourceFormat for Parquet {
                 let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
                 let batch = RecordBatch::try_new(cx.schema.clone(), columns)
                     .map_err(|e| Error::Internal(e.to_string()))?;
-                if !emit(batch)? {
+                if !emit(super::Decoded::Batch(batch))? {
                     break;
                 }
             }

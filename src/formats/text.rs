@@ -34,6 +34,7 @@ impl SourceFormat for Text {
     ) -> Result<()> {
         let mut reader = input.stream()?;
         let mut line_no: u64 = 0;
+        let mut offset: u64 = 0;
         let mut buf = Vec::new();
         let mut lines = UInt64Builder::new();
         let mut texts = StringBuilder::new();
@@ -51,15 +52,30 @@ impl SourceFormat for Text {
                         end -= 1;
                     }
                 }
-                let s = std::str::from_utf8(&buf[..end]).map_err(|e| {
-                    Error::input(
-                        &cx.object,
-                        Some(line_no),
-                        format!("not valid UTF-8 ({e}); convert the file to UTF-8"),
-                    )
-                })?;
-                lines.append_value(line_no);
-                texts.append_value(s);
+                match std::str::from_utf8(&buf[..end]) {
+                    Ok(s) => {
+                        lines.append_value(line_no);
+                        texts.append_value(s);
+                    }
+                    Err(e) => {
+                        let message = format!("not valid UTF-8 ({e}); convert the file to UTF-8");
+                        if !cx.tolerant() {
+                            return Err(Error::input(&cx.object, Some(line_no), message));
+                        }
+                        let r = crate::rejects::Rejected::record(
+                            &cx.object,
+                            "text",
+                            Some(line_no),
+                            Some(offset),
+                            message,
+                            &buf,
+                        );
+                        if !emit(super::Decoded::Rejected(r))? {
+                            return Ok(());
+                        }
+                    }
+                }
+                offset += n as u64;
             }
             if lines.len() == cx.batch_rows || (n == 0 && !lines.is_empty()) {
                 let rows = lines.len();
@@ -74,7 +90,7 @@ impl SourceFormat for Text {
                 ];
                 let batch = RecordBatch::try_new(cx.schema.clone(), columns)
                     .map_err(|e| Error::Internal(e.to_string()))?;
-                if !emit(batch)? {
+                if !emit(super::Decoded::Batch(batch))? {
                     return Ok(());
                 }
             }
@@ -100,17 +116,11 @@ mod tests {
             batch_rows: 2,
             csv: CsvOptions::default(),
             projection: None,
+            on_error: crate::spec::OnError::Fail,
         };
-        let mut rows = Vec::new();
-        Text.decode(
-            ObjectInput::Stream(Box::new(&b"a\r\nb\n\nc"[..])),
-            &cx,
-            &mut |b| {
-                rows.push(b.num_rows());
-                Ok(true)
-            },
-        )
-        .expect("decodes");
+        let (batches, _) =
+            super::super::decode_bytes(&Text, &b"a\r\nb\n\nc"[..], &cx).expect("decodes");
+        let rows: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
         assert_eq!(rows, [2, 2]);
     }
 }

@@ -81,7 +81,9 @@ const MAX_BATCH_ROWS: usize = 8192;
 
 /// The hash that identifies a pipeline's output: everything but `run` and `sink.uri`,
 /// which never change the rows or bytes written. (So the same pipeline writes the same
-/// bytes into any sink.)
+/// bytes into any sink.) `run.on_error` decides whether a task with bad input commits,
+/// not what a committed task holds: a task committed under `fail` had nothing to leave
+/// out, so a run resumed with `skip` (the usual fix for a failed run) keeps it.
 pub fn pipeline_hash(p: &Pipeline) -> String {
     let mut sink = serde_json::to_value(&p.sink).unwrap_or_default();
     if let Some(obj) = sink.as_object_mut() {
@@ -271,6 +273,7 @@ impl Plan {
                     batch_rows: MAX_BATCH_ROWS,
                     csv: pipeline.source.csv.clone(),
                     projection: None,
+                    on_error: crate::spec::OnError::Fail,
                 };
                 let (f, obj, c, rows) = (
                     format.clone(),

@@ -52,6 +52,8 @@ pub struct StepStats {
     pub name: String,
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
+    /// Rows the step failed on and left out (on_error skip / dead_letter).
+    pub rows_rejected: AtomicU64,
     pub timer: StageTimer,
     /// Named counters of committed tasks (tokens, drops per rule).
     pub counts: Mutex<BTreeMap<String, u64>>,
@@ -69,8 +71,15 @@ pub struct Stats {
     /// Bytes of the input listing processed, for progress: whole objects, whether or not
     /// every byte had to be fetched.
     pub bytes_done: AtomicU64,
+    /// Records read: rows decoded, and records a decoder left out.
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
+    /// Records left out under on_error skip / dead_letter, by decoders and steps.
+    pub rows_rejected: AtomicU64,
+    /// Objects (or their rest) left out under on_error skip / dead_letter.
+    pub objects_rejected: AtomicU64,
+    /// Rejections of committed tasks by stage.
+    pub rejected: Mutex<BTreeMap<String, u64>>,
     pub shards: AtomicU64,
     pub bytes_out: AtomicU64,
     pub read: StageTimer,
@@ -91,6 +100,9 @@ impl Stats {
             bytes_done: AtomicU64::new(0),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
+            rows_rejected: AtomicU64::new(0),
+            objects_rejected: AtomicU64::new(0),
+            rejected: Mutex::default(),
             shards: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             read: StageTimer::default(),
@@ -103,6 +115,7 @@ impl Stats {
                     name: n.clone(),
                     rows_in: AtomicU64::new(0),
                     rows_out: AtomicU64::new(0),
+                    rows_rejected: AtomicU64::new(0),
                     timer: StageTimer::default(),
                     counts: Mutex::default(),
                 })
@@ -117,6 +130,14 @@ impl Stats {
             for (k, v) in c {
                 *total.entry(k.clone()).or_default() += v;
             }
+        }
+    }
+
+    /// Adds a committed task's rejections by stage to the run's.
+    pub fn add_rejected(&self, counts: &crate::rejects::RejectCounts) {
+        let mut total = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in &counts.by_stage {
+            *total.entry(k.clone()).or_default() += v;
         }
     }
 
@@ -152,6 +173,13 @@ impl Stats {
             },
             rows_in,
             rows_out: Self::get(&self.rows_out),
+            rows_rejected: Self::get(&self.rows_rejected),
+            objects_rejected: Self::get(&self.objects_rejected),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             steps: self
                 .steps
                 .iter()
@@ -159,6 +187,7 @@ impl Stats {
                     name: s.name.clone(),
                     rows_in: Self::get(&s.rows_in),
                     rows_out: Self::get(&s.rows_out),
+                    rows_rejected: Self::get(&s.rows_rejected),
                     counts: s.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 })
                 .collect(),
@@ -212,6 +241,9 @@ pub struct StepReport {
     pub name: String,
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Rows the step failed on and left out (on_error skip / dead_letter).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_rejected: u64,
     /// The step's named counters over the tasks this run committed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
@@ -239,8 +271,17 @@ pub struct Report {
     #[serde(flatten)]
     pub head: ReportHead,
     pub input: InputReport,
+    /// Records read: rows decoded, and records a decoder left out.
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Records left out under `on_error: skip | dead_letter` (by decoders and steps).
+    pub rows_rejected: u64,
+    /// Objects, or the rest of objects, left out under `on_error: skip | dead_letter`.
+    pub objects_rejected: u64,
+    /// Rejections of the tasks this run committed, by stage (`jsonl`, `step 2 cast`,
+    /// `object`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<String, u64>,
     pub steps: Vec<StepReport>,
     pub shards: u64,
     pub bytes_out: u64,
@@ -250,6 +291,10 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     pub throughput: Throughput,
     pub stages: Vec<StageReport>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
@@ -284,6 +329,20 @@ impl Report {
                 .map(|b| format!(" · peak RSS {:.0} MB", mb(b)))
                 .unwrap_or_default(),
         );
+        if self.rows_rejected + self.objects_rejected > 0 {
+            let stages: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  left out as bad input: {} records, {} objects ({})",
+                self.rows_rejected,
+                self.objects_rejected,
+                stages.join(" · ")
+            );
+        }
         if self.head.tasks_skipped > 0 {
             let _ = writeln!(
                 s,

@@ -16,9 +16,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
+use crate::formats::Decoded;
 use crate::formats::reader::{ChannelReader, LineRange};
 use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
 use crate::plan::{Plan, Task};
+use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::Stats;
 use crate::sink::writer::{TaskWriter, WriterConfig};
 use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
@@ -353,7 +355,7 @@ async fn run(
                 stop.clone(),
             );
             running.spawn(async move {
-                let record = run_task(
+                let (record, dead_letter) = run_task(
                     plan.clone(),
                     task,
                     Mode::Write,
@@ -364,6 +366,9 @@ async fn run(
                     stop,
                 )
                 .await?;
+                if let Some(body) = dead_letter {
+                    sink::write_errors(&plan.sink, record.task, body).await?;
+                }
                 sink::commit_task(&plan.sink, &record).await?;
                 Ok(record)
             });
@@ -374,6 +379,7 @@ async fn run(
         match done {
             Ok(Ok(record)) => {
                 stats.add_step_counts(&record.step_counts);
+                stats.add_rejected(&record.rejected);
                 records.insert(record.task, record);
             }
             Ok(Err(e)) => {
@@ -440,7 +446,7 @@ async fn full_pass(
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(0, 0, &names));
-    let mut running: JoinSet<Result<TaskRecord>> = JoinSet::new();
+    let mut running: JoinSet<Result<(TaskRecord, Option<Vec<u8>>)>> = JoinSet::new();
     let mut pending = plan.tasks.iter().cloned();
     let mut first_error = None;
     loop {
@@ -508,7 +514,8 @@ async fn full_pass(
 
 type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;
 
-/// Runs one task: a reader on tokio feeding the CPU side on rayon.
+/// Runs one task: a reader on tokio feeding the CPU side on rayon. Returns its commit
+/// record and, under `dead_letter` when it left anything out, its dead-letter file.
 #[allow(clippy::too_many_arguments)]
 async fn run_task(
     plan: Arc<Plan>,
@@ -519,7 +526,7 @@ async fn run_task(
     cfg: Arc<WriterConfig>,
     io: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
-) -> Result<TaskRecord> {
+) -> Result<(TaskRecord, Option<Vec<u8>>)> {
     let (obj_tx, obj_rx) = mpsc::channel::<ChunkRx>(1);
     let reader = if plan.format.random_access() {
         drop(obj_tx);
@@ -561,18 +568,24 @@ async fn run_task(
         .map_err(|_| Error::Internal("a CPU task vanished".into()))?;
     if let Some(r) = reader {
         // The reader ends on its own once the CPU side drops its receivers. When a read
-        // failed, its store error is the cause of whatever the decoder saw.
-        if let (Err(_), Ok(Err(read))) = (&result, r.await) {
+        // failed (and was not an object left out under skip / dead_letter), its store
+        // error is the cause of whatever the decoder saw.
+        if let Ok(Err(read)) = r.await {
             return Err(read);
         }
     }
-    let (shards, rows_in, step_counts) = result?;
+    let TaskOutput {
+        shards,
+        rows_in,
+        step_counts,
+        rejects,
+    } = result?;
     let step_counts = if step_counts.iter().all(|c| c.is_empty()) {
         Vec::new()
     } else {
         step_counts
     };
-    Ok(TaskRecord {
+    let record = TaskRecord {
         task: task.id,
         pipeline_hash: plan.pipeline_hash.clone(),
         inputs: plan.objects[task.objects.clone()]
@@ -586,8 +599,11 @@ async fn run_task(
         rows_in,
         shards,
         step_counts,
+        rejected: rejects.counts(),
         committed_at: sink::now_rfc3339(),
-    })
+    };
+    let dead_letter = (!rejects.records.is_empty()).then(|| rejects.to_jsonl());
+    Ok((record, dead_letter))
 }
 
 /// Range requests in flight per object when reading a file by ranges: the disk's
@@ -664,7 +680,14 @@ async fn read_objects(
             }
             Err(e) => {
                 let _ = tx.send(Err(format!("cannot read: {e}"))).await;
-                return Err(Error::store("read", &obj.display, e));
+                let e = Error::store("read", &obj.display, e);
+                // Under skip / dead_letter the decoder leaves out an object that is gone
+                // or forbidden, and the task goes on; a retryable fault fails the task.
+                if plan.pipeline.run.on_error == crate::spec::OnError::Fail
+                    || e.exit_code() == crate::error::EXIT_RETRY
+                {
+                    return Err(e);
+                }
             }
         }
     }
@@ -764,9 +787,15 @@ async fn read_ranges(
     Ok(Read::Done)
 }
 
-/// What the CPU side of a task made: its shards, the rows it read, and each step's
-/// counters.
-type TaskOutput = (Vec<sink::ShardRecord>, u64, Vec<BTreeMap<String, u64>>);
+/// What the CPU side of a task made.
+struct TaskOutput {
+    shards: Vec<sink::ShardRecord>,
+    /// Records read: rows decoded and records a decoder left out.
+    rows_in: u64,
+    /// Each step's named counters.
+    step_counts: Vec<BTreeMap<String, u64>>,
+    rejects: Rejects,
+}
 
 /// What a task run is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -810,6 +839,7 @@ fn cpu_task(
         .map(|_| StepContext::for_task(task.id, task_key))
         .collect();
     let mut rows_in = 0u64;
+    let mut rejects = Rejects::new(plan.pipeline.run.on_error, task.id);
     for i in task.objects.clone() {
         if stop.load(Ordering::Relaxed) {
             return Err(Error::Interrupted("a signal"));
@@ -830,16 +860,31 @@ fn cpu_task(
             batch_rows: plan.batch_rows,
             csv: plan.pipeline.source.csv.clone(),
             projection: plan.decode_projection.clone(),
+            on_error: plan.pipeline.run.on_error,
         };
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut in_emit = Duration::ZERO;
-        let mut emit = |batch: arrow::record_batch::RecordBatch| -> Result<bool> {
+        // Rows of this object handed on, and whether a step (not the decoder) failed.
+        let mut object_rows = 0u64;
+        let mut step_failed = false;
+        let mut emit = |decoded: Decoded| -> Result<bool> {
+            let batch = match decoded {
+                Decoded::Batch(b) => b,
+                Decoded::Rejected(r) => {
+                    rows_in += 1;
+                    Stats::add(&stats.rows_in, 1);
+                    Stats::add(&stats.rows_rejected, 1);
+                    rejects.add_undecoded(r);
+                    return Ok(!stop.load(Ordering::Relaxed));
+                }
+            };
             let t = Instant::now();
             let n = batch.num_rows() as u64;
             rows_in += n;
+            object_rows += n;
             Stats::add(&stats.rows_in, n);
-            match mode {
+            let done = match mode {
                 Mode::Write => run_steps(
                     plan,
                     &mut contexts,
@@ -848,15 +893,24 @@ fn cpu_task(
                     0,
                     batch,
                     &obj.display,
-                )?,
-                Mode::Observe(from, to) => {
-                    observe_steps(plan, &mut contexts, from, to, batch, &obj.display)?
-                }
-            }
+                    &mut rejects,
+                ),
+                Mode::Observe(from, to) => observe_steps(
+                    plan,
+                    &mut contexts,
+                    from,
+                    to,
+                    batch,
+                    &obj.display,
+                    &mut rejects,
+                ),
+            };
+            step_failed = done.is_err();
+            done?;
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !plan.steps.iter().any(|s| s.step.exhausted()))
         };
-        if plan.format.random_access() {
+        let decoded = if plan.format.random_access() {
             let ra = RandomAccess {
                 store: plan.source.base.store.clone(),
                 path: obj.path.clone(),
@@ -864,9 +918,9 @@ fn cpu_task(
                 handle: handle.clone(),
                 stats: Some(stats.clone()),
             };
-            plan.format
-                .decode(ObjectInput::Random(ra), &cx, &mut emit)?;
+            let r = plan.format.decode(ObjectInput::Random(ra), &cx, &mut emit);
             Stats::add(&stats.bytes_done, obj.size);
+            r
         } else {
             let t = Instant::now();
             let rx = objects_rx
@@ -881,11 +935,23 @@ fn cpu_task(
                 )),
                 None => Box::new(raw),
             };
-            let input = formats::decompress(plan.compressions[i], raw)
-                .map_err(|e| Error::input(&object, None, e))?;
-            plan.format
-                .decode(ObjectInput::Stream(input), &cx, &mut emit)
-                .map_err(|e| annotate_compression(e, plan.compressions[i]))?;
+            formats::decompress(plan.compressions[i], raw)
+                .map_err(|e| Error::input(&object, None, e))
+                .and_then(|input| {
+                    plan.format
+                        .decode(ObjectInput::Stream(input), &cx, &mut emit)
+                })
+                .map_err(|e| annotate_compression(e, plan.compressions[i]))
+        };
+        if let Err(e) = decoded {
+            // Under skip / dead_letter an object that cannot be read (corrupt, cut short,
+            // gone, forbidden) is left out from where it failed; a step's error, a
+            // retryable store error and a stop are not the object's fault.
+            if !rejects.tolerant() || step_failed || !object_fault(&e) {
+                return Err(e);
+            }
+            Stats::add(&stats.objects_rejected, 1);
+            rejects.add(object_rejection(&object, object_rows, e));
         }
         Stats::add(&stats.objects_done, 1);
         stats.decode.add_waiting(waited);
@@ -910,7 +976,12 @@ fn cpu_task(
                 .observed(cx)
                 .map_err(|m| step_error(plan, k, &last, m))?;
         }
-        return Ok((Vec::new(), rows_in, Vec::new()));
+        return Ok(TaskOutput {
+            shards: Vec::new(),
+            rows_in,
+            step_counts: Vec::new(),
+            rejects,
+        });
     }
     // Rows a step held back (the tail of a `pack`) flow through the steps after it.
     for s in 0..plan.steps.len() {
@@ -922,12 +993,54 @@ fn cpu_task(
             && batch.num_rows() > 0
         {
             Stats::add(&stats.steps[s].rows_out, batch.num_rows() as u64);
-            run_steps(plan, &mut contexts, stats, &mut writer, s + 1, batch, &last)?;
+            run_steps(
+                plan,
+                &mut contexts,
+                stats,
+                &mut writer,
+                s + 1,
+                batch,
+                &last,
+                &mut rejects,
+            )?;
         }
     }
     let shards = writer.finish()?;
-    let counts = contexts.into_iter().map(|c| c.counts).collect();
-    Ok((shards, rows_in, counts))
+    let step_counts = contexts.into_iter().map(|c| c.counts).collect();
+    Ok(TaskOutput {
+        shards,
+        rows_in,
+        step_counts,
+        rejects,
+    })
+}
+
+/// Errors that are the object's own: bad bytes, or a store that will not hand it over
+/// (not found, forbidden). Not: a step's error, a retryable store error, a stop, a bug.
+fn object_fault(e: &Error) -> bool {
+    match e {
+        Error::Input { .. } => true,
+        Error::Store { .. } => e.exit_code() != crate::error::EXIT_RETRY,
+        _ => false,
+    }
+}
+
+/// The record of an object left out from where it failed.
+fn object_rejection(object: &str, rows_before: u64, e: Error) -> Rejected {
+    let (line, error) = match e {
+        Error::Input { line, message, .. } => (line, message),
+        other => (None, other.to_string()),
+    };
+    Rejected {
+        object: object.to_string(),
+        kind: RejectKind::Object,
+        line,
+        offset: None,
+        rows_before: Some(rows_before),
+        stage: "object".into(),
+        error,
+        record: None,
+    }
 }
 
 fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
@@ -940,6 +1053,8 @@ fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
 
 /// The full pass of steps `from..=to`: `batch` through the steps before `from`, then
 /// to the `observe` of each step of the group (all see the batch that reaches `from`).
+/// Rows left out under skip / dead_letter are left out here as in the main pass.
+#[allow(clippy::too_many_arguments)]
 fn observe_steps(
     plan: &Plan,
     contexts: &mut [StepContext],
@@ -947,6 +1062,7 @@ fn observe_steps(
     to: usize,
     mut batch: arrow::record_batch::RecordBatch,
     object: &str,
+    rejects: &mut Rejects,
 ) -> Result<()> {
     for (s, (planned, cx)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
         let rows = batch.num_rows() as u64;
@@ -961,10 +1077,14 @@ fn observe_steps(
             }
             continue;
         }
-        batch = planned
-            .step
-            .apply(batch, cx)
-            .map_err(|m| step_error(plan, s, object, m))?;
+        batch = if rejects.tolerant() && planned.step.row_local() {
+            apply_leaving_out_bad_rows(plan, s, cx, batch, object, rejects)?
+        } else {
+            planned
+                .step
+                .apply(batch, cx)
+                .map_err(|m| step_error(plan, s, object, m))?
+        };
         cx.rows_before += rows;
         if batch.num_rows() == 0 {
             return Ok(());
@@ -974,6 +1094,7 @@ fn observe_steps(
 }
 
 /// Runs `batch` through the steps from index `from` on, and writes what comes out.
+#[allow(clippy::too_many_arguments)]
 fn run_steps(
     plan: &Plan,
     contexts: &mut [StepContext],
@@ -982,6 +1103,7 @@ fn run_steps(
     from: usize,
     mut batch: arrow::record_batch::RecordBatch,
     object: &str,
+    rejects: &mut Rejects,
 ) -> Result<()> {
     for (s, (planned, cx)) in plan
         .steps
@@ -994,10 +1116,19 @@ fn run_steps(
         let rows = batch.num_rows() as u64;
         Stats::add(&st.rows_in, rows);
         let ts = Instant::now();
-        batch = planned
-            .step
-            .apply(batch, cx)
-            .map_err(|m| step_error(plan, s, object, m))?;
+        batch = if rejects.tolerant() && planned.step.row_local() {
+            let before = rejects.rows;
+            let out = apply_leaving_out_bad_rows(plan, s, cx, batch, object, rejects)?;
+            let left_out = rejects.rows - before;
+            Stats::add(&st.rows_rejected, left_out);
+            Stats::add(&stats.rows_rejected, left_out);
+            out
+        } else {
+            planned
+                .step
+                .apply(batch, cx)
+                .map_err(|m| step_error(plan, s, object, m))?
+        };
         st.timer.add_working(ts.elapsed());
         cx.rows_before += rows;
         Stats::add(&st.rows_out, batch.num_rows() as u64);
@@ -1010,6 +1141,67 @@ fn run_steps(
     writer.write(&batch)?;
     stats.encode.add_working(te.elapsed());
     Ok(())
+}
+
+/// Applies row-local step `s`; when it fails, applies it again to halves of the batch,
+/// down to the single rows that fail, which are left out and recorded. The rows that
+/// pass keep their order. A step's counters only count the parts that passed.
+fn apply_leaving_out_bad_rows(
+    plan: &Plan,
+    s: usize,
+    cx: &mut StepContext,
+    batch: arrow::record_batch::RecordBatch,
+    object: &str,
+    rejects: &mut Rejects,
+) -> Result<arrow::record_batch::RecordBatch> {
+    let step = &plan.steps[s].step;
+    let counts = cx.counts.clone();
+    let first = match step.apply(batch.clone(), cx) {
+        Ok(out) => return Ok(out),
+        Err(m) => m,
+    };
+    cx.counts = counts;
+    let stage = format!("step {} {}", s + 1, plan.steps[s].name);
+    let mut good = Vec::new();
+    // (offset, length, the error of applying it whole, if known), as a stack in order.
+    let mut todo = vec![(0, batch.num_rows(), Some(first))];
+    while let Some((offset, len, failed)) = todo.pop() {
+        let error = match failed {
+            Some(m) => m,
+            None => {
+                let counts = cx.counts.clone();
+                match step.apply(batch.slice(offset, len), cx) {
+                    Ok(out) => {
+                        good.push(out);
+                        continue;
+                    }
+                    Err(m) => {
+                        cx.counts = counts;
+                        m
+                    }
+                }
+            }
+        };
+        if len == 1 {
+            rejects.add(Rejected {
+                object: object.to_string(),
+                kind: RejectKind::Record,
+                line: None,
+                offset: None,
+                rows_before: None,
+                stage: stage.clone(),
+                error,
+                record: Some(crate::rejects::row_json(&batch, offset)),
+            });
+        } else {
+            let half = len / 2;
+            todo.push((offset + half, len - half, None));
+            todo.push((offset, half, None));
+        }
+    }
+    let schema = step.output_schema().clone();
+    arrow::compute::concat_batches(&schema, &good)
+        .map_err(|e| Error::Internal(format!("joining the rows step {} kept: {e}", s + 1)))
 }
 
 /// A read error inside a compressed stream is almost always a truncated or corrupt

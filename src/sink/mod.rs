@@ -15,6 +15,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::rejects::RejectCounts;
 use crate::storage::Location;
 pub use columns::ColumnStats;
 
@@ -65,6 +66,9 @@ pub struct TaskRecord {
     /// index; empty when no step counts anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_counts: Vec<BTreeMap<String, u64>>,
+    /// Records and objects left out under `on_error: skip | dead_letter`.
+    #[serde(default, skip_serializing_if = "RejectCounts::is_empty")]
+    pub rejected: RejectCounts,
     pub committed_at: String,
 }
 
@@ -99,6 +103,11 @@ pub struct Manifest {
     /// Size of all rows as Arrow arrays in memory.
     #[serde(default)]
     pub memory_bytes: u64,
+    /// Records and objects left out under `on_error: skip | dead_letter`, by stage (under
+    /// `dead_letter` each one is in `_kiln/errors/`). `rows_in` + `rejected.undecoded`
+    /// records were read.
+    #[serde(default)]
+    pub rejected: RejectCounts,
     #[serde(default)]
     pub input: InputSummary,
     /// The columns as Hugging Face `datasets` features (the dataset card's
@@ -118,6 +127,25 @@ pub struct Manifest {
     #[serde(default)]
     pub columns: Vec<ColumnSummary>,
     pub shards: Vec<ShardRecord>,
+}
+
+impl Manifest {
+    /// Why a run that made this dataset exits 3, if it does: more records or objects
+    /// were left out than the pipeline's `run.max_error_ratio` allows.
+    /// `max_ratio`: the run's `run.max_error_ratio`; None: the one it was made with.
+    pub fn too_many_errors(&self, max_ratio: Option<f64>) -> Option<String> {
+        let max = max_ratio.unwrap_or_else(|| {
+            self.pipeline
+                .pointer("/run/max_error_ratio")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        });
+        self.rejected.too_many(
+            self.rows_in + self.rejected.undecoded,
+            self.input.objects as u64,
+            max,
+        )
+    }
 }
 
 /// The input the dataset was made from.
@@ -231,6 +259,12 @@ impl StoredPlan {
             bytes: shards.iter().map(|s| s.bytes).sum(),
             rows_in: records.values().map(|r| r.rows_in).sum(),
             memory_bytes: shards.iter().map(|s| s.memory_bytes).sum(),
+            rejected: records
+                .values()
+                .fold(RejectCounts::default(), |mut all, r| {
+                    all.add(&r.rejected);
+                    all
+                }),
             input: self.input_summary(),
             features: self.features.clone(),
             splits,
@@ -439,6 +473,18 @@ pub enum SinkState {
 
 pub fn task_record_path(task: usize) -> String {
     format!("{KILN_DIR}/tasks/{task:05}.json")
+}
+
+/// The dead-letter file of a task: its rejected records and objects, one JSON object
+/// per line (see [`crate::rejects::Rejected`]).
+pub fn errors_path(task: usize) -> String {
+    format!("{KILN_DIR}/errors/{task:05}.jsonl")
+}
+
+/// Writes a task's dead-letter file; before its commit record, so a committed task's
+/// file is always there.
+pub async fn write_errors(sink: &Location, task: usize, body: Vec<u8>) -> Result<()> {
+    put(sink, &errors_path(task), body.into()).await
 }
 
 async fn get_json<T: for<'de> Deserialize<'de>>(

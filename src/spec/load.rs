@@ -151,6 +151,12 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
             p.run.memory_limit
         ));
     }
+    if !(0.0..=1.0).contains(&p.run.max_error_ratio) {
+        errs.push(format!(
+            "run.max_error_ratio: {} is outside 0..=1 (0.01 allows one bad record in a hundred)",
+            p.run.max_error_ratio
+        ));
+    }
     if let Some(level) = p.sink.compression_level
         && !(1..=22).contains(&level)
     {

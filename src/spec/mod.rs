@@ -261,9 +261,17 @@ pub struct Run {
     /// Bound on data in flight (read buffers, batches, unflushed row groups).
     #[serde(default = "default_memory_limit")]
     pub memory_limit: ByteSize,
-    /// What to do with bad records and bad objects. Only `fail` exists so far.
+    /// What to do with bad records (a malformed line, a row with the wrong field count,
+    /// a value that fails a cast, an undecodable image) and bad objects (a corrupt
+    /// compressed stream or Parquet footer, an object gone or forbidden since listing).
     #[serde(default)]
     pub on_error: OnError,
+    /// Under `skip` or `dead_letter`: the share of rejected records among records read
+    /// (and of rejected objects among objects) above which the run, once finished,
+    /// exits 3. 0 (the default) makes any rejection exit 3.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_ratio: f64,
     /// Input bytes (on storage) grouped into one task, the unit of commit and resume.
     #[serde(default = "default_task_bytes")]
     pub task_bytes: ByteSize,
@@ -281,6 +289,7 @@ impl Default for Run {
             threads: Threads::Auto,
             memory_limit: default_memory_limit(),
             on_error: OnError::Fail,
+            max_error_ratio: 0.0,
             task_bytes: default_task_bytes(),
             batch_rows: None,
         }
@@ -301,9 +310,15 @@ const fn default_task_bytes() -> ByteSize {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
-    /// Stop at the first bad record or object, naming it.
+    /// Stop at the first bad record or object, naming it (exit 1).
     #[default]
     Fail,
+    /// Leave bad records and objects out, count them in the report and the task's
+    /// commit record, and go on.
+    Skip,
+    /// As `skip`, and write each rejected record or object, with where it was and why,
+    /// to `_kiln/errors/<task>.jsonl` in the sink.
+    DeadLetter,
 }
 
 /// `auto` or a thread count.

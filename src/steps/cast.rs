@@ -49,6 +49,10 @@ struct Cast {
 }
 
 impl Step for Cast {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

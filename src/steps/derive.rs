@@ -68,6 +68,10 @@ struct Derive {
 }
 
 impl Step for Derive {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

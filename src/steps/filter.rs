@@ -45,6 +45,10 @@ struct Filter {
 }
 
 impl Step for Filter {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -51,6 +51,15 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     /// Maps one batch. An empty result batch is fine; the runtime drops it.
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String>;
 
+    /// True when each output row depends on its input row alone and `apply` keeps no
+    /// state between batches (`cast`, `derive`, `filter`, the image steps). Under
+    /// `on_error: skip | dead_letter`, a batch such a step fails on is applied again in
+    /// parts to find the rows that fail, which are left out; any other step's error
+    /// ends the run.
+    fn row_local(&self) -> bool {
+        false
+    }
+
     /// True once the step will emit no more rows (a reached `limit`), so reading stops.
     fn exhausted(&self) -> bool {
         false

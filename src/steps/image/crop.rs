@@ -85,6 +85,10 @@ pub fn center_crop(p: PixelsRef<'_>, w: u32, h: u32) -> Result<Pixels, String> {
 }
 
 impl Step for CenterCrop {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

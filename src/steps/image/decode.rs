@@ -155,6 +155,10 @@ fn encoded_rows(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>, String> {
 }
 
 impl Step for Decode {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -181,6 +181,10 @@ fn with_extension(path: &str, ext: &str) -> String {
 }
 
 impl Step for Encode {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -142,6 +142,10 @@ pub fn resize(p: PixelsRef<'_>, w: u32, h: u32, alg: ResizeAlg) -> Result<Pixels
 }
 
 impl Step for Resize {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

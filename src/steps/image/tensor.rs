@@ -125,6 +125,10 @@ pub fn to_chw(
 }
 
 impl Step for ToTensor {
+    fn row_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

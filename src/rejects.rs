@@ -1,0 +1,340 @@
+//! Bad input under `run.on_error: skip | dead_letter`: what was left out, where it was
+//! and why.
+//!
+//! A decoder that meets a record it cannot decode, a step that fails on some rows, and
+//! the runtime when a whole object cannot be read, each hand a [`Rejected`] to the task's
+//! [`Rejects`]. The task's commit record carries the counts (so a resumed run reports
+//! the same totals), and under `dead_letter` the records themselves go to
+//! `_kiln/errors/<task>.jsonl`, written before the task commits. Under `fail` nothing
+//! is collected: the first bad record ends the run with an error naming it.
+
+use std::collections::BTreeMap;
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::OnError;
+
+/// Longest text of a rejected record kept in the dead-letter file; longer ones are cut
+/// (and say so) so that a 200 MB line cannot fill memory twice.
+pub const MAX_RECORD_TEXT: usize = 64 * 1024;
+
+/// Rejections logged as warnings per task; the rest are counted (and, under
+/// `dead_letter`, written) without a log line each.
+const LOGGED_PER_TASK: u64 = 5;
+
+/// A record or an object left out of the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The object, as the listing names it (with the byte range of a slice).
+    pub object: String,
+    /// `record`: one row left out; `object`: the rest of an object that could not be read
+    /// (rows decoded before the fault are kept, `rows_before` says how many).
+    pub kind: RejectKind,
+    /// 1-based line of the record in the (decompressed) object, where the format has lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Byte offset of the record in the (decompressed) object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Rows of the object that were decoded before an object fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_before: Option<u64>,
+    /// Where it was rejected: `read`, the format (`jsonl`, `csv`, ...), or a step
+    /// (`step 2 cast`).
+    pub stage: String,
+    pub error: String,
+    /// The record: its raw text from a decoder, or its values as JSON from a step (binary
+    /// values as their length). Cut at [`MAX_RECORD_TEXT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectKind {
+    Record,
+    Object,
+}
+
+impl Rejected {
+    /// A record a decoder could not decode.
+    pub fn record(
+        object: &str,
+        stage: &str,
+        line: Option<u64>,
+        offset: Option<u64>,
+        error: impl Into<String>,
+        raw: &[u8],
+    ) -> Self {
+        Rejected {
+            object: object.to_string(),
+            kind: RejectKind::Record,
+            line,
+            offset,
+            rows_before: None,
+            stage: stage.to_string(),
+            error: error.into(),
+            record: Some(record_text(raw)),
+        }
+    }
+}
+
+/// The text of a raw record: lossy UTF-8 (invalid bytes become U+FFFD), without its
+/// line terminator, cut at [`MAX_RECORD_TEXT`].
+pub fn record_text(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let cut = raw.len() > MAX_RECORD_TEXT;
+    let mut s = String::from_utf8_lossy(&raw[..raw.len().min(MAX_RECORD_TEXT)]).into_owned();
+    if cut {
+        s.push_str(&format!("… ({} bytes in all)", raw.len()));
+    }
+    s
+}
+
+/// The values of row `row` of `batch` as a JSON object of display strings, binary values
+/// as their length, for the dead-letter record of a row a step rejected.
+pub fn row_json(batch: &RecordBatch, row: usize) -> String {
+    use arrow::datatypes::DataType;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("null");
+    // In column order (serde_json's map sorts its keys).
+    let mut fields: Vec<String> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let value = if column.is_null(row) {
+            serde_json::Value::Null
+        } else {
+            match field.data_type() {
+                DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                    serde_json::Value::String(binary_len(column.as_ref(), row))
+                }
+                _ => match ArrayFormatter::try_new(column.as_ref(), &options) {
+                    Ok(f) => {
+                        let mut text = f.value(row).to_string();
+                        if text.len() > MAX_RECORD_TEXT / 4 {
+                            let mut end = MAX_RECORD_TEXT / 4;
+                            while !text.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            text.truncate(end);
+                            text.push('…');
+                        }
+                        serde_json::Value::String(text)
+                    }
+                    Err(_) => serde_json::Value::String(format!("<{}>", field.data_type())),
+                },
+            }
+        };
+        fields.push(format!(
+            "{}:{value}",
+            serde_json::Value::String(field.name().clone())
+        ));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+fn binary_len(column: &dyn arrow::array::Array, row: usize) -> String {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let len = match column.data_type() {
+        DataType::Binary => column.as_binary::<i32>().value(row).len(),
+        DataType::LargeBinary => column.as_binary::<i64>().value(row).len(),
+        DataType::BinaryView => column.as_binary_view().value(row).len(),
+        _ => 0,
+    };
+    format!("<{len} bytes>")
+}
+
+/// What a task (or the whole dataset) left out: the counts a commit record and the
+/// manifest carry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RejectCounts {
+    /// Records left out, by decoders and by steps.
+    pub rows: u64,
+    /// Records a decoder left out (not decoded, so not in the task's `rows_in`).
+    #[serde(default)]
+    pub undecoded: u64,
+    /// Objects, or the rest of objects, that could not be read.
+    pub objects: u64,
+    /// Rejections by stage (`jsonl`, `step 2 cast`, `object`).
+    #[serde(default)]
+    pub by_stage: BTreeMap<String, u64>,
+}
+
+impl RejectCounts {
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0 && self.objects == 0
+    }
+
+    pub fn add(&mut self, other: &RejectCounts) {
+        self.rows += other.rows;
+        self.undecoded += other.undecoded;
+        self.objects += other.objects;
+        for (k, v) in &other.by_stage {
+            *self.by_stage.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Why the run must exit 3, if it must: the share of records left out among
+    /// records read, or of objects among objects, is above `max_ratio`.
+    pub fn too_many(&self, records_read: u64, objects: u64, max_ratio: f64) -> Option<String> {
+        let over = |bad: u64, all: u64| bad > 0 && bad as f64 > max_ratio * all.max(1) as f64;
+        let what = match (over(self.rows, records_read), over(self.objects, objects)) {
+            (false, false) => return None,
+            (true, _) => format!("{} of {records_read} records", self.rows),
+            (false, true) => format!("{} of {objects} objects", self.objects),
+        };
+        Some(format!(
+            "{what} were bad and left out, more than run.max_error_ratio {max_ratio} allows; \
+             the dataset was written without them (the manifest's `rejected` counts them by stage)"
+        ))
+    }
+}
+
+/// The rejections of one task.
+#[derive(Debug)]
+pub struct Rejects {
+    policy: OnError,
+    task: usize,
+    /// Records left out (by decoders and steps).
+    pub rows: u64,
+    /// Objects (or the rest of objects) that could not be read.
+    pub objects: u64,
+    /// Rejections by stage.
+    pub by_stage: BTreeMap<String, u64>,
+    /// Records a decoder left out.
+    pub undecoded: u64,
+    /// The rejections themselves, kept under `dead_letter` only.
+    pub records: Vec<Rejected>,
+}
+
+impl Rejects {
+    pub fn new(policy: OnError, task: usize) -> Self {
+        Rejects {
+            policy,
+            task,
+            rows: 0,
+            objects: 0,
+            undecoded: 0,
+            by_stage: BTreeMap::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// True when bad input is left out rather than ending the run.
+    pub fn tolerant(&self) -> bool {
+        self.policy != OnError::Fail
+    }
+
+    /// The counts for the commit record.
+    pub fn counts(&self) -> RejectCounts {
+        RejectCounts {
+            rows: self.rows,
+            undecoded: self.undecoded,
+            objects: self.objects,
+            by_stage: self.by_stage.clone(),
+        }
+    }
+
+    /// Takes note of a record a decoder could not decode.
+    pub fn add_undecoded(&mut self, r: Rejected) {
+        self.undecoded += 1;
+        self.add(r);
+    }
+
+    /// Takes note of a rejection.
+    pub fn add(&mut self, r: Rejected) {
+        let seen = self.rows + self.objects;
+        if seen < LOGGED_PER_TASK {
+            tracing::warn!(
+                task = self.task,
+                object = %r.object,
+                line = r.line,
+                stage = %r.stage,
+                "left out ({}): {}",
+                match r.kind {
+                    RejectKind::Record => "record",
+                    RejectKind::Object => "object",
+                },
+                r.error
+            );
+        } else if seen == LOGGED_PER_TASK {
+            tracing::warn!(
+                task = self.task,
+                "more bad input in this task; the report counts it{}",
+                if self.policy == OnError::DeadLetter {
+                    " and _kiln/errors/ holds it"
+                } else {
+                    ""
+                }
+            );
+        }
+        match r.kind {
+            RejectKind::Record => self.rows += 1,
+            RejectKind::Object => self.objects += 1,
+        }
+        *self.by_stage.entry(r.stage.clone()).or_default() += 1;
+        if self.policy == OnError::DeadLetter {
+            self.records.push(r);
+        }
+    }
+
+    /// The dead-letter file's content: one JSON object per line.
+    pub fn to_jsonl(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in &self.records {
+            // A struct of strings and integers always serializes.
+            if serde_json::to_writer(&mut out, r).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryArray, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn long_records_are_cut_and_say_so() {
+        let raw = vec![b'x'; MAX_RECORD_TEXT + 10];
+        let text = record_text(&raw);
+        assert!(text.ends_with(&format!("({} bytes in all)", MAX_RECORD_TEXT + 10)));
+        assert_eq!(record_text(b"{\"a\":1}\r\n"), "{\"a\":1}");
+        assert_eq!(record_text(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn rows_render_as_json_with_binary_as_length() {
+        let batch = RecordBatch::try_from_iter([
+            ("s", Arc::new(StringArray::from(vec![Some("a"), None])) as _),
+            ("n", Arc::new(Int64Array::from(vec![1, 2])) as _),
+            (
+                "b",
+                Arc::new(BinaryArray::from(vec![b"abc".as_slice(), b""])) as _,
+            ),
+        ])
+        .expect("batch");
+        assert_eq!(row_json(&batch, 0), r#"{"s":"a","n":"1","b":"<3 bytes>"}"#);
+        assert_eq!(row_json(&batch, 1), r#"{"s":null,"n":"2","b":"<0 bytes>"}"#);
+    }
+
+    #[test]
+    fn only_dead_letter_keeps_the_records() {
+        let r = Rejected::record("a.jsonl", "jsonl", Some(3), Some(40), "bad", b"{");
+        let mut skip = Rejects::new(OnError::Skip, 0);
+        skip.add(r.clone());
+        assert_eq!((skip.rows, skip.records.len()), (1, 0));
+        let mut dl = Rejects::new(OnError::DeadLetter, 0);
+        dl.add(r);
+        let line = String::from_utf8(dl.to_jsonl()).expect("utf8");
+        assert_eq!(
+            line,
+            "{\"object\":\"a.jsonl\",\"kind\":\"record\",\"line\":3,\"offset\":40,\"stage\":\"jsonl\",\"error\":\"bad\",\"record\":\"{\"}\n"
+        );
+    }
+}
