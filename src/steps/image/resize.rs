@@ -8,8 +8,7 @@ use std::sync::Arc;
 use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions as Fir, Resizer};
+use kiln_resize::{FilterType, ResizeAlg};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -115,29 +114,16 @@ struct Resize {
 /// Resizes one image to `w`×`h`.
 pub fn resize(p: PixelsRef<'_>, w: u32, h: u32, alg: ResizeAlg) -> Result<Pixels, String> {
     p.check()?;
-    let pixel_type = match p.channels {
-        1 => PixelType::U8,
-        3 => PixelType::U8x3,
-        _ => PixelType::U8x4,
+    let data = if (p.width, p.height) == (w, h) {
+        p.data.to_vec()
+    } else {
+        kiln_resize::resize(p.data, p.width, p.height, p.channels, w, h, alg)?
     };
-    if (p.width, p.height) == (w, h) {
-        return Ok(Pixels {
-            width: w,
-            height: h,
-            channels: p.channels,
-            data: p.data.to_vec(),
-        });
-    }
-    let src = ImageRef::new(p.width, p.height, p.data, pixel_type).map_err(|e| e.to_string())?;
-    let mut dst = Image::new(w, h, pixel_type);
-    Resizer::new()
-        .resize(&src, &mut dst, &Fir::new().resize_alg(alg))
-        .map_err(|e| e.to_string())?;
     Ok(Pixels {
         width: w,
         height: h,
         channels: p.channels,
-        data: dst.into_vec(),
+        data,
     })
 }
 
