@@ -13,15 +13,75 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `kiln ARGS` run from the repository root, with `KILN_OUT` pointing at `out`.
+/// `kiln ARGS` run from the repository root, with `KILN_OUT` pointing at `out`. Every
+/// `kiln run` that finishes is checked by [`assert_rows_accounted`].
 pub fn kiln(out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.current_dir(repo())
         .env("KILN_OUT", out)
-        .env_remove("KILN_LOG")
-        .args(args)
-        .output()
-        .expect("kiln runs")
+        .env_remove("KILN_LOG");
+    run_accounted(cmd, args)
+}
+
+/// Runs `cmd ARGS`; for a `run` without its own `--report`, adds one and checks the
+/// accounting of the run from it.
+pub fn run_accounted(mut cmd: Command, args: &[&str]) -> Output {
+    let report = (args.first() == Some(&"run") && !args.contains(&"--report")).then(|| {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        std::env::temp_dir().join(format!(
+            "kiln-test-report-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    });
+    cmd.args(args);
+    if let Some(r) = &report {
+        cmd.arg("--report").arg(r);
+    }
+    let o = cmd.output().expect("kiln runs");
+    if let Some(r) = report {
+        if let Ok(text) = std::fs::read(&r)
+            && matches!(o.status.code(), Some(0 | 3))
+        {
+            let v: serde_json::Value = serde_json::from_slice(&text).expect("report JSON");
+            assert_rows_accounted(&v);
+        }
+        let _ = std::fs::remove_file(&r);
+    }
+    o
+}
+
+/// The accounting identity of a finished run's report: records read = rows the steps
+/// took in + records the decoders left out; each step takes in what the one before it
+/// passed on; what the last step passes on is what was written; and each step's rows
+/// in = rows out + rows it dropped + rows it left out as bad. So records read equal rows
+/// written plus rows filtered plus records left out (a step that regroups rows, `pack`,
+/// counts the difference as filtered).
+pub fn assert_rows_accounted(r: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let steps = r["steps"].as_array().cloned().unwrap_or_default();
+    let step_rejected: u64 = steps.iter().map(|s| n(&s["rows_rejected"])).sum();
+    let undecoded = n(&r["rows_rejected"]) - step_rejected;
+    let mut passed = n(&r["rows_in"]) - undecoded;
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(
+            n(&s["rows_in"]),
+            passed,
+            "step {} takes in what came before: {r:#}",
+            i + 1
+        );
+        assert!(
+            n(&s["rows_out"]) + n(&s["rows_rejected"]) <= n(&s["rows_in"]) || s["name"] == "pack",
+            "step {} passes on and leaves out no more than it takes in: {r:#}",
+            i + 1
+        );
+        passed = n(&s["rows_out"]);
+    }
+    assert_eq!(
+        n(&r["rows_out"]),
+        passed,
+        "rows written are what the last step passed on: {r:#}"
+    );
 }
 
 /// Like [`kiln`], asserting exit 0 and showing stderr otherwise.

@@ -439,14 +439,14 @@ impl Plan {
     /// The plan a fit pass of steps `from..=to` runs: the steps up to `to` (the group's
     /// own step values, which hold what they observe), and for CSV only the columns
     /// those steps read decoded (a fit of five numeric columns skips parsing the text
-    /// and timestamps).
+    /// and timestamps) when `project`.
     ///
     /// # Errors
     /// As binding the steps.
-    pub fn for_fit(&self, from: usize, to: usize) -> Result<Plan> {
+    pub fn for_fit(&self, from: usize, to: usize, project: bool) -> Result<Plan> {
         let mut p = self.clone();
         p.steps.truncate(to + 1);
-        if self.format_name != FormatName::Csv || self.decode_projection.is_some() {
+        if !project || self.format_name != FormatName::Csv || self.decode_projection.is_some() {
             return Ok(p);
         }
         let mut need: BTreeSet<String> = BTreeSet::new();

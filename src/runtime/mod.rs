@@ -27,7 +27,9 @@ use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
 use crate::steps::StepContext;
 use crate::steps::sample::stable_key;
 
+mod cache;
 pub mod worker;
+use cache::DecodedCache;
 pub use worker::Worker;
 
 /// Outcome of [`execute`].
@@ -85,12 +87,16 @@ pub async fn execute(
 ) -> (Arc<Plan>, Result<Outcome>) {
     let mut plan = plan;
     let prepared = prepare(&mut plan, &opts).await;
+    let mut cache = None;
     let (plan, prepared) = match prepared {
         Ok(Prepared::Ready {
             committed,
             mut stored,
         }) if plan.needs_fit() => match fit(plan, &mut stored, &stop).await {
-            (plan, Ok(())) => (plan, Ok(Prepared::Ready { committed, stored })),
+            (plan, Ok(kept)) => {
+                cache = kept;
+                (plan, Ok(Prepared::Ready { committed, stored }))
+            }
             (plan, Err(e)) => (plan, Err(e)),
         },
         other => (plan, other),
@@ -99,7 +105,7 @@ pub async fn execute(
     let outcome = match prepared {
         Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
         Ok(Prepared::Ready { committed, stored }) => {
-            run(plan.clone(), committed, &stored, stats, opts, stop).await
+            run(plan.clone(), committed, &stored, stats, opts, stop, cache).await
         }
         Err(e) => Err(e),
     };
@@ -112,20 +118,34 @@ pub async fn execute(
 /// steps ([`Plan::fit_group`]), each settled and bound with what it learned before the
 /// next, then `_kiln/stats.json` written before any task commits. The stored plan's
 /// schema follows the fitted steps (one-hot columns are known only now).
+///
+/// Returns the batches the fit passes decoded, when they fit in memory
+/// ([`DecodedCache`]), for the transform pass.
 async fn fit(
     mut plan: Plan,
     stored: &mut sink::StoredPlan,
     stop: &Arc<AtomicBool>,
-) -> (Plan, Result<()>) {
+) -> (Plan, Result<Option<Arc<DecodedCache>>>) {
     let result = fit_steps(&mut plan, stored, stop).await;
     (plan, result)
+}
+
+/// Whether a fit pass keeps what it decodes: when the stored input is no larger than
+/// half of `run.memory_limit` (the decoded size is checked as the pass goes), and bad
+/// input fails the run (under skip / dead_letter each pass decodes, so that the
+/// rejections of the transform pass are its own).
+fn decoded_cache(plan: &Plan) -> Option<Arc<DecodedCache>> {
+    let budget = plan.pipeline.run.memory_limit.get() / 2;
+    (plan.input_bytes() <= budget && plan.pipeline.run.on_error == crate::spec::OnError::Fail)
+        .then(|| Arc::new(DecodedCache::new(budget)))
 }
 
 async fn fit_steps(
     plan: &mut Plan,
     stored: &mut sink::StoredPlan,
     stop: &Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<Option<Arc<DecodedCache>>> {
+    let mut cache = None;
     {
         if let Some(file) = sink::read_stats(&plan.sink).await?
             && file.pipeline_hash == plan.pipeline_hash
@@ -149,12 +169,26 @@ async fn fit_steps(
             let slots = if plan.sequential { 1 } else { plan.threads };
             let mut rows = 0;
             let mut entries = Vec::new();
+            cache = decoded_cache(plan);
             while let Some((from, to)) = plan.fit_group() {
                 let cfg = Arc::new(plan.writer_config(tokio::runtime::Handle::current())?);
                 // The pass runs on a copy; the group's steps are the same values as
-                // `plan`'s.
-                let shared = Arc::new(plan.for_fit(from, to)?);
-                let seen = full_pass(&shared, from, to, slots, &pool, &cfg, &io, stop).await?;
+                // `plan`'s. It decodes only the columns the fit reads, unless what it
+                // decodes is kept for the passes after it.
+                let keep = cache.as_ref().is_some_and(|c| c.accepting());
+                let shared = Arc::new(plan.for_fit(from, to, !keep)?);
+                let seen = full_pass(
+                    &shared,
+                    from,
+                    to,
+                    slots,
+                    &pool,
+                    &cfg,
+                    &io,
+                    stop,
+                    cache.as_ref().filter(|c| c.accepting()),
+                )
+                .await?;
                 if entries.is_empty() {
                     rows = seen;
                 }
@@ -208,6 +242,12 @@ async fn fit_steps(
                 "fitted statistics written to {}",
                 plan.sink.display_child(sink::STATS)
             );
+            if let Some(c) = cache.as_ref().filter(|c| c.accepting()) {
+                tracing::info!(
+                    bytes = c.used(),
+                    "the fit pass kept the decoded input for the transform pass"
+                );
+            }
         }
         let fresh = plan.stored(stored.workers);
         stored.schema = fresh.schema;
@@ -216,7 +256,7 @@ async fn fit_steps(
         // One worker runs a fit (see `prepare`): rewriting the stored plan is safe, and
         // `kiln finalize` / `kiln status` then see the fitted schema.
         sink::put_json(&plan.sink, sink::PLAN, &*stored).await?;
-        Ok(())
+        Ok(cache.filter(|c| c.accepting()))
     }
 }
 
@@ -301,6 +341,7 @@ async fn run(
     stats: Arc<Stats>,
     opts: ExecOptions,
     stop: Arc<AtomicBool>,
+    cache: Option<Arc<DecodedCache>>,
 ) -> Result<Outcome> {
     let worker = opts.worker;
     let skipped = plan
@@ -334,7 +375,7 @@ async fn run(
         .collect();
     if !todo.is_empty() {
         for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
-            full_pass(&plan, k, k, slots, &pool, &writer_cfg, &io, &stop).await?;
+            full_pass(&plan, k, k, slots, &pool, &writer_cfg, &io, &stop, None).await?;
         }
     }
     let mut pending = todo.into_iter();
@@ -346,13 +387,14 @@ async fn run(
             && !opts.drain.load(Ordering::Relaxed)
         {
             let Some(task) = pending.next() else { break };
-            let (plan, stats, pool, cfg, io, stop) = (
+            let (plan, stats, pool, cfg, io, stop, cache) = (
                 plan.clone(),
                 stats.clone(),
                 pool.clone(),
                 writer_cfg.clone(),
                 io.clone(),
                 stop.clone(),
+                cache.clone(),
             );
             running.spawn(async move {
                 let (record, dead_letter) = run_task(
@@ -364,6 +406,7 @@ async fn run(
                     cfg,
                     io,
                     stop,
+                    cache,
                 )
                 .await?;
                 if let Some(body) = dead_letter {
@@ -442,6 +485,7 @@ async fn full_pass(
     cfg: &Arc<WriterConfig>,
     io: &Arc<Semaphore>,
     stop: &Arc<AtomicBool>,
+    cache: Option<&Arc<DecodedCache>>,
 ) -> Result<u64> {
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
@@ -461,6 +505,7 @@ async fn full_pass(
                 cfg.clone(),
                 io.clone(),
                 stop.clone(),
+                cache.cloned(),
             ));
         }
         let Some(done) = running.join_next().await else {
@@ -526,9 +571,20 @@ async fn run_task(
     cfg: Arc<WriterConfig>,
     io: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
+    cache: Option<Arc<DecodedCache>>,
 ) -> Result<(TaskRecord, Option<Vec<u8>>)> {
+    // What an earlier fit pass decoded, if it was kept: the transform pass takes it, a
+    // fit pass copies it (another may follow), and neither reads the objects.
+    let cached = cache.as_ref().and_then(|c| match mode {
+        Mode::Write => c.take(task.id),
+        Mode::Observe(..) => c.get(task.id),
+    });
+    let keep = match (&cached, mode) {
+        (None, Mode::Observe(..)) => cache.filter(|c| c.accepting()),
+        _ => None,
+    };
     let (obj_tx, obj_rx) = mpsc::channel::<ChunkRx>(1);
-    let reader = if plan.format.random_access() {
+    let reader = if plan.format.random_access() || cached.is_some() {
         drop(obj_tx);
         None
     } else {
@@ -547,7 +603,14 @@ async fn run_task(
         let (plan, task, stats) = (plan.clone(), task.clone(), stats.clone());
         pool.spawn(move || {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                cpu_task(&plan, &task, mode, obj_rx, &stats, cfg, handle, &stop)
+                let input = match cached {
+                    Some(batches) => Input::Cached(batches),
+                    None => Input::Objects {
+                        objects_rx: obj_rx,
+                        keep,
+                    },
+                };
+                cpu_task(&plan, &task, mode, input, &stats, cfg, handle, &stop)
             }))
             .unwrap_or_else(|p| {
                 let msg = p
@@ -797,6 +860,17 @@ struct TaskOutput {
     rejects: Rejects,
 }
 
+/// Where a task's batches come from.
+enum Input {
+    /// The objects, read and decoded; `keep`: a fit pass that keeps what it decodes.
+    Objects {
+        objects_rx: mpsc::Receiver<ChunkRx>,
+        keep: Option<Arc<DecodedCache>>,
+    },
+    /// What an earlier fit pass decoded.
+    Cached(Vec<cache::Decoded>),
+}
+
 /// What a task run is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -813,7 +887,7 @@ fn cpu_task(
     plan: &Plan,
     task: &Task,
     mode: Mode,
-    mut objects_rx: mpsc::Receiver<ChunkRx>,
+    input: Input,
     stats: &Arc<Stats>,
     cfg: Arc<WriterConfig>,
     handle: tokio::runtime::Handle,
@@ -840,7 +914,51 @@ fn cpu_task(
         .collect();
     let mut rows_in = 0u64;
     let mut rejects = Rejects::new(plan.pipeline.run.on_error, task.id);
+    let (mut objects_rx, keep) = match input {
+        Input::Objects { objects_rx, keep } => (Some(objects_rx), keep),
+        Input::Cached(batches) => {
+            for (i, batch) in batches {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted("a signal"));
+                }
+                if plan.steps.iter().any(|s| s.step.exhausted()) {
+                    break;
+                }
+                let n = batch.num_rows() as u64;
+                rows_in += n;
+                Stats::add(&stats.rows_in, n);
+                let object = &plan.objects[i].display;
+                match mode {
+                    Mode::Write => run_steps(
+                        plan,
+                        &mut contexts,
+                        stats,
+                        &mut writer,
+                        0,
+                        batch,
+                        object,
+                        &mut rejects,
+                    )?,
+                    Mode::Observe(from, to) => {
+                        observe_steps(plan, &mut contexts, from, to, batch, object, &mut rejects)?
+                    }
+                }
+            }
+            // Read once by this run, in its first fit pass.
+            Stats::add(&stats.objects_done, task.objects.len() as u64);
+            Stats::add(&stats.bytes_done, task.bytes);
+            Stats::add(&stats.bytes_read, task.bytes);
+            (None, None)
+        }
+    };
+    // The decoded batches, kept for the passes after this fit pass while they fit.
+    let mut kept: Vec<cache::Decoded> = Vec::new();
+    let mut kept_bytes = 0u64;
+    let mut keeping = keep.is_some();
     for i in task.objects.clone() {
+        let Some(objects_rx) = objects_rx.as_mut() else {
+            break;
+        };
         if stop.load(Ordering::Relaxed) {
             return Err(Error::Interrupted("a signal"));
         }
@@ -884,6 +1002,15 @@ fn cpu_task(
             rows_in += n;
             object_rows += n;
             Stats::add(&stats.rows_in, n);
+            if keeping {
+                kept_bytes += batch.get_array_memory_size() as u64;
+                if keep.as_ref().is_some_and(|c| kept_bytes > c.budget()) {
+                    keeping = false;
+                    kept = Vec::new();
+                } else {
+                    kept.push((i, batch.clone()));
+                }
+            }
             let done = match mode {
                 Mode::Write => run_steps(
                     plan,
@@ -970,6 +1097,9 @@ fn cpu_task(
         .map(|o| o.display.clone())
         .unwrap_or_default();
     if let Mode::Observe(from, to) = mode {
+        if let Some(cache) = keep.filter(|_| keeping) {
+            cache.offer(task.id, kept, kept_bytes);
+        }
         for (k, cx) in contexts.iter_mut().enumerate().take(to + 1).skip(from) {
             plan.steps[k]
                 .step

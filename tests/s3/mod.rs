@@ -273,11 +273,11 @@ pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
 /// `kiln ARGS` with extra environment variables.
 pub fn kiln_env(env: &[(&str, String)], args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.current_dir(repo()).env_remove("KILN_LOG").args(args);
+    cmd.current_dir(repo()).env_remove("KILN_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("kiln runs")
+    run_accounted(cmd, args)
 }
 
 /// Like [`kiln_env`], asserting success.
