@@ -121,6 +121,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
+    // Before anything can print: the values of secret-named variables (credentials,
+    // and what `${VAR}` of them expands to) are scrubbed from every output.
+    crate::secrets::register_env();
     init_logging(&cli);
     let quiet = cli.quiet;
     let result = match cli.command {
@@ -175,7 +178,7 @@ pub fn main() -> i32 {
             if is_broken_pipe(&e) {
                 return EXIT_OK;
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::secrets::redact(&e.to_string()));
             code
         }
     }
@@ -187,7 +190,7 @@ fn is_broken_pipe(e: &Error) -> bool {
 
 fn print_out(s: &str) -> Result<i32> {
     let mut out = std::io::stdout().lock();
-    out.write_all(s.as_bytes())
+    out.write_all(crate::secrets::redact(s).as_bytes())
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(EXIT_OK)
 }
@@ -202,7 +205,7 @@ fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kiln={level}")));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::secrets::Stderr::default)
         .with_env_filter(filter)
         .with_target(false);
     let _ = match cli.log_format {
@@ -327,7 +330,8 @@ fn cmd_run(
         head.exit_code = code;
         let report = stats.report(head);
         if let Some(path) = report_path {
-            let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            let body = serde_json::to_string_pretty(&report).unwrap_or_default();
+            let body = crate::secrets::redact(&body).into_owned();
             std::fs::write(&path, body).map_err(|e| {
                 fail(Error::Usage(format!(
                     "--report {}: cannot write: {e}",
@@ -346,7 +350,7 @@ fn cmd_run(
                     plan.sink.display
                 );
             } else {
-                eprint!("{}", report.summary());
+                eprint!("{}", crate::secrets::redact(&report.summary()));
                 if let Ok(Outcome::WorkerDone { committed, .. }) = &outcome {
                     eprintln!(
                         "worker {worker}: its tasks are committed; {committed} of {} tasks of the dataset are; \
@@ -358,7 +362,10 @@ fn cmd_run(
             }
         }
         if let Some(why) = too_many {
-            eprintln!("error: {}: {why}", plan.sink.display);
+            eprintln!(
+                "error: {}",
+                crate::secrets::redact(&format!("{}: {why}", plan.sink.display))
+            );
         }
         match outcome {
             Ok(_) => Ok(code),
@@ -741,7 +748,10 @@ fn cmd_finalize(uri: &str) -> Result<i32> {
     ))?;
     match manifest.too_many_errors(None) {
         Some(why) => {
-            eprintln!("error: {}: {why}", sink.display);
+            eprintln!(
+                "error: {}",
+                crate::secrets::redact(&format!("{}: {why}", sink.display))
+            );
             Ok(EXIT_TOO_MANY_ERRORS)
         }
         None => Ok(EXIT_OK),

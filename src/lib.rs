@@ -14,6 +14,7 @@ pub mod plan;
 pub mod rejects;
 pub mod report;
 pub mod runtime;
+pub mod secrets;
 pub mod sink;
 pub mod spec;
 pub mod steps;

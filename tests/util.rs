@@ -29,7 +29,7 @@ pub fn run_accounted(mut cmd: Command, args: &[&str]) -> Output {
     let report = (args.first() == Some(&"run") && !args.contains(&"--report")).then(|| {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         std::env::temp_dir().join(format!(
-            "kiln-test-report-{}-{}.json",
+            "kiln-report-check-{}-{}.json",
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ))

@@ -604,7 +604,11 @@ impl Plan {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             name: self.pipeline.name.clone(),
             pipeline_hash: self.pipeline_hash.clone(),
-            pipeline: serde_json::to_value(&self.pipeline).unwrap_or_default(),
+            pipeline: {
+                let mut p = serde_json::to_value(&self.pipeline).unwrap_or_default();
+                crate::secrets::redact_json(&mut p);
+                p
+            },
             created_at: crate::sink::now_rfc3339(),
             workers,
             schema: self

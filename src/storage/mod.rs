@@ -291,6 +291,7 @@ impl SourceUri {
     /// # Errors
     /// [`Error::Plan`] for a malformed glob or an unsupported scheme.
     pub fn parse(uri: &str, cfg: &Storage) -> Result<Self> {
+        crate::secrets::register_uri(uri);
         let (base, pattern) = split_glob(uri);
         let base = open(&base, cfg)?;
         let glob = match pattern {

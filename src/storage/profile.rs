@@ -86,10 +86,17 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Profile>> 
             .filter(|v| !v.is_empty())
     };
     let keys = match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-        (Some(id), Some(secret)) => Some(Keys {
-            access_key_id: id,
-            secret_access_key: secret,
-            session_token: get("aws_session_token"),
+        (Some(id), Some(secret)) => Some({
+            crate::secrets::register(&id);
+            crate::secrets::register(&secret);
+            if let Some(token) = get("aws_session_token") {
+                crate::secrets::register(&token);
+            }
+            Keys {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: get("aws_session_token"),
+            }
         }),
         _ => None,
     };

@@ -868,3 +868,98 @@ fn workers_killed_at_random_and_restarted_make_the_clean_dataset() {
         "no object outside _kiln/ (but the card) that the manifest does not list"
     );
 }
+
+#[test]
+fn credentials_and_secret_expansions_never_reach_an_output() {
+    // Canary credentials (the local server takes any), a secret-named variable the
+    // pipeline expands, everything logged at trace level; then every output of run, plan,
+    // validate, status, inspect and of a failing run, the report, and every file of the
+    // sink but the shards, searched for each canary.
+    let Some(b) = Bucket::new("canary") else {
+        return;
+    };
+    let mut lines = String::new();
+    for i in 0..200 {
+        lines.push_str(&format!("{{\"id\":{i},\"text\":\"document {i}\"}}\n"));
+    }
+    b.put("in/docs.jsonl", lines.into_bytes());
+    let canaries = [
+        ("AWS_ACCESS_KEY_ID", "AKIACANARY7Q4Z2X9K1M"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "canary/Secret+Access/Key0123456789abcdefgh",
+        ),
+        ("AWS_SESSION_TOKEN", "canary-session-token-FwoGZXIvYXdzEJr"),
+        ("KILN_CANARY_API_TOKEN", "canary-pipeline-token-5150"),
+    ];
+    let mut env: Vec<(&str, String)> = b
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    env.extend(canaries.iter().map(|(k, v)| (*k, v.to_string())));
+    env.push(("KILN_LOG", "trace".into()));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let yaml = format!(
+        "version: 1\nname: canary\nsource:\n  uri: {}\nsteps:\n  - filter: text <> '${{KILN_CANARY_API_TOKEN}}'\n\
+         sink:\n  uri: {}\n",
+        b.uri("in/*.jsonl"),
+        b.uri("out/")
+    );
+    let p = pipeline(tmp.path(), "canary.yaml", &yaml);
+    let p = p.to_string_lossy().into_owned();
+    let report = tmp.path().join("report.json");
+    let mut seen = String::new();
+    let mut record = |o: &std::process::Output| {
+        seen.push_str(&stdout(o));
+        seen.push_str(&stderr(o));
+    };
+    let run = kiln_env(&env, &["run", &p, "--report", &report.to_string_lossy()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("TRACE"), "trace logging was on");
+    record(&run);
+    for args in [
+        vec!["plan", p.as_str()],
+        vec!["validate", p.as_str()],
+        vec!["--log-format", "json", "run", p.as_str()],
+    ] {
+        record(&kiln_env(&env, &args));
+    }
+    let out = b.uri("out/");
+    let inp = b.uri("in/*.jsonl");
+    record(&kiln_env(&env, &["status", &out]));
+    record(&kiln_env(&env, &["inspect", &inp]));
+    // A failing run: a bucket that does not exist.
+    let missing = p.replace(".yaml", "-missing.yaml");
+    std::fs::write(
+        &missing,
+        yaml.replace(&b.name, "kiln-no-such-bucket-canary"),
+    )
+    .expect("write");
+    let failed = kiln_env(&env, &["run", &missing]);
+    assert!(!failed.status.success());
+    record(&failed);
+    seen.push_str(&std::fs::read_to_string(&report).expect("report"));
+    let dest = tmp.path().join("sink");
+    b.download("out", &dest);
+    let mut sink_files = 0;
+    for f in files(&dest) {
+        if f.extension().is_some_and(|e| e == "parquet") {
+            continue;
+        }
+        sink_files += 1;
+        seen.push_str(&String::from_utf8_lossy(&std::fs::read(&f).expect("read")));
+    }
+    assert!(sink_files >= 4, "manifest, plan, task record, card");
+    assert!(
+        seen.contains("text <> '***'"),
+        "the expanded secret is shown redacted: {}",
+        seen.lines()
+            .filter(|l| l.contains("text <>"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for (name, value) in canaries {
+        assert!(!seen.contains(value), "{name} leaked:\n{seen}");
+    }
+}
