@@ -19,6 +19,9 @@ use crate::spec::OnError;
 /// (and say so) so that a 200 MB line cannot fill memory twice.
 pub const MAX_RECORD_TEXT: usize = 64 * 1024;
 
+/// Longest error message kept per rejection.
+const MAX_ERROR_TEXT: usize = 1024;
+
 /// Rejections logged as warnings per task; the rest are counted (and, under
 /// `dead_letter`, written) without a log line each.
 const LOGGED_PER_TASK: u64 = 5;
@@ -244,7 +247,16 @@ impl Rejects {
     }
 
     /// Takes note of a rejection.
-    pub fn add(&mut self, r: Rejected) {
+    pub fn add(&mut self, mut r: Rejected) {
+        // A decoder's message may quote the whole record (10,000 brackets).
+        if r.error.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !r.error.is_char_boundary(end) {
+                end -= 1;
+            }
+            r.error.truncate(end);
+            r.error.push('…');
+        }
         let seen = self.rows + self.objects;
         if seen < LOGGED_PER_TASK {
             tracing::warn!(

@@ -10,6 +10,7 @@ mod dataset;
 mod determinism;
 mod errors;
 mod examples;
+mod hostile;
 mod images;
 mod interop;
 mod minhash;

@@ -239,6 +239,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            max_record_bytes: 1 << 30,
         }
     }
 

@@ -91,7 +91,7 @@ impl SourceFormat for Files {
     fn infer_schema(&self, input: ObjectInput<'_>, _: usize, cx: &DecodeContext) -> Result<Schema> {
         // Read the object, so the plan measures a row's size and sizes batches by it.
         let mut sink = std::io::sink();
-        std::io::copy(&mut input.stream()?, &mut sink)
+        std::io::copy(&mut input.bytes()?, &mut sink)
             .map_err(|e| Error::read(&cx.object, None, e))?;
         Ok(self.schema())
     }
@@ -104,7 +104,7 @@ impl SourceFormat for Files {
     ) -> Result<()> {
         let mut bytes = Vec::new();
         input
-            .stream()?
+            .bytes()?
             .take(MAX_OBJECT_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::read(&cx.object, None, e))?;

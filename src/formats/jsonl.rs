@@ -23,13 +23,22 @@ impl SourceFormat for Jsonl {
         let mut reader = input.stream()?;
         // Take the first `rows` lines, so a malformed one can be named exactly.
         let mut head = Vec::new();
+        let mut line = Vec::new();
         for _ in 0..rows {
+            line.clear();
             let n = reader
-                .read_until(b'\n', &mut head)
+                .read_until(b'\n', &mut line)
                 .map_err(|e| Error::read(&cx.object, None, e))?;
             if n == 0 {
                 break;
             }
+            // Under skip / dead_letter a malformed line is no evidence of the schema.
+            if cx.tolerant()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(line.trim_ascii()).is_err()
+            {
+                continue;
+            }
+            head.extend_from_slice(&line);
         }
         infer_json_schema(&head[..], None)
             .map(|(schema, _)| schema)
@@ -95,6 +104,7 @@ impl SourceFormat for Jsonl {
         // bytes of that batch: arrow-json reports type errors without a position, so on
         // an error the batch is re-read line by line to name the exact line.
         let mut lines: u64 = 0;
+        let mut since_newline: u64 = 0;
         let mut batch = BatchLines {
             first_line: 1,
             bytes: Vec::new(),
@@ -113,6 +123,13 @@ impl SourceFormat for Jsonl {
             };
             batch.bytes.extend_from_slice(&buf[..consumed]);
             lines += memchr::memchr_iter(b'\n', &buf[..consumed]).count() as u64;
+            since_newline = match memchr::memrchr(b'\n', &buf[..consumed]) {
+                Some(i) => (consumed - i - 1) as u64,
+                None => since_newline + consumed as u64,
+            };
+            if since_newline > cx.max_record_bytes {
+                return Err(too_long(cx, lines + 1));
+            }
             reader.consume(consumed);
             if consumed < len && !flush(&mut decoder, cx, &mut batch, lines, emit)? {
                 return Ok(());
@@ -121,6 +138,19 @@ impl SourceFormat for Jsonl {
         flush(&mut decoder, cx, &mut batch, lines + 1, emit)?;
         Ok(())
     }
+}
+
+/// A line longer than [`DecodeContext::max_record_bytes`].
+pub(super) fn too_long(cx: &DecodeContext, line: u64) -> Error {
+    Error::input(
+        &cx.object,
+        Some(line),
+        format!(
+            "a record longer than {} (a quarter of each thread's share of run.memory_limit) \
+             is not read; raise run.memory_limit if it is real data",
+            crate::spec::ByteSize(cx.max_record_bytes)
+        ),
+    )
 }
 
 /// The raw bytes of the batch being decoded and the line they start on.
@@ -241,6 +271,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            max_record_bytes: 1 << 30,
         }
     }
 

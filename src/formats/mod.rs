@@ -28,6 +28,43 @@ use crate::error::Result;
 use crate::rejects::Rejected;
 use crate::spec::{CsvOptions, FormatName, OnError};
 
+/// A byte stream past a UTF-8 byte order mark at its start, if there is one. Checked at
+/// the first read, so a read error reaches the decoder as it is.
+struct SkipBom<R> {
+    inner: R,
+    checked: bool,
+}
+
+impl<R: BufRead> std::io::Read for SkipBom<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let data = self.fill_buf()?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for SkipBom<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if !self.checked {
+            let bom = self.inner.fill_buf()?.starts_with(b"\xEF\xBB\xBF");
+            self.checked = true;
+            if bom {
+                self.inner.consume(3);
+            }
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+    }
+}
+
 /// Random access to one object, for formats that read by range.
 #[derive(Debug, Clone)]
 pub struct RandomAccess {
@@ -49,12 +86,26 @@ pub enum ObjectInput<'a> {
 }
 
 impl<'a> ObjectInput<'a> {
-    /// The byte stream, for stream formats.
+    /// The byte stream, for stream formats, past a UTF-8 byte order mark if the object
+    /// starts with one (editors on Windows write them; no JSON or CSV parser takes one).
     pub fn stream(self) -> Result<Box<dyn BufRead + 'a>> {
+        match self {
+            ObjectInput::Stream(r) => Ok(Box::new(SkipBom {
+                inner: r,
+                checked: false,
+            })),
+            ObjectInput::Random(_) => Err(crate::Error::Internal(
+                "a stream format was given random access".into(),
+            )),
+        }
+    }
+
+    /// The bytes as they are, for the `files` format.
+    pub fn bytes(self) -> Result<Box<dyn BufRead + 'a>> {
         match self {
             ObjectInput::Stream(r) => Ok(r),
             ObjectInput::Random(_) => Err(crate::Error::Internal(
-                "a stream format was given random access".into(),
+                "the files format was given random access".into(),
             )),
         }
     }
@@ -90,6 +141,16 @@ pub struct DecodeContext {
     /// `fail`: a bad record is an error naming it. `skip` / `dead_letter`: it is handed
     /// on as [`Decoded::Rejected`] and decoding goes on.
     pub on_error: OnError,
+    /// The longest record (line) a decoder holds: a longer one — a zip bomb inflating to
+    /// one endless line — is refused (under skip / dead_letter, the object from there
+    /// on), not decoded into memory beyond `run.memory_limit`.
+    pub max_record_bytes: u64,
+}
+
+/// [`DecodeContext::max_record_bytes`] for a run: a quarter of each thread's share of
+/// `run.memory_limit` (a record is held as bytes, then as Arrow arrays), at least 1 MiB.
+pub fn max_record_bytes(memory_limit: u64, threads: usize) -> u64 {
+    (memory_limit / 4 / threads.max(1) as u64).max(1 << 20)
 }
 
 impl DecodeContext {

@@ -188,6 +188,10 @@ pub(super) fn decode<D: BatchDecoder>(
                     pos += n;
                 }
                 None if eof => break,
+                None if (buf.len() - pos) as u64 > cx.max_record_bytes => {
+                    let line = at.line + newlines(&buf[..pos]);
+                    failed = Some(super::jsonl::too_long(cx, line));
+                }
                 None => match reader.fill_buf() {
                     Ok([]) => eof = true,
                     Ok(more) => {

@@ -40,9 +40,12 @@ impl SourceFormat for Text {
         let mut texts = StringBuilder::new();
         loop {
             buf.clear();
-            let n = reader
+            let n = std::io::Read::take(&mut reader, cx.max_record_bytes + 1)
                 .read_until(b'\n', &mut buf)
                 .map_err(|e| Error::read(&cx.object, Some(line_no + 1), e))?;
+            if n as u64 > cx.max_record_bytes {
+                return Err(super::jsonl::too_long(cx, line_no + 1));
+            }
             if n > 0 {
                 line_no += 1;
                 let mut end = buf.len();
@@ -117,6 +120,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            max_record_bytes: 1 << 30,
         };
         let (batches, _) =
             super::super::decode_bytes(&Text, &b"a\r\nb\n\nc"[..], &cx).expect("decodes");

@@ -264,7 +264,9 @@ impl Plan {
             }
             (Some(s), _) => (s, "source.schema".to_string(), false),
             (None, _) => {
-                let first = &objects[0];
+                // The first object with any bytes: an empty one has no rows to infer from.
+                let at = objects.iter().position(|o| o.size > 0).unwrap_or(0);
+                let first = &objects[at];
                 let cx = DecodeContext {
                     schema: Arc::new(Schema::empty()),
                     schema_origin: String::new(),
@@ -273,12 +275,18 @@ impl Plan {
                     batch_rows: MAX_BATCH_ROWS,
                     csv: pipeline.source.csv.clone(),
                     projection: None,
-                    on_error: crate::spec::OnError::Fail,
+                    // Under skip / dead_letter, malformed records among those sampled
+                    // are passed over (decoding leaves them out too).
+                    on_error: pipeline.run.on_error,
+                    max_record_bytes: super::formats::max_record_bytes(
+                        pipeline.run.memory_limit.get(),
+                        pipeline.run.threads.resolve(),
+                    ),
                 };
                 let (f, obj, c, rows) = (
                     format.clone(),
                     first.clone(),
-                    compressions[0],
+                    compressions[at],
                     pipeline.source.infer_rows,
                 );
                 let store = source.base.store.clone();

@@ -979,6 +979,10 @@ fn cpu_task(
             csv: plan.pipeline.source.csv.clone(),
             projection: plan.decode_projection.clone(),
             on_error: plan.pipeline.run.on_error,
+            max_record_bytes: formats::max_record_bytes(
+                plan.pipeline.run.memory_limit.get(),
+                plan.threads,
+            ),
         };
         let started = Instant::now();
         let mut waited = Duration::ZERO;
