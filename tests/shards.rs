@@ -117,6 +117,65 @@ fn partitions_land_in_their_folders() {
     assert_eq!(total, 3000);
 }
 
+#[test]
+fn hostile_partition_values_never_leave_the_sink() {
+    // Values that would climb out of the sink, name absolute paths, or carry control
+    // characters become one folder level each, below the sink, and decode back.
+    let data = tempfile::tempdir().expect("tmp");
+    let values = [
+        "..",
+        "../../etc",
+        "/abs/path",
+        "a\nb\r\u{0}c",
+        "",
+        "x=y%2F",
+        "C:\\win",
+        "ünï cödé",
+    ];
+    let mut lines = String::new();
+    for (i, v) in values.iter().enumerate() {
+        lines.push_str(&serde_json::json!({"id": i, "part": v}).to_string());
+        lines.push('\n');
+    }
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    std::fs::write(data.path().join("in/p.jsonl"), lines).expect("write");
+    let yaml = format!(
+        "version: 1\nname: hostile-parts\nsource:\n  uri: {}/in/*.jsonl\n\
+         sink:\n  uri: ${{KILN_OUT}}/sink/parts\n  partition_by: [part]\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "p.yaml", &yaml);
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    let everything = files(out.path());
+    assert!(
+        everything
+            .iter()
+            .all(|f| f.starts_with(out.path().join("sink/parts"))),
+        "{everything:?}"
+    );
+    let shards = read_shards(&out.path().join("sink/parts"));
+    assert_eq!(
+        shards.len(),
+        values.len(),
+        "{:?}",
+        shards.keys().collect::<Vec<_>>()
+    );
+    for (path, batch) in &shards {
+        let folder = path.strip_prefix("part=").expect("one partition level");
+        let (raw, file) = folder.split_once('/').expect("folder/file");
+        assert!(!file.contains('/'), "one level: {path}");
+        let value = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .expect("utf-8");
+        let id = batch
+            .column(batch.schema().index_of("id").expect("id"))
+            .as_primitive::<Int64Type>()
+            .value(0) as usize;
+        assert_eq!(value, values[id], "{path}");
+    }
+}
+
 /// A shard that fills up in the middle of a Parquet source object closes and uploads
 /// while the Parquet reader is still running (regression: the two waited on nested
 /// executors and panicked).
