@@ -189,3 +189,24 @@ fn csv_with_quotes_newlines_mixed_line_endings_and_a_cut_zstd() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(rows(&report).2, 1, "the cut object is counted");
 }
+
+#[test]
+fn a_billion_laughs_pipeline_file_is_refused() {
+    // Nine levels of ten aliases each: a billion strings if expanded. Every field of a
+    // pipeline is typed, so the first alias that does not fit is an error, and the
+    // parser's alias budget bounds the rest.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut yaml = String::from("version: 1\nname: laughs\ndescription:\n");
+    yaml.push_str("  - &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut prev = 'a';
+    for n in ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'] {
+        let refs = vec![format!("*{prev}"); 10].join(",");
+        yaml.push_str(&format!("  - &{n} [{refs}]\n"));
+        prev = n;
+    }
+    yaml.push_str("source:\n  uri: sample-data/text/*.jsonl\nsink:\n  uri: ${KILN_OUT}/x\n");
+    let p = pipeline(dir.path(), "laughs.yaml", &yaml);
+    let o = kiln(dir.path(), &["validate", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("laughs.yaml"), "{}", stderr(&o));
+}
