@@ -432,3 +432,62 @@ fn a_resumed_run_keeps_the_rejections_of_committed_tasks() {
     assert_eq!(errors[0]["line"], 2);
     assert!(sink.join("_kiln/errors/00001.jsonl").exists());
 }
+
+#[test]
+fn an_object_deleted_after_the_listing_is_left_out_under_skip() {
+    // The stored plan fixes the listing: a run that failed on b.jsonl stored it, b.jsonl is
+    // then deleted, and the rerun (which follows the stored listing) finds it gone.
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    std::fs::write(input.join("a.jsonl"), "{\"id\":1}\n").expect("write");
+    std::fs::write(input.join("b.jsonl"), "{\"id\":2}\n{\"id\":\n").expect("write");
+    let sink = dir.path().join("out");
+    let yaml = format!(
+        "version: 1\nname: gone\nsource:\n  uri: {}/*.jsonl\n  infer_rows: 1\n\
+         sink:\n  uri: {}\nrun:\n  task_bytes: 1\n  threads: 1\n",
+        input.display(),
+        sink.display()
+    );
+    let p = pipeline(dir.path(), "p.yaml", &yaml);
+    let p = p.to_str().expect("utf-8");
+    let o = kiln(dir.path(), &["run", "-q", p]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::remove_file(input.join("b.jsonl")).expect("delete");
+    let rep = dir.path().join("report.json");
+    let o = kiln(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            p,
+            "--set",
+            "run.on_error=dead_letter",
+            "--set",
+            "run.max_error_ratio=1",
+            "--report",
+            rep.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(ids(&sink), [1]);
+    assert_eq!(report(&rep)["objects_rejected"], 1);
+    let errors = dead_letters(&sink);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["kind"], "object");
+    assert!(
+        errors[0]["object"]
+            .as_str()
+            .expect("o")
+            .ends_with("b.jsonl")
+    );
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .expect("e")
+            .to_lowercase()
+            .contains("not found"),
+        "{}",
+        errors[0]
+    );
+}
