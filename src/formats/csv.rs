@@ -13,15 +13,24 @@ use crate::spec::CsvOptions;
 #[derive(Debug)]
 pub struct Csv;
 
+/// The field delimiter: the option's, else `\t` for `.tsv` objects and `,` otherwise.
+fn delimiter(o: &CsvOptions, object: &str) -> u8 {
+    o.delimiter.map_or_else(
+        || {
+            if object.to_ascii_lowercase().contains(".tsv") {
+                b'\t'
+            } else {
+                b','
+            }
+        },
+        |c| c as u8,
+    )
+}
+
 fn format(o: &CsvOptions, object: &str) -> Format {
-    let default_delim = if object.to_ascii_lowercase().contains(".tsv") {
-        b'\t'
-    } else {
-        b','
-    };
     let mut f = Format::default()
         .with_header(o.header)
-        .with_delimiter(o.delimiter.map_or(default_delim, |c| c as u8))
+        .with_delimiter(delimiter(o, object))
         .with_quote(o.quote as u8);
     if let Some(e) = o.escape {
         f = f.with_escape(e as u8);
@@ -123,14 +132,7 @@ fn decode_tolerant(
     emit: &mut Emit<'_>,
 ) -> Result<()> {
     let o = &cx.csv;
-    let delimiter = o.delimiter.map_or(
-        if cx.object.to_ascii_lowercase().contains(".tsv") {
-            b'\t'
-        } else {
-            b','
-        },
-        |c| c as u8,
-    );
+    let delimiter = delimiter(o, &cx.object);
     let mut framing =
         super::salvage::CsvRecords::new(delimiter, o.quote as u8, o.escape.map(|c| c as u8));
     let mut at = super::salvage::Position { line: 1, offset: 0 };

@@ -928,21 +928,16 @@ fn cpu_task(
                 rows_in += n;
                 Stats::add(&stats.rows_in, n);
                 let object = &plan.objects[i].display;
-                match mode {
-                    Mode::Write => run_steps(
-                        plan,
-                        &mut contexts,
-                        stats,
-                        &mut writer,
-                        0,
-                        batch,
-                        object,
-                        &mut rejects,
-                    )?,
-                    Mode::Observe(from, to) => {
-                        observe_steps(plan, &mut contexts, from, to, batch, object, &mut rejects)?
-                    }
-                }
+                handle_batch(
+                    plan,
+                    mode,
+                    &mut contexts,
+                    stats,
+                    &mut writer,
+                    batch,
+                    object,
+                    &mut rejects,
+                )?;
             }
             // Read once by this run, in its first fit pass.
             Stats::add(&stats.objects_done, task.objects.len() as u64);
@@ -1015,27 +1010,16 @@ fn cpu_task(
                     kept.push((i, batch.clone()));
                 }
             }
-            let done = match mode {
-                Mode::Write => run_steps(
-                    plan,
-                    &mut contexts,
-                    stats,
-                    &mut writer,
-                    0,
-                    batch,
-                    &obj.display,
-                    &mut rejects,
-                ),
-                Mode::Observe(from, to) => observe_steps(
-                    plan,
-                    &mut contexts,
-                    from,
-                    to,
-                    batch,
-                    &obj.display,
-                    &mut rejects,
-                ),
-            };
+            let done = handle_batch(
+                plan,
+                mode,
+                &mut contexts,
+                stats,
+                &mut writer,
+                batch,
+                &obj.display,
+                &mut rejects,
+            );
             step_failed = done.is_err();
             done?;
             in_emit += t.elapsed();
@@ -1174,6 +1158,25 @@ fn object_rejection(object: &str, rows_before: u64, e: Error) -> Rejected {
         stage: "object".into(),
         error,
         record: None,
+    }
+}
+
+/// One decoded batch of `object` through the task's steps: written (`Write`) or observed
+/// by a fit group (`Observe`).
+#[allow(clippy::too_many_arguments)]
+fn handle_batch(
+    plan: &Plan,
+    mode: Mode,
+    contexts: &mut [StepContext],
+    stats: &Stats,
+    writer: &mut TaskWriter,
+    batch: arrow::record_batch::RecordBatch,
+    object: &str,
+    rejects: &mut Rejects,
+) -> Result<()> {
+    match mode {
+        Mode::Write => run_steps(plan, contexts, stats, writer, 0, batch, object, rejects),
+        Mode::Observe(from, to) => observe_steps(plan, contexts, from, to, batch, object, rejects),
     }
 }
 
