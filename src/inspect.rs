@@ -292,6 +292,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         csv: spec::CsvOptions::default(),
         projection: None,
         on_error: crate::spec::OnError::Fail,
+        on_mismatch: crate::spec::OnSchemaMismatch::Fail,
         max_record_bytes: 1 << 30,
     };
     let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {

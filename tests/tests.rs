@@ -17,6 +17,7 @@ mod minhash;
 mod orchestration;
 mod quality;
 mod s3;
+mod schema_drift;
 mod shards;
 mod tabular;
 mod text;

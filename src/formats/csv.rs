@@ -1,14 +1,15 @@
 //! CSV / TSV, decoded by arrow-csv.
 
 use std::io::{BufRead, Cursor};
+use std::sync::Arc;
 
 use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, Schema};
 
 use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
-use crate::spec::CsvOptions;
+use crate::spec::{CsvOptions, OnSchemaMismatch};
 
 #[derive(Debug)]
 pub struct Csv;
@@ -87,37 +88,87 @@ impl SourceFormat for Csv {
         let mut reader = input.stream()?;
         let fmt = format(&cx.csv, &cx.object);
         let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
-        if cx.csv.header {
-            check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?;
+        if cx.csv.header
+            && let Some(by_name) = check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?
+        {
+            // The columns are read by name (see `source.on_schema_mismatch`).
+            let schema = match &cx.projection {
+                Some(p) => Arc::new(
+                    cx.schema
+                        .project(p)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                ),
+                None => cx.schema.clone(),
+            };
+            let mut conform = |d: super::Decoded| match d {
+                super::Decoded::Batch(b) => {
+                    let columns = by_name
+                        .sources
+                        .iter()
+                        .map(|s| s.map(|k| b.column(k).clone()))
+                        .collect();
+                    super::conform::emit_conformed(
+                        &schema,
+                        columns,
+                        b.num_rows(),
+                        0,
+                        cx,
+                        "csv",
+                        emit,
+                    )
+                }
+                rejected => emit(rejected),
+            };
+            return decode_as(reader, fmt, &by_name.cx, &mut conform);
         }
-        if cx.tolerant() {
-            return decode_tolerant(reader, fmt, cx, emit);
+        decode_as(reader, fmt, cx, emit)
+    }
+}
+
+/// The columns of an object whose header names the schema's columns in another order,
+/// or has columns the schema lacks or lacks some it has, under `cast` / `null_fill`.
+struct ByName {
+    /// The context to decode the object with: its own columns (the run's types for those
+    /// the schema has, text for the rest), projected to those the run reads.
+    cx: DecodeContext,
+    /// Per column the run reads: its position in the decoded batch, if the object has it.
+    sources: super::conform::Sources,
+}
+
+/// Decodes an object whose columns are those of `cx.schema`.
+fn decode_as(
+    mut reader: Box<dyn BufRead + '_>,
+    fmt: Format,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<()> {
+    let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
+    if cx.tolerant() {
+        return decode_tolerant(reader, fmt, cx, emit);
+    }
+    let mut builder = ReaderBuilder::new(cx.schema.clone())
+        .with_format(fmt)
+        .with_batch_size(cx.batch_rows);
+    if let Some(p) = &cx.projection {
+        builder = builder.with_projection(p.clone());
+    }
+    let mut decoder = builder.build_decoder();
+    let decode_err = |e: arrow::error::ArrowError| Error::input(&cx.object, None, e.to_string());
+    loop {
+        let buf = reader.fill_buf().map_err(read_err)?;
+        let len = buf.len();
+        // An empty buffer tells the decoder the input ended, flushing a last row
+        // without a newline.
+        let consumed = decoder.decode(buf).map_err(decode_err)?;
+        reader.consume(consumed);
+        if (len == 0 || consumed < len || decoder.capacity() == 0)
+            && let Some(b) = decoder.flush().map_err(decode_err)?
+            && !emit(super::Decoded::Batch(b))?
+        {
+            return Ok(());
         }
-        let mut builder = ReaderBuilder::new(cx.schema.clone())
-            .with_format(fmt)
-            .with_batch_size(cx.batch_rows);
-        if let Some(p) = &cx.projection {
-            builder = builder.with_projection(p.clone());
-        }
-        let mut decoder = builder.build_decoder();
-        let decode_err =
-            |e: arrow::error::ArrowError| Error::input(&cx.object, None, e.to_string());
-        loop {
-            let buf = reader.fill_buf().map_err(read_err)?;
-            let len = buf.len();
-            // An empty buffer tells the decoder the input ended, flushing a last row
-            // without a newline.
-            let consumed = decoder.decode(buf).map_err(decode_err)?;
-            reader.consume(consumed);
-            if (len == 0 || consumed < len || decoder.capacity() == 0)
-                && let Some(b) = decoder.flush().map_err(decode_err)?
-                && !emit(super::Decoded::Batch(b))?
-            {
-                return Ok(());
-            }
-            if len == 0 {
-                return Ok(());
-            }
+        if len == 0 {
+            return Ok(());
         }
     }
 }
@@ -186,18 +237,30 @@ fn decode_tolerant(
     super::salvage::decode(&mut *reader, &mut framing, records, at, cx, emit)
 }
 
-/// A later object whose header differs from the schema's columns is an error naming
-/// both objects and the first column that differs.
-fn check_header(head: &[u8], fmt: &Format, cx: &DecodeContext) -> Result<()> {
+/// Checks an object's header against the schema's columns. The same names in the same
+/// order: `None`, decode as is. Otherwise, under `on_schema_mismatch: fail`, an error
+/// naming both objects and the first column that differs; under `cast` / `null_fill`,
+/// the columns to read by name (a column the object lacks is an error under `cast`).
+fn check_header(head: &[u8], fmt: &Format, cx: &DecodeContext) -> Result<Option<ByName>> {
     if head.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let (found, _) = fmt
         .infer_schema(Cursor::new(head), Some(1))
         .map_err(|e| Error::input(&cx.object, Some(1), format!("cannot read the header: {e}")))?;
     let want: Vec<&String> = cx.schema.fields().iter().map(|f| f.name()).collect();
     let got: Vec<&String> = found.fields().iter().map(|f| f.name()).collect();
-    if want != got {
+    if want == got {
+        return Ok(None);
+    }
+    let list = |names: &[&String]| {
+        names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if cx.on_mismatch == OnSchemaMismatch::Fail {
         let i = want
             .iter()
             .zip(&got)
@@ -209,21 +272,59 @@ fn check_header(head: &[u8], fmt: &Format, cx: &DecodeContext) -> Result<()> {
             Some(1),
             format!(
                 "header does not match the schema from {} at column {} (`{column}`): this object has [{}], \
-                 the schema has [{}]",
+                 the schema has [{}]; set `source.on_schema_mismatch: cast` (or `null_fill`) to read \
+                 columns by name",
                 cx.schema_origin,
                 i + 1,
-                got.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                want.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                list(&got),
+                list(&want),
             ),
         ));
     }
-    Ok(())
+    // The object's own columns: the run's type where the schema has the name, text
+    // elsewhere (never decoded: not in the projection).
+    let fields: Vec<Field> = got
+        .iter()
+        .map(|name| match cx.schema.field_with_name(name) {
+            Ok(f) => f.clone(),
+            Err(_) => Field::new(name.as_str(), DataType::Utf8, true),
+        })
+        .collect();
+    let reads: Vec<usize> = match &cx.projection {
+        Some(p) => p.clone(),
+        None => (0..want.len()).collect(),
+    };
+    let mut projection = Vec::new();
+    let mut sources = Vec::with_capacity(reads.len());
+    for &c in &reads {
+        let name = want[c];
+        match got.iter().position(|g| *g == name) {
+            Some(at) => {
+                sources.push(Some(projection.len()));
+                projection.push(at);
+            }
+            None if cx.on_mismatch == OnSchemaMismatch::NullFill => sources.push(None),
+            None => {
+                return Err(Error::input(
+                    &cx.object,
+                    Some(1),
+                    format!(
+                        "has no column `{name}`, which the schema from {} has (this object has [{}]){}",
+                        cx.schema_origin,
+                        list(&got),
+                        super::conform::missing_hint(cx)
+                    ),
+                ));
+            }
+        }
+    }
+    let mut object = cx.clone();
+    object.schema = Arc::new(Schema::new(fields));
+    object.projection = Some(projection);
+    Ok(Some(ByName {
+        cx: object,
+        sources,
+    }))
 }
 
 #[cfg(test)]
@@ -241,6 +342,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
         }
     }

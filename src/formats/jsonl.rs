@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
+use crate::spec::OnSchemaMismatch;
 
 #[derive(Debug)]
 pub struct Jsonl;
@@ -62,12 +63,7 @@ impl SourceFormat for Jsonl {
     ) -> Result<()> {
         let mut reader = input.stream()?;
         if cx.tolerant() {
-            let make = || {
-                ReaderBuilder::new(cx.schema.clone())
-                    .with_batch_size(cx.batch_rows)
-                    .with_strict_mode(cx.strict)
-                    .build_decoder()
-            };
+            let make = || json_reader(cx).build_decoder();
             let describe = |raw: &[u8], e: &arrow::error::ArrowError| match serde_json::from_slice::<
                 serde::de::IgnoredAny,
             >(
@@ -95,9 +91,7 @@ impl SourceFormat for Jsonl {
                 emit,
             );
         }
-        let mut decoder = ReaderBuilder::new(cx.schema.clone())
-            .with_batch_size(cx.batch_rows)
-            .with_strict_mode(cx.strict)
+        let mut decoder = json_reader(cx)
             .build_decoder()
             .map_err(|e| Error::Internal(e.to_string()))?;
         // Lines consumed so far and the first line of the batch being built, with the raw
@@ -183,10 +177,7 @@ fn locate_in_batch(batch: &BatchLines, msg: &str, cx: &DecodeContext) -> Error {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let one = ReaderBuilder::new(cx.schema.clone())
-            .with_batch_size(1)
-            .with_strict_mode(cx.strict)
-            .build_decoder();
+        let one = json_reader(cx).with_batch_size(1).build_decoder();
         let failure = one.and_then(|mut d| d.decode(line).and_then(|_| d.flush()));
         if let Err(e) = failure {
             return Error::input(
@@ -208,6 +199,17 @@ fn locate_in_batch(batch: &BatchLines, msg: &str, cx: &DecodeContext) -> Error {
     )
 }
 
+/// arrow-json set up for `cx`. Under `source.on_schema_mismatch: cast | null_fill`, keys
+/// the schema lacks are passed over and numbers and booleans are read into string
+/// columns as their JSON text (strings are parsed into number columns under any policy).
+fn json_reader(cx: &DecodeContext) -> ReaderBuilder {
+    let convert = cx.on_mismatch != OnSchemaMismatch::Fail;
+    ReaderBuilder::new(cx.schema.clone())
+        .with_batch_size(cx.batch_rows)
+        .with_strict_mode(cx.strict && !convert)
+        .with_coerce_primitive(convert)
+}
+
 /// Adds what to do to arrow-json's message.
 fn explain(msg: &str, cx: &DecodeContext) -> String {
     if msg.contains("missing from schema") || msg.contains("not present in schema") {
@@ -216,9 +218,17 @@ fn explain(msg: &str, cx: &DecodeContext) -> String {
              (or raise `source.infer_rows`)",
             cx.schema_origin
         )
+    } else if msg.contains("failed to parse") {
+        // A string that is not a number: no conversion helps.
+        format!(
+            "{msg} (the schema comes from {}; declare the column a string in `source.schema`, \
+             or set `run.on_error: skip` to leave such records out)",
+            cx.schema_origin
+        )
     } else if msg.contains("whilst decoding field") || msg.contains("expected") {
         format!(
-            "{msg} (the schema comes from {}; declare `source.schema` or `cast` to reconcile)",
+            "{msg} (the schema comes from {}; declare `source.schema`, or set \
+             `source.on_schema_mismatch: cast` to convert values to the schema's types)",
             cx.schema_origin
         )
     } else {
@@ -271,6 +281,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
         }
     }

@@ -5,6 +5,7 @@
 //! file per format, one match in [`format_for`].
 
 mod compression;
+mod conform;
 mod csv;
 pub mod files;
 mod jsonl;
@@ -26,7 +27,7 @@ pub use compression::{Compression, decompress};
 
 use crate::error::Result;
 use crate::rejects::Rejected;
-use crate::spec::{CsvOptions, FormatName, OnError};
+use crate::spec::{CsvOptions, FormatName, OnError, OnSchemaMismatch};
 
 /// A byte stream past a UTF-8 byte order mark at its start, if there is one. Checked at
 /// the first read, so a read error reaches the decoder as it is.
@@ -141,6 +142,8 @@ pub struct DecodeContext {
     /// `fail`: a bad record is an error naming it. `skip` / `dead_letter`: it is handed
     /// on as [`Decoded::Rejected`] and decoding goes on.
     pub on_error: OnError,
+    /// How an object whose columns differ from `schema` is read.
+    pub on_mismatch: OnSchemaMismatch,
     /// The longest record (line) a decoder holds: a longer one — a zip bomb inflating to
     /// one endless line — is refused (under skip / dead_letter, the object from there
     /// on), not decoded into memory beyond `run.memory_limit`.

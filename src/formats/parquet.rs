@@ -19,6 +19,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::{DecodeContext, Emit, ObjectInput, RandomAccess, SourceFormat};
 use crate::error::{Error, Result};
+use crate::spec::OnSchemaMismatch;
 
 #[derive(Debug)]
 pub struct Parquet;
@@ -159,8 +160,15 @@ impl SourceFormat for Parquet {
                     )
                 });
         // Arrow schema metadata from the writer (pandas, the Arrow IPC schema) is not ours.
+        // Every column nullable: a later object may have nulls where the first has none
+        // (or, under `on_schema_mismatch: null_fill`, lack the column).
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         Ok((
-            Schema::new(schema.fields().clone()),
+            Schema::new(fields),
             (rows > 0).then(|| bytes.div_ceil(rows)),
         ))
     }
@@ -175,32 +183,42 @@ impl SourceFormat for Parquet {
         futures::executor::block_on(async {
             let builder = open(ra, &cx.object).await?;
             let file_schema = builder.schema().clone();
+            // Per column of the schema: its position among the roots read, if the file
+            // has it (see `source.on_schema_mismatch`).
             let mut roots = Vec::with_capacity(cx.schema.fields().len());
+            let mut sources: super::conform::Sources = Vec::with_capacity(roots.capacity());
             for want in cx.schema.fields() {
-                let i = file_schema.index_of(want.name()).map_err(|_| {
-                    Error::input(
-                        &cx.object,
-                        None,
-                        format!(
-                            "has no column `{}`, which the schema from {} has",
-                            want.name(),
-                            cx.schema_origin
-                        ),
-                    )
-                })?;
-                let got = file_schema.field(i).data_type();
-                if got != want.data_type() {
+                let Ok(i) = file_schema.index_of(want.name()) else {
+                    if cx.on_mismatch == OnSchemaMismatch::NullFill {
+                        sources.push(None);
+                        continue;
+                    }
                     return Err(Error::input(
                         &cx.object,
                         None,
                         format!(
-                            "column `{}` is {got} here but {} in {}; add a `cast` step or declare `source.schema`",
+                            "has no column `{}`, which the schema from {} has{}",
+                            want.name(),
+                            cx.schema_origin,
+                            super::conform::missing_hint(cx),
+                        ),
+                    ));
+                };
+                let got = file_schema.field(i).data_type();
+                if got != want.data_type() && cx.on_mismatch == OnSchemaMismatch::Fail {
+                    return Err(Error::input(
+                        &cx.object,
+                        None,
+                        format!(
+                            "column `{}` is {got} here but {} in {}; set `source.on_schema_mismatch: cast` \
+                             to convert it, or declare `source.schema`",
                             want.name(),
                             want.data_type(),
                             cx.schema_origin
                         ),
                     ));
                 }
+                sources.push(Some(roots.len()));
                 roots.push(i);
             }
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
@@ -216,14 +234,37 @@ impl SourceFormat for Parquet {
                 .iter()
                 .map(|r| sorted.binary_search(r).unwrap_or(0))
                 .collect();
+            let as_is = sources.iter().all(Option::is_some)
+                && roots
+                    .iter()
+                    .zip(cx.schema.fields())
+                    .all(|(&i, f)| file_schema.field(i).data_type() == f.data_type());
             let mut row = 0u64;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
+                let first_row = row;
                 row += batch.num_rows() as u64;
-                let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
-                let batch = RecordBatch::try_new(cx.schema.clone(), columns)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                if !emit(super::Decoded::Batch(batch))? {
+                let go_on = if as_is {
+                    let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
+                    let batch = RecordBatch::try_new(cx.schema.clone(), columns)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    emit(super::Decoded::Batch(batch))?
+                } else {
+                    let columns = sources
+                        .iter()
+                        .map(|s| s.map(|k| batch.column(order[k]).clone()))
+                        .collect();
+                    super::conform::emit_conformed(
+                        &cx.schema,
+                        columns,
+                        batch.num_rows(),
+                        first_row,
+                        cx,
+                        "parquet",
+                        emit,
+                    )?
+                };
+                if !go_on {
                     break;
                 }
             }

@@ -120,6 +120,7 @@ mod tests {
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
+            on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
         };
         let (batches, _) =

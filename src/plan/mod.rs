@@ -278,6 +278,7 @@ impl Plan {
                     // Under skip / dead_letter, malformed records among those sampled
                     // are passed over (decoding leaves them out too).
                     on_error: pipeline.run.on_error,
+                    on_mismatch: crate::spec::OnSchemaMismatch::Fail,
                     max_record_bytes: super::formats::max_record_bytes(
                         pipeline.run.memory_limit.get(),
                         pipeline.run.threads.resolve(),

@@ -974,6 +974,7 @@ fn cpu_task(
             csv: plan.pipeline.source.csv.clone(),
             projection: plan.decode_projection.clone(),
             on_error: plan.pipeline.run.on_error,
+            on_mismatch: plan.pipeline.source.on_schema_mismatch,
             max_record_bytes: formats::max_record_bytes(
                 plan.pipeline.run.memory_limit.get(),
                 plan.threads,

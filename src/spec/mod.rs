@@ -76,6 +76,13 @@ pub struct Source {
     /// `timestamp`, ...). When omitted the schema is inferred from the first object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<IndexMap<String, String>>,
+    /// What to do with an object whose columns differ from the schema (`source.schema`,
+    /// or the one inferred from the first object): `fail` refuses it naming both;
+    /// `cast` matches columns by name, converts values to the schema's types (a value
+    /// that does not convert is a bad record, see `run.on_error`) and leaves out columns
+    /// the schema lacks; `null_fill` is `cast`, and a column the object lacks is null.
+    #[serde(default)]
+    pub on_schema_mismatch: OnSchemaMismatch,
     /// Rows read from the first object to infer the schema.
     #[serde(default = "default_infer_rows")]
     pub infer_rows: usize,
@@ -304,6 +311,22 @@ const fn default_memory_limit() -> ByteSize {
 }
 const fn default_task_bytes() -> ByteSize {
     ByteSize(256 * 1024 * 1024)
+}
+
+/// How an object whose columns differ from the run's schema is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaMismatch {
+    /// Refuse the object, naming it, the column and where the schema came from (under
+    /// `run.on_error: skip | dead_letter` the object is left out and recorded).
+    #[default]
+    Fail,
+    /// Match columns by name, convert each to the schema's type; a value that does not
+    /// convert is a bad record. Columns the schema lacks are left out; a column the
+    /// object lacks is an error.
+    Cast,
+    /// As `cast`, and a column the object lacks is read as all nulls.
+    NullFill,
 }
 
 /// Error policy.
