@@ -205,6 +205,7 @@ impl Plan {
     /// [`Error::Plan`] / [`Error::Step`] (exit 2) for anything that stops the pipeline
     /// from running on this input; [`Error::Input`] when the first object cannot be read.
     pub async fn build(pipeline: Pipeline) -> Result<Plan> {
+        crate::storage::http::set_max_concurrency(pipeline.run.io_concurrency);
         let source = SourceUri::parse(&pipeline.source.uri, &pipeline.storage)?;
         let objects = source.list().await?;
         if objects.is_empty() {

@@ -208,6 +208,7 @@ impl Stats {
                 },
             },
             stages,
+            storage: crate::storage::http::counts(),
         }
     }
 }
@@ -291,6 +292,9 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     pub throughput: Throughput,
     pub stages: Vec<StageReport>,
+    /// Storage requests, and the failed attempts object_store retried (local files make
+    /// no requests).
+    pub storage: crate::storage::http::RequestCounts,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -341,6 +345,23 @@ impl Report {
                 self.rows_rejected,
                 self.objects_rejected,
                 stages.join(" · ")
+            );
+        }
+        let st = &self.storage;
+        if st.throttled + st.server_errors + st.connection_errors > 0 {
+            let _ = writeln!(
+                s,
+                "  storage: {} requests, retried {} throttled · {} server errors · {} connection errors{}",
+                st.requests,
+                st.throttled,
+                st.server_errors,
+                st.connection_errors,
+                match (st.lowest_concurrency, st.concurrency_at_end) {
+                    (Some(low), Some(end)) => {
+                        format!(" · requests in flight lowered to {low}, {end} at the end")
+                    }
+                    _ => String::new(),
+                }
             );
         }
         if self.head.tasks_skipped > 0 {

@@ -7,6 +7,7 @@
 //! credentials), plus AWS shared profiles (see [`profile`]); never from the pipeline
 //! file, whose `storage:` block only says how to reach a store.
 
+pub mod http;
 pub mod profile;
 
 use std::sync::Arc;
@@ -133,7 +134,8 @@ pub fn open(uri: &str, cfg: &Storage) -> Result<Location> {
         "gs" | "gcs" => {
             let mut b = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry_config(cfg));
+                .with_retry(retry_config(cfg))
+                .with_http_connector(http::ObservedConnector::default());
             for (k, v) in client_settings(cfg) {
                 b = b.with_config(GoogleConfigKey::Client(k), v);
             }
@@ -145,7 +147,8 @@ pub fn open(uri: &str, cfg: &Storage) -> Result<Location> {
         "az" | "azure" | "abfs" | "abfss" => {
             let mut b = MicrosoftAzureBuilder::from_env()
                 .with_url(format!("{scheme}://{bucket}"))
-                .with_retry(retry_config(cfg));
+                .with_retry(retry_config(cfg))
+                .with_http_connector(http::ObservedConnector::default());
             for (k, v) in client_settings(cfg) {
                 b = b.with_config(AzureConfigKey::Client(k), v);
             }
@@ -157,7 +160,8 @@ pub fn open(uri: &str, cfg: &Storage) -> Result<Location> {
         "http" | "https" => {
             let mut b = HttpBuilder::new()
                 .with_url(format!("{scheme}://{bucket}"))
-                .with_retry(retry_config(cfg));
+                .with_retry(retry_config(cfg))
+                .with_http_connector(http::ObservedConnector::default());
             for (k, v) in client_settings(cfg) {
                 b = b.with_config(k, v);
             }
@@ -248,7 +252,8 @@ fn s3_builder(cfg: &Storage) -> Result<AmazonS3Builder> {
     for (k, v) in client_settings(cfg) {
         b = b.with_config(AmazonS3ConfigKey::Client(k), v);
     }
-    Ok(b.with_retry(retry_config(cfg)))
+    Ok(b.with_retry(retry_config(cfg))
+        .with_http_connector(http::ObservedConnector::default()))
 }
 
 /// Client settings of the `storage:` block, as object_store config keys.

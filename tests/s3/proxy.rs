@@ -1,6 +1,6 @@
 //! A fault-injecting HTTP proxy in front of the local S3 server: kiln talks to it as to
 //! S3, and each test says which requests get a 503 SlowDown, a 500, or a response body
-//! cut off mid-stream (the connection dropped). It also counts the response bytes it
+//! cut off mid-stream (the connection dropped), or a slow response. It also counts the response bytes it
 //! serves per key, so a test can see what kiln fetched at the store layer.
 
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ pub enum Fault {
     /// Forward, then send only the first half of the response body and drop the
     /// connection.
     CutBody,
+    /// Forward after waiting this many milliseconds (a slow store).
+    Delay(u64),
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -197,6 +199,9 @@ async fn handle(
     };
     if let Some(Fault::Status(status, code)) = fault {
         return Ok(error(status, code, "injected by the test proxy"));
+    }
+    if let Some(Fault::Delay(ms)) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let uri = format!(
         "{upstream}{}",

@@ -516,10 +516,80 @@ fn throttling_server_errors_and_dropped_connections_are_retried() {
     );
     assert_eq!(proxy.injected(), 3 + 3 + 2 + 2 + 2, "every fault was hit");
     assert_eq!(report["rows_out"], rows, "{report:#}");
+    // The report counts what was retried.
+    let storage = &report["storage"];
+    assert_eq!(storage["throttled"], 3 + 2 + 2, "{storage}");
+    assert_eq!(storage["server_errors"], 3, "{storage}");
+    assert!(
+        storage["connection_errors"].as_u64() >= Some(2),
+        "{storage}"
+    );
+    assert!(storage["requests"].as_u64() > Some(12), "{storage}");
     let dest = tmp.path().join("out");
     b.download("out", &dest);
     assert_eq!(total_rows(&dest), rows);
     assert_eq!(b.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn throttling_lowers_the_requests_in_flight_and_they_rise_again_after() {
+    let Some(b) = Bucket::new("slowdown") else {
+        return;
+    };
+    // 60 small objects, one GET each; a burst of SlowDown on the first reads, and slow
+    // answers to some of the rest.
+    let mut rows = 0;
+    for i in 0..60 {
+        let mut text = String::new();
+        for j in 0..50 {
+            text.push_str(&format!(
+                "{{\"id\":{},\"text\":\"doc {i} {j}\"}}\n",
+                i * 1000 + j
+            ));
+        }
+        rows += 50;
+        b.put(&format!("in/part-{i:03}.jsonl"), text.into_bytes());
+    }
+    let proxy = FaultProxy::start(&b.endpoint);
+    proxy.add(
+        Rule::new(Fault::Status(503, "SlowDown"))
+            .method(Method::GET)
+            .path("/in/part-")
+            .times(12),
+    );
+    proxy.add(
+        Rule::new(Fault::Delay(30))
+            .method(Method::GET)
+            .path("/in/part-")
+            .times(10),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &env_for(&proxy.endpoint),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: slowdown\nsource:\n  uri: {}\nsink:\n  uri: {}\n\
+             storage:\n  retry: {{ max_retries: 20, initial_backoff: 10ms, max_backoff: 100ms }}\n\
+             run:\n  io_concurrency: 8\n  task_bytes: 4KiB\n",
+            b.uri("in/*.jsonl"),
+            b.uri("out/"),
+        ),
+    );
+    assert_eq!(proxy.injected(), 12 + 10, "every fault was hit");
+    // Exactly the rows of a fault-free run.
+    assert_eq!(report["rows_out"], rows, "{report:#}");
+    let dest = tmp.path().join("out");
+    b.download("out", &dest);
+    assert_eq!(total_rows(&dest), rows);
+    let storage = &report["storage"];
+    assert_eq!(storage["throttled"], 12, "{storage}");
+    let low = storage["lowest_concurrency"].as_u64().expect("lowered");
+    let end = storage["concurrency_at_end"].as_u64().expect("an end");
+    assert!(low < 8, "halved from io_concurrency 8: {storage}");
+    assert!(
+        end > low,
+        "raised again once the throttling stopped: {storage}"
+    );
 }
 
 #[test]
