@@ -70,6 +70,12 @@ fn read_chunk(plan: &Plan) -> u64 {
     share.clamp(256 << 10, 2 << 20)
 }
 
+/// Stack of each CPU thread. DataFusion evaluates an expression by recursion over its
+/// tree, one frame per operator: the longest expression kiln takes
+/// (`steps::expr::MAX_TOKENS`) needs more than the default 2 MiB. Reserved, not used:
+/// pages are touched only as deep as a thread goes.
+const CPU_STACK: usize = 16 << 20;
+
 /// Chunks read ahead of the decoder, per task.
 const PREFETCH: usize = 4;
 
@@ -160,6 +166,7 @@ async fn fit_steps(
             let started = Instant::now();
             let pool = Arc::new(
                 rayon::ThreadPoolBuilder::new()
+                    .stack_size(CPU_STACK)
                     .num_threads(plan.threads)
                     .thread_name(|i| format!("kiln-fit-{i}"))
                     .build()
@@ -355,6 +362,7 @@ async fn run(
     }
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
+            .stack_size(CPU_STACK)
             .num_threads(plan.threads)
             .thread_name(|i| format!("kiln-cpu-{i}"))
             .build()

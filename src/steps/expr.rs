@@ -144,8 +144,20 @@ impl CompiledExpr {
     /// A message naming the expression: syntax errors, unknown columns (with the list of
     /// valid ones), unknown functions, type errors.
     pub fn compile(sql: &str, schema: &SchemaRef) -> Result<Self, String> {
+        check_size(sql)?;
         let fail = |e: DataFusionError| format!("expression `{sql}`: {}", clean(&e));
-        let (physical, columns) = plan(sql, schema).map_err(fail)?;
+        // Planned on a thread of its own with room for DataFusion's recursion (see
+        // `MAX_TOKENS`), whatever thread asks.
+        let (physical, columns) = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("kiln-expr".into())
+                .stack_size(PLAN_STACK)
+                .spawn_scoped(s, || plan(sql, schema))
+                .map_err(|e| format!("cannot start a thread to plan an expression: {e}"))?
+                .join()
+                .map_err(|_| format!("expression `{sql}`: planning it panicked"))
+        })?
+        .map_err(fail)?;
         let data_type = physical.data_type(schema).map_err(fail)?;
         Ok(CompiledExpr {
             sql: sql.to_string(),
@@ -167,6 +179,40 @@ impl CompiledExpr {
     pub fn sql(&self) -> &str {
         &self.sql
     }
+}
+
+/// The most tokens an expression may have. DataFusion parses, plans and evaluates an
+/// expression by recursion, so a chain of thousands of operators (`a + a + a ...`)
+/// overflows a thread's stack and aborts the process; no real filter comes near this.
+pub const MAX_TOKENS: usize = 1000;
+
+/// Stack of the thread an expression is planned on: DataFusion's planner recurses once
+/// or more per operator, with large frames where it is not optimised (the test build).
+const PLAN_STACK: usize = 64 << 20;
+
+/// Refuses an expression past [`MAX_TOKENS`] before DataFusion sees it (counted by
+/// sqlparser's tokenizer, which does not recurse).
+fn check_size(sql: &str) -> Result<(), String> {
+    use datafusion_sql::sqlparser::dialect::GenericDialect;
+    use datafusion_sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let short: String = match sql.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &sql[..at]),
+        None => sql.to_string(),
+    };
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| format!("expression `{short}`: {e}"))?;
+    let n = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .count();
+    if n > MAX_TOKENS {
+        return Err(format!(
+            "expression `{short}` is too long: {n} tokens, at most {MAX_TOKENS}; split it \
+             across several `derive` columns"
+        ));
+    }
+    Ok(())
 }
 
 /// DataFusion prefixes messages with its own context lines; keep the useful part.
@@ -198,4 +244,79 @@ mod tests {
             CompiledExpr::compile("length(txt) > 3", &test_util::schema()).expect_err("bad column");
         assert!(err.contains("txt") && err.contains("text"), "{err}");
     }
+
+    /// Expressions reach the batch's columns and pure functions, nothing else: no table
+    /// functions or subqueries (which could name files or URLs), no statements, no
+    /// session settings, no extension loading.
+    #[test]
+    fn expressions_cannot_read_files_or_reach_the_network() {
+        let hostile = [
+            "(SELECT 1) = 1",
+            "text IN (SELECT * FROM '/etc/passwd')",
+            "EXISTS (SELECT 1)",
+            "read_csv('/etc/passwd') IS NOT NULL",
+            "read_parquet('s3://bucket/key') IS NOT NULL",
+            "length(pg_read_file('/etc/passwd')) > 0",
+            "load_extension('httpfs') IS NULL",
+            "length(url_get('http://127.0.0.1/')) > 0",
+            "1 = 1; COPY (SELECT 1) TO '/tmp/x.csv'",
+            "1 = 1; SET datafusion.catalog.information_schema = true",
+            "1 = 1; CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "length(current_setting('x')) > 0",
+        ];
+        for sql in hostile {
+            let got = CompiledExpr::compile(sql, &test_util::schema());
+            assert!(got.is_err(), "`{sql}` must not compile");
+        }
+        // DataFusion's scan-time placeholders: they only error outside a table scan.
+        for sql in ["input_file_name() = 'x'", "file_row_index() > 0"] {
+            if let Ok(e) = CompiledExpr::compile(sql, &test_util::schema()) {
+                assert!(
+                    e.evaluate(&test_util::batch()).is_err(),
+                    "`{sql}` evaluates"
+                );
+            }
+        }
+        // No function of the library kiln compiles against touches files or sockets.
+        for name in FUNCTIONS.udfs.keys() {
+            for word in [
+                "read", "file", "url", "http", "load", "copy", "exec", "system",
+            ] {
+                assert!(
+                    !name.to_lowercase().contains(word) || ALLOWED_NAMES.contains(&name.as_str()),
+                    "function `{name}` is in the expression library"
+                );
+            }
+        }
+    }
+
+    /// The longest expression allowed compiles and evaluates on a thread with the stack
+    /// of kiln's CPU threads (16 MiB), in the unoptimised test build; a longer one is
+    /// refused by name rather than overflowing the stack.
+    #[test]
+    fn long_operator_chains_fit_the_stack_or_are_refused() {
+        let terms = MAX_TOKENS.div_ceil(2);
+        let longest = format!("id{}", " + id".repeat(terms - 1));
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(move || {
+                let e = CompiledExpr::compile(&longest, &test_util::schema()).expect("compiles");
+                e.evaluate(&test_util::batch()).expect("evaluates");
+                let deep = format!(
+                    "{}1{}",
+                    "(".repeat(MAX_TOKENS / 2),
+                    ")".repeat(MAX_TOKENS / 2)
+                );
+                assert!(CompiledExpr::compile(&deep, &test_util::schema()).is_err());
+            })
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        let too_long = format!("id{}", " + id".repeat(terms));
+        let err = CompiledExpr::compile(&too_long, &test_util::schema()).expect_err("refused");
+        assert!(err.contains("too long") && err.len() < 300, "{err}");
+    }
+
+    /// Function names that contain one of the words above for another reason.
+    const ALLOWED_NAMES: &[&str] = &["input_file_name", "file_row_index"];
 }
