@@ -5,7 +5,7 @@ KILN_DEBUG := target/debug/kiln
 KILN_RELEASE := target/release/kiln
 PIPELINE ?= pipelines/web-text.yaml
 
-.PHONY: help build run test interop s3-shell lint fmt examples bench clean
+.PHONY: help build run test interop s3-shell lint fmt examples bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,25 @@ examples: build ## validate and run every pipeline under pipelines/
 bench: ## compare kiln with the peers in ../shared/bench on the generated corpus (minutes; ~3 GB in /tmp)
 	$(CARGO) build --locked --release
 	bash benches/run.sh
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= pipeline_file expression decode_jsonl decode_csv decode_text decode_parquet decode_gzip_jsonl decode_zstd_csv
+fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo-fuzz, installed if missing; not in CI)
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p fuzz/corpus
+	@# Seed the input formats' corpora with the sample data.
+	@for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; done
+	@find sample-data -name '*.jsonl' -size -64k -exec cp {} fuzz/corpus/decode_jsonl/ \;
+	@find sample-data -name '*.csv' -size -64k -exec cp {} fuzz/corpus/decode_csv/ \;
+	@find sample-data -name '*.txt' -size -64k -exec cp {} fuzz/corpus/decode_text/ \;
+	@find sample-data -name '*.parquet' -size -256k -exec cp {} fuzz/corpus/decode_parquet/ \;
+	@mkdir -p fuzz/corpus/pipeline_file && cp pipelines/*.yaml fuzz/corpus/pipeline_file/
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZ_SECONDS)s)"; \
+		cargo +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=20 \
+			|| { echo "$$t found a crash: fuzz/artifacts/$$t/ (make it a test in tests/fuzz_regressions.rs)"; exit 1; }; \
+	done
 
 clean: ## remove build output and sample outputs
 	$(CARGO) clean

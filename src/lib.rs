@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod error;
 pub mod formats;
+pub mod fuzz;
 pub mod inspect;
 pub mod plan;
 pub mod rejects;

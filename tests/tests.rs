@@ -10,6 +10,7 @@ mod dataset;
 mod determinism;
 mod errors;
 mod examples;
+mod fuzz_regressions;
 mod hostile;
 mod images;
 mod interop;

@@ -1,0 +1,75 @@
+//! The fuzz targets' entry points (`kiln::fuzz`, driven by `make fuzz`) on inputs that
+//! have broken parsers elsewhere, and every input the fuzzers found that made kiln
+//! panic, each named after what it reproduces. Each must come back with a result or an
+//! error, never a panic.
+
+use kiln::formats::Compression;
+use kiln::spec::{FormatName, OnError};
+
+fn decode_all_ways(format: FormatName, compression: Compression, data: &[u8]) {
+    for on_error in [OnError::Fail, OnError::Skip] {
+        let _ = kiln::fuzz::decode(format, compression, data, on_error);
+    }
+}
+
+#[test]
+fn decoders_take_garbage() {
+    let inputs: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\n\n\n".to_vec(),
+        b"\xff\xfe\x00\x00garbage".to_vec(),
+        b"{\"a\":".to_vec(),
+        b"a,b\n\"1,2\n3,4".to_vec(),
+        b"PAR1".to_vec(),
+        b"PAR1\x00\x00\x00\x00PAR1".to_vec(),
+        b"PAR1\xff\xff\xff\x7fPAR1".to_vec(),
+        [b"PAR1".as_slice(), &[0x15; 64], b"\x40\x00\x00\x00PAR1"].concat(),
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00".to_vec(),
+        b"\x28\xb5\x2f\xfd\x00\x58".to_vec(),
+        "[".repeat(100_000).into_bytes(),
+    ];
+    for data in &inputs {
+        for format in [
+            FormatName::Jsonl,
+            FormatName::Csv,
+            FormatName::Text,
+            FormatName::Parquet,
+        ] {
+            decode_all_ways(format, Compression::None, data);
+        }
+        decode_all_ways(FormatName::Jsonl, Compression::Gzip, data);
+        decode_all_ways(FormatName::Csv, Compression::Zstd, data);
+    }
+}
+
+#[test]
+fn good_input_decodes_through_the_fuzz_entry_point() {
+    let got = kiln::fuzz::decode(
+        FormatName::Jsonl,
+        Compression::None,
+        b"{\"a\":1}\nnot json\n{\"a\":3}\n",
+        OnError::Skip,
+    )
+    .expect("decodes");
+    assert_eq!(got, (2, 1), "two rows, one record left out");
+}
+
+#[test]
+fn expressions_that_nest_deeply_are_refused_not_a_stack_overflow() {
+    let deep = format!("{}1{} = 1", "(".repeat(5000), ")".repeat(5000));
+    kiln::fuzz::expression(&deep);
+    kiln::fuzz::expression(&format!("{}x", "-".repeat(5000)));
+    kiln::fuzz::expression(&format!("id{}", " + id".repeat(5000)));
+    kiln::fuzz::expression("CAST(text AS DECIMAL(76, 80))");
+    kiln::fuzz::expression("substr(text, 9223372036854775807, -9223372036854775808)");
+}
+
+#[test]
+fn pipeline_files_that_break_parsers() {
+    kiln::fuzz::pipeline_file("");
+    kiln::fuzz::pipeline_file("\u{0}");
+    kiln::fuzz::pipeline_file(&format!("{}a", "- ".repeat(10_000)));
+    kiln::fuzz::pipeline_file(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)));
+    kiln::fuzz::pipeline_file("version: 1\nname: ${A:-${B:-${C:-x}}}\n");
+    kiln::fuzz::pipeline_file("a: &a [*a]\n");
+}
