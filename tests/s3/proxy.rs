@@ -1,6 +1,7 @@
 //! A fault-injecting HTTP proxy in front of the local S3 server: kiln talks to it as to
 //! S3, and each test says which requests get a 503 SlowDown, a 500, or a response body
-//! cut off mid-stream (the connection dropped), or a slow response. It also counts the response bytes it
+//! cut off mid-stream (the connection dropped), a slow response, or objects written
+//! to the server before a request is forwarded. It also counts the response bytes it
 //! serves per key, so a test can see what kiln fetched at the store layer.
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// What to do to a matching request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this status and S3 error code instead of forwarding.
     Status(u16, &'static str),
@@ -28,6 +29,9 @@ pub enum Fault {
     CutBody,
     /// Forward after waiting this many milliseconds (a slow store).
     Delay(u64),
+    /// First write these objects (path as on the wire, body) to the server, then
+    /// forward: the store changes while a request sequence (a paged listing) is under way.
+    PutFirst(Vec<(String, String)>),
 }
 
 /// Which requests a fault applies to, and how many times.
@@ -171,7 +175,7 @@ fn pick(state: &Mutex<State>, method: &Method, path: &str, query: &str) -> Optio
     if let Some(n) = &mut rule.times {
         *n -= 1;
     }
-    let fault = rule.fault;
+    let fault = rule.fault.clone();
     st.injected += 1;
     Some(fault)
 }
@@ -202,6 +206,28 @@ async fn handle(
     }
     if let Some(Fault::Delay(ms)) = fault {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(Fault::PutFirst(objects)) = &fault {
+        for (path, body) in objects {
+            let put = Request::builder()
+                .method(Method::PUT)
+                .uri(format!("{upstream}{path}"))
+                .body(Full::new(Bytes::from(body.clone())));
+            let Ok(put) = put else {
+                return Ok(error(502, "ProxyError", "bad PUT"));
+            };
+            match client.request(put).await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    return Ok(error(
+                        502,
+                        "ProxyError",
+                        &format!("PUT {path}: {}", r.status()),
+                    ));
+                }
+                Err(e) => return Ok(error(502, "ProxyError", &e.to_string())),
+            }
+        }
     }
     let uri = format!(
         "{upstream}{}",

@@ -593,6 +593,64 @@ fn throttling_lowers_the_requests_in_flight_and_they_rise_again_after() {
 }
 
 #[test]
+fn a_listing_that_changes_between_pages_is_read_as_the_pages_returned_it() {
+    let Some(b) = Bucket::new("pages") else {
+        return;
+    };
+    // 1001 objects: two pages of S3's 1000-key listing.
+    let line = |i: usize| format!("{{\"id\":{i}}}\n");
+    for i in 0..1001 {
+        b.put(&format!("in/part-{i:04}.jsonl"), line(i).into_bytes());
+    }
+    let proxy = FaultProxy::start(&b.endpoint);
+    // Between the first page and the second, one object appears among the keys the first
+    // page already covered (so no page lists it) and one after them (the second page does).
+    proxy.add(
+        Rule::new(Fault::PutFirst(vec![
+            (format!("/{}/in/part-0500b.jsonl", b.name), line(5000)),
+            (format!("/{}/in/part-9999.jsonl", b.name), line(9999)),
+        ]))
+        .method(Method::GET)
+        .query("continuation-token")
+        .times(1),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &env_for(&proxy.endpoint),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: pages\nsource:\n  uri: {}\n  format: jsonl\nsink:\n  uri: {}\n",
+            b.uri("in/"),
+            b.uri("out/"),
+        ),
+    );
+    assert_eq!(
+        proxy.injected(),
+        1,
+        "the listing was paged and changed between pages"
+    );
+    // Every object the listing returned, once; nothing it did not.
+    assert_eq!(report["input"]["objects"], 1002, "{report:#}");
+    assert_eq!(report["rows_out"], 1002, "{report:#}");
+    let dest = tmp.path().join("out");
+    b.download("out", &dest);
+    let mut ids: Vec<i64> = read_shards(&dest)
+        .values()
+        .flat_map(|batch| {
+            batch
+                .column_by_name("id")
+                .expect("id")
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    let want: Vec<i64> = (0..1001).chain([9999]).collect();
+    assert_eq!(ids, want);
+}
+
+#[test]
 fn a_fault_past_the_retry_budget_names_the_key_and_leaves_nothing_behind() {
     let Some(b) = Bucket::new("give-up") else {
         return;
