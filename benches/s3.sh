@@ -2,7 +2,9 @@
 # Part of `make bench`, run inside scripts/with-stores.sh (a moto server on 127.0.0.1):
 # job A (JSONL.gz → Parquet zstd) with the corpus on local disk and in the local S3
 # server, same kiln binary, same settings. Prints wall time, CPU and peak RSS of each
-# and the S3/local wall-time ratio (target ≤ 1.25×).
+# and the S3/local wall-time ratio (target ≤ 1.25×). Then the S3 → local run through the
+# tests' fault proxy (examples/fault_proxy.rs) with no faults and with 1 GET in 20
+# answered 503 SlowDown: the throughput under a 5% throttling rate relative to none.
 #
 # moto is a Python server on the same 2 cores: its CPU time serving ~0.5 GB of GETs and
 # ~0.4 GB of multipart PUTs counts against kiln's wall time here, as a real store's
@@ -11,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-/tmp/kiln-bench-data}
 TEXT=$DATA/text/jsonl_gz
-KILN=$ROOT/target/release/kiln
+KILN=${KILN:-$ROOT/target/dist/kiln}
 OUT=$DATA/out/s3-bench
 REPS=${REPS:-2}
 : "${KILN_TEST_S3_ENDPOINT:?run through scripts/with-stores.sh}"
@@ -35,12 +37,12 @@ server_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$SERVER_PID/stat"
 }
 
-measure() {  # measure LABEL SOURCE SINK → "label wall_s cpu_s rss_mb server_cpu_s"
-  local label=$1 src=$2 sink=$3 line="" before after
+measure() {  # measure LABEL SOURCE SINK [ENDPOINT] → "label wall_s cpu_s rss_mb server_cpu_s"
+  local label=$1 src=$2 sink=$3 endpoint=${4:-$AWS_ENDPOINT_URL} line="" before after
   for _ in $(seq 1 "$REPS"); do
     before=$(server_cpu)
-    line=$(/usr/bin/time -f "%e %U %S %M" "$KILN" run -q "$ROOT/benches/A_convert.yaml" --overwrite \
-      --set "source.uri=$src" --set "sink.uri=$sink" 2>&1 >/dev/null | tail -1)
+    line=$(AWS_ENDPOINT_URL=$endpoint /usr/bin/time -f "%e %U %S %M" "$KILN" run -q "$ROOT/benches/A_convert.yaml" --overwrite \
+      --set "source.uri=$src" --set "sink.uri=$sink" --report "$OUT-report.json" 2>&1 >/dev/null | tail -1)
     after=$(server_cpu)
   done
   read -r wall user sys rss <<<"$line"
@@ -51,7 +53,24 @@ export KILN_BENCH_IN=unused KILN_BENCH_OUT=unused
 local_r=$(measure local "$TEXT/*.jsonl.gz" "$OUT/local")
 s3_r=$(measure s3 "s3://$BUCKET/text/*.jsonl.gz" "s3://$BUCKET/out/")
 s3l_r=$(measure s3-to-local "s3://$BUCKET/text/*.jsonl.gz" "$OUT/s3-local")
-rm -rf "$OUT"
+
+# Through the fault proxy: none, then the 1st, 21st, 41st... GET answered 503 SlowDown.
+PROXY=$ROOT/target/release/examples/fault_proxy
+[[ -x $PROXY ]] || (cd "$ROOT" && cargo build --locked --release --example fault_proxy -q)
+via_proxy() {  # via_proxy LABEL EVERY → the measure line, and the report's storage counts
+  local fifo ep pid
+  fifo=$(mktemp -u); mkfifo "$fifo"
+  "$PROXY" "$AWS_ENDPOINT_URL" "$2" < "$fifo" > "$fifo.out" & pid=$!
+  exec 9>"$fifo"
+  for _ in $(seq 50); do [[ -s $fifo.out ]] && break; sleep 0.1; done
+  ep=$(head -1 "$fifo.out")
+  measure "$1" "s3://$BUCKET/text/*.jsonl.gz" "$OUT/$1" "$ep"
+  "$KILN_TEST_PYTHON" -c "import json,sys; s=json.load(open(sys.argv[1]))['storage']; print('  ', sys.argv[2], 'storage:', json.dumps(s))" "$OUT-report.json" "$1" >&2
+  exec 9>&-; wait "$pid" || true; rm -f "$fifo" "$fifo.out"
+}
+p0_r=$(via_proxy proxy 0)
+p5_r=$(via_proxy proxy-503 20)
+rm -rf "$OUT" "$OUT-report.json"
 echo
 echo "| job A (kiln, zstd-3) | wall s | kiln cpu s | max RSS MB | S3 server cpu s | wall / local |"
 echo "|---|---|---|---|---|---|"
@@ -64,4 +83,16 @@ for r in "$local_r" "$s3l_r" "$s3_r"; do
     s3) name="S3 (moto) → S3 (moto)" ;;
   esac
   echo "| $name | $wall | $cpu | $rss | $server | $(awk "BEGIN{printf \"%.2f\", $wall / $lw}") |"
+done
+echo
+echo "| job A, S3 (moto) → local disk, through the fault proxy | wall s | kiln cpu s | max RSS MB | throughput vs no faults |"
+echo "|---|---|---|---|---|"
+pw=$(echo "$p0_r" | cut -d' ' -f2)
+for r in "$p0_r" "$p5_r"; do
+  read -r label wall cpu rss server <<<"$r"
+  case $label in
+    proxy) name="no faults" ;;
+    proxy-503) name="the 1st, 21st, 41st... GET answered 503 SlowDown" ;;
+  esac
+  echo "| $name | $wall | $cpu | $rss | $(awk "BEGIN{printf \"%.2f\", $pw / $wall}") |"
 done

@@ -45,6 +45,11 @@ pub struct Rule {
     pub fault: Fault,
     /// How many matching requests get the fault; `None` means all of them.
     pub times: Option<usize>,
+    /// Only one matching request in this many gets it, the first of each run of them
+    /// (a steady fault rate).
+    pub every: Option<usize>,
+    /// Matching requests seen, for `every`.
+    seen: usize,
 }
 
 impl Rule {
@@ -55,7 +60,13 @@ impl Rule {
             query: None,
             fault,
             times: None,
+            every: None,
+            seen: 0,
         }
+    }
+    pub fn every(mut self, n: usize) -> Self {
+        self.every = Some(n.max(1));
+        self
     }
     pub fn method(mut self, m: Method) -> Self {
         self.method = Some(m);
@@ -166,12 +177,26 @@ impl FaultProxy {
 fn pick(state: &Mutex<State>, method: &Method, path: &str, query: &str) -> Option<Fault> {
     let mut st = state.lock().expect("state");
     st.requests += 1;
-    let rule = st.rules.iter_mut().find(|r| {
-        r.method.as_ref().is_none_or(|m| m == method)
+    let mut chosen = None;
+    for (i, r) in st.rules.iter_mut().enumerate() {
+        let matches = r.method.as_ref().is_none_or(|m| m == method)
             && r.path.as_ref().is_none_or(|p| path.contains(p.as_str()))
             && r.query.as_ref().is_none_or(|q| query.contains(q.as_str()))
-            && r.times != Some(0)
-    })?;
+            && r.times != Some(0);
+        if !matches {
+            continue;
+        }
+        if let Some(n) = r.every {
+            // The 1st, (n+1)th, (2n+1)th... matching request.
+            r.seen += 1;
+            if (r.seen - 1) % n != 0 {
+                continue;
+            }
+        }
+        chosen = Some(i);
+        break;
+    }
+    let rule = &mut st.rules[chosen?];
     if let Some(n) = &mut rule.times {
         *n -= 1;
     }

@@ -536,8 +536,8 @@ fn throttling_lowers_the_requests_in_flight_and_they_rise_again_after() {
     let Some(b) = Bucket::new("slowdown") else {
         return;
     };
-    // 60 small objects, one GET each; a burst of SlowDown on the first reads, and slow
-    // answers to some of the rest.
+    // 60 small objects, one GET each; SlowDown on every other read until 12 were sent,
+    // and slow answers to some of the rest.
     let mut rows = 0;
     for i in 0..60 {
         let mut text = String::new();
@@ -555,6 +555,7 @@ fn throttling_lowers_the_requests_in_flight_and_they_rise_again_after() {
         Rule::new(Fault::Status(503, "SlowDown"))
             .method(Method::GET)
             .path("/in/part-")
+            .every(2)
             .times(12),
     );
     proxy.add(
