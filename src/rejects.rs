@@ -208,8 +208,49 @@ pub struct Rejects {
     pub by_stage: BTreeMap<String, u64>,
     /// Records a decoder left out.
     pub undecoded: u64,
-    /// The rejections themselves, kept under `dead_letter` only.
-    pub records: Vec<Rejected>,
+    /// The rejections themselves as JSON lines, kept under `dead_letter` only.
+    pub letters: DeadLetters,
+}
+
+/// A task's dead-letter lines: in memory up to [`DeadLetters::SPILL_AT`] bytes, then in
+/// a temporary file, so a task of nothing but bad records holds a few MiB, not all of
+/// them, until its commit uploads the file.
+#[derive(Debug, Default)]
+pub struct DeadLetters {
+    /// Lines not yet spilled.
+    pub buf: Vec<u8>,
+    /// Lines spilled, in order, before those in `buf`.
+    pub spill: Option<std::fs::File>,
+    /// Lines in all.
+    pub lines: u64,
+    spill_at: Option<usize>,
+}
+
+impl DeadLetters {
+    /// Bytes of lines held in memory before they go to a temporary file.
+    pub const SPILL_AT: usize = 8 << 20;
+
+    fn push(&mut self, r: &Rejected) -> std::io::Result<()> {
+        use std::io::Write;
+        // A struct of strings and integers always serializes.
+        serde_json::to_writer(&mut self.buf, r)?;
+        self.buf.push(b'\n');
+        self.lines += 1;
+        if self.buf.len() >= self.spill_at.unwrap_or(Self::SPILL_AT) {
+            let file = match &mut self.spill {
+                Some(f) => f,
+                None => self.spill.insert(tempfile::tempfile()?),
+            };
+            file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether there is anything to write.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
 }
 
 impl Rejects {
@@ -221,7 +262,7 @@ impl Rejects {
             objects: 0,
             undecoded: 0,
             by_stage: BTreeMap::new(),
-            records: Vec::new(),
+            letters: DeadLetters::default(),
         }
     }
 
@@ -287,21 +328,22 @@ impl Rejects {
             RejectKind::Object => self.objects += 1,
         }
         *self.by_stage.entry(r.stage.clone()).or_default() += 1;
-        if self.policy == OnError::DeadLetter {
-            self.records.push(r);
+        if self.policy == OnError::DeadLetter
+            && let Err(e) = self.letters.push(&r)
+        {
+            // The temporary directory is full or gone: the rejection stays counted, and
+            // the run says it could not record it.
+            tracing::error!(
+                task = self.task,
+                "cannot keep a rejection for _kiln/errors/ (temporary file: {e}); it is counted \
+                 but not recorded"
+            );
         }
     }
 
-    /// The dead-letter file's content: one JSON object per line.
-    pub fn to_jsonl(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in &self.records {
-            // A struct of strings and integers always serializes.
-            if serde_json::to_writer(&mut out, r).is_ok() {
-                out.push(b'\n');
-            }
-        }
-        out
+    /// The dead-letter lines, leaving none behind.
+    pub fn take_letters(&mut self) -> DeadLetters {
+        std::mem::take(&mut self.letters)
     }
 }
 
@@ -340,13 +382,48 @@ mod tests {
         let r = Rejected::record("a.jsonl", "jsonl", Some(3), Some(40), "bad", b"{");
         let mut skip = Rejects::new(OnError::Skip, 0);
         skip.add(r.clone());
-        assert_eq!((skip.rows, skip.records.len()), (1, 0));
+        assert_eq!((skip.rows, skip.letters.lines), (1, 0));
         let mut dl = Rejects::new(OnError::DeadLetter, 0);
         dl.add(r);
-        let line = String::from_utf8(dl.to_jsonl()).expect("utf8");
+        let line = String::from_utf8(dl.letters.buf.clone()).expect("utf8");
         assert_eq!(
             line,
             "{\"object\":\"a.jsonl\",\"kind\":\"record\",\"line\":3,\"offset\":40,\"stage\":\"jsonl\",\"error\":\"bad\",\"record\":\"{\"}\n"
         );
+    }
+
+    #[test]
+    fn dead_letters_past_the_memory_bound_go_to_a_temporary_file_in_order() {
+        use std::io::{Read, Seek};
+        let mut dl = Rejects::new(OnError::DeadLetter, 0);
+        dl.letters.spill_at = Some(1000);
+        for i in 0..100u64 {
+            dl.add(Rejected::record(
+                "a.jsonl",
+                "jsonl",
+                Some(i + 1),
+                None,
+                "bad",
+                b"{",
+            ));
+            assert!(dl.letters.buf.len() < 1000 + 200, "memory stays bounded");
+        }
+        let mut letters = dl.take_letters();
+        assert_eq!(letters.lines, 100);
+        let mut all = String::new();
+        let file = letters.spill.as_mut().expect("spilled");
+        file.rewind().expect("rewind");
+        file.read_to_string(&mut all).expect("read");
+        all.push_str(std::str::from_utf8(&letters.buf).expect("utf8"));
+        let lines: Vec<u64> = all
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Rejected>(l)
+                    .expect("a line")
+                    .line
+                    .expect("line")
+            })
+            .collect();
+        assert_eq!(lines, (1..=100).collect::<Vec<_>>());
     }
 }

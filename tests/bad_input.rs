@@ -491,3 +491,47 @@ fn an_object_deleted_after_the_listing_is_left_out_under_skip() {
         errors[0]
     );
 }
+
+#[test]
+fn dead_letters_past_the_memory_bound_are_spilled_and_all_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    // 2 good lines, then 30,000 malformed ones of ~400 bytes: about 13 MB of dead
+    // letters, past the 8 MiB a task keeps in memory.
+    let mut text = String::from("{\"id\":1}\n{\"id\":2}\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("{{\"id\":{i}, oops {}}}\n", "x".repeat(380)));
+    }
+    std::fs::write(input.join("a.jsonl"), &text).expect("write");
+    let sink = dir.path().join("out");
+    let yaml = format!(
+        "version: 1\nname: spill\nsource:\n  uri: {}/a.jsonl\nsink:\n  uri: {}\n\
+         run:\n  on_error: dead_letter\n  max_error_ratio: 1\n",
+        input.display(),
+        sink.display()
+    );
+    let p = pipeline(dir.path(), "p.yaml", &yaml);
+    let rep = dir.path().join("report.json");
+    let o = kiln(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            p.to_str().expect("utf-8"),
+            "--report",
+            rep.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["rows_rejected"], 30_000);
+    assert_rows_add_up(&r, &sink);
+    let errors = dead_letters(&sink);
+    assert_eq!(errors.len(), 30_000, "every rejection is written");
+    let lines: Vec<u64> = errors
+        .iter()
+        .map(|e| e["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, (3..30_003).collect::<Vec<u64>>(), "in input order");
+}

@@ -417,8 +417,8 @@ async fn run(
                     cache,
                 )
                 .await?;
-                if let Some(body) = dead_letter {
-                    sink::write_errors(&plan.sink, record.task, body).await?;
+                if let Some(letters) = dead_letter {
+                    sink::write_errors(&plan.sink, record.task, letters).await?;
                 }
                 sink::commit_task(&plan.sink, &record).await?;
                 Ok(record)
@@ -498,7 +498,8 @@ async fn full_pass(
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(0, 0, &names));
-    let mut running: JoinSet<Result<(TaskRecord, Option<Vec<u8>>)>> = JoinSet::new();
+    let mut running: JoinSet<Result<(TaskRecord, Option<crate::rejects::DeadLetters>)>> =
+        JoinSet::new();
     let mut pending = plan.tasks.iter().cloned();
     let mut first_error = None;
     loop {
@@ -580,7 +581,7 @@ async fn run_task(
     io: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
     cache: Option<Arc<DecodedCache>>,
-) -> Result<(TaskRecord, Option<Vec<u8>>)> {
+) -> Result<(TaskRecord, Option<crate::rejects::DeadLetters>)> {
     // What an earlier fit pass decoded, if it was kept: the transform pass takes it, a
     // fit pass copies it (another may follow), and neither reads the objects.
     let cached = cache.as_ref().and_then(|c| match mode {
@@ -649,7 +650,7 @@ async fn run_task(
         shards,
         rows_in,
         step_counts,
-        rejects,
+        mut rejects,
     } = result?;
     let step_counts = if step_counts.iter().all(|c| c.is_empty()) {
         Vec::new()
@@ -673,7 +674,8 @@ async fn run_task(
         rejected: rejects.counts(),
         committed_at: sink::now_rfc3339(),
     };
-    let dead_letter = (!rejects.records.is_empty()).then(|| rejects.to_jsonl());
+    let letters = rejects.take_letters();
+    let dead_letter = (!letters.is_empty()).then_some(letters);
     Ok((record, dead_letter))
 }
 

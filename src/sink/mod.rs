@@ -483,8 +483,34 @@ pub fn errors_path(task: usize) -> String {
 
 /// Writes a task's dead-letter file; before its commit record, so a committed task's
 /// file is always there.
-pub async fn write_errors(sink: &Location, task: usize, body: Vec<u8>) -> Result<()> {
-    put(sink, &errors_path(task), body.into()).await
+pub async fn write_errors(
+    sink: &Location,
+    task: usize,
+    letters: crate::rejects::DeadLetters,
+) -> Result<()> {
+    let relative = errors_path(task);
+    let Some(mut file) = letters.spill else {
+        return put(sink, &relative, letters.buf.into()).await;
+    };
+    // Spilled: streamed from the temporary file (a multipart upload when large).
+    use std::io::{Read, Seek};
+    use tokio::io::AsyncWriteExt;
+    let uri = sink.display_child(&relative);
+    let spill =
+        |e: std::io::Error| Error::sink(&uri, format!("reading the spilled dead letters: {e}"));
+    let upload = |e: std::io::Error| writer::upload_error(&uri, e);
+    let mut w = object_store::buffered::BufWriter::new(sink.store.clone(), sink.child(&relative));
+    file.rewind().map_err(spill)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).map_err(spill)?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&chunk[..n]).await.map_err(upload)?;
+    }
+    w.write_all(&letters.buf).await.map_err(upload)?;
+    w.shutdown().await.map_err(upload)
 }
 
 async fn get_json<T: for<'de> Deserialize<'de>>(

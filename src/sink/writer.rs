@@ -118,7 +118,7 @@ impl Write for UploadSink {
 
 /// The error of a failed upload, naming the shard by its full URI; a store error stays
 /// one, so its exit code can say whether running again may help.
-fn upload_error(uri: &str, e: std::io::Error) -> Error {
+pub(crate) fn upload_error(uri: &str, e: std::io::Error) -> Error {
     match e.into_inner() {
         Some(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store) => Error::store("upload", uri, *store),
