@@ -70,7 +70,7 @@ fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo-fuzz
 	@mkdir -p fuzz/corpus/pipeline_file && cp pipelines/*.yaml fuzz/corpus/pipeline_file/
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		echo "== $$t ($(FUZZ_SECONDS)s)"; \
-		cargo +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=20 \
+		cargo +nightly fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=20 \
 			|| { echo "$$t found a crash: fuzz/artifacts/$$t/ (make it a test in tests/fuzz_regressions.rs)"; exit 1; }; \
 	done
 

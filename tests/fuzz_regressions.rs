@@ -73,3 +73,22 @@ fn pipeline_files_that_break_parsers() {
     kiln::fuzz::pipeline_file("version: 1\nname: ${A:-${B:-${C:-x}}}\n");
     kiln::fuzz::pipeline_file("a: &a [*a]\n");
 }
+
+/// Found by `decode_parquet`: a footer whose column chunk reaches past the end of the
+/// file. An in-memory store answers the range short, and the parquet crate asserted
+/// (panicked) on the length; kiln now checks every range it hands over.
+#[test]
+fn parquet_footer_range_past_the_end_is_an_error() {
+    let data = std::fs::read(
+        crate::util::repo().join("tests/fuzz-crashes/parquet-footer-range-past-the-end.parquet"),
+    )
+    .expect("the crash input");
+    for on_error in [OnError::Fail, OnError::Skip] {
+        let got = kiln::fuzz::decode(FormatName::Parquet, Compression::None, &data, on_error);
+        let err = got.expect_err("a corrupt file").to_string();
+        assert!(
+            err.contains("shorter than its footer says") || err.contains("corrupt"),
+            "{err}"
+        );
+    }
+}

@@ -41,9 +41,26 @@ impl StoreReader {
     }
 }
 
+/// A range past the end of the object (a footer that points beyond it) may come back
+/// short from some stores; the Parquet reader asserts on that, so it is an error here.
+fn check_length(range: &Range<u64>, got: &Bytes) -> parquet::errors::Result<()> {
+    let want = range.end.saturating_sub(range.start);
+    if got.len() as u64 != want {
+        return Err(ParquetError::General(format!(
+            "bytes {}..{} were asked for and {} came back: the file is shorter than its \
+             footer says (truncated or corrupt)",
+            range.start,
+            range.end,
+            got.len()
+        )));
+    }
+    Ok(())
+}
+
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let want = range.clone();
         let started = std::time::Instant::now();
         let task = self
             .0
@@ -52,6 +69,7 @@ impl AsyncFileReader for StoreReader {
         async move {
             let bytes = task.await.map_err(external)?.map_err(external)?;
             self.count(bytes.len() as u64, started);
+            check_length(&want, &bytes)?;
             Ok(bytes)
         }
         .boxed()
@@ -62,6 +80,7 @@ impl AsyncFileReader for StoreReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         let (store, path) = (self.0.store.clone(), self.0.path.clone());
+        let wanted = ranges.clone();
         let started = std::time::Instant::now();
         let task = self
             .0
@@ -70,6 +89,16 @@ impl AsyncFileReader for StoreReader {
         async move {
             let parts = task.await.map_err(external)?.map_err(external)?;
             self.count(parts.iter().map(|b| b.len() as u64).sum(), started);
+            if parts.len() != wanted.len() {
+                return Err(ParquetError::General(format!(
+                    "the store answered {} ranges for {} asked",
+                    parts.len(),
+                    wanted.len()
+                )));
+            }
+            for (range, part) in wanted.iter().zip(&parts) {
+                check_length(range, part)?;
+            }
             Ok(parts)
         }
         .boxed()
