@@ -1092,3 +1092,40 @@ fn credentials_and_secret_expansions_never_reach_an_output() {
         assert!(!seen.contains(value), "{name} leaked:\n{seen}");
     }
 }
+
+#[test]
+fn dead_letters_past_the_memory_bound_go_up_as_a_multipart_upload() {
+    let Some(b) = Bucket::new("spill") else {
+        return;
+    };
+    // 30,000 malformed lines: about 16 MB of dead letters, spilled to a temporary file
+    // and streamed to the bucket at commit.
+    let mut text = String::from("{\"id\":1}\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("{{\"id\":{i}, oops {}}}\n", "x".repeat(380)));
+    }
+    b.put("in/a.jsonl", text.into_bytes());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &b.env(),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: spill\nsource:\n  uri: {}\nsink:\n  uri: {}\n\
+             run:\n  on_error: dead_letter\n  max_error_ratio: 1\n",
+            b.uri("in/a.jsonl"),
+            b.uri("out/"),
+        ),
+    );
+    assert_eq!(report["rows_rejected"], 30_000, "{report:#}");
+    let errors = String::from_utf8(b.get("out/_kiln/errors/00000.jsonl")).expect("utf-8");
+    let lines: Vec<u64> = errors
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["line"]
+                .as_u64()
+                .expect("line")
+        })
+        .collect();
+    assert_eq!(lines, (2..30_002).collect::<Vec<u64>>());
+    assert_eq!(b.open_multipart_uploads(), 0);
+}
