@@ -92,3 +92,39 @@ fn parquet_footer_range_past_the_end_is_an_error() {
         );
     }
 }
+
+/// Found by `decode_parquet` once the short-range check was in: a corrupt page on which
+/// the parquet crate itself panics (an index past a buffer). kiln catches it: a corrupt
+/// object, named, left out under skip / dead_letter.
+#[test]
+fn parquet_page_that_panics_the_reader_is_a_corrupt_object() {
+    let path =
+        crate::util::repo().join("tests/fuzz-crashes/parquet-page-that-panics-the-reader.parquet");
+    let data = std::fs::read(&path).expect("the crash input");
+    let got = kiln::fuzz::decode(FormatName::Parquet, Compression::None, &data, OnError::Fail);
+    let err = got.expect_err("a corrupt file").to_string();
+    assert!(err.contains("corrupt Parquet data"), "{err}");
+    // End to end: refused naming the object (exit 1), or left out under skip.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(&path, dir.path().join("a.parquet")).expect("copy");
+    for (policy, code) in [("fail", 1), ("skip", 0)] {
+        let sink = dir.path().join(format!("out-{policy}"));
+        let yaml = format!(
+            "version: 1\nname: p\nsource:\n  uri: {}/a.parquet\nsink:\n  uri: {}\n\
+             run:\n  on_error: {policy}\n  max_error_ratio: 1\n",
+            dir.path().display(),
+            sink.display()
+        );
+        let p = crate::util::pipeline(dir.path(), &format!("{policy}.yaml"), &yaml);
+        let o = crate::util::kiln(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+        let e = crate::util::stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{policy}: {e}");
+        if policy == "fail" {
+            assert!(
+                e.contains("a.parquet") && e.contains("corrupt Parquet data"),
+                "{e}"
+            );
+            assert!(!e.contains("internal error"), "{e}");
+        }
+    }
+}
