@@ -6,7 +6,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -237,95 +236,82 @@ impl Parquet {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        {
-            let builder = open(ra, &cx.object).await?;
-            let file_schema = builder.schema().clone();
-            // Per column of the schema: its position among the roots read, if the file
-            // has it (see `source.on_schema_mismatch`).
-            let mut roots = Vec::with_capacity(cx.schema.fields().len());
-            let mut sources: super::conform::Sources = Vec::with_capacity(roots.capacity());
-            for want in cx.schema.fields() {
-                let Ok(i) = file_schema.index_of(want.name()) else {
-                    if cx.on_mismatch == OnSchemaMismatch::NullFill {
-                        sources.push(None);
-                        continue;
-                    }
-                    return Err(Error::input(
-                        &cx.object,
-                        None,
-                        format!(
-                            "has no column `{}`, which the schema from {} has{}",
-                            want.name(),
-                            cx.schema_origin,
-                            super::conform::missing_hint(cx),
-                        ),
-                    ));
-                };
-                let got = file_schema.field(i).data_type();
-                if got != want.data_type() && cx.on_mismatch == OnSchemaMismatch::Fail {
-                    return Err(Error::input(
-                        &cx.object,
-                        None,
-                        format!(
-                            "column `{}` is {got} here but {} in {}; set `source.on_schema_mismatch: cast` \
+        let builder = open(ra, &cx.object).await?;
+        let file_schema = builder.schema().clone();
+        // Per column of the schema: its position among the roots read, if the file
+        // has it (see `source.on_schema_mismatch`).
+        let mut roots = Vec::with_capacity(cx.schema.fields().len());
+        let mut sources: super::conform::Sources = Vec::with_capacity(roots.capacity());
+        for want in cx.schema.fields() {
+            let Ok(i) = file_schema.index_of(want.name()) else {
+                if cx.on_mismatch == OnSchemaMismatch::NullFill {
+                    sources.push(None);
+                    continue;
+                }
+                return Err(Error::input(
+                    &cx.object,
+                    None,
+                    format!(
+                        "has no column `{}`, which the schema from {} has{}",
+                        want.name(),
+                        cx.schema_origin,
+                        super::conform::missing_hint(cx),
+                    ),
+                ));
+            };
+            let got = file_schema.field(i).data_type();
+            if got != want.data_type() && cx.on_mismatch == OnSchemaMismatch::Fail {
+                return Err(Error::input(
+                    &cx.object,
+                    None,
+                    format!(
+                        "column `{}` is {got} here but {} in {}; set `source.on_schema_mismatch: cast` \
                              to convert it, or declare `source.schema`",
-                            want.name(),
-                            want.data_type(),
-                            cx.schema_origin
-                        ),
-                    ));
-                }
-                sources.push(Some(roots.len()));
-                roots.push(i);
+                        want.name(),
+                        want.data_type(),
+                        cx.schema_origin
+                    ),
+                ));
             }
-            let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-            let mut stream = builder
-                .with_projection(mask)
-                .with_batch_size(cx.batch_rows)
-                .build()
-                .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
-            // The projection keeps file order; put the columns in the schema's order.
-            let mut sorted = roots.clone();
-            sorted.sort_unstable();
-            let order: Vec<usize> = roots
-                .iter()
-                .map(|r| sorted.binary_search(r).unwrap_or(0))
-                .collect();
-            let as_is = sources.iter().all(Option::is_some)
-                && roots
-                    .iter()
-                    .zip(cx.schema.fields())
-                    .all(|(&i, f)| file_schema.field(i).data_type() == f.data_type());
-            let mut row = 0u64;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
-                let first_row = row;
-                row += batch.num_rows() as u64;
-                let go_on = if as_is {
-                    let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
-                    let batch = RecordBatch::try_new(cx.schema.clone(), columns)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    emit(super::Decoded::Batch(batch))?
-                } else {
-                    let columns = sources
-                        .iter()
-                        .map(|s| s.map(|k| batch.column(order[k]).clone()))
-                        .collect();
-                    super::conform::emit_conformed(
-                        &cx.schema,
-                        columns,
-                        batch.num_rows(),
-                        first_row,
-                        cx,
-                        "parquet",
-                        emit,
-                    )?
-                };
-                if !go_on {
-                    break;
-                }
-            }
-            Ok(())
+            sources.push(Some(roots.len()));
+            roots.push(i);
         }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        let mut stream = builder
+            .with_projection(mask)
+            .with_batch_size(cx.batch_rows)
+            .build()
+            .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
+        // The projection keeps file order; put the columns in the schema's order.
+        let mut sorted = roots.clone();
+        sorted.sort_unstable();
+        let order: Vec<usize> = roots
+            .iter()
+            .map(|r| sorted.binary_search(r).unwrap_or(0))
+            .collect();
+        let mut row = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
+            let first_row = row;
+            row += batch.num_rows() as u64;
+            // Columns the file has, in the schema's order; conformed where they differ.
+            let columns = sources
+                .iter()
+                .map(|s| s.map(|k| batch.column(order[k]).clone()))
+                .collect();
+            let go_on = super::conform::emit_conformed(
+                &cx.schema,
+                columns,
+                batch.num_rows(),
+                first_row,
+                cx,
+                "parquet",
+                emit,
+            )?;
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
     }
 }
