@@ -543,7 +543,12 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     if sliced > 0 {
         let _ = writeln!(
             s,
-            "            {sliced} of them slices of objects larger than run.task_bytes (whole lines each)"
+            "            {sliced} of them slices of objects larger than run.task_bytes ({})",
+            if plan.format_name == crate::spec::FormatName::Parquet {
+                "whole row groups each"
+            } else {
+                "whole records each"
+            }
         );
     }
     let whole: Vec<&crate::storage::Object> = plan
@@ -555,19 +560,11 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     if let Some(first) = whole.first() {
         let _ = writeln!(
             s,
-            "note      {} object{} larger than run.task_bytes cannot be split ({}: only \
-             uncompressed JSONL is split by byte range) and run{} as one task each, e.g. {}",
+            "note      {} object{} larger than run.task_bytes cannot be split ({}) and run{} as \
+             one task each, e.g. {}",
             whole.len(),
             if whole.len() == 1 { "" } else { "s" },
-            if plan
-                .compressions
-                .iter()
-                .any(|c| *c != crate::formats::Compression::None)
-            {
-                "compressed streams must be read from the start"
-            } else {
-                "this format"
-            },
+            plan.unsplit.unwrap_or("this format"),
             if whole.len() == 1 { "s" } else { "" },
             first.display
         );

@@ -91,6 +91,7 @@ pub fn decode(
         on_mismatch: OnSchemaMismatch::Fail,
         // What a 64 MiB memory_limit on one thread allows.
         max_record_bytes: crate::formats::max_record_bytes(64 << 20, 1),
+        slice: None,
     };
     // Parquet reads by range from a store; the others stream.
     // (A worker thread: the Parquet reader blocks on futures spawned onto it.)

@@ -294,6 +294,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         on_error: crate::spec::OnError::Fail,
         on_mismatch: crate::spec::OnSchemaMismatch::Fail,
         max_record_bytes: 1 << 30,
+        slice: None,
     };
     let open = |cx: &DecodeContext| -> Result<ObjectInput<'static>> {
         if format.random_access() {

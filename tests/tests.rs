@@ -20,6 +20,7 @@ mod quality;
 mod s3;
 mod schema_drift;
 mod shards;
+mod split;
 mod tabular;
 mod text;
 mod workers;

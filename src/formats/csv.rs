@@ -1,6 +1,6 @@
 //! CSV / TSV, decoded by arrow-csv.
 
-use std::io::{BufRead, Cursor};
+use std::io::{BufRead, Cursor, Read};
 use std::sync::Arc;
 
 use arrow::csv::ReaderBuilder;
@@ -26,6 +26,52 @@ fn delimiter(o: &CsvOptions, object: &str) -> u8 {
         },
         |c| c as u8,
     )
+}
+
+/// csv-core's record state machine with the dialect arrow-csv decodes with, to find
+/// where records end (see `reader::CsvRange`).
+pub fn records(o: &CsvOptions, object: &str) -> csv_core::Reader {
+    csv_core::ReaderBuilder::new()
+        .delimiter(delimiter(o, object))
+        .quote(o.quote as u8)
+        .escape(o.escape.map(|c| c as u8))
+        .build()
+}
+
+/// The first record of `input` (the header line), terminator included, read until
+/// `records` finds its end; refused past `max` bytes.
+pub fn first_record(
+    input: impl Read,
+    mut records: csv_core::Reader,
+    max: u64,
+) -> std::io::Result<Vec<u8>> {
+    use csv_core::ReadRecordResult as R;
+    let mut input = std::io::BufReader::new(input);
+    let (mut out, mut ends) = (vec![0u8; 1 << 12], vec![0usize; 64]);
+    let mut head = Vec::new();
+    loop {
+        let data = input.fill_buf()?;
+        let (result, nin, _, _) = records.read_record(data, &mut out, &mut ends);
+        head.extend_from_slice(&data[..nin]);
+        input.consume(nin);
+        match result {
+            R::Record | R::End => break,
+            R::OutputFull => out.resize(out.len() * 2, 0),
+            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            R::InputEmpty => {}
+        }
+        if head.len() as u64 > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the header record is longer than {max} bytes"),
+            ));
+        }
+    }
+    // A header ended by `\r\n` ends at the `\r` for csv-core; keep the `\n` with it.
+    if head.ends_with(b"\r") && input.fill_buf()?.first() == Some(&b'\n') {
+        head.push(b'\n');
+    }
+    Ok(head)
 }
 
 fn format(o: &CsvOptions, object: &str) -> Format {
@@ -344,6 +390,7 @@ mod tests {
             on_error: crate::spec::OnError::Fail,
             on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
+            slice: None,
         }
     }
 

@@ -283,6 +283,7 @@ mod tests {
             on_error: crate::spec::OnError::Fail,
             on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
+            slice: None,
         }
     }
 

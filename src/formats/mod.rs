@@ -6,7 +6,7 @@
 
 mod compression;
 mod conform;
-mod csv;
+pub mod csv;
 pub mod files;
 mod jsonl;
 mod parquet;
@@ -148,6 +148,9 @@ pub struct DecodeContext {
     /// one endless line — is refused (under skip / dead_letter, the object from there
     /// on), not decoded into memory beyond `run.memory_limit`.
     pub max_record_bytes: u64,
+    /// For a task that is a slice of one large object, its byte range: Parquet reads the
+    /// row groups whose middle byte lies in it (stream formats get only the slice's bytes).
+    pub slice: Option<std::ops::Range<u64>>,
 }
 
 /// [`DecodeContext::max_record_bytes`] for a run: a quarter of each thread's share of
@@ -157,6 +160,23 @@ pub fn max_record_bytes(memory_limit: u64, threads: usize) -> u64 {
 }
 
 impl DecodeContext {
+    /// How a slice of an object is named: the object, then its byte range.
+    pub fn slice_name(object: &str, range: &std::ops::Range<u64>) -> String {
+        format!("{object} (bytes {}..{})", range.start, range.end)
+    }
+
+    /// The object as the user sees it, without a slice's byte range: the value of a
+    /// `path` column.
+    pub fn path(&self) -> &str {
+        self.slice
+            .as_ref()
+            .and_then(|r| {
+                self.object
+                    .strip_suffix(Self::slice_name("", r).as_str())
+            })
+            .unwrap_or(&self.object)
+    }
+
     /// True when a bad record is left out rather than ending the run.
     pub fn tolerant(&self) -> bool {
         self.on_error != OnError::Fail

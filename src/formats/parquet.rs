@@ -277,6 +277,33 @@ impl Parquet {
             roots.push(i);
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        // A slice of a large object reads the row groups whose middle byte lies in its
+        // range (as Spark and Trino split Parquet): each row group in exactly one slice.
+        let mut row = 0u64;
+        let builder = match &cx.slice {
+            Some(range) => {
+                let mut groups = Vec::new();
+                for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+                    let start = rg
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            let (at, _) = c.byte_range();
+                            at
+                        })
+                        .min()
+                        .unwrap_or(0);
+                    let middle = start + rg.compressed_size().max(0) as u64 / 2;
+                    if range.contains(&middle) {
+                        groups.push(g);
+                    } else if groups.is_empty() {
+                        row += rg.num_rows().max(0) as u64;
+                    }
+                }
+                builder.with_row_groups(groups)
+            }
+            None => builder,
+        };
         let mut stream = builder
             .with_projection(mask)
             .with_batch_size(cx.batch_rows)
@@ -289,7 +316,6 @@ impl Parquet {
             .iter()
             .map(|r| sorted.binary_search(r).unwrap_or(0))
             .collect();
-        let mut row = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
             let first_row = row;

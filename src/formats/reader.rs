@@ -79,6 +79,15 @@ impl BlockingObjectReader {
     }
 }
 
+impl BlockingObjectReader {
+    /// Bytes fetched per request (1 MiB by default).
+    #[must_use]
+    pub fn with_chunk(mut self, chunk: u64) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+}
+
 impl Read for BlockingObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.current.is_empty() {
@@ -221,6 +230,142 @@ impl<R: std::io::BufRead> Read for LineRange<R> {
     }
 }
 
+/// The CSV records of an object that start inside a byte range: [`LineRange`]'s cut
+/// (a slice starts after the first newline at or past `range.start - 1` and ends after
+/// the first newline at or past `range.end - 1`), checked against the records.
+///
+/// A slice other than the first cannot know whether the newline it starts after lies
+/// inside a quoted field: the slice before it can. So every slice runs csv-core (the
+/// parser arrow-csv uses, with the run's dialect) over the bytes it passes on, and at
+/// its cut newline checks that a record ended there. If it did not, the next slice
+/// started mid-record: that is an error naming the byte, never rows made of half
+/// records. The first slice starts at a record, so each slice checking its own end
+/// checks every cut.
+pub struct CsvRange<R> {
+    inner: R,
+    /// Absolute offset of the next byte of `inner`.
+    pos: u64,
+    end: u64,
+    size: u64,
+    skipping: bool,
+    done: bool,
+    records: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// Only line terminators since the last record ended: csv-core is between records.
+    between: bool,
+}
+
+impl<R: std::io::BufRead> CsvRange<R> {
+    /// `inner` yields the object's bytes from `LineRange::read_from(range)` on; `size`
+    /// is the object's.
+    pub fn new(
+        inner: R,
+        range: std::ops::Range<u64>,
+        size: u64,
+        records: csv_core::Reader,
+    ) -> Self {
+        CsvRange {
+            inner,
+            pos: range.start.saturating_sub(1),
+            end: range.end,
+            size,
+            skipping: range.start > 0,
+            done: false,
+            records,
+            out: vec![0; 1 << 12],
+            ends: vec![0; 64],
+            between: true,
+        }
+    }
+
+    /// Runs `bytes` through csv-core, keeping [`Self::between`].
+    fn track(&mut self, mut bytes: &[u8]) {
+        use csv_core::ReadRecordResult as R;
+        while !bytes.is_empty() {
+            let (result, nin, _, _) =
+                self.records
+                    .read_record(bytes, &mut self.out, &mut self.ends);
+            match result {
+                R::Record => self.between = true,
+                _ => {
+                    self.between &= bytes[..nin].iter().all(|b| matches!(b, b'\r' | b'\n'));
+                }
+            }
+            match result {
+                R::OutputFull => {
+                    let len = self.out.len() * 2;
+                    self.out.resize(len, 0);
+                }
+                R::OutputEndsFull => {
+                    let len = self.ends.len() * 2;
+                    self.ends.resize(len, 0);
+                }
+                _ => {}
+            }
+            bytes = &bytes[nin..];
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Read for CsvRange<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            let data = self.inner.fill_buf()?;
+            if data.is_empty() {
+                self.done = true;
+                return Ok(0);
+            }
+            if self.skipping {
+                let len = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
+                self.skipping = data[len - 1] != b'\n';
+                self.inner.consume(len);
+                self.pos += len as u64;
+                if !self.skipping && self.pos >= self.end {
+                    // The first record starts at or past the end: this slice has none
+                    // (the slice before reads through this newline and checks it).
+                    self.done = true;
+                    return Ok(0);
+                }
+                continue;
+            }
+            let mut n = data.len().min(buf.len());
+            // The cut: the first newline at or past `end - 1`.
+            let from = self.end.saturating_sub(1).saturating_sub(self.pos);
+            let cut = (from < n as u64)
+                .then(|| memchr::memchr(b'\n', &data[from as usize..n]))
+                .flatten()
+                .map(|i| from as usize + i);
+            if let Some(i) = cut {
+                n = i + 1;
+            }
+            buf[..n].copy_from_slice(&data[..n]);
+            self.inner.consume(n);
+            self.pos += n as u64;
+            self.track(&buf[..n]);
+            if cut.is_some() {
+                self.done = true;
+                if !self.between && self.pos < self.size {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "the object is split into slices of run.task_bytes and a quoted field \
+                             holds the line break at byte {} where the next slice starts; set \
+                             `source.split: false` (or raise run.task_bytes past the object's size) \
+                             to read it whole",
+                            self.pos - 1
+                        ),
+                    ));
+                }
+            }
+            return Ok(n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{BufReader, Read};
@@ -254,5 +399,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn csv_slices(text: &[u8], ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        for range in ranges {
+            if range.is_empty() {
+                continue;
+            }
+            let from = LineRange::<BufReader<&[u8]>>::read_from(range) as usize;
+            let inner = BufReader::with_capacity(3, &text[from..]);
+            let records = csv_core::ReaderBuilder::new().build();
+            super::CsvRange::new(inner, range.clone(), text.len() as u64, records)
+                .read_to_end(&mut all)?;
+        }
+        Ok(all)
+    }
+
+    /// CSV slices give every record exactly once, or, when a cut falls on a line break
+    /// inside a quoted field, an error: never a record cut in two.
+    #[test]
+    fn csv_slices_keep_records_whole_or_refuse() {
+        let text = b"a,b\r\n\"x\ny\",2\n\n\"\"\"q\",\"\n\n\"\nlast,1";
+        let n = text.len() as u64;
+        // The newlines inside quotes.
+        let inside: Vec<u64> = vec![7, 21, 22];
+        assert!(inside.iter().all(|&i| text[i as usize] == b'\n'));
+        let (mut whole, mut refused) = (0, 0);
+        for cut1 in 0..=n {
+            for cut2 in cut1..=n {
+                let got = csv_slices(text, &[0..cut1, cut1..cut2, cut2..n]);
+                // A slice's cut is the first newline at or past its end - 1.
+                let cut_at =
+                    |end: u64| (end.saturating_sub(1)..n).find(|&i| text[i as usize] == b'\n');
+                let bad = [cut1, cut2]
+                    .iter()
+                    .filter(|&&c| c > 0 && c < n)
+                    .filter_map(|&c| cut_at(c))
+                    .any(|i| inside.contains(&i));
+                match got {
+                    Ok(all) => {
+                        assert!(!bad, "cuts at {cut1}, {cut2} should be refused");
+                        whole += 1;
+                        assert_eq!(
+                            String::from_utf8_lossy(&all),
+                            String::from_utf8_lossy(text),
+                            "cuts at {cut1}, {cut2}"
+                        );
+                    }
+                    Err(e) => {
+                        assert!(bad, "cuts at {cut1}, {cut2}: {e}");
+                        assert!(e.to_string().contains("quoted field"), "{e}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            whole > 100 && refused > 100,
+            "{whole} whole, {refused} refused"
+        );
     }
 }

@@ -82,9 +82,10 @@ impl SourceFormat for Text {
             }
             if lines.len() == cx.batch_rows || (n == 0 && !lines.is_empty()) {
                 let rows = lines.len();
-                let mut paths = StringBuilder::with_capacity(rows, rows * cx.object.len());
+                let path = cx.path();
+                let mut paths = StringBuilder::with_capacity(rows, rows * path.len());
                 for _ in 0..rows {
-                    paths.append_value(&cx.object);
+                    paths.append_value(path);
                 }
                 let columns: Vec<ArrayRef> = vec![
                     Arc::new(paths.finish()),
@@ -122,6 +123,7 @@ mod tests {
             on_error: crate::spec::OnError::Fail,
             on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
+            slice: None,
         };
         let (batches, _) =
             super::super::decode_bytes(&Text, &b"a\r\nb\n\nc"[..], &cx).expect("decodes");

@@ -65,6 +65,8 @@ pub struct Plan {
     pub threads: usize,
     /// Tasks run one at a time, in order (a step needs a global row order).
     pub sequential: bool,
+    /// Why an object larger than `run.task_bytes` runs as one task, when one does.
+    pub unsplit: Option<&'static str>,
     /// Rows per batch (`run.batch_rows`, or sized from the sampled rows).
     pub batch_rows: usize,
     /// The statistics the fitted steps are bound with: from `stats_from`, from this
@@ -284,6 +286,7 @@ impl Plan {
                         pipeline.run.memory_limit.get(),
                         pipeline.run.threads.resolve(),
                     ),
+                    slice: None,
                 };
                 let (f, obj, c, rows) = (
                     format.clone(),
@@ -395,9 +398,26 @@ impl Plan {
             )));
         }
 
-        let tasks = make_tasks(&objects, pipeline.run.task_bytes.get(), |i| {
-            format_name == FormatName::Jsonl && compressions[i] == Compression::None
-        });
+        // Text rows carry their line number, which a slice cannot know: text is cut
+        // only when no step and no output column uses `line`.
+        let line_used = format_name == FormatName::Text && {
+            let mut need: BTreeSet<String> = output_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            for s in steps.iter().rev() {
+                need = s.step.required_input(&need);
+            }
+            need.contains("line")
+        };
+        let rule = |i: usize| split_rule(&pipeline, format_name, compressions[i], line_used);
+        let tasks = make_tasks(&objects, pipeline.run.task_bytes.get(), |i| rule(i).is_ok());
+        let unsplit = tasks
+            .iter()
+            .filter(|t| t.range.is_none() && t.objects.len() == 1)
+            .filter(|t| t.bytes > pipeline.run.task_bytes.get())
+            .find_map(|t| rule(t.objects.start).err());
         let batch_rows = pipeline.run.batch_rows.unwrap_or_else(|| {
             // About 4 MiB of decoded input per batch: the decoder, the batch and the
             // steps' outputs each hold about that much per task.
@@ -439,6 +459,7 @@ impl Plan {
             sink,
             threads,
             sequential,
+            unsplit,
             batch_rows,
             fitted,
             stats_origin,
@@ -492,6 +513,12 @@ impl Plan {
         p.steps = steps;
         p.decode_projection = Some(keep);
         Ok(p)
+    }
+
+    /// The longest record a decoder holds in this run (see
+    /// [`DecodeContext::max_record_bytes`]).
+    pub fn max_record_bytes(&self) -> u64 {
+        formats::max_record_bytes(self.pipeline.run.memory_limit.get(), self.threads)
     }
 
     /// True while a fitted step has no statistics yet.
@@ -794,13 +821,37 @@ fn last_schema(steps: &[PlannedStep], input: &SchemaRef) -> SchemaRef {
         .map_or_else(|| input.clone(), |s| s.step.output_schema().clone())
 }
 
+/// Whether an object of this format and compression can be cut into tasks, or why not.
+fn split_rule(
+    pipeline: &Pipeline,
+    format: FormatName,
+    compression: Compression,
+    line_used: bool,
+) -> std::result::Result<(), &'static str> {
+    if !pipeline.source.split {
+        return Err("source.split is false");
+    }
+    match format {
+        // Row groups are found from the footer, whatever codec the pages use.
+        FormatName::Parquet => Ok(()),
+        FormatName::Files => Err("the files format makes one row of each object"),
+        _ if compression != Compression::None => {
+            Err("compressed streams must be read from the start")
+        }
+        FormatName::Text if line_used => Err(
+            "text rows number their lines from the start of the object; drop the `line` column to split",
+        ),
+        FormatName::Jsonl | FormatName::Csv | FormatName::Text => Ok(()),
+    }
+}
+
 /// The smallest slice of an object worth a task (and a request) of its own.
 pub const MIN_SLICE: u64 = 4 << 10;
 
 /// Groups consecutive objects into tasks of about `task_bytes` stored bytes. An object
 /// larger than that is cut into slices of `task_bytes` when `splittable(i)` says its
-/// records can be found from any offset (uncompressed newline-delimited JSON), so one
-/// large object spreads over threads and workers.
+/// records can be found from any offset (see [`split_rule`]), so one large object
+/// spreads over threads and workers.
 pub fn make_tasks(
     objects: &[Object],
     task_bytes: u64,

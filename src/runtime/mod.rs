@@ -813,6 +813,41 @@ async fn forward(
     Ok(Read::Done)
 }
 
+/// The bytes of a task that is a slice of one large object (`range`): whole lines, or
+/// for CSV whole records checked at the cut, after the object's header line when it has
+/// one (read with a range request of its own), so the decoder sees a small CSV file.
+fn slice_reader<'a>(
+    plan: &Plan,
+    obj: &crate::storage::Object,
+    range: &std::ops::Range<u64>,
+    raw: ChannelReader<'a>,
+    handle: &tokio::runtime::Handle,
+) -> Result<Box<dyn std::io::Read + 'a>> {
+    let raw = std::io::BufReader::with_capacity(1 << 16, raw);
+    if plan.format_name != crate::spec::FormatName::Csv {
+        return Ok(Box::new(LineRange::new(raw, range.clone())));
+    }
+    let csv = &plan.pipeline.source.csv;
+    let records = || formats::csv::records(csv, &obj.display);
+    let body = formats::reader::CsvRange::new(raw, range.clone(), obj.size, records());
+    if !csv.header || range.start == 0 {
+        return Ok(Box::new(body));
+    }
+    let head = formats::reader::BlockingObjectReader::new(
+        plan.source.base.store.clone(),
+        obj.path.clone(),
+        obj.size,
+        handle.clone(),
+    )
+    .with_chunk(64 << 10);
+    let header = formats::csv::first_record(head, records(), plan.max_record_bytes())
+        .map_err(|e| Error::read(&obj.display, Some(1), e))?;
+    Ok(Box::new(std::io::Read::chain(
+        std::io::Cursor::new(header),
+        body,
+    )))
+}
+
 /// Reads an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a time, each
 /// holding an `io_concurrency` permit while it runs.
 #[allow(clippy::too_many_arguments)]
@@ -972,7 +1007,7 @@ fn cpu_task(
         }
         let obj = &plan.objects[i];
         let object = match &task.range {
-            Some(r) => format!("{} (bytes {}..{})", obj.display, r.start, r.end),
+            Some(r) => DecodeContext::slice_name(&obj.display, r),
             None => obj.display.clone(),
         };
         let cx = DecodeContext {
@@ -989,6 +1024,7 @@ fn cpu_task(
                 plan.pipeline.run.memory_limit.get(),
                 plan.threads,
             ),
+            slice: task.range.clone(),
         };
         let started = Instant::now();
         let mut waited = Duration::ZERO;
@@ -1045,7 +1081,10 @@ fn cpu_task(
                 stats: Some(stats.clone()),
             };
             let r = plan.format.decode(ObjectInput::Random(ra), &cx, &mut emit);
-            Stats::add(&stats.bytes_done, obj.size);
+            Stats::add(
+                &stats.bytes_done,
+                task.range.as_ref().map_or(obj.size, |r| r.end - r.start),
+            );
             r
         } else {
             let t = Instant::now();
@@ -1054,20 +1093,19 @@ fn cpu_task(
                 .ok_or_else(|| Error::Internal("the reader stopped early".into()))?;
             waited += t.elapsed();
             let raw = ChannelReader::new(rx, &mut waited);
-            let raw: Box<dyn std::io::Read + '_> = match &task.range {
-                Some(r) => Box::new(LineRange::new(
-                    std::io::BufReader::with_capacity(1 << 16, raw),
-                    r.clone(),
-                )),
-                None => Box::new(raw),
-            };
-            formats::decompress(plan.compressions[i], raw)
-                .map_err(|e| Error::input(&object, None, e))
-                .and_then(|input| {
-                    plan.format
-                        .decode(ObjectInput::Stream(input), &cx, &mut emit)
-                })
-                .map_err(|e| annotate_compression(e, plan.compressions[i]))
+            match &task.range {
+                Some(r) => slice_reader(plan, obj, r, raw, &handle),
+                None => Ok(Box::new(raw) as Box<dyn std::io::Read + '_>),
+            }
+            .and_then(|raw| {
+                formats::decompress(plan.compressions[i], raw)
+                    .map_err(|e| Error::input(&object, None, e))
+            })
+            .and_then(|input| {
+                plan.format
+                    .decode(ObjectInput::Stream(input), &cx, &mut emit)
+            })
+            .map_err(|e| annotate_compression(e, plan.compressions[i]))
         };
         if let Err(e) = decoded {
             // Under skip / dead_letter an object that cannot be read (corrupt, cut short,

@@ -93,6 +93,12 @@ pub struct Source {
     /// `label_id` (its index among the listing's sorted folder names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<LabelsFrom>,
+    /// Cut an object larger than `run.task_bytes` into several tasks (so it runs on every
+    /// thread and worker at once): JSONL, CSV and text by byte ranges aligned to records,
+    /// Parquet by row groups. Compressed streams are read whole. `false`: one task per
+    /// large object (for a CSV whose quoted fields hold line breaks where a cut falls).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub split: bool,
 }
 
 const fn default_infer_rows() -> usize {

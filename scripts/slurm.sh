@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A single-node Slurm cluster on this machine, for the job-array test (tests/slurm.rs).
+#
+#   scripts/slurm.sh install        # Debian's slurmctld, slurmd, slurm-client, munge (root)
+#   scripts/slurm.sh start DIR      # config, state and logs in DIR; prints SLURM_CONF=...
+#   scripts/slurm.sh stop DIR
+#
+# Works as root without systemd: apt does not start the daemons here, so this starts
+# munged as the munge user and slurmctld/slurmd in the foreground (-D) in the background.
+# One node, named after `hostname -s`, with this machine's CPUs; no cgroups.
+set -euo pipefail
+
+need_root() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "scripts/slurm.sh: $1 needs root" >&2
+        exit 1
+    fi
+}
+
+case "${1:-}" in
+install)
+    need_root install
+    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+        && command -v sbatch >/dev/null && command -v munged >/dev/null; then
+        exit 0
+    fi
+    echo "== installing Slurm and munge from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null \
+        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends \
+            slurmctld slurmd slurm-client munge >/dev/null; }
+    ;;
+start)
+    need_root start
+    DIR=$(realpath -m "${2:?usage: scripts/slurm.sh start DIR}")
+    mkdir -p "$DIR"/{state,spool,log}
+    chown -R slurm:slurm "$DIR/state" "$DIR/log"
+    host=$(hostname -s)
+    cpus=$(nproc)
+    cat >"$DIR/slurm.conf" <<EOF
+ClusterName=kiln-test
+SlurmctldHost=$host
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmUser=slurm
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+SlurmctldPort=$(( 20000 + RANDOM % 20000 ))
+SlurmdPort=$(( 40000 + RANDOM % 20000 ))
+AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MailProg=/bin/true
+ReturnToService=2
+SchedulerType=sched/backfill
+KillWait=5
+NodeName=$host CPUs=$cpus State=UNKNOWN
+PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+EOF
+    export SLURM_CONF="$DIR/slurm.conf"
+    install -d -o munge -g munge -m 0755 /run/munge
+    if ! pgrep -x munged >/dev/null; then
+        runuser -u munge -- /usr/sbin/munged
+    fi
+    /usr/sbin/slurmctld -D -f "$SLURM_CONF" >"$DIR/log/slurmctld.out" 2>&1 &
+    echo $! >"$DIR/slurmctld.run"
+    /usr/sbin/slurmd -D -f "$SLURM_CONF" >"$DIR/log/slurmd.out" 2>&1 &
+    echo $! >"$DIR/slurmd.run"
+    for _ in $(seq 1 200); do
+        if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+            echo "SLURM_CONF=$SLURM_CONF"
+            exit 0
+        fi
+        sleep 0.1
+    done
+    echo "scripts/slurm.sh: the node did not come up; logs in $DIR/log:" >&2
+    tail -n 20 "$DIR"/log/* >&2 || true
+    exit 1
+    ;;
+stop)
+    DIR=$(realpath -m "${2:?usage: scripts/slurm.sh stop DIR}")
+    for d in slurmd slurmctld; do
+        if [[ -f "$DIR/$d.run" ]]; then
+            kill "$(cat "$DIR/$d.run")" 2>/dev/null || true
+        fi
+    done
+    ;;
+*)
+    sed -n '2,10p' "$0" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,274 @@
+//! A large object is cut into tasks (JSONL, CSV and text by byte ranges aligned to
+//! records, Parquet by row groups) and the rows are exactly those of reading it whole,
+//! in order, however many workers share the slices; and for random inputs and random
+//! worker counts, N workers make the single run's dataset.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
+use proptest::prelude::*;
+
+use crate::util::*;
+
+/// Every row of the shards below `dir`, in shard-name order (task order), as one batch.
+fn all_rows(dir: &Path) -> RecordBatch {
+    let shards = read_shards(dir);
+    let first = shards.values().next().expect("at least one shard");
+    concat_batches(&first.schema(), shards.values()).expect("concat")
+}
+
+fn run_worker(out: &Path, p: &Path, worker: &str) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out)
+        .args(["run", "-q", &p.to_string_lossy(), "--worker", worker])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "worker {worker}: {}", stderr(&o));
+}
+
+/// Runs `source` (a URI line plus options) whole and cut into `task_bytes` slices by 1
+/// and 3 workers, and checks the sliced runs have the whole run's rows in its order;
+/// returns the number of slices.
+fn assert_slices_equal_whole(data: &Path, source: &str, steps: &str, task_bytes: &str) -> usize {
+    let yaml = |task_bytes: &str| {
+        format!(
+            "version: 1\nname: split\nsource:\n{source}\nsteps: {steps}\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: {task_bytes}\n"
+        )
+    };
+    let whole = pipeline(data, "whole.yaml", &yaml("1GiB"));
+    let sliced = pipeline(data, "sliced.yaml", &yaml(task_bytes));
+    let a = tempfile::tempdir().expect("tmp");
+    kiln_ok(a.path(), &["run", "-q", &whole.to_string_lossy()]);
+    let expected = all_rows(&a.path().join("ds"));
+    assert!(expected.num_rows() > 100);
+
+    let fresh = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(fresh.path(), &["plan", &sliced.to_string_lossy()]));
+    assert!(
+        plan.contains("slices of objects larger than run.task_bytes"),
+        "{plan}"
+    );
+    let mut slices = 0;
+    for workers in [1, 3] {
+        let out = tempfile::tempdir().expect("tmp");
+        for i in 0..workers {
+            run_worker(out.path(), &sliced, &format!("{i}/{workers}"));
+        }
+        let got = all_rows(&out.path().join("ds"));
+        assert_eq!(got.num_rows(), expected.num_rows(), "{workers} workers");
+        assert!(got == expected, "{workers} workers: rows differ");
+        slices = std::fs::read_dir(out.path().join("ds/_kiln/tasks"))
+            .expect("tasks")
+            .count();
+    }
+    slices
+}
+
+/// CSV with quoted delimiters, doubled quotes, CRLF line ends and a header: every slice
+/// gets the header and whole records.
+#[test]
+fn a_large_csv_object_is_split_into_slices_with_the_same_rows() {
+    let data = tempfile::tempdir().expect("tmp");
+    let mut csv = String::from("id,name,note,score\r\n");
+    for i in 0..4000 {
+        let note = match i % 4 {
+            0 => format!("\"plain, with a comma {i}\""),
+            1 => format!("\"said \"\"hi\"\" {}\"", "x".repeat(i % 37)),
+            2 => String::new(),
+            _ => format!("word{}", i * 7),
+        };
+        csv.push_str(&format!("{i},n{},{note},{}\r\n", i % 13, i as f64 / 8.0));
+    }
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    std::fs::write(data.path().join("in/big.csv"), csv).expect("write");
+    let source = format!("  uri: {}/in/big.csv", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "13KiB");
+    assert!(slices > 10, "{slices} slices");
+}
+
+/// A cut whose newline lies inside a quoted field is found by the slice before it and
+/// refused with what to do; `source.split: false` reads the object whole.
+#[test]
+fn a_csv_cut_inside_a_quoted_line_break_is_refused_and_split_false_reads_it_whole() {
+    let data = tempfile::tempdir().expect("tmp");
+    let mut csv = String::from("id,poem\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("{i},\"roses {i}\nviolets\nend\"\n"));
+    }
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    std::fs::write(data.path().join("in/poems.csv"), csv).expect("write");
+    let p = pipeline(
+        data.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: poems\nsource:\n  uri: {}/in/poems.csv\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 8KiB\n",
+            data.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("poems.csv (bytes ")
+            && err.contains("a quoted field holds the line break at byte")
+            && err.contains("source.split: false"),
+        "{err}"
+    );
+    assert!(!out.path().join("ds/_SUCCESS").exists());
+
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            &p.to_string_lossy(),
+            "--set",
+            "source.split=false",
+        ],
+    );
+    let rows = all_rows(&out.path().join("ds"));
+    assert_eq!(rows.num_rows(), 3000);
+    let poems = rows
+        .column_by_name("poem")
+        .expect("poem")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("strings");
+    assert_eq!(poems.value(2999), "roses 2999\nviolets\nend");
+}
+
+/// Text without its `line` column splits; with it, `plan` says why not.
+#[test]
+fn a_large_text_object_splits_when_line_numbers_are_not_used() {
+    let data = tempfile::tempdir().expect("tmp");
+    let text: String = (0..5000)
+        .map(|i| format!("line {i} {}\n", "abc ".repeat(i % 29)))
+        .collect();
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    std::fs::write(data.path().join("in/big.txt"), text).expect("write");
+    let source = format!("  uri: {}/in/big.txt", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[{drop: [line]}]", "16KiB");
+    assert!(slices > 10, "{slices} slices");
+
+    let p = pipeline(
+        data.path(),
+        "lines.yaml",
+        &format!(
+            "version: 1\nname: lines\nsource:\n{source}\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n"
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    assert!(
+        plan.contains("tasks     1 ") && plan.contains("drop the `line` column to split"),
+        "{plan}"
+    );
+}
+
+/// Parquet is cut by row groups: each row group read by the slice holding its middle
+/// byte, rows numbered from the object's start.
+#[test]
+fn a_large_parquet_object_is_split_by_row_groups_with_the_same_rows() {
+    let data = tempfile::tempdir().expect("tmp");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("n", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    let file = std::fs::File::create(data.path().join("in/big.parquet")).expect("create");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(97))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props)).expect("writer");
+    for chunk in 0..30 {
+        let n: Vec<i64> = (chunk * 200..(chunk + 1) * 200).collect();
+        let text: Vec<String> = n
+            .iter()
+            .map(|i| format!("{i:x} {}", "z".repeat((*i as usize * 13) % 61)))
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(n)),
+                Arc::new(StringArray::from(text)),
+            ],
+        )
+        .expect("batch");
+        w.write(&batch).expect("write");
+    }
+    w.close().expect("close");
+    let size = std::fs::metadata(data.path().join("in/big.parquet"))
+        .expect("stat")
+        .len();
+    assert!(size > 40_000, "{size}");
+    let source = format!("  uri: {}/in/big.parquet", data.path().display());
+    let slices =
+        assert_slices_equal_whole(data.path(), &source, "[{filter: \"n % 3 <> 1\"}]", "8KiB");
+    assert!(slices > 4, "{slices} slices");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 6,
+        failure_persistence: None,
+        .. ProptestConfig::default()
+    })]
+
+    /// For random inputs (object count and sizes, one object large enough to be cut),
+    /// random task sizes and a random number of workers run in a random order, the
+    /// workers' shards hold exactly the single run's rows: each task's rows in order, and
+    /// the dataset byte for byte.
+    #[test]
+    fn n_workers_make_the_single_run_dataset_for_random_inputs(
+        sizes in proptest::collection::vec(1usize..160, 1..6),
+        big in 0usize..1500,
+        task_kib in 4u64..40,
+        workers in 1usize..7,
+        order_seed in any::<u64>(),
+    ) {
+        let data = tempfile::tempdir().expect("tmp");
+        let mut start = 0;
+        for (i, n) in sizes.iter().enumerate() {
+            write_docs(&data.path().join(format!("in/p-{i:02}.jsonl")), start, *n);
+            start += n;
+        }
+        write_docs(&data.path().join("in/z-big.jsonl"), start, big);
+        let p = pipeline(
+            data.path(),
+            "p.yaml",
+            &format!(
+                "version: 1\nname: prop\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - filter: \"n % 5 <> 2\"\nsink:\n  uri: ${{KILN_OUT}}/ds\n  max_rows: 70\nrun:\n  task_bytes: {task_kib}KiB\n",
+                data.path().display()
+            ),
+        );
+        let single = tempfile::tempdir().expect("tmp");
+        kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+        let out = tempfile::tempdir().expect("tmp");
+        // The workers one after another in a shuffled order (the last to finish writes
+        // the manifest, whichever it is).
+        let mut order: Vec<usize> = (0..workers).collect();
+        let mut s = order_seed;
+        for i in (1..order.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            order.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        for i in order {
+            run_worker(out.path(), &p, &format!("{i}/{workers}"));
+        }
+        let (a, b) = (single.path().join("ds"), out.path().join("ds"));
+        prop_assert!(b.join("_SUCCESS").exists());
+        let (fa, fb) = (shard_files(&a), shard_files(&b));
+        prop_assert_eq!(fa.len(), fb.len());
+        prop_assert!(fa == fb, "shards differ");
+        let expected = (0..start + big).filter(|n| n % 5 != 2).count();
+        prop_assert_eq!(total_rows(&a), expected);
+        prop_assert_eq!(total_rows(&b), expected);
+    }
+}
