@@ -16,7 +16,7 @@ run: build ## run the main sample pipeline on sample-data/ (no network, no servi
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
 	@echo; $(KILN_DEBUG) inspect out/$(basename $(notdir $(PIPELINE)))/
 
-test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; datatrove as the text.quality reference)
+test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; a Slurm job array when root; datatrove as the text.quality reference)
 	@# The Python packages and Azurite install while cargo compiles the tests.
 	@scripts/with-stores.sh --install > .test-install.log 2>&1 & inst=$$!; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \

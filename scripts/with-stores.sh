@@ -39,6 +39,10 @@ install_azurite() {
 if [[ "${1:-}" == "--install" ]]; then
     install_venv
     install_azurite
+    # Slurm for the job-array test (tests/s3/slurm.rs), which needs root to run.
+    if [[ $(id -u) -eq 0 ]]; then
+        scripts/slurm.sh install
+    fi
     exit 0
 fi
 install_venv

@@ -170,10 +170,7 @@ impl DecodeContext {
     pub fn path(&self) -> &str {
         self.slice
             .as_ref()
-            .and_then(|r| {
-                self.object
-                    .strip_suffix(Self::slice_name("", r).as_str())
-            })
+            .and_then(|r| self.object.strip_suffix(Self::slice_name("", r).as_str()))
             .unwrap_or(&self.object)
     }
 

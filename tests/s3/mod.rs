@@ -8,6 +8,7 @@
 //! to install Azurite (`KILN_TEST_AZURE` set).
 
 mod proxy;
+mod slurm;
 mod tests;
 
 use std::io::{Read, Write};

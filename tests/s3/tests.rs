@@ -27,7 +27,7 @@ fn source_uri(pipeline: &Path) -> String {
 
 /// Shards by relative path; a `path` column (the text format's object path) is cut to
 /// what follows `sample-data/`, the only part that differs between stores.
-fn comparable(dir: &Path) -> BTreeMap<String, RecordBatch> {
+pub(super) fn comparable(dir: &Path) -> BTreeMap<String, RecordBatch> {
     read_shards(dir)
         .into_iter()
         .map(|(rel, batch)| {
