@@ -83,7 +83,32 @@ fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
         let _ = read_parquet(&sink.join(name));
     }
 
+    // What a kill mid-write leaves: LocalFileSystem's staging files (`NAME#N`). One may
+    // or may not be there now; plant one of each kind for the last task, not committed.
+    let last = expected
+        .last()
+        .and_then(|(name, _)| name.get(5..10))
+        .expect("a shard name");
+    std::fs::write(
+        sink.join(format!("part-{last}-00000.parquet#9")),
+        b"half a shard",
+    )
+    .expect("plant");
+    std::fs::write(sink.join(format!("_kiln/tasks/{last}.json#3")), b"{").expect("plant");
+    let debris = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        files(dir)
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains('#'))
+            .collect()
+    };
+    assert!(debris(&sink).len() >= 2);
+
     let rerun = kiln_ok(out.path(), &["run", &p]);
+    assert!(
+        debris(&sink).is_empty(),
+        "a rerun removes the staging files of the tasks it redoes: {:?}",
+        debris(&sink)
+    );
     assert!(
         stderr(&rerun).contains("already committed and skipped"),
         "{}",

@@ -382,6 +382,14 @@ async fn run(
         .cloned()
         .collect();
     if !todo.is_empty() {
+        let redo: std::collections::BTreeSet<usize> = todo.iter().map(|t| t.id).collect();
+        let sink = plan.sink.clone();
+        let removed = tokio::task::spawn_blocking(move || sink::clean_local_debris(&sink, &redo))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if removed > 0 {
+            tracing::info!("removed {removed} partly written files left by a killed run");
+        }
         for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
             full_pass(&plan, k, k, slots, &pool, &writer_cfg, &io, &stop, None).await?;
         }
