@@ -18,7 +18,10 @@
 # Job D (tabular: z-scores with full-pass statistics, one-hot, dictionary codes, null
 # filling; CSV → Parquet) runs kiln beside Polars and DuckDB on the shared CSV corpus.
 #
-# JOBS selects jobs (default "A B C D E"); PEERS_C lists the job-C peers to run (default
+# Job F (one large file: split into slices vs read whole, and the commit protocol's
+# cost) is benches/split.sh.
+#
+# JOBS selects jobs (default "A B C D E F"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -76,7 +79,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E}
+JOBS=${JOBS:-A B C D E F}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -188,6 +191,9 @@ if [[ " $JOBS " == *" E "* ]]; then
       -- "$PY" "$ROOT/benches/peers/E_images_pillow.py" "$IMG/images" "$o" > /dev/null
     rm -rf "$o"
   fi
+fi
+if [[ " $JOBS " == *" F "* ]]; then
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/split.sh"
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.

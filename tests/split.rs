@@ -272,3 +272,76 @@ proptest! {
         prop_assert_eq!(total_rows(&b), expected);
     }
 }
+
+/// A seekable zstd file (zstd's contrib format, written with zeekstd's seek table) of
+/// frames cut every `frame` bytes of the text, mid-line.
+fn seekable_zstd(text: &[u8], frame: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut table = zeekstd::SeekTable::new();
+    for chunk in text.chunks(frame) {
+        let c = zstd::bulk::compress(chunk, 3).expect("compress");
+        table
+            .log_frame(c.len() as u32, chunk.len() as u32)
+            .expect("frame");
+        out.extend(c);
+    }
+    std::io::Read::read_to_end(&mut table.into_serializer(), &mut out).expect("seek table");
+    out
+}
+
+/// A seekable zstd object is cut at its frames; lines (and CSV records) that straddle a
+/// frame belong to the slice they start in. A plain zstd stream is read whole, and
+/// `plan` says why.
+#[test]
+fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    let jsonl = tempfile::tempdir().expect("tmp");
+    write_docs(&jsonl.path().join("docs.jsonl"), 0, 4000);
+    let text = std::fs::read(jsonl.path().join("docs.jsonl")).expect("read");
+    std::fs::write(
+        data.path().join("in/docs.jsonl.zst"),
+        seekable_zstd(&text, 7_001),
+    )
+    .expect("write");
+    let source = format!("  uri: {}/in/docs.jsonl.zst", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "16KiB");
+    assert!(slices > 5, "{slices} slices");
+
+    let csv: String = std::iter::once("id,name,note\n".to_string())
+        .chain((0..5000).map(|i| format!("{i},\"n, {}\",\"say \"\"{i}\"\"\"\n", i % 17)))
+        .collect();
+    let csvdir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(csvdir.path().join("in")).expect("mkdir");
+    std::fs::write(
+        csvdir.path().join("in/t.csv.zst"),
+        seekable_zstd(csv.as_bytes(), 3_333),
+    )
+    .expect("write");
+    let source = format!("  uri: {}/in/t.csv.zst", csvdir.path().display());
+    let slices = assert_slices_equal_whole(csvdir.path(), &source, "[]", "4KiB");
+    assert!(slices > 3, "{slices} slices");
+
+    // The same text as one plain zstd frame: no seek table, one task.
+    let plain = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(plain.path().join("in")).expect("mkdir");
+    std::fs::write(
+        plain.path().join("in/docs.jsonl.zst"),
+        zstd::bulk::compress(&text, 3).expect("compress"),
+    )
+    .expect("write");
+    let p = pipeline(
+        plain.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: plain\nsource:\n  uri: {}/in/docs.jsonl.zst\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
+            plain.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    assert!(
+        plan.contains("tasks     1 ") && plan.contains("without a seek table"),
+        "{plan}"
+    );
+}

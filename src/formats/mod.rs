@@ -13,6 +13,7 @@ mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;
 pub mod reader;
 mod salvage;
+pub mod seekable;
 mod text;
 
 use std::io::BufRead;

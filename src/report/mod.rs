@@ -87,6 +87,10 @@ pub struct Stats {
     pub encode: StageTimer,
     pub upload: StageTimer,
     pub steps: Vec<StepStats>,
+    /// Nanoseconds spent in the commit protocol: checking the sink and storing the plan,
+    /// removing a killed attempt's files, commit records, listing the committed tasks,
+    /// manifest and `_SUCCESS` (summed over tasks running at once).
+    pub protocol: AtomicU64,
 }
 
 impl Stats {
@@ -109,6 +113,7 @@ impl Stats {
             decode: StageTimer::default(),
             encode: StageTimer::default(),
             upload: StageTimer::default(),
+            protocol: AtomicU64::new(0),
             steps: step_names
                 .iter()
                 .map(|n| StepStats {
@@ -147,6 +152,11 @@ impl Stats {
 
     pub fn add(a: &AtomicU64, n: u64) {
         a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `d` as time spent in the commit protocol.
+    pub fn add_protocol(&self, d: std::time::Duration) {
+        Self::add(&self.protocol, d.as_nanos() as u64);
     }
 
     /// The run so far as a report.
@@ -194,6 +204,7 @@ impl Stats {
             shards: Self::get(&self.shards),
             bytes_out: Self::get(&self.bytes_out),
             elapsed_s: elapsed,
+            commit_protocol_s: Self::get(&self.protocol) as f64 / 1e9,
             peak_rss_bytes: peak_rss(),
             throughput: Throughput {
                 input_mb_s: if elapsed > 0.0 {
@@ -287,6 +298,9 @@ pub struct Report {
     pub shards: u64,
     pub bytes_out: u64,
     pub elapsed_s: f64,
+    /// Seconds spent in the commit protocol (sink checks, stored plan, commit records,
+    /// manifest; summed over tasks that commit at once), what resumability costs.
+    pub commit_protocol_s: f64,
     /// The process's peak resident memory (Linux `VmHWM`); absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,

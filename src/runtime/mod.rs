@@ -92,7 +92,9 @@ pub async fn execute(
     stop: Arc<AtomicBool>,
 ) -> (Arc<Plan>, Result<Outcome>) {
     let mut plan = plan;
+    let t = Instant::now();
     let prepared = prepare(&mut plan, &opts).await;
+    stats.add_protocol(t.elapsed());
     let mut cache = None;
     let (plan, prepared) = match prepared {
         Ok(Prepared::Ready {
@@ -384,9 +386,11 @@ async fn run(
     if !todo.is_empty() {
         let redo: std::collections::BTreeSet<usize> = todo.iter().map(|t| t.id).collect();
         let sink = plan.sink.clone();
+        let t = Instant::now();
         let removed = tokio::task::spawn_blocking(move || sink::clean_local_debris(&sink, &redo))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
+        stats.add_protocol(t.elapsed());
         if removed > 0 {
             tracing::info!("removed {removed} partly written files left by a killed run");
         }
@@ -428,7 +432,9 @@ async fn run(
                 if let Some(letters) = dead_letter {
                     sink::write_errors(&plan.sink, record.task, letters).await?;
                 }
+                let t = Instant::now();
                 sink::commit_task(&plan.sink, &record).await?;
+                stats.add_protocol(t.elapsed());
                 Ok(record)
             });
         }
@@ -470,7 +476,9 @@ async fn run(
         return Err(Error::Interrupted("a signal"));
     }
     // Other workers commit too: count what the sink holds now.
+    let t = Instant::now();
     let mut all = sink::committed(&plan.sink).await?;
+    stats.add_protocol(t.elapsed());
     all.extend(records);
     if !stored.missing(&all).is_empty() {
         return Ok(Outcome::WorkerDone {
@@ -478,8 +486,10 @@ async fn run(
             tasks_skipped: skipped,
         });
     }
+    let t = Instant::now();
     let manifest = stored.manifest(&all);
     sink::finalize(&plan.sink, &manifest).await?;
+    stats.add_protocol(t.elapsed());
     Ok(Outcome::Completed {
         manifest: Box::new(manifest),
         tasks_skipped: skipped,
@@ -730,8 +740,13 @@ async fn read_objects(
             return Ok(());
         }
         // A slice of one object starts a byte early (see `LineRange`) and reads on
-        // until the decoder has the line that straddles its end.
-        let from = task.range.as_ref().map_or(0, LineRange::<&[u8]>::read_from);
+        // until the decoder has the line that straddles its end; a slice of a seekable
+        // zstd object starts at its first frame.
+        let from = match &task.range {
+            Some(r) if plan.compressions[i] == formats::Compression::Zstd => r.start,
+            Some(r) => LineRange::<&[u8]>::read_from(r),
+            None => 0,
+        };
         let permit = io.clone().acquire_owned().await;
         let work = Instant::now();
         let options = object_store::GetOptions {
@@ -824,30 +839,68 @@ async fn forward(
 /// The bytes of a task that is a slice of one large object (`range`): whole lines, or
 /// for CSV whole records checked at the cut, after the object's header line when it has
 /// one (read with a range request of its own), so the decoder sees a small CSV file.
+///
+/// A slice of a seekable zstd object (`range` starts and ends at frames) is cut the same
+/// way in decompressed offsets, from the first byte of its first frame: it owns the
+/// lines that start after that byte and at or before the first byte of the frame after
+/// its last (so it needs nothing of the frames before it), and reads on into later
+/// frames to finish its last line.
 fn slice_reader<'a>(
     plan: &Plan,
-    obj: &crate::storage::Object,
+    i: usize,
     range: &std::ops::Range<u64>,
     raw: ChannelReader<'a>,
     handle: &tokio::runtime::Handle,
 ) -> Result<Box<dyn std::io::Read + 'a>> {
-    let raw = std::io::BufReader::with_capacity(1 << 16, raw);
+    let obj = &plan.objects[i];
+    let store = plan.source.base.store.clone();
+    let zstd = plan.compressions[i] == formats::Compression::Zstd;
+    let (input, range, size): (Box<dyn std::io::BufRead + 'a>, _, _) = if zstd {
+        let frames = handle
+            .block_on(formats::seekable::frames(
+                store.as_ref(),
+                &obj.path,
+                obj.size,
+            ))
+            .map_err(|e| Error::store("read the seek table of", &obj.display, e))?
+            .ok_or_else(|| {
+                Error::input(
+                    &obj.display,
+                    None,
+                    "its seek table is gone: the object changed since the plan was made",
+                )
+            })?;
+        let (start, end) = frames.decompressed(range);
+        let cut = if start == 0 { 0 } else { start + 1 }..end.map_or(u64::MAX, |e| e + 1);
+        let decoded = formats::decompress(formats::Compression::Zstd, raw)
+            .map_err(|e| Error::input(&obj.display, None, e))?;
+        (decoded, cut, frames.size_decomp())
+    } else {
+        (
+            Box::new(std::io::BufReader::with_capacity(1 << 16, raw)),
+            range.clone(),
+            obj.size,
+        )
+    };
     if plan.format_name != crate::spec::FormatName::Csv {
-        return Ok(Box::new(LineRange::new(raw, range.clone())));
+        return Ok(Box::new(LineRange::new(input, range)));
     }
     let csv = &plan.pipeline.source.csv;
     let records = || formats::csv::records(csv, &obj.display);
-    let body = formats::reader::CsvRange::new(raw, range.clone(), obj.size, records());
-    if !csv.header || range.start == 0 {
+    let starts_object = range.start == 0;
+    let body = formats::reader::CsvRange::new(input, range, size, records());
+    if !csv.header || starts_object {
         return Ok(Box::new(body));
     }
     let head = formats::reader::BlockingObjectReader::new(
-        plan.source.base.store.clone(),
+        store,
         obj.path.clone(),
         obj.size,
         handle.clone(),
     )
     .with_chunk(64 << 10);
+    let head = formats::decompress(plan.compressions[i], head)
+        .map_err(|e| Error::input(&obj.display, None, e))?;
     let header = formats::csv::first_record(head, records(), plan.max_record_bytes())
         .map_err(|e| Error::read(&obj.display, Some(1), e))?;
     Ok(Box::new(std::io::Read::chain(
@@ -1101,14 +1154,16 @@ fn cpu_task(
                 .ok_or_else(|| Error::Internal("the reader stopped early".into()))?;
             waited += t.elapsed();
             let raw = ChannelReader::new(rx, &mut waited);
+            // A slice comes out decompressed (a seekable zstd object's frames are
+            // decompressed before the records are cut).
             match &task.range {
-                Some(r) => slice_reader(plan, obj, r, raw, &handle),
-                None => Ok(Box::new(raw) as Box<dyn std::io::Read + '_>),
+                Some(r) => slice_reader(plan, i, r, raw, &handle).and_then(|raw| {
+                    formats::decompress(formats::Compression::None, raw)
+                        .map_err(|e| Error::input(&object, None, e))
+                }),
+                None => formats::decompress(plan.compressions[i], raw)
+                    .map_err(|e| Error::input(&object, None, e)),
             }
-            .and_then(|raw| {
-                formats::decompress(plan.compressions[i], raw)
-                    .map_err(|e| Error::input(&object, None, e))
-            })
             .and_then(|input| {
                 plan.format
                     .decode(ObjectInput::Stream(input), &cx, &mut emit)
