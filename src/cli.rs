@@ -328,6 +328,24 @@ fn cmd_run(
             code = EXIT_TOO_MANY_ERRORS;
         }
         head.exit_code = code;
+        // A failed or stopped worker leaves a record for `kiln status`, once the sink
+        // holds this dataset's plan (a run refused before that wrote nothing).
+        if let Err(e) = &outcome
+            && too_many.is_none()
+            && matches!(crate::sink::read_plan(&plan.sink).await, Ok(Some(p)) if p.pipeline_hash == plan.pipeline_hash)
+        {
+            let record = crate::sink::FailureRecord {
+                worker: worker.to_string(),
+                exit_code: code,
+                retryable: code == crate::error::EXIT_RETRY,
+                error: crate::secrets::redact(&e.to_string()).into_owned(),
+                at: crate::sink::now_rfc3339(),
+                kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            if let Err(e) = crate::sink::record_failure(&plan.sink, worker.index, &record).await {
+                tracing::warn!("could not record the failure in the sink: {e}");
+            }
+        }
         let report = stats.report(head);
         if let Some(path) = report_path {
             let body = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -636,7 +654,8 @@ fn read_sink(rt: &tokio::runtime::Runtime, uri: &str) -> Result<SinkView> {
 
 fn cmd_status(uri: &str) -> Result<i32> {
     use std::fmt::Write as _;
-    let (sink, stored, records, manifest) = read_sink(&tokio_runtime()?, uri)?;
+    let rt = tokio_runtime()?;
+    let (sink, stored, records, manifest) = read_sink(&rt, uri)?;
     let missing = stored.missing(&records);
     let rows: u64 = records.values().map(|r| r.rows_out).sum();
     let rows_in: u64 = records.values().map(|r| r.rows_in).sum();
@@ -698,6 +717,20 @@ fn cmd_status(uri: &str) -> Result<i32> {
             } else {
                 ""
             }
+        );
+    }
+    let failures = rt.block_on(crate::sink::failures(&sink))?;
+    if let Some(last) = failures.last() {
+        let retryable = failures.iter().filter(|f| f.retryable).count();
+        let error: String = last.error.chars().take(160).collect();
+        let _ = writeln!(
+            s,
+            "failures  {} run{} failed or stopped ({retryable} retryable); last: worker {} at {}, exit {}: {error}",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" },
+            last.worker,
+            last.at,
+            last.exit_code,
         );
     }
     if !missing.is_empty() {

@@ -173,7 +173,16 @@ fn sigterm_lets_running_tasks_finish_then_exits_75() {
     let committed = committed(&sink);
     assert!(committed >= 2, "{committed} tasks committed");
     assert!(!sink.join("_SUCCESS").exists());
+    // The stopped run left a record for operators.
+    let status = stdout(&kiln_ok(out.path(), &["status", &sink.to_string_lossy()]));
+    assert!(
+        status.contains("failures  1 run failed or stopped (1 retryable); last: worker 0/1")
+            && status.contains("exit 75: stopped by a signal"),
+        "{status}"
+    );
 
     kiln_ok(out.path(), &["run", "-q", &p]);
     assert_eq!(shard_files(&sink), expected);
+    // Failure records are not shards: the dataset is the clean run's.
+    assert!(sink.join("_kiln/failures").exists());
 }

@@ -519,6 +519,61 @@ pub fn clean_local_debris(sink: &Location, tasks: &BTreeSet<usize>) -> usize {
     removed
 }
 
+/// A worker's run that failed or was stopped, kept in the sink for `kiln status`
+/// (`_kiln/failures/IIIII-<unix ms>.json`). Best effort: a run killed with SIGKILL, or one
+/// whose store is what failed, may leave none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// `I/N`.
+    pub worker: String,
+    pub exit_code: i32,
+    /// Exit 75: the scheduler should run the worker again (network, throttling, a signal).
+    pub retryable: bool,
+    pub error: String,
+    pub at: String,
+    pub kiln_version: String,
+}
+
+/// Stores a failure record (see [`FailureRecord`]).
+///
+/// # Errors
+/// The store's.
+pub async fn record_failure(sink: &Location, worker: usize, record: &FailureRecord) -> Result<()> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    put_json(
+        sink,
+        &format!("{KILN_DIR}/failures/{worker:05}-{millis}.json"),
+        record,
+    )
+    .await
+}
+
+/// The failure records in the sink, oldest first.
+///
+/// # Errors
+/// The store's, or a record that is not JSON.
+pub async fn failures(sink: &Location) -> Result<Vec<FailureRecord>> {
+    let prefix = sink.child(&format!("{KILN_DIR}/failures"));
+    let mut paths: Vec<Path> = sink
+        .store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .map_err(|e| Error::store("list", sink.display_child(KILN_DIR), e))?;
+    paths.sort();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        if let Some(r) = get_json::<FailureRecord>(sink, &sink.relative(&path)).await? {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at));
+    Ok(out)
+}
+
 pub fn task_record_path(task: usize) -> String {
     format!("{KILN_DIR}/tasks/{task:05}.json")
 }
