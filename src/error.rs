@@ -116,6 +116,12 @@ impl Error {
     /// code says whether running again may help; anything else is bad input (a corrupt
     /// compressed stream, invalid bytes).
     pub(crate) fn read(object: impl fmt::Display, line: Option<u64>, e: std::io::Error) -> Self {
+        if let Some(cut) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::formats::reader::BadCut>())
+        {
+            return Error::Plan(format!("{object}: {cut}"));
+        }
         if !e
             .get_ref()
             .is_some_and(|inner| inner.is::<object_store::Error>())

@@ -120,6 +120,21 @@ fn a_csv_cut_inside_a_quoted_line_break_is_refused_and_split_false_reads_it_whol
         "{err}"
     );
     assert!(!out.path().join("ds/_SUCCESS").exists());
+    // Not the object's fault, so not left out under on_error: skip either (the next
+    // slice started mid-record).
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            &p.to_string_lossy(),
+            "--set",
+            "run.on_error=skip",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("source.split: false"), "{}", stderr(&o));
 
     let out = tempfile::tempdir().expect("tmp");
     kiln_ok(

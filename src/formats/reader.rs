@@ -241,6 +241,26 @@ impl<R: std::io::BufRead> Read for LineRange<R> {
 /// started mid-record: that is an error naming the byte, never rows made of half
 /// records. The first slice starts at a record, so each slice checking its own end
 /// checks every cut.
+/// A CSV slice's cut fell inside a quoted field (at this byte of the object). Not a fault
+/// of the object, which is fine read whole: under any `on_error` it ends the run, since
+/// the next slice started mid-record.
+#[derive(Debug)]
+pub struct BadCut(pub u64);
+
+impl std::fmt::Display for BadCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the object is split into slices of run.task_bytes and a quoted field holds the \
+             line break at byte {} where the next slice starts; set `source.split: false` (or \
+             raise run.task_bytes past the object's size) to read it whole",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadCut {}
+
 pub struct CsvRange<R> {
     inner: R,
     /// Absolute offset of the next byte of `inner`.
@@ -351,13 +371,7 @@ impl<R: std::io::BufRead> Read for CsvRange<R> {
                 if !self.between && self.pos < self.size {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!(
-                            "the object is split into slices of run.task_bytes and a quoted field \
-                             holds the line break at byte {} where the next slice starts; set \
-                             `source.split: false` (or raise run.task_bytes past the object's size) \
-                             to read it whole",
-                            self.pos - 1
-                        ),
+                        BadCut(self.pos - 1),
                     ));
                 }
             }
