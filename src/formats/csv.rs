@@ -56,9 +56,7 @@ pub fn first_record(
         input.consume(nin);
         match result {
             R::Record | R::End => break,
-            R::OutputFull => out.resize(out.len() * 2, 0),
-            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            R::InputEmpty => {}
+            _ => super::salvage::grow(result, &mut out, &mut ends),
         }
         if head.len() as u64 > max {
             return Err(std::io::Error::new(

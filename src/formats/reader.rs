@@ -306,22 +306,11 @@ impl<R: std::io::BufRead> CsvRange<R> {
             let (result, nin, _, _) =
                 self.records
                     .read_record(bytes, &mut self.out, &mut self.ends);
-            match result {
-                R::Record => self.between = true,
-                _ => {
-                    self.between &= bytes[..nin].iter().all(|b| matches!(b, b'\r' | b'\n'));
-                }
-            }
-            match result {
-                R::OutputFull => {
-                    let len = self.out.len() * 2;
-                    self.out.resize(len, 0);
-                }
-                R::OutputEndsFull => {
-                    let len = self.ends.len() * 2;
-                    self.ends.resize(len, 0);
-                }
-                _ => {}
+            if result == R::Record {
+                self.between = true;
+            } else {
+                self.between &= bytes[..nin].iter().all(|b| matches!(b, b'\r' | b'\n'));
+                super::salvage::grow(result, &mut self.out, &mut self.ends);
             }
             bytes = &bytes[nin..];
         }

@@ -98,6 +98,15 @@ impl CsvRecords {
     }
 }
 
+/// Doubles csv-core's field buffer or field-ends buffer when `result` says it is full.
+pub(super) fn grow(result: csv_core::ReadRecordResult, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    match result {
+        csv_core::ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+        csv_core::ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+        _ => {}
+    }
+}
+
 impl Framing for CsvRecords {
     fn next(&mut self, buf: &[u8], eof: bool) -> Option<usize> {
         use csv_core::ReadRecordResult as R;
@@ -117,14 +126,7 @@ impl Framing for CsvRecords {
             match result {
                 R::InputEmpty if !eof => return None,
                 R::InputEmpty => continue,
-                R::OutputFull => {
-                    let len = self.out.len() * 2;
-                    self.out.resize(len, 0);
-                }
-                R::OutputEndsFull => {
-                    let len = self.ends.len() * 2;
-                    self.ends.resize(len, 0);
-                }
+                R::OutputFull | R::OutputEndsFull => grow(result, &mut self.out, &mut self.ends),
                 R::Record => {
                     let end = self.scanned;
                     self.scanned = 0;

@@ -358,14 +358,7 @@ impl Plan {
         let mut steps = bind_steps(&pipeline, &full_schema, &fitted, required)?;
         let mut input_schema = full_schema.clone();
         if format.random_access() {
-            let mut need: BTreeSet<String> = last_schema(&steps, &full_schema)
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            for s in steps.iter().rev() {
-                need = s.step.required_input(&need);
-            }
+            let need = columns_read(&steps, &last_schema(&steps, &full_schema));
             let keep: Vec<usize> = (0..full_schema.fields().len())
                 .filter(|&i| need.contains(full_schema.field(i).name()))
                 .collect();
@@ -401,17 +394,8 @@ impl Plan {
 
         // Text rows carry their line number, which a slice cannot know: text is cut
         // only when no step and no output column uses `line`.
-        let line_used = format_name == FormatName::Text && {
-            let mut need: BTreeSet<String> = output_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            for s in steps.iter().rev() {
-                need = s.step.required_input(&need);
-            }
-            need.contains("line")
-        };
+        let line_used = format_name == FormatName::Text
+            && columns_read(&steps, &output_schema).contains("line");
         // Large zstd objects in the seekable format can be cut at their frames: read
         // their seek tables (a range request or two each, a few at a time).
         let task_bytes = pipeline.run.task_bytes.get();
@@ -850,6 +834,15 @@ async fn load_stats(uri: &str, pipeline: &Pipeline) -> Result<(crate::sink::Stat
     let text = serde_json::to_string(&file.steps).map_err(|e| Error::Internal(e.to_string()))?;
     let digest = Sha256::digest(text.as_bytes());
     Ok((file, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// The input columns that `steps` read or pass on to `output`.
+fn columns_read(steps: &[PlannedStep], output: &SchemaRef) -> BTreeSet<String> {
+    let mut need: BTreeSet<String> = output.fields().iter().map(|f| f.name().clone()).collect();
+    for s in steps.iter().rev() {
+        need = s.step.required_input(&need);
+    }
+    need
 }
 
 fn last_schema(steps: &[PlannedStep], input: &SchemaRef) -> SchemaRef {
