@@ -186,3 +186,65 @@ fn sigterm_lets_running_tasks_finish_then_exits_75() {
     // Failure records are not shards: the dataset is the clean run's.
     assert!(sink.join("_kiln/failures").exists());
 }
+
+/// A second signal exits at once (75), without waiting for running tasks, and still
+/// leaves no partial shard: every visible shard reads whole, and a rerun completes the
+/// clean dataset.
+#[test]
+fn a_second_signal_exits_at_once_without_partial_shards() {
+    let data = tempfile::tempdir().expect("tmp");
+    for i in 0..16 {
+        write_docs(
+            &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
+            i * 4000,
+            4000,
+        );
+    }
+    let yaml = format!(
+        "version: 1\nname: twice\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/twice\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
+        data.path().display()
+    );
+    let p = pipeline(data.path(), "twice.yaml", &yaml)
+        .to_string_lossy()
+        .into_owned();
+    let clean = tempfile::tempdir().expect("tmp");
+    kiln_ok(clean.path(), &["run", "-q", &p]);
+    let expected = shard_files(&clean.path().join("twice"));
+
+    let out = tempfile::tempdir().expect("tmp");
+    let sink = out.path().join("twice");
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .args(["run", &p, "--grace", "600s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&sink) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signal = |sig: &str| {
+        let s = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(s.success());
+    };
+    signal("-TERM");
+    std::thread::sleep(Duration::from_millis(10));
+    signal("-INT");
+    let o = child.wait_with_output().expect("wait");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    // At once: the running tasks were not let finish (the first signal granted them
+    // 600 s), so there is no end-of-run summary.
+    assert!(err.contains("stopping: no new tasks"), "{err}");
+    assert!(!err.contains("rows in →"), "{err}");
+    assert!(!sink.join("_SUCCESS").exists());
+    for (name, _) in shard_files(&sink) {
+        let _ = read_parquet(&sink.join(name));
+    }
+    kiln_ok(out.path(), &["run", "-q", &p]);
+    assert_eq!(shard_files(&sink), expected);
+}
