@@ -132,12 +132,55 @@ async fn open(
 pub fn read_metadata(ra: RandomAccess, object: &str) -> Result<ParquetMetaData> {
     let size = ra.size;
     let mut reader = StoreReader(ra);
-    futures::executor::block_on(
-        ParquetMetaDataReader::new()
-            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
-            .load_and_finish(&mut reader, size),
-    )
-    .map_err(|e| error(object, "not a readable Parquet file", e))
+    guarded(object, || {
+        futures::executor::block_on(
+            ParquetMetaDataReader::new()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+                .load_and_finish(&mut reader, size),
+        )
+        .map_err(|e| error(object, "not a readable Parquet file", e))
+    })
+}
+
+thread_local! {
+    /// True while this thread runs [`guarded`] code.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which reads an object with the parquet crate. The crate panics on some
+/// corrupt input (an index past a buffer in a page, an unknown type in the embedded Arrow
+/// schema; found by `make fuzz`): that is a corrupt object, named, and under skip /
+/// dead_letter left out like any other, not the end of the run.
+///
+/// The panic is the error's message; the panic hook stays quiet for it (no "thread
+/// panicked" and backtrace on stderr for what is reported as bad input).
+fn guarded<T>(object: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                default(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    caught.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(Error::input(
+            object,
+            None,
+            format!(
+                "corrupt Parquet data: the reader failed on it ({why}); re-write or remove the object"
+            ),
+        ))
+    })
 }
 
 /// A storage failure stays a store error (its exit code says whether to retry); anything
@@ -174,7 +217,9 @@ impl SourceFormat for Parquet {
         cx: &DecodeContext,
     ) -> Result<(Schema, Option<u64>)> {
         let ra = input.random()?;
-        let builder = futures::executor::block_on(open(ra, &cx.object))?;
+        let builder = guarded(&cx.object, || {
+            futures::executor::block_on(open(ra, &cx.object))
+        })?;
         let schema = builder.schema().as_ref().clone();
         let (bytes, rows) =
             builder
@@ -208,23 +253,8 @@ impl SourceFormat for Parquet {
         emit: &mut Emit<'_>,
     ) -> Result<()> {
         let ra = input.random()?;
-        // The parquet crate panics on some corrupt pages (an index past a buffer, found
-        // by `make fuzz`): that is a corrupt object, named, and under skip / dead_letter
-        // left out like any other, not the end of the run.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        guarded(&cx.object, || {
             futures::executor::block_on(self.decode_all(ra, cx, emit))
-        }));
-        decoded.unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            Err(Error::input(
-                &cx.object,
-                None,
-                format!("corrupt Parquet data: the reader failed on it ({why}); re-write or remove the object"),
-            ))
         })
     }
 }
