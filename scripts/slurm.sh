@@ -64,8 +64,25 @@ PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscri
 EOF
     export SLURM_CONF="$DIR/slurm.conf"
     install -d -o munge -g munge -m 0755 /run/munge
-    if ! pgrep -x munged >/dev/null; then
+    if [[ ! -s /etc/munge/munge.key ]]; then
+        # Debian's package makes one on install; a machine without it gets one here.
+        install -d -o munge -g munge -m 0700 /etc/munge
+        if command -v mungekey >/dev/null; then
+            runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
+        else
+            head -c 1024 /dev/urandom >/etc/munge/munge.key
+            chown munge:munge /etc/munge/munge.key
+            chmod 0400 /etc/munge/munge.key
+        fi
+    fi
+    # munged may already serve this machine (one per machine; the socket says so).
+    if ! munge -n </dev/null >/dev/null 2>&1; then
+        rm -f /run/munge/munged.pid
         runuser -u munge -- /usr/sbin/munged
+        for _ in $(seq 1 50); do
+            munge -n </dev/null >/dev/null 2>&1 && break
+            sleep 0.1
+        done
     fi
     /usr/sbin/slurmctld -D -f "$SLURM_CONF" >"$DIR/log/slurmctld.out" 2>&1 &
     echo $! >"$DIR/slurmctld.run"
