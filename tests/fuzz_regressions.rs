@@ -124,7 +124,10 @@ fn parquet_page_that_panics_the_reader_is_a_corrupt_object() {
                 e.contains("a.parquet") && e.contains("corrupt Parquet data"),
                 "{e}"
             );
-            assert!(!e.contains("internal error") && !e.contains("panicked"), "{e}");
+            assert!(
+                !e.contains("internal error") && !e.contains("panicked"),
+                "{e}"
+            );
         }
     }
 }
