@@ -123,47 +123,84 @@ fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
     assert!(sink.join("_SUCCESS").exists());
 }
 
+/// A run of 16 gzipped JSONL objects in 1 MB tasks on 2 threads, started with `--grace`
+/// and waited on until its first task commits; with the clean run's shards to compare.
+struct SignalledRun {
+    _data: tempfile::TempDir,
+    p: String,
+    expected: Vec<(String, Vec<u8>)>,
+    out: tempfile::TempDir,
+    sink: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SignalledRun {
+    fn start(name: &str, grace: &str) -> SignalledRun {
+        let data = tempfile::tempdir().expect("tmp");
+        for i in 0..16 {
+            write_docs(
+                &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
+                i * 4000,
+                4000,
+            );
+        }
+        let yaml = format!(
+            "version: 1\nname: {name}\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/{name}\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
+            data.path().display()
+        );
+        let p = pipeline(data.path(), &format!("{name}.yaml"), &yaml)
+            .to_string_lossy()
+            .into_owned();
+        let clean = tempfile::tempdir().expect("tmp");
+        kiln_ok(clean.path(), &["run", "-q", &p]);
+        let expected = shard_files(&clean.path().join(name));
+
+        let out = tempfile::tempdir().expect("tmp");
+        let sink = out.path().join(name);
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(repo())
+            .env("KILN_OUT", out.path())
+            .args(["run", &p, "--grace", grace])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed(&sink) < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        SignalledRun {
+            _data: data,
+            p,
+            expected,
+            out,
+            sink,
+            child,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let s = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(s.success());
+    }
+}
+
 /// SIGTERM with a grace period: no new task starts, the running ones finish and commit,
 /// the run exits 75, and running it again completes the clean dataset.
 #[test]
 fn sigterm_lets_running_tasks_finish_then_exits_75() {
-    let data = tempfile::tempdir().expect("tmp");
-    for i in 0..16 {
-        write_docs(
-            &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
-            i * 4000,
-            4000,
-        );
-    }
-    let yaml = format!(
-        "version: 1\nname: term\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/term\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
-        data.path().display()
-    );
-    let p = pipeline(data.path(), "term.yaml", &yaml)
-        .to_string_lossy()
-        .into_owned();
-    let clean = tempfile::tempdir().expect("tmp");
-    kiln_ok(clean.path(), &["run", "-q", &p]);
-    let expected = shard_files(&clean.path().join("term"));
-
-    let out = tempfile::tempdir().expect("tmp");
-    let sink = out.path().join("term");
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .args(["run", &p, "--grace", "60s"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&sink) < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
+    let run = SignalledRun::start("term", "60s");
+    run.signal("-TERM");
+    let SignalledRun {
+        p,
+        expected,
+        out,
+        sink,
+        child,
+        ..
+    } = run;
     let o = child.wait_with_output().expect("wait");
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(75), "{err}");
@@ -192,48 +229,18 @@ fn sigterm_lets_running_tasks_finish_then_exits_75() {
 /// clean dataset.
 #[test]
 fn a_second_signal_exits_at_once_without_partial_shards() {
-    let data = tempfile::tempdir().expect("tmp");
-    for i in 0..16 {
-        write_docs(
-            &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
-            i * 4000,
-            4000,
-        );
-    }
-    let yaml = format!(
-        "version: 1\nname: twice\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/twice\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
-        data.path().display()
-    );
-    let p = pipeline(data.path(), "twice.yaml", &yaml)
-        .to_string_lossy()
-        .into_owned();
-    let clean = tempfile::tempdir().expect("tmp");
-    kiln_ok(clean.path(), &["run", "-q", &p]);
-    let expected = shard_files(&clean.path().join("twice"));
-
-    let out = tempfile::tempdir().expect("tmp");
-    let sink = out.path().join("twice");
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .args(["run", &p, "--grace", "600s"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&sink) < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let signal = |sig: &str| {
-        let s = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(s.success());
-    };
-    signal("-TERM");
+    let run = SignalledRun::start("twice", "600s");
+    run.signal("-TERM");
     std::thread::sleep(Duration::from_millis(10));
-    signal("-INT");
+    run.signal("-INT");
+    let SignalledRun {
+        p,
+        expected,
+        out,
+        sink,
+        child,
+        ..
+    } = run;
     let o = child.wait_with_output().expect("wait");
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(75), "{err}");

@@ -29,7 +29,7 @@ fn delimiter(o: &CsvOptions, object: &str) -> u8 {
 }
 
 /// csv-core's record state machine with the dialect arrow-csv decodes with, to find
-/// where records end (see `reader::CsvRange`).
+/// where records end (see `reader::LineRange::csv`).
 pub fn records(o: &CsvOptions, object: &str) -> csv_core::Reader {
     csv_core::ReaderBuilder::new()
         .delimiter(delimiter(o, object))

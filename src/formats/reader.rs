@@ -154,22 +154,60 @@ impl<R: std::io::BufRead> std::io::BufRead for Counting<R> {
 }
 
 /// The lines of an object that start inside a byte range, for a task that is a slice
-/// of one large newline-delimited object.
+/// of one large newline-delimited object (or, checked, its CSV records).
 ///
 /// The input starts at `range.start - 1` (or at 0): when the range does not start the
 /// object, everything through the first newline belongs to the previous slice and is
 /// skipped (if the byte before `range.start` is a newline, that is the newline skipped,
-/// and the line at `range.start` is this slice's). Then whole lines are passed on while
-/// a line's first byte lies before `range.end`; the line that straddles `range.end` is
-/// read to its end. Every line thus belongs to exactly one slice.
+/// and the line at `range.start` is this slice's). Then the bytes are passed on through
+/// the cut: the first newline at or past `range.end - 1`, which ends the line that
+/// straddles `range.end`. Every line thus belongs to exactly one slice.
+///
+/// For CSV ([`LineRange::csv`]) a slice other than the first cannot know whether the
+/// newline it starts after lies inside a quoted field: the slice before it can. So every
+/// slice runs csv-core (the parser arrow-csv uses, with the run's dialect) over the bytes
+/// it passes on, and at its cut checks that a record ended there. If it did not, the next
+/// slice started mid-record: that is a [`BadCut`] error naming the byte, never rows made
+/// of half records. The first slice starts at a record, so each slice checking its own
+/// end checks every cut.
 pub struct LineRange<R> {
     inner: R,
     /// Absolute offset of the next byte of `inner`.
     pos: u64,
     end: u64,
     skipping: bool,
-    at_line_start: bool,
     done: bool,
+    records: Option<RecordCheck>,
+}
+
+/// csv-core run over what a CSV slice passes on.
+struct RecordCheck {
+    reader: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// Only line terminators since the last record ended: csv-core is between records.
+    between: bool,
+    /// The object's size: a cut at its very end has no next slice to check for.
+    size: u64,
+}
+
+impl RecordCheck {
+    /// Runs `bytes` through csv-core, keeping [`Self::between`].
+    fn track(&mut self, mut bytes: &[u8]) {
+        use csv_core::ReadRecordResult as R;
+        while !bytes.is_empty() {
+            let (result, nin, _, _) = self
+                .reader
+                .read_record(bytes, &mut self.out, &mut self.ends);
+            if result == R::Record {
+                self.between = true;
+            } else {
+                self.between &= bytes[..nin].iter().all(|b| matches!(b, b'\r' | b'\n'));
+                super::salvage::grow(result, &mut self.out, &mut self.ends);
+            }
+            bytes = &bytes[nin..];
+        }
+    }
 }
 
 impl<R: std::io::BufRead> LineRange<R> {
@@ -180,8 +218,23 @@ impl<R: std::io::BufRead> LineRange<R> {
             pos: Self::read_from(&range),
             end: range.end,
             skipping: range.start > 0,
-            at_line_start: range.start == 0,
             done: false,
+            records: None,
+        }
+    }
+
+    /// The same cut over CSV, checked with `reader` (the run's dialect); `size` is the
+    /// object's.
+    pub fn csv(inner: R, range: std::ops::Range<u64>, size: u64, reader: csv_core::Reader) -> Self {
+        LineRange {
+            records: Some(RecordCheck {
+                reader,
+                out: vec![0; 1 << 12],
+                ends: vec![0; 64],
+                between: true,
+                size,
+            }),
+            ..Self::new(inner, range)
         }
     }
 
@@ -197,50 +250,57 @@ impl<R: std::io::BufRead> Read for LineRange<R> {
             if self.done || buf.is_empty() {
                 return Ok(0);
             }
-            if self.at_line_start && !self.skipping && self.pos >= self.end {
-                self.done = true;
-                return Ok(0);
-            }
             let data = self.inner.fill_buf()?;
             if data.is_empty() {
                 self.done = true;
                 return Ok(0);
             }
-            // Up to and including the next newline, at most what fits.
-            let (len, ends_line) = match memchr::memchr(b'\n', data) {
-                Some(i) => (i + 1, true),
-                None => (data.len(), false),
-            };
             if self.skipping {
+                let len = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
+                self.skipping = data[len - 1] != b'\n';
                 self.inner.consume(len);
                 self.pos += len as u64;
-                if ends_line {
-                    self.skipping = false;
-                    self.at_line_start = true;
+                if !self.skipping && self.pos >= self.end {
+                    // The first line starts at or past the end: this slice has none
+                    // (the slice before reads through this newline).
+                    self.done = true;
+                    return Ok(0);
                 }
                 continue;
             }
-            let n = len.min(buf.len());
+            let mut n = data.len().min(buf.len());
+            // The cut: the first newline at or past `end - 1`.
+            let from = self.end.saturating_sub(1).saturating_sub(self.pos);
+            let cut = (from < n as u64)
+                .then(|| memchr::memchr(b'\n', &data[from as usize..n]))
+                .flatten()
+                .map(|i| from as usize + i);
+            if let Some(i) = cut {
+                n = i + 1;
+            }
             buf[..n].copy_from_slice(&data[..n]);
             self.inner.consume(n);
             self.pos += n as u64;
-            self.at_line_start = ends_line && n == len;
+            if let Some(check) = &mut self.records {
+                check.track(&buf[..n]);
+            }
+            if cut.is_some() {
+                self.done = true;
+                if let Some(check) = &self.records
+                    && !check.between
+                    && self.pos < check.size
+                {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        BadCut(self.pos - 1),
+                    ));
+                }
+            }
             return Ok(n);
         }
     }
 }
 
-/// The CSV records of an object that start inside a byte range: [`LineRange`]'s cut
-/// (a slice starts after the first newline at or past `range.start - 1` and ends after
-/// the first newline at or past `range.end - 1`), checked against the records.
-///
-/// A slice other than the first cannot know whether the newline it starts after lies
-/// inside a quoted field: the slice before it can. So every slice runs csv-core (the
-/// parser arrow-csv uses, with the run's dialect) over the bytes it passes on, and at
-/// its cut newline checks that a record ended there. If it did not, the next slice
-/// started mid-record: that is an error naming the byte, never rows made of half
-/// records. The first slice starts at a record, so each slice checking its own end
-/// checks every cut.
 /// A CSV slice's cut fell inside a quoted field (at this byte of the object). Not a fault
 /// of the object, which is fine read whole: under any `on_error` it ends the run, since
 /// the next slice started mid-record.
@@ -260,114 +320,6 @@ impl std::fmt::Display for BadCut {
 }
 
 impl std::error::Error for BadCut {}
-
-pub struct CsvRange<R> {
-    inner: R,
-    /// Absolute offset of the next byte of `inner`.
-    pos: u64,
-    end: u64,
-    size: u64,
-    skipping: bool,
-    done: bool,
-    records: csv_core::Reader,
-    out: Vec<u8>,
-    ends: Vec<usize>,
-    /// Only line terminators since the last record ended: csv-core is between records.
-    between: bool,
-}
-
-impl<R: std::io::BufRead> CsvRange<R> {
-    /// `inner` yields the object's bytes from `LineRange::read_from(range)` on; `size`
-    /// is the object's.
-    pub fn new(
-        inner: R,
-        range: std::ops::Range<u64>,
-        size: u64,
-        records: csv_core::Reader,
-    ) -> Self {
-        CsvRange {
-            inner,
-            pos: range.start.saturating_sub(1),
-            end: range.end,
-            size,
-            skipping: range.start > 0,
-            done: false,
-            records,
-            out: vec![0; 1 << 12],
-            ends: vec![0; 64],
-            between: true,
-        }
-    }
-
-    /// Runs `bytes` through csv-core, keeping [`Self::between`].
-    fn track(&mut self, mut bytes: &[u8]) {
-        use csv_core::ReadRecordResult as R;
-        while !bytes.is_empty() {
-            let (result, nin, _, _) =
-                self.records
-                    .read_record(bytes, &mut self.out, &mut self.ends);
-            if result == R::Record {
-                self.between = true;
-            } else {
-                self.between &= bytes[..nin].iter().all(|b| matches!(b, b'\r' | b'\n'));
-                super::salvage::grow(result, &mut self.out, &mut self.ends);
-            }
-            bytes = &bytes[nin..];
-        }
-    }
-}
-
-impl<R: std::io::BufRead> Read for CsvRange<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if self.done || buf.is_empty() {
-                return Ok(0);
-            }
-            let data = self.inner.fill_buf()?;
-            if data.is_empty() {
-                self.done = true;
-                return Ok(0);
-            }
-            if self.skipping {
-                let len = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
-                self.skipping = data[len - 1] != b'\n';
-                self.inner.consume(len);
-                self.pos += len as u64;
-                if !self.skipping && self.pos >= self.end {
-                    // The first record starts at or past the end: this slice has none
-                    // (the slice before reads through this newline and checks it).
-                    self.done = true;
-                    return Ok(0);
-                }
-                continue;
-            }
-            let mut n = data.len().min(buf.len());
-            // The cut: the first newline at or past `end - 1`.
-            let from = self.end.saturating_sub(1).saturating_sub(self.pos);
-            let cut = (from < n as u64)
-                .then(|| memchr::memchr(b'\n', &data[from as usize..n]))
-                .flatten()
-                .map(|i| from as usize + i);
-            if let Some(i) = cut {
-                n = i + 1;
-            }
-            buf[..n].copy_from_slice(&data[..n]);
-            self.inner.consume(n);
-            self.pos += n as u64;
-            self.track(&buf[..n]);
-            if cut.is_some() {
-                self.done = true;
-                if !self.between && self.pos < self.size {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        BadCut(self.pos - 1),
-                    ));
-                }
-            }
-            return Ok(n);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -413,7 +365,7 @@ mod tests {
             let from = LineRange::<BufReader<&[u8]>>::read_from(range) as usize;
             let inner = BufReader::with_capacity(3, &text[from..]);
             let records = csv_core::ReaderBuilder::new().build();
-            super::CsvRange::new(inner, range.clone(), text.len() as u64, records)
+            LineRange::csv(inner, range.clone(), text.len() as u64, records)
                 .read_to_end(&mut all)?;
         }
         Ok(all)

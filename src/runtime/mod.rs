@@ -888,7 +888,7 @@ fn slice_reader<'a>(
     let csv = &plan.pipeline.source.csv;
     let records = || formats::csv::records(csv, &obj.display);
     let starts_object = range.start == 0;
-    let body = formats::reader::CsvRange::new(input, range, size, records());
+    let body = LineRange::csv(input, range, size, records());
     if !csv.header || starts_object {
         return Ok(Box::new(body));
     }
