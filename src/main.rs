@@ -3,8 +3,9 @@
 /// mimalloc returns freed large buffers to the OS; glibc's allocator, with its
 /// per-thread arenas and rising mmap threshold, kept nearly twice the memory mapped.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: kiln_alloc::MiMalloc = kiln_alloc::MiMalloc;
 
 fn main() {
+    kiln_alloc::keep_freed_memory_for(kiln::cli::ALLOCATOR_PURGE_DELAY);
     std::process::exit(kiln::cli::main());
 }
