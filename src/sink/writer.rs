@@ -103,10 +103,20 @@ impl UploadSink {
 }
 
 impl Write for UploadSink {
+    /// Fills chunks of exactly `UPLOAD_CHUNK` bytes. The writer hands over a whole column
+    /// chunk at a time (tens of MB for a text column): appending it to one buffer grew
+    /// that buffer by reallocating — copying and faulting in fresh pages — 3% of job A's
+    /// CPU.
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= UPLOAD_CHUNK {
-            self.send()?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = UPLOAD_CHUNK.saturating_sub(self.buf.len()).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            if self.buf.len() >= UPLOAD_CHUNK {
+                self.send()?;
+            }
         }
         Ok(data.len())
     }
@@ -148,9 +158,10 @@ async fn upload(
             Some(UploadMsg::Data(data)) => {
                 crc = crc32c::crc32c_append(crc, &data);
                 bytes += data.len() as u64;
-                if let Err(e) = out.write_all(&data).await {
+                // `put` takes the chunk as it is (write_all would copy it again).
+                if let Err(e) = out.put(data).await {
                     let _ = out.abort().await;
-                    return Err(upload_error(&uri, e));
+                    return Err(Error::store("upload", &uri, e));
                 }
             }
             Some(UploadMsg::Finish) => {
