@@ -24,7 +24,7 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-pub use compression::{Compression, decompress};
+pub use compression::{Compression, decompress, decompress_buffered};
 
 use crate::error::Result;
 use crate::rejects::Rejected;

@@ -1,6 +1,6 @@
 //! Byte readers that bridge the async store and the synchronous decoders.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,10 @@ impl<'a> ChannelReader<'a> {
     }
 }
 
-impl Read for ChannelReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+/// The chunks as they arrive are the buffer: a decompressor reading through `BufRead`
+/// takes its input straight from them, with no copy into a buffer of its own.
+impl BufRead for ChannelReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             let start = Instant::now();
             let next = self.rx.blocking_recv();
@@ -37,12 +39,23 @@ impl Read for ChannelReader<'_> {
             match next {
                 Some(Ok(chunk)) => self.current = chunk,
                 Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        let _ = self.current.split_to(n.min(self.current.len()));
+    }
+}
+
+impl Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

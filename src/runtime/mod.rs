@@ -1161,7 +1161,7 @@ fn cpu_task(
                     formats::decompress(formats::Compression::None, raw)
                         .map_err(|e| Error::input(&object, None, e))
                 }),
-                None => formats::decompress(plan.compressions[i], raw)
+                None => formats::decompress_buffered(plan.compressions[i], raw)
                     .map_err(|e| Error::input(&object, None, e)),
             }
             .and_then(|input| {
