@@ -65,17 +65,11 @@ pub fn decompress<'a>(
     c: Compression,
     input: impl Read + 'a,
 ) -> std::io::Result<Box<dyn BufRead + 'a>> {
-    Ok(match c {
-        Compression::None => Box::new(BufReader::with_capacity(BUF, input)),
-        Compression::Gzip => Box::new(BufReader::with_capacity(
-            BUF,
-            flate2::read::MultiGzDecoder::new(input),
-        )),
-        Compression::Zstd => Box::new(BufReader::with_capacity(
-            BUF,
-            zstd::stream::read::Decoder::new(input)?,
-        )),
-    })
+    match c {
+        Compression::None => Ok(Box::new(BufReader::with_capacity(BUF, input))),
+        // What flate2's and zstd's `read` decoders do: a 32 KiB buffer in front.
+        _ => decompress_buffered(c, BufReader::with_capacity(32 << 10, input)),
+    }
 }
 
 /// [`decompress`] for an input that is already buffered: the decompressor reads from

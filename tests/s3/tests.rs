@@ -339,9 +339,13 @@ fn peak_rss(b: &Bucket, key: &str, steps: &str) -> u64 {
 }
 
 /// Streaming means memory does not follow the object's size: the peak RSS over a
-/// 300+ MB object is within a small margin of the peak over an object a third its size
-/// (large enough to fill every buffer; the margin covers allocator and timing noise,
-/// seen up to ~66 MB against a tenth-size object), and below the object's size.
+/// 300+ MB object is within a margin of the peak over an object a third its size
+/// (large enough to fill every buffer), and below the object's size. Memory that
+/// followed the object would add ~200 MB. The margin covers allocator and timing noise:
+/// seen up to ~66 MB against a tenth-size object, and up to ~71 MB for the Parquet
+/// object with the other tests loading both cores — the allocator keeps freed memory
+/// for `ALLOCATOR_PURGE_DELAY` (3 s) before returning it, so a longer run can hold a
+/// few more freed row-group-sized blocks (26 MB here) at its peak.
 fn assert_streams(b: &Bucket, small: &str, big: &str, size: u64, steps: &str) {
     let rss_small = peak_rss(b, small, steps);
     let rss_big = peak_rss(b, big, steps);
@@ -352,7 +356,7 @@ fn assert_streams(b: &Bucket, small: &str, big: &str, size: u64, steps: &str) {
         rss_small / MB
     );
     assert!(
-        rss_big < rss_small + 64 * MB,
+        rss_big < rss_small + 96 * MB,
         "peak RSS grew from {} MB to {} MB with a larger object",
         rss_small / MB,
         rss_big / MB
