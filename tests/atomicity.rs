@@ -18,16 +18,22 @@ fn committed(sink: &std::path::Path) -> usize {
     })
 }
 
-#[test]
-fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
+/// A temporary folder with `n` gzipped JSONL objects of 4000 documents, `in/part-NN.jsonl.gz`.
+fn gz_parts(n: usize) -> tempfile::TempDir {
     let data = tempfile::tempdir().expect("tmp");
-    for i in 0..24 {
+    for i in 0..n {
         write_docs(
             &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
             i * 4000,
             4000,
         );
     }
+    data
+}
+
+#[test]
+fn sigkill_mid_run_then_rerun_gives_the_clean_result() {
+    let data = gz_parts(24);
     let yaml = format!(
         "version: 1\nname: kill\nsource:\n  uri: {}/in/*.jsonl.gz\nsteps:\n  - derive: {{ n_chars: \"length(text)\" }}\nsink:\n  uri: ${{KILN_OUT}}/kill\n  max_rows: 700\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
         data.path().display()
@@ -136,14 +142,7 @@ struct SignalledRun {
 
 impl SignalledRun {
     fn start(name: &str, grace: &str) -> SignalledRun {
-        let data = tempfile::tempdir().expect("tmp");
-        for i in 0..16 {
-            write_docs(
-                &data.path().join(format!("in/part-{i:02}.jsonl.gz")),
-                i * 4000,
-                4000,
-            );
-        }
+        let data = gz_parts(16);
         let yaml = format!(
             "version: 1\nname: {name}\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/{name}\n  max_rows: 1500\nrun:\n  task_bytes: 1MB\n  threads: 2\n",
             data.path().display()
