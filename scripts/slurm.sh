@@ -36,6 +36,17 @@ start)
     mkdir -p "$DIR"/{state,spool,log}
     chown -R slurm:slurm "$DIR/state" "$DIR/log"
     host=$(hostname -s)
+    # Ports below the kernel's ephemeral range (32768-60999 here), so that no outgoing
+    # connection of the tests, open or in TIME_WAIT, holds one; and not in use now.
+    free_port() {
+        local p
+        while :; do
+            p=$(( $1 + RANDOM % 5000 ))
+            ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . || { echo "$p"; return; }
+        done
+    }
+    ctld_port=$(free_port 10000)
+    slurmd_port=$(free_port 20000)
     cpus=$(nproc)
     cat >"$DIR/slurm.conf" <<EOF
 ClusterName=kiln-test
@@ -47,8 +58,8 @@ StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-SlurmctldPort=$(( 20000 + RANDOM % 20000 ))
-SlurmdPort=$(( 40000 + RANDOM % 20000 ))
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
 AuthType=auth/munge
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
@@ -63,6 +74,19 @@ NodeName=$host CPUs=$cpus State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
     export SLURM_CONF="$DIR/slurm.conf"
+    # Daemons an earlier run left behind hold this node and make the new cluster's jobs
+    # wait forever: a test killed by a timeout or a signal never runs its cleanup. Stop
+    # every slurmctld/slurmd started by this script for a test cluster (its config names
+    # ClusterName=kiln-test, or is gone with its temporary directory).
+    for pid in $(pgrep -f '^/usr/sbin/slurm(ctld|d) -D -f ' || true); do
+        conf=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 4p) || continue
+        if [[ -n $conf && ( ! -e $conf ) ]] || grep -qsx 'ClusterName=kiln-test' "$conf"; then
+            echo "scripts/slurm.sh: stopping a test daemon left by an earlier run (pid $pid, $conf)" >&2
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
     install -d -o munge -g munge -m 0755 /run/munge
     if [[ ! -s /etc/munge/munge.key ]]; then
         # Debian's package makes one on install; a machine without it gets one here.
