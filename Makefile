@@ -4,44 +4,47 @@ CARGO ?= cargo
 KILN_DEBUG := target/debug/kiln
 PIPELINE ?= pipelines/web-text.yaml
 
-.PHONY: help build run test interop s3-shell lint fmt examples dist bench fuzz clean
+.PHONY: help deps build run test interop s3-shell lint fmt examples dist bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-build: ## build kiln (the one dev profile every test uses)
+deps: ## install the build tools ISA-L needs (nasm, autotools) if missing; every build target runs it
+	@scripts/build-deps.sh
+
+build: deps ## build kiln (the one dev profile every test uses)
 	$(CARGO) build --locked
 
 run: build ## run the main sample pipeline on sample-data/ (no network, no services)
 	$(KILN_DEBUG) run $(PIPELINE) --overwrite
 	@echo; $(KILN_DEBUG) inspect out/$(basename $(notdir $(PIPELINE)))/
 
-test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; a Slurm job array when root; datatrove as the text.quality reference)
+test: deps ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; a Slurm job array when root; datatrove as the text.quality reference)
 	@# The Python packages and Azurite install while cargo compiles the tests.
 	@scripts/with-stores.sh --install > .test-install.log 2>&1 & inst=$$!; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --locked --no-run; built=$$?; \
+		$(CARGO) nextest run --workspace --locked --no-run; built=$$?; \
 	else \
-		$(CARGO) test --locked --no-run; built=$$?; \
+		$(CARGO) test --workspace --locked --no-run; built=$$?; \
 	fi; \
 	wait $$inst || { cat .test-install.log; exit 1; }; cat .test-install.log; \
 	[ $$built -eq 0 ] || exit $$built; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		scripts/with-stores.sh $(CARGO) nextest run --locked --no-fail-fast; \
+		scripts/with-stores.sh $(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \
-		scripts/with-stores.sh $(CARGO) test --locked --no-fail-fast; \
+		scripts/with-stores.sh $(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
-interop: ## only the interop suite: pyarrow, DuckDB, Polars and HF datasets read kiln's shards from disk and the local S3 server (make test runs it too)
+interop: deps ## only the interop suite: pyarrow, DuckDB, Polars and HF datasets read kiln's shards from disk and the local S3 server (make test runs it too)
 	$(CARGO) build --locked --tests
 	scripts/with-stores.sh $(CARGO) nextest run --locked -E 'test(interop::)'
 
 s3-shell: ## a shell with the local S3 (and Azure) servers running (KILN_TEST_S3_ENDPOINT set)
 	scripts/with-stores.sh $(SHELL)
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: deps ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --locked --all-targets -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -49,7 +52,7 @@ fmt: ## format the code
 examples: build ## validate and run every pipeline under pipelines/
 	@for p in pipelines/*.yaml; do echo "== $$p"; $(KILN_DEBUG) run $$p --overwrite -q && echo ok || exit 1; done
 
-dist: ## the binary to ship: release with fat LTO and one codegen unit (target/dist/kiln; ~45 min from scratch on 2 cores)
+dist: deps ## the binary to ship: release with fat LTO and one codegen unit (target/dist/kiln; ~45 min from scratch on 2 cores)
 	$(CARGO) build --locked --profile dist
 
 bench: dist ## compare kiln (the dist binary) with the peers in ../shared/bench on the generated corpus (minutes; ~3 GB in /tmp)
@@ -57,7 +60,7 @@ bench: dist ## compare kiln (the dist binary) with the peers in ../shared/bench 
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= pipeline_file expression decode_jsonl decode_csv decode_text decode_parquet decode_gzip_jsonl decode_zstd_csv
-fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo-fuzz, installed if missing; not in CI)
+fuzz: deps ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo-fuzz, installed if missing; not in CI)
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@mkdir -p fuzz/corpus

@@ -1,5 +1,7 @@
 //! Streaming decompression: gzip (every member of a concatenated file) and zstd (every
-//! frame), by the flate2 (zlib-rs backend) and zstd crates. Nothing is held whole.
+//! frame). gzip is decoded by Intel ISA-L through crates/inflate (flate2's zlib-rs
+//! backend when kiln is built without the default `isal` feature), zstd by the zstd
+//! crate. Nothing is held whole.
 
 use std::io::{BufRead, BufReader, Read};
 
@@ -85,15 +87,21 @@ pub fn decompress_buffered<'a>(
 ) -> std::io::Result<Box<dyn BufRead + 'a>> {
     Ok(match c {
         Compression::None => Box::new(BufReader::with_capacity(BUF, input)),
-        Compression::Gzip => Box::new(BufReader::with_capacity(
-            BUF,
-            flate2::bufread::MultiGzDecoder::new(input),
-        )),
+        Compression::Gzip => Box::new(BufReader::with_capacity(BUF, gunzip(input))),
         Compression::Zstd => Box::new(BufReader::with_capacity(
             BUF,
             zstd::stream::read::Decoder::with_buffer(input)?,
         )),
     })
+}
+
+/// A streaming gzip decoder of every member `input` holds: Intel ISA-L
+/// (crates/inflate) when built with the `isal` feature (the default), else flate2.
+fn gunzip<'a>(input: impl BufRead + 'a) -> Box<dyn Read + 'a> {
+    #[cfg(feature = "isal")]
+    return Box::new(kiln_inflate::GzDecoder::new(input));
+    #[cfg(not(feature = "isal"))]
+    return Box::new(flate2::bufread::MultiGzDecoder::new(input));
 }
 
 #[cfg(test)]
