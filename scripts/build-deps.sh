@@ -6,8 +6,8 @@
 #
 # Nothing to do when all are present. As root it installs them with apt-get; otherwise
 # with `sudo -n` if that needs no password; otherwise it prints the command to run and
-# fails. (Without them: `cargo build --no-default-features` builds kiln with gzip
-# decoded by flate2 instead, ~1.7x the CPU on gzip input.)
+# fails, and the Makefile builds kiln without ISA-L (`--no-default-features`: gzip
+# decoded by flate2, ~1.7x the CPU on gzip input).
 set -euo pipefail
 
 missing=()
@@ -22,9 +22,9 @@ if [[ $(id -u) -eq 0 ]]; then
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     sudo=(sudo -n)
 else
-    echo "kiln's build needs ${missing[*]} (for ISA-L, the gzip decoder). Install them with:" >&2
-    echo "    sudo ${cmd[*]}" >&2
-    echo "or build without ISA-L: cargo build --no-default-features" >&2
+    echo "kiln's gzip decoder (ISA-L) needs ${missing[*]} to build; without them kiln is" >&2
+    echo "built with gzip through flate2 (cargo build --no-default-features; ~1.7x the CPU" >&2
+    echo "on gzip input; make falls back to that). To get ISA-L: sudo ${cmd[*]}" >&2
     exit 1
 fi
 echo "== installing ${missing[*]} from Debian's packages (ISA-L's build needs them)" >&2
