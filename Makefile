@@ -7,8 +7,8 @@ PIPELINE ?= pipelines/web-text.yaml
 # gzip is decoded by ISA-L (crates/inflate), built from source with nasm and autotools:
 # scripts/build-deps.sh installs them when missing (as root, or with sudo -n). Where it
 # cannot, kiln is built and tested without ISA-L (gzip through flate2), and says so.
-# Deferred (=): only targets that build run the script.
-ISAL_OK = $(shell scripts/build-deps.sh >&2 && echo yes)
+# Evaluated on first use and then kept: only targets that build run the script, once.
+ISAL_OK = $(eval ISAL_OK := $$(shell scripts/build-deps.sh >&2 && echo yes))$(ISAL_OK)
 NO_ISAL = $(if $(ISAL_OK),,--no-default-features)
 NO_ISAL_WS = $(if $(ISAL_OK),,--no-default-features --exclude kiln-inflate)
 

@@ -63,11 +63,6 @@ impl<R: BufRead> GzDecoder<R> {
         }
     }
 
-    /// The reader this decoder reads from.
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-
     fn fail(&mut self, kind: io::ErrorKind, message: String) -> io::Error {
         self.failed = Some((kind, message.clone()));
         io::Error::new(kind, message)
@@ -118,10 +113,10 @@ impl<R: BufRead> Read for GzDecoder<R> {
                 // Another member follows.
                 #[allow(unsafe_code)]
                 // SAFETY: `state` was initialised by `isal_inflate_init`.
+                // (The reset keeps `crc_flag`: the next member is gzip too.)
                 unsafe {
                     isal::isal_inflate_reset(&mut *self.state);
                 }
-                self.state.crc_flag = isal::ISAL_GZIP;
                 self.header = new_header();
                 self.member_done = false;
             }
