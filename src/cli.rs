@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::{EXIT_OK, EXIT_TOO_MANY_ERRORS, EXIT_USAGE, Error, Result};
 use crate::plan::Plan;
-use crate::report::{Progress, ReportHead, Stats};
+use crate::report::{Progress, ReportHead, Stats, counted};
 use crate::runtime::{self, ExecOptions, Outcome};
 use crate::spec;
 
@@ -216,11 +216,34 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_writer(crate::secrets::Stderr::default)
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+            std::env::var_os("CLICOLOR_FORCE"),
+        ))
         .with_target(false);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Whether log lines on stderr carry ANSI colours: on a terminal only, unless
+/// `CLICOLOR_FORCE` (set and not `0`) forces them or `NO_COLOR` (set and not empty)
+/// turns them off (<https://no-color.org>, <https://bixense.com/clicolors/>). A log
+/// file or a pipe gets plain text.
+fn colour(
+    terminal: bool,
+    no_color: Option<std::ffi::OsString>,
+    force: Option<std::ffi::OsString>,
+) -> bool {
+    if force.is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    if no_color.is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    terminal
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -442,12 +465,12 @@ fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
     let rt = tokio_runtime()?;
     let plan = rt.block_on(Plan::build(pipeline))?;
     print_out(&format!(
-        "{}: ok — {} objects ({}), {} steps, {} output columns, sink {}\n",
+        "{}: ok — {} ({}), {}, {}, sink {}\n",
         args.pipeline.display(),
-        plan.objects.len(),
+        counted(plan.objects.len() as u64, "object"),
         spec::ByteSize(plan.input_bytes()),
-        plan.steps.len(),
-        plan.output_schema.fields().len(),
+        counted(plan.steps.len() as u64, "step"),
+        counted(plan.output_schema.fields().len() as u64, "output column"),
         plan.sink.display
     ))
 }
@@ -500,9 +523,9 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     );
     let _ = writeln!(
         s,
-        "source    {} → {} objects, {}",
+        "source    {} → {}, {}",
         p.source.uri,
-        plan.objects.len(),
+        counted(plan.objects.len() as u64, "object"),
         spec::ByteSize(plan.input_bytes())
     );
     for (o, c) in plan.objects.iter().zip(&plan.compressions).take(5) {
@@ -675,12 +698,18 @@ fn cmd_status(uri: &str) -> Result<i32> {
         .map(|s| s.bytes)
         .sum();
     let mut s = String::new();
+    let runs = rt.block_on(crate::sink::lease::runs(&sink))?;
+    let live = runs.iter().filter(|r| r.live()).count();
     let state = if manifest.is_some() && missing.is_empty() {
-        "complete"
+        "complete".to_string()
     } else if missing.is_empty() {
-        "all tasks committed, no manifest yet (run `kiln finalize`)"
+        "all tasks committed, no manifest yet (run `kiln finalize`)".to_string()
+    } else if live > 0 {
+        format!("in progress ({})", counted(live as u64, "live run"))
     } else {
-        "in progress"
+        "incomplete: no run is working on it now (run the missing workers, or the same \
+         command again to resume)"
+            .to_string()
     };
     let _ = writeln!(
         s,
@@ -715,9 +744,9 @@ fn cmd_status(uri: &str) -> Result<i32> {
             .collect();
         let _ = writeln!(
             s,
-            "left out  {} records, {} objects ({}){}",
-            rejected.rows,
-            rejected.objects,
+            "left out  {}, {} ({}){}",
+            counted(rejected.rows, "record"),
+            counted(rejected.objects, "object"),
             stages.join(" · "),
             if stored.pipeline.pointer("/run/on_error")
                 == Some(&serde_json::Value::from("dead_letter"))
@@ -727,6 +756,20 @@ fn cmd_status(uri: &str) -> Result<i32> {
                 ""
             }
         );
+    }
+    for r in &runs {
+        let _ = if r.live() {
+            writeln!(s, "running   {}", r.describe())
+        } else {
+            writeln!(
+                s,
+                "dead      {} — no heartbeat for {}s: killed or lost; its tasks are redone \
+                 by the next run of worker {}",
+                r.describe(),
+                r.age().as_secs(),
+                r.worker
+            )
+        };
     }
     let failures = rt.block_on(crate::sink::failures(&sink))?;
     if let Some(last) = failures.last() {
@@ -858,5 +901,19 @@ mod tests {
         assert_eq!(kiln_alloc::purge_delay_ms(), 1_000);
         kiln_alloc::keep_freed_memory_for(ALLOCATOR_PURGE_DELAY);
         assert_eq!(kiln_alloc::purge_delay_ms(), 3_000);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_unless_told() {
+        let v = |s: &str| Some(std::ffi::OsString::from(s));
+        assert!(colour(true, None, None));
+        assert!(
+            !colour(false, None, None),
+            "a pipe or a log file gets plain text"
+        );
+        assert!(!colour(true, v("1"), None));
+        assert!(colour(true, v(""), None), "an empty NO_COLOR is unset");
+        assert!(colour(false, v("1"), v("1")), "CLICOLOR_FORCE wins");
+        assert!(!colour(false, None, v("0")));
     }
 }

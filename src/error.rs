@@ -65,6 +65,11 @@ pub enum Error {
     #[error("sink {location}: {message}")]
     Sink { location: String, message: String },
 
+    /// Another live run holds what this one needs (the same worker's share of the sink,
+    /// or the sink `--overwrite` would delete); running again once it is done helps.
+    #[error("{0}")]
+    Busy(String),
+
     /// The run was stopped by a signal; running the same command again resumes.
     #[error("stopped by {0}; run the same command again to resume")]
     Interrupted(&'static str),
@@ -81,7 +86,7 @@ impl Error {
             Error::Spec { .. } | Error::Usage(_) | Error::Plan(_) | Error::Step { .. } => {
                 EXIT_USAGE
             }
-            Error::Interrupted(_) => EXIT_RETRY,
+            Error::Interrupted(_) | Error::Busy(_) => EXIT_RETRY,
             Error::Store { source, .. } if is_retryable(source) => EXIT_RETRY,
             _ => EXIT_FAILED,
         }
@@ -107,7 +112,7 @@ impl Error {
         Error::Input {
             object: object.to_string(),
             line,
-            message: message.to_string(),
+            message: capped(message.to_string()),
         }
     }
 
@@ -121,6 +126,12 @@ impl Error {
             .and_then(|inner| inner.downcast_ref::<crate::formats::reader::BadCut>())
         {
             return Error::Plan(format!("{object}: {cut}"));
+        }
+        if let Some(long) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::formats::RecordTooLong>())
+        {
+            return Error::input(object, Some(long.line), long);
         }
         if !e
             .get_ref()
@@ -137,6 +148,10 @@ impl Error {
             None => Error::input(object, line, "cannot read"),
         }
     }
+
+    /// An error that names a record quotes at most this much of it: a message from a
+    /// decoder can echo the whole value (a 200 MB line, 2 MB of NUL bytes).
+    pub const MAX_MESSAGE: usize = 2048;
 
     pub(crate) fn sink(location: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Sink {
@@ -176,6 +191,22 @@ fn is_retryable(e: &object_store::Error) -> bool {
     }
 }
 
+/// `message` cut at [`Error::MAX_MESSAGE`] bytes (on a character boundary), saying how
+/// long it was; the dead letter and the line number find the rest.
+fn capped(mut message: String) -> String {
+    if message.len() <= Error::MAX_MESSAGE {
+        return message;
+    }
+    let all = message.len();
+    let mut end = Error::MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!("… (message cut: {all} bytes in all)"));
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +240,27 @@ mod tests {
         assert_eq!(
             Error::store("read", "s3://b/k", not_found).exit_code(),
             EXIT_FAILED
+        );
+    }
+
+    #[test]
+    fn a_message_that_quotes_a_huge_value_is_cut() {
+        let e = Error::input(
+            "a.csv",
+            Some(3),
+            format!("bad value `{}`", "é".repeat(1 << 20)),
+        );
+        let text = e.to_string();
+        assert!(text.len() < Error::MAX_MESSAGE + 200, "{}", text.len());
+        assert!(
+            text.ends_with("bytes in all)"),
+            "{}",
+            &text[text.len() - 80..]
+        );
+        assert!(
+            text.starts_with("a.csv line 3: bad value `éé"),
+            "{}",
+            &text[..40]
         );
     }
 }

@@ -84,8 +84,8 @@ fn summary(
     );
     let _ = writeln!(
         s,
-        "input     {} objects, {}, listing sha256 {}",
-        m.input.objects,
+        "input     {}, {}, listing sha256 {}",
+        crate::report::counted(m.input.objects as u64, "object"),
         ByteSize(m.input.bytes),
         short(&m.input.listing_sha256)
     );
@@ -313,8 +313,8 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
     };
     let total: u64 = objects.iter().map(|o| o.size).sum();
     let mut s = format!(
-        "{} objects, {} ({:?}{})\n",
-        objects.len(),
+        "{}, {} ({:?}{})\n",
+        crate::report::counted(objects.len() as u64, "object"),
         ByteSize(total),
         name,
         if compression == formats::Compression::None {

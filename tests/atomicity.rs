@@ -254,3 +254,111 @@ fn a_second_signal_exits_at_once_without_partial_shards() {
     kiln_ok(out.path(), &["run", "-q", &p]);
     assert_eq!(shard_files(&sink), expected);
 }
+
+#[test]
+fn shards_of_a_task_that_failed_are_never_visible() {
+    // One task: 300 good lines, closed into shards of 50 rows as it goes, then a line that
+    // is not JSON, which fails the run. Regression: the closed shards stayed in the sink
+    // as ordinary `part-*.parquet` files, which a `**/*.parquet` reader picked up. Now a
+    // shard's upload completes only when its task commits.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(&format!("{{\"id\":{i},\"text\":\"document {i}\"}}\n"));
+    }
+    text.push_str("{\"id\":300,\"text\":oops}\n");
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(dir.path().join("in/a.jsonl"), &text).expect("write");
+    let sink = dir.path().join("out");
+    let yaml = format!(
+        "version: 1\nname: fails\nsource:\n  uri: {}/in/*.jsonl\n\
+         sink:\n  uri: {}\n  max_rows: 50\nrun:\n  batch_rows: 20\n",
+        dir.path().display(),
+        sink.display()
+    );
+    let p = pipeline(dir.path(), "p.yaml", &yaml);
+    let o = kiln(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 301"), "{}", stderr(&o));
+    let left: Vec<_> = files(&sink)
+        .into_iter()
+        .filter(|f| !f.starts_with(sink.join("_kiln")))
+        .collect();
+    assert!(left.is_empty(), "a failed task left files: {left:?}");
+    assert_eq!(committed(&sink), 0);
+    // Fixed, the same run commits every shard.
+    std::fs::write(
+        dir.path().join("in/a.jsonl"),
+        text.replace("oops", "\"ok\""),
+    )
+    .expect("write");
+    kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(total_rows(&sink), 301);
+    assert_eq!(shard_files(&sink).len(), 7);
+}
+
+/// A run record of worker 0 as another process would leave it, heartbeat `age_s` ago.
+fn foreign_run_record(sink: &std::path::Path, age_s: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let record = serde_json::json!({
+        "worker": "0/1", "run_id": "elsewhere-4711-0", "host": "elsewhere", "pid": 4711,
+        "started_at": "2026-12-02T00:00:00Z", "heartbeat_ms": now - age_s * 1000,
+        "heartbeat_at": "2026-12-02T00:00:00Z", "kiln_version": "0.1.0"
+    });
+    std::fs::create_dir_all(sink.join("_kiln/runs")).expect("mkdir");
+    std::fs::write(sink.join("_kiln/runs/w00000.json"), record.to_string()).expect("write");
+}
+
+#[test]
+fn a_sink_in_use_by_a_live_run_is_neither_run_twice_nor_overwritten() {
+    // Regression: two identical runs on one sink both did all the work, and --overwrite
+    // by another pipeline deleted a sink under a run that was writing it.
+    let data = gz_parts(2);
+    let sink = data.path().join("out");
+    let yaml = format!(
+        "version: 1\nname: lease\nsource:\n  uri: {}/in/*.jsonl.gz\nsink:\n  uri: {}\n",
+        data.path().display(),
+        sink.display()
+    );
+    let p = pipeline(data.path(), "p.yaml", &yaml);
+    let p = p.to_str().expect("utf-8");
+    foreign_run_record(&sink, 2);
+    let o = kiln(data.path(), &["run", "-q", p]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already running (worker 0/1, pid 4711 on elsewhere"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln(data.path(), &["run", "-q", "--overwrite", p]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is in use by a live run"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        sink.join("_kiln/runs/w00000.json").exists(),
+        "nothing deleted"
+    );
+    assert_eq!(committed(&sink), 0, "no work done");
+
+    // The same record 60 s old: a run that died. `status` says so, and a run takes over.
+    foreign_run_record(&sink, 60);
+    let status = kiln(data.path(), &["status", &sink.to_string_lossy()]);
+    let text = stdout(&status);
+    assert!(text.contains("state     incomplete"), "{text}");
+    assert!(
+        text.contains("dead      worker 0/1, pid 4711 on elsewhere"),
+        "{text}"
+    );
+    kiln_ok(data.path(), &["run", "-q", p]);
+    assert_eq!(total_rows(&sink), 2 * 4000);
+    assert!(
+        !sink.join("_kiln/runs/w00000.json").exists(),
+        "a run that ends removes its record"
+    );
+}

@@ -535,3 +535,36 @@ fn dead_letters_past_the_memory_bound_are_spilled_and_all_written() {
         .collect();
     assert_eq!(lines, (3..30_003).collect::<Vec<u64>>(), "in input order");
 }
+
+#[test]
+fn max_error_ratio_is_bad_records_over_records_read() {
+    // 5 malformed lines of 10: a ratio of 0.5. Regression: the share was taken of the
+    // records read plus the bad ones again (5 / 15 = 0.33), so 0.34 let this through.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = String::new();
+    for i in 0..10 {
+        if i % 2 == 0 {
+            text.push_str(&format!("{{\"id\":{i}}}\n"));
+        } else {
+            text.push_str(&format!("{{\"id\":{i},}}\n"));
+        }
+    }
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(dir.path().join("in/a.jsonl"), text).expect("write");
+    for (ratio, code) in [("0.34", 3), ("0.49", 3), ("0.5", 0)] {
+        let sink = dir.path().join(format!("out-{ratio}"));
+        let yaml = format!(
+            "version: 1\nname: ratio\nsource:\n  uri: {}/in/*.jsonl\n\
+             sink:\n  uri: {}\nrun:\n  on_error: skip\n  max_error_ratio: {ratio}\n",
+            dir.path().display(),
+            sink.display()
+        );
+        let p = pipeline(dir.path(), &format!("p-{ratio}.yaml"), &yaml);
+        let o = kiln(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(code), "ratio {ratio}: {}", stderr(&o));
+        if code == 3 {
+            assert!(stderr(&o).contains("5 of 10 records"), "{}", stderr(&o));
+        }
+        assert_eq!(total_rows(&sink), 5);
+    }
+}

@@ -183,3 +183,57 @@ fn sink_of_a_different_pipeline_is_refused() {
         c.run("version: 1\nname: other\nsource:\n  uri: TMP/in/a.jsonl\nsink:\n  uri: TMP/out\n")
     );
 }
+
+#[test]
+fn validate_refuses_a_sink_that_is_an_existing_file() {
+    // Regression: validate passed, and run then failed writing `_kiln/plan.json`.
+    let dir = tempfile::tempdir().expect("tmp");
+    write_docs(&dir.path().join("in/a.jsonl"), 0, 5);
+    std::fs::write(dir.path().join("taken"), b"not a folder").expect("write");
+    let p = pipeline(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: f\nsource:\n  uri: {}/in/*.jsonl\nsink:\n  uri: {}/taken\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    for cmd in ["validate", "run"] {
+        let o = kiln(dir.path(), &[cmd, p.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is an existing file"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_file_name_too_long_is_named_not_a_panic() {
+    // Regression: a partition folder past the file system's name limit ended in a panic
+    // inside the upload ("Already shut down") instead of naming the path.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("in/a.jsonl"),
+        format!("{{\"id\":1,\"k\":\"{}\"}}\n", "x".repeat(300)),
+    )
+    .expect("write");
+    let p = pipeline(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: long\nsource:\n  uri: {}/in/*.jsonl\n\
+             sink:\n  uri: {}/out\n  partition_by: [k]\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    let o = kiln(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("File name too long"), "{err}");
+    assert!(err.contains("/part-00000-00000.parquet"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Already shut down"),
+        "{err}"
+    );
+}

@@ -205,3 +205,41 @@ fn shards_close_in_the_middle_of_a_parquet_object() {
         total_rows(&reference.path().join("parquet-products"))
     );
 }
+
+#[test]
+fn the_string_hive_uses_for_null_gets_a_folder_of_its_own() {
+    // Regression: a null and the string "__HIVE_DEFAULT_PARTITION__" shared a folder, so
+    // a reader could not tell them apart.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("in/a.jsonl"),
+        "{\"id\":1,\"k\":null}\n{\"id\":2,\"k\":\"__HIVE_DEFAULT_PARTITION__\"}\n{\"id\":3,\"k\":\"x\"}\n",
+    )
+    .expect("write");
+    let sink = dir.path().join("out");
+    let yaml = format!(
+        "version: 1\nname: hive\nsource:\n  uri: {}/in/*.jsonl\n\
+         sink:\n  uri: {}\n  partition_by: [k]\n",
+        dir.path().display(),
+        sink.display()
+    );
+    let p = pipeline(dir.path(), "p.yaml", &yaml);
+    kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    let mut folders: Vec<String> = std::fs::read_dir(&sink)
+        .expect("sink")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("k="))
+        .collect();
+    folders.sort();
+    assert_eq!(
+        folders,
+        [
+            "k=%5F_HIVE_DEFAULT_PARTITION__",
+            "k=__HIVE_DEFAULT_PARTITION__",
+            "k=x"
+        ]
+    );
+    assert_eq!(total_rows(&sink), 3);
+}

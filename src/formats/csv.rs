@@ -110,7 +110,7 @@ impl SourceFormat for Csv {
         rows: usize,
         cx: &DecodeContext,
     ) -> Result<Schema> {
-        let reader = input.stream()?;
+        let reader = input.stream_bounded(cx.max_record_bytes)?;
         format(&cx.csv, &cx.object)
             .infer_schema(reader, Some(rows))
             .map(|(schema, _)| seconds_to_micros(&schema))
@@ -129,7 +129,7 @@ impl SourceFormat for Csv {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let mut reader = input.stream()?;
+        let mut reader = input.stream_bounded(cx.max_record_bytes)?;
         let fmt = format(&cx.csv, &cx.object);
         let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
         if cx.csv.header
@@ -277,6 +277,7 @@ fn decode_tolerant(
         make: &make,
         describe: &describe,
         stage: "csv",
+        check: None,
     };
     super::salvage::decode(&mut *reader, &mut framing, records, at, cx, emit)
 }

@@ -67,6 +67,89 @@ impl<R: BufRead> BufRead for SkipBom<R> {
     }
 }
 
+/// A line longer than [`DecodeContext::max_record_bytes`]: [`LineBound`] stops there.
+#[derive(Debug)]
+pub struct RecordTooLong {
+    /// 1-based line.
+    pub line: u64,
+    pub max: u64,
+}
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a record longer than {} (a quarter of each thread's share of run.memory_limit) \
+             is not read; raise run.memory_limit if it is real data",
+            crate::spec::ByteSize(self.max)
+        )
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+/// A byte stream that fails with [`RecordTooLong`] once more than `max` bytes have been
+/// consumed since the last newline, so that a decoder which buffers a record whole
+/// (arrow-csv's, csv's schema inference) holds at most `max` bytes of one however the
+/// input is made: a gzip bomb of zeros is a bad record, not gigabytes of memory.
+pub(crate) struct LineBound<R> {
+    inner: R,
+    max: u64,
+    since_newline: u64,
+    lines: u64,
+}
+
+impl<R: BufRead> LineBound<R> {
+    pub(crate) fn new(inner: R, max: u64) -> Self {
+        LineBound {
+            inner,
+            max,
+            since_newline: 0,
+            lines: 0,
+        }
+    }
+}
+
+impl<R: BufRead> std::io::Read for LineBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let data = self.fill_buf()?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for LineBound<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.since_newline > self.max {
+            return Err(std::io::Error::other(RecordTooLong {
+                line: self.lines + 1,
+                max: self.max,
+            }));
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        // The bytes consumed are still the front of the inner buffer.
+        if let Ok(data) = self.inner.fill_buf() {
+            let data = &data[..amount.min(data.len())];
+            match memchr::memrchr(b'\n', data) {
+                Some(i) => {
+                    self.lines += memchr::memchr_iter(b'\n', data).count() as u64;
+                    self.since_newline = (data.len() - i - 1) as u64;
+                }
+                None => self.since_newline += data.len() as u64,
+            }
+        }
+        self.inner.consume(amount);
+    }
+}
+
 /// Random access to one object, for formats that read by range.
 #[derive(Debug, Clone)]
 pub struct RandomAccess {
@@ -100,6 +183,11 @@ impl<'a> ObjectInput<'a> {
                 "a stream format was given random access".into(),
             )),
         }
+    }
+
+    /// [`ObjectInput::stream`], failing with [`RecordTooLong`] at a line longer than `max`.
+    pub fn stream_bounded(self, max: u64) -> Result<Box<dyn BufRead + 'a>> {
+        Ok(Box::new(LineBound::new(self.stream()?, max)))
     }
 
     /// The bytes as they are, for the `files` format.

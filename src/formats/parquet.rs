@@ -11,10 +11,12 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{
+    FileMetaData, ParquetMetaData, ParquetMetaDataBuilder, ParquetMetaDataReader,
+};
 
 use super::{DecodeContext, Emit, ObjectInput, RandomAccess, SourceFormat};
 use crate::error::{Error, Result};
@@ -123,9 +125,79 @@ async fn open(
     ra: RandomAccess,
     object: &str,
 ) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
-    ParquetRecordBatchStreamBuilder::new(StoreReader(ra))
+    let builder = ParquetRecordBatchStreamBuilder::new(StoreReader(ra.clone()))
         .await
-        .map_err(|e| error(object, "not a readable Parquet file", e))
+        .map_err(|e| error(object, "not a readable Parquet file", e))?;
+    // The rows are the row groups' rows. Some writers (parquet-rs 0.3) left the footer's
+    // total at 0, and the crate sizes its batches by that total (`with_batch_size` takes
+    // the smaller), so such a file read as empty: the footer is mended in memory first.
+    let md = builder.metadata().clone();
+    let rows: i64 = md.row_groups().iter().map(|rg| rg.num_rows()).sum();
+    let fm = md.file_metadata();
+    // INT96 timestamps (Impala, Hive, old Spark) as microseconds: as nanoseconds, the
+    // crate's default, a date past 2262 wraps around silently (pyarrow does the same).
+    let int96: Vec<String> = fm
+        .schema_descr()
+        .columns()
+        .iter()
+        .filter(|c| c.physical_type() == parquet::basic::Type::INT96 && c.path().parts().len() == 1)
+        .map(|c| c.path().parts()[0].clone())
+        .collect();
+    if fm.num_rows() == rows && int96.is_empty() {
+        return Ok(builder);
+    }
+    let metadata = if fm.num_rows() == rows {
+        md.clone()
+    } else {
+        tracing::debug!(
+            "{object}: the footer says {} rows, its row groups hold {rows}; reading the row groups",
+            fm.num_rows()
+        );
+        let mended = FileMetaData::new(
+            fm.version(),
+            rows,
+            fm.created_by().map(str::to_string),
+            fm.key_value_metadata().cloned(),
+            fm.schema_descr_ptr(),
+            fm.column_orders().cloned(),
+        );
+        Arc::new(
+            ParquetMetaDataBuilder::new(mended)
+                .set_row_groups(md.row_groups().to_vec())
+                .set_column_index(md.column_index().cloned())
+                .set_offset_index(md.offset_index().cloned())
+                .build(),
+        )
+    };
+    let mut options = ArrowReaderOptions::new();
+    if !int96.is_empty() {
+        let schema = builder.schema();
+        let fields: Vec<arrow::datatypes::FieldRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                arrow::datatypes::DataType::Timestamp(_, tz) if int96.contains(f.name()) => {
+                    Arc::new(f.as_ref().clone().with_data_type(
+                        arrow::datatypes::DataType::Timestamp(
+                            arrow::datatypes::TimeUnit::Microsecond,
+                            tz.clone(),
+                        ),
+                    ))
+                }
+                _ => f.clone(),
+            })
+            .collect();
+        options = options.with_schema(Arc::new(Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        )));
+    }
+    let metadata = ArrowReaderMetadata::try_new(metadata, options)
+        .map_err(|e| error(object, "not a readable Parquet file", e))?;
+    Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+        StoreReader(ra),
+        metadata,
+    ))
 }
 
 /// The footer of a Parquet object with its page index (for `kiln inspect`).

@@ -151,13 +151,19 @@ pub(super) struct Position {
 }
 
 /// How one format decodes records: a fresh arrow decoder of at least `cx.batch_rows`
-/// rows, the message a user reads for a record's error, and the stage name rejections
-/// carry (the format's name).
+/// rows, the message a user reads for a record's error, the stage name rejections
+/// carry (the format's name), and a check of each record's syntax that runs before the
+/// decoder sees it (arrow-json's tape decoder accepts what is not JSON, see
+/// [`super::jsonl::check_line`]).
 pub(super) struct Records<'a, D> {
     pub make: &'a dyn Fn() -> std::result::Result<D, ArrowError>,
     pub describe: &'a dyn Fn(&[u8], &ArrowError) -> String,
     pub stage: &'a str,
+    pub check: Option<&'a SyntaxCheck>,
 }
+
+/// A record's syntax check: `Err` with the message a user reads.
+pub(super) type SyntaxCheck = dyn Fn(&[u8]) -> std::result::Result<(), String>;
 
 /// Decodes `reader` record batch by record batch, handing on what decodes and a
 /// [`Rejected`] for each record that does not.
@@ -173,6 +179,7 @@ pub(super) fn decode<D: BatchDecoder>(
         make,
         describe,
         stage,
+        check,
     } = records_of;
     let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
@@ -213,11 +220,30 @@ pub(super) fn decode<D: BatchDecoder>(
         }
         let mut keep = true;
         let mut good: Vec<RecordBatch> = Vec::new();
-        let mut bad: Vec<(usize, ArrowError)> = Vec::new();
-        split(&buf, &records, make, &mut good, &mut bad)?;
+        let mut bad: Vec<(usize, String)> = Vec::new();
+        // Records that fail the syntax check never reach the decoder; the runs of
+        // records between them are decoded as before.
+        let mut run_start = 0;
+        let mut runs: Vec<(usize, &[Range<usize>])> = Vec::new();
+        if let Some(check) = check {
+            for (i, r) in records.iter().enumerate() {
+                if let Err(why) = check(&buf[r.clone()]) {
+                    runs.push((run_start, &records[run_start..i]));
+                    bad.push((i, why));
+                    run_start = i + 1;
+                }
+            }
+        }
+        runs.push((run_start, &records[run_start..]));
+        for (first, run) in runs {
+            if !run.is_empty() {
+                split(&buf, first, run, make, &mut good, &mut bad, describe)?;
+            }
+        }
+        bad.sort_by_key(|(i, _)| *i);
         // Rejections first, in record order, then the batch: a rejection names a place,
         // the batch carries no places, so the order between them is free.
-        for (i, e) in bad {
+        for (i, why) in bad {
             // A record may begin with the `\n` of a `\r\n` that ended the one before.
             let r = &records[i];
             let skip = buf[r.clone()]
@@ -232,7 +258,7 @@ pub(super) fn decode<D: BatchDecoder>(
                 stage,
                 Some(line),
                 Some(at.offset + start as u64),
-                describe(raw, &e),
+                why,
                 raw,
             );
             keep &= emit(Decoded::Rejected(rejected))?;
@@ -260,23 +286,28 @@ fn newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
-/// Decodes `records` as one batch; if that fails, each half, down to single records.
+/// Decodes `records` (the batch's records from index `first` on) as one batch; if that
+/// fails, each half, down to single records, which are described into `bad`.
 fn split<D: BatchDecoder>(
     buf: &[u8],
+    first: usize,
     records: &[Range<usize>],
     make: &dyn Fn() -> std::result::Result<D, ArrowError>,
     good: &mut Vec<RecordBatch>,
-    bad: &mut Vec<(usize, ArrowError)>,
+    bad: &mut Vec<(usize, String)>,
+    describe: &dyn Fn(&[u8], &ArrowError) -> String,
 ) -> Result<()> {
     // (first record index, records) still to decode, as a stack so order is kept.
-    let mut todo: Vec<(usize, &[Range<usize>])> = vec![(0, records)];
+    let mut todo: Vec<(usize, &[Range<usize>])> = vec![(first, records)];
     while let Some((first, part)) = todo.pop() {
         let bytes = &buf[part[0].start..part[part.len() - 1].end];
         let mut decoder = make().map_err(|e| Error::Internal(e.to_string()))?;
         match decode_all(&mut decoder, bytes) {
             Ok(Some(batch)) if batch.num_rows() > 0 => good.push(batch),
             Ok(_) => {}
-            Err(e) if part.len() == 1 => bad.push((first, e)),
+            Err(e) if part.len() == 1 => {
+                bad.push((first, describe(buf[part[0].clone()].trim_ascii(), &e)));
+            }
             Err(_) => {
                 let mid = part.len() / 2;
                 todo.push((first + mid, &part[mid..]));

@@ -269,77 +269,54 @@ impl Plan {
             (Some(s), _) => (s, "source.schema".to_string(), false),
             (None, _) => {
                 // The first object with any bytes: an empty one has no rows to infer from.
-                let at = objects.iter().position(|o| o.size > 0).unwrap_or(0);
-                let first = &objects[at];
-                let cx = DecodeContext {
-                    schema: Arc::new(Schema::empty()),
-                    schema_origin: String::new(),
-                    strict: true,
-                    object: first.display.clone(),
-                    batch_rows: MAX_BATCH_ROWS,
-                    csv: pipeline.source.csv.clone(),
-                    projection: None,
-                    // Under skip / dead_letter, malformed records among those sampled
-                    // are passed over (decoding leaves them out too).
-                    on_error: pipeline.run.on_error,
-                    on_mismatch: crate::spec::OnSchemaMismatch::Fail,
-                    max_record_bytes: super::formats::max_record_bytes(
-                        pipeline.run.memory_limit.get(),
-                        pipeline.run.threads.resolve(),
-                    ),
-                    slice: None,
-                };
-                let (f, obj, c, rows) = (
-                    format.clone(),
-                    first.clone(),
-                    compressions[at],
-                    pipeline.source.infer_rows,
-                );
-                let store = source.base.store.clone();
-                let handle = tokio::runtime::Handle::current();
-                let (schema, sampled) =
-                    tokio::task::spawn_blocking(move || -> Result<(Schema, Option<u64>)> {
-                        if f.random_access() {
-                            let ra = RandomAccess {
-                                store,
-                                path: obj.path.clone(),
-                                size: obj.size,
-                                handle,
-                                stats: None,
-                            };
-                            // The sample's size, as the streaming formats measure it.
-                            let (schema, row_bytes) =
-                                f.infer_schema_and_row_bytes(ObjectInput::Random(ra), rows, &cx)?;
-                            Ok((schema, row_bytes.map(|b| b * rows as u64)))
-                        } else {
-                            let raw = BlockingObjectReader::new(
-                                store,
-                                obj.path.clone(),
-                                obj.size,
-                                handle,
-                            );
-                            let input = formats::decompress(c, raw)
-                                .map_err(|e| Error::input(&obj.display, None, e))?;
-                            let counted = formats::reader::Counting::new(input);
-                            let bytes = counted.counter();
-                            let schema =
-                                f.infer_schema(ObjectInput::Stream(Box::new(counted)), rows, &cx)?;
-                            Ok((
-                                schema,
-                                Some(bytes.load(std::sync::atomic::Ordering::Relaxed)),
-                            ))
+                // Under skip / dead_letter an object that cannot be read or holds no good
+                // record is no evidence of the schema either (decoding leaves it out
+                // too): the next one is tried.
+                let candidates: Vec<usize> = objects
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.size > 0)
+                    .map(|(i, _)| i)
+                    .collect();
+                let tolerant = pipeline.run.on_error != crate::spec::OnError::Fail;
+                let mut found = None;
+                let mut passed_over: Vec<String> = Vec::new();
+                for &at in candidates.iter().chain(candidates.is_empty().then_some(&0)) {
+                    let first = &objects[at];
+                    match infer_from(&pipeline, &format, &source, first, compressions[at]).await {
+                        Ok((schema, _)) if schema.fields().is_empty() && tolerant => {
+                            passed_over
+                                .push(format!("{}: no fields in its first records", first.display));
                         }
-                    })
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))??;
+                        Ok((schema, sampled)) => {
+                            found = Some((schema, sampled, first.display.clone()));
+                            break;
+                        }
+                        Err(e @ Error::Input { .. }) if tolerant => {
+                            tracing::warn!(
+                                "schema not inferred from {}: {e}; trying the next object",
+                                first.display
+                            );
+                            passed_over.push(e.to_string());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let Some((schema, sampled, origin)) = found else {
+                    return Err(Error::Plan(format!(
+                        "the schema could not be inferred from any object ({}); declare \
+                         source.schema",
+                        passed_over.join("; ")
+                    )));
+                };
                 if schema.fields().is_empty() {
                     return Err(Error::Plan(format!(
-                        "no columns could be inferred from `{}` (is it empty?); declare source.schema",
-                        first.display
+                        "the first records of `{origin}` have no fields (`{{}}`, or the object \
+                         is empty), so no column could be inferred; declare source.schema"
                     )));
                 }
                 sampled_bytes = sampled;
-                (schema, first.display.clone(), true)
+                (schema, origin, true)
             }
         };
         let full_schema = Arc::new(full_schema);
@@ -390,6 +367,17 @@ impl Plan {
                 "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
                 pipeline.sink.uri, pipeline.source.uri
             )));
+        }
+        // A sink is a folder: a file of that name would fail only at the first write.
+        if let Some(local) = sink.identity.strip_prefix("file://") {
+            let path = std::path::Path::new(local.trim_end_matches('/'));
+            if path.is_file() {
+                return Err(Error::Plan(format!(
+                    "sink.uri `{}` is an existing file; a sink is a folder — choose another \
+                     path, or remove the file",
+                    pipeline.sink.uri
+                )));
+            }
         }
 
         // Text rows carry their line number, which a slice cannot know: text is cut
@@ -793,6 +781,71 @@ impl Plan {
 }
 
 /// The schema of the files: the output without its partition columns.
+/// The schema inferred from the first `source.infer_rows` records of `first`, and the
+/// bytes those records took (to size tasks).
+async fn infer_from(
+    pipeline: &Pipeline,
+    format: &Arc<dyn SourceFormat>,
+    source: &SourceUri,
+    first: &Object,
+    compression: Compression,
+) -> Result<(Schema, Option<u64>)> {
+    let cx = DecodeContext {
+        schema: Arc::new(Schema::empty()),
+        schema_origin: first.display.clone(),
+        strict: true,
+        object: first.display.clone(),
+        batch_rows: MAX_BATCH_ROWS,
+        csv: pipeline.source.csv.clone(),
+        projection: None,
+        // Under skip / dead_letter, malformed records among those sampled
+        // are passed over (decoding leaves them out too).
+        on_error: pipeline.run.on_error,
+        on_mismatch: crate::spec::OnSchemaMismatch::Fail,
+        max_record_bytes: super::formats::max_record_bytes(
+            pipeline.run.memory_limit.get(),
+            pipeline.run.threads.resolve(),
+        ),
+        slice: None,
+    };
+    let (f, obj, c, rows) = (
+        format.clone(),
+        first.clone(),
+        compression,
+        pipeline.source.infer_rows,
+    );
+    let store = source.base.store.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<(Schema, Option<u64>)> {
+        if f.random_access() {
+            let ra = RandomAccess {
+                store,
+                path: obj.path.clone(),
+                size: obj.size,
+                handle,
+                stats: None,
+            };
+            // The sample's size, as the streaming formats measure it.
+            let (schema, row_bytes) =
+                f.infer_schema_and_row_bytes(ObjectInput::Random(ra), rows, &cx)?;
+            Ok((schema, row_bytes.map(|b| b * rows as u64)))
+        } else {
+            let raw = BlockingObjectReader::new(store, obj.path.clone(), obj.size, handle);
+            let input =
+                formats::decompress(c, raw).map_err(|e| Error::input(&obj.display, None, e))?;
+            let counted = formats::reader::Counting::new(input);
+            let bytes = counted.counter();
+            let schema = f.infer_schema(ObjectInput::Stream(Box::new(counted)), rows, &cx)?;
+            Ok((
+                schema,
+                Some(bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            ))
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
 fn file_schema(
     pipeline: &Pipeline,
     output_schema: &SchemaRef,
@@ -818,7 +871,33 @@ fn file_schema(
                 .into(),
         ));
     }
+    for f in &file_fields {
+        if let Some(path) = empty_struct(f.name(), f.data_type()) {
+            return Err(Error::Plan(format!(
+                "column `{path}` is a struct with no fields (`{{}}` in the records the schema \
+                 was inferred from), which Parquet cannot store; drop it (`- drop: [{}]`) or \
+                 declare its fields in source.schema",
+                f.name()
+            )));
+        }
+    }
     Ok(with_hf_metadata(&Schema::new(file_fields), classes))
+}
+
+/// The path of the first struct without fields inside a column of type `t`, if any.
+fn empty_struct(path: &str, t: &arrow::datatypes::DataType) -> Option<String> {
+    use arrow::datatypes::DataType;
+    match t {
+        DataType::Struct(fields) if fields.is_empty() => Some(path.to_string()),
+        DataType::Struct(fields) => fields
+            .iter()
+            .find_map(|f| empty_struct(&format!("{path}.{}", f.name()), f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            empty_struct(&format!("{path}[]"), f.data_type())
+        }
+        DataType::Map(f, _) => empty_struct(path, f.data_type()),
+        _ => None,
+    }
 }
 
 /// Reads `stats_from`'s `_kiln/stats.json`, and the SHA-256 of its content.

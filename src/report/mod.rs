@@ -323,6 +323,15 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `1 object`, `2 objects`.
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 impl Report {
     /// The human summary printed at the end of every run.
     pub fn summary(&self) -> String {
@@ -331,15 +340,15 @@ impl Report {
         let mb = |b: u64| b as f64 / 1e6;
         let _ = writeln!(
             s,
-            "{} {}: {} · {} objects, {:.1} MB read · {} rows in → {} rows out · {} shards, {:.1} MB · {:.2}s, {:.1} MB/s{}",
+            "{} {}: {} · {}, {:.1} MB read · {} in → {} out · {}, {:.1} MB · {:.2}s, {:.1} MB/s{}",
             self.head.status,
             self.head.pipeline,
             self.head.sink,
-            self.input.objects,
+            counted(self.input.objects, "object"),
             mb(self.input.bytes_read),
-            self.rows_in,
-            self.rows_out,
-            self.shards,
+            counted(self.rows_in, "row"),
+            counted(self.rows_out, "row"),
+            counted(self.shards, "shard"),
             mb(self.bytes_out),
             self.elapsed_s,
             self.throughput.input_mb_s,
@@ -355,9 +364,9 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 s,
-                "  left out as bad input: {} records, {} objects ({})",
-                self.rows_rejected,
-                self.objects_rejected,
+                "  left out as bad input: {}, {} ({})",
+                counted(self.rows_rejected, "record"),
+                counted(self.objects_rejected, "object"),
                 stages.join(" · ")
             );
         }

@@ -22,7 +22,7 @@ use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
 use crate::plan::{Plan, Task};
 use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::Stats;
-use crate::sink::writer::{TaskWriter, WriterConfig};
+use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
 use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
 use crate::steps::StepContext;
 use crate::steps::sample::stable_key;
@@ -94,6 +94,16 @@ pub async fn execute(
     let mut plan = plan;
     let t = Instant::now();
     let prepared = prepare(&mut plan, &opts).await;
+    // The sink is visibly in use from here until the run ends (see `sink::lease`).
+    let (lease, prepared) = match prepared {
+        Ok(ready @ Prepared::Ready { .. }) => {
+            match sink::lease::acquire(&plan.sink, opts.worker.index, opts.worker.count).await {
+                Ok(lease) => (Some(lease), Ok(ready)),
+                Err(e) => (None, Err(e)),
+            }
+        }
+        other => (None, other),
+    };
     stats.add_protocol(t.elapsed());
     let mut cache = None;
     let (plan, prepared) = match prepared {
@@ -117,6 +127,9 @@ pub async fn execute(
         }
         Err(e) => Err(e),
     };
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     (plan, outcome)
 }
 
@@ -317,6 +330,9 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
             s.name
         )));
     }
+    if opts.overwrite {
+        sink::lease::refuse_if_in_use(&plan.sink, "--overwrite").await?;
+    }
     let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
         SinkState::Complete(m) => return Ok(Prepared::Complete(m)),
         SinkState::Empty => BTreeMap::new(),
@@ -417,7 +433,7 @@ async fn run(
                 cache.clone(),
             );
             running.spawn(async move {
-                let (record, dead_letter) = run_task(
+                let (record, dead_letter, staged) = run_task(
                     plan.clone(),
                     task,
                     Mode::Write,
@@ -433,6 +449,8 @@ async fn run(
                     sink::write_errors(&plan.sink, record.task, letters).await?;
                 }
                 let t = Instant::now();
+                // The shards become objects, then the record commits them.
+                staged.publish().await?;
                 sink::commit_task(&plan.sink, &record).await?;
                 stats.add_protocol(t.elapsed());
                 Ok(record)
@@ -516,7 +534,7 @@ async fn full_pass(
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(0, 0, &names));
-    let mut running: JoinSet<Result<(TaskRecord, Option<crate::rejects::DeadLetters>)>> =
+    let mut running: JoinSet<Result<(TaskRecord, Option<crate::rejects::DeadLetters>, Staged)>> =
         JoinSet::new();
     let mut pending = plan.tasks.iter().cloned();
     let mut first_error = None;
@@ -599,7 +617,7 @@ async fn run_task(
     io: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
     cache: Option<Arc<DecodedCache>>,
-) -> Result<(TaskRecord, Option<crate::rejects::DeadLetters>)> {
+) -> Result<(TaskRecord, Option<crate::rejects::DeadLetters>, Staged)> {
     // What an earlier fit pass decoded, if it was kept: the transform pass takes it, a
     // fit pass copies it (another may follow), and neither reads the objects.
     let cached = cache.as_ref().and_then(|c| match mode {
@@ -666,6 +684,7 @@ async fn run_task(
     }
     let TaskOutput {
         shards,
+        staged,
         rows_in,
         step_counts,
         mut rejects,
@@ -694,7 +713,7 @@ async fn run_task(
     };
     let letters = rejects.take_letters();
     let dead_letter = (!letters.is_empty()).then_some(letters);
-    Ok((record, dead_letter))
+    Ok((record, dead_letter, staged))
 }
 
 /// Range requests in flight per object when reading a file by ranges: the disk's
@@ -775,7 +794,8 @@ async fn read_objects(
                 return Ok(());
             }
             Err(e) => {
-                let _ = tx.send(Err(format!("cannot read: {e}"))).await;
+                // The decoder's error says "cannot read: " itself.
+                let _ = tx.send(Err(e.to_string())).await;
                 let e = Error::store("read", &obj.display, e);
                 // Under skip / dead_letter the decoder leaves out an object that is gone
                 // or forbidden, and the task goes on; a retryable fault fails the task.
@@ -959,6 +979,8 @@ async fn read_ranges(
 /// What the CPU side of a task made.
 struct TaskOutput {
     shards: Vec<sink::ShardRecord>,
+    /// The shards' uploads, completed when the task commits.
+    staged: Staged,
     /// Records read: rows decoded and records a decoder left out.
     rows_in: u64,
     /// Each step's named counters.
@@ -1208,6 +1230,7 @@ fn cpu_task(
         }
         return Ok(TaskOutput {
             shards: Vec::new(),
+            staged: Staged::default(),
             rows_in,
             step_counts: Vec::new(),
             rejects,
@@ -1235,10 +1258,11 @@ fn cpu_task(
             )?;
         }
     }
-    let shards = writer.finish()?;
+    let (shards, staged) = writer.finish()?;
     let step_counts = contexts.into_iter().map(|c| c.counts).collect();
     Ok(TaskOutput {
         shards,
+        staged,
         rows_in,
         step_counts,
         rejects,

@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod columns;
+pub mod lease;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,15 +98,16 @@ pub struct Manifest {
     pub tasks: usize,
     pub rows: u64,
     pub bytes: u64,
-    /// Rows read from the source, before steps dropped any.
+    /// Records read from the source, before steps dropped any (those a decoder left
+    /// out included).
     #[serde(default)]
     pub rows_in: u64,
     /// Size of all rows as Arrow arrays in memory.
     #[serde(default)]
     pub memory_bytes: u64,
     /// Records and objects left out under `on_error: skip | dead_letter`, by stage (under
-    /// `dead_letter` each one is in `_kiln/errors/`). `rows_in` + `rejected.undecoded`
-    /// records were read.
+    /// `dead_letter` each one is in `_kiln/errors/`). `rows_in` records were read, the
+    /// `rejected.undecoded` ones among them.
     #[serde(default)]
     pub rejected: RejectCounts,
     #[serde(default)]
@@ -140,11 +142,9 @@ impl Manifest {
                 .and_then(serde_json::Value::as_f64)
                 .unwrap_or(0.0)
         });
-        self.rejected.too_many(
-            self.rows_in + self.rejected.undecoded,
-            self.input.objects as u64,
-            max,
-        )
+        // `rows_in` counts every record read, the undecodable ones included.
+        self.rejected
+            .too_many(self.rows_in, self.input.objects as u64, max)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The shard writer of one task: Parquet encoding on the calling (rayon) thread, bytes
 //! handed over a bounded channel to an upload task on the I/O runtime that streams them
-//! into the store through `object_store::buffered::BufWriter` (one PUT for a small
-//! shard, a multipart upload for a large one). A shard becomes visible only when the
-//! upload completes; a failed or abandoned upload is aborted and leaves nothing.
+//! into the store as the parts of a multipart upload. The upload is completed only when
+//! the task commits ([`Staged::publish`], right before the commit record), so a shard
+//! becomes visible to readers with its task and never before; a failed or abandoned
+//! upload is aborted and leaves nothing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,13 +15,11 @@ use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use object_store::ObjectStore;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::ShardRecord;
@@ -138,57 +137,138 @@ pub(crate) fn upload_error(uri: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Streams one shard into the store; returns (bytes, crc32c) once it is complete.
+/// Size of the parts of a shard's multipart upload (S3 takes at least 5 MiB but for the
+/// last part); a part is the chunks that make it up, not a copy of them.
+const PART_BYTES: usize = 8 << 20;
+
+/// Parts uploading at once per shard: two keep a store busy; more only hold memory.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// A shard whose bytes are all in the store but that is not yet an object: the parts of
+/// a multipart upload that is completed only when its task commits
+/// ([`Staged::publish`]), so that no reader ever sees the output of a task that has not
+/// committed (the idea of the S3A "magic" committer). Until then S3 keeps the parts
+/// out of every listing, and object_store's local store writes a `NAME#N` staging file
+/// that it renames at completion. Dropped unpublished (the task failed, the run
+/// stopped), the upload is aborted.
+struct StagedShard {
+    upload: Option<Box<dyn MultipartUpload>>,
+    uri: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for StagedShard {
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            self.handle.spawn(async move {
+                let _ = upload.abort().await;
+            });
+        }
+    }
+}
+
+/// The staged shards of one task, published together when the task commits.
+#[derive(Default)]
+pub struct Staged(Vec<StagedShard>);
+
+impl Staged {
+    /// Completes every shard's upload, making the shards objects. Called right before
+    /// the task's commit record is written.
+    ///
+    /// # Errors
+    /// The store's; the shards not yet completed are aborted.
+    pub async fn publish(mut self) -> Result<()> {
+        for shard in &mut self.0 {
+            if let Some(upload) = shard.upload.as_mut() {
+                upload
+                    .complete()
+                    .await
+                    .map_err(|e| Error::store("complete the upload of", &shard.uri, e))?;
+                shard.upload = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A shard's upload with every part stored, not completed, and (bytes, crc32c).
+type Uploaded = (Box<dyn MultipartUpload>, u64, u32);
+
+/// Streams one shard into the store as the parts of a multipart upload; returns the
+/// upload, not completed, with (bytes, crc32c) once every part is stored.
 async fn upload(
     store: Arc<dyn ObjectStore>,
     path: Path,
     uri: String,
     mut rx: mpsc::Receiver<UploadMsg>,
     stats: Arc<Stats>,
-) -> Result<(u64, u32)> {
-    // Two parts in flight keep a store busy; more only hold memory.
-    let mut out = BufWriter::with_capacity(store, path, 8 << 20).with_max_concurrency(2);
+) -> Result<Uploaded> {
+    let mut out = store
+        .put_multipart(&path)
+        .await
+        .map_err(|e| Error::store("upload", &uri, e))?;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut part: Vec<Bytes> = Vec::new();
+    let mut part_len = 0usize;
     let (mut bytes, mut crc) = (0u64, 0u32);
-    loop {
-        let wait = Instant::now();
-        let msg = rx.recv().await;
-        stats.upload.add_waiting(wait.elapsed());
-        let work = Instant::now();
-        match msg {
-            Some(UploadMsg::Data(data)) => {
-                crc = crc32c::crc32c_append(crc, &data);
-                bytes += data.len() as u64;
-                // `put` takes the chunk as it is (write_all would copy it again).
-                if let Err(e) = out.put(data).await {
-                    let _ = out.abort().await;
-                    return Err(Error::store("upload", &uri, e));
+    let result: std::result::Result<(), object_store::Error> = async {
+        loop {
+            let wait = Instant::now();
+            let msg = rx.recv().await;
+            stats.upload.add_waiting(wait.elapsed());
+            let work = Instant::now();
+            let last = match msg {
+                Some(UploadMsg::Data(data)) => {
+                    crc = crc32c::crc32c_append(crc, &data);
+                    bytes += data.len() as u64;
+                    part_len += data.len();
+                    part.push(data);
+                    false
                 }
-            }
-            Some(UploadMsg::Finish) => {
-                let r = out.shutdown().await;
-                stats.upload.add_working(work.elapsed());
-                return match r {
-                    Ok(()) => Ok((bytes, crc)),
-                    Err(e) => {
-                        let _ = out.abort().await;
-                        Err(upload_error(&uri, e))
+                Some(UploadMsg::Finish) => true,
+                None => {
+                    // The task failed or stopped before closing this shard.
+                    return Err(object_store::Error::Generic {
+                        store: "kiln",
+                        source: "the shard was abandoned".into(),
+                    });
+                }
+            };
+            if part_len >= PART_BYTES || (last && (part_len > 0 || bytes == 0)) {
+                while inflight.len() >= PARTS_IN_FLIGHT {
+                    if let Some(r) = futures::StreamExt::next(&mut inflight).await {
+                        r?;
                     }
-                };
+                }
+                let payload: PutPayload = std::mem::take(&mut part).into_iter().collect();
+                part_len = 0;
+                inflight.push(out.put_part(payload));
             }
-            None => {
-                // The task failed or stopped before closing this shard: leave nothing.
-                let _ = out.abort().await;
-                return Err(Error::sink(&uri, "abandoned"));
+            if last {
+                while let Some(r) = futures::StreamExt::next(&mut inflight).await {
+                    r?;
+                }
+                stats.upload.add_working(work.elapsed());
+                return Ok(());
             }
+            stats.upload.add_working(work.elapsed());
         }
-        stats.upload.add_working(work.elapsed());
+    }
+    .await;
+    drop(inflight);
+    match result {
+        Ok(()) => Ok((out, bytes, crc)),
+        Err(e) => {
+            let _ = out.abort().await;
+            Err(Error::store("upload", &uri, e))
+        }
     }
 }
 
 struct OpenShard {
     writer: ArrowWriter<UploadSink>,
     tx: mpsc::Sender<UploadMsg>,
-    join: tokio::task::JoinHandle<Result<(u64, u32)>>,
+    join: tokio::task::JoinHandle<Result<Uploaded>>,
     relative: String,
     /// The shard's full URI, for messages.
     uri: String,
@@ -230,6 +310,7 @@ pub struct TaskWriter {
     /// Partition directories in first-seen order, so closing is deterministic.
     order: Vec<String>,
     shards: Vec<ShardRecord>,
+    staged: Staged,
     stats: Arc<Stats>,
 }
 
@@ -241,6 +322,7 @@ impl TaskWriter {
             partitions: HashMap::new(),
             order: Vec::new(),
             shards: Vec::new(),
+            staged: Staged::default(),
             stats,
         }
     }
@@ -278,10 +360,14 @@ impl TaskWriter {
         for row in 0..batch.num_rows() {
             let mut dir = String::new();
             for ((_, name), col) in self.cfg.partition_cols.iter().zip(&strings) {
-                let value = if col.is_valid(row) {
-                    utf8_percent_encode(col.value(row), HIVE).to_string()
-                } else {
+                let value = if !col.is_valid(row) {
                     HIVE_NULL.to_string()
+                } else if col.value(row) == HIVE_NULL {
+                    // The string itself, not a null: escaped so that the two never share
+                    // a folder (readers decode `%5F` back to `_`).
+                    format!("%5F{}", &HIVE_NULL[1..])
+                } else {
+                    utf8_percent_encode(col.value(row), HIVE).to_string()
                 };
                 dir.push_str(&format!("{name}={value}/"));
             }
@@ -363,23 +449,27 @@ impl TaskWriter {
             }
             if full {
                 let open = state_take(&mut self.partitions, &dir)?;
-                let record = close_shard(open, &self.stats)?;
+                let (record, staged) = close_shard(open, &self.stats)?;
                 self.shards.push(record);
+                self.staged.0.push(staged);
             }
         }
         Ok(())
     }
 
-    /// Closes every open shard and returns the records of all shards written.
-    pub fn finish(mut self) -> Result<Vec<ShardRecord>> {
+    /// Closes every open shard and returns the records of all shards written, with the
+    /// shards themselves staged: they become objects when the task commits
+    /// ([`Staged::publish`]).
+    pub fn finish(mut self) -> Result<(Vec<ShardRecord>, Staged)> {
         for dir in std::mem::take(&mut self.order) {
             if let Some(open) = self.partitions.get_mut(&dir).and_then(|s| s.open.take()) {
-                let record = close_shard(open, &self.stats)?;
+                let (record, staged) = close_shard(open, &self.stats)?;
                 self.shards.push(record);
+                self.staged.0.push(staged);
             }
         }
         self.shards.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(self.shards)
+        Ok((self.shards, self.staged))
     }
 }
 
@@ -506,7 +596,7 @@ fn mostly_distinct(a: &ArrayRef) -> bool {
     seen.len() * 2 > valid
 }
 
-fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
+fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<(ShardRecord, StagedShard)> {
     let metadata = match open.writer.finish() {
         Ok(m) => m,
         Err(e) => return Err(open.error(e)),
@@ -530,7 +620,12 @@ fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
     let uploaded = handle
         .block_on(join)
         .map_err(|e| Error::Internal(format!("the upload of {uri} panicked: {e}")))?;
-    let (bytes, crc) = uploaded?;
+    let (upload, bytes, crc) = uploaded?;
+    let staged = StagedShard {
+        upload: Some(upload),
+        uri: uri.clone(),
+        handle: handle.clone(),
+    };
     if sent.is_err() {
         return Err(Error::sink(&uri, "the upload stopped"));
     }
@@ -541,12 +636,13 @@ fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<ShardRecord> {
     stats
         .bytes_out
         .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    Ok(ShardRecord {
+    let record = ShardRecord {
         path: relative,
         rows,
         bytes,
         crc32c: format!("{crc:08x}"),
         memory_bytes,
         columns,
-    })
+    };
+    Ok((record, staged))
 }

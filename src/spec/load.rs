@@ -25,6 +25,19 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
 
 /// [`load`] on text already in memory; `file` names it in errors.
 pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline> {
+    // Credentials in any URL the file spells out are secrets before anything can echo
+    // them (a YAML error quotes its line); the expanded ones are registered below.
+    let words = overrides
+        .iter()
+        .flat_map(|o| o.split_once('=').map(|(_, v)| v));
+    for word in text
+        .split(|c: char| c.is_whitespace() || "\"'[]{},".contains(c))
+        .chain(words)
+    {
+        if word.contains("://") {
+            crate::secrets::register_uri(word);
+        }
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     let options = serde_saphyr::Options::default().with_properties(env);
     let mut pipeline: Pipeline =
@@ -34,6 +47,9 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
         })?;
     for o in overrides {
         pipeline = apply_override(pipeline, o)?;
+    }
+    if let Ok(tree) = serde_json::to_value(&pipeline) {
+        crate::secrets::register_uris_in(&tree);
     }
     check(&pipeline).map_err(|message| Error::Spec {
         file: file.to_string(),
@@ -49,10 +65,64 @@ fn yaml_message(rendered: &str, file: &str) -> String {
         .strip_prefix("error: ")
         .unwrap_or(rendered)
         .replace("--> <input>:", &format!("--> {file}:"));
+    msg = suggest(&msg);
     if msg.contains("missing property") {
         msg.push_str("\nhint: the environment variable is not set; export it, or give a default: ${NAME:-default}");
     }
     msg
+}
+
+/// serde's "unknown variant `filtr`, expected one of select, drop, …" (every step, for a
+/// misspelt step) with the nearest name put first: "unknown step `filtr`; did you mean
+/// `filter`?". An unknown field keeps its (short) list of options after the suggestion.
+fn suggest(msg: &str) -> String {
+    rewrite_unknown(&rewrite_unknown(msg, "variant"), "field")
+}
+
+fn rewrite_unknown(msg: &str, kind: &str) -> String {
+    let head = format!("unknown {kind} `");
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(at) = rest.find(&head) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + head.len()..];
+        let Some((name, tail)) = after.split_once("`, expected one of ") else {
+            out.push_str(&head);
+            rest = after;
+            continue;
+        };
+        let end = tail.find('\n').unwrap_or(tail.len());
+        let options: Vec<&str> = tail[..end].split(", ").map(str::trim).collect();
+        let nearest = options
+            .iter()
+            .map(|o| (strsim::jaro_winkler(name, o), *o))
+            .filter(|(score, _)| *score >= 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, o)| o);
+        let hint = nearest
+            .map(|o| format!("; did you mean `{o}`?"))
+            .unwrap_or_default();
+        let steps = options.contains(&"filter") && options.contains(&"tokenize");
+        if kind == "variant" && steps {
+            out.push_str(&format!(
+                "unknown step `{name}`{hint} (`kiln steps` lists all {})",
+                options.len()
+            ));
+        } else if kind == "variant" {
+            out.push_str(&format!(
+                "unknown value `{name}`{hint} (one of: {})",
+                options.join(", ")
+            ));
+        } else {
+            out.push_str(&format!(
+                "unknown field `{name}`{hint} (the fields: {})",
+                options.join(", ")
+            ));
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Applies one `dotted.path=value` override. The value is read as a YAML scalar or
@@ -211,6 +281,36 @@ mod tests {
     fn set_with_unknown_field_is_a_usage_error() {
         let e = load_str(MINIMAL, "t.yaml", &["run.thread=3".into()]).expect_err("unknown");
         assert!(e.to_string().contains("unknown field `thread`"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_step_or_option_names_the_nearest() {
+        let e = load_str(
+            "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsteps:\n  - filtr: a > 1\nsink:\n  uri: out/\n",
+            "p.yaml",
+            &[],
+        )
+        .expect_err("unknown step")
+        .to_string();
+        assert!(
+            e.contains("unknown step `filtr`; did you mean `filter`? (`kiln steps` lists all"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("image.to_tensor"),
+            "the 32 names are not listed: {e}"
+        );
+        let e = load_str(
+            "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsink:\n  uri: out/\nrun:\n  on_error: skp\n",
+            "p.yaml",
+            &[],
+        )
+        .expect_err("unknown value")
+        .to_string();
+        assert!(
+            e.contains("unknown value `skp`; did you mean `skip`?"),
+            "{e}"
+        );
     }
 
     #[test]

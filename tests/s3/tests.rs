@@ -345,7 +345,9 @@ fn peak_rss(b: &Bucket, key: &str, steps: &str) -> u64 {
 /// seen up to ~66 MB against a tenth-size object, and up to ~71 MB for the Parquet
 /// object with the other tests loading both cores — the allocator keeps freed memory
 /// for `ALLOCATOR_PURGE_DELAY` (3 s) before returning it, so a longer run can hold a
-/// few more freed row-group-sized blocks (26 MB here) at its peak.
+/// few more freed row-group-sized blocks (26 MB here) at its peak. Once 99 MB for the
+/// Parquet object in a full suite with both cores loaded (39 MB alone), hence 128 MB:
+/// still well below the ~200 MB that memory following the object would add.
 fn assert_streams(b: &Bucket, small: &str, big: &str, size: u64, steps: &str) {
     let rss_small = peak_rss(b, small, steps);
     let rss_big = peak_rss(b, big, steps);
@@ -356,7 +358,7 @@ fn assert_streams(b: &Bucket, small: &str, big: &str, size: u64, steps: &str) {
         rss_small / MB
     );
     assert!(
-        rss_big < rss_small + 96 * MB,
+        rss_big < rss_small + 128 * MB,
         "peak RSS grew from {} MB to {} MB with a larger object",
         rss_small / MB,
         rss_big / MB

@@ -1,0 +1,317 @@
+//! Run records: a sink in use is visibly in use.
+//!
+//! While a run works on a sink it holds `_kiln/runs/wIIIII.json` for its worker index
+//! (`I` of `--worker I/N`; 0 for a single worker), created by a conditional put and
+//! renewed every [`HEARTBEAT`]. A second run of the same worker finds the record live
+//! and is refused with exit 75 ("run again later") instead of doing the same work
+//! twice into the same shard names; `--overwrite` refuses a sink that any live run
+//! holds, so a sink is never deleted under a run. A record whose heartbeat is older
+//! than [`EXPIRES`] belongs to a run that died (SIGKILL, a lost machine): it is taken
+//! over, and `kiln status` shows that run as dead rather than in progress. On the same
+//! host a record is also dead as soon as its process is gone (pid and start time from
+//! `/proc`), so a run killed with -9 and started again need not wait. A run that ends,
+//! failed or not, removes its record.
+//!
+//! Workers of one job (`--worker 0/3`, `1/3`, ...) hold different records and run side
+//! by side, as before. Elastic workers that take over each other's tasks build on the
+//! same records (the multi-worker stages issue); this file only guards a sink.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::KILN_DIR;
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// How often a live run renews its record.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A record not renewed for this long belongs to a run that is gone.
+pub const EXPIRES: Duration = Duration::from_secs(30);
+
+/// `_kiln/runs/wIIIII.json` of one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// `I/N`.
+    pub worker: String,
+    /// Unique per run: the host, the process and when it started.
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: String,
+    /// The last heartbeat, as milliseconds since the Unix epoch (and as RFC 3339 for
+    /// people reading the file).
+    pub heartbeat_ms: u64,
+    pub heartbeat_at: String,
+    pub kiln_version: String,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat`), so that
+    /// a run on this host can tell a dead process from a live one at once, even after
+    /// its pid was reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
+}
+
+impl RunRecord {
+    /// Time since the last heartbeat (zero for a clock that went back).
+    pub fn age(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.heartbeat_ms))
+    }
+
+    /// The run renewed its record recently enough to be taken as running, and, when it
+    /// ran on this host, its process is still there (a run killed with -9 and started
+    /// again on the same machine need not wait for the record to expire).
+    pub fn live(&self) -> bool {
+        if self.age() >= EXPIRES {
+            return false;
+        }
+        if self.host == host()
+            && let Some(start) = self.process_start
+        {
+            return process_start(self.pid) == Some(start);
+        }
+        true
+    }
+
+    /// `worker 0/1, pid 4711 on host-a, heartbeat 3s ago`.
+    pub fn describe(&self) -> String {
+        format!(
+            "worker {}, pid {} on {}, started {}, heartbeat {}s ago",
+            self.worker,
+            self.pid,
+            self.host,
+            self.started_at,
+            self.age().as_secs()
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Field 22 of `/proc/PID/stat` (the process's start time), where there is a `/proc`.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The record path of worker `index`.
+pub fn record_path(index: usize) -> String {
+    format!("{KILN_DIR}/runs/w{index:05}.json")
+}
+
+/// Every run record in the sink, live or not, by worker.
+///
+/// # Errors
+/// The store's, or a record that is not JSON.
+pub async fn runs(sink: &Location) -> Result<Vec<RunRecord>> {
+    let prefix = sink.child(&format!("{KILN_DIR}/runs"));
+    let mut paths: Vec<object_store::path::Path> = sink
+        .store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .or_else(|e| match e {
+            object_store::Error::NotFound { .. } => Ok(Vec::new()),
+            e => Err(Error::store("list", sink.display_child(KILN_DIR), e)),
+        })?;
+    paths.sort();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        let rel = sink.relative(&path);
+        // A record still being written under the local store's staging name.
+        if !rel.ends_with(".json") {
+            continue;
+        }
+        if let Some(r) = super::get_json::<RunRecord>(sink, &rel).await? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses to go on while another live run holds the sink (for `--overwrite`).
+///
+/// # Errors
+/// [`Error::Busy`] naming the live run.
+pub async fn refuse_if_in_use(sink: &Location, what: &str) -> Result<()> {
+    if let Some(r) = runs(sink).await?.into_iter().find(RunRecord::live) {
+        return Err(Error::Busy(format!(
+            "sink {} is in use by a live run ({}); {what} would delete its output under it. \
+             Stop that run, or wait {}s after it was killed, then run again",
+            sink.display,
+            r.describe(),
+            EXPIRES.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// A held run record, renewed in the background until [`Lease::release`].
+pub struct Lease {
+    sink: Location,
+    relative: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// Takes worker `index` of `count`'s run record.
+///
+/// # Errors
+/// [`Error::Busy`] when a live run holds it; the store's.
+pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Lease> {
+    let relative = record_path(index);
+    let started = crate::sink::now_rfc3339();
+    let pid = std::process::id();
+    let host = host();
+    let mut record = RunRecord {
+        worker: format!("{index}/{count}"),
+        run_id: format!("{host}-{pid}-{}", now_ms()),
+        host,
+        pid,
+        started_at: started,
+        heartbeat_ms: now_ms(),
+        heartbeat_at: crate::sink::now_rfc3339(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        process_start: process_start(pid),
+    };
+    let body = |r: &RunRecord| -> Result<Bytes> {
+        serde_json::to_vec_pretty(r)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(e.to_string()))
+    };
+    let path = sink.child(&relative);
+    let uri = sink.display_child(&relative);
+    // Two rounds: the second after removing a dead run's record.
+    for _ in 0..2 {
+        let put = sink
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from_bytes(body(&record)?),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => {
+                let heartbeat = tokio::spawn(renew(sink.clone(), relative.clone(), record));
+                return Ok(Lease {
+                    sink: sink.clone(),
+                    relative,
+                    heartbeat,
+                });
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let Some(held) = super::get_json::<RunRecord>(sink, &relative).await? else {
+                    continue; // released meanwhile
+                };
+                if held.live() {
+                    return Err(Error::Busy(format!(
+                        "worker {index}/{count} of sink {} is already running ({}); running it \
+                         twice would do the same work twice. Run again once it has finished \
+                         (or {}s after it was killed)",
+                        sink.display,
+                        held.describe(),
+                        EXPIRES.as_secs()
+                    )));
+                }
+                tracing::info!(
+                    "taking over from a run that is gone ({}, no heartbeat for {}s)",
+                    held.describe(),
+                    held.age().as_secs()
+                );
+                sink.store
+                    .delete(&path)
+                    .await
+                    .map_err(|e| Error::store("delete", &uri, e))?;
+                record.heartbeat_ms = now_ms();
+            }
+            Err(e) => return Err(Error::store("write", &uri, e)),
+        }
+    }
+    Err(Error::Busy(format!(
+        "worker {index}/{count} of sink {}: another run took its record at the same moment; \
+         run again",
+        sink.display
+    )))
+}
+
+/// Renews the record every [`HEARTBEAT`] until aborted. A failed renewal is logged and
+/// tried again at the next beat: the record expires only after [`EXPIRES`].
+async fn renew(sink: Location, relative: String, mut record: RunRecord) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        record.heartbeat_ms = now_ms();
+        record.heartbeat_at = crate::sink::now_rfc3339();
+        if let Err(e) = super::put_json(&sink, &relative, &record).await {
+            tracing::warn!("could not renew the run record: {e}");
+        }
+    }
+}
+
+impl Lease {
+    /// Stops the heartbeat and removes the record.
+    pub async fn release(mut self) {
+        self.heartbeat.abort();
+        let _ = (&mut self.heartbeat).await;
+        let path = self.sink.child(&self.relative);
+        if let Err(e) = self.sink.store.delete(&path).await {
+            tracing::debug!("could not remove the run record: {e}");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_lives_until_its_heartbeat_is_older_than_the_expiry() {
+        let mut r = RunRecord {
+            worker: "0/1".into(),
+            run_id: "h-1-0".into(),
+            host: "h".into(),
+            pid: 1,
+            started_at: String::new(),
+            heartbeat_ms: now_ms(),
+            heartbeat_at: String::new(),
+            kiln_version: String::new(),
+            process_start: None,
+        };
+        assert!(r.live());
+        assert!(r.describe().contains("worker 0/1, pid 1 on h"));
+        // On this host: live while its process is.
+        r.host = host();
+        r.pid = std::process::id();
+        r.process_start = process_start(r.pid);
+        assert!(r.process_start.is_some(), "Linux has /proc");
+        assert!(r.live());
+        r.process_start = r.process_start.map(|s| s + 1);
+        assert!(!r.live(), "another process with the same pid");
+        r.heartbeat_ms = now_ms() - EXPIRES.as_millis() as u64 - 1000;
+        assert!(!r.live());
+    }
+}
