@@ -343,7 +343,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         .into_iter()
         .map(|b| b.slice(0, b.num_rows().min(rows)))
         .collect();
-    let table = arrow::util::pretty::pretty_format_batches(&batches)
+    let table = arrow::util::pretty::pretty_format_batches(&truncated(&batches, terminal_width())?)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let _ = writeln!(
         s,
@@ -355,6 +355,61 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         let _ = writeln!(s, "{table}");
     }
     Ok(s)
+}
+
+/// The terminal's width as the shell exports it (`COLUMNS`), else 120.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}
+
+/// The rows as text, each cell cut so that a row fits in `width` characters: a
+/// 20,000-character document shows as its first words and `…`.
+fn truncated(
+    batches: &[arrow::record_batch::RecordBatch],
+    width: usize,
+) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let cell = (width / b.num_columns().max(1)).saturating_sub(3).max(8);
+        let options = FormatOptions::default().with_null("null");
+        let mut fields = Vec::with_capacity(b.num_columns());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+        for (field, column) in b.schema().fields().iter().zip(b.columns()) {
+            let f = ArrayFormatter::try_new(column.as_ref(), &options)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let values: Vec<String> = (0..column.len())
+                .map(|i| {
+                    let text = f.value(i).to_string().replace(['\n', '\r', '\t'], " ");
+                    if text.chars().count() > cell {
+                        let mut t: String = text.chars().take(cell - 1).collect();
+                        t.push('…');
+                        t
+                    } else {
+                        text
+                    }
+                })
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                field.name(),
+                arrow::datatypes::DataType::Utf8,
+                true,
+            ));
+            columns.push(std::sync::Arc::new(StringArray::from(values)));
+        }
+        out.push(
+            arrow::record_batch::RecordBatch::try_new(
+                std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+                columns,
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Rows and row groups of each Parquet file (the first [`MAX_FILES`]), and the column
@@ -466,4 +521,36 @@ fn parquet_layout(
         s.push_str(&columns_table(&col_table));
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_cut_to_fit_the_terminal() {
+        let long = "word ".repeat(1000);
+        let batch = arrow::record_batch::RecordBatch::try_from_iter([
+            (
+                "text",
+                std::sync::Arc::new(arrow::array::StringArray::from(vec![long.as_str()]))
+                    as arrow::array::ArrayRef,
+            ),
+            (
+                "n",
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![7])) as _,
+            ),
+        ])
+        .expect("batch");
+        let out = truncated(&[batch], 80).expect("cut");
+        let table = arrow::util::pretty::pretty_format_batches(&out)
+            .expect("table")
+            .to_string();
+        assert!(table.lines().all(|l| l.chars().count() <= 80), "{table}");
+        assert!(
+            table.contains("word word") && table.contains('…'),
+            "{table}"
+        );
+        assert!(table.contains("| 7 "), "{table}");
+    }
 }

@@ -39,15 +39,20 @@ struct SkipBom<R> {
 
 impl<R: BufRead> std::io::Read for SkipBom<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = {
-            let data = self.fill_buf()?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
+}
+
+/// `Read::read` of a reader that is a `BufRead`: what `fill_buf` holds, consumed.
+fn read_buffered(r: &mut impl BufRead, buf: &mut [u8]) -> std::io::Result<usize> {
+    let n = {
+        let data = r.fill_buf()?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        n
+    };
+    r.consume(n);
+    Ok(n)
 }
 
 impl<R: BufRead> BufRead for SkipBom<R> {
@@ -112,14 +117,7 @@ impl<R: BufRead> LineBound<R> {
 
 impl<R: BufRead> std::io::Read for LineBound<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = {
-            let data = self.fill_buf()?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
 }
 
