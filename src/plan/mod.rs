@@ -644,17 +644,20 @@ impl Plan {
     }
 
     /// This plan as stored in the sink for `workers` workers.
+    /// The pipeline as stored in the sink: JSON, secrets redacted.
+    pub fn pipeline_json(&self) -> serde_json::Value {
+        let mut p = serde_json::to_value(&self.pipeline).unwrap_or_default();
+        crate::secrets::redact_json(&mut p);
+        p
+    }
+
     pub fn stored(&self, workers: usize) -> crate::sink::StoredPlan {
         use crate::sink::{ColumnRecord, InputRecord, StoredPlan, StoredTask};
         StoredPlan {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             name: self.pipeline.name.clone(),
             pipeline_hash: self.pipeline_hash.clone(),
-            pipeline: {
-                let mut p = serde_json::to_value(&self.pipeline).unwrap_or_default();
-                crate::secrets::redact_json(&mut p);
-                p
-            },
+            pipeline: self.pipeline_json(),
             created_at: crate::sink::now_rfc3339(),
             workers,
             schema: self

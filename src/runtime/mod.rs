@@ -333,11 +333,13 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
     if opts.overwrite {
         sink::lease::refuse_if_in_use(&plan.sink, "--overwrite").await?;
     }
-    let committed = match sink::prepare(&plan.sink, &plan.pipeline_hash, opts.overwrite).await? {
-        SinkState::Complete(m) => return Ok(Prepared::Complete(m)),
-        SinkState::Empty => BTreeMap::new(),
-        SinkState::Partial(c) => c,
-    };
+    let current = plan.pipeline_json();
+    let committed =
+        match sink::prepare(&plan.sink, &plan.pipeline_hash, &current, opts.overwrite).await? {
+            SinkState::Complete(m) => return Ok(Prepared::Complete(m)),
+            SinkState::Empty => BTreeMap::new(),
+            SinkState::Partial(c) => c,
+        };
     let stored = sink::settle_plan(&plan.sink, &plan.stored(n)).await?;
     if stored.workers != n {
         return Err(Error::Plan(format!(

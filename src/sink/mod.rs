@@ -673,7 +673,12 @@ async fn list_all(sink: &Location) -> Result<Vec<Path>> {
 /// # Errors
 /// [`Error::Plan`] (exit 2) when the sink holds another pipeline's output or files that
 /// are not a kiln dataset, and `overwrite` is not set.
-pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> Result<SinkState> {
+pub async fn prepare(
+    sink: &Location,
+    pipeline_hash: &str,
+    pipeline: &serde_json::Value,
+    overwrite: bool,
+) -> Result<SinkState> {
     let existing = list_all(sink).await?;
     if existing.is_empty() {
         return Ok(SinkState::Empty);
@@ -717,8 +722,29 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
     }
     if !overwrite {
         if let Some(other) = other_pipeline {
+            // What differs, from the pipeline stored with that output.
+            let stored = match &manifest {
+                Some(m) => Some(m.pipeline.clone()),
+                None => get_json::<StoredPlan>(sink, PLAN)
+                    .await?
+                    .map(|p| p.pipeline),
+            };
+            let mut changed = Vec::new();
+            if let Some(stored) = &stored {
+                differences(stored, pipeline, "", &mut changed);
+            }
+            let what = if changed.is_empty() {
+                String::new()
+            } else {
+                let shown: Vec<&str> = changed.iter().take(8).map(String::as_str).collect();
+                format!(
+                    "; what differs: {}{}",
+                    shown.join("; "),
+                    if changed.len() > 8 { "; …" } else { "" }
+                )
+            };
             return refuse(format!(
-                "holds the output of a different pipeline ({other})"
+                "holds the output of a different pipeline ({other}{what})"
             ));
         }
         if let Some(f) = foreign {
@@ -744,6 +770,52 @@ pub async fn prepare(sink: &Location, pipeline_hash: &str, overwrite: bool) -> R
             .map_err(|e| Error::store("delete", path.to_string(), e))?;
     }
     Ok(SinkState::Empty)
+}
+
+/// The fields in which pipeline `b` differs from `a` (as JSON), as `path: a → b`, for
+/// the fields the pipeline hash covers (not `run`, `storage`, `sink.uri`).
+fn differences(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if matches!(path, "run" | "storage" | "sink.uri") {
+        return;
+    }
+    let show = |v: Option<&Value>| {
+        let t = v.map_or_else(|| "(absent)".to_string(), Value::to_string);
+        if t.chars().count() > 60 {
+            format!("{}…", t.chars().take(59).collect::<String>())
+        } else {
+            t
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => differences(u, v, &p, out),
+                    (u, v) => {
+                        if !matches!(p.as_str(), "run" | "storage" | "sink.uri") {
+                            out.push(format!("{p}: {} → {}", show(u), show(v)));
+                        }
+                    }
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                differences(u, v, &format!("{path}.{i}"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {} → {}", show(Some(a)), show(Some(b)))),
+        _ => {}
+    }
 }
 
 /// Commits a task: its record is written after all its shards are complete.
