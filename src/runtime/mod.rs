@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -378,7 +378,7 @@ async fn run(
         .count();
     for t in plan.tasks.iter().filter(|t| committed.contains_key(&t.id)) {
         Stats::add(&stats.bytes_done, t.bytes);
-        Stats::add(&stats.objects_done, t.objects.len() as u64);
+        Stats::add(&stats.objects_done, objects_finished(&plan, t));
     }
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -776,14 +776,15 @@ async fn read_objects(
         };
         let got = store.get_opts(&obj.path, options).await;
         stats.read.add_working(work.elapsed());
+        let owned = AtomicU64::new(task.range.as_ref().map_or(obj.size, |r| r.end - r.start));
         let outcome = match got {
             Ok(result) => match result.payload {
                 object_store::GetResultPayload::Stream(body) => {
-                    forward(body, chunk, &tx, &stats, &stop).await
+                    forward(body, chunk, &tx, &stats, &owned, &stop).await
                 }
                 object_store::GetResultPayload::File(..) => {
                     drop(permit);
-                    read_ranges(&store, obj, from, chunk, &tx, &io, &stats, &stop).await
+                    read_ranges(&store, obj, from, chunk, &tx, &io, &stats, &owned, &stop).await
                 }
             },
             Err(e) => Err(e),
@@ -818,6 +819,7 @@ async fn forward(
     chunk: u64,
     tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
     stats: &Stats,
+    owned: &AtomicU64,
     stop: &AtomicBool,
 ) -> object_store::Result<Read> {
     use futures::StreamExt;
@@ -829,7 +831,7 @@ async fn forward(
         let ok = tx.send(Ok(piece)).await.is_ok();
         stats.read.add_blocked(t.elapsed());
         Stats::add(&stats.bytes_read, len);
-        Stats::add(&stats.bytes_done, len);
+        Stats::add(&stats.bytes_done, take_owned(owned, len));
         ok
     };
     loop {
@@ -942,6 +944,7 @@ async fn read_ranges(
     tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
     io: &Arc<Semaphore>,
     stats: &Arc<Stats>,
+    owned: &AtomicU64,
     stop: &AtomicBool,
 ) -> object_store::Result<Read> {
     use futures::StreamExt;
@@ -973,9 +976,36 @@ async fn read_ranges(
         }
         stats.read.add_blocked(t.elapsed());
         Stats::add(&stats.bytes_read, len);
-        Stats::add(&stats.bytes_done, len);
+        Stats::add(&stats.bytes_done, take_owned(owned, len));
     }
     Ok(Read::Done)
+}
+
+/// Of `len` bytes just read, those still within what the task owns (`owned`, counted
+/// down): a slice reads past its end to finish its last record, and progress must not
+/// count those bytes twice (once here, once by the next slice).
+fn take_owned(owned: &AtomicU64, len: u64) -> u64 {
+    let mut taken = 0;
+    let _ = owned.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        taken = left.min(len);
+        Some(left - taken)
+    });
+    taken
+}
+
+/// The objects a task finishes: a slice that is not an object's last finishes none.
+fn objects_finished(plan: &Plan, task: &Task) -> u64 {
+    match &task.range {
+        Some(r)
+            if plan
+                .objects
+                .get(task.objects.start)
+                .is_some_and(|o| r.end < o.size) =>
+        {
+            0
+        }
+        _ => task.objects.len() as u64,
+    }
 }
 
 /// What the CPU side of a task made.
@@ -1070,7 +1100,7 @@ fn cpu_task(
                 )?;
             }
             // Read once by this run, in its first fit pass.
-            Stats::add(&stats.objects_done, task.objects.len() as u64);
+            Stats::add(&stats.objects_done, objects_finished(plan, task));
             Stats::add(&stats.bytes_done, task.bytes);
             Stats::add(&stats.bytes_read, task.bytes);
             (None, None)
@@ -1204,7 +1234,7 @@ fn cpu_task(
             Stats::add(&stats.objects_rejected, 1);
             rejects.add(object_rejection(&object, object_rows, e));
         }
-        Stats::add(&stats.objects_done, 1);
+        Stats::add(&stats.objects_done, objects_finished(plan, task).min(1));
         stats.decode.add_waiting(waited);
         stats
             .decode
