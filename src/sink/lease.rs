@@ -218,7 +218,11 @@ pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Leas
                     heartbeat,
                 });
             }
-            Err(object_store::Error::AlreadyExists { .. }) => {
+            // S3 answers 412 (Precondition) where the local store says AlreadyExists.
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
                 let Some(held) = super::get_json::<RunRecord>(sink, &relative).await? else {
                     continue; // released meanwhile
                 };
