@@ -8,6 +8,7 @@ mod compression;
 mod conform;
 pub mod csv;
 pub mod files;
+mod json_syntax;
 mod jsonl;
 mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;

@@ -154,7 +154,7 @@ pub(super) struct Position {
 /// rows, the message a user reads for a record's error, the stage name rejections
 /// carry (the format's name), and a check of each record's syntax that runs before the
 /// decoder sees it (arrow-json's tape decoder accepts what is not JSON, see
-/// [`super::jsonl::check_line`]).
+/// [`super::json_syntax::check_line`]).
 pub(super) struct Records<'a, D> {
     pub make: &'a dyn Fn() -> std::result::Result<D, ArrowError>,
     pub describe: &'a dyn Fn(&[u8], &ArrowError) -> String,
