@@ -318,23 +318,30 @@ fn parquet_testing_files_read_as_pyarrow_reads_them() {
     );
 }
 
-#[test]
-fn int96_timestamps_past_2262_are_read_as_microseconds_not_wrapped() {
-    // The values parquet-testing documents for this Spark file (int96_from_spark.md). As
-    // nanoseconds (the parquet crate's default, and pyarrow's) the last one wraps to 1815.
+/// A temporary folder whose `out/` holds a kiln copy of one parquet-testing file.
+fn copy_suite_file(file: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
     let p = pipeline(
         dir.path(),
         "p.yaml",
         &format!(
-            "version: 1\nname: int96\nsource:\n  uri: {}\nsink:\n  uri: {}/out\n",
+            "version: 1\nname: suite\nsource:\n  uri: {}\nsink:\n  uri: {}/out\n",
             repo()
-                .join("tests/conformance/parquet-testing/data/int96_from_spark.parquet")
+                .join("tests/conformance/parquet-testing")
+                .join(file)
                 .display(),
             dir.path().display()
         ),
     );
     kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    dir
+}
+
+#[test]
+fn int96_timestamps_past_2262_are_read_as_microseconds_not_wrapped() {
+    // The values parquet-testing documents for this Spark file (int96_from_spark.md). As
+    // nanoseconds (the parquet crate's default, and pyarrow's) the last one wraps to 1815.
+    let dir = copy_suite_file("data/int96_from_spark.parquet");
     let batches = read_shards(&dir.path().join("out"));
     let batch = batches.values().next().expect("a shard");
     let a = batch.column_by_name("a").expect("a");
@@ -364,18 +371,6 @@ fn int96_timestamps_past_2262_are_read_as_microseconds_not_wrapped() {
 fn a_footer_that_says_zero_rows_does_not_hide_the_row_groups() {
     // parquet-rs 0.3 wrote `num_rows: 0` in the footer of this file; its row group holds
     // 6 rows, which pyarrow reads. Regression: kiln exited 0 having read none.
-    let dir = tempfile::tempdir().expect("tmp");
-    let p = pipeline(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            "version: 1\nname: zero\nsource:\n  uri: {}\nsink:\n  uri: {}/out\n",
-            repo()
-                .join("tests/conformance/parquet-testing/data/repeated_no_annotation.parquet")
-                .display(),
-            dir.path().display()
-        ),
-    );
-    kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    let dir = copy_suite_file("data/repeated_no_annotation.parquet");
     assert_eq!(total_rows(&dir.path().join("out")), 6);
 }

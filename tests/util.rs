@@ -174,6 +174,21 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The text of every file below a sink but its shards (records, manifest, card, dead
+/// letters), and how many there are: what a test searches for a leaked secret.
+pub fn non_shard_text(dir: &Path) -> (String, usize) {
+    let mut text = String::new();
+    let mut n = 0;
+    for f in files(dir) {
+        if f.extension().is_some_and(|e| e == "parquet") {
+            continue;
+        }
+        n += 1;
+        text.push_str(&String::from_utf8_lossy(&std::fs::read(&f).expect("read")));
+    }
+    (text, n)
+}
+
 /// Writes `n` synthetic JSONL documents (deterministic) to `path`, gzipped if it ends in `.gz`.
 pub fn write_docs(path: &Path, start: usize, n: usize) {
     let mut text = String::new();

@@ -5,6 +5,7 @@
 pub mod card;
 pub mod columns;
 pub mod lease;
+pub mod upload;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -601,7 +602,7 @@ pub async fn write_errors(
     let uri = sink.display_child(&relative);
     let spill =
         |e: std::io::Error| Error::sink(&uri, format!("reading the spilled dead letters: {e}"));
-    let upload = |e: std::io::Error| writer::upload_error(&uri, e);
+    let upload = |e: std::io::Error| upload::upload_error(&uri, e);
     let mut w = object_store::buffered::BufWriter::new(sink.store.clone(), sink.child(&relative));
     file.rewind().map_err(spill)?;
     let mut chunk = vec![0u8; 1 << 20];
