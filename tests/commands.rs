@@ -76,7 +76,7 @@ fn plan_shows_schema_after_each_step_and_layout() {
         "{text}"
     );
     assert!(
-        text.contains("split=<value>/part-00000-00000.parquet"),
+        text.contains("split=<value>/part-00000-00000-<value>.parquet"),
         "{text}"
     );
 }

@@ -25,6 +25,7 @@ sink:
   uri: OUT
   max_rows: 300
   partition_by: [split]
+  dataset_card: true
 "#;
 
 fn manifest(sink: &std::path::Path) -> serde_json::Value {
@@ -163,7 +164,7 @@ fn manifest_card_and_inspect_agree_with_the_shards() {
 }
 
 #[test]
-fn a_sink_without_a_card_and_a_sink_read_back_as_a_source() {
+fn a_sink_with_and_without_a_card_read_back_as_a_source() {
     let dir = tempfile::tempdir().expect("tmp");
     let first = dir.path().join("first");
     let p = pipeline(
@@ -171,25 +172,26 @@ fn a_sink_without_a_card_and_a_sink_read_back_as_a_source() {
         "first.yaml",
         &format!(
             "version: 1\nname: first\nsource:\n  uri: sample-data/text/*.jsonl*\n\
-             sink:\n  uri: {}\n",
+             sink:\n  uri: {}\n  dataset_card: true\n",
             first.display()
         ),
     );
     kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
-    assert!(first.join("README.md").exists());
+    assert!(first.join("README.md").exists(), "dataset_card: true");
     // The folder of a kiln dataset is a source: its card, _kiln/ and _SUCCESS are not data.
     let second = dir.path().join("second");
     let p = pipeline(
         dir.path(),
         "second.yaml",
         &format!(
-            "version: 1\nname: second\nsource:\n  uri: {}/\nsink:\n  uri: {}\n  dataset_card: false\n",
+            "version: 1\nname: second\nsource:\n  uri: {}/\nsink:\n  uri: {}\n",
             first.display(),
             second.display()
         ),
     );
     kiln_ok(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
     assert_eq!(manifest(&second)["rows"], manifest(&first)["rows"]);
-    assert!(!second.join("README.md").exists(), "dataset_card: false");
+    // No card unless asked for: the folder holds Parquet, `_kiln/` and `_SUCCESS` only.
+    assert!(!second.join("README.md").exists(), "no card by default");
     assert!(second.join("_SUCCESS").exists());
 }

@@ -54,7 +54,22 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
         "tabular-train",
         "tabular-valid",
     ] {
-        kiln_ok(&out, &["run", "-q", &format!("pipelines/{p}.yaml")]);
+        kiln_ok(
+            &out,
+            &[
+                "run",
+                "-q",
+                &format!("pipelines/{p}.yaml"),
+                "--set",
+                "sink.dataset_card=true",
+            ],
+        );
+    }
+    // Without the card (the default), the folder itself, as a user types it, in each
+    // reader's own way: a split partition and a plain sink.
+    let plain = dir.path().join("plain");
+    for p in ["web-text", "csv-events"] {
+        kiln_ok(&plain, &["run", "-q", &format!("pipelines/{p}.yaml")]);
     }
     b.upload_dir(&repo().join("sample-data/text"), "raw-text");
     b.upload_dir(&repo().join("sample-data/web"), "raw-web");
@@ -82,6 +97,9 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
         .iter()
         .map(|p| serde_json::json!({ "uri": out.join(p) }))
         .collect();
+    for p in ["web-text", "csv-events"] {
+        datasets.push(serde_json::json!({ "uri": plain.join(p), "card": false }));
+    }
     for p in ["web-text", "pretrain-packed", "images"] {
         datasets.push(serde_json::json!({
             "uri": b.uri(&format!("{p}/")),
@@ -133,6 +151,7 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
         "datasets[local]",
         "datasets[s3]",
         "dataset card",
+        "folder as typed",
         "tabular (numpy)",
         "datasets[tabular]",
     ] {

@@ -832,7 +832,7 @@ pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
         .pipeline
         .pointer("/sink/dataset_card")
         .and_then(serde_json::Value::as_bool)
-        .unwrap_or(true);
+        .unwrap_or(false);
     if card {
         put(sink, card::CARD, card::render(manifest)?.into()).await?;
     }

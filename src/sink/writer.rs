@@ -286,8 +286,22 @@ fn state_take(partitions: &mut HashMap<String, PartitionState>, dir: &str) -> Re
 }
 
 /// Deterministic shard name: `part-<task>-<shard>.parquet` below its partition folder.
+///
+/// Inside a `split=<value>/` folder the name ends in the split as well
+/// (`split=val/part-00000-00000-val.parquet`): Hugging Face `datasets` finds splits by
+/// the words train / validation / val / test … in file names, not in Hive folders, so
+/// `load_dataset(<sink>)` then sees the splits without a dataset card.
 pub fn shard_name(dir: &str, task: usize, shard: usize) -> String {
-    format!("{dir}part-{task:05}-{shard:05}.parquet")
+    let split = dir
+        .split('/')
+        .filter_map(|part| part.strip_prefix("split="))
+        .next_back();
+    match split {
+        Some(value) if !value.is_empty() => {
+            format!("{dir}part-{task:05}-{shard:05}-{value}.parquet")
+        }
+        _ => format!("{dir}part-{task:05}-{shard:05}.parquet"),
+    }
 }
 
 fn open_shard(

@@ -214,16 +214,18 @@ pub struct Sink {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
     /// Write `README.md`, a Hugging Face dataset card (splits, features, what made the
-    /// dataset), beside the shards, so `load_dataset(<sink>)` finds the splits. Readers
-    /// that open the whole folder as Parquet must then leave it out (pyarrow:
-    /// `ignore_prefixes=[".", "_", "README"]`; or read a `**/*.parquet` glob): `false`
-    /// writes no card.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    /// dataset), beside the shards: what the Hub shows, and what `load_dataset(<sink>)`
+    /// reads the splits and features from. Off by default: a file that is not Parquet at
+    /// the root makes `pyarrow.parquet.read_table(<sink>)` and DuckDB's
+    /// `read_parquet('<sink>/*')` fail, and `load_dataset(<sink>)` finds the splits of a
+    /// `split` partition without it (the shards' names carry the split).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub dataset_card: bool,
 }
 
-const fn yes() -> bool {
-    true
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+const fn is_false(b: &bool) -> bool {
+    !*b
 }
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
 const fn is_true(b: &bool) -> bool {
