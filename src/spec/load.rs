@@ -8,8 +8,9 @@ use crate::error::{Error, Result};
 
 /// Reads and checks the pipeline file at `path`, then applies `--set path=value` overrides.
 ///
-/// `${VAR}` and `${VAR:-default}` in unquoted values expand from the environment; an
-/// unset `${VAR}` without a default is an error that names the line.
+/// `${VAR}` and `${VAR:-default}` in every value (plain, quoted, flow or block) expand
+/// from the environment and `$$` is a literal `$`; an unset `${VAR}` without a default
+/// is an error that names the line.
 ///
 /// # Errors
 /// [`Error::Spec`] naming the file, line and column, or [`Error::Usage`] for a bad
@@ -39,12 +40,29 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
         }
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let options = serde_saphyr::Options::default().with_properties(env);
-    let mut pipeline: Pipeline =
-        serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Spec {
+    // Quoted and block values first (serde-saphyr expands plain ones), on the same lines.
+    let expanded = super::interpolate::expand_quoted(text, &env).map_err(|m| Error::Spec {
+        file: file.to_string(),
+        message: m,
+    })?;
+    for word in expanded.split(|c: char| c.is_whitespace() || "\"'[]{},".contains(c)) {
+        if word.contains("://") {
+            crate::secrets::register_uri(word);
+        }
+    }
+    let parse = |text: &str| {
+        let options = serde_saphyr::Options::default().with_properties(env.clone());
+        serde_saphyr::from_str_with_options::<Pipeline>(text, options)
+    };
+    let mut pipeline: Pipeline = parse(&expanded).map_err(|e| {
+        // An error the file has without the expansion is shown on the file as written
+        // (its snippet then quotes `${VAR}`, not the value).
+        let e = parse(text).err().unwrap_or(e);
+        Error::Spec {
             file: file.to_string(),
             message: yaml_message(&e.to_string(), file),
-        })?;
+        }
+    })?;
     for o in overrides {
         pipeline = apply_override(pipeline, o)?;
     }
@@ -191,16 +209,6 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
     if p.sink.uri.trim().is_empty() {
         errs.push("sink.uri: must not be empty".to_string());
     }
-    // `${VAR}` expands in unquoted values only; a quoted one would silently become a
-    // literal folder or glob.
-    for (name, v) in [("source.uri", &p.source.uri), ("sink.uri", &p.sink.uri)] {
-        if v.contains("${") {
-            errs.push(format!(
-                "{name}: `{v}` still holds a `${{...}}` after expansion: environment \
-                 variables expand only in unquoted values; remove the quotes around it"
-            ));
-        }
-    }
     let positive = [
         ("sink.max_rows", p.sink.max_rows),
         ("sink.max_bytes", p.sink.max_bytes.get()),
@@ -314,10 +322,26 @@ mod tests {
     }
 
     #[test]
-    fn a_quoted_variable_is_refused_not_kept_literally() {
-        let text = "version: 1\nname: q\nsource:\n  uri: in\nsink:\n  uri: \"${HOME}/out\"\n";
-        let err = load_str(text, "p.yaml", &[]).expect_err("quoted ${HOME}");
-        assert!(err.to_string().contains("remove the quotes"), "{err}");
+    fn quoted_and_flow_variables_expand_like_plain_ones() {
+        let home = std::env::var("HOME").expect("HOME is set");
+        let text = "version: 1\nname: q\nsource: {uri: \"${HOME}/in/*.{jsonl,csv}\"}\n\
+                    sink:\n  uri: '${HOME}/out'\n  compression: zstd\nsteps:\n  - filter: \"a = '$$x'\"\n";
+        let p = load_str(text, "p.yaml", &[]).expect("valid");
+        assert_eq!(p.source.uri, format!("{home}/in/*.{{jsonl,csv}}"));
+        assert_eq!(p.sink.uri, format!("{home}/out"));
+        let e = load_str(
+            "version: 1\nname: q\nsource:\n  uri: in\nsink:\n  uri: \"${KILN_TEST_UNSET_X}/o\"\n",
+            "p.yaml",
+            &[],
+        )
+        .expect_err("unset")
+        .to_string();
+        assert!(
+            e.contains("p.yaml")
+                && e.contains("line 6 column 8")
+                && e.contains("KILN_TEST_UNSET_X"),
+            "{e}"
+        );
     }
 
     #[test]

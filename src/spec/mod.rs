@@ -9,6 +9,7 @@
 //! the environment never reaches a log.
 
 mod bytes;
+mod interpolate;
 mod load;
 mod storage;
 
