@@ -211,3 +211,70 @@ fn a_billion_laughs_pipeline_file_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("laughs.yaml"), "{}", stderr(&o));
 }
+
+/// 1 GiB of zeros in half a dozen megabytes, streamed into gzip (never held whole).
+fn zeros_gz(bytes: usize) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..bytes >> 20 {
+        gz.write_all(&chunk).expect("gzip");
+    }
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn a_gzip_bomb_of_zeros_is_a_bad_record_during_inference_too_in_jsonl_and_csv() {
+    // The first object (the one the schema is inferred from) inflates to 1 GiB of NUL
+    // bytes with no line break; no schema is declared. 64 MiB with one thread bounds a
+    // record at 16 MiB. Before the bound, inference read the whole line: 3.6 GB RSS
+    // (.jsonl.gz), past 6 GB (.csv.gz).
+    for (ext, good) in [
+        ("jsonl", &b"{\"id\":2,\"t\":\"fine\"}\n"[..]),
+        ("csv", &b"id,t\n2,fine\n"[..]),
+    ] {
+        let c = Corpus::new();
+        c.file(&format!("a-bomb.{ext}.gz"), &zeros_gz(1 << 30));
+        c.file(&format!("b-good.{ext}"), good);
+        let run = |on_error: &str| {
+            let sink = c.dir.path().join(format!("out-{on_error}"));
+            let yaml = format!(
+                "version: 1\nname: bomb\nsource:\n  uri: {}/in/*\n  format: {ext}\nsink:\n  \
+                 uri: {}\nrun:\n  on_error: {on_error}\n  max_error_ratio: 1\n  \
+                 memory_limit: 64MiB\n  threads: 1\n",
+                c.dir.path().display(),
+                sink.display()
+            );
+            let p = pipeline(c.dir.path(), "bomb.yaml", &yaml);
+            let rep = c.dir.path().join("bomb-report.json");
+            let o = kiln(
+                c.dir.path(),
+                &[
+                    "run",
+                    "-q",
+                    p.to_str().expect("utf-8"),
+                    "--report",
+                    rep.to_str().expect("utf-8"),
+                ],
+            );
+            let report: Value = std::fs::read(&rep)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            (o.status.code(), stderr(&o), report)
+        };
+        let (code, err, _) = run("fail");
+        assert_eq!(code, Some(1), "{ext}: {err}");
+        assert!(
+            err.contains(&format!("a-bomb.{ext}.gz"))
+                && err.contains("record longer than 16.0 MiB"),
+            "{ext}: {err}"
+        );
+        assert!(err.len() < 4096, "{ext}: the message quotes no megabytes");
+        let (code, err, report) = run("skip");
+        assert_eq!(code, Some(0), "{ext}: {err}");
+        let (out, rejected, objects) = rows(&report);
+        assert_eq!((out, rejected + objects), (1, 1), "{ext}: {report:#}");
+        let peak = report["peak_rss_bytes"].as_u64().expect("peak RSS");
+        assert!(peak < 300 << 20, "{ext}: peak RSS {} MB", peak >> 20);
+    }
+}
