@@ -237,3 +237,71 @@ fn a_file_name_too_long_is_named_not_a_panic() {
         "{err}"
     );
 }
+
+/// A 1 MiB tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_named_not_a_panic() {
+    // Regression: "No space left on device" ended in a panic inside the upload
+    // ("Already shut down"). The sink is on a 1 MiB tmpfs, which needs root (as the Slurm
+    // test does); elsewhere the test says it did not run.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mnt = dir.path().join("small");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none() || !is_root(),
+            "root under CI but tmpfs could not be mounted"
+        );
+        eprintln!("\n!!!! SKIPPED: cannot mount a tmpfs (not root) !!!!\n");
+        return;
+    }
+    let _disk = SmallDisk(mnt.clone());
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "{{\"id\":{i},\"t\":\"{}\"}}\n",
+            format!("{i:x}").repeat(40)
+        ));
+    }
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(dir.path().join("in/a.jsonl"), text).expect("write");
+    let p = pipeline(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: full\nsource:\n  uri: {}/in/*.jsonl\n\
+             sink:\n  uri: {}/out\n  compression: none\n",
+            dir.path().display(),
+            mnt.display()
+        ),
+    );
+    let o = kiln(dir.path(), &["run", "-q", p.to_str().expect("utf-8")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("/out/part-00000-00000.parquet"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Already shut down"),
+        "{err}"
+    );
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
