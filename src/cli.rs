@@ -288,7 +288,9 @@ fn cmd_run(
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok()).map_err(fail)?;
     let rt = tokio_runtime().map_err(fail)?;
     rt.block_on(async move {
-        let plan = Plan::build(pipeline).await.map_err(fail)?;
+        let plan = Plan::build(pipeline)
+            .await
+            .map_err(|e| fail(spec::place_step_error(&args.pipeline, e)))?;
         let step_names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
         let stats = Arc::new(Stats::new(
             plan.objects.len() as u64,
@@ -463,7 +465,9 @@ async fn watch_signals(drain: Arc<AtomicBool>, stop: Arc<AtomicBool>, grace: std
 fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
     let pipeline = spec::load(&args.pipeline, &args.set)?;
     let rt = tokio_runtime()?;
-    let plan = rt.block_on(Plan::build(pipeline))?;
+    let plan = rt
+        .block_on(Plan::build(pipeline))
+        .map_err(|e| spec::place_step_error(&args.pipeline, e))?;
     print_out(&format!(
         "{}: ok — {} ({}), {}, {}, sink {}\n",
         args.pipeline.display(),
@@ -497,7 +501,9 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     let explicit = worker.is_some();
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
     let rt = tokio_runtime()?;
-    let mut plan = rt.block_on(Plan::build(pipeline))?;
+    let mut plan = rt
+        .block_on(Plan::build(pipeline))
+        .map_err(|e| spec::place_step_error(&args.pipeline, e))?;
     // A sink that already holds a stored plan decides the listing and the tasks.
     let stored = rt.block_on(crate::sink::read_plan(&plan.sink))?;
     if let Some(stored) = &stored {

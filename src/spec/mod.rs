@@ -11,10 +11,35 @@
 mod bytes;
 mod interpolate;
 mod load;
+mod locate;
 mod storage;
 
 pub use bytes::ByteSize;
 pub use load::{load, load_str};
+
+/// A step's error, placed in the pipeline file: `file:line:col: step N `name`: …` at the
+/// value it quotes (an expression's syntax error at the fault itself). Other errors, and
+/// a file that cannot be read again, pass through unchanged.
+pub fn place_step_error(file: &std::path::Path, e: crate::error::Error) -> crate::error::Error {
+    let crate::error::Error::Step {
+        index,
+        step,
+        message,
+    } = &e
+    else {
+        return e;
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return e;
+    };
+    match locate::step_error(&text, index.saturating_sub(1), message) {
+        Some((line, col)) => crate::error::Error::Spec {
+            file: format!("{}:{line}:{col}", file.display()),
+            message: format!("step {index} `{step}`: {message}"),
+        },
+        None => e,
+    }
+}
 pub use storage::{Duration, Retry, Storage};
 
 use indexmap::IndexMap;
