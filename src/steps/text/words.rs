@@ -217,8 +217,9 @@ fn split_chunk<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
         return;
     }
     if is_url_or_email(s) {
-        // Only trailing sentence punctuation comes off a URL.
-        let trimmed = s.trim_end_matches(['.', ',', ')', '!', '?', ';', ':', '"', '\'']);
+        // spaCy splits suffixes off a URL as off any word (`<x@y.org>` → `x@y.org`, `>`);
+        // only what is left must look like a URL to stay whole.
+        let trimmed = s.trim_end_matches(|c: char| c == '.' || is_suffix(c));
         let (word, rest) = s.split_at(trimmed.len());
         out.push(word);
         for (i, _) in rest.char_indices() {
@@ -258,7 +259,10 @@ fn split_chunk<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
         }
         break;
     }
-    if !s.is_empty() {
+    // spaCy's English exceptions with a slash stay whole.
+    if matches!(s, "and/or" | "w/o") {
+        out.push(s);
+    } else if !s.is_empty() {
         split_infixes(s, out);
     }
     out.extend(tail.into_iter().rev());
@@ -444,6 +448,33 @@ mod tests {
                 "word", "-", "with", "-", "hyphen", "and", "12", "-", "15", "and", "'", "single",
                 "'", "\"", "double", "\""
             ]
+        );
+    }
+
+    /// What Debian's copyright files hold (found against datatrove on them): suffixes come
+    /// off a URL or address as off any word; `and/or`, `w/o` are spaCy exceptions.
+    #[test]
+    fn addresses_in_brackets_and_slash_exceptions_split_like_spacy() {
+        assert_eq!(
+            words("<x@y.org> z x@y.org> <http://x.org/a> (x@y.org)"),
+            [
+                "<",
+                "x@y.org",
+                ">",
+                "z",
+                "x@y.org",
+                ">",
+                "<",
+                "http://x.org/a",
+                ">",
+                "(",
+                "x@y.org",
+                ")"
+            ]
+        );
+        assert_eq!(
+            words("and/or w/o a/b 1/2"),
+            ["and/or", "w/o", "a", "/", "b", "1/2"]
         );
     }
 
