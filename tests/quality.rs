@@ -199,7 +199,7 @@ fn debian_corpus(out: &std::path::Path) -> usize {
         if text.len() < 50 {
             continue;
         }
-        let text: String = text.chars().take(100_000).collect();
+        let text: String = text.chars().take(30_000).collect();
         let doc = serde_json::json!({ "id": p.display().to_string(), "text": text });
         jsonl.push_str(&doc.to_string());
         jsonl.push('\n');
