@@ -127,31 +127,11 @@ fn a_zip_bomb_is_refused_within_memory_limit() {
     drop(line);
     c.file("good.jsonl", b"{\"id\":2,\"t\":\"fine\"}\n");
     let run = |on_error: &str| {
-        let sink = c.dir.path().join(format!("out-{on_error}"));
-        let yaml = format!(
-            "version: 1\nname: bomb\nsource:\n  uri: {}/in/*\n  format: jsonl\n  \
-             schema: {{ id: int64, t: string }}\nsink:\n  uri: {}\n\
-             run:\n  on_error: {on_error}\n  max_error_ratio: 1\n  memory_limit: 64MiB\n  threads: 1\n",
-            c.dir.path().display(),
-            sink.display()
-        );
-        let p = pipeline(c.dir.path(), "bomb.yaml", &yaml);
-        let rep = c.dir.path().join("bomb-report.json");
-        let o = kiln(
-            c.dir.path(),
-            &[
-                "run",
-                "-q",
-                p.to_str().expect("utf-8"),
-                "--report",
-                rep.to_str().expect("utf-8"),
-            ],
-        );
-        let report: Value = std::fs::read(&rep)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
-        (o.status.code(), stderr(&o), report)
+        bounded_run(
+            &c,
+            on_error,
+            "  format: jsonl\n  schema: { id: int64, t: string }\n",
+        )
     };
     let (code, err, report) = run("fail");
     assert_eq!(code, Some(1), "{err}");
@@ -212,6 +192,37 @@ fn a_billion_laughs_pipeline_file_is_refused() {
     assert!(stderr(&o).contains("laughs.yaml"), "{}", stderr(&o));
 }
 
+/// Runs every object under `in/` with `source` (the lines after `uri`), under `on_error`,
+/// with 64 MiB of memory and one thread (a record may not pass 16 MiB); exit code,
+/// stderr and report.
+fn bounded_run(c: &Corpus, on_error: &str, source: &str) -> (Option<i32>, String, Value) {
+    let sink = c.dir.path().join(format!("out-{on_error}"));
+    let yaml = format!(
+        "version: 1\nname: bomb\nsource:\n  uri: {}/in/*\n{source}sink:\n  uri: {}\n\
+         run:\n  on_error: {on_error}\n  max_error_ratio: 1\n  memory_limit: 64MiB\n  threads: 1\n",
+        c.dir.path().display(),
+        sink.display()
+    );
+    let p = pipeline(c.dir.path(), "bomb.yaml", &yaml);
+    let rep = c.dir.path().join("bomb-report.json");
+    let _ = std::fs::remove_file(&rep);
+    let o = kiln(
+        c.dir.path(),
+        &[
+            "run",
+            "-q",
+            p.to_str().expect("utf-8"),
+            "--report",
+            rep.to_str().expect("utf-8"),
+        ],
+    );
+    let report: Value = std::fs::read(&rep)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (o.status.code(), stderr(&o), report)
+}
+
 /// 1 GiB of zeros in half a dozen megabytes, streamed into gzip (never held whole).
 fn zeros_gz(bytes: usize) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -235,33 +246,8 @@ fn a_gzip_bomb_of_zeros_is_a_bad_record_during_inference_too_in_jsonl_and_csv() 
         let c = Corpus::new();
         c.file(&format!("a-bomb.{ext}.gz"), &zeros_gz(1 << 30));
         c.file(&format!("b-good.{ext}"), good);
-        let run = |on_error: &str| {
-            let sink = c.dir.path().join(format!("out-{on_error}"));
-            let yaml = format!(
-                "version: 1\nname: bomb\nsource:\n  uri: {}/in/*\n  format: {ext}\nsink:\n  \
-                 uri: {}\nrun:\n  on_error: {on_error}\n  max_error_ratio: 1\n  \
-                 memory_limit: 64MiB\n  threads: 1\n",
-                c.dir.path().display(),
-                sink.display()
-            );
-            let p = pipeline(c.dir.path(), "bomb.yaml", &yaml);
-            let rep = c.dir.path().join("bomb-report.json");
-            let o = kiln(
-                c.dir.path(),
-                &[
-                    "run",
-                    "-q",
-                    p.to_str().expect("utf-8"),
-                    "--report",
-                    rep.to_str().expect("utf-8"),
-                ],
-            );
-            let report: Value = std::fs::read(&rep)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(Value::Null);
-            (o.status.code(), stderr(&o), report)
-        };
+        let source = format!("  format: {ext}\n");
+        let run = |on_error: &str| bounded_run(&c, on_error, &source);
         let (code, err, _) = run("fail");
         assert_eq!(code, Some(1), "{ext}: {err}");
         assert!(

@@ -57,31 +57,54 @@ sink:
     out
 }
 
-#[test]
-fn each_family_agrees_with_datatrove_on_99_percent_of_documents() {
-    let Ok(python) = std::env::var("KILN_TEST_PYTHON") else {
+/// The Python of `make test`'s virtualenv, or `None` (loudly) outside it.
+fn python() -> Option<String> {
+    let python = std::env::var("KILN_TEST_PYTHON").ok();
+    if python.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "KILN_TEST_PYTHON unset under CI"
         );
         eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tmp");
-    let reference = dir.path().join("reference.jsonl");
-    let status = Command::new(&python)
+    }
+    python
+}
+
+/// datatrove's decisions on the documents of `inputs`, one JSON object each.
+fn datatrove(
+    python: &str,
+    dir: &std::path::Path,
+    inputs: &[std::path::PathBuf],
+) -> Vec<serde_json::Value> {
+    let reference = dir.join("reference.jsonl");
+    let status = Command::new(python)
         .arg(repo().join("tests/interop/quality_reference.py"))
         .arg(&reference)
-        .arg(repo().join("sample-data/web/crawl-00000.jsonl.gz"))
-        .arg(repo().join("sample-data/web/crawl-00001.jsonl.gz"))
+        .args(inputs)
         .status()
         .expect("python runs");
     assert!(status.success(), "quality_reference.py failed");
-    let reference: Vec<serde_json::Value> = std::fs::read_to_string(&reference)
+    std::fs::read_to_string(&reference)
         .expect("reference")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn each_family_agrees_with_datatrove_on_99_percent_of_documents() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let reference = datatrove(
+        &python,
+        dir.path(),
+        &[
+            repo().join("sample-data/web/crawl-00000.jsonl.gz"),
+            repo().join("sample-data/web/crawl-00001.jsonl.gz"),
+        ],
+    );
     assert_eq!(reference.len(), 2400);
     for family in FAMILIES {
         let got = kiln_reasons(dir.path(), family);
@@ -211,31 +234,14 @@ fn debian_corpus(out: &std::path::Path) -> usize {
 
 #[test]
 fn each_family_agrees_with_datatrove_on_real_text_from_debian_packages() {
-    let Ok(python) = std::env::var("KILN_TEST_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KILN_TEST_PYTHON unset under CI"
-        );
-        eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
+    let Some(python) = python() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
     let corpus = dir.path().join("debian.jsonl");
     let n = debian_corpus(&corpus);
     assert!(n >= 300, "only {n} documents under /usr/share/doc");
-    let reference = dir.path().join("reference.jsonl");
-    let status = Command::new(&python)
-        .arg(repo().join("tests/interop/quality_reference.py"))
-        .arg(&reference)
-        .arg(&corpus)
-        .status()
-        .expect("python runs");
-    assert!(status.success(), "quality_reference.py failed");
-    let reference: Vec<serde_json::Value> = std::fs::read_to_string(&reference)
-        .expect("reference")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let reference = datatrove(&python, dir.path(), std::slice::from_ref(&corpus));
     assert_eq!(reference.len(), n);
     for family in FAMILIES {
         let got = kiln_reasons_of(dir.path(), family, &corpus.display().to_string());
