@@ -240,7 +240,7 @@ fn each_family_agrees_with_datatrove_on_real_text_from_debian_packages() {
     let dir = tempfile::tempdir().expect("tmp");
     let corpus = dir.path().join("debian.jsonl");
     let n = debian_corpus(&corpus);
-    assert!(n >= 300, "only {n} documents under /usr/share/doc");
+    assert!(n >= 200, "only {n} documents under /usr/share/doc");
     let reference = datatrove(&python, dir.path(), std::slice::from_ref(&corpus));
     assert_eq!(reference.len(), n);
     for family in FAMILIES {
