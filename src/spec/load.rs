@@ -26,26 +26,22 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
 
 /// [`load`] on text already in memory; `file` names it in errors.
 pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline> {
-    // Credentials in any URL the file spells out are secrets before anything can echo
-    // them (a YAML error quotes its line); the expanded ones are registered below.
-    let words = overrides
-        .iter()
-        .flat_map(|o| o.split_once('=').map(|(_, v)| v));
-    for word in text
-        .split(|c: char| c.is_whitespace() || "\"'[]{},".contains(c))
-        .chain(words)
-    {
-        if word.contains("://") {
-            crate::secrets::register_uri(word);
-        }
-    }
     let env: HashMap<String, String> = std::env::vars().collect();
     // Quoted and block values first (serde-saphyr expands plain ones), on the same lines.
     let expanded = super::interpolate::expand_quoted(text, &env).map_err(|m| Error::Spec {
         file: file.to_string(),
         message: m,
     })?;
-    for word in expanded.split(|c: char| c.is_whitespace() || "\"'[]{},".contains(c)) {
+    // Credentials in any URL the file spells out (or a quoted value expands to) are
+    // secrets before anything can echo them (a YAML error quotes its line); the plain
+    // values serde-saphyr expands are registered below.
+    let words = overrides
+        .iter()
+        .flat_map(|o| o.split_once('=').map(|(_, v)| v));
+    for word in expanded
+        .split(|c: char| c.is_whitespace() || "\"'[]{},".contains(c))
+        .chain(words)
+    {
         if word.contains("://") {
             crate::secrets::register_uri(word);
         }
