@@ -177,3 +177,58 @@ fn json_logs_are_one_object_per_line() {
         serde_json::from_str(done["fields"]["report"].as_str().expect("report")).expect("json");
     assert_eq!(report["rows_in"], 120);
 }
+
+/// On a terminal (util-linux `script` gives the run one) each full pass has its own bar
+/// with the input's size as its total, reaching it, and the write pass a bar of its own
+/// after it: no frozen `0 B` bar, nothing past 100%.
+#[test]
+fn progress_shows_each_full_pass_then_the_write_on_a_terminal() {
+    let out = tempfile::tempdir().expect("tmp");
+    let sink = out.path().join("out");
+    let cmd = format!(
+        "{} run pipelines/fineweb.yaml --overwrite --set sink.uri={}",
+        env!("CARGO_BIN_EXE_kiln"),
+        sink.display()
+    );
+    let o = std::process::Command::new("script")
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("util-linux `script`");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let screen = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
+    let ansi = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("regex");
+    let screen = ansi.replace_all(&screen, "");
+    let bar = regex::Regex::new(
+        r"(full pass dedup\.exact|write) \[[0-9:]+\] \S+ ([0-9.]+ \S+)/([0-9.]+ \S+)",
+    )
+    .expect("regex");
+    let mut phases = Vec::new();
+    for c in bar.captures_iter(&screen) {
+        let (phase, done, total) = (c[1].to_string(), c[2].to_string(), c[3].to_string());
+        assert_ne!(total, "0 B", "a bar without a total: {}", &c[0]);
+        let amount = |s: &str| -> f64 {
+            s.split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let unit = |s: &str| s.split(' ').nth(1).unwrap_or("").to_string();
+        assert!(
+            unit(&done) != unit(&total) || amount(&done) <= amount(&total),
+            "past its total: {}",
+            &c[0]
+        );
+        if phases.last().is_none_or(|(p, _, _)| *p != phase) {
+            phases.push((phase, done, total));
+        } else if let Some(last) = phases.last_mut() {
+            last.1 = done;
+        }
+    }
+    let order: Vec<&str> = phases.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(order.first(), Some(&"full pass dedup.exact"), "{screen}");
+    assert_eq!(order.last(), Some(&"write"), "{screen}");
+    let (_, done, total) = &phases[0];
+    assert_eq!(done, total, "the full pass ends at its total");
+}

@@ -59,6 +59,15 @@ fn unknown_step_lists_the_steps() {
     );
 }
 
+/// Every step's error at once (as Vector reports every component's), each at its own
+/// line, not only the first.
+#[test]
+fn every_bad_step_is_reported_at_once() {
+    insta::assert_snapshot!(Case::new().run(&jsonl_source(
+        "steps:\n  - fliter: \"lang = 'en'\"\n  - select: [id]\n  - limit: many\n  - text.normalize:\n      column: text\n      from: nfc\n"
+    )));
+}
+
 #[test]
 fn unknown_field_lists_the_fields() {
     insta::assert_snapshot!(Case::new().run(&format!(

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,19 +10,57 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
+/// One object's bytes on their way to a decoder: a channel of chunks, and the
+/// decoder's [`Demand`] for more.
+pub struct Chunks {
+    pub rx: mpsc::Receiver<Result<Bytes, String>>,
+    pub demand: Arc<Demand>,
+}
+
+/// Whether the decoder is waiting on an empty channel. A reader that has sent what the
+/// task owns (a slice's bytes and a short tail) fetches more only on demand, so a
+/// slice whose last record ends early does not read ahead into the next slice's bytes.
+#[derive(Debug, Default)]
+pub struct Demand {
+    waiting: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Demand {
+    /// Waits until the decoder has taken every chunk sent on `tx` and waits for the
+    /// next. Returns `false` when it is gone instead (it has what it needs).
+    pub async fn wanted<T>(&self, tx: &mpsc::Sender<T>) -> bool {
+        loop {
+            if tx.is_closed() {
+                return false;
+            }
+            if self.waiting.load(Ordering::Acquire) && tx.capacity() == tx.max_capacity() {
+                return true;
+            }
+            // A wakeup left from earlier only makes the loop look again.
+            tokio::select! {
+                () = self.notify.notified() => {}
+                () = tx.closed() => return false,
+            }
+        }
+    }
+}
+
 /// Reads one object's bytes from a channel fed by an async reader task. Time spent
 /// waiting for the next chunk is added to `waited`, so the report can tell a slow
 /// store from a slow step.
 pub struct ChannelReader<'a> {
     rx: mpsc::Receiver<Result<Bytes, String>>,
+    demand: Arc<Demand>,
     current: Bytes,
     waited: &'a mut Duration,
 }
 
 impl<'a> ChannelReader<'a> {
-    pub fn new(rx: mpsc::Receiver<Result<Bytes, String>>, waited: &'a mut Duration) -> Self {
+    pub fn new(chunks: Chunks, waited: &'a mut Duration) -> Self {
         ChannelReader {
-            rx,
+            rx: chunks.rx,
+            demand: chunks.demand,
             current: Bytes::new(),
             waited,
         }
@@ -34,7 +73,17 @@ impl BufRead for ChannelReader<'_> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             let start = Instant::now();
-            let next = self.rx.blocking_recv();
+            let next = match self.rx.try_recv() {
+                Ok(chunk) => Some(chunk),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.demand.waiting.store(true, Ordering::Release);
+                    self.demand.notify.notify_one();
+                    let next = self.rx.blocking_recv();
+                    self.demand.waiting.store(false, Ordering::Release);
+                    next
+                }
+            };
             *self.waited += start.elapsed();
             match next {
                 Some(Ok(chunk)) => self.current = chunk,

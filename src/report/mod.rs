@@ -6,8 +6,8 @@ mod progress;
 pub use progress::Progress;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -91,6 +91,22 @@ pub struct Stats {
     /// removing a killed attempt's files, commit records, listing the committed tasks,
     /// manifest and `_SUCCESS` (summed over tasks running at once).
     pub protocol: AtomicU64,
+    /// What the run is doing now, for the progress display.
+    phase: Mutex<Phase>,
+}
+
+/// A stage of a run, as the progress display shows it: each pass over the input has
+/// its own counters and totals.
+#[derive(Debug, Clone, Default)]
+pub enum Phase {
+    /// Checking the sink, reading back statistics: nothing to count yet.
+    #[default]
+    Preparing,
+    /// A full pass (a dedup's, a fit's): every task read once more, counted apart from
+    /// the run's own counters.
+    Pass { label: String, stats: Arc<Stats> },
+    /// The pass that writes the shards, counted by the run's own counters.
+    Write,
 }
 
 impl Stats {
@@ -114,6 +130,7 @@ impl Stats {
             encode: StageTimer::default(),
             upload: StageTimer::default(),
             protocol: AtomicU64::new(0),
+            phase: Mutex::default(),
             steps: step_names
                 .iter()
                 .map(|n| StepStats {
@@ -144,6 +161,15 @@ impl Stats {
         for (k, v) in &counts.by_stage {
             *total.entry(k.clone()).or_default() += v;
         }
+    }
+
+    /// Starts a phase: the display finishes the previous one's bar and starts its own.
+    pub fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn get(a: &AtomicU64) -> u64 {

@@ -1,64 +1,73 @@
-//! Progress: an indicatif bar on a terminal, a log line every 10 s otherwise.
+//! Progress: on a terminal an indicatif bar per phase (each full pass over the input,
+//! then the pass that writes), a log line every 10 s otherwise.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Stats;
+use super::{Phase, Stats};
 
 /// Shows progress until dropped or [`Progress::finish`]ed.
 pub struct Progress {
-    bar: Option<ProgressBar>,
+    bars: Option<MultiProgress>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Progress {
-    /// Starts reporting `stats`. `quiet` shows nothing.
+    /// Starts reporting `stats`, phase by phase ([`Stats::set_phase`]). `quiet` shows
+    /// nothing.
     pub fn start(stats: Arc<Stats>, quiet: bool) -> Self {
         if quiet {
             return Progress {
-                bar: None,
+                bars: None,
                 task: None,
             };
         }
         if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(
-                Some(stats.bytes_total),
-                ProgressDrawTarget::stderr_with_hz(8),
-            );
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            let b = bar.clone();
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let m = multi.clone();
             let task = tokio::spawn(async move {
+                let mut current: Option<(String, ProgressBar, Arc<Stats>)> = None;
                 loop {
-                    b.set_position(Stats::get(&stats.bytes_done));
-                    b.set_message(format!(
-                        "· objects {}/{} · rows {} · shards {}",
-                        Stats::get(&stats.objects_done),
-                        stats.objects_total,
-                        Stats::get(&stats.rows_in),
-                        Stats::get(&stats.shards),
-                    ));
+                    let shown = shown(&stats);
+                    let changed = match (&current, &shown) {
+                        (Some((was, ..)), Some((now, _))) => was != now,
+                        (None, Some(_)) => true,
+                        _ => false,
+                    };
+                    if changed {
+                        if let Some((_, bar, s)) = current.take() {
+                            // A pass that ended stays on screen, complete, above the next.
+                            update(&bar, &s);
+                            bar.finish();
+                        }
+                        if let Some((label, s)) = &shown {
+                            current = Some((label.clone(), m.add(bar_for(label, s)), s.clone()));
+                        }
+                    }
+                    if let Some((_, bar, s)) = &current {
+                        update(bar, s);
+                    }
                     tokio::time::sleep(Duration::from_millis(125)).await;
                 }
             });
             Progress {
-                bar: Some(bar),
+                bars: Some(multi),
                 task: Some(task),
             }
         } else {
             let task = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(10)).await;
+                    let Some((phase, stats)) = shown(&stats) else {
+                        continue;
+                    };
                     let read = Stats::get(&stats.bytes_read);
                     let elapsed = stats.started.elapsed().as_secs_f64();
                     tracing::info!(
+                        phase,
                         objects_done = Stats::get(&stats.objects_done),
                         objects = stats.objects_total,
                         bytes_read = read,
@@ -74,7 +83,7 @@ impl Progress {
                 }
             });
             Progress {
-                bar: None,
+                bars: None,
                 task: Some(task),
             }
         }
@@ -85,8 +94,8 @@ impl Progress {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+        if let Some(m) = self.bars.take() {
+            let _ = m.clear();
         }
     }
 }
@@ -95,4 +104,36 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The phase to show and its counters: a full pass's own, or the run's.
+fn shown(stats: &Arc<Stats>) -> Option<(String, Arc<Stats>)> {
+    match stats.phase() {
+        Phase::Preparing => None,
+        Phase::Pass { label, stats } => Some((label, stats)),
+        Phase::Write => Some(("write".to_string(), stats.clone())),
+    }
+}
+
+fn bar_for(label: &str, stats: &Stats) -> ProgressBar {
+    let bar = ProgressBar::new(stats.bytes_total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix} [{elapsed_precise}] {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn update(bar: &ProgressBar, stats: &Stats) {
+    bar.set_position(Stats::get(&stats.bytes_done));
+    bar.set_message(format!(
+        "· objects {}/{} · rows {} · shards {}",
+        Stats::get(&stats.objects_done),
+        stats.objects_total,
+        Stats::get(&stats.rows_in),
+        Stats::get(&stats.shards),
+    ));
 }

@@ -17,11 +17,11 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::formats::Decoded;
-use crate::formats::reader::{ChannelReader, LineRange};
+use crate::formats::reader::{ChannelReader, Chunks, Demand, LineRange};
 use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
 use crate::plan::{Plan, Task};
 use crate::rejects::{RejectKind, Rejected, Rejects};
-use crate::report::Stats;
+use crate::report::{Phase, Stats};
 use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
 use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
 use crate::steps::StepContext;
@@ -110,7 +110,7 @@ pub async fn execute(
         Ok(Prepared::Ready {
             committed,
             mut stored,
-        }) if plan.needs_fit() => match fit(plan, &mut stored, &stop).await {
+        }) if plan.needs_fit() => match fit(plan, &mut stored, &stats, &stop).await {
             (plan, Ok(kept)) => {
                 cache = kept;
                 (plan, Ok(Prepared::Ready { committed, stored }))
@@ -145,9 +145,10 @@ pub async fn execute(
 async fn fit(
     mut plan: Plan,
     stored: &mut sink::StoredPlan,
+    stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
 ) -> (Plan, Result<Option<Arc<DecodedCache>>>) {
-    let result = fit_steps(&mut plan, stored, stop).await;
+    let result = fit_steps(&mut plan, stored, stats, stop).await;
     (plan, result)
 }
 
@@ -164,6 +165,7 @@ fn decoded_cache(plan: &Plan) -> Option<Arc<DecodedCache>> {
 async fn fit_steps(
     plan: &mut Plan,
     stored: &mut sink::StoredPlan,
+    stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Option<Arc<DecodedCache>>> {
     let mut cache = None;
@@ -203,6 +205,7 @@ async fn fit_steps(
                     &shared,
                     from,
                     to,
+                    stats,
                     slots,
                     &pool,
                     &cfg,
@@ -413,9 +416,22 @@ async fn run(
             tracing::info!("removed {removed} partly written files left by a killed run");
         }
         for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
-            full_pass(&plan, k, k, slots, &pool, &writer_cfg, &io, &stop, None).await?;
+            full_pass(
+                &plan,
+                k,
+                k,
+                &stats,
+                slots,
+                &pool,
+                &writer_cfg,
+                &io,
+                &stop,
+                None,
+            )
+            .await?;
         }
     }
+    stats.set_phase(Phase::Write);
     let mut pending = todo.into_iter();
     let mut first_error: Option<Error> = None;
     loop {
@@ -526,6 +542,7 @@ async fn full_pass(
     plan: &Arc<Plan>,
     from: usize,
     to: usize,
+    stats: &Stats,
     slots: usize,
     pool: &Arc<rayon::ThreadPool>,
     cfg: &Arc<WriterConfig>,
@@ -535,7 +552,20 @@ async fn full_pass(
 ) -> Result<u64> {
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
-    let scratch = Arc::new(Stats::new(0, 0, &names));
+    let scratch = Arc::new(Stats::new(
+        plan.objects.len() as u64,
+        plan.input_bytes(),
+        &names,
+    ));
+    let fits = plan.steps[from..=to].iter().any(|s| s.step.needs_fit());
+    stats.set_phase(Phase::Pass {
+        label: format!(
+            "{} {}",
+            if fits { "fit" } else { "full pass" },
+            names[from..=to].join(", ")
+        ),
+        stats: scratch.clone(),
+    });
     let mut running: JoinSet<Result<(TaskRecord, Option<crate::rejects::DeadLetters>, Staged)>> =
         JoinSet::new();
     let mut pending = plan.tasks.iter().cloned();
@@ -604,8 +634,6 @@ async fn full_pass(
     Ok(rows)
 }
 
-type ChunkRx = mpsc::Receiver<std::result::Result<Bytes, String>>;
-
 /// Runs one task: a reader on tokio feeding the CPU side on rayon. Returns its commit
 /// record and, under `dead_letter` when it left anything out, its dead-letter file.
 #[allow(clippy::too_many_arguments)]
@@ -630,7 +658,7 @@ async fn run_task(
         (None, Mode::Observe(..)) => cache.filter(|c| c.accepting()),
         _ => None,
     };
-    let (obj_tx, obj_rx) = mpsc::channel::<ChunkRx>(1);
+    let (obj_tx, obj_rx) = mpsc::channel::<Chunks>(1);
     let reader = if plan.format.random_access() || cached.is_some() {
         drop(obj_tx);
         None
@@ -744,7 +772,7 @@ enum Read {
 async fn read_objects(
     plan: Arc<Plan>,
     task: Task,
-    objects_tx: mpsc::Sender<ChunkRx>,
+    objects_tx: mpsc::Sender<Chunks>,
     io: Arc<Semaphore>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
@@ -754,8 +782,14 @@ async fn read_objects(
     for i in task.objects.clone() {
         let obj = &plan.objects[i];
         let (tx, rx) = mpsc::channel(PREFETCH);
+        let demand = Arc::new(Demand::default());
         let t = Instant::now();
-        let sent = objects_tx.send(rx).await;
+        let sent = objects_tx
+            .send(Chunks {
+                rx,
+                demand: demand.clone(),
+            })
+            .await;
         stats.read.add_blocked(t.elapsed());
         if sent.is_err() {
             return Ok(());
@@ -768,26 +802,41 @@ async fn read_objects(
             Some(r) => LineRange::<&[u8]>::read_from(r),
             None => 0,
         };
+        // A slice's first request ends a short tail past its end, where its last
+        // record almost always ends; the rest is fetched only if the decoder asks.
+        let to = task
+            .range
+            .as_ref()
+            .map_or(obj.size, |r| (r.end + SLICE_TAIL).min(obj.size));
         let permit = io.clone().acquire_owned().await;
         let work = Instant::now();
         let options = object_store::GetOptions {
-            range: (from > 0).then(|| (from..obj.size).into()),
+            range: (from > 0 || to < obj.size).then(|| (from..to).into()),
             ..Default::default()
         };
         let got = store.get_opts(&obj.path, options).await;
         stats.read.add_working(work.elapsed());
         let owned = AtomicU64::new(task.range.as_ref().map_or(obj.size, |r| r.end - r.start));
+        let span = from..to;
         let outcome = match got {
             Ok(result) => match result.payload {
                 object_store::GetResultPayload::Stream(body) => {
-                    forward(body, chunk, &tx, &stats, &owned, &stop).await
+                    let read = forward(body, chunk, &tx, &stats, &owned, &stop).await;
+                    drop(permit);
+                    read
                 }
                 object_store::GetResultPayload::File(..) => {
                     drop(permit);
-                    read_ranges(&store, obj, from, chunk, &tx, &io, &stats, &owned, &stop).await
+                    read_ranges(&store, obj, span, chunk, &tx, &io, &stats, &owned, &stop).await
                 }
             },
             Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(Read::Done) if to < obj.size => {
+                read_on_demand(&store, obj, to, chunk, &tx, &demand, &io, &stats, &stop).await
+            }
+            other => other,
         };
         match outcome {
             Ok(Read::Done | Read::DecoderGone) => {}
@@ -933,13 +982,58 @@ fn slice_reader<'a>(
     )))
 }
 
-/// Reads an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a time, each
-/// holding an `io_concurrency` permit while it runs.
+/// Past a slice's first request (its bytes and [`SLICE_TAIL`]), the rest of the object
+/// as the decoder asks for it: one range at a time, sent only once it has taken every
+/// chunk before and waits for more, from [`SLICE_TAIL`] doubling up to `chunk`. The
+/// bytes fetched past a slice's end are then about twice its last record's overhang at
+/// most, instead of the channel's read-ahead.
+#[allow(clippy::too_many_arguments)]
+async fn read_on_demand(
+    store: &Arc<dyn object_store::ObjectStore>,
+    obj: &crate::storage::Object,
+    mut at: u64,
+    chunk: u64,
+    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
+    demand: &Demand,
+    io: &Arc<Semaphore>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+) -> object_store::Result<Read> {
+    let mut step = SLICE_TAIL;
+    while at < obj.size {
+        if !demand.wanted(tx).await {
+            return Ok(Read::DecoderGone);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Read::Stopped);
+        }
+        let end = (at + step).min(obj.size);
+        let permit = io.acquire().await;
+        let work = Instant::now();
+        let bytes = store.get_range(&obj.path, at..end).await?;
+        drop(permit);
+        stats.read.add_working(work.elapsed());
+        let len = bytes.len() as u64;
+        if tx.send(Ok(bytes)).await.is_err() {
+            return Ok(Read::DecoderGone);
+        }
+        Stats::add(&stats.bytes_read, len);
+        at = end;
+        step = (step * 2).min(chunk.max(SLICE_TAIL));
+    }
+    Ok(Read::Done)
+}
+
+/// Bytes a slice's first request reads past the slice's end, to finish its last record.
+const SLICE_TAIL: u64 = 64 << 10;
+
+/// Reads `span` of an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a
+/// time, each holding an `io_concurrency` permit while it runs.
 #[allow(clippy::too_many_arguments)]
 async fn read_ranges(
     store: &Arc<dyn object_store::ObjectStore>,
     obj: &crate::storage::Object,
-    from: u64,
+    span: std::ops::Range<u64>,
     chunk: u64,
     tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
     io: &Arc<Semaphore>,
@@ -948,8 +1042,9 @@ async fn read_ranges(
     stop: &AtomicBool,
 ) -> object_store::Result<Read> {
     use futures::StreamExt;
-    let ranges = (0..(obj.size - from).div_ceil(chunk))
-        .map(|k| from + k * chunk..(from + (k + 1) * chunk).min(obj.size));
+    let from = span.start;
+    let ranges = (0..(span.end - from).div_ceil(chunk))
+        .map(|k| from + k * chunk..(from + (k + 1) * chunk).min(span.end));
     let mut chunks = futures::stream::iter(ranges)
         .map(|range| {
             let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
@@ -1024,7 +1119,7 @@ struct TaskOutput {
 enum Input {
     /// The objects, read and decoded; `keep`: a fit pass that keeps what it decodes.
     Objects {
-        objects_rx: mpsc::Receiver<ChunkRx>,
+        objects_rx: mpsc::Receiver<Chunks>,
         keep: Option<Arc<DecodedCache>>,
     },
     /// What an earlier fit pass decoded.
@@ -1203,11 +1298,11 @@ fn cpu_task(
             r
         } else {
             let t = Instant::now();
-            let rx = objects_rx
+            let chunks = objects_rx
                 .blocking_recv()
                 .ok_or_else(|| Error::Internal("the reader stopped early".into()))?;
             waited += t.elapsed();
-            let raw = ChannelReader::new(rx, &mut waited);
+            let raw = ChannelReader::new(chunks, &mut waited);
             // A slice comes out decompressed (a seekable zstd object's frames are
             // decompressed before the records are cut).
             match &task.range {

@@ -53,10 +53,21 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
     let mut pipeline: Pipeline = parse(&expanded).map_err(|e| {
         // An error the file has without the expansion is shown on the file as written
         // (its snippet then quotes `${VAR}`, not the value).
-        let e = parse(text).err().unwrap_or(e);
+        let (shown, e) = match parse(text) {
+            Err(raw) => (text, raw),
+            Ok(_) => (expanded.as_str(), e),
+        };
+        let all: Vec<String> = every_error(shown, e, parse)
+            .iter()
+            .map(|(e, read)| restore_snippet(&yaml_message(&e.to_string(), file), read, shown))
+            .collect();
         Error::Spec {
             file: file.to_string(),
-            message: yaml_message(&e.to_string(), file),
+            message: if all.len() == 1 {
+                all.concat()
+            } else {
+                format!("{} errors:\n\n{}", all.len(), all.join("\n\n"))
+            },
         }
     })?;
     for o in overrides {
@@ -70,6 +81,99 @@ pub fn load_str(text: &str, file: &str, overrides: &[String]) -> Result<Pipeline
         message,
     })?;
     Ok(pipeline)
+}
+
+/// Errors found in one reading of a file, at most.
+const MAX_ERRORS: usize = 20;
+
+/// Every error of the file, not only the first (as Vector reports every component's):
+/// an error inside a step is kept, that step replaced by a neutral one over the same
+/// lines (so later errors keep their line numbers), and the file read again. An error
+/// outside `steps` ends the search: sections hold the fields the others need, so with
+/// one left out the rest would fail for the wrong reason.
+///
+/// Each error comes with the text it was found in (for [`restore_snippet`]).
+fn every_error<T>(
+    text: &str,
+    first: serde_saphyr::Error,
+    parse: impl Fn(&str) -> std::result::Result<T, serde_saphyr::Error>,
+) -> Vec<(serde_saphyr::Error, String)> {
+    let mut errors = Vec::new();
+    let mut text = text.to_string();
+    let mut error = first;
+    loop {
+        let line = error.location().map(|l| l.line() as usize);
+        let item = line.and_then(|line| {
+            super::locate::step_items(&text)
+                .into_iter()
+                .find(|i| (i.line..i.end).contains(&line))
+        });
+        errors.push((error, text.clone()));
+        let Some(item) = item else { break };
+        if errors.len() == MAX_ERRORS {
+            break;
+        }
+        text = neutral_step(&text, item);
+        match parse(&text) {
+            Ok(_) => break,
+            Err(next) if next.location().map(|l| l.line() as usize) == line => break,
+            Err(next) => error = next,
+        }
+    }
+    errors
+}
+
+/// `message`'s snippet (`  7 |   - {limit: 1}`) with the lines of `read` that differ
+/// from the file's (`original`) shown as the file has them: the user sees their file,
+/// not the steps left out to find later errors.
+fn restore_snippet(message: &str, read: &str, original: &str) -> String {
+    if read == original {
+        return message.to_string();
+    }
+    let (read, original): (Vec<&str>, Vec<&str>) =
+        (read.lines().collect(), original.lines().collect());
+    let mut out = Vec::new();
+    for line in message.lines() {
+        let restored = line.split_once(" | ").and_then(|(number, shown)| {
+            let n: usize = number.trim().parse().ok()?;
+            let (was, is) = (read.get(n.checked_sub(1)?)?, original.get(n - 1)?);
+            (shown == *was && was != is).then(|| format!("{number} | {is}"))
+        });
+        out.push(restored.unwrap_or_else(|| line.to_string()));
+    }
+    out.join("\n")
+}
+
+/// `text` with the step at `item` replaced by `{limit: 1}` on its first line and its
+/// other lines left blank.
+fn neutral_step(text: &str, item: super::locate::StepLines) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let n = n + 1;
+        let newline = if line.ends_with('\n') { "\n" } else { "" };
+        if n == item.line {
+            let at = line
+                .char_indices()
+                .nth(item.col - 1)
+                .map_or(line.len(), |(i, _)| i);
+            out.push_str(&line[..at]);
+            out.push_str("{limit: 1}");
+            out.push_str(newline);
+        } else if n > item.line && n < item.end {
+            // Lines of the item's node are indented at least as far as it starts; a
+            // shallower line (the `-` of the next item) is not the item's.
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            let body = line.trim();
+            if body.is_empty() || body.starts_with('#') || indent >= item.col - 1 {
+                out.push_str(newline);
+            } else {
+                out.push_str(line);
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// serde-saphyr's message, with the snippet naming the file and a hint for unset
@@ -261,6 +365,27 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsink:\n  uri: out/\n";
+
+    #[test]
+    fn every_bad_step_is_reported_with_its_own_line() {
+        // Block items, one whose node starts on the line after its `-`, a multi-line one.
+        let text = "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsteps:\n  - limt: 3\n  -\n    filtr: \"a > 1\"\n  - text.normalize:\n      column: text\n      frm: nfc\n  - limit: 1\nsink:\n  uri: out/\n";
+        let Err(Error::Spec { message, .. }) = load_str(text, "p.yaml", &[]) else {
+            panic!("accepted");
+        };
+        assert!(message.starts_with("3 errors:"), "{message}");
+        for at in ["p.yaml:6:5", "p.yaml:8:5", "p.yaml:11:7"] {
+            assert!(message.contains(at), "{at} in {message}");
+        }
+        assert!(!message.contains("{limit: 1}"), "{message}");
+        // An error outside the steps ends the search; one error has no count.
+        let text =
+            "version: 1\nname: t\nsource:\n  ur: x\nsteps:\n  - limt: 3\nsink:\n  uri: out/\n";
+        let Err(Error::Spec { message, .. }) = load_str(text, "p.yaml", &[]) else {
+            panic!("accepted");
+        };
+        assert!(!message.contains("errors:"), "{message}");
+    }
 
     #[test]
     fn minimal_file_gets_defaults() {

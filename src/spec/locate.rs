@@ -56,6 +56,81 @@ pub fn step_error(text: &str, step: usize, message: &str) -> Option<(usize, usiz
     best.map(|(_, at)| at).or(item)
 }
 
+/// The lines of each item of a block-style `steps` list: the 1-based line and column
+/// where the item's node starts and the line after its last (the next item's, or the
+/// next top-level key's). Stops at the first item whose end is unknown (a flow-style
+/// list, or a YAML syntax error inside it).
+pub fn step_items(text: &str) -> Vec<StepLines> {
+    let mut stack: Vec<(bool, usize, String)> = Vec::new();
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    let mut items = Vec::new();
+    let mut in_steps = false;
+    let mut parser = Parser::new_from_str(text);
+    while let Some(Ok((event, span))) = parser.next_event() {
+        let is_key = matches!(stack.last(), Some((true, n, _)) if n % 2 == 0);
+        let at_item = !is_key
+            && matches!(stack.as_slice(), [(true, _, key), (false, _, _)] if key == "steps");
+        let (line, col) = (span.start.line(), span.start.col() + 1);
+        if at_item
+            && matches!(
+                event,
+                Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+            )
+        {
+            in_steps = true;
+            starts.push((line, col));
+        }
+        // The first top-level key after the list ends its last item.
+        if in_steps && stack.len() == 1 && is_key {
+            starts.push((line, 0));
+            in_steps = false;
+        }
+        match event {
+            Event::Scalar(value, ..) => {
+                if is_key && let Some(top) = stack.last_mut() {
+                    top.2 = value.to_string();
+                }
+                advance(&mut stack);
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                stack.push((matches!(event, Event::MappingStart(..)), 0, String::new()));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+                advance(&mut stack);
+                if stack.is_empty() && in_steps {
+                    // The document ends the list: its last item runs to the end.
+                    starts.push((text.lines().count() + 1, 0));
+                    in_steps = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    for pair in starts.windows(2) {
+        let ((line, col), (next, next_col)) = (pair[0], pair[1]);
+        if col == 0 || next <= line {
+            break;
+        }
+        let _ = next_col;
+        items.push(StepLines {
+            line,
+            col,
+            end: next,
+        });
+    }
+    items
+}
+
+/// Where one item of `steps` is in the file (see [`step_items`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepLines {
+    pub line: usize,
+    pub col: usize,
+    /// The line after the item's last.
+    pub end: usize,
+}
+
 /// Whether the open collections are `steps[step]` or inside it.
 fn under_step(stack: &[(bool, usize, String)], step: usize) -> bool {
     matches!(stack, [(true, _, key), (false, n, _), ..] if key == "steps" && *n == step)
@@ -129,5 +204,50 @@ mod tests {
         // Nothing quoted: the step's own line.
         assert_eq!(step_error(FILE, 0, "no column `zz`"), Some((3, 5)));
         assert_eq!(step_error(FILE, 7, "x"), None);
+    }
+
+    #[test]
+    fn finds_the_lines_of_each_step() {
+        let items = step_items(FILE);
+        assert_eq!(
+            items,
+            vec![
+                StepLines {
+                    line: 3,
+                    col: 5,
+                    end: 4
+                },
+                StepLines {
+                    line: 4,
+                    col: 5,
+                    end: 5
+                },
+                StepLines {
+                    line: 5,
+                    col: 5,
+                    end: 9
+                },
+            ]
+        );
+        let next = "steps:\n  - limit: 1\n  -\n    select: a\nsink: {uri: x}\n";
+        assert_eq!(
+            step_items(next),
+            vec![
+                // The next item's `-` line is not this item's: `neutral_step` keeps
+                // lines shallower than the item.
+                StepLines {
+                    line: 2,
+                    col: 5,
+                    end: 4
+                },
+                StepLines {
+                    line: 4,
+                    col: 5,
+                    end: 5
+                },
+            ]
+        );
+        // A flow-style list has no lines of its own per item.
+        assert!(step_items("steps: [{limit: 1}, {limit: 2}]\n").is_empty());
     }
 }

@@ -456,6 +456,49 @@ fn parquet_projection_fetches_a_small_fraction_of_the_object() {
     assert_eq!(batch.num_rows(), 20_000);
 }
 
+/// Slices of one object fetch their own bytes and the end of their last record, not
+/// the read-ahead a channel holds: what the store serves stays within a short tail per
+/// slice of the object's size, and the report counts what was served.
+#[test]
+fn slices_fetch_their_bytes_and_a_short_tail_only() {
+    let Some(b) = Bucket::new("slicetail") else {
+        return;
+    };
+    let data = jsonl_noise(4 << 20, 2000);
+    let rows = data.iter().filter(|&&c| c == b'\n').count();
+    b.put("in/big.jsonl", data.clone());
+    let proxy = FaultProxy::start(&b.endpoint);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &env_for(&proxy.endpoint),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: slicetail\nsource:\n  uri: {}\n  schema: {{ id: int64, text: string }}\nrun:\n  task_bytes: 256KiB\nsink:\n  uri: {}\n",
+            b.uri("in/big.jsonl"),
+            tmp.path().join("out").display()
+        ),
+    );
+    let size = data.len() as u64;
+    let slices = size.div_ceil(256 << 10);
+    let served = proxy.served("big.jsonl");
+    // Each slice: one byte before it (to find its first line) and a 64 KiB tail.
+    let allowed = size + slices * ((64 << 10) + 1);
+    assert!(
+        served >= size && served <= allowed,
+        "the store served {served} bytes for {slices} slices of a {size}-byte object \
+         (at most {allowed} expected)"
+    );
+    let counted = report["input"]["bytes_read"].as_u64().expect("bytes_read");
+    assert_eq!(
+        counted, served,
+        "the report's bytes_read against the store's count"
+    );
+    assert_eq!(report["input"]["bytes"].as_u64(), Some(size));
+    let shards = read_shards(&tmp.path().join("out"));
+    let got: usize = shards.values().map(|b| b.num_rows()).sum();
+    assert_eq!(got, rows);
+}
+
 /// A gzip JSONL input of ~`mb` MB, already uploaded, and the rows it holds.
 fn upload_docs(b: &Bucket, key: &str, mb: usize) -> usize {
     let text = jsonl_noise(mb << 20, 2000);
