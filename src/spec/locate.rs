@@ -208,43 +208,17 @@ mod tests {
 
     #[test]
     fn finds_the_lines_of_each_step() {
+        let at = |line, col, end| StepLines { line, col, end };
         let items = step_items(FILE);
-        assert_eq!(
-            items,
-            vec![
-                StepLines {
-                    line: 3,
-                    col: 5,
-                    end: 4
-                },
-                StepLines {
-                    line: 4,
-                    col: 5,
-                    end: 5
-                },
-                StepLines {
-                    line: 5,
-                    col: 5,
-                    end: 9
-                },
-            ]
-        );
+        assert_eq!(items, vec![at(3, 5, 4), at(4, 5, 5), at(5, 5, 9),]);
         let next = "steps:\n  - limit: 1\n  -\n    select: a\nsink: {uri: x}\n";
         assert_eq!(
             step_items(next),
             vec![
                 // The next item's `-` line is not this item's: `neutral_step` keeps
                 // lines shallower than the item.
-                StepLines {
-                    line: 2,
-                    col: 5,
-                    end: 4
-                },
-                StepLines {
-                    line: 4,
-                    col: 5,
-                    end: 5
-                },
+                at(2, 5, 4),
+                at(4, 5, 5),
             ]
         );
         // A flow-style list has no lines of its own per item.

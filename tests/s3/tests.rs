@@ -424,19 +424,12 @@ fn parquet_projection_fetches_a_small_fraction_of_the_object() {
     };
     // 20 columns: id and 19 strings, ~1 MB each.
     let data = parquet_noise(20_000, 19, 64, 5000);
-    b.put("in/wide.parquet", data.clone());
-    let proxy = FaultProxy::start(&b.endpoint);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let report = run_with_report(
-        &env_for(&proxy.endpoint),
-        tmp.path(),
-        &format!(
-            "version: 1\nname: projection\nsource:\n  uri: {}\nsteps:\n  - select: [c7]\nsink:\n  uri: {}\n",
-            b.uri("in/wide.parquet"),
-            tmp.path().join("out").display()
-        ),
+    let (tmp, report, served) = served_run(
+        &b,
+        "wide.parquet",
+        data.clone(),
+        "steps:\n  - select: [c7]\n",
     );
-    let served = proxy.served("wide.parquet");
     let fraction = served as f64 / data.len() as f64;
     assert!(
         fraction < 0.10,
@@ -466,21 +459,14 @@ fn slices_fetch_their_bytes_and_a_short_tail_only() {
     };
     let data = jsonl_noise(4 << 20, 2000);
     let rows = data.iter().filter(|&&c| c == b'\n').count();
-    b.put("in/big.jsonl", data.clone());
-    let proxy = FaultProxy::start(&b.endpoint);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let report = run_with_report(
-        &env_for(&proxy.endpoint),
-        tmp.path(),
-        &format!(
-            "version: 1\nname: slicetail\nsource:\n  uri: {}\n  schema: {{ id: int64, text: string }}\nrun:\n  task_bytes: 256KiB\nsink:\n  uri: {}\n",
-            b.uri("in/big.jsonl"),
-            tmp.path().join("out").display()
-        ),
+    let (tmp, report, served) = served_run(
+        &b,
+        "big.jsonl",
+        data.clone(),
+        "  schema: { id: int64, text: string }\nrun:\n  task_bytes: 256KiB\n",
     );
     let size = data.len() as u64;
     let slices = size.div_ceil(256 << 10);
-    let served = proxy.served("big.jsonl");
     // Each slice: one byte before it (to find its first line) and a 64 KiB tail.
     let allowed = size + slices * ((64 << 10) + 1);
     assert!(
@@ -497,6 +483,31 @@ fn slices_fetch_their_bytes_and_a_short_tail_only() {
     let shards = read_shards(&tmp.path().join("out"));
     let got: usize = shards.values().map(|b| b.num_rows()).sum();
     assert_eq!(got, rows);
+}
+
+/// Uploads `data` as `in/<name>`, runs a pipeline over it through a [`FaultProxy`] that
+/// counts what the store serves (`more`: YAML after the source's `uri`), and returns the
+/// run's folder (the sink is its `out`), its report and the bytes served for the object.
+fn served_run(
+    b: &Bucket,
+    name: &str,
+    data: Vec<u8>,
+    more: &str,
+) -> (tempfile::TempDir, serde_json::Value, u64) {
+    b.put(&format!("in/{name}"), data);
+    let proxy = FaultProxy::start(&b.endpoint);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let report = run_with_report(
+        &env_for(&proxy.endpoint),
+        tmp.path(),
+        &format!(
+            "version: 1\nname: served\nsource:\n  uri: {}\n{more}sink:\n  uri: {}\n",
+            b.uri(&format!("in/{name}")),
+            tmp.path().join("out").display()
+        ),
+    );
+    let served = proxy.served(name);
+    (tmp, report, served)
 }
 
 /// A gzip JSONL input of ~`mb` MB, already uploaded, and the rows it holds.
