@@ -479,22 +479,6 @@ fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
     ))
 }
 
-pub(crate) fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| {
-            format!(
-                "{}: {}{}",
-                f.name(),
-                f.data_type(),
-                if f.is_nullable() { "" } else { " not null" }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
     use std::fmt::Write as _;
     let pipeline = spec::load(&args.pipeline, &args.set)?;
@@ -551,14 +535,18 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
         "format    {:?}, schema from {}",
         plan.format_name, plan.schema_origin
     );
-    let _ = writeln!(s, "read      {}", fmt_schema(&plan.input_schema));
+    let _ = writeln!(
+        s,
+        "read      {}",
+        crate::inspect::fmt_schema(&plan.input_schema)
+    );
     for (i, st) in plan.steps.iter().enumerate() {
         let _ = writeln!(
             s,
             "step {:<4} {} → {}{}",
             i + 1,
             st.name,
-            fmt_schema(st.step.output_schema()),
+            crate::inspect::fmt_schema(st.step.output_schema()),
             if st.step.needs_fit() {
                 "  [fitted in a full pass before the run; columns made from what it learns appear after it]"
             } else {
@@ -661,7 +649,11 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
         "sink      {}{} … ({:?}, ≤{} rows or ≤{} a shard)",
         plan.sink.display, example, p.sink.compression, p.sink.max_rows, p.sink.max_bytes
     );
-    let _ = writeln!(s, "files     {}", fmt_schema(&plan.file_schema));
+    let _ = writeln!(
+        s,
+        "files     {}",
+        crate::inspect::fmt_schema(&plan.file_schema)
+    );
     print_out(&s)
 }
 

@@ -121,15 +121,12 @@ impl Error {
     /// code says whether running again may help; anything else is bad input (a corrupt
     /// compressed stream, invalid bytes).
     pub(crate) fn read(object: impl fmt::Display, line: Option<u64>, e: std::io::Error) -> Self {
-        if let Some(cut) = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<crate::formats::reader::BadCut>())
-        {
+        if let Some(cut) = e.get_ref().and_then(|inner| inner.downcast_ref::<BadCut>()) {
             return Error::Plan(format!("{object}: {cut}"));
         }
         if let Some(long) = e
             .get_ref()
-            .and_then(|inner| inner.downcast_ref::<crate::formats::RecordTooLong>())
+            .and_then(|inner| inner.downcast_ref::<RecordTooLong>())
         {
             return Error::input(object, Some(long.line), long);
         }
@@ -206,6 +203,48 @@ fn capped(mut message: String) -> String {
     message.push_str(&format!("… (message cut: {all} bytes in all)"));
     message
 }
+
+/// A line longer than the decoders' bound (`formats::DecodeContext::max_record_bytes`):
+/// `formats::LineBound` stops there and carries this inside its `io::Error`.
+#[derive(Debug)]
+pub struct RecordTooLong {
+    /// 1-based line.
+    pub line: u64,
+    pub max: u64,
+}
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a record longer than {} (a quarter of each thread's share of run.memory_limit) \
+             is not read; raise run.memory_limit if it is real data",
+            bytesize::ByteSize(self.max).display().iec()
+        )
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+/// A CSV slice's cut fell inside a quoted field (at this byte of the object). Not a fault
+/// of the object, which is fine read whole: under any `on_error` it ends the run, since
+/// the next slice started mid-record.
+#[derive(Debug)]
+pub struct BadCut(pub u64);
+
+impl std::fmt::Display for BadCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the object is split into slices of run.task_bytes and a quoted field holds the \
+             line break at byte {} where the next slice starts; set `source.split: false` (or \
+             raise run.task_bytes past the object's size) to read it whole",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadCut {}
 
 #[cfg(test)]
 mod tests {

@@ -349,7 +349,7 @@ fn files(rt: &tokio::runtime::Runtime, uri: &str, rows: usize) -> Result<String>
         s,
         "first: {}\nschema: {}",
         first.display,
-        crate::cli::fmt_schema(&cx.schema)
+        fmt_schema(&cx.schema)
     );
     if rows > 0 {
         let _ = writeln!(s, "{table}");
@@ -521,6 +521,23 @@ fn parquet_layout(
         s.push_str(&columns_table(&col_table));
     }
     Ok(s)
+}
+
+/// A schema on one line: `name: type, name: type not null`.
+pub fn fmt_schema(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " not null" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -52,8 +52,8 @@ impl Classes {
     }
 
     /// The `label_id` column as a `datasets` `ClassLabel`.
-    pub fn class_labels(&self) -> crate::sink::card::ClassLabels {
-        crate::sink::card::ClassLabels {
+    pub fn class_labels(&self) -> crate::hf::ClassLabels {
+        crate::hf::ClassLabels {
             column: "label_id".into(),
             names: self.names(),
         }

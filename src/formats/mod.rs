@@ -27,6 +27,7 @@ use object_store::path::Path;
 
 pub use compression::{Compression, decompress, decompress_buffered};
 
+pub use crate::error::RecordTooLong;
 use crate::error::Result;
 use crate::rejects::Rejected;
 use crate::spec::{CsvOptions, FormatName, OnError, OnSchemaMismatch};
@@ -72,27 +73,6 @@ impl<R: BufRead> BufRead for SkipBom<R> {
         self.inner.consume(amount);
     }
 }
-
-/// A line longer than [`DecodeContext::max_record_bytes`]: [`LineBound`] stops there.
-#[derive(Debug)]
-pub struct RecordTooLong {
-    /// 1-based line.
-    pub line: u64,
-    pub max: u64,
-}
-
-impl std::fmt::Display for RecordTooLong {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a record longer than {} (a quarter of each thread's share of run.memory_limit) \
-             is not read; raise run.memory_limit if it is real data",
-            crate::spec::ByteSize(self.max)
-        )
-    }
-}
-
-impl std::error::Error for RecordTooLong {}
 
 /// A byte stream that fails with [`RecordTooLong`] once more than `max` bytes have been
 /// consumed since the last newline, so that a decoder which buffers a record whole

@@ -10,6 +10,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
+pub use crate::error::BadCut;
+
 /// One object's bytes on their way to a decoder: a channel of chunks, and the
 /// decoder's [`Demand`] for more.
 pub struct Chunks {
@@ -362,26 +364,6 @@ impl<R: std::io::BufRead> Read for LineRange<R> {
         }
     }
 }
-
-/// A CSV slice's cut fell inside a quoted field (at this byte of the object). Not a fault
-/// of the object, which is fine read whole: under any `on_error` it ends the run, since
-/// the next slice started mid-record.
-#[derive(Debug)]
-pub struct BadCut(pub u64);
-
-impl std::fmt::Display for BadCut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the object is split into slices of run.task_bytes and a quoted field holds the \
-             line break at byte {} where the next slice starts; set `source.split: false` (or \
-             raise run.task_bytes past the object's size) to read it whole",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for BadCut {}
 
 #[cfg(test)]
 mod tests {

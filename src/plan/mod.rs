@@ -183,7 +183,7 @@ fn with_hf_metadata(schema: &Schema, classes: Option<&formats::files::Classes>) 
     let mut metadata = schema.metadata().clone();
     metadata.remove("huggingface");
     let labels = classes.map(formats::files::Classes::class_labels);
-    if let Some(md) = crate::sink::card::huggingface_metadata(schema, labels.as_ref()) {
+    if let Some(md) = crate::hf::huggingface_metadata(schema, labels.as_ref()) {
         metadata.insert("huggingface".to_string(), md);
     }
     Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
@@ -689,7 +689,7 @@ impl Plan {
                     range: t.range.as_ref().map(|r| [r.start, r.end]),
                 })
                 .collect(),
-            features: crate::sink::card::features(
+            features: crate::hf::features(
                 &self.file_schema,
                 self.classes.as_ref().map(|c| c.class_labels()).as_ref(),
             ),

@@ -23,8 +23,8 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::KILN_DIR;
 use crate::error::{Error, Result};
+use crate::layout::{self, KILN_DIR};
 use crate::storage::Location;
 
 /// How often a live run renews its record.
@@ -114,7 +114,7 @@ fn host() -> String {
 
 /// The record path of worker `index`.
 pub fn record_path(index: usize) -> String {
-    format!("{KILN_DIR}/runs/w{index:05}.json")
+    layout::run_record(index)
 }
 
 /// Every run record in the sink, live or not, by worker.
@@ -122,7 +122,7 @@ pub fn record_path(index: usize) -> String {
 /// # Errors
 /// The store's, or a record that is not JSON.
 pub async fn runs(sink: &Location) -> Result<Vec<RunRecord>> {
-    let prefix = sink.child(&format!("{KILN_DIR}/runs"));
+    let prefix = sink.child(layout::RUNS_DIR);
     let mut paths: Vec<object_store::path::Path> = sink
         .store
         .list(Some(&prefix))

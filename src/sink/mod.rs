@@ -21,14 +21,8 @@ use crate::rejects::RejectCounts;
 use crate::storage::Location;
 pub use columns::ColumnStats;
 
-/// Folder of kiln's own files in the sink.
-pub const KILN_DIR: &str = "_kiln";
-pub const MANIFEST: &str = "_kiln/manifest.json";
-/// The listing and task split every worker and every rerun follows.
-pub const PLAN: &str = "_kiln/plan.json";
-/// The statistics fitted steps were fitted with (see [`StatsFile`]).
-pub const STATS: &str = "_kiln/stats.json";
-pub const SUCCESS: &str = "_SUCCESS";
+use crate::layout;
+pub use crate::layout::{KILN_DIR, MANIFEST, PLAN, STATS, SUCCESS};
 
 /// One shard as recorded in commit records and the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -447,7 +441,7 @@ async fn records(sink: &Location, paths: &[Path]) -> Result<BTreeMap<usize, Task
     let mut out = BTreeMap::new();
     for path in paths {
         let rel = sink.relative(path);
-        if rel.starts_with(&format!("{KILN_DIR}/tasks/"))
+        if rel.starts_with(&format!("{}/", layout::TASKS_DIR))
             && let Some(record) = get_json::<TaskRecord>(sink, &rel).await?
         {
             out.insert(record.task, record);
@@ -543,12 +537,7 @@ pub async fn record_failure(sink: &Location, worker: usize, record: &FailureReco
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    put_json(
-        sink,
-        &format!("{KILN_DIR}/failures/{worker:05}-{millis}.json"),
-        record,
-    )
-    .await
+    put_json(sink, &layout::failure_record(worker, millis), record).await
 }
 
 /// The failure records in the sink, oldest first.
@@ -556,7 +545,7 @@ pub async fn record_failure(sink: &Location, worker: usize, record: &FailureReco
 /// # Errors
 /// The store's, or a record that is not JSON.
 pub async fn failures(sink: &Location) -> Result<Vec<FailureRecord>> {
-    let prefix = sink.child(&format!("{KILN_DIR}/failures"));
+    let prefix = sink.child(layout::FAILURES_DIR);
     let mut paths: Vec<Path> = sink
         .store
         .list(Some(&prefix))
@@ -576,13 +565,13 @@ pub async fn failures(sink: &Location) -> Result<Vec<FailureRecord>> {
 }
 
 pub fn task_record_path(task: usize) -> String {
-    format!("{KILN_DIR}/tasks/{task:05}.json")
+    layout::task_record(task)
 }
 
 /// The dead-letter file of a task: its rejected records and objects, one JSON object
 /// per line (see [`crate::rejects::Rejected`]).
 pub fn errors_path(task: usize) -> String {
-    format!("{KILN_DIR}/errors/{task:05}.jsonl")
+    layout::dead_letters(task)
 }
 
 /// Writes a task's dead-letter file; before its commit record, so a committed task's
@@ -712,12 +701,7 @@ pub async fn prepare(
     let mut foreign = None;
     for path in &existing {
         let rel = sink.relative(path);
-        if !(rel.starts_with("part-")
-            || rel.contains("/part-")
-            || rel.starts_with(KILN_DIR)
-            || rel == SUCCESS
-            || rel == card::CARD)
-        {
+        if !layout::is_kiln_file(&rel) {
             foreign.get_or_insert(rel);
         }
     }
@@ -834,7 +818,7 @@ pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     if card {
-        put(sink, card::CARD, card::render(manifest)?.into()).await?;
+        put(sink, layout::CARD, card::render(manifest)?.into()).await?;
     }
     let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let wrote = put_if_absent(sink, MANIFEST, body.into()).await?;

@@ -8,13 +8,12 @@
 //! itself, redacting expanded values from its error messages so a secret passed through
 //! the environment never reaches a log.
 
-mod bytes;
 mod interpolate;
 mod load;
 mod locate;
 mod storage;
 
-pub use bytes::ByteSize;
+pub use crate::size::ByteSize;
 pub use load::{load, load_str};
 
 /// A step's error, placed in the pipeline file: `file:line:col: step N `name`: …` at the

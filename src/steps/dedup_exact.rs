@@ -41,15 +41,15 @@ pub struct DedupExactOptions {
     /// Bytes of (hash, position) records a task buffers before it writes a sorted run
     /// (default 64 MiB).
     #[serde(default = "default_run_bytes")]
-    pub run_bytes: crate::spec::ByteSize,
+    pub run_bytes: crate::size::ByteSize,
 }
 
 fn default_column() -> String {
     "text".into()
 }
 
-fn default_run_bytes() -> crate::spec::ByteSize {
-    crate::spec::ByteSize(64 << 20)
+fn default_run_bytes() -> crate::size::ByteSize {
+    crate::size::ByteSize(64 << 20)
 }
 
 impl StepOptions for DedupExactOptions {

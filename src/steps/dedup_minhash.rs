@@ -51,7 +51,7 @@ pub struct MinhashOptions {
     pub seed: u64,
     /// Bytes of records a task buffers before it writes a sorted run (default 64 MiB).
     #[serde(default = "default_run_bytes")]
-    pub run_bytes: crate::spec::ByteSize,
+    pub run_bytes: crate::size::ByteSize,
 }
 
 fn default_column() -> String {
@@ -69,8 +69,8 @@ fn default_rows() -> usize {
 fn default_seed() -> u64 {
     1
 }
-fn default_run_bytes() -> crate::spec::ByteSize {
-    crate::spec::ByteSize(64 << 20)
+fn default_run_bytes() -> crate::size::ByteSize {
+    crate::size::ByteSize(64 << 20)
 }
 
 const MERSENNE: u64 = (1 << 61) - 1;

@@ -354,9 +354,10 @@ impl SourceUri {
                 (e, None) => Err(Error::store("list", &base.display, e)),
             })?;
         // A kiln dataset's card is not data either.
-        let kiln_dataset = metas
-            .iter()
-            .any(|m| base.relative(&m.location).starts_with("_kiln/"));
+        let kiln_dataset = metas.iter().any(|m| {
+            base.relative(&m.location)
+                .starts_with(&format!("{}/", crate::layout::KILN_DIR))
+        });
         let mut objects: Vec<Object> = metas
             .into_iter()
             .filter_map(|m| {
@@ -367,7 +368,7 @@ impl SourceUri {
                         let hidden = rel
                             .split('/')
                             .any(|p| p.starts_with('_') || p.starts_with('.'));
-                        let card = kiln_dataset && rel == crate::sink::card::CARD;
+                        let card = kiln_dataset && rel == crate::layout::CARD;
                         !hidden && !card
                     }
                 };

@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Pixels, build_pixels, default_image_column, is_encoded_image, pixel_type};
-use crate::spec::ByteSize;
+use crate::size::ByteSize;
 use crate::steps::text::{put_column, with_field};
 use crate::steps::{Step, StepContext, StepOptions, column_index};
 

@@ -62,12 +62,7 @@ pub fn encoded_fields() -> Fields {
     ])
 }
 
-/// Whether a type is the encoded-image struct `{bytes: binary, path: string}`.
-pub fn is_encoded_image(dt: &DataType) -> bool {
-    matches!(dt, DataType::Struct(f) if f.len() == 2
-        && f[0].name() == "bytes" && f[0].data_type() == &DataType::Binary
-        && f[1].name() == "path" && f[1].data_type() == &DataType::Utf8)
-}
+pub use crate::hf::is_encoded_image;
 
 /// The index of a decoded-image column, or an error saying what to do.
 pub(crate) fn pixel_column(schema: &SchemaRef, name: &str) -> Result<usize, String> {
