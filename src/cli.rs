@@ -299,6 +299,10 @@ fn cmd_run(
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let drain = Arc::new(AtomicBool::new(false));
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the watcher is aborted when the run ends"
+        )]
         let signals = tokio::spawn(watch_signals(drain.clone(), stop.clone(), grace));
         let mut progress = Progress::start(stats.clone(), quiet);
         let (plan, outcome) = runtime::execute(
@@ -451,6 +455,10 @@ async fn watch_signals(drain: Arc<AtomicBool>, stop: Arc<AtomicBool>, grace: std
                 );
                 drain.store(true, Ordering::Relaxed);
                 let stop = stop.clone();
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the grace timer only sets `stop`; the process exits when the run ends"
+                )]
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     stop.store(true, Ordering::Relaxed);

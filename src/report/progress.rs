@@ -28,6 +28,10 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
             let m = multi.clone();
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the display task is aborted by Progress::finish and on drop"
+            )]
             let task = tokio::spawn(async move {
                 let mut current: Option<(String, ProgressBar, Arc<Stats>)> = None;
                 loop {
@@ -58,6 +62,10 @@ impl Progress {
                 task: Some(task),
             }
         } else {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the display task is aborted by Progress::finish and on drop"
+            )]
             let task = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -646,6 +646,10 @@ async fn run_task(
         _ => None,
     };
     let (obj_tx, obj_rx) = mpsc::channel::<Chunks>(1);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the reader is joined below, after the CPU side is done"
+    )]
     let reader = if plan.format.random_access() || cached.is_some() {
         drop(obj_tx);
         None

@@ -211,6 +211,10 @@ pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Leas
             .await;
         match put {
             Ok(_) => {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the heartbeat is aborted when the lease is released or dropped"
+                )]
                 let heartbeat = tokio::spawn(renew(sink.clone(), relative.clone(), record));
                 return Ok(Lease {
                     sink: sink.clone(),

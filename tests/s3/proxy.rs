@@ -129,6 +129,10 @@ impl FaultProxy {
                     };
                     let (state, client, upstream) =
                         (state.clone(), client.clone(), upstream.clone());
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "one connection; the proxy's runtime ends them all when dropped"
+                    )]
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             handle(req, state.clone(), client.clone(), upstream.clone())
