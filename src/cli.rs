@@ -1,4 +1,8 @@
 //! The command line (DESIGN §2): clap definitions and one function per command.
+//!
+//! Over 600 lines, and more than one role: argument definitions, running, status and
+//! exit codes, and the `kiln plan`/`status` renderings. Issue 20 splits it into
+//! `cli/{run,show}.rs` with exit codes decided by the error's kind.
 
 use std::io::Write;
 use std::path::PathBuf;

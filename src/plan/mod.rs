@@ -1,5 +1,10 @@
 //! Spec + listing → what will run: the objects, the schema after every step, the tasks,
 //! the sink layout. `kiln validate` builds a plan and stops; `kiln run` executes it.
+//!
+//! Over 600 lines, and more than one role: `Plan::build` (listing, format detection,
+//! inference, binding, tasks, hashing), the stored plan it makes for the sink, adopting
+//! a stored plan and fitted statistics. Issue 20 splits it into listing, schema, bind,
+//! tasks and identity.
 
 use std::collections::BTreeSet;
 use std::ops::Range;

@@ -1,6 +1,11 @@
 //! The dataset in the sink (DESIGN §3): shards, a commit record per task, the manifest
 //! and `_SUCCESS`, and the checks that keep one pipeline's output from mixing with
 //! another's.
+//!
+//! Over 600 lines: the sink's records and their serde types, preparing and checking a
+//! sink, committing, the manifest and finalizing, listing and debris cleanup. One role
+//! (the sink's protocol and records), but issue 20 moves the record types to a
+//! `records.rs` the plan can read without the sink's I/O.
 
 pub mod card;
 pub mod columns;

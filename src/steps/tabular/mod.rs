@@ -11,6 +11,11 @@
 //! `_kiln/stats.json`, and binds the step again *with* them. The same binding takes
 //! statistics from another sink's `stats_from`, which is how statistics fitted on
 //! training data are applied to validation and test data without leakage.
+//!
+//! Over 600 lines for one role: what every fitted tabular step shares (running moments,
+//! value counts, the fitter, stored column statistics, binding with or without them);
+//! the steps are in their own files. The repeated option and bind blocks of
+//! `one_hot`/`ordinal` and `min_max`/`standardize` are issue 20's to fold.
 
 /// The `Step` methods every fitted tabular step hands to its `fit: Fit<_>` field: whether
 /// it still needs a fit, and the full pass's observe / observed / statistics.

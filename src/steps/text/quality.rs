@@ -13,6 +13,10 @@
 //!
 //! Lengths are in Unicode code points, as in Python. docs/text.md lists where the
 //! decisions can differ from datatrove's (the word tokenizer, mainly).
+//!
+//! Over 600 lines for one step: four rule families, each a port of datatrove's filter
+//! with its thresholds, and the tests that pin each rule; splitting the families apart
+//! would scatter the shared text statistics they compute once per document.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

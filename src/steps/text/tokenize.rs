@@ -9,6 +9,9 @@
 //! `tests/` checks id-for-id equality on the sample corpus and a stress set.
 //!
 //! Documents of a batch are encoded in parallel on the rayon pool.
+//!
+//! Over 600 lines for one step: options, tokenizer loading and caching, the two engines
+//! and the probe that decides between them, and its unit tests.
 
 use std::collections::BTreeSet;
 use std::path::Path;
