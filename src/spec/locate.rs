@@ -63,7 +63,6 @@ pub fn step_error(text: &str, step: usize, message: &str) -> Option<(usize, usiz
 pub fn step_items(text: &str) -> Vec<StepLines> {
     let mut stack: Vec<(bool, usize, String)> = Vec::new();
     let mut starts: Vec<(usize, usize)> = Vec::new();
-    let mut items = Vec::new();
     let mut in_steps = false;
     let mut parser = Parser::new_from_str(text);
     while let Some(Ok((event, span))) = parser.next_event() {
@@ -107,19 +106,12 @@ pub fn step_items(text: &str) -> Vec<StepLines> {
             _ => {}
         }
     }
-    for pair in starts.windows(2) {
-        let ((line, col), (next, next_col)) = (pair[0], pair[1]);
-        if col == 0 || next <= line {
-            break;
-        }
-        let _ = next_col;
-        items.push(StepLines {
-            line,
-            col,
-            end: next,
-        });
-    }
-    items
+    starts
+        .windows(2)
+        .map(|pair| ((pair[0].0, pair[0].1), pair[1].0))
+        .take_while(|&((line, col), next)| col != 0 && next > line)
+        .map(|((line, col), end)| StepLines { line, col, end })
+        .collect()
 }
 
 /// Where one item of `steps` is in the file (see [`step_items`]).
