@@ -559,7 +559,7 @@ fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
             i + 1,
             st.name,
             crate::inspect::fmt_schema(st.step.output_schema()),
-            if st.step.needs_fit() {
+            if st.step.kind().needs_fit() {
                 "  [fitted in a full pass before the run; columns made from what it learns appear after it]"
             } else {
                 ""

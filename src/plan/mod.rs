@@ -24,7 +24,7 @@ use crate::formats::{
 };
 use crate::sink::writer::WriterConfig;
 use crate::spec::{FormatName, Pipeline, SinkCompression};
-use crate::steps::{Step, types::parse_type};
+use crate::steps::{Kind, Step, types::parse_type};
 use crate::storage::{Location, Object, SourceUri};
 
 /// A step bound to its input schema.
@@ -128,7 +128,7 @@ fn bind_steps(
             *n
         };
         let mut step = spec.bind(&schema).map_err(error)?;
-        if step.needs_fit() {
+        if step.kind().needs_fit() {
             let entry = fitted
                 .iter()
                 .find(|e| e.step == spec.name() && e.occurrence == occurrence);
@@ -496,9 +496,9 @@ impl Plan {
         }
         let mut need: BTreeSet<String> = BTreeSet::new();
         for s in &self.steps[from..=to] {
-            match s.step.fit_columns() {
-                Some((reads, _)) => need.extend(reads),
-                None => return Ok(p),
+            match s.step.kind() {
+                Kind::Fit(f) => need.extend(f.fit_columns().0),
+                _ => return Ok(p),
             }
         }
         for s in self.steps[..from].iter().rev() {
@@ -537,21 +537,25 @@ impl Plan {
 
     /// True while a fitted step has no statistics yet.
     pub fn needs_fit(&self) -> bool {
-        self.steps.iter().any(|s| s.step.needs_fit())
+        self.steps.iter().any(|s| s.step.kind().needs_fit())
     }
 
     /// The next steps to fit in one pass: the first step that needs a fit and the
     /// fitted steps right after it whose fits read no column an earlier one of them
     /// writes (so observing them all on the batch that reaches the first is exact).
     pub fn fit_group(&self) -> Option<(usize, usize)> {
-        let from = self.steps.iter().position(|s| s.step.needs_fit())?;
-        let (_, mut written) = self.steps[from].step.fit_columns()?;
+        let from = self.steps.iter().position(|s| s.step.kind().needs_fit())?;
+        let Kind::Fit(first) = self.steps[from].step.kind() else {
+            return None;
+        };
+        let (_, mut written) = first.fit_columns();
         let mut to = from;
         for s in &self.steps[from + 1..] {
-            let Some((reads, writes)) = s.step.fit_columns() else {
+            let Kind::Fit(f) = s.step.kind() else {
                 break;
             };
-            if !s.step.needs_fit() || reads.iter().any(|c| written.contains(c)) {
+            let (reads, writes) = f.fit_columns();
+            if reads.iter().any(|c| written.contains(c)) {
                 break;
             }
             written.extend(writes);

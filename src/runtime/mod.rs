@@ -27,8 +27,8 @@ use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::{Phase, Stats};
 use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
 use crate::sink::{self, InputRecord, Manifest, SinkState, TaskRecord};
-use crate::steps::StepContext;
 use crate::steps::sample::stable_key;
+use crate::steps::{Kind, Observer, Part, StepContext};
 
 mod cache;
 mod read;
@@ -193,7 +193,7 @@ async fn fit_steps(
                 // decodes is kept for the passes after it.
                 let keep = cache.as_ref().is_some_and(|c| c.accepting());
                 let shared = Arc::new(plan.for_fit(from, to, !keep)?);
-                let seen = full_pass(
+                let (seen, settled) = full_pass(
                     &shared,
                     from,
                     to,
@@ -209,9 +209,9 @@ async fn fit_steps(
                 if entries.is_empty() {
                     rows = seen;
                 }
-                for k in from..=to {
+                for (k, stats) in (from..=to).zip(settled) {
                     let name = plan.steps[k].name;
-                    let stats = plan.steps[k].step.fitted_stats().ok_or_else(|| {
+                    let stats = stats.ok_or_else(|| {
                         Error::Internal(format!(
                             "step {} `{name}` settled without statistics",
                             k + 1
@@ -314,10 +314,7 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
         ));
     }
     if n > 1
-        && let Some(s) = plan
-            .steps
-            .iter()
-            .find(|s| s.step.full_pass() || s.step.needs_fit())
+        && let Some(s) = plan.steps.iter().find(|s| s.step.kind().needs_pass())
     {
         return Err(Error::Plan(format!(
             "`{}` decides over the whole input in a local full pass, which this version runs \
@@ -407,7 +404,9 @@ async fn run(
         if removed > 0 {
             tracing::info!("removed {removed} partly written files left by a killed run");
         }
-        for k in (0..plan.steps.len()).filter(|k| plan.steps[*k].step.full_pass()) {
+        for k in (0..plan.steps.len())
+            .filter(|k| matches!(plan.steps[*k].step.kind(), Kind::FullPass(_)))
+        {
             full_pass(
                 &plan,
                 k,
@@ -443,7 +442,12 @@ async fn run(
                 cache.clone(),
             );
             running.spawn(async move {
-                let (record, dead_letter, staged) = run_task(
+                let TaskDone {
+                    record,
+                    dead_letter,
+                    staged,
+                    ..
+                } = run_task(
                     plan.clone(),
                     task,
                     Mode::Write,
@@ -527,8 +531,10 @@ async fn run(
 /// The full pass of steps `from..=to` (exact or near-duplicate removal; a group of
 /// fitted steps): every task of the plan, committed or not and whoever owns it, is read
 /// and run through the steps before `from`; each step of the group observes what
-/// reaches `from`; then they settle. Their counters are not the run's, so they go to a
-/// scratch [`Stats`]. Returns the rows read.
+/// reaches `from` (an [`Observer`] per task and step); then each settles with every
+/// task's part, in task order. Their counters are not the run's, so they go to a
+/// scratch [`Stats`]. Returns the rows read and, for each step of the group, the
+/// statistics a fitted step settled with (None for a full-pass step).
 #[allow(clippy::too_many_arguments)]
 async fn full_pass(
     plan: &Arc<Plan>,
@@ -541,7 +547,7 @@ async fn full_pass(
     io: &Arc<Semaphore>,
     stop: &Arc<AtomicBool>,
     cache: Option<&Arc<DecodedCache>>,
-) -> Result<u64> {
+) -> Result<(u64, Vec<Option<serde_json::Value>>)> {
     let started = Instant::now();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(
@@ -549,7 +555,9 @@ async fn full_pass(
         plan.input_bytes(),
         &names,
     ));
-    let fits = plan.steps[from..=to].iter().any(|s| s.step.needs_fit());
+    let fits = plan.steps[from..=to]
+        .iter()
+        .any(|s| s.step.kind().needs_fit());
     stats.set_phase(Phase::Pass {
         label: format!(
             "{} {}",
@@ -558,10 +566,11 @@ async fn full_pass(
         ),
         stats: scratch.clone(),
     });
-    let mut running: JoinSet<Result<(TaskRecord, Option<crate::rejects::DeadLetters>, Staged)>> =
-        JoinSet::new();
+    let mut running: JoinSet<Result<TaskDone>> = JoinSet::new();
     let mut pending = plan.tasks.iter().cloned();
     let mut first_error = None;
+    // Each task's parts (one per step of the group), by task index.
+    let mut parts: BTreeMap<usize, Vec<Part>> = BTreeMap::new();
     loop {
         while first_error.is_none() && running.len() < slots && !stop.load(Ordering::Relaxed) {
             let Some(task) = pending.next() else { break };
@@ -581,7 +590,10 @@ async fn full_pass(
             break;
         };
         let failed = match done {
-            Ok(Ok(_)) => None,
+            Ok(Ok(done)) => {
+                parts.insert(done.record.task, done.parts);
+                None
+            }
             Ok(Err(e)) => Some(e),
             Err(join) => Some(Error::Internal(format!("a task panicked: {join}"))),
         };
@@ -596,14 +608,28 @@ async fn full_pass(
     if stop.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
-    for k in from..=to {
+    // Step k's parts in task order: the k-th of each task's.
+    let mut by_step: Vec<Vec<Part>> = (from..=to).map(|_| Vec::new()).collect();
+    for task_parts in parts.into_values() {
+        for (column, part) in by_step.iter_mut().zip(task_parts) {
+            column.push(part);
+        }
+    }
+    let mut settled = Vec::new();
+    for (k, parts) in (from..=to).zip(by_step) {
         let step = plan.steps[k].step.clone();
         let name = plan.steps[k].name;
         let (tx, rx) = oneshot::channel();
         pool.spawn(move || {
-            let _ = tx.send(step.settle());
+            let r = match step.kind() {
+                Kind::FullPass(p) => p.settle(parts).map(|()| None),
+                Kind::Fit(f) => f.settle(parts).map(Some),
+                Kind::Map => Err("internal error: a map step in a full pass".to_string()),
+            };
+            let _ = tx.send(r);
         });
-        rx.await
+        let stats = rx
+            .await
             .map_err(|_| Error::Internal("the settle task vanished".into()))?
             .map_err(|m| Error::Input {
                 object: format!(
@@ -613,6 +639,7 @@ async fn full_pass(
                 line: None,
                 message: m,
             })?;
+        settled.push(stats);
     }
     let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
     let rows = Stats::get(&scratch.rows_in);
@@ -623,11 +650,20 @@ async fn full_pass(
         seconds = started.elapsed().as_secs_f64(),
         "full pass settled"
     );
-    Ok(rows)
+    Ok((rows, settled))
 }
 
-/// Runs one task: a reader on tokio feeding the CPU side on rayon. Returns its commit
-/// record and, under `dead_letter` when it left anything out, its dead-letter file.
+/// What a task run made: its commit record, under `dead_letter` its dead-letter file
+/// when it left anything out, its staged shards, and in a full pass each observed
+/// step's part.
+struct TaskDone {
+    record: TaskRecord,
+    dead_letter: Option<crate::rejects::DeadLetters>,
+    staged: Staged,
+    parts: Vec<Part>,
+}
+
+/// Runs one task: a reader on tokio feeding the CPU side on rayon.
 #[allow(clippy::too_many_arguments)]
 async fn run_task(
     plan: Arc<Plan>,
@@ -639,7 +675,7 @@ async fn run_task(
     io: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
     cache: Option<Arc<DecodedCache>>,
-) -> Result<(TaskRecord, Option<crate::rejects::DeadLetters>, Staged)> {
+) -> Result<TaskDone> {
     // What an earlier fit pass decoded, if it was kept: the transform pass takes it, a
     // fit pass copies it (another may follow), and neither reads the objects.
     let cached = cache.as_ref().and_then(|c| match mode {
@@ -714,6 +750,7 @@ async fn run_task(
         rows_in,
         step_counts,
         mut rejects,
+        parts,
     } = result?;
     let step_counts = if step_counts.iter().all(|c| c.is_empty()) {
         Vec::new()
@@ -739,7 +776,12 @@ async fn run_task(
     };
     let letters = rejects.take_letters();
     let dead_letter = (!letters.is_empty()).then_some(letters);
-    Ok((record, dead_letter, staged))
+    Ok(TaskDone {
+        record,
+        dead_letter,
+        staged,
+        parts,
+    })
 }
 
 /// The objects a task finishes: a slice that is not an object's last finishes none.
@@ -767,6 +809,8 @@ struct TaskOutput {
     /// Each step's named counters.
     step_counts: Vec<BTreeMap<String, u64>>,
     rejects: Rejects,
+    /// In a full pass: each observed step's part.
+    parts: Vec<Part>,
 }
 
 /// Where a task's batches come from.
@@ -786,7 +830,7 @@ enum Mode {
     /// Decode, apply every step, write and commit shards.
     Write,
     /// The full pass of the steps `from..=to`: apply the steps before `from` and hand
-    /// what reaches it to each one's `observe`; nothing is written.
+    /// what reaches it to each one's observer; nothing is written.
     Observe(usize, usize),
 }
 
@@ -821,6 +865,22 @@ fn cpu_task(
         .iter()
         .map(|_| StepContext::for_task(task.id, task_key))
         .collect();
+    let mut observers: Vec<Box<dyn Observer + '_>> = match mode {
+        Mode::Write => Vec::new(),
+        Mode::Observe(from, to) => plan.steps[from..=to]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.step
+                    .kind()
+                    .observer(task.id)
+                    .unwrap_or_else(|| Err("internal error: a map step in a full pass".into()))
+                    .map_err(|m| {
+                        step_error(plan, from + i, &plan.objects[task.objects.start].display, m)
+                    })
+            })
+            .collect::<Result<_>>()?,
+    };
     let mut rows_in = 0u64;
     let mut rejects = Rejects::new(plan.pipeline.run.on_error, task.id);
     let (mut objects_rx, keep) = match input {
@@ -841,6 +901,7 @@ fn cpu_task(
                     plan,
                     mode,
                     &mut contexts,
+                    &mut observers,
                     stats,
                     &mut writer,
                     batch,
@@ -925,6 +986,7 @@ fn cpu_task(
                 plan,
                 mode,
                 &mut contexts,
+                &mut observers,
                 stats,
                 &mut writer,
                 batch,
@@ -999,22 +1061,22 @@ fn cpu_task(
         .get(task.objects.end.saturating_sub(1))
         .map(|o| o.display.clone())
         .unwrap_or_default();
-    if let Mode::Observe(from, to) = mode {
+    if let Mode::Observe(from, _) = mode {
         if let Some(cache) = keep.filter(|_| keeping) {
             cache.offer(task.id, kept, kept_bytes);
         }
-        for (k, cx) in contexts.iter_mut().enumerate().take(to + 1).skip(from) {
-            plan.steps[k]
-                .step
-                .observed(cx)
-                .map_err(|m| step_error(plan, k, &last, m))?;
-        }
+        let parts = observers
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| o.finish().map_err(|m| step_error(plan, from + i, &last, m)))
+            .collect::<Result<_>>()?;
         return Ok(TaskOutput {
             shards: Vec::new(),
             staged: Staged::default(),
             rows_in,
             step_counts: Vec::new(),
             rejects,
+            parts,
         });
     }
     // Rows a step held back (the tail of a `pack`) flow through the steps after it.
@@ -1047,6 +1109,7 @@ fn cpu_task(
         rows_in,
         step_counts,
         rejects,
+        parts: Vec::new(),
     })
 }
 
@@ -1078,13 +1141,14 @@ fn object_rejection(object: &str, rows_before: u64, e: Error) -> Rejected {
     }
 }
 
-/// One decoded batch of `object` through the task's steps: written (`Write`) or observed
-/// by a fit group (`Observe`).
+/// One decoded batch of `object` through the task's steps: written (`Write`) or handed
+/// to the observers of a full pass's steps (`Observe`).
 #[allow(clippy::too_many_arguments)]
 fn handle_batch(
     plan: &Plan,
     mode: Mode,
     contexts: &mut [StepContext],
+    observers: &mut [Box<dyn Observer + '_>],
     stats: &Stats,
     writer: &mut TaskWriter,
     batch: arrow::record_batch::RecordBatch,
@@ -1093,7 +1157,9 @@ fn handle_batch(
 ) -> Result<()> {
     match mode {
         Mode::Write => run_steps(plan, contexts, stats, writer, 0, batch, object, rejects),
-        Mode::Observe(from, to) => observe_steps(plan, contexts, from, to, batch, object, rejects),
+        Mode::Observe(from, to) => {
+            observe_steps(plan, contexts, observers, from, to, batch, object, rejects)
+        }
     }
 }
 
@@ -1106,12 +1172,13 @@ fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
 }
 
 /// The full pass of steps `from..=to`: `batch` through the steps before `from`, then
-/// to the `observe` of each step of the group (all see the batch that reaches `from`).
+/// to the observer of each step of the group (all see the batch that reaches `from`).
 /// Rows left out under skip / dead_letter are left out here as in the main pass.
 #[allow(clippy::too_many_arguments)]
 fn observe_steps(
     plan: &Plan,
     contexts: &mut [StepContext],
+    observers: &mut [Box<dyn Observer + '_>],
     from: usize,
     to: usize,
     mut batch: arrow::record_batch::RecordBatch,
@@ -1121,9 +1188,8 @@ fn observe_steps(
     for (s, (planned, cx)) in plan.steps.iter().zip(contexts.iter_mut()).enumerate() {
         let rows = batch.num_rows() as u64;
         if s >= from {
-            planned
-                .step
-                .observe(&batch, cx)
+            observers[s - from]
+                .observe(&batch, cx.rows_before)
                 .map_err(|m| step_error(plan, s, object, m))?;
             cx.rows_before += rows;
             if s == to {

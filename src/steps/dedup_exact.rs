@@ -23,9 +23,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use super::spill::{DropLists, RECORD, Rec, Runs};
+use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::{string_column, utf8, value};
-use super::{Step, StepContext, StepOptions};
+use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
 
 /// Options of `dedup.exact`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -79,12 +79,6 @@ struct DedupExact {
     drops: DropLists,
 }
 
-/// What a task buffers in the first pass.
-#[derive(Default)]
-struct Observed {
-    records: Vec<Rec>,
-}
-
 impl DedupExact {
     fn hash(&self, text: &str, buf: &mut String) -> u128 {
         if !self.opts.normalize {
@@ -117,45 +111,28 @@ impl Step for DedupExact {
         need
     }
 
-    fn full_pass(&self) -> bool {
-        true
+    fn kind(&self) -> Kind<'_> {
+        Kind::FullPass(self)
     }
 
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        let texts = utf8(batch.column(self.source))?;
-        let task = u32::try_from(cx.task).map_err(|_| "more than 2^32 tasks".to_string())?;
-        let first_row = cx.rows_before;
-        let budget = (self.opts.run_bytes.get() as usize / RECORD).max(1024);
-        let mut buf = String::new();
-        let mut full = Vec::new();
-        {
-            let state: &mut Observed = cx.state(Observed::default)?;
-            for i in 0..texts.len() {
-                // Nulls are never duplicates of anything.
-                if let Some(t) = value(&texts, i) {
-                    state.records.push(Rec {
-                        key: self.hash(t, &mut buf),
-                        task,
-                        row: first_row + i as u64,
-                    });
-                }
-            }
-            if state.records.len() >= budget {
-                full = std::mem::take(&mut state.records);
-            }
-        }
-        self.runs.flush(&mut full)
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+        self.drops.apply(batch, cx, "dedup.exact", "duplicates")
+    }
+}
+
+impl FullPass for DedupExact {
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String> {
+        Ok(Box::new(ExactObserver {
+            step: self,
+            spill: SpillObserver::new(&self.runs, task, self.opts.run_bytes.get())?,
+            buf: String::new(),
+        }))
     }
 
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        let mut records = std::mem::take(&mut cx.state(Observed::default)?.records);
-        self.runs.flush(&mut records)
-    }
-
-    fn settle(&self) -> Result<(), String> {
+    fn settle(&self, parts: Vec<Part>) -> Result<(), String> {
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut current: Option<u128> = None;
-        self.runs.merge(|r| {
+        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
             if current == Some(r.key) {
                 drops.entry(r.task).or_default().push(r.row);
             } else {
@@ -164,9 +141,34 @@ impl Step for DedupExact {
         })?;
         self.drops.set(drops, "dedup.exact")
     }
+}
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        self.drops.apply(batch, cx, "dedup.exact", "duplicates")
+/// One task of the full pass: the hash and position of each row.
+struct ExactObserver<'a> {
+    step: &'a DedupExact,
+    spill: SpillObserver<'a>,
+    buf: String,
+}
+
+impl Observer for ExactObserver<'_> {
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String> {
+        let texts = utf8(batch.column(self.step.source))?;
+        for i in 0..texts.len() {
+            // Nulls are never duplicates of anything.
+            if let Some(t) = value(&texts, i) {
+                let key = self.step.hash(t, &mut self.buf);
+                self.spill.records.push(Rec {
+                    key,
+                    task: self.spill.task,
+                    row: rows_before + i as u64,
+                });
+            }
+        }
+        self.spill.spill_if_full()
+    }
+
+    fn finish(self: Box<Self>) -> Result<Part, String> {
+        Ok(Box::new(self.spill.finish()?))
     }
 }
 
@@ -203,20 +205,12 @@ mod tests {
             many.push(format!("filler {i}"));
         }
         let fill = batch(&many.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
-        for (task, b) in [(1usize, &task1), (0, &task0)] {
-            let mut cx = StepContext::for_task(task, 0);
-            step.observe(b, &mut cx).expect("observe");
-            cx.rows_before += b.num_rows() as u64;
-            step.observe(&fill, &mut cx).expect("observe");
-            step.observed(&mut cx).expect("observed");
-        }
+        let x = batch(&[Some("x")]);
+        let mut tasks = vec![(1usize, vec![&task1, &fill]), (0, vec![&task0, &fill])];
         for t in 2..(super::super::spill::FAN_IN + 20) {
-            let mut cx = StepContext::for_task(t, 0);
-            step.observe(&batch(&[Some("x")]), &mut cx)
-                .expect("observe");
-            step.observed(&mut cx).expect("observed");
+            tasks.push((t, vec![&x]));
         }
-        step.settle().expect("settles");
+        crate::steps::test_util::full_pass(step.as_ref(), &tasks);
         let mut cx0 = StepContext::for_task(0, 0);
         let out0 = step.apply(task0, &mut cx0).expect("task 0");
         assert_eq!(

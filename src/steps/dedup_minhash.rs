@@ -25,10 +25,10 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spill::{DropLists, RECORD, Rec, Runs};
+use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
-use super::{Step, StepContext, StepOptions};
+use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
 
 /// Options of `dedup.minhash`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -241,46 +241,28 @@ impl Step for Minhash {
         need
     }
 
-    fn full_pass(&self) -> bool {
-        true
+    fn kind(&self) -> Kind<'_> {
+        Kind::FullPass(self)
     }
 
-    fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        let texts = utf8(batch.column(self.source))?;
-        let task = u32::try_from(cx.task).map_err(|_| "more than 2^32 tasks".to_string())?;
-        let first = cx.rows_before;
-        let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(8)
-            .map(|i| value(&texts, i).and_then(|t| self.bands(t)))
-            .collect();
-        let budget = (self.opts.run_bytes.get() as usize / RECORD).max(1024);
-        let records: &mut Vec<Rec> = cx.state(Vec::new)?;
-        for (i, b) in bands.into_iter().enumerate() {
-            for (band, h) in b.into_iter().flatten().enumerate() {
-                records.push(Rec {
-                    key: (u128::from(band as u64) << 64) | u128::from(h),
-                    task,
-                    row: first + i as u64,
-                });
-            }
-        }
-        if records.len() >= budget {
-            let mut full = std::mem::take(records);
-            self.runs.flush(&mut full)?;
-        }
-        Ok(())
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+        self.drops
+            .apply(batch, cx, "dedup.minhash", "near_duplicates")
+    }
+}
+
+impl FullPass for Minhash {
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String> {
+        Ok(Box::new(MinhashObserver {
+            step: self,
+            spill: SpillObserver::new(&self.runs, task, self.opts.run_bytes.get())?,
+        }))
     }
 
-    fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        let mut records = std::mem::take(cx.state(Vec::<Rec>::new)?);
-        self.runs.flush(&mut records)
-    }
-
-    fn settle(&self) -> Result<(), String> {
+    fn settle(&self, parts: Vec<Part>) -> Result<(), String> {
         let mut clusters = Clusters::default();
         let mut group: Option<(u128, u128)> = None; // (key, first position)
-        self.runs.merge(|r| {
+        self.runs.merge(all_runs(parts, "dedup.minhash")?, |r| {
             let pos = position(r.task, r.row);
             match group {
                 Some((key, first)) if key == r.key => clusters.union(first, pos),
@@ -296,10 +278,37 @@ impl Step for Minhash {
         }
         self.drops.set(drops, "dedup.minhash")
     }
+}
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
-        self.drops
-            .apply(batch, cx, "dedup.minhash", "near_duplicates")
+/// One task of the full pass: each row's band hashes and position.
+struct MinhashObserver<'a> {
+    step: &'a Minhash,
+    spill: SpillObserver<'a>,
+}
+
+impl Observer for MinhashObserver<'_> {
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String> {
+        let texts = utf8(batch.column(self.step.source))?;
+        let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
+            .into_par_iter()
+            .with_min_len(8)
+            .map(|i| value(&texts, i).and_then(|t| self.step.bands(t)))
+            .collect();
+        let task = self.spill.task;
+        for (i, b) in bands.into_iter().enumerate() {
+            for (band, h) in b.into_iter().flatten().enumerate() {
+                self.spill.records.push(Rec {
+                    key: (u128::from(band as u64) << 64) | u128::from(h),
+                    task,
+                    row: rows_before + i as u64,
+                });
+            }
+        }
+        self.spill.spill_if_full()
+    }
+
+    fn finish(self: Box<Self>) -> Result<Part, String> {
+        Ok(Box::new(self.spill.finish()?))
     }
 }
 
@@ -350,10 +359,7 @@ mod tests {
         .expect("batch");
         let opts: MinhashOptions = serde_json::from_value(serde_json::json!({})).expect("options");
         let step = opts.bind(&batch.schema()).expect("binds");
-        let mut cx = StepContext::for_task(0, 0);
-        step.observe(&batch, &mut cx).expect("observe");
-        step.observed(&mut cx).expect("observed");
-        step.settle().expect("settle");
+        crate::steps::test_util::full_pass(step.as_ref(), &[(0, vec![&batch])]);
         let mut cx = StepContext::for_task(0, 0);
         let out = step.apply(batch, &mut cx).expect("apply");
         assert_eq!(

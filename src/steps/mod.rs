@@ -38,9 +38,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 /// A step bound to its input schema, ready to run. One value serves every task.
+///
+/// Every step maps batches ([`Step::apply`]); a map step implements
+/// [`Step::output_schema`], [`Step::apply`] and, when it reads columns by name,
+/// [`Step::required_input`]; the rest have defaults. A step whose decisions need the whole
+/// input says so through [`Step::kind`]: a [`FullPass`] (exact and near-duplicate
+/// removal) or a [`FitPass`] (a fitted step bound without statistics).
 pub trait Step: Send + Sync + std::fmt::Debug {
     /// The schema of the batches this step emits.
     fn output_schema(&self) -> &SchemaRef;
+
+    /// Maps one batch. An empty result batch is fine; the runtime drops it.
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String>;
 
     /// The input columns this step reads, given the columns needed after it. Used to
     /// decode only the columns a pipeline uses.
@@ -48,8 +57,10 @@ pub trait Step: Send + Sync + std::fmt::Debug {
         downstream.clone()
     }
 
-    /// Maps one batch. An empty result batch is fine; the runtime drops it.
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String>;
+    /// Whether the runtime must first run a pass over the whole input for this step.
+    fn kind(&self) -> Kind<'_> {
+        Kind::Map
+    }
 
     /// True when each output row depends on its input row alone and `apply` keeps no
     /// state between batches (`cast`, `derive`, `filter`, the image steps). Under
@@ -82,50 +93,93 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn fingerprint(&self) -> Option<String> {
         None
     }
+}
 
-    /// True for steps whose decisions need the whole input (exact and near-duplicate
-    /// removal): the runtime first runs a pass over every task in which the batches
-    /// reaching this step go to [`Step::observe`] (and the end of each task to
-    /// [`Step::observed`]), then calls [`Step::settle`] once, then runs the real pass.
-    fn full_pass(&self) -> bool {
-        false
+/// The lifecycle of a bound step.
+#[derive(Clone, Copy)]
+pub enum Kind<'a> {
+    /// Maps each batch with what it was bound with.
+    Map,
+    /// Decides over the whole input before its main pass: the runtime runs every task
+    /// through the steps before it, hands what reaches it to a per-task [`Observer`],
+    /// and calls [`FullPass::settle`] with every task's part; then the main pass applies
+    /// what it decided.
+    FullPass(&'a dyn FullPass),
+    /// Bound without statistics: the runtime observes the input as for a full pass,
+    /// takes the statistics [`FitPass::settle`] returns (written to `_kiln/stats.json`),
+    /// and binds the step again with them ([`StepOptions::bind_fitted`]).
+    Fit(&'a dyn FitPass),
+}
+
+impl<'a> Kind<'a> {
+    /// True for a step that needs a pass over the whole input first.
+    pub fn needs_pass(&self) -> bool {
+        !matches!(self, Kind::Map)
     }
 
-    /// Full pass: takes note of a batch that reaches this step.
-    fn observe(&self, _batch: &RecordBatch, _cx: &mut StepContext) -> Result<(), String> {
-        Ok(())
+    /// True for a step bound without its statistics.
+    pub fn needs_fit(&self) -> bool {
+        matches!(self, Kind::Fit(_))
     }
 
-    /// Full pass: the task of `cx` has no more batches.
-    fn observed(&self, _cx: &mut StepContext) -> Result<(), String> {
-        Ok(())
+    /// A fresh observer for task `task`; None for a map step.
+    pub fn observer(self, task: usize) -> Option<Result<Box<dyn Observer + 'a>, String>> {
+        match self {
+            Kind::Map => None,
+            Kind::FullPass(p) => Some(p.observer(task)),
+            Kind::Fit(f) => Some(f.observer(task)),
+        }
     }
+}
 
-    /// Full pass: every task was observed; decide.
-    fn settle(&self) -> Result<(), String> {
-        Ok(())
-    }
+/// What one task of a full pass keeps for one step: it sees the task's batches in order
+/// and ends with its [`Part`]. Parts are independent of each other, so tasks run in any
+/// order, on any thread (or worker), and the settled result depends only on the input.
+pub trait Observer: Send {
+    /// Takes note of a batch that reaches the step; `rows_before` rows of this task
+    /// reached it before.
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String>;
 
-    /// True for a fitted step bound without statistics (`standardize` before its fit):
-    /// the runtime fits it in a full pass ([`Step::observe`], [`Step::observed`],
-    /// [`Step::settle`]), takes [`Step::fitted_stats`], and binds the step again with
-    /// them ([`StepOptions::bind_fitted`]).
-    fn needs_fit(&self) -> bool {
-        false
-    }
+    /// The task has no more batches: what it found.
+    fn finish(self: Box<Self>) -> Result<Part, String>;
+}
 
-    /// For a step that needs a fit: the columns its fit reads and the columns it
-    /// writes. Adjacent fitted steps whose reads do not meet an earlier one's writes
-    /// are fitted in one pass.
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        None
-    }
+/// What one task's [`Observer`] found, for the step's `settle` (which knows its type).
+pub type Part = Box<dyn std::any::Any + Send>;
 
-    /// After [`Step::settle`] of a step that needed a fit: its statistics, as
-    /// `_kiln/stats.json` stores them and [`StepOptions::bind_fitted`] reads them.
-    fn fitted_stats(&self) -> Option<serde_json::Value> {
-        None
-    }
+/// A step that decides over the whole input (see [`Kind::FullPass`]).
+pub trait FullPass: Send + Sync {
+    /// An observer for the task with index `task` in the plan.
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String>;
+
+    /// Every task's part, in task order; decides what the main pass does.
+    fn settle(&self, parts: Vec<Part>) -> Result<(), String>;
+}
+
+/// A fitted step before its fit (see [`Kind::Fit`]).
+pub trait FitPass: Send + Sync {
+    /// The columns its fit reads and the columns the step writes. Adjacent fitted steps
+    /// whose reads do not meet an earlier one's writes are fitted in one pass.
+    fn fit_columns(&self) -> (BTreeSet<String>, BTreeSet<String>);
+
+    /// An observer for the task with index `task` in the plan.
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String>;
+
+    /// Every task's part, in task order: the statistics, as `_kiln/stats.json` stores
+    /// them and [`StepOptions::bind_fitted`] reads them.
+    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, String>;
+}
+
+/// Downcasts each part to what `step`'s observers return.
+pub(crate) fn parts<T: 'static>(parts: Vec<Part>, step: &str) -> Result<Vec<T>, String> {
+    parts
+        .into_iter()
+        .map(|p| {
+            p.downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| format!("internal error: a part of `{step}`'s pass has another type"))
+        })
+        .collect()
 }
 
 /// What a step may know about where a batch sits in its task, and what it keeps
@@ -327,5 +381,36 @@ pub(crate) mod test_util {
 
     pub fn schema() -> SchemaRef {
         batch().schema()
+    }
+
+    /// Observes each task's batches (in the order given, which need not be task order)
+    /// and returns the parts in task order, as the runtime hands them to `settle`.
+    pub fn observe_tasks(
+        kind: super::Kind<'_>,
+        tasks: &[(usize, Vec<&RecordBatch>)],
+    ) -> Vec<super::Part> {
+        let mut parts = std::collections::BTreeMap::new();
+        for (task, batches) in tasks {
+            let mut o = kind
+                .observer(*task)
+                .expect("a full-pass or fit step")
+                .expect("observer");
+            let mut rows = 0;
+            for b in batches {
+                o.observe(b, rows).expect("observes");
+                rows += b.num_rows() as u64;
+            }
+            parts.insert(*task, o.finish().expect("finishes"));
+        }
+        parts.into_values().collect()
+    }
+
+    /// Settles a full-pass step over `tasks` (see [`observe_tasks`]).
+    pub fn full_pass(step: &dyn super::Step, tasks: &[(usize, Vec<&RecordBatch>)]) {
+        let super::Kind::FullPass(p) = step.kind() else {
+            panic!("not a full-pass step");
+        };
+        p.settle(observe_tasks(step.kind(), tasks))
+            .expect("settles");
     }
 }

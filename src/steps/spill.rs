@@ -8,8 +8,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
@@ -98,12 +98,12 @@ pub fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
     )
 }
 
-/// A spill directory and the sorted runs written to it. Created on first use, removed
-/// (with its files) when dropped.
+/// A spill directory for sorted runs. Created on first use, removed (with its files)
+/// when dropped. Each task's observer keeps the paths of the runs it wrote (its part of
+/// the full pass); settling merges every task's.
 #[derive(Debug, Default)]
 pub struct Runs {
     dir: OnceLock<Result<tempfile::TempDir, String>>,
-    runs: Mutex<Vec<PathBuf>>,
     seq: AtomicU64,
 }
 
@@ -131,8 +131,9 @@ impl Runs {
         Ok(self.dir()?.join(format!("run-{n:08}.bin")))
     }
 
-    /// Sorts `records` and writes them as one run; leaves `records` empty.
-    pub fn flush(&self, records: &mut Vec<Rec>) -> Result<(), String> {
+    /// Sorts `records` and writes them as one run, whose path goes to `written`;
+    /// leaves `records` empty.
+    pub fn flush(&self, records: &mut Vec<Rec>, written: &mut Vec<PathBuf>) -> Result<(), String> {
         if records.is_empty() {
             return Ok(());
         }
@@ -145,17 +146,13 @@ impl Runs {
         }
         w.flush().map_err(|e| io_err("write", &path, e))?;
         records.clear();
-        self.runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(path);
+        written.push(path);
         Ok(())
     }
 
-    /// Every record written so far, in (key, task, row) order, handed to `each`; the
-    /// runs are deleted afterwards.
-    pub fn merge(&self, mut each: impl FnMut(Rec)) -> Result<(), String> {
-        let mut runs = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()));
+    /// The records of `runs`, in (key, task, row) order, handed to `each`; the runs are
+    /// deleted afterwards.
+    pub fn merge(&self, mut runs: Vec<PathBuf>, mut each: impl FnMut(Rec)) -> Result<(), String> {
         // Merge in rounds so that no more than FAN_IN files are open at once.
         while runs.len() > FAN_IN {
             let mut next = Vec::new();
@@ -184,6 +181,51 @@ impl Runs {
         }
         Ok(())
     }
+}
+
+/// The observer of a dedup step: (key, task, row) records of one task, written as a
+/// sorted run whenever `budget` records are buffered; its part is the runs' paths.
+pub struct SpillObserver<'a> {
+    runs: &'a Runs,
+    pub task: u32,
+    pub records: Vec<Rec>,
+    budget: usize,
+    written: Vec<PathBuf>,
+}
+
+impl<'a> SpillObserver<'a> {
+    /// For task `task`, buffering up to `run_bytes` of records before a run is written.
+    pub fn new(runs: &'a Runs, task: usize, run_bytes: u64) -> Result<Self, String> {
+        Ok(SpillObserver {
+            runs,
+            task: u32::try_from(task).map_err(|_| "more than 2^32 tasks".to_string())?,
+            records: Vec::new(),
+            budget: (run_bytes as usize / RECORD).max(1024),
+            written: Vec::new(),
+        })
+    }
+
+    /// Writes a run if the buffer reached its budget.
+    pub fn spill_if_full(&mut self) -> Result<(), String> {
+        if self.records.len() >= self.budget {
+            self.runs.flush(&mut self.records, &mut self.written)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered; the paths of every run this task wrote.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, String> {
+        self.runs.flush(&mut self.records, &mut self.written)?;
+        Ok(self.written)
+    }
+}
+
+/// Every task's runs, in task order, as one list for [`Runs::merge`].
+pub fn all_runs(parts: Vec<super::Part>, step: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(super::parts::<Vec<PathBuf>>(parts, step)?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// The rows a full-pass step decided to drop, by task, sorted; set once by `settle`.

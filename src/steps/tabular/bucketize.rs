@@ -143,40 +143,42 @@ impl Step for Bucketize {
     }
 
     delegate_fit!(columns);
+}
 
-    fn settle(&self) -> Result<(), String> {
+impl super::Fitted for Bucketize {
+    fitted_columns!();
+
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
         let n = self.opts.quantiles.unwrap_or(2);
-        self.fit.settle(|accs| {
-            ColumnStats {
-                columns: self
-                    .opts
-                    .columns
-                    .iter()
-                    .zip(accs)
-                    .map(|(c, acc)| {
-                        let (mut boundaries, summary) = match acc {
-                            Acc::Num(m) => (
-                                (1..n)
-                                    .filter_map(|k| m.quantile(k as f64 / n as f64))
-                                    .collect::<Vec<f64>>(),
-                                m.summary(),
-                            ),
-                            Acc::Cat(_) => (Vec::new(), Summary::default()),
-                        };
-                        // Heavy ties give equal quantiles: one boundary each.
-                        boundaries.dedup();
-                        (
-                            c.clone(),
-                            Boundaries {
-                                boundaries,
-                                summary,
-                            },
-                        )
-                    })
-                    .collect(),
-            }
-            .to_json()
-        })
+        ColumnStats {
+            columns: self
+                .opts
+                .columns
+                .iter()
+                .zip(accs)
+                .map(|(c, acc)| {
+                    let (mut boundaries, summary) = match acc {
+                        Acc::Num(m) => (
+                            (1..n)
+                                .filter_map(|k| m.quantile(k as f64 / n as f64))
+                                .collect::<Vec<f64>>(),
+                            m.summary(),
+                        ),
+                        Acc::Cat(_) => (Vec::new(), Summary::default()),
+                    };
+                    // Heavy ties give equal quantiles: one boundary each.
+                    boundaries.dedup();
+                    (
+                        c.clone(),
+                        Boundaries {
+                            boundaries,
+                            summary,
+                        },
+                    )
+                })
+                .collect(),
+        }
+        .to_json()
     }
 }
 

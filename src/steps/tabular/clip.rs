@@ -164,35 +164,37 @@ impl Step for Clip {
     }
 
     delegate_fit!(columns);
+}
 
-    fn settle(&self) -> Result<(), String> {
+impl super::Fitted for Clip {
+    fitted_columns!();
+
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
         let [a, b] = self.opts.quantiles.unwrap_or([0.0, 1.0]);
-        self.fit.settle(|accs| {
-            ColumnStats {
-                columns: self
-                    .opts
-                    .columns
-                    .iter()
-                    .zip(accs)
-                    .map(|(c, acc)| {
-                        let bounds = match acc {
-                            Acc::Num(m) => Bounds {
-                                lower: m.quantile(a),
-                                upper: m.quantile(b),
-                                summary: m.summary(),
-                            },
-                            Acc::Cat(_) => Bounds {
-                                lower: None,
-                                upper: None,
-                                summary: Summary::default(),
-                            },
-                        };
-                        (c.clone(), bounds)
-                    })
-                    .collect(),
-            }
-            .to_json()
-        })
+        ColumnStats {
+            columns: self
+                .opts
+                .columns
+                .iter()
+                .zip(accs)
+                .map(|(c, acc)| {
+                    let bounds = match acc {
+                        Acc::Num(m) => Bounds {
+                            lower: m.quantile(a),
+                            upper: m.quantile(b),
+                            summary: m.summary(),
+                        },
+                        Acc::Cat(_) => Bounds {
+                            lower: None,
+                            upper: None,
+                            summary: Summary::default(),
+                        },
+                    };
+                    (c.clone(), bounds)
+                })
+                .collect(),
+        }
+        .to_json()
     }
 }
 

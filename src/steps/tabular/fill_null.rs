@@ -316,10 +316,15 @@ impl Step for FillNull {
     }
 
     delegate_fit!();
+}
 
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        let writes = self
-            .opts
+impl super::Fitted for FillNull {
+    fn fitter(&self) -> Result<&super::Fitter, String> {
+        self.fit.fitter()
+    }
+
+    fn writes(&self) -> BTreeSet<String> {
+        self.opts
             .value
             .keys()
             .cloned()
@@ -329,44 +334,47 @@ impl Step for FillNull {
                     .iter()
                     .map(|(c, _)| c.to_string()),
             )
-            .collect();
-        self.fit.fit_columns(writes)
+            .collect()
     }
 
-    fn settle(&self) -> Result<(), String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
         let strategies = self.opts.fitted_columns();
-        self.fit.settle(|accs| {
-            let mut columns = IndexMap::new();
-            for ((c, strategy), acc) in strategies.iter().zip(accs) {
-                let (value, count, nulls) = match acc {
-                    Acc::Num(m) => {
-                        let s = m.summary();
-                        let v = if *strategy == "median" { m.quantile(0.5) } else { s.mean };
-                        let v = v.ok_or_else(|| {
+        let mut columns = IndexMap::new();
+        for ((c, strategy), acc) in strategies.iter().zip(accs) {
+            let (value, count, nulls) = match acc {
+                Acc::Num(m) => {
+                    let s = m.summary();
+                    let v = if *strategy == "median" {
+                        m.quantile(0.5)
+                    } else {
+                        s.mean
+                    };
+                    let v = v.ok_or_else(|| {
                             format!("column `{c}` has no values to take its {strategy} from (every row is null)")
                         })?;
-                        (serde_json::json!(v), s.count, s.nulls)
-                    }
-                    Acc::Cat(counts) => {
-                        let v = counts.mode().ok_or_else(|| {
-                            format!("column `{c}` has no values to take its mode from (every row is null)")
-                        })?;
-                        let n: u64 = counts.values.values().sum();
-                        (serde_json::json!(v), n, counts.nulls)
-                    }
-                };
-                columns.insert(
-                    c.to_string(),
-                    FillValue {
-                        strategy: strategy.to_string(),
-                        value,
-                        count,
-                        nulls,
-                    },
-                );
-            }
-            ColumnStats { columns }.to_json()
-        })
+                    (serde_json::json!(v), s.count, s.nulls)
+                }
+                Acc::Cat(counts) => {
+                    let v = counts.mode().ok_or_else(|| {
+                        format!(
+                            "column `{c}` has no values to take its mode from (every row is null)"
+                        )
+                    })?;
+                    let n: u64 = counts.values.values().sum();
+                    (serde_json::json!(v), n, counts.nulls)
+                }
+            };
+            columns.insert(
+                c.to_string(),
+                FillValue {
+                    strategy: strategy.to_string(),
+                    value,
+                    count,
+                    nulls,
+                },
+            );
+        }
+        ColumnStats { columns }.to_json()
     }
 }
 
@@ -424,7 +432,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({"value": {"n": 0, "s": "", "f": -1}}))
                 .expect("options");
         let step = opts.bind(&batch().schema()).expect("binds");
-        assert!(!step.needs_fit());
+        assert!(!step.kind().needs_fit());
         let mut cx = StepContext::default();
         let out = step.apply(batch(), &mut cx).expect("applies");
         assert_eq!(out.schema_ref().field(0).data_type(), &DataType::Int64);

@@ -4,7 +4,7 @@
 //! Stateless transforms (`clip` with bounds, `log1p`, `bucketize` with boundaries,
 //! `hash_bucket`, `fill_null` with constants) map each batch on its own. The others
 //! are **fitted**: bound without statistics, such a step [`needs a
-//! fit`](super::Step::needs_fit); the runtime runs a full pass in which the batches
+//! fit`](super::Kind::Fit); the runtime runs a full pass in which the batches
 //! reaching it go to a [`Fitter`] (running moments, a t-digest for quantiles, value
 //! counts for vocabularies, each per task and merged in task order so the result never
 //! depends on scheduling), asks it for its statistics as JSON, writes them to the sink's
@@ -17,32 +17,19 @@
 //! the steps are in their own files. The repeated option and bind blocks of
 //! `one_hot`/`ordinal` and `min_max`/`standardize` are issue 20's to fold.
 
-/// The `Step` methods every fitted tabular step hands to its `fit: Fit<_>` field: whether
-/// it still needs a fit, and the full pass's observe / observed / statistics.
+/// The `Step` methods of a fitted tabular step with a `fit: Fit<_>` field: its kind (a
+/// fit until bound with statistics), and for a step transforming `self.opts.columns`
+/// (`columns`) the columns it reads. The step implements [`Fitted`] too.
 macro_rules! delegate_fit {
     () => {
-        fn needs_fit(&self) -> bool {
-            self.fit.needs_fit()
-        }
-
-        fn observe(
-            &self,
-            batch: &arrow::record_batch::RecordBatch,
-            cx: &mut crate::steps::StepContext,
-        ) -> Result<(), String> {
-            self.fit.fitter()?.observe(batch, cx)
-        }
-
-        fn observed(&self, cx: &mut crate::steps::StepContext) -> Result<(), String> {
-            self.fit.fitter()?.observed(cx)
-        }
-
-        fn fitted_stats(&self) -> Option<serde_json::Value> {
-            self.fit.fitted_stats()
+        fn kind(&self) -> crate::steps::Kind<'_> {
+            if self.fit.needs_fit() {
+                crate::steps::Kind::Fit(self)
+            } else {
+                crate::steps::Kind::Map
+            }
         }
     };
-    // A step transforming `self.opts.columns`, in place or beside them with
-    // `self.opts.suffix`: also the columns it reads and writes.
     (columns) => {
         delegate_fit!();
 
@@ -54,20 +41,23 @@ macro_rules! delegate_fit {
             need.extend(self.opts.columns.iter().cloned());
             need
         }
+    };
+}
 
-        fn fit_columns(
-            &self,
-        ) -> Option<(
-            std::collections::BTreeSet<String>,
-            std::collections::BTreeSet<String>,
-        )> {
-            let writes = self
-                .opts
+/// The [`Fitted`] methods of a step transforming `self.opts.columns` in place or beside
+/// them with `self.opts.suffix`: its fitter and the columns it writes.
+macro_rules! fitted_columns {
+    () => {
+        fn fitter(&self) -> Result<&super::Fitter, String> {
+            self.fit.fitter()
+        }
+
+        fn writes(&self) -> std::collections::BTreeSet<String> {
+            self.opts
                 .columns
                 .iter()
                 .map(|c| super::out_name(c, &self.opts.suffix))
-                .collect();
-            self.fit.fit_columns(writes)
+                .collect()
         }
     };
 }
@@ -83,8 +73,8 @@ pub mod ordinal;
 pub mod standardize;
 mod vocab;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::compute::CastOptions;
@@ -94,7 +84,7 @@ use datafusion_functions_aggregate_common::tdigest::TDigest;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::StepContext;
+use super::{FitPass, Observer, Part};
 
 /// Centroids of the quantile sketch. DataFusion's `approx_percentile_cont` uses 100;
 /// 1000 keeps the rank error of a median well under 0.1% at a few kilobytes per column.
@@ -329,12 +319,69 @@ pub(crate) enum Acc {
 /// What one task observed: an accumulator per fitted column.
 type TaskAccs = Vec<Acc>;
 
-/// The full-pass side of a fitted step: accumulates per task, merges in task order.
+/// The fit side of a fitted step: an accumulator per column for each task, merged in
+/// task order.
 #[derive(Debug)]
 pub(crate) struct Fitter {
     columns: Vec<(String, Need)>,
     max_distinct: usize,
-    tasks: Mutex<BTreeMap<usize, TaskAccs>>,
+}
+
+/// What a fitted tabular step supplies; the [`FitPass`] contract follows from it.
+pub(crate) trait Fitted: Send + Sync {
+    /// Its fitter (an error once the step is fitted).
+    fn fitter(&self) -> Result<&Fitter, String>;
+    /// The columns the step writes.
+    fn writes(&self) -> BTreeSet<String>;
+    /// Its statistics from the merged accumulators, one per fitted column.
+    fn stats(&self, accs: Vec<Acc>) -> Result<serde_json::Value, String>;
+}
+
+impl<T: Fitted> FitPass for T {
+    fn fit_columns(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let reads = self.fitter().map(Fitter::reads).unwrap_or_default();
+        (reads, self.writes())
+    }
+
+    fn observer(&self, _task: usize) -> Result<Box<dyn Observer + '_>, String> {
+        let fitter = self.fitter()?;
+        Ok(Box::new(FitObserver {
+            fitter,
+            accs: fitter.fresh(),
+        }))
+    }
+
+    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, String> {
+        let accs = self.fitter()?.merge(parts)?;
+        self.stats(accs)
+    }
+}
+
+/// One task of a fit pass.
+struct FitObserver<'a> {
+    fitter: &'a Fitter,
+    accs: TaskAccs,
+}
+
+impl Observer for FitObserver<'_> {
+    /// Columns are found by name: in a pass that fits several steps at once, the batch
+    /// is the one that reaches the first of them.
+    fn observe(&mut self, batch: &RecordBatch, _rows_before: u64) -> Result<(), String> {
+        for ((name, _), acc) in self.fitter.columns.iter().zip(self.accs.iter_mut()) {
+            let a = batch
+                .column_by_name(name)
+                .ok_or_else(|| super::unknown_column(&batch.schema(), name))?;
+            match acc {
+                Acc::Num(m) => m.add(&to_f64(a)?),
+                Acc::Cat(c) => c.add(a, name, self.fitter.max_distinct)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Part, String> {
+        Ok(Box::new(self.accs))
+    }
 }
 
 impl Fitter {
@@ -342,7 +389,6 @@ impl Fitter {
         Fitter {
             columns,
             max_distinct,
-            tasks: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -362,45 +408,12 @@ impl Fitter {
         self.columns.iter().map(|(c, _)| c.clone()).collect()
     }
 
-    /// Takes note of a batch. Columns are found by name: in a pass that fits several
-    /// steps at once, the batch is the one that reaches the first of them.
-    pub fn observe(&self, batch: &RecordBatch, cx: &mut StepContext) -> Result<(), String> {
-        let init = || self.fresh();
-        let accs: &mut TaskAccs = cx.state(init)?;
-        for ((name, _), acc) in self.columns.iter().zip(accs.iter_mut()) {
-            let a = batch
-                .column_by_name(name)
-                .ok_or_else(|| super::unknown_column(&batch.schema(), name))?;
-            match acc {
-                Acc::Num(m) => m.add(&to_f64(a)?),
-                Acc::Cat(c) => c.add(a, name, self.max_distinct)?,
-            }
-        }
-        Ok(())
-    }
-
-    pub fn observed(&self, cx: &mut StepContext) -> Result<(), String> {
-        let init = || self.fresh();
-        let accs = std::mem::take(cx.state(init)?);
-        self.tasks
-            .lock()
-            .map_err(|_| "internal error: a fit's lock is poisoned".to_string())?
-            .insert(cx.task, accs);
-        Ok(())
-    }
-
-    /// Every task's accumulators merged in task order: one per column, in the order
-    /// the step named them.
-    pub fn settle(&self) -> Result<Vec<Acc>, String> {
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .map_err(|_| "internal error: a fit's lock is poisoned".to_string())?,
-        );
+    /// Every task's accumulators (its parts, in task order) merged: one per column, in
+    /// the order the step named them.
+    pub fn merge(&self, parts: Vec<Part>) -> Result<Vec<Acc>, String> {
         let mut out = self.fresh();
-        for accs in tasks.values() {
-            for ((acc, other), (name, _)) in out.iter_mut().zip(accs).zip(&self.columns) {
+        for accs in crate::steps::parts::<TaskAccs>(parts, "a fitted step")? {
+            for ((acc, other), (name, _)) in out.iter_mut().zip(&accs).zip(&self.columns) {
                 match (acc, other) {
                     (Acc::Num(a), Acc::Num(b)) => a.merge(b),
                     (Acc::Cat(a), Acc::Cat(b)) => a.merge(b, name, self.max_distinct)?,
@@ -442,15 +455,14 @@ impl<T: Serialize + for<'de> Deserialize<'de>> ColumnStats<T> {
 /// The fitting state of a step: statistics to fit, or fitted ones.
 #[derive(Debug)]
 pub(crate) enum Fit<P> {
-    /// Bound without statistics: the full pass observes through this fitter, and
-    /// `settle` leaves the statistics in the cell.
-    Fitting(Fitter, Mutex<Option<serde_json::Value>>),
+    /// Bound without statistics: the fit pass observes through this fitter.
+    Fitting(Fitter),
     Fitted(P),
 }
 
 impl<P> Fit<P> {
     pub fn fitting(columns: Vec<(String, Need)>, max_distinct: usize) -> Self {
-        Fit::Fitting(Fitter::new(columns, max_distinct), Mutex::new(None))
+        Fit::Fitting(Fitter::new(columns, max_distinct))
     }
 
     pub fn params(&self) -> Result<&P, String> {
@@ -466,40 +478,8 @@ impl<P> Fit<P> {
 
     pub fn fitter(&self) -> Result<&Fitter, String> {
         match self {
-            Fit::Fitting(f, _) => Ok(f),
+            Fit::Fitting(f) => Ok(f),
             Fit::Fitted(_) => Err("internal error: a fitted step was observed".into()),
-        }
-    }
-
-    /// Settles the fitter and keeps the statistics `make` turns its accumulators into.
-    pub fn settle(
-        &self,
-        make: impl FnOnce(Vec<Acc>) -> Result<serde_json::Value, String>,
-    ) -> Result<(), String> {
-        let Fit::Fitting(f, cell) = self else {
-            return Ok(());
-        };
-        let stats = make(f.settle()?)?;
-        *cell
-            .lock()
-            .map_err(|_| "internal error: a fit's lock is poisoned".to_string())? = Some(stats);
-        Ok(())
-    }
-
-    pub fn fitted_stats(&self) -> Option<serde_json::Value> {
-        match self {
-            Fit::Fitting(_, cell) => cell.lock().ok().and_then(|c| c.clone()),
-            Fit::Fitted(_) => None,
-        }
-    }
-
-    pub fn fit_columns(
-        &self,
-        writes: BTreeSet<String>,
-    ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        match self {
-            Fit::Fitting(f, _) => Some((f.reads(), writes)),
-            Fit::Fitted(_) => None,
         }
     }
 }
@@ -730,7 +710,7 @@ pub(crate) mod tests_util {
     use arrow::datatypes::Float64Type;
     use arrow::record_batch::RecordBatch;
 
-    use crate::steps::{Step, StepContext, StepOptions};
+    use crate::steps::{Step, StepOptions};
 
     /// Fits `opts` on `batch` (as one task) and binds it with the statistics.
     pub fn fit_and_bind(
@@ -738,19 +718,18 @@ pub(crate) mod tests_util {
         batch: &RecordBatch,
     ) -> (Arc<dyn Step>, serde_json::Value) {
         let step = opts.bind(&batch.schema()).expect("binds");
-        assert!(step.needs_fit());
-        let mut cx = StepContext::for_task(0, 0);
-        step.observe(batch, &mut cx).expect("observes");
-        step.observed(&mut cx).expect("observed");
-        step.settle().expect("settles");
-        let stats = step.fitted_stats().expect("statistics");
+        let crate::steps::Kind::Fit(fit) = step.kind() else {
+            panic!("bound without statistics, the step needs a fit");
+        };
+        let parts = crate::steps::test_util::observe_tasks(step.kind(), &[(0, vec![batch])]);
+        let stats = fit.settle(parts).expect("settles");
         // Through JSON text, as the runtime does.
         let stats: serde_json::Value =
             serde_json::from_str(&stats.to_string()).expect("round trip");
         let fitted = opts
             .bind_fitted(&batch.schema(), &stats)
             .expect("binds fitted");
-        assert!(!fitted.needs_fit());
+        assert!(!fitted.kind().needs_fit());
         (fitted, stats)
     }
 

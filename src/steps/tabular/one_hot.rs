@@ -185,17 +185,20 @@ impl Step for OneHot {
     }
 
     delegate_fit!();
+}
 
-    fn fit_columns(&self) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        // Its output columns are not known before the fit: it writes its inputs.
-        self.fit
-            .fit_columns(self.opts.columns.iter().cloned().collect())
+impl super::Fitted for OneHot {
+    fn fitter(&self) -> Result<&super::Fitter, String> {
+        self.fit.fitter()
     }
 
-    fn settle(&self) -> Result<(), String> {
-        self.fit.settle(|accs| {
-            fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
-        })
+    fn writes(&self) -> BTreeSet<String> {
+        // Its output columns are not known before the fit: it writes its inputs.
+        self.opts.columns.iter().cloned().collect()
+    }
+
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+        fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
     }
 }
 
@@ -274,7 +277,7 @@ mod tests {
         let step = opts
             .bind(&crate::steps::test_util::schema())
             .expect("binds");
-        assert!(!step.needs_fit());
+        assert!(!step.kind().needs_fit());
         let out = step
             .apply(
                 crate::steps::test_util::batch(),

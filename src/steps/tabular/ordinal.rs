@@ -162,11 +162,13 @@ impl Step for Ordinal {
     }
 
     delegate_fit!(columns);
+}
 
-    fn settle(&self) -> Result<(), String> {
-        self.fit.settle(|accs| {
-            fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
-        })
+impl super::Fitted for Ordinal {
+    fitted_columns!();
+
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+        fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
     }
 }
 

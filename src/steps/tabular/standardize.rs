@@ -143,10 +143,13 @@ impl Step for Standardize {
     }
 
     delegate_fit!(columns);
+}
 
-    fn settle(&self) -> Result<(), String> {
-        self.fit
-            .settle(|accs| summaries(&self.opts.columns, accs).to_json())
+impl super::Fitted for Standardize {
+    fitted_columns!();
+
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+        summaries(&self.opts.columns, accs).to_json()
     }
 }
 
