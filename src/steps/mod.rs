@@ -1,9 +1,13 @@
 //! Steps: values built from their YAML options that map Arrow batches to batches.
 //!
 //! Adding a step is one new file (its options struct, [`StepOptions`] impl and tests)
-//! and one line in the [`registry!`] table below.
+//! and one line in the [`registry!`] table below; the conformance suite
+//! (`conformance.rs`) then runs its `EXAMPLE` through empty, all-null, wrong-typed and
+//! missing columns and on 1 and 2 threads.
 
 mod cast;
+#[cfg(test)]
+mod conformance;
 mod dedup_exact;
 mod dedup_minhash;
 mod derive;
@@ -403,6 +407,20 @@ pub(crate) mod test_util {
             parts.insert(*task, o.finish().expect("finishes"));
         }
         parts.into_values().collect()
+    }
+
+    /// `batches` observed as one task (task 0), its part; errors are returned.
+    pub fn observe_tasks_fallible(
+        kind: super::Kind<'_>,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<super::Part>, String> {
+        let mut o = kind.observer(0).ok_or("a map step")??;
+        let mut rows = 0;
+        for b in batches {
+            o.observe(b, rows)?;
+            rows += b.num_rows() as u64;
+        }
+        Ok(vec![o.finish()?])
     }
 
     /// Settles a full-pass step over `tasks` (see [`observe_tasks`]).
