@@ -104,6 +104,15 @@ pub(super) async fn read_objects(
         stats.read.add_working(work.elapsed());
         let owned = AtomicU64::new(task.range.as_ref().map_or(obj.size, |r| r.end - r.start));
         let span = from..to;
+        let fetch = Fetch {
+            store: &store,
+            obj,
+            chunk,
+            tx: &tx,
+            io: &io,
+            stats: &stats,
+            stop: &stop,
+        };
         let outcome = match got {
             Ok(result) => match result.payload {
                 object_store::GetResultPayload::Stream(body) => {
@@ -113,15 +122,13 @@ pub(super) async fn read_objects(
                 }
                 object_store::GetResultPayload::File(..) => {
                     drop(permit);
-                    read_ranges(&store, obj, span, chunk, &tx, &io, &stats, &owned, &stop).await
+                    fetch.ranges(span, &owned).await
                 }
             },
             Err(e) => Err(e),
         };
         let outcome = match outcome {
-            Ok(Read::Done) if to < obj.size => {
-                read_on_demand(&store, obj, to, chunk, &tx, &demand, &io, &stats, &stop).await
-            }
+            Ok(Read::Done) if to < obj.size => fetch.on_demand(to, &demand).await,
             other => other,
         };
         match outcome {
@@ -268,98 +275,112 @@ pub(super) fn slice_reader<'a>(
     )))
 }
 
-/// Past a slice's first request (its bytes and [`SLICE_TAIL`]), the rest of the object
-/// as the decoder asks for it: one range at a time, sent only once it has taken every
-/// chunk before and waits for more, from [`SLICE_TAIL`] doubling up to `chunk`. The
-/// bytes fetched past a slice's end are then about twice its last record's overhang at
-/// most, instead of the channel's read-ahead.
-#[allow(clippy::too_many_arguments)]
-async fn read_on_demand(
-    store: &Arc<dyn object_store::ObjectStore>,
-    obj: &crate::storage::Object,
-    mut at: u64,
-    chunk: u64,
-    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
-    demand: &Demand,
-    io: &Arc<Semaphore>,
-    stats: &Arc<Stats>,
-    stop: &AtomicBool,
-) -> object_store::Result<Read> {
-    let mut step = SLICE_TAIL;
-    while at < obj.size {
-        if !demand.wanted(tx).await {
-            return Ok(Read::DecoderGone);
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(Read::Stopped);
-        }
-        let end = (at + step).min(obj.size);
-        let permit = io.acquire().await;
-        let work = Instant::now();
-        let bytes = store.get_range(&obj.path, at..end).await?;
-        drop(permit);
-        stats.read.add_working(work.elapsed());
-        let len = bytes.len() as u64;
-        if tx.send(Ok(bytes)).await.is_err() {
-            return Ok(Read::DecoderGone);
-        }
-        Stats::add(&stats.bytes_read, len);
-        at = end;
-        step = (step * 2).min(chunk.max(SLICE_TAIL));
-    }
-    Ok(Read::Done)
-}
-
 /// Bytes a slice's first request reads past the slice's end, to finish its last record.
 const SLICE_TAIL: u64 = 64 << 10;
 
-/// Reads `span` of an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a
-/// time, each holding an `io_concurrency` permit while it runs.
-#[allow(clippy::too_many_arguments)]
-async fn read_ranges(
-    store: &Arc<dyn object_store::ObjectStore>,
-    obj: &crate::storage::Object,
-    span: std::ops::Range<u64>,
+/// One object being read by a task: where from, where to, and the run's limits.
+#[derive(Clone, Copy)]
+struct Fetch<'a> {
+    store: &'a Arc<dyn object_store::ObjectStore>,
+    obj: &'a crate::storage::Object,
     chunk: u64,
-    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
-    io: &Arc<Semaphore>,
-    stats: &Arc<Stats>,
-    owned: &AtomicU64,
-    stop: &AtomicBool,
-) -> object_store::Result<Read> {
-    use futures::StreamExt;
-    let from = span.start;
-    let ranges = (0..(span.end - from).div_ceil(chunk))
-        .map(|k| from + k * chunk..(from + (k + 1) * chunk).min(span.end));
-    let mut chunks = futures::stream::iter(ranges)
-        .map(|range| {
-            let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
-            let path = obj.path.clone();
-            async move {
-                let permit = io.acquire_owned().await;
-                let work = Instant::now();
-                let got = store.get_range(&path, range).await;
-                drop(permit);
-                stats.read.add_working(work.elapsed());
-                got
+    tx: &'a mpsc::Sender<std::result::Result<Bytes, String>>,
+    io: &'a Arc<Semaphore>,
+    stats: &'a Arc<Stats>,
+    stop: &'a AtomicBool,
+}
+
+impl Fetch<'_> {
+    /// Past a slice's first request (its bytes and [`SLICE_TAIL`]), the rest of the object
+    /// as the decoder asks for it: one range at a time, sent only once it has taken every
+    /// chunk before and waits for more, from [`SLICE_TAIL`] doubling up to `chunk`. The
+    /// bytes fetched past a slice's end are then about twice its last record's overhang at
+    /// most, instead of the channel's read-ahead.
+    async fn on_demand(&self, mut at: u64, demand: &Demand) -> object_store::Result<Read> {
+        let Fetch {
+            store,
+            obj,
+            chunk,
+            tx,
+            io,
+            stats,
+            stop,
+        } = *self;
+        let mut step = SLICE_TAIL;
+        while at < obj.size {
+            if !demand.wanted(tx).await {
+                return Ok(Read::DecoderGone);
             }
-        })
-        .buffered(RANGES_IN_FLIGHT);
-    while let Some(got) = chunks.next().await {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(Read::Stopped);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Read::Stopped);
+            }
+            let end = (at + step).min(obj.size);
+            let permit = io.acquire().await;
+            let work = Instant::now();
+            let bytes = store.get_range(&obj.path, at..end).await?;
+            drop(permit);
+            stats.read.add_working(work.elapsed());
+            let len = bytes.len() as u64;
+            if tx.send(Ok(bytes)).await.is_err() {
+                return Ok(Read::DecoderGone);
+            }
+            Stats::add(&stats.bytes_read, len);
+            at = end;
+            step = (step * 2).min(chunk.max(SLICE_TAIL));
         }
-        let bytes = got?;
-        let len = bytes.len() as u64;
-        let t = Instant::now();
-        if tx.send(Ok(bytes)).await.is_err() {
-            return Ok(Read::DecoderGone);
-        }
-        stats.read.add_blocked(t.elapsed());
-        Stats::add(&stats.bytes_read, len);
-        Stats::add(&stats.bytes_done, take_owned(owned, len));
+        Ok(Read::Done)
     }
-    Ok(Read::Done)
+
+    /// Reads `span` of an object by ranges of `chunk` bytes, [`RANGES_IN_FLIGHT`] at a
+    /// time, each holding an `io_concurrency` permit while it runs.
+    async fn ranges(
+        &self,
+        span: std::ops::Range<u64>,
+        owned: &AtomicU64,
+    ) -> object_store::Result<Read> {
+        let Fetch {
+            store,
+            obj,
+            chunk,
+            tx,
+            io,
+            stats,
+            stop,
+        } = *self;
+        use futures::StreamExt;
+        let from = span.start;
+        let ranges = (0..(span.end - from).div_ceil(chunk))
+            .map(|k| from + k * chunk..(from + (k + 1) * chunk).min(span.end));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|range| {
+                let (store, io, stats) = (store.clone(), io.clone(), stats.clone());
+                let path = obj.path.clone();
+                async move {
+                    let permit = io.acquire_owned().await;
+                    let work = Instant::now();
+                    let got = store.get_range(&path, range).await;
+                    drop(permit);
+                    stats.read.add_working(work.elapsed());
+                    got
+                }
+            })
+            .buffered(RANGES_IN_FLIGHT);
+        while let Some(got) = chunks.next().await {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Read::Stopped);
+            }
+            let bytes = got?;
+            let len = bytes.len() as u64;
+            let t = Instant::now();
+            if tx.send(Ok(bytes)).await.is_err() {
+                return Ok(Read::DecoderGone);
+            }
+            stats.read.add_blocked(t.elapsed());
+            Stats::add(&stats.bytes_read, len);
+            Stats::add(&stats.bytes_done, take_owned(owned, len));
+        }
+        Ok(Read::Done)
+    }
 }
 
 /// Of `len` bytes just read, those still within what the task owns (`owned`, counted

@@ -1,0 +1,174 @@
+//! Scheduling the tasks of a pass: at most `slots` at a time (the pool's threads, or one
+//! when a step needs listing order), the first error stopping the others; and the full
+//! pass of a group of steps, whose tasks' parts settle the steps once all are done.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::drive::Mode;
+use super::task::{Pass, TaskDone, run_task};
+use crate::error::{Error, Result};
+use crate::plan::Task;
+use crate::report::{Phase, Stats};
+use crate::steps::{Kind, Part};
+
+/// Runs `start(task)` for each task, at most `slots` at once, handing each result to
+/// `done` as it finishes. Starts no task after an error, a `stop` or a `drain`; the
+/// first error wins and the running tasks are drained (a task failing after `stop` was
+/// set failed because of it: [`Error::Interrupted`]).
+///
+/// # Errors
+/// The first task's error; [`Error::Interrupted`] when a stop or a drain left tasks
+/// unstarted.
+pub(super) async fn schedule<T, F>(
+    tasks: impl IntoIterator<Item = Task>,
+    slots: usize,
+    stop: &AtomicBool,
+    drain: Option<&AtomicBool>,
+    mut start: impl FnMut(Task) -> F,
+    mut done: impl FnMut(T),
+) -> Result<()>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut pending = tasks.into_iter().peekable();
+    let mut running: JoinSet<Result<T>> = JoinSet::new();
+    let mut first_error: Option<Error> = None;
+    let halted =
+        || stop.load(Ordering::Relaxed) || drain.is_some_and(|d| d.load(Ordering::Relaxed));
+    loop {
+        while first_error.is_none() && running.len() < slots && !halted() {
+            let Some(task) = pending.next() else { break };
+            running.spawn(start(task));
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(t)) => done(t),
+            Ok(Err(e)) => {
+                let e = if first_error.is_none() && stop.load(Ordering::Relaxed) {
+                    Error::Interrupted("a signal")
+                } else {
+                    e
+                };
+                stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(e);
+            }
+            Err(join) => {
+                stop.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(Error::Internal(format!("a task panicked: {join}")));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None if pending.peek().is_some() => Err(Error::Interrupted("a signal")),
+        None => Ok(()),
+    }
+}
+
+/// The full pass of steps `from..=to` (exact or near-duplicate removal; a group of
+/// fitted steps): every task of `env.plan`, committed or not and whoever owns it, is
+/// read and run through the steps before `from`; each step of the group observes what
+/// reaches `from` (an [`Observer`](crate::steps::Observer) per task and step); then each
+/// settles with every task's part, in task order. Their counters are not the run's, so
+/// they go to a scratch [`Stats`] shown as the run's current phase. Returns the rows
+/// read and, for each step of the group, the statistics a fitted step settled with
+/// (None for a full-pass step).
+pub(super) async fn full_pass(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    slots: usize,
+) -> Result<(u64, Vec<Option<serde_json::Value>>)> {
+    let started = Instant::now();
+    let plan = env.plan.clone();
+    let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
+    let scratch = Arc::new(Stats::new(
+        plan.objects.len() as u64,
+        plan.input_bytes(),
+        &names,
+    ));
+    let fits = plan.steps[from..=to]
+        .iter()
+        .any(|s| s.step.kind().needs_fit());
+    env.stats.set_phase(Phase::Pass {
+        label: format!(
+            "{} {}",
+            if fits { "fit" } else { "full pass" },
+            names[from..=to].join(", ")
+        ),
+        stats: scratch.clone(),
+    });
+    let pass = Pass {
+        stats: scratch.clone(),
+        ..env.clone()
+    };
+    // Each task's parts (one per step of the group), by task index.
+    let mut parts: BTreeMap<usize, Vec<Part>> = BTreeMap::new();
+    schedule(
+        plan.tasks.iter().cloned(),
+        slots,
+        &env.stop,
+        None,
+        |task| run_task(pass.clone(), task, Mode::Observe(from, to)),
+        |done: TaskDone| {
+            parts.insert(done.record.task, done.parts);
+        },
+    )
+    .await?;
+    if env.stop.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted("a signal"));
+    }
+    // Step k's parts in task order: the k-th of each task's.
+    let mut by_step: Vec<Vec<Part>> = (from..=to).map(|_| Vec::new()).collect();
+    for task_parts in parts.into_values() {
+        for (column, part) in by_step.iter_mut().zip(task_parts) {
+            column.push(part);
+        }
+    }
+    let mut settled = Vec::new();
+    for (k, parts) in (from..=to).zip(by_step) {
+        let step = plan.steps[k].step.clone();
+        let name = plan.steps[k].name;
+        let (tx, rx) = oneshot::channel();
+        env.pool.spawn(move || {
+            let r = match step.kind() {
+                Kind::FullPass(p) => p.settle(parts).map(|()| None),
+                Kind::Fit(f) => f.settle(parts).map(Some),
+                Kind::Map => Err("internal error: a map step in a full pass".to_string()),
+            };
+            let _ = tx.send(r);
+        });
+        let stats = rx
+            .await
+            .map_err(|_| Error::Internal("the settle task vanished".into()))?
+            .map_err(|m| Error::Input {
+                object: format!(
+                    "step {} `{name}`, after its full pass over the input",
+                    k + 1
+                ),
+                line: None,
+                message: m,
+            })?;
+        settled.push(stats);
+    }
+    let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
+    let rows = Stats::get(&scratch.rows_in);
+    tracing::info!(
+        steps = names.join(", "),
+        tasks = plan.tasks.len(),
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "full pass settled"
+    );
+    Ok((rows, settled))
+}
