@@ -1,0 +1,185 @@
+//! What identifies a pipeline's output (the hash every record carries), the plan as
+//! stored in the sink (`_kiln/plan.json`), and adopting a stored plan.
+
+use sha2::{Digest, Sha256};
+
+use super::schema::with_hf_metadata;
+use super::{Plan, PlannedStep, Task};
+use crate::error::{Error, Result};
+use crate::formats::{self, Compression};
+use crate::layout;
+use crate::sink::records::{ColumnRecord, InputRecord, StoredPlan, StoredTask};
+use crate::spec::Pipeline;
+use crate::storage::Object;
+
+/// The hash that identifies a pipeline's output: everything but `run` and `sink.uri`,
+/// which never change the rows or bytes written. (So the same pipeline writes the same
+/// bytes into any sink.) `run.on_error` decides whether a task with bad input commits,
+/// not what a committed task holds: a task committed under `fail` had nothing to leave
+/// out, so a run resumed with `skip` (the usual fix for a failed run) keeps it.
+pub fn pipeline_hash(p: &Pipeline) -> String {
+    let mut sink = serde_json::to_value(&p.sink).unwrap_or_default();
+    if let Some(obj) = sink.as_object_mut() {
+        obj.remove("uri");
+    }
+    let identity = serde_json::json!({
+        "version": p.version, "name": p.name, "source": p.source, "steps": p.steps, "sink": sink,
+    });
+    let digest = Sha256::digest(identity.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The output hash of `pipeline` run with `steps`: [`pipeline_hash`], with the files the
+/// steps read (a tokenizer) and the statistics from another sink (their digest).
+pub(super) fn output_hash(
+    pipeline: &Pipeline,
+    steps: &[PlannedStep],
+    stats_digest: Option<String>,
+) -> String {
+    // Files a step reads (a tokenizer) are part of what the output is: a changed
+    // tokenizer.json must not resume into a sink written with the old one.
+    let mut files: Vec<String> = steps.iter().filter_map(|s| s.step.fingerprint()).collect();
+    // So are statistics from another sink (their content, not where they live).
+    files.extend(stats_digest);
+    if files.is_empty() {
+        pipeline_hash(pipeline)
+    } else {
+        let digest = Sha256::digest(format!("{}|{}", pipeline_hash(pipeline), files.join("|")));
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Plan {
+    /// This plan as stored in the sink for `workers` workers.
+    /// The pipeline as stored in the sink: JSON, secrets redacted.
+    pub fn pipeline_json(&self) -> serde_json::Value {
+        let mut p = serde_json::to_value(&self.pipeline).unwrap_or_default();
+        crate::secrets::redact_json(&mut p);
+        p
+    }
+
+    pub fn stored(&self, workers: usize) -> StoredPlan {
+        StoredPlan {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: self.pipeline.name.clone(),
+            pipeline_hash: self.pipeline_hash.clone(),
+            pipeline: self.pipeline_json(),
+            created_at: crate::sink::now_rfc3339(),
+            workers,
+            schema: self
+                .file_schema
+                .fields()
+                .iter()
+                .map(|f| ColumnRecord {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            partition_by: self.pipeline.sink.partition_by.clone(),
+            objects: self
+                .objects
+                .iter()
+                .map(|o| InputRecord {
+                    path: o.path.to_string(),
+                    bytes: o.size,
+                })
+                .collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| StoredTask {
+                    start: t.objects.start,
+                    end: t.objects.end,
+                    bytes: t.bytes,
+                    range: t.range.as_ref().map(|r| [r.start, r.end]),
+                })
+                .collect(),
+            features: crate::hf::features(
+                &self.file_schema,
+                self.classes.as_ref().map(|c| c.class_labels()).as_ref(),
+            ),
+            token_column: self
+                .file_schema
+                .fields()
+                .iter()
+                .find(|f| crate::sink::columns::is_token_column(f.data_type()))
+                .map(|f| f.name().clone()),
+        }
+    }
+
+    /// Follows a stored plan: its listing and its tasks replace this run's (objects
+    /// added since it was stored are not read; objects it names must still be there).
+    ///
+    /// # Errors
+    /// [`Error::Plan`] when the stored plan is another pipeline's or does not fit.
+    pub fn adopt(&mut self, stored: &StoredPlan) -> Result<()> {
+        if stored.pipeline_hash != self.pipeline_hash {
+            return Err(Error::Plan(format!(
+                "{} holds the plan of another pipeline ({}); choose another sink or pass --overwrite",
+                self.sink.display_child(layout::PLAN),
+                stored.name
+            )));
+        }
+        let base = &self.source.base;
+        self.objects = stored
+            .objects
+            .iter()
+            .map(|o| {
+                let path = object_store::path::Path::parse(&o.path)
+                    .unwrap_or_else(|_| object_store::path::Path::from(o.path.as_str()));
+                let rel = base.relative(&path);
+                let display = if rel.is_empty() || path == base.prefix {
+                    base.display.trim_end_matches('/').to_string()
+                } else {
+                    base.display_child(&rel)
+                };
+                Object {
+                    path,
+                    size: o.bytes,
+                    display,
+                }
+            })
+            .collect();
+        self.compressions = self
+            .objects
+            .iter()
+            .map(|o| Compression::resolve(self.pipeline.source.compression, o.path.as_ref()))
+            .collect();
+        if self.classes.is_some() {
+            // Labels come from the stored listing, like everything else.
+            self.classes = formats::files::Classes::of_source(
+                &self.pipeline.source,
+                self.objects.iter().map(|o| o.display.as_str()),
+            )?;
+            self.file_schema = with_hf_metadata(&self.file_schema, self.classes.as_deref());
+            self.format = formats::format_for_source(
+                self.format_name,
+                &self.pipeline.source,
+                self.classes.clone(),
+            )?;
+        }
+        if stored
+            .tasks
+            .iter()
+            .any(|t| t.start > t.end || t.end > self.objects.len())
+        {
+            return Err(Error::Plan(format!(
+                "{} is corrupt (a task outside the listing); delete it to plan again",
+                self.sink.display_child(layout::PLAN)
+            )));
+        }
+        self.tasks = stored
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(id, t)| Task {
+                id,
+                objects: t.start..t.end,
+                bytes: t.bytes,
+                range: t.range.map(|[a, b]| a..b),
+            })
+            .collect();
+        Ok(())
+    }
+}

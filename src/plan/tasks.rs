@@ -1,0 +1,249 @@
+//! Tasks: consecutive objects grouped by `run.task_bytes`, and an object larger than
+//! that cut into slices where its records can be found from any offset (uncompressed
+//! JSONL, CSV and text, Parquet row groups, the frames of seekable zstd).
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::listing::Listing;
+use super::{PlannedStep, Task};
+use crate::error::{Error, Result};
+use crate::formats::{self, Compression};
+use crate::spec::{FormatName, Pipeline};
+use crate::storage::Object;
+
+/// The tasks of `listing`, and why an object larger than `run.task_bytes` runs as one
+/// task, when one does. Reads the seek tables of large zstd objects.
+pub(super) async fn plan_tasks(
+    pipeline: &Pipeline,
+    listing: &Listing,
+    steps: &[PlannedStep],
+    output_schema: &arrow::datatypes::SchemaRef,
+) -> Result<(Vec<Task>, Option<&'static str>)> {
+    let Listing {
+        source,
+        objects,
+        format_name,
+        compressions,
+        ..
+    } = listing;
+    let format_name = *format_name;
+    // Text rows carry their line number, which a slice cannot know: text is cut
+    // only when no step and no output column uses `line`.
+    let line_used = format_name == FormatName::Text
+        && super::bind::columns_read(steps, output_schema).contains("line");
+    // Large zstd objects in the seekable format can be cut at their frames: read
+    // their seek tables (a range request or two each, a few at a time).
+    let task_bytes = pipeline.run.task_bytes.get();
+    let framed: Vec<usize> = (0..objects.len())
+        .filter(|&i| {
+            compressions[i] == Compression::Zstd
+                && objects[i].size > task_bytes.max(MIN_SLICE)
+                && split_rule(pipeline, format_name, Compression::None, line_used, None).is_ok()
+        })
+        .collect();
+    let frames: std::collections::HashMap<usize, Vec<u64>> =
+        futures::stream::iter(framed.into_iter().map(|i| {
+            let store = source.base.store.clone();
+            let o = objects[i].clone();
+            async move {
+                let f = formats::seekable::frames(store.as_ref(), &o.path, o.size)
+                    .await
+                    .map_err(|e| Error::store("read the seek table of", &o.display, e))?;
+                Ok::<_, Error>(f.map(|f| (i, f.boundaries())))
+            }
+        }))
+        .buffered(8)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let rule = |i: usize| {
+        split_rule(
+            pipeline,
+            format_name,
+            compressions[i],
+            line_used,
+            frames.get(&i),
+        )
+    };
+    let tasks = make_tasks(objects, task_bytes, |i| rule(i).unwrap_or(Cuts::None));
+    let unsplit = tasks
+        .iter()
+        .filter(|t| t.range.is_none() && t.objects.len() == 1)
+        .filter(|t| t.bytes > pipeline.run.task_bytes.get())
+        .find_map(|t| rule(t.objects.start).err());
+    Ok((tasks, unsplit))
+}
+
+/// Whether an object of this format and compression can be cut into tasks, or why not.
+/// `frames`: the frame starts of a seekable zstd object.
+fn split_rule(
+    pipeline: &Pipeline,
+    format: FormatName,
+    compression: Compression,
+    line_used: bool,
+    frames: Option<&Vec<u64>>,
+) -> std::result::Result<Cuts, &'static str> {
+    if !pipeline.source.split {
+        return Err("source.split is false");
+    }
+    match format {
+        // Row groups are found from the footer, whatever codec the pages use.
+        FormatName::Parquet => Ok(Cuts::Anywhere),
+        FormatName::Files => Err("the files format makes one row of each object"),
+        FormatName::Text if line_used => Err(
+            "text rows number their lines from the start of the object; drop the `line` column to split",
+        ),
+        FormatName::Jsonl | FormatName::Csv | FormatName::Text => match (compression, frames) {
+            (Compression::None, _) => Ok(Cuts::Anywhere),
+            (Compression::Zstd, Some(starts)) => Ok(Cuts::At(starts.clone())),
+            (Compression::Zstd, None) => Err(
+                "a zstd stream without a seek table must be read from its start; write it in \
+                 zstd's seekable format to split it",
+            ),
+            (Compression::Gzip, _) => Err("gzip streams must be read from the start"),
+        },
+    }
+}
+
+/// Where an object larger than `run.task_bytes` may be cut into tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cuts {
+    /// Not at all: one task.
+    None,
+    /// At any byte (the slice finds its first record itself).
+    Anywhere,
+    /// Only at these offsets (the frames of a seekable zstd object).
+    At(Vec<u64>),
+}
+
+/// The smallest slice of an object worth a task (and a request) of its own.
+pub const MIN_SLICE: u64 = 4 << 10;
+
+/// Groups consecutive objects into tasks of about `task_bytes` stored bytes. An object
+/// larger than that is cut into slices of `task_bytes` when `splittable(i)` says its
+/// records can be found from any offset (see [`split_rule`]), so one large object
+/// spreads over threads and workers.
+pub fn make_tasks(
+    objects: &[Object],
+    task_bytes: u64,
+    splittable: impl Fn(usize) -> Cuts,
+) -> Vec<Task> {
+    let task_bytes = task_bytes.max(1);
+    let mut tasks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    let flush = |tasks: &mut Vec<Task>, start: usize, end: usize, bytes: u64| {
+        if start < end {
+            tasks.push(Task {
+                id: tasks.len(),
+                objects: start..end,
+                bytes,
+                range: None,
+            });
+        }
+    };
+    for (i, o) in objects.iter().enumerate() {
+        let cuts = if o.size > task_bytes.max(MIN_SLICE) {
+            splittable(i)
+        } else {
+            Cuts::None
+        };
+        if cuts != Cuts::None {
+            flush(&mut tasks, start, i, bytes);
+            let slice = task_bytes.max(MIN_SLICE);
+            let mut push = |at: u64, end: u64| {
+                tasks.push(Task {
+                    id: tasks.len(),
+                    objects: i..i + 1,
+                    bytes: end - at,
+                    range: Some(at..end),
+                });
+            };
+            match cuts {
+                Cuts::Anywhere => {
+                    let mut at = 0;
+                    while at < o.size {
+                        let end = (at + slice).min(o.size);
+                        push(at, end);
+                        at = end;
+                    }
+                }
+                Cuts::At(points) => {
+                    // Whole frames of about `slice` bytes; the last slice runs to the
+                    // object's end (past its last frame: the seek table).
+                    let mut at = 0;
+                    for &p in points.iter().filter(|&&p| p > 0 && p < o.size) {
+                        if p - at >= slice {
+                            push(at, p);
+                            at = p;
+                        }
+                    }
+                    push(at, o.size);
+                }
+                Cuts::None => {}
+            }
+            (start, bytes) = (i + 1, 0);
+            continue;
+        }
+        if i > start && bytes + o.size > task_bytes {
+            flush(&mut tasks, start, i, bytes);
+            (start, bytes) = (i, 0);
+        }
+        bytes += o.size;
+    }
+    flush(&mut tasks, start, objects.len(), bytes);
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::path::Path;
+
+    #[test]
+    fn tasks_group_consecutive_objects_by_bytes() {
+        let k = MIN_SLICE;
+        let objs: Vec<Object> = [40 * k, 40 * k, 40 * k, 200 * k, 10 * k]
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Object {
+                path: Path::from(format!("o{i}")),
+                size,
+                display: format!("o{i}"),
+            })
+            .collect();
+        let tasks = make_tasks(&objs, 100 * k, |_| Cuts::None);
+        let ranges: Vec<_> = tasks.iter().map(|t| t.objects.clone()).collect();
+        assert_eq!(ranges, [0..2, 2..3, 3..4, 4..5]);
+        // The 200-byte object, splittable, becomes two slices.
+        let tasks = make_tasks(&objs, 100 * k, |i| {
+            if i == 3 { Cuts::Anywhere } else { Cuts::None }
+        });
+        let parts: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.objects.clone(), t.range.clone()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (0..2, None),
+                (2..3, None),
+                (3..4, Some(0..100 * k)),
+                (3..4, Some(100 * k..200 * k)),
+                (4..5, None)
+            ]
+        );
+        // Frames: cut only at their starts, whole frames of at least a slice each.
+        let tasks = make_tasks(&objs, 100 * k, |i| {
+            if i == 3 {
+                Cuts::At(vec![0, 30 * k, 90 * k, 120 * k, 150 * k, 190 * k])
+            } else {
+                Cuts::None
+            }
+        });
+        let slices: Vec<_> = tasks.iter().filter_map(|t| t.range.clone()).collect();
+        assert_eq!(slices, [0..120 * k, 120 * k..200 * k]);
+    }
+}
