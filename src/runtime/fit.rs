@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::CPU_STACK;
 use super::cache::DecodedCache;
 use super::schedule::full_pass;
 use super::task::Pass;
@@ -65,14 +64,7 @@ async fn fit_steps(
             plan.rebind()?;
         } else {
             let started = Instant::now();
-            let pool = Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .stack_size(CPU_STACK)
-                    .num_threads(plan.threads)
-                    .thread_name(|i| format!("kiln-fit-{i}"))
-                    .build()
-                    .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))?,
-            );
+            let pool = super::cpu_pool(plan.threads, "fit")?;
             let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
             let slots = if plan.sequential { 1 } else { plan.threads };
             let mut rows = 0;

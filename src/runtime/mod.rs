@@ -72,6 +72,17 @@ pub struct ExecOptions {
 /// pages are touched only as deep as a thread goes.
 const CPU_STACK: usize = 16 << 20;
 
+/// The rayon pool of a pass: `threads` threads named `kiln-{name}-{i}`.
+fn cpu_pool(threads: usize, name: &'static str) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .stack_size(CPU_STACK)
+        .num_threads(threads)
+        .thread_name(move |i| format!("kiln-{name}-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))
+}
+
 /// Runs this worker's share of the plan; the last worker to finish writes the manifest.
 /// Returns the plan as run (it follows the sink's stored plan, see [`prepare`]).
 ///
@@ -221,14 +232,7 @@ async fn run(
         Stats::add(&stats.bytes_done, t.bytes);
         Stats::add(&stats.objects_done, objects_finished(&plan, t));
     }
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .stack_size(CPU_STACK)
-            .num_threads(plan.threads)
-            .thread_name(|i| format!("kiln-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the thread pool: {e}")))?,
-    );
+    let pool = cpu_pool(plan.threads, "cpu")?;
     let env = Pass {
         plan: plan.clone(),
         stats: stats.clone(),
