@@ -6,7 +6,7 @@
 //!
 //! usage: cargo run --release --example fault_proxy -- http://127.0.0.1:PORT N
 
-#[allow(dead_code)]
+#[allow(dead_code, reason = "the example uses only part of the test proxy")]
 #[path = "../tests/s3/proxy.rs"]
 mod proxy;
 

@@ -248,11 +248,17 @@ pub struct Sink {
     pub dataset_card: bool,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if takes a reference"
+)]
 const fn is_false(b: &bool) -> bool {
     !*b
 }
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if takes a reference"
+)]
 const fn is_true(b: &bool) -> bool {
     *b
 }

@@ -272,7 +272,10 @@ macro_rules! registry {
         /// One entry of `steps:` in the pipeline file: `- <name>: <options>`.
         // A pipeline has a handful of steps: boxing the larger option structs would
         // save nothing worth the noise.
-        #[allow(clippy::large_enum_variant)]
+        #[expect(
+            clippy::large_enum_variant,
+            reason = "a pipeline holds a few step specs, parsed once; boxing them buys nothing"
+        )]
         #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
         pub enum StepSpec {
             $(

@@ -30,7 +30,7 @@ pub fn keep_freed_memory_for(delay: Duration) {
     let ms = libc_long(delay.as_millis());
     // SAFETY: `mi_option_set` stores a value in mimalloc's static option table; any
     // option and value are valid (mimalloc reads the option where it purges).
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "a call into mimalloc's C API to set an option")]
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms)
     };
@@ -44,7 +44,7 @@ fn libc_long(ms: u128) -> std::ffi::c_long {
 pub fn purge_delay_ms() -> std::ffi::c_long {
     // SAFETY: reads mimalloc's static option table (initialising it from the
     // environment on first use), as mimalloc does itself on every purge.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "a call into mimalloc's C API to read an option")]
     unsafe {
         libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
     }

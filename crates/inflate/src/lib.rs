@@ -47,7 +47,7 @@ impl<R: BufRead> GzDecoder<R> {
         // SAFETY: `inflate_state` is a plain C struct (integers, arrays and raw
         // pointers), for which all-zero bytes are a valid value; `isal_inflate_init` then
         // sets the fields a fresh stream needs.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "ISA-L initialises its C state in place")]
         let mut state = unsafe {
             isal::isal_inflate_init(state.as_mut_ptr());
             state.assume_init()
@@ -74,7 +74,7 @@ fn new_header() -> Box<isal::isal_gzip_header> {
     let mut header: Box<MaybeUninit<isal::isal_gzip_header>> = Box::new_zeroed();
     // SAFETY: a plain C struct (integers and null buffer pointers) is valid all-zero;
     // `isal_gzip_header_init` sets the rest.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "ISA-L initialises its C header in place")]
     unsafe {
         isal::isal_gzip_header_init(header.as_mut_ptr());
         header.assume_init()
@@ -111,7 +111,7 @@ impl<R: BufRead> Read for GzDecoder<R> {
                     return Ok(0);
                 }
                 // Another member follows.
-                #[allow(unsafe_code)]
+                #[expect(unsafe_code, reason = "ISA-L resets its C state for the next member")]
                 // SAFETY: `state` was initialised by `isal_inflate_init`.
                 // (The reset keeps `crc_flag`: the next member is gzip too.)
                 unsafe {
@@ -132,7 +132,7 @@ impl<R: BufRead> Read for GzDecoder<R> {
             // former (the pointer is `*mut` in its C declaration) and writes the latter.
             // Neither pointer is used after the call: they are cleared below. `header`
             // has no buffers, so nothing is written through it but its own fields.
-            #[allow(unsafe_code)]
+            #[expect(unsafe_code, reason = "ISA-L inflates through raw buffer pointers")]
             let ret = unsafe {
                 if header_done {
                     isal::isal_inflate(&mut *self.state)
