@@ -74,6 +74,10 @@ pub enum Error {
     #[error("stopped by {0}; run the same command again to resume")]
     Interrupted(&'static str),
 
+    /// Writing a command's output to stdout failed (a closed pipe, a full disk).
+    #[error("cannot write to stdout: {0}")]
+    Output(#[source] std::io::Error),
+
     /// A bug or an unexpected condition inside kiln.
     #[error("internal error: {0}")]
     Internal(String),
@@ -165,6 +169,17 @@ fn is_retryable(e: &object_store::Error) -> bool {
     if !matches!(e, object_store::Error::Generic { .. }) {
         return false;
     }
+    // A failure of the HTTP exchange itself says its kind (object_store classifies
+    // reqwest's and hyper's errors): connecting, sending, a timeout, a broken body.
+    if let Some(kind) = http_error_kind(e) {
+        use object_store::client::HttpErrorKind as K;
+        match kind {
+            K::Connect | K::Request | K::Timeout | K::Interrupted | K::Decode => return true,
+            _ => {}
+        }
+    }
+    // A status is known only from the message: object_store's `RetryError`, which
+    // holds it, is not nameable outside the crate.
     let s = e.to_string();
     let status = s
         .split("status code: ")
@@ -186,6 +201,18 @@ fn is_retryable(e: &object_store::Error) -> bool {
         .iter()
         .any(|needle| s.contains(needle)),
     }
+}
+
+/// The kind of the HTTP error under `e`, if its source chain holds one.
+fn http_error_kind(e: &object_store::Error) -> Option<object_store::client::HttpErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+            return Some(h.kind());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// `message` cut at [`Error::MAX_MESSAGE`] bytes (on a character boundary), saying how
@@ -280,6 +307,28 @@ mod tests {
             Error::store("read", "s3://b/k", not_found).exit_code(),
             EXIT_FAILED
         );
+    }
+
+    #[test]
+    fn an_http_failure_is_retryable_by_its_kind_not_its_text() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let e = |kind| {
+            let io = std::io::Error::other("no words a text match would find");
+            let source = Box::new(HttpError::new(kind, io));
+            Error::store(
+                "read",
+                "s3://b/k",
+                object_store::Error::Generic {
+                    store: "S3",
+                    source,
+                },
+            )
+            .exit_code()
+        };
+        assert_eq!(e(HttpErrorKind::Timeout), EXIT_RETRY);
+        assert_eq!(e(HttpErrorKind::Connect), EXIT_RETRY);
+        assert_eq!(e(HttpErrorKind::Interrupted), EXIT_RETRY);
+        assert_eq!(e(HttpErrorKind::Unknown), EXIT_FAILED);
     }
 
     #[test]

@@ -12,6 +12,21 @@ fn schema_is_json_schema_of_the_file() {
     }
 }
 
+/// `kiln schema | head -1`: the reader closing the pipe is not a failure of kiln's, so
+/// it exits 0 and prints no error (the write fails with EPIPE: Rust ignores SIGPIPE).
+#[test]
+fn a_closed_stdout_pipe_is_not_an_error() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("schema")
+        .stdout(writer)
+        .output()
+        .expect("kiln runs");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+}
+
 #[test]
 fn steps_lists_every_step_with_an_example() {
     let out = tempfile::tempdir().expect("tmp");

@@ -230,22 +230,23 @@ impl Plan {
         Some((from, to))
     }
 
-    /// Binds the steps again with `self.fitted` (after a fit, or statistics read back
-    /// for a resumed run), and follows the schemas they now make.
+    /// The plan bound with these fitted statistics (after a fit, or read back for a
+    /// resumed run): every step bound again, and the schemas they now make followed.
     ///
     /// # Errors
-    /// As [`Plan::build`]'s binding.
-    pub fn rebind(&mut self) -> Result<()> {
+    /// As binding the steps.
+    pub fn with_fitted(mut self, fitted: Vec<StatsEntry>) -> Result<Plan> {
         self.steps = bind_steps(
             &self.pipeline,
             &self.input_schema,
-            &self.fitted,
+            &fitted,
             self.stats_origin.as_deref(),
         )?;
+        self.fitted = fitted;
         self.output_schema = last_schema(&self.steps, &self.input_schema);
         self.file_schema =
             file_schema(&self.pipeline, &self.output_schema, self.classes.as_deref())?;
         self.sequential = self.steps.iter().any(|s| s.step.needs_global_order());
-        Ok(())
+        Ok(self)
     }
 }

@@ -108,12 +108,13 @@ impl Plan {
         }
     }
 
-    /// Follows a stored plan: its listing and its tasks replace this run's (objects
-    /// added since it was stored are not read; objects it names must still be there).
+    /// The plan that follows a stored plan: its listing and its tasks replace this
+    /// run's (objects added since it was stored are not read; objects it names must
+    /// still be there). Consumes the plan as built: nothing holds the one it replaces.
     ///
     /// # Errors
     /// [`Error::Plan`] when the stored plan is another pipeline's or does not fit.
-    pub fn adopt(&mut self, stored: &StoredPlan) -> Result<()> {
+    pub fn adopt(mut self, stored: &StoredPlan) -> Result<Plan> {
         if stored.pipeline_hash != self.pipeline_hash {
             return Err(Error::Plan(format!(
                 "{} holds the plan of another pipeline ({}); choose another sink or pass --overwrite",
@@ -180,6 +181,6 @@ impl Plan {
                 range: t.range.map(|[a, b]| a..b),
             })
             .collect();
-        Ok(())
+        Ok(self)
     }
 }

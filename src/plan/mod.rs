@@ -1,12 +1,16 @@
 //! Spec + listing → what will run: the objects, the schema after every step, the tasks,
 //! the sink layout. `kiln validate` builds a plan and stops; `kiln run` executes it.
 //!
+//! A plan is a value: built by [`Plan::build`], it changes only by constructors that
+//! consume it and return the next one ([`Plan::adopt`] a stored plan,
+//! [`Plan::with_fitted`] statistics).
+//!
 //! The rooms: `listing.rs` (objects, format, compression, where the sink may be),
 //! `schema.rs` (declared or inferred input schema, the files' schema), `bind.rs` (steps
 //! bound to their schemas, fit groups, binding again after a fit), `tasks.rs` (grouping
 //! and slicing objects into tasks), `identity.rs` (the output hash, the stored plan and
 //! adopting it). This file holds the plan's types, [`Plan::build`] putting them
-//! together, and the shard writer's settings.
+//! together.
 
 mod bind;
 mod identity;
@@ -18,15 +22,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use parquet::basic::{Compression as PqCompression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::formats::{self, Compression, SourceFormat};
 use crate::sink::records::StatsEntry;
-use crate::sink::writer::WriterConfig;
-use crate::spec::{FormatName, Pipeline, SinkCompression};
+use crate::sink::writer::{Shards, WriterConfig};
+use crate::spec::{FormatName, Pipeline};
 use crate::steps::Step;
 use crate::storage::{Location, Object, SourceUri};
 use bind::{last_schema, load_stats};
@@ -190,73 +191,24 @@ impl Plan {
         formats::max_record_bytes(self.pipeline.run.memory_limit.get(), self.threads)
     }
 
-    /// Parquet writer settings from the sink section.
-    pub fn writer_properties(&self) -> Result<WriterProperties> {
-        let s = &self.pipeline.sink;
-        let compression = match s.compression {
-            SinkCompression::Zstd => PqCompression::ZSTD(
-                ZstdLevel::try_new(s.compression_level.unwrap_or(3))
-                    .map_err(|e| Error::Plan(format!("sink.compression_level: {e}")))?,
-            ),
-            SinkCompression::Snappy => PqCompression::SNAPPY,
-            SinkCompression::Lz4 => PqCompression::LZ4_RAW,
-            SinkCompression::None => PqCompression::UNCOMPRESSED,
-        };
-        // Open pages and dictionaries are what the writer's size estimate over-counts
-        // (see `TaskWriter`): keep them small next to max_bytes so shards land near it.
-        let page = (s.max_bytes.get() / 64).clamp(64 << 10, 1 << 20) as usize;
-        Ok(WriterProperties::builder()
-            .set_compression(compression)
-            .set_data_page_size_limit(page)
-            .set_dictionary_page_size_limit(page)
-            .set_max_row_group_row_count(Some(s.row_group_rows))
-            .set_max_row_group_bytes(Some(self.row_group_bytes() as usize))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_created_by(format!("kiln version {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new("kiln.pipeline".to_string(), self.pipeline.name.clone()),
-                KeyValue::new("kiln.pipeline_hash".to_string(), self.pipeline_hash.clone()),
-            ]))
-            .build())
-    }
-
-    /// Buffered bytes that close a row group: `sink.row_group_bytes`, but never more
-    /// than a quarter of each thread's share of `run.memory_limit`.
-    pub fn row_group_bytes(&self) -> u64 {
-        let share = self.pipeline.run.memory_limit.get() / self.threads.max(1) as u64 / 4;
-        self.pipeline
-            .sink
-            .row_group_bytes
-            .get()
-            .min(share)
-            .max(1 << 20)
-    }
-
-    /// What the shard writer needs.
+    /// What the shard writer needs: the sink section's settings, the schemas and this
+    /// plan's identity (see [`WriterConfig::new`]).
+    ///
+    /// # Errors
+    /// As [`WriterConfig::new`].
     pub fn writer_config(&self, handle: tokio::runtime::Handle) -> Result<WriterConfig> {
-        let partition_cols = self
-            .pipeline
-            .sink
-            .partition_by
-            .iter()
-            .map(|n| self.output_schema.index_of(n).map(|i| (i, n.clone())))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let file_cols = (0..self.output_schema.fields().len())
-            .filter(|i| !partition_cols.iter().any(|(p, _)| p == i))
-            .collect();
-        Ok(WriterConfig {
-            store: self.sink.store.clone(),
-            root: self.sink.prefix.clone(),
-            display: self.sink.display.clone(),
-            file_schema: self.file_schema.clone(),
-            partition_cols,
-            file_cols,
-            props: self.writer_properties()?,
-            max_rows: self.pipeline.sink.max_rows,
-            max_bytes: self.pipeline.sink.max_bytes.get(),
+        WriterConfig::new(
+            &self.pipeline.sink,
+            &self.sink,
+            Shards {
+                output_schema: &self.output_schema,
+                file_schema: &self.file_schema,
+                pipeline: &self.pipeline.name,
+                pipeline_hash: &self.pipeline_hash,
+                memory_share: self.pipeline.run.memory_limit.get() / self.threads.max(1) as u64,
+            },
             handle,
-        })
+        )
     }
 
     /// Total stored bytes of the input.

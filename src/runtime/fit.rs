@@ -26,13 +26,17 @@ use crate::sink;
 /// Returns the batches the fit passes decoded, when they fit in memory
 /// ([`DecodedCache`]), for the transform pass.
 pub(super) async fn fit(
-    mut plan: Plan,
+    plan: Plan,
     stored: &mut sink::StoredPlan,
     stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
 ) -> (Plan, Result<Option<Arc<DecodedCache>>>) {
-    let result = fit_steps(&mut plan, stored, stats, stop).await;
-    (plan, result)
+    // On failure the run reports the plan as built (its hash, its sink, its tasks).
+    let built = plan.clone();
+    match fit_steps(plan, stored, stats, stop).await {
+        Ok((fitted, cache)) => (fitted, Ok(cache)),
+        Err(e) => (built, Err(e)),
+    }
 }
 
 /// Whether a fit pass keeps what it decodes: when the stored input is no larger than
@@ -46,113 +50,110 @@ fn decoded_cache(plan: &Plan) -> Option<Arc<DecodedCache>> {
 }
 
 async fn fit_steps(
-    plan: &mut Plan,
+    plan: Plan,
     stored: &mut sink::StoredPlan,
     stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
-) -> Result<Option<Arc<DecodedCache>>> {
-    let mut cache = None;
-    {
-        if let Some(file) = sink::read_stats(&plan.sink).await?
-            && file.pipeline_hash == plan.pipeline_hash
-        {
+) -> Result<(Plan, Option<Arc<DecodedCache>>)> {
+    let (plan, cache) = match sink::read_fitted(&plan.sink, &plan.pipeline_hash).await? {
+        Some(file) => {
             tracing::info!(
                 "fitted statistics read back from {}",
                 plan.sink.display_child(sink::STATS)
             );
-            plan.fitted = file.steps;
-            plan.rebind()?;
-        } else {
-            let started = Instant::now();
-            let pool = super::cpu_pool(plan.threads, "fit")?;
-            let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
-            let slots = if plan.sequential { 1 } else { plan.threads };
-            let mut rows = 0;
-            let mut entries = Vec::new();
-            cache = decoded_cache(plan);
-            while let Some((from, to)) = plan.fit_group() {
-                let cfg = Arc::new(plan.writer_config(tokio::runtime::Handle::current())?);
-                // The pass runs on a copy; the group's steps are the same values as
-                // `plan`'s. It decodes only the columns the fit reads, unless what it
-                // decodes is kept for the passes after it.
-                let keep = cache.as_ref().is_some_and(|c| c.accepting());
-                let pass = Pass {
-                    plan: Arc::new(plan.for_fit(from, to, !keep)?),
-                    stats: stats.clone(),
-                    pool: pool.clone(),
-                    cfg,
-                    io: io.clone(),
-                    stop: stop.clone(),
-                    cache: cache.clone().filter(|c| c.accepting()),
-                };
-                let (seen, settled) = full_pass(&pass, from, to, slots).await?;
-                if entries.is_empty() {
-                    rows = seen;
-                }
-                for (k, stats) in (from..=to).zip(settled) {
-                    let name = plan.steps[k].name;
-                    let stats = stats.ok_or_else(|| {
-                        Error::Internal(format!(
-                            "step {} `{name}` settled without statistics",
-                            k + 1
-                        ))
-                    })?;
-                    let serde_json::Value::Object(stats) = stats else {
-                        return Err(Error::Internal(format!(
-                            "step {} `{name}`: statistics are not an object",
-                            k + 1
-                        )));
-                    };
-                    let occurrence = plan.steps[..=k].iter().filter(|s| s.name == name).count();
-                    entries.push(sink::StatsEntry {
-                        index: k + 1,
-                        step: name.to_string(),
-                        occurrence,
-                        stats,
-                    });
-                }
-                plan.fitted.clone_from(&entries);
-                plan.rebind()?;
-            }
-            let file = sink::StatsFile {
-                kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-                name: plan.pipeline.name.clone(),
-                pipeline_hash: plan.pipeline_hash.clone(),
-                fitted_on: "fit".into(),
-                rows,
-                objects: plan.objects.len(),
-                input_bytes: plan.input_bytes(),
-                steps: entries,
-            };
-            // Bound from the JSON as written, so this run and a resumed one apply the
-            // very same numbers.
-            let body =
-                serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
-            let file: sink::StatsFile =
-                serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
-            sink::put_json(&plan.sink, sink::STATS, &file).await?;
-            plan.fitted = file.steps;
-            plan.rebind()?;
-            tracing::info!(
-                rows,
-                seconds = started.elapsed().as_secs_f64(),
-                "fitted statistics written to {}",
-                plan.sink.display_child(sink::STATS)
-            );
-            if let Some(c) = cache.as_ref().filter(|c| c.accepting()) {
-                tracing::info!(
-                    bytes = c.used(),
-                    "the fit pass kept the decoded input for the transform pass"
-                );
-            }
+            (plan.with_fitted(file.steps)?, None)
         }
-        let fresh = plan.stored(stored.workers);
-        stored.schema = fresh.schema;
-        stored.features = fresh.features;
-        stored.token_column = fresh.token_column;
-        // One worker runs a fit (see `prepare`): rewriting the stored plan is safe, and
-        // `kiln finalize` / `kiln status` then see the fitted schema.
-        sink::put_json(&plan.sink, sink::PLAN, &*stored).await?;
-        Ok(cache.filter(|c| c.accepting()))
+        None => fit_passes(plan, stats, stop).await?,
+    };
+    let fresh = plan.stored(stored.workers);
+    stored.schema = fresh.schema;
+    stored.features = fresh.features;
+    stored.token_column = fresh.token_column;
+    // One worker runs a fit (see `prepare`): replacing the stored plan is safe.
+    sink::replace_plan(&plan.sink, stored).await?;
+    Ok((plan, cache.filter(|c| c.accepting())))
+}
+
+/// One full pass per group of fitted steps, each group bound with what it learned
+/// before the next; then `_kiln/stats.json`, and the plan bound from it as written.
+async fn fit_passes(
+    mut plan: Plan,
+    stats: &Arc<Stats>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Plan, Option<Arc<DecodedCache>>)> {
+    let started = Instant::now();
+    let pool = super::cpu_pool(plan.threads, "fit")?;
+    let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
+    let slots = if plan.sequential { 1 } else { plan.threads };
+    let mut rows = 0;
+    let mut entries = Vec::new();
+    let cache = decoded_cache(&plan);
+    while let Some((from, to)) = plan.fit_group() {
+        let cfg = Arc::new(plan.writer_config(tokio::runtime::Handle::current())?);
+        // The pass runs on a copy; the group's steps are the same values as `plan`'s.
+        // It decodes only the columns the fit reads, unless what it decodes is kept
+        // for the passes after it.
+        let keep = cache.as_ref().is_some_and(|c| c.accepting());
+        let pass = Pass {
+            plan: Arc::new(plan.for_fit(from, to, !keep)?),
+            stats: stats.clone(),
+            pool: pool.clone(),
+            cfg,
+            io: io.clone(),
+            stop: stop.clone(),
+            cache: cache.clone().filter(|c| c.accepting()),
+        };
+        let (seen, settled) = full_pass(&pass, from, to, slots).await?;
+        if entries.is_empty() {
+            rows = seen;
+        }
+        for (k, stats) in (from..=to).zip(settled) {
+            let name = plan.steps[k].name;
+            let stats = stats.ok_or_else(|| {
+                Error::Internal(format!(
+                    "step {} `{name}` settled without statistics",
+                    k + 1
+                ))
+            })?;
+            let serde_json::Value::Object(stats) = stats else {
+                return Err(Error::Internal(format!(
+                    "step {} `{name}`: statistics are not an object",
+                    k + 1
+                )));
+            };
+            let occurrence = plan.steps[..=k].iter().filter(|s| s.name == name).count();
+            entries.push(sink::StatsEntry {
+                index: k + 1,
+                step: name.to_string(),
+                occurrence,
+                stats,
+            });
+        }
+        plan = plan.with_fitted(entries.clone())?;
     }
+    let file = sink::StatsFile {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        name: plan.pipeline.name.clone(),
+        pipeline_hash: plan.pipeline_hash.clone(),
+        fitted_on: "fit".into(),
+        rows,
+        objects: plan.objects.len(),
+        input_bytes: plan.input_bytes(),
+        steps: entries,
+    };
+    let written = sink::write_stats(&plan.sink, &file).await?;
+    let plan = plan.with_fitted(written.steps)?;
+    tracing::info!(
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "fitted statistics written to {}",
+        plan.sink.display_child(sink::STATS)
+    );
+    if let Some(c) = cache.as_ref().filter(|c| c.accepting()) {
+        tracing::info!(
+            bytes = c.used(),
+            "the fit pass kept the decoded input for the transform pass"
+        );
+    }
+    Ok((plan, cache))
 }

@@ -95,9 +95,16 @@ pub async fn execute(
     opts: ExecOptions,
     stop: Arc<AtomicBool>,
 ) -> (Arc<Plan>, Result<Outcome>) {
-    let mut plan = plan;
     let t = Instant::now();
-    let prepared = prepare(&mut plan, &opts).await;
+    let worker = opts.worker;
+    let (plan, prepared) = match prepare(&plan, &opts).await {
+        // From here on the run follows the sink's stored plan.
+        Ok(Prepared::Ready { committed, stored }) => match plan.clone().adopt(&stored) {
+            Ok(adopted) => (adopted, Ok(Prepared::Ready { committed, stored })),
+            Err(e) => (plan, Err(e)),
+        },
+        other => (plan, other),
+    };
     // The sink is visibly in use from here until the run ends (see `sink::lease`).
     let (lease, prepared) = match prepared {
         Ok(ready @ Prepared::Ready { .. }) => {
@@ -131,10 +138,34 @@ pub async fn execute(
         }
         Err(e) => Err(e),
     };
+    if let Err(e) = &outcome {
+        record_failure(&plan, &worker, e).await;
+    }
     if let Some(lease) = lease {
         lease.release().await;
     }
     (plan, outcome)
+}
+
+/// A failed or stopped worker leaves a record for `kiln status`, once the sink holds
+/// this dataset's plan (a run refused before that wrote nothing there).
+async fn record_failure(plan: &Plan, worker: &Worker, e: &Error) {
+    if !matches!(sink::read_plan(&plan.sink).await, Ok(Some(p)) if p.pipeline_hash == plan.pipeline_hash)
+    {
+        return;
+    }
+    let code = e.exit_code();
+    let record = sink::FailureRecord {
+        worker: worker.to_string(),
+        exit_code: code,
+        retryable: code == crate::error::EXIT_RETRY,
+        error: crate::secrets::redact(&e.to_string()).into_owned(),
+        at: sink::now_rfc3339(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if let Err(e) = sink::record_failure(&plan.sink, worker.index, &record).await {
+        tracing::warn!("could not record the failure in the sink: {e}");
+    }
 }
 
 /// What the sink said before the run.
@@ -151,13 +182,13 @@ pub enum Prepared {
 
 /// Checks the sink (refusing another pipeline's output), then settles the plan: the
 /// first worker stores its listing and task split in `_kiln/plan.json` by a conditional
-/// put, and every worker and rerun follows the stored one, so objects added mid-run or a
-/// different worker count cannot change who does what.
+/// put, and every worker and rerun follows the stored one ([`Plan::adopt`]), so objects
+/// added mid-run or a different worker count cannot change who does what.
 ///
 /// # Errors
 /// [`Error::Plan`] (exit 2) for another pipeline's sink, a worker count that differs
 /// from the stored plan's, or `--overwrite` with several workers.
-pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
+pub async fn prepare(plan: &Plan, opts: &ExecOptions) -> Result<Prepared> {
     let n = opts.worker.count;
     if n > 1 && opts.overwrite {
         return Err(Error::Usage(
@@ -206,7 +237,6 @@ pub async fn prepare(plan: &mut Plan, opts: &ExecOptions) -> Result<Prepared> {
             stored.workers,
         )));
     }
-    plan.adopt(&stored)?;
     Ok(Prepared::Ready {
         committed,
         stored: Box::new(stored),

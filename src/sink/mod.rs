@@ -35,6 +35,30 @@ pub async fn read_stats(sink: &Location) -> Result<Option<StatsFile>> {
     get_json(sink, STATS).await
 }
 
+/// Reads `_kiln/stats.json` when it holds the statistics of the pipeline with this
+/// hash (a resumed run binds exactly what its committed tasks were written with).
+pub async fn read_fitted(sink: &Location, pipeline_hash: &str) -> Result<Option<StatsFile>> {
+    Ok(read_stats(sink)
+        .await?
+        .filter(|f| f.pipeline_hash == pipeline_hash))
+}
+
+/// Writes `_kiln/stats.json` and returns the statistics as read back from the JSON
+/// written, so that this run and a resumed one bind the very same numbers.
+pub async fn write_stats(sink: &Location, file: &StatsFile) -> Result<StatsFile> {
+    let body = serde_json::to_vec_pretty(file).map_err(|e| Error::Internal(e.to_string()))?;
+    let written: StatsFile =
+        serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
+    put(sink, STATS, body.into()).await?;
+    Ok(written)
+}
+
+/// Replaces the stored plan: only after a fit, which one worker runs, so that
+/// `kiln status` and `kiln finalize` see the fitted schema.
+pub async fn replace_plan(sink: &Location, plan: &StoredPlan) -> Result<()> {
+    put_json(sink, PLAN, plan).await
+}
+
 /// Reads the stored plan, if there is one.
 pub async fn read_plan(sink: &Location) -> Result<Option<StoredPlan>> {
     get_json(sink, PLAN).await
@@ -274,7 +298,11 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
 }
 
 /// Writes `value` as pretty JSON at `relative` in one PUT (atomic on every store).
-pub async fn put_json<T: Serialize>(sink: &Location, relative: &str, value: &T) -> Result<()> {
+pub(crate) async fn put_json<T: Serialize>(
+    sink: &Location,
+    relative: &str,
+    value: &T,
+) -> Result<()> {
     let body = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
     put(sink, relative, body.into()).await
 }

@@ -16,7 +16,9 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::sync::mpsc;
 
@@ -26,6 +28,8 @@ pub use super::upload::Staged;
 use super::upload::{StagedShard, UPLOAD_CHUNK, UploadMsg, UploadSink, Uploaded, upload};
 use crate::error::{Error, Result};
 use crate::report::Stats;
+use crate::spec::SinkCompression;
+use crate::storage::Location;
 
 /// Characters Hive escapes in partition values.
 const HIVE: &AsciiSet = &CONTROLS
@@ -68,6 +72,95 @@ pub struct WriterConfig {
     pub max_rows: u64,
     pub max_bytes: u64,
     pub handle: tokio::runtime::Handle,
+}
+
+/// What a run's shards are made from, besides the sink section.
+#[derive(Debug, Clone, Copy)]
+pub struct Shards<'a> {
+    /// Schema of the batches handed to [`TaskWriter::write`].
+    pub output_schema: &'a SchemaRef,
+    /// Schema of the files (the output without partition columns).
+    pub file_schema: &'a SchemaRef,
+    /// The pipeline's name and output hash, written into every file's metadata.
+    pub pipeline: &'a str,
+    pub pipeline_hash: &'a str,
+    /// Each CPU thread's share of `run.memory_limit`.
+    pub memory_share: u64,
+}
+
+impl WriterConfig {
+    /// The writer's settings for a run: Parquet properties from the sink section, the
+    /// partition and file columns of `shards.output_schema`.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] for a compression level the codec does not take.
+    pub fn new(
+        spec: &crate::spec::Sink,
+        sink: &Location,
+        shards: Shards<'_>,
+        handle: tokio::runtime::Handle,
+    ) -> Result<WriterConfig> {
+        let partition_cols = spec
+            .partition_by
+            .iter()
+            .map(|n| shards.output_schema.index_of(n).map(|i| (i, n.clone())))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let file_cols = (0..shards.output_schema.fields().len())
+            .filter(|i| !partition_cols.iter().any(|(p, _)| p == i))
+            .collect();
+        Ok(WriterConfig {
+            store: sink.store.clone(),
+            root: sink.prefix.clone(),
+            display: sink.display.clone(),
+            file_schema: shards.file_schema.clone(),
+            partition_cols,
+            file_cols,
+            props: writer_properties(spec, &shards)?,
+            max_rows: spec.max_rows,
+            max_bytes: spec.max_bytes.get(),
+            handle,
+        })
+    }
+}
+
+/// Parquet writer settings from the sink section.
+fn writer_properties(spec: &crate::spec::Sink, shards: &Shards<'_>) -> Result<WriterProperties> {
+    let compression = match spec.compression {
+        SinkCompression::Zstd => PqCompression::ZSTD(
+            ZstdLevel::try_new(spec.compression_level.unwrap_or(3))
+                .map_err(|e| Error::Plan(format!("sink.compression_level: {e}")))?,
+        ),
+        SinkCompression::Snappy => PqCompression::SNAPPY,
+        SinkCompression::Lz4 => PqCompression::LZ4_RAW,
+        SinkCompression::None => PqCompression::UNCOMPRESSED,
+    };
+    // Open pages and dictionaries are what the writer's size estimate over-counts
+    // (see `TaskWriter`): keep them small next to max_bytes so shards land near it.
+    let page = (spec.max_bytes.get() / 64).clamp(64 << 10, 1 << 20) as usize;
+    // Buffered bytes that close a row group: `sink.row_group_bytes`, but never more
+    // than a quarter of each thread's share of `run.memory_limit`.
+    let row_group_bytes = spec
+        .row_group_bytes
+        .get()
+        .min(shards.memory_share / 4)
+        .max(1 << 20);
+    Ok(WriterProperties::builder()
+        .set_compression(compression)
+        .set_data_page_size_limit(page)
+        .set_dictionary_page_size_limit(page)
+        .set_max_row_group_row_count(Some(spec.row_group_rows))
+        .set_max_row_group_bytes(Some(row_group_bytes as usize))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("kiln version {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("kiln.pipeline".to_string(), shards.pipeline.to_string()),
+            KeyValue::new(
+                "kiln.pipeline_hash".to_string(),
+                shards.pipeline_hash.to_string(),
+            ),
+        ]))
+        .build())
 }
 
 struct OpenShard {
@@ -241,7 +334,7 @@ impl TaskWriter {
             // The writer's estimate counts closed pages as compressed and open pages and
             // dictionaries as encoded, so it never under-estimates, and it over-estimates
             // by at most one open page and dictionary per column (pages are sized from
-            // max_bytes, see `Plan::writer_properties`). When it reaches the limit, flush
+            // max_bytes, see `writer_properties`). When it reaches the limit, flush
             // the row group to measure; close within 10% of the limit, else fill the rest.
             let mut full = open.rows >= self.cfg.max_rows;
             let max = self.cfg.max_bytes as f64;

@@ -1,0 +1,391 @@
+//! The commands that show a pipeline or a sink and change nothing but a finished
+//! dataset's manifest: `validate`, `plan`, `status`, `finalize`, `inspect`.
+
+use std::fmt::Write as _;
+
+use super::{PipelineArgs, print_out, tokio_runtime};
+use crate::error::{EXIT_OK, EXIT_TOO_MANY_ERRORS, Error, Result};
+use crate::plan::Plan;
+use crate::report::counted;
+use crate::runtime;
+use crate::spec;
+
+pub(super) fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
+    let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let rt = tokio_runtime()?;
+    let plan = rt
+        .block_on(Plan::build(pipeline))
+        .map_err(|e| spec::place_step_error(&args.pipeline, e))?;
+    print_out(&format!(
+        "{}: ok — {} ({}), {}, {}, sink {}\n",
+        args.pipeline.display(),
+        counted(plan.objects.len() as u64, "object"),
+        spec::ByteSize(plan.input_bytes()),
+        counted(plan.steps.len() as u64, "step"),
+        counted(plan.output_schema.fields().len() as u64, "output column"),
+        plan.sink.display
+    ))
+}
+
+pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
+    let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let explicit = worker.is_some();
+    let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
+    let rt = tokio_runtime()?;
+    let plan = rt
+        .block_on(Plan::build(pipeline))
+        .map_err(|e| spec::place_step_error(&args.pipeline, e))?;
+    // A sink that already holds a stored plan decides the listing and the tasks.
+    let stored = rt.block_on(crate::sink::read_plan(&plan.sink))?;
+    let plan = match &stored {
+        Some(stored) => plan.adopt(stored)?,
+        None => plan,
+    };
+    // Statistics an earlier run fitted into this sink give the fitted schema.
+    let fitted_in_sink = if plan.needs_fit() {
+        rt.block_on(crate::sink::read_fitted(&plan.sink, &plan.pipeline_hash))?
+    } else {
+        None
+    };
+    let plan = match fitted_in_sink.as_ref() {
+        Some(file) => plan.with_fitted(file.steps.clone())?,
+        None => plan,
+    };
+    let p = &plan.pipeline;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pipeline  {} (hash {})",
+        p.name,
+        &plan.pipeline_hash[..16]
+    );
+    let _ = writeln!(
+        s,
+        "source    {} → {}, {}",
+        p.source.uri,
+        counted(plan.objects.len() as u64, "object"),
+        spec::ByteSize(plan.input_bytes())
+    );
+    for (o, c) in plan.objects.iter().zip(&plan.compressions).take(5) {
+        let _ = writeln!(
+            s,
+            "            {} ({}, {})",
+            o.display,
+            spec::ByteSize(o.size),
+            c.name()
+        );
+    }
+    if plan.objects.len() > 5 {
+        let _ = writeln!(s, "            … {} more", plan.objects.len() - 5);
+    }
+    let _ = writeln!(
+        s,
+        "format    {:?}, schema from {}",
+        plan.format_name, plan.schema_origin
+    );
+    let _ = writeln!(
+        s,
+        "read      {}",
+        crate::inspect::fmt_schema(&plan.input_schema)
+    );
+    for (i, st) in plan.steps.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "step {:<4} {} → {}{}",
+            i + 1,
+            st.name,
+            crate::inspect::fmt_schema(st.step.output_schema()),
+            if st.step.kind().needs_fit() {
+                "  [fitted in a full pass before the run; columns made from what it learns appear after it]"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(from) = &plan.stats_origin {
+        let _ = writeln!(s, "stats     fitted statistics from {from}");
+    } else if fitted_in_sink.is_some() {
+        let _ = writeln!(
+            s,
+            "stats     fitted statistics from {}",
+            plan.sink.display_child(crate::sink::STATS)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "tasks     {} (≈{} each), {} threads{}{}",
+        plan.tasks.len(),
+        p.run.task_bytes,
+        plan.threads,
+        if plan.sequential {
+            ", run in order (limit)"
+        } else {
+            ""
+        },
+        match &stored {
+            Some(st) => format!(
+                "; stored plan in the sink: {} worker{}",
+                st.workers,
+                if st.workers == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        }
+    );
+    let sliced = plan.tasks.iter().filter(|t| t.range.is_some()).count();
+    if sliced > 0 {
+        let _ = writeln!(
+            s,
+            "            {sliced} of them slices of objects larger than run.task_bytes ({})",
+            if plan.format_name == crate::spec::FormatName::Parquet {
+                "whole row groups each"
+            } else {
+                "whole records each"
+            }
+        );
+    }
+    let whole: Vec<&crate::storage::Object> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.range.is_none() && t.bytes > p.run.task_bytes.get() && t.objects.len() == 1)
+        .map(|t| &plan.objects[t.objects.start])
+        .collect();
+    if let Some(first) = whole.first() {
+        let _ = writeln!(
+            s,
+            "note      {} object{} larger than run.task_bytes cannot be split ({}) and run{} as \
+             one task each, e.g. {}",
+            whole.len(),
+            if whole.len() == 1 { "" } else { "s" },
+            plan.unsplit.unwrap_or("this format"),
+            if whole.len() == 1 { "s" } else { "" },
+            first.display
+        );
+    }
+    if explicit || worker.count > 1 {
+        let mine: Vec<_> = plan.tasks.iter().filter(|t| worker.owns(t.id)).collect();
+        let _ = writeln!(
+            s,
+            "worker    {worker}: {} task{}, {}",
+            mine.len(),
+            if mine.len() == 1 { "" } else { "s" },
+            spec::ByteSize(mine.iter().map(|t| t.bytes).sum())
+        );
+        for t in mine {
+            let first = &plan.objects[t.objects.start];
+            let _ = writeln!(
+                s,
+                "            task {:05}: {} object{} from {} ({})",
+                t.id,
+                t.objects.len(),
+                if t.objects.len() == 1 { "" } else { "s" },
+                first.display,
+                spec::ByteSize(t.bytes)
+            );
+        }
+    }
+    let example = crate::sink::writer::shard_name(
+        &p.sink
+            .partition_by
+            .iter()
+            .map(|c| format!("{c}=<value>/"))
+            .collect::<String>(),
+        0,
+        0,
+    );
+    let _ = writeln!(
+        s,
+        "sink      {}{} … ({:?}, ≤{} rows or ≤{} a shard)",
+        plan.sink.display, example, p.sink.compression, p.sink.max_rows, p.sink.max_bytes
+    );
+    let _ = writeln!(
+        s,
+        "files     {}",
+        crate::inspect::fmt_schema(&plan.file_schema)
+    );
+    print_out(&s)
+}
+
+/// A sink as `status` and `finalize` see it: its stored plan, commit records and
+/// manifest.
+type SinkView = (
+    crate::storage::Location,
+    crate::sink::StoredPlan,
+    std::collections::BTreeMap<usize, crate::sink::TaskRecord>,
+    Option<crate::sink::Manifest>,
+);
+
+fn read_sink(rt: &tokio::runtime::Runtime, uri: &str) -> Result<SinkView> {
+    let sink = crate::storage::open(uri, &spec::Storage::default())?;
+    rt.block_on(async {
+        let stored = crate::sink::read_plan(&sink).await?.ok_or_else(|| {
+            Error::Plan(format!(
+                "{} holds no kiln plan (no {}); is it a kiln sink, and has a run started?",
+                sink.display,
+                crate::sink::PLAN
+            ))
+        })?;
+        let records = crate::sink::committed(&sink).await?;
+        let manifest = crate::sink::read_manifest(&sink).await?;
+        Ok((sink, stored, records, manifest))
+    })
+}
+
+pub(super) fn cmd_status(uri: &str) -> Result<i32> {
+    let rt = tokio_runtime()?;
+    let (sink, stored, records, manifest) = read_sink(&rt, uri)?;
+    let missing = stored.missing(&records);
+    let rows: u64 = records.values().map(|r| r.rows_out).sum();
+    let rows_in: u64 = records.values().map(|r| r.rows_in).sum();
+    let shards: usize = records.values().map(|r| r.shards.len()).sum();
+    let bytes: u64 = records
+        .values()
+        .flat_map(|r| r.shards.iter())
+        .map(|s| s.bytes)
+        .sum();
+    let mut s = String::new();
+    let runs = rt.block_on(crate::sink::lease::runs(&sink))?;
+    let live = runs.iter().filter(|r| r.live()).count();
+    let state = if manifest.is_some() && missing.is_empty() {
+        "complete".to_string()
+    } else if missing.is_empty() {
+        "all tasks committed, no manifest yet (run `kiln finalize`)".to_string()
+    } else if live > 0 {
+        format!("in progress ({})", counted(live as u64, "live run"))
+    } else {
+        "incomplete: no run is working on it now (run the missing workers, or the same \
+         command again to resume)"
+            .to_string()
+    };
+    let _ = writeln!(
+        s,
+        "dataset   {} ({}, hash {})",
+        sink.display,
+        stored.name,
+        &stored.pipeline_hash[..16.min(stored.pipeline_hash.len())]
+    );
+    let _ = writeln!(s, "state     {state}");
+    let _ = writeln!(
+        s,
+        "tasks     {} of {} committed, {} worker{}",
+        records.len(),
+        stored.tasks.len(),
+        stored.workers,
+        if stored.workers == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "rows      {rows_in} in → {rows} out · {shards} shards, {}",
+        spec::ByteSize(bytes)
+    );
+    let mut rejected = crate::rejects::RejectCounts::default();
+    for r in records.values() {
+        rejected.add(&r.rejected);
+    }
+    if !rejected.is_empty() {
+        let stages: Vec<String> = rejected
+            .by_stage
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "left out  {}, {} ({}){}",
+            counted(rejected.rows, "record"),
+            counted(rejected.objects, "object"),
+            stages.join(" · "),
+            if stored.pipeline.pointer("/run/on_error")
+                == Some(&serde_json::Value::from("dead_letter"))
+            {
+                " — see _kiln/errors/"
+            } else {
+                ""
+            }
+        );
+    }
+    for r in &runs {
+        let _ = if r.live() {
+            writeln!(s, "running   {}", r.describe())
+        } else {
+            writeln!(
+                s,
+                "dead      {} — no heartbeat for {}s: killed or lost; its tasks are redone \
+                 by the next run of worker {}",
+                r.describe(),
+                r.age().as_secs(),
+                r.worker
+            )
+        };
+    }
+    let failures = rt.block_on(crate::sink::failures(&sink))?;
+    if let Some(last) = failures.last() {
+        let retryable = failures.iter().filter(|f| f.retryable).count();
+        let error: String = last.error.chars().take(160).collect();
+        let _ = writeln!(
+            s,
+            "failures  {} run{} failed or stopped ({retryable} retryable); last: worker {} at {}, exit {}: {error}",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" },
+            last.worker,
+            last.at,
+            last.exit_code,
+        );
+    }
+    if !missing.is_empty() {
+        let show: Vec<String> = missing
+            .iter()
+            .take(20)
+            .map(|t| format!("{t} (worker {})", t % stored.workers))
+            .collect();
+        let _ = writeln!(
+            s,
+            "to do     {}{}",
+            show.join(", "),
+            if missing.len() > 20 { ", …" } else { "" }
+        );
+    }
+    print_out(&s)
+}
+
+pub(super) fn cmd_finalize(uri: &str) -> Result<i32> {
+    let rt = tokio_runtime()?;
+    let (sink, stored, records, manifest) = read_sink(&rt, uri)?;
+    let missing = stored.missing(&records);
+    if !missing.is_empty() {
+        return Err(Error::Plan(format!(
+            "{}: {} of {} tasks are not committed yet (first: task {}, worker {}); run the \
+             missing workers first",
+            sink.display,
+            missing.len(),
+            stored.tasks.len(),
+            missing[0],
+            missing[0] % stored.workers
+        )));
+    }
+    let manifest = match manifest {
+        Some(m) => m,
+        None => stored.manifest(&records),
+    };
+    rt.block_on(crate::sink::finalize(&sink, &manifest))?;
+    print_out(&format!(
+        "{} is complete: {} tasks, {} shards, {} rows\n",
+        sink.display,
+        records.len(),
+        manifest.shards.len(),
+        manifest.rows
+    ))?;
+    match manifest.too_many_errors(None) {
+        Some(why) => {
+            eprintln!(
+                "error: {}",
+                crate::secrets::redact(&format!("{}: {why}", sink.display))
+            );
+            Ok(EXIT_TOO_MANY_ERRORS)
+        }
+        None => Ok(EXIT_OK),
+    }
+}
+
+pub(super) fn cmd_inspect(uri: &str, rows: Option<usize>) -> Result<i32> {
+    let rt = tokio_runtime()?;
+    print_out(&crate::inspect::inspect(&rt, uri, rows)?)
+}
