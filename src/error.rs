@@ -44,6 +44,21 @@ pub enum Error {
         message: String,
     },
 
+    /// A step failed on the data of `object` (for a full-pass step's decision over the
+    /// whole input, `object` says so). The step's error says what and where.
+    #[error("{object}: step {index} `{step}`{}: {source}",
+        row.map(|(task, row)| format!(" (row {row} of task {task} at this step)")).unwrap_or_default())]
+    StepFailed {
+        object: String,
+        index: usize,
+        step: String,
+        /// The failing row, when the step named it: (task, 1-based row among the rows
+        /// of the task that reach the step).
+        row: Option<(usize, u64)>,
+        #[source]
+        source: Box<StepError>,
+    },
+
     /// Input data is malformed: the object, and where known the line, say where.
     #[error("{object}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
     Input {
@@ -83,6 +98,125 @@ pub enum Error {
     Internal(String),
 }
 
+// ---- A step's failure -----------------------------------------------------------------
+//
+// What a running step returns when it fails: the kind of failure, and where, when the
+// step knows it: the column and the row of the batch. The runtime adds the object and
+// the step's place in the pipeline ([`Error::StepFailed`]). Helpers inside a step may
+// keep returning `Result<_, String>`: `?` turns their message into a
+// [`StepErrorKind::Data`] error, the common case (a value the step cannot take).
+
+/// The kind of a step's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepErrorKind {
+    /// A value the step cannot take: bad input. A row-local step's bad rows are left
+    /// out under `on_error: skip | dead_letter`; otherwise the run fails (exit 1).
+    Data,
+    /// A file the step reads or writes besides the data (a spill file) failed.
+    Io,
+    /// A bug or an unexpected condition inside kiln.
+    Internal,
+}
+
+/// A step's failure on a batch (see the module docs).
+#[derive(Debug)]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    /// The column whose value failed, when the step knows it.
+    pub column: Option<String>,
+    /// The failing row's index in the batch the step was given, when it knows it.
+    pub row: Option<usize>,
+    pub message: String,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StepError {
+    /// A value the step cannot take.
+    pub fn data(message: impl fmt::Display) -> Self {
+        Self::new(StepErrorKind::Data, message)
+    }
+
+    /// A file besides the data failed.
+    pub fn io(message: impl fmt::Display, source: std::io::Error) -> Self {
+        StepError {
+            source: Some(Box::new(source)),
+            ..Self::new(StepErrorKind::Io, message)
+        }
+    }
+
+    /// A bug inside kiln.
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Self::new(StepErrorKind::Internal, message)
+    }
+
+    fn new(kind: StepErrorKind, message: impl fmt::Display) -> Self {
+        StepError {
+            kind,
+            column: None,
+            row: None,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// The same error, naming the column.
+    #[must_use]
+    pub fn in_column(mut self, column: impl Into<String>) -> Self {
+        self.column = Some(column.into());
+        self
+    }
+
+    /// The same error, naming the row of the batch.
+    #[must_use]
+    pub fn at_row(mut self, row: usize) -> Self {
+        self.row = Some(row);
+        self
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == StepErrorKind::Internal {
+            f.write_str("internal error: ")?;
+        }
+        if let Some(c) = &self.column {
+            write!(f, "column `{c}`: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError::data(message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        StepError::data(message)
+    }
+}
+
+impl From<arrow::error::ArrowError> for StepError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        StepError::data(e)
+    }
+}
+
 impl Error {
     /// The process exit code for this error (DESIGN §2).
     pub fn exit_code(&self) -> i32 {
@@ -91,6 +225,11 @@ impl Error {
                 EXIT_USAGE
             }
             Error::Interrupted(_) | Error::Busy(_) => EXIT_RETRY,
+            // Bad data, a spill disk that filled up and a bug all fail the run; none is
+            // helped by running it again as it is.
+            Error::StepFailed { source, .. } => match source.kind {
+                StepErrorKind::Data | StepErrorKind::Io | StepErrorKind::Internal => EXIT_FAILED,
+            },
             Error::Store { source, .. } if is_retryable(source) => EXIT_RETRY,
             _ => EXIT_FAILED,
         }
@@ -105,6 +244,25 @@ impl Error {
             op,
             location: location.to_string(),
             source,
+        }
+    }
+
+    /// Step `index` (0-based) named `step` failed on the data of `object` (at `row`, see
+    /// [`Error::StepFailed`]).
+    pub(crate) fn step_failed(
+        object: impl fmt::Display,
+        index: usize,
+        step: &str,
+        row: Option<(usize, u64)>,
+        mut source: StepError,
+    ) -> Self {
+        source.message = capped(std::mem::take(&mut source.message));
+        Error::StepFailed {
+            object: object.to_string(),
+            index: index + 1,
+            step: step.to_string(),
+            row,
+            source: Box::new(source),
         }
     }
 
@@ -349,6 +507,54 @@ mod tests {
             text.starts_with("a.csv line 3: bad value `éé"),
             "{}",
             &text[..40]
+        );
+    }
+
+    #[test]
+    fn a_failed_step_says_where_and_its_kind_decides_the_exit_code() {
+        let e = Error::step_failed(
+            "s3://b/a.jsonl",
+            1,
+            "tokenize",
+            Some((3, 17)),
+            StepError::data("cannot tokenize: bad").in_column("text"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "s3://b/a.jsonl: step 2 `tokenize` (row 17 of task 3 at this step): column `text`: cannot tokenize: bad"
+        );
+        assert_eq!(e.exit_code(), EXIT_FAILED);
+        let spill = Error::step_failed(
+            "the whole input (the full pass)",
+            0,
+            "dedup.exact",
+            None,
+            StepError::io("cannot write the spill file", std::io::Error::other("full")),
+        );
+        assert_eq!(spill.exit_code(), EXIT_FAILED);
+        assert!(
+            std::error::Error::source(&spill).is_some(),
+            "the chain is kept"
+        );
+    }
+
+    #[test]
+    fn a_step_error_names_its_column_and_source_once() {
+        let e = StepError::io(
+            "cannot write the spill file",
+            std::io::Error::other("disk full"),
+        )
+        .in_column("text");
+        assert_eq!(
+            e.to_string(),
+            "column `text`: cannot write the spill file: disk full"
+        );
+        assert_eq!(e.kind, StepErrorKind::Io);
+        let m: StepError = String::from("not a number").into();
+        assert_eq!(m.kind, StepErrorKind::Data);
+        assert_eq!(
+            StepError::internal("a part of another type").to_string(),
+            "internal error: a part of another type"
         );
     }
 }

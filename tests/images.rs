@@ -178,6 +178,13 @@ fn a_corrupt_image_and_bad_options_are_refused_clearly() {
         "{err}"
     );
     assert!(err.contains("cannot decode the image"), "{err}");
+    // The step's error names the column and the row; the runtime places the row in its
+    // task.
+    assert!(err.contains("column `bytes`"), "{err}");
+    assert!(
+        err.contains("image.decode` (row ") && err.contains(" of task 0 at this step)"),
+        "{err}"
+    );
 
     // A PNG whose header declares 60000 × 60000 pixels: refused by size, not decoded.
     let huge = dir.path().join("huge/x");

@@ -16,7 +16,7 @@ use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::Stats;
 use crate::sink::ShardRecord;
 use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
-use crate::steps::{Observer, Part, StepContext};
+use crate::steps::{Observer, Part, StepContext, StepError};
 
 /// What a task run is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +71,8 @@ impl<'a> Drive<'a> {
                     s.step
                         .kind()
                         .observer(task)
-                        .unwrap_or_else(|| Err("internal error: a map step in a full pass".into()))
-                        .map_err(|m| step_error(plan, from + i, first_object, m))
+                        .unwrap_or_else(|| Err(StepError::internal("a map step in a full pass")))
+                        .map_err(|m| pass_error(plan, from + i, first_object, m))
                 })
                 .collect::<Result<_>>()?,
         };
@@ -122,7 +122,7 @@ impl<'a> Drive<'a> {
             if s >= from {
                 self.observers[s - from]
                     .observe(&batch, cx.rows_before)
-                    .map_err(|m| step_error(plan, s, object, m))?;
+                    .map_err(|m| step_error(plan, s, object, cx, m))?;
                 cx.rows_before += rows;
                 if s == to {
                     return Ok(());
@@ -135,7 +135,7 @@ impl<'a> Drive<'a> {
                 planned
                     .step
                     .apply(batch, cx)
-                    .map_err(|m| step_error(plan, s, object, m))?
+                    .map_err(|m| step_error(plan, s, object, cx, m))?
             };
             cx.rows_before += rows;
             if batch.num_rows() == 0 {
@@ -171,7 +171,7 @@ impl<'a> Drive<'a> {
                 planned
                     .step
                     .apply(batch, cx)
-                    .map_err(|m| step_error(plan, s, object, m))?
+                    .map_err(|m| step_error(plan, s, object, cx, m))?
             };
             st.timer.add_working(ts.elapsed());
             cx.rows_before += rows;
@@ -197,7 +197,7 @@ impl<'a> Drive<'a> {
                 .observers
                 .into_iter()
                 .enumerate()
-                .map(|(i, o)| o.finish().map_err(|m| step_error(plan, from + i, last, m)))
+                .map(|(i, o)| o.finish().map_err(|m| pass_error(plan, from + i, last, m)))
                 .collect::<Result<_>>()?;
             return Ok(Driven {
                 shards: Vec::new(),
@@ -211,7 +211,7 @@ impl<'a> Drive<'a> {
             let tail = plan.steps[s]
                 .step
                 .finish(&mut self.contexts[s])
-                .map_err(|m| step_error(plan, s, last, m))?;
+                .map_err(|m| step_error(plan, s, last, &self.contexts[s], m))?;
             if let Some(batch) = tail
                 && batch.num_rows() > 0
             {
@@ -230,13 +230,16 @@ impl<'a> Drive<'a> {
     }
 }
 
-/// A step's error on the data of `object`.
-fn step_error(plan: &Plan, s: usize, object: &str, message: String) -> Error {
-    Error::input(
-        object,
-        None,
-        format!("step {} `{}`: {message}", s + 1, plan.steps[s].name),
-    )
+/// Step `s`'s error on the data of `object`; a row the step names is placed among the
+/// rows of the task that reached the step before (`cx`).
+fn step_error(plan: &Plan, s: usize, object: &str, cx: &StepContext, e: StepError) -> Error {
+    let row = e.row.map(|r| (cx.task, cx.rows_before + r as u64 + 1));
+    Error::step_failed(object, s, plan.steps[s].name, row, e)
+}
+
+/// A step's error outside of a batch (creating or finishing an observer).
+fn pass_error(plan: &Plan, s: usize, object: &str, e: StepError) -> Error {
+    Error::step_failed(object, s, plan.steps[s].name, None, e)
 }
 
 /// Applies row-local step `s`; when it fails, applies it again to halves of the batch,
@@ -286,7 +289,7 @@ fn apply_leaving_out_bad_rows(
                 offset: None,
                 rows_before: None,
                 stage: stage.clone(),
-                error,
+                error: error.to_string(),
                 record: Some(crate::rejects::row_json(&batch, offset)),
             });
         } else {

@@ -16,7 +16,7 @@ use super::task::{Pass, TaskDone, run_task};
 use crate::error::{Error, Result};
 use crate::plan::Task;
 use crate::report::{Phase, Stats};
-use crate::steps::{Kind, Part};
+use crate::steps::{Kind, Part, StepError};
 
 /// Runs `start(task)` for each task, at most `slots` at once, handing each result to
 /// `done` as it finishes. Starts no task after an error, a `stop` or a `drain`; the
@@ -144,21 +144,14 @@ pub(super) async fn full_pass(
             let r = match step.kind() {
                 Kind::FullPass(p) => p.settle(parts).map(|()| None),
                 Kind::Fit(f) => f.settle(parts).map(Some),
-                Kind::Map => Err("internal error: a map step in a full pass".to_string()),
+                Kind::Map => Err(StepError::internal("a map step in a full pass")),
             };
             let _ = tx.send(r);
         });
         let stats = rx
             .await
             .map_err(|_| Error::Internal("the settle task vanished".into()))?
-            .map_err(|m| Error::Input {
-                object: format!(
-                    "step {} `{name}`, after its full pass over the input",
-                    k + 1
-                ),
-                line: None,
-                message: m,
-            })?;
+            .map_err(|e| Error::step_failed("the whole input (the full pass)", k, name, None, e))?;
         settled.push(stats);
     }
     let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();

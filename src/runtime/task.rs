@@ -277,9 +277,8 @@ fn cpu_task(
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut in_emit = Duration::ZERO;
-        // Rows of this object handed on, and whether a step (not the decoder) failed.
+        // Rows of this object handed on.
         let mut object_rows = 0u64;
-        let mut step_failed = false;
         let mut emit = |decoded: Decoded| -> Result<bool> {
             let batch = match decoded {
                 Decoded::Batch(b) => b,
@@ -305,9 +304,7 @@ fn cpu_task(
                     kept.push((i, batch.clone()));
                 }
             }
-            let done = drive.batch(batch, &obj.display);
-            step_failed = done.is_err();
-            done?;
+            drive.batch(batch, &obj.display)?;
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !drive.exhausted())
         };
@@ -352,7 +349,7 @@ fn cpu_task(
             // Under skip / dead_letter an object that cannot be read (corrupt, cut short,
             // gone, forbidden) is left out from where it failed; a step's error, a
             // retryable store error and a stop are not the object's fault.
-            if !drive.rejects.tolerant() || step_failed || !object_fault(&e) {
+            if !drive.rejects.tolerant() || !object_fault(&e) {
                 return Err(e);
             }
             Stats::add(&stats.objects_rejected, 1);
@@ -381,7 +378,8 @@ fn cpu_task(
 }
 
 /// Errors that are the object's own: bad bytes, or a store that will not hand it over
-/// (not found, forbidden). Not: a step's error, a retryable store error, a stop, a bug.
+/// (not found, forbidden). Not: a step's error ([`Error::StepFailed`]), a retryable store
+/// error, a stop, a bug.
 fn object_fault(e: &Error) -> bool {
     match e {
         Error::Input { .. } => true,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::parse_type;
 use super::{Step, StepContext, StepOptions, column_index};
+use crate::steps::StepError;
 
 /// Column → type name (`int64`, `float32`, `string`, `timestamp`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -57,7 +58,7 @@ impl Step for Cast {
         &self.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let options = ArrowCastOptions {
             safe: false,
             format_options: FormatOptions::default(),
@@ -67,7 +68,7 @@ impl Step for Cast {
             columns[*i] = cast_with_options(&columns[*i], to, &options)
                 .map_err(|e| format!("column `{}`: {e}", self.schema.field(*i).name()))?;
         }
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(StepError::from)
     }
 }
 
@@ -98,7 +99,8 @@ mod tests {
             .expect("binds");
         let err = step
             .apply(test_util::batch(), &mut StepContext::default())
-            .expect_err("fails");
+            .expect_err("fails")
+            .to_string();
         assert!(
             err.contains("column `text`") && err.contains("'a'"),
             "{err}"

@@ -193,6 +193,13 @@ fn fixture(n: usize) -> RecordBatch {
 /// and bound again with its statistics (through JSON text). Checks that every batch a
 /// step emits has the schema it declared.
 fn run(specs: &[StepSpec], batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, String> {
+    run_steps(specs, batches).map_err(|e| e.to_string())
+}
+
+fn run_steps(
+    specs: &[StepSpec],
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, super::StepError> {
     let mut schema = batches
         .first()
         .map(RecordBatch::schema)

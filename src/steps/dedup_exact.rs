@@ -26,6 +26,7 @@ use unicode_normalization::UnicodeNormalization;
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::{string_column, utf8, value};
 use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// Options of `dedup.exact`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -115,13 +116,13 @@ impl Step for DedupExact {
         Kind::FullPass(self)
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         self.drops.apply(batch, cx, "dedup.exact", "duplicates")
     }
 }
 
 impl FullPass for DedupExact {
-    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String> {
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, StepError> {
         Ok(Box::new(ExactObserver {
             step: self,
             spill: SpillObserver::new(&self.runs, task, self.opts.run_bytes.get())?,
@@ -129,7 +130,7 @@ impl FullPass for DedupExact {
         }))
     }
 
-    fn settle(&self, parts: Vec<Part>) -> Result<(), String> {
+    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut current: Option<u128> = None;
         self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
@@ -151,7 +152,7 @@ struct ExactObserver<'a> {
 }
 
 impl Observer for ExactObserver<'_> {
-    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String> {
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), StepError> {
         let texts = utf8(batch.column(self.step.source))?;
         for i in 0..texts.len() {
             // Nulls are never duplicates of anything.
@@ -167,7 +168,7 @@ impl Observer for ExactObserver<'_> {
         self.spill.spill_if_full()
     }
 
-    fn finish(self: Box<Self>) -> Result<Part, String> {
+    fn finish(self: Box<Self>) -> Result<Part, StepError> {
         Ok(Box::new(self.spill.finish()?))
     }
 }

@@ -29,6 +29,7 @@ use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
 use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// Options of `dedup.minhash`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -245,21 +246,21 @@ impl Step for Minhash {
         Kind::FullPass(self)
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         self.drops
             .apply(batch, cx, "dedup.minhash", "near_duplicates")
     }
 }
 
 impl FullPass for Minhash {
-    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String> {
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, StepError> {
         Ok(Box::new(MinhashObserver {
             step: self,
             spill: SpillObserver::new(&self.runs, task, self.opts.run_bytes.get())?,
         }))
     }
 
-    fn settle(&self, parts: Vec<Part>) -> Result<(), String> {
+    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
         let mut clusters = Clusters::default();
         let mut group: Option<(u128, u128)> = None; // (key, first position)
         self.runs.merge(all_runs(parts, "dedup.minhash")?, |r| {
@@ -287,7 +288,7 @@ struct MinhashObserver<'a> {
 }
 
 impl Observer for MinhashObserver<'_> {
-    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String> {
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), StepError> {
         let texts = utf8(batch.column(self.step.source))?;
         let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
             .into_par_iter()
@@ -307,7 +308,7 @@ impl Observer for MinhashObserver<'_> {
         self.spill.spill_if_full()
     }
 
-    fn finish(self: Box<Self>) -> Result<Part, String> {
+    fn finish(self: Box<Self>) -> Result<Part, StepError> {
         Ok(Box::new(self.spill.finish()?))
     }
 }

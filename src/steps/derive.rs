@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::CompiledExpr;
 use super::text::with_field;
 use super::{Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// New column name → SQL expression.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -82,7 +83,7 @@ impl Step for Derive {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let mut current = batch;
         for (name, index, expr) in &self.outputs {
             let values = expr
@@ -108,7 +109,7 @@ impl Step for Derive {
         }
         current
             .with_schema(self.schema.clone())
-            .map_err(|e| e.to_string())
+            .map_err(StepError::from)
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::CompiledExpr;
 use super::{Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// A boolean SQL expression, e.g. `length(text) >= 200 AND lang = 'en'`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -57,7 +58,7 @@ impl Step for Filter {
         downstream.union(&self.expr.columns).cloned().collect()
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let mask = self.expr.evaluate(&batch)?;
         let mask = mask
             .as_boolean_opt()

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// The number of rows to keep.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -41,7 +42,7 @@ impl Step for Limit {
         &self.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = batch.num_rows() as u64;
         // Tasks run one at a time under a limit, so this is the only writer.
         let remaining = self.remaining.load(Ordering::Acquire);

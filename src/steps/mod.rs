@@ -40,6 +40,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+pub use crate::error::{StepError, StepErrorKind};
 
 /// A step bound to its input schema, ready to run. One value serves every task.
 ///
@@ -53,7 +54,7 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn output_schema(&self) -> &SchemaRef;
 
     /// Maps one batch. An empty result batch is fine; the runtime drops it.
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String>;
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError>;
 
     /// The input columns this step reads, given the columns needed after it. Used to
     /// decode only the columns a pipeline uses.
@@ -88,7 +89,7 @@ pub trait Step: Send + Sync + std::fmt::Debug {
 
     /// Called once after the last batch of a task: rows a step held back (the tail of
     /// a `pack`) go downstream here. Nothing by default.
-    fn finish(&self, _cx: &mut StepContext) -> Result<Option<RecordBatch>, String> {
+    fn finish(&self, _cx: &mut StepContext) -> Result<Option<RecordBatch>, StepError> {
         Ok(None)
     }
 
@@ -127,7 +128,7 @@ impl<'a> Kind<'a> {
     }
 
     /// A fresh observer for task `task`; None for a map step.
-    pub fn observer(self, task: usize) -> Option<Result<Box<dyn Observer + 'a>, String>> {
+    pub fn observer(self, task: usize) -> Option<Result<Box<dyn Observer + 'a>, StepError>> {
         match self {
             Kind::Map => None,
             Kind::FullPass(p) => Some(p.observer(task)),
@@ -142,10 +143,10 @@ impl<'a> Kind<'a> {
 pub trait Observer: Send {
     /// Takes note of a batch that reaches the step; `rows_before` rows of this task
     /// reached it before.
-    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), String>;
+    fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), StepError>;
 
     /// The task has no more batches: what it found.
-    fn finish(self: Box<Self>) -> Result<Part, String>;
+    fn finish(self: Box<Self>) -> Result<Part, StepError>;
 }
 
 /// What one task's [`Observer`] found, for the step's `settle` (which knows its type).
@@ -154,10 +155,10 @@ pub type Part = Box<dyn std::any::Any + Send>;
 /// A step that decides over the whole input (see [`Kind::FullPass`]).
 pub trait FullPass: Send + Sync {
     /// An observer for the task with index `task` in the plan.
-    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String>;
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, StepError>;
 
     /// Every task's part, in task order; decides what the main pass does.
-    fn settle(&self, parts: Vec<Part>) -> Result<(), String>;
+    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError>;
 }
 
 /// A fitted step before its fit (see [`Kind::Fit`]).
@@ -167,21 +168,21 @@ pub trait FitPass: Send + Sync {
     fn fit_columns(&self) -> (BTreeSet<String>, BTreeSet<String>);
 
     /// An observer for the task with index `task` in the plan.
-    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, String>;
+    fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, StepError>;
 
     /// Every task's part, in task order: the statistics, as `_kiln/stats.json` stores
     /// them and [`StepOptions::bind_fitted`] reads them.
-    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, String>;
+    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, StepError>;
 }
 
 /// Downcasts each part to what `step`'s observers return.
-pub(crate) fn parts<T: 'static>(parts: Vec<Part>, step: &str) -> Result<Vec<T>, String> {
+pub(crate) fn parts<T: 'static>(parts: Vec<Part>, step: &str) -> Result<Vec<T>, StepError> {
     parts
         .into_iter()
         .map(|p| {
-            p.downcast::<T>()
-                .map(|b| *b)
-                .map_err(|_| format!("internal error: a part of `{step}`'s pass has another type"))
+            p.downcast::<T>().map(|b| *b).map_err(|_| {
+                StepError::internal(format!("a part of `{step}`'s pass has another type"))
+            })
         })
         .collect()
 }
@@ -228,14 +229,17 @@ impl StepContext {
     }
 
     /// The step's state, created by `init` on first use.
-    pub fn state<T: Send + 'static>(&mut self, init: impl FnOnce() -> T) -> Result<&mut T, String> {
+    pub fn state<T: Send + 'static>(
+        &mut self,
+        init: impl FnOnce() -> T,
+    ) -> Result<&mut T, StepError> {
         if !self.state.as_ref().is_some_and(|s| s.is::<T>()) {
             self.state = Some(Box::new(init()));
         }
         self.state
             .as_mut()
             .and_then(|s| s.downcast_mut::<T>())
-            .ok_or_else(|| "internal error: a step's state has another type".to_string())
+            .ok_or_else(|| StepError::internal("a step's state has another type"))
     }
 }
 
@@ -416,7 +420,7 @@ pub(crate) mod test_util {
     pub fn observe_tasks_fallible(
         kind: super::Kind<'_>,
         batches: &[RecordBatch],
-    ) -> Result<Vec<super::Part>, String> {
+    ) -> Result<Vec<super::Part>, super::StepError> {
         let mut o = kind.observer(0).ok_or("a map step")??;
         let mut rows = 0;
         for b in batches {

@@ -18,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Step, StepContext, StepOptions, column_index};
+use crate::steps::StepError;
 
 /// What happens to the last, short sequence of a task.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
@@ -131,13 +132,13 @@ impl Step for Pack {
         BTreeSet::from([self.opts.column.clone()])
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let col = batch.column(self.source);
         let col = arrow::compute::cast(
             col,
             &DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true))),
         )
-        .map_err(|e| format!("column `{}`: {e}", self.opts.column))?;
+        .map_err(|e| StepError::from(e).in_column(&self.opts.column))?;
         let lists = col.as_list::<i32>();
         let seq = self.opts.seq_len;
         let carry: &mut Vec<u32> = cx.state(Vec::new)?;
@@ -149,7 +150,9 @@ impl Step for Pack {
             let ids = lists.value(i);
             let ids = ids.as_primitive::<UInt32Type>();
             if ids.null_count() > 0 {
-                return Err(format!("row {} of the batch has a null token id", i + 1));
+                return Err(StepError::data("a token id in the list is null")
+                    .in_column(&self.opts.column)
+                    .at_row(i));
             }
             carry.extend_from_slice(ids.values());
             carry.extend(self.opts.separator);
@@ -160,10 +163,10 @@ impl Step for Pack {
         let values = std::mem::replace(carry, rest);
         cx.count("documents", documents);
         cx.count("sequences", (values.len() / seq) as u64);
-        self.rows(values)
+        self.rows(values).map_err(StepError::from)
     }
 
-    fn finish(&self, cx: &mut StepContext) -> Result<Option<RecordBatch>, String> {
+    fn finish(&self, cx: &mut StepContext) -> Result<Option<RecordBatch>, StepError> {
         let mut carry: Vec<u32> = std::mem::take(cx.state(Vec::new)?);
         if carry.is_empty() {
             return Ok(None);
@@ -178,7 +181,7 @@ impl Step for Pack {
                 carry.resize(self.opts.seq_len, self.opts.pad_id);
                 cx.count("padded_tokens", pad as u64);
                 cx.count("sequences", 1);
-                self.rows(carry).map(Some)
+                self.rows(carry).map(Some).map_err(StepError::from)
             }
         }
     }

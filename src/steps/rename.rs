@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Step, StepContext, StepOptions, column_index};
+use crate::steps::StepError;
 
 /// Old name → new name.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -59,9 +60,8 @@ impl Step for Rename {
             .collect()
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
-        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
-            .map_err(|e| e.to_string())
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(StepError::from)
     }
 }
 

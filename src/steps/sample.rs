@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Step, StepContext, StepOptions};
+use crate::steps::StepError;
 
 /// Options of `sample`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -70,7 +71,7 @@ impl Step for Sample {
         &self.schema
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         if self.all {
             return Ok(batch);
         }

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Step, StepContext, StepOptions, column_index};
+use crate::steps::StepError;
 
 /// Column names to keep, in output order.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -65,8 +66,8 @@ impl Step for Project {
             .collect()
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
-        batch.project(&self.indices).map_err(|e| e.to_string())
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
+        batch.project(&self.indices).map_err(StepError::from)
     }
 }
 

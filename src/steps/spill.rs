@@ -15,7 +15,7 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 
-use super::StepContext;
+use super::{StepContext, StepError};
 
 /// Files merged at once while settling.
 pub const FAN_IN: usize = 128;
@@ -64,7 +64,7 @@ pub struct Merge {
 }
 
 impl Merge {
-    pub fn open(files: &[PathBuf]) -> Result<Merge, String> {
+    pub fn open(files: &[PathBuf]) -> Result<Merge, StepError> {
         let mut readers = Vec::with_capacity(files.len());
         let mut heap = BinaryHeap::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
@@ -78,12 +78,12 @@ impl Merge {
         Ok(Merge { readers, heap })
     }
 
-    pub fn next(&mut self) -> Result<Option<Rec>, String> {
+    pub fn next(&mut self) -> Result<Option<Rec>, StepError> {
         let Some(Reverse((rec, i))) = self.heap.pop() else {
             return Ok(None);
         };
-        if let Some(next) =
-            Rec::read(&mut self.readers[i]).map_err(|e| format!("cannot read a spill run: {e}"))?
+        if let Some(next) = Rec::read(&mut self.readers[i])
+            .map_err(|e| StepError::io("cannot read a spill run", e))?
         {
             self.heap.push(Reverse((next, i)));
         }
@@ -91,10 +91,13 @@ impl Merge {
     }
 }
 
-pub fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
-    format!(
-        "cannot {what} the spill file {}: {e} (is the temporary directory full? set TMPDIR to a larger disk)",
-        path.display()
+pub fn io_err(what: &str, path: &Path, e: std::io::Error) -> StepError {
+    StepError::io(
+        format!(
+            "cannot {what} the spill file {} (is the temporary directory full? set TMPDIR to a larger disk)",
+            path.display()
+        ),
+        e,
     )
 }
 
@@ -103,37 +106,39 @@ pub fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
 /// the full pass); settling merges every task's.
 #[derive(Debug, Default)]
 pub struct Runs {
-    dir: OnceLock<Result<tempfile::TempDir, String>>,
+    dir: OnceLock<std::io::Result<tempfile::TempDir>>,
     seq: AtomicU64,
 }
 
 impl Runs {
-    fn dir(&self) -> Result<&Path, String> {
+    fn dir(&self) -> Result<&Path, StepError> {
         self.dir
-            .get_or_init(|| {
-                tempfile::Builder::new()
-                    .prefix("kiln-spill-")
-                    .tempdir()
-                    .map_err(|e| {
-                        format!(
-                            "cannot create a spill directory under {}: {e} (set TMPDIR to a writable disk)",
-                            std::env::temp_dir().display()
-                        )
-                    })
-            })
+            .get_or_init(|| tempfile::Builder::new().prefix("kiln-spill-").tempdir())
             .as_ref()
             .map(|d| d.path())
-            .map_err(Clone::clone)
+            .map_err(|e| {
+                StepError::io(
+                    format!(
+                        "cannot create a spill directory under {} (set TMPDIR to a writable disk)",
+                        std::env::temp_dir().display()
+                    ),
+                    std::io::Error::new(e.kind(), e.to_string()),
+                )
+            })
     }
 
-    fn new_path(&self) -> Result<PathBuf, String> {
+    fn new_path(&self) -> Result<PathBuf, StepError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         Ok(self.dir()?.join(format!("run-{n:08}.bin")))
     }
 
     /// Sorts `records` and writes them as one run, whose path goes to `written`;
     /// leaves `records` empty.
-    pub fn flush(&self, records: &mut Vec<Rec>, written: &mut Vec<PathBuf>) -> Result<(), String> {
+    pub fn flush(
+        &self,
+        records: &mut Vec<Rec>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<(), StepError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -152,7 +157,11 @@ impl Runs {
 
     /// The records of `runs`, in (key, task, row) order, handed to `each`; the runs are
     /// deleted afterwards.
-    pub fn merge(&self, mut runs: Vec<PathBuf>, mut each: impl FnMut(Rec)) -> Result<(), String> {
+    pub fn merge(
+        &self,
+        mut runs: Vec<PathBuf>,
+        mut each: impl FnMut(Rec),
+    ) -> Result<(), StepError> {
         // Merge in rounds so that no more than FAN_IN files are open at once.
         while runs.len() > FAN_IN {
             let mut next = Vec::new();
@@ -195,10 +204,10 @@ pub struct SpillObserver<'a> {
 
 impl<'a> SpillObserver<'a> {
     /// For task `task`, buffering up to `run_bytes` of records before a run is written.
-    pub fn new(runs: &'a Runs, task: usize, run_bytes: u64) -> Result<Self, String> {
+    pub fn new(runs: &'a Runs, task: usize, run_bytes: u64) -> Result<Self, StepError> {
         Ok(SpillObserver {
             runs,
-            task: u32::try_from(task).map_err(|_| "more than 2^32 tasks".to_string())?,
+            task: u32::try_from(task).map_err(|_| StepError::internal("more than 2^32 tasks"))?,
             records: Vec::new(),
             budget: (run_bytes as usize / RECORD).max(1024),
             written: Vec::new(),
@@ -206,7 +215,7 @@ impl<'a> SpillObserver<'a> {
     }
 
     /// Writes a run if the buffer reached its budget.
-    pub fn spill_if_full(&mut self) -> Result<(), String> {
+    pub fn spill_if_full(&mut self) -> Result<(), StepError> {
         if self.records.len() >= self.budget {
             self.runs.flush(&mut self.records, &mut self.written)?;
         }
@@ -214,14 +223,14 @@ impl<'a> SpillObserver<'a> {
     }
 
     /// Writes what is buffered; the paths of every run this task wrote.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, String> {
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, StepError> {
         self.runs.flush(&mut self.records, &mut self.written)?;
         Ok(self.written)
     }
 }
 
 /// Every task's runs, in task order, as one list for [`Runs::merge`].
-pub fn all_runs(parts: Vec<super::Part>, step: &str) -> Result<Vec<PathBuf>, String> {
+pub fn all_runs(parts: Vec<super::Part>, step: &str) -> Result<Vec<PathBuf>, StepError> {
     Ok(super::parts::<Vec<PathBuf>>(parts, step)?
         .into_iter()
         .flatten()
@@ -234,13 +243,13 @@ pub struct DropLists(OnceLock<HashMap<u32, Vec<u64>>>);
 
 impl DropLists {
     /// Stores the decisions (sorting each task's rows); `step` names the step in errors.
-    pub fn set(&self, mut drops: HashMap<u32, Vec<u64>>, step: &str) -> Result<(), String> {
+    pub fn set(&self, mut drops: HashMap<u32, Vec<u64>>, step: &str) -> Result<(), StepError> {
         for rows in drops.values_mut() {
             rows.sort_unstable();
         }
         self.0
             .set(drops)
-            .map_err(|_| format!("{step} settled twice"))
+            .map_err(|_| StepError::internal(format!("{step} settled twice")))
     }
 
     /// `batch` (rows `cx.rows_before..` of task `cx.task` at this step) without the
@@ -251,11 +260,10 @@ impl DropLists {
         cx: &mut StepContext,
         step: &str,
         counter: &str,
-    ) -> Result<RecordBatch, String> {
-        let drops = self
-            .0
-            .get()
-            .ok_or_else(|| format!("{step} ran before its full pass settled"))?;
+    ) -> Result<RecordBatch, StepError> {
+        let drops = self.0.get().ok_or_else(|| {
+            StepError::internal(format!("{step} ran before its full pass settled"))
+        })?;
         let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
             return Ok(batch);
         };
@@ -271,6 +279,6 @@ impl DropLists {
             keep[(r - start) as usize] = false;
         }
         cx.count(counter, (to - from) as u64);
-        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(StepError::from)
     }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::text::{put_column, with_field};
 use super::{Step, StepContext, StepOptions, column_index};
+use crate::steps::StepError;
 
 /// Options of `split`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -122,7 +123,7 @@ impl Step for Split {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let keys = arrow::compute::cast(batch.column(self.key), &DataType::Utf8)
             .map_err(|e| format!("key `{}`: {e}", self.opts.key))?;
         let keys = keys
@@ -132,12 +133,12 @@ impl Step for Split {
         let mut names = Vec::with_capacity(keys.len());
         for i in 0..keys.len() {
             if keys.is_null(i) {
-                return Err(format!(
-                    "row {} of the batch has a null `{}`: split needs a key on every row \
-                     (filter nulls out first, or choose another key)",
-                    cx.rows_before + i as u64 + 1,
-                    self.opts.key
-                ));
+                return Err(StepError::data(
+                    "the key is null: split needs a key on every row (filter nulls out \
+                     first, or choose another key)",
+                )
+                .in_column(&self.opts.key)
+                .at_row(i));
             }
             names.push(self.pick(keys.value(i)));
         }
@@ -145,7 +146,7 @@ impl Step for Split {
             cx.count(name, names.iter().filter(|n| *n == name).count() as u64);
         }
         let values: ArrayRef = Arc::new(StringArray::from(names));
-        put_column(&batch, &self.schema, self.index, values)
+        put_column(&batch, &self.schema, self.index, values).map_err(StepError::from)
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Pixels, PixelsRef, Size, default_image_column, map_pixels, needs, pixel_column, read_pixels,
 };
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `image.center_crop`.
@@ -97,7 +98,7 @@ impl Step for CenterCrop {
         needs(downstream, &self.column)
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let padded = read_pixels(batch.column(self.index))?
             .iter()
             .flatten()
@@ -107,6 +108,7 @@ impl Step for CenterCrop {
         map_pixels(&batch, &self.schema, self.index, "image.center_crop", |p| {
             center_crop(p, self.width, self.height)
         })
+        .map_err(StepError::from)
     }
 }
 

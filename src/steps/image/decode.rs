@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Pixels, build_pixels, default_image_column, is_encoded_image, pixel_type};
 use crate::size::ByteSize;
+use crate::steps::StepError;
 use crate::steps::text::{put_column, with_field};
 use crate::steps::{Step, StepContext, StepOptions, column_index};
 
@@ -170,7 +171,7 @@ impl Step for Decode {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = encoded_rows(batch.column(self.source))?;
         let (mode, max) = (self.opts.mode, self.opts.max_bytes.get());
         let decoded: Vec<Result<Option<Pixels>, String>> = rows
@@ -180,15 +181,13 @@ impl Step for Decode {
         let mut out = Vec::with_capacity(decoded.len());
         for (i, d) in decoded.into_iter().enumerate() {
             out.push(d.map_err(|e| {
-                format!(
-                    "row {} of the batch: cannot decode the image in `{}`: {e}",
-                    cx.rows_before + i as u64 + 1,
-                    self.opts.column
-                )
+                StepError::data(format!("cannot decode the image: {e}"))
+                    .in_column(&self.opts.column)
+                    .at_row(i)
             })?);
         }
         cx.count("decoded", out.iter().flatten().count() as u64);
-        put_column(&batch, &self.schema, self.index, build_pixels(out))
+        put_column(&batch, &self.schema, self.index, build_pixels(out)).map_err(StepError::from)
     }
 }
 
@@ -251,6 +250,7 @@ mod tests {
         let e = step
             .apply(batch, &mut StepContext::default())
             .expect_err("junk");
-        assert!(e.contains("row 2"), "{e}");
+        assert_eq!(e.row, Some(1), "{e}");
+        assert!(e.to_string().contains("cannot decode the image"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{PixelsRef, default_image_column, encoded_fields, pixel_column, read_pixels};
+use crate::steps::StepError;
 use crate::steps::text::{put_column, utf8, with_field};
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -199,7 +200,7 @@ impl Step for Encode {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = read_pixels(batch.column(self.source))?;
         let o = &self.opts;
         let (codec, quality, sub) = (o.format, o.quality, o.subsampling);
@@ -242,7 +243,7 @@ impl Step for Encode {
         let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
         let columns: Vec<ArrayRef> = vec![Arc::new(bytes.finish()), Arc::new(path.finish())];
         let array = StructArray::new(encoded_fields(), columns, nulls);
-        put_column(&batch, &self.schema, self.index, Arc::new(array))
+        put_column(&batch, &self.schema, self.index, Arc::new(array)).map_err(StepError::from)
     }
 }
 

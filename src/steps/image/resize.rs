@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Pixels, PixelsRef, Size, default_image_column, map_pixels, needs, pixel_column};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Resampling filter.
@@ -140,7 +141,7 @@ impl Step for Resize {
         needs(downstream, &self.column)
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         cx.count(
             "resized",
             (batch.num_rows() - batch.column(self.index).null_count()) as u64,
@@ -149,6 +150,7 @@ impl Step for Resize {
             let (w, h) = self.target.size(p.width, p.height);
             resize(p, w, h, self.alg)
         })
+        .map_err(StepError::from)
     }
 }
 

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{PixelsRef, default_image_column, pixel_column, read_pixels};
+use crate::steps::StepError;
 use crate::steps::text::{put_columns, with_field};
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -141,7 +142,7 @@ impl Step for ToTensor {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = read_pixels(batch.column(self.source))?;
         let item = |t| Arc::new(Field::new("item", t, false));
         let mut values =
@@ -171,7 +172,7 @@ impl Step for ToTensor {
             (self.index, Arc::new(values.finish())),
             (self.shape, Arc::new(shapes.finish())),
         ];
-        put_columns(&batch, &self.schema, columns)
+        put_columns(&batch, &self.schema, columns).map_err(StepError::from)
     }
 }
 

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Acc, ColumnStats, Fit, Layout, Need, Summary, numeric_column, out_name, to_f64};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `bucketize`.
@@ -125,7 +126,7 @@ impl Step for Bucketize {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let params = self.fit.params()?;
         let mut made = Vec::with_capacity(self.inputs.len());
         for (&i, bounds) in self.inputs.iter().zip(params) {
@@ -139,7 +140,7 @@ impl Step for Bucketize {
                 .collect();
             made.push(vec![Arc::new(out) as ArrayRef]);
         }
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     delegate_fit!(columns);
@@ -148,7 +149,7 @@ impl Step for Bucketize {
 impl super::Fitted for Bucketize {
     fitted_columns!();
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
         let n = self.opts.quantiles.unwrap_or(2);
         ColumnStats {
             columns: self
@@ -179,6 +180,7 @@ impl super::Fitted for Bucketize {
                 .collect(),
         }
         .to_json()
+        .map_err(StepError::from)
     }
 }
 

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Acc, ColumnStats, Fit, Layout, Need, Summary, map_f64, numeric_column, out_name};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `clip`.
@@ -144,7 +145,7 @@ impl Step for Clip {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let params = self.fit.params()?;
         let mut made = Vec::with_capacity(self.inputs.len());
         for ((&i, &(lo, hi)), t) in self.inputs.iter().zip(params).zip(&self.types) {
@@ -160,7 +161,7 @@ impl Step for Clip {
             };
             made.push(vec![y]);
         }
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     delegate_fit!(columns);
@@ -169,7 +170,7 @@ impl Step for Clip {
 impl super::Fitted for Clip {
     fitted_columns!();
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
         let [a, b] = self.opts.quantiles.unwrap_or([0.0, 1.0]);
         ColumnStats {
             columns: self
@@ -195,6 +196,7 @@ impl super::Fitted for Clip {
                 .collect(),
         }
         .to_json()
+        .map_err(StepError::from)
     }
 }
 

@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Acc, ColumnStats, Fit, Layout, Need, categorical_column, numeric_column};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions, column_index};
 
 /// Options of `fill_null`.
@@ -268,7 +269,7 @@ impl Step for FillNull {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         self.fit.params()?;
         let mut filled = 0u64;
         let mut made = Vec::with_capacity(self.fills.len());
@@ -299,7 +300,7 @@ impl Step for FillNull {
             made.push(vec![out]);
         }
         cx.count("filled", filled);
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
@@ -319,7 +320,7 @@ impl Step for FillNull {
 }
 
 impl super::Fitted for FillNull {
-    fn fitter(&self) -> Result<&super::Fitter, String> {
+    fn fitter(&self) -> Result<&super::Fitter, StepError> {
         self.fit.fitter()
     }
 
@@ -337,7 +338,7 @@ impl super::Fitted for FillNull {
             .collect()
     }
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
         let strategies = self.opts.fitted_columns();
         let mut columns = IndexMap::new();
         for ((c, strategy), acc) in strategies.iter().zip(accs) {
@@ -374,7 +375,7 @@ impl super::Fitted for FillNull {
                 },
             );
         }
-        ColumnStats { columns }.to_json()
+        ColumnStats { columns }.to_json().map_err(StepError::from)
     }
 }
 

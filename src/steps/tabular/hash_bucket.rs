@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Layout, as_strings, categorical_column, out_name};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `hash_bucket`.
@@ -86,7 +87,7 @@ impl Step for HashBucket {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let mut made = Vec::with_capacity(self.inputs.len());
         for &i in &self.inputs {
             let s = as_strings(batch.column(i))?;
@@ -101,7 +102,7 @@ impl Step for HashBucket {
                 .collect();
             made.push(vec![Arc::new(out) as ArrayRef]);
         }
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 }
 

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Layout, numeric_column, out_name, to_f64};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `log1p`.
@@ -72,7 +73,7 @@ impl Step for Log1p {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let mut bad = 0u64;
         let mut made = Vec::with_capacity(self.inputs.len());
         for &i in &self.inputs {
@@ -98,7 +99,7 @@ impl Step for Log1p {
             made.push(vec![Arc::new(out) as ArrayRef]);
         }
         cx.count("out_of_domain", bad);
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 }
 

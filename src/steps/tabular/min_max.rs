@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::standardize::summaries;
 use super::{ColumnStats, Fit, Layout, Need, Summary, map_f64, need, numeric_column, out_name};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `min_max`.
@@ -111,7 +112,7 @@ impl Step for MinMax {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let params = self.fit.params()?;
         let [lo, hi] = self.opts.range;
         let clip = self.opts.clip;
@@ -129,7 +130,7 @@ impl Step for MinMax {
                 })?])
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     delegate_fit!(columns);
@@ -138,8 +139,10 @@ impl Step for MinMax {
 impl super::Fitted for MinMax {
     fitted_columns!();
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
-        summaries(&self.opts.columns, accs).to_json()
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
+        summaries(&self.opts.columns, accs)
+            .to_json()
+            .map_err(StepError::from)
     }
 }
 

@@ -48,7 +48,7 @@ macro_rules! delegate_fit {
 /// them with `self.opts.suffix`: its fitter and the columns it writes.
 macro_rules! fitted_columns {
     () => {
-        fn fitter(&self) -> Result<&super::Fitter, String> {
+        fn fitter(&self) -> Result<&super::Fitter, StepError> {
             self.fit.fitter()
         }
 
@@ -85,6 +85,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::{FitPass, Observer, Part};
+use crate::steps::StepError;
 
 /// Centroids of the quantile sketch. DataFusion's `approx_percentile_cont` uses 100;
 /// 1000 keeps the rank error of a median well under 0.1% at a few kilobytes per column.
@@ -330,11 +331,11 @@ pub(crate) struct Fitter {
 /// What a fitted tabular step supplies; the [`FitPass`] contract follows from it.
 pub(crate) trait Fitted: Send + Sync {
     /// Its fitter (an error once the step is fitted).
-    fn fitter(&self) -> Result<&Fitter, String>;
+    fn fitter(&self) -> Result<&Fitter, StepError>;
     /// The columns the step writes.
     fn writes(&self) -> BTreeSet<String>;
     /// Its statistics from the merged accumulators, one per fitted column.
-    fn stats(&self, accs: Vec<Acc>) -> Result<serde_json::Value, String>;
+    fn stats(&self, accs: Vec<Acc>) -> Result<serde_json::Value, StepError>;
 }
 
 impl<T: Fitted> FitPass for T {
@@ -343,7 +344,7 @@ impl<T: Fitted> FitPass for T {
         (reads, self.writes())
     }
 
-    fn observer(&self, _task: usize) -> Result<Box<dyn Observer + '_>, String> {
+    fn observer(&self, _task: usize) -> Result<Box<dyn Observer + '_>, StepError> {
         let fitter = self.fitter()?;
         Ok(Box::new(FitObserver {
             fitter,
@@ -351,7 +352,7 @@ impl<T: Fitted> FitPass for T {
         }))
     }
 
-    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, String> {
+    fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, StepError> {
         let accs = self.fitter()?.merge(parts)?;
         self.stats(accs)
     }
@@ -366,7 +367,7 @@ struct FitObserver<'a> {
 impl Observer for FitObserver<'_> {
     /// Columns are found by name: in a pass that fits several steps at once, the batch
     /// is the one that reaches the first of them.
-    fn observe(&mut self, batch: &RecordBatch, _rows_before: u64) -> Result<(), String> {
+    fn observe(&mut self, batch: &RecordBatch, _rows_before: u64) -> Result<(), StepError> {
         for ((name, _), acc) in self.fitter.columns.iter().zip(self.accs.iter_mut()) {
             let a = batch
                 .column_by_name(name)
@@ -379,7 +380,7 @@ impl Observer for FitObserver<'_> {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<Part, String> {
+    fn finish(self: Box<Self>) -> Result<Part, StepError> {
         Ok(Box::new(self.accs))
     }
 }
@@ -410,14 +411,16 @@ impl Fitter {
 
     /// Every task's accumulators (its parts, in task order) merged: one per column, in
     /// the order the step named them.
-    pub fn merge(&self, parts: Vec<Part>) -> Result<Vec<Acc>, String> {
+    pub fn merge(&self, parts: Vec<Part>) -> Result<Vec<Acc>, StepError> {
         let mut out = self.fresh();
         for accs in crate::steps::parts::<TaskAccs>(parts, "a fitted step")? {
             for ((acc, other), (name, _)) in out.iter_mut().zip(&accs).zip(&self.columns) {
                 match (acc, other) {
                     (Acc::Num(a), Acc::Num(b)) => a.merge(b),
                     (Acc::Cat(a), Acc::Cat(b)) => a.merge(b, name, self.max_distinct)?,
-                    _ => return Err("internal error: accumulators of two kinds".into()),
+                    _ => {
+                        return Err(StepError::internal("accumulators of two kinds"));
+                    }
                 }
             }
         }
@@ -465,10 +468,10 @@ impl<P> Fit<P> {
         Fit::Fitting(Fitter::new(columns, max_distinct))
     }
 
-    pub fn params(&self) -> Result<&P, String> {
+    pub fn params(&self) -> Result<&P, StepError> {
         match self {
             Fit::Fitted(p) => Ok(p),
-            Fit::Fitting(..) => Err("internal error: a fitted step ran before its fit".into()),
+            Fit::Fitting(..) => Err(StepError::internal("a fitted step ran before its fit")),
         }
     }
 
@@ -476,10 +479,10 @@ impl<P> Fit<P> {
         matches!(self, Fit::Fitting(..))
     }
 
-    pub fn fitter(&self) -> Result<&Fitter, String> {
+    pub fn fitter(&self) -> Result<&Fitter, StepError> {
         match self {
             Fit::Fitting(f) => Ok(f),
-            Fit::Fitted(_) => Err("internal error: a fitted step was observed".into()),
+            Fit::Fitted(_) => Err(StepError::internal("a fitted step was observed")),
         }
     }
 }

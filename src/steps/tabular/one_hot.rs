@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::vocab::{self, OOV, Order, VocabOptions, Vocabulary};
 use super::{Acc, ColumnStats, Fit, Layout, as_strings, categorical_column};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `one_hot`.
@@ -144,7 +145,7 @@ impl Step for OneHot {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let vocabs = self.fit.params()?;
         let mut made = Vec::with_capacity(self.inputs.len());
         for (&i, vocab) in self.inputs.iter().zip(vocabs) {
@@ -175,7 +176,7 @@ impl Step for OneHot {
                 .collect();
             made.push(columns);
         }
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
@@ -188,7 +189,7 @@ impl Step for OneHot {
 }
 
 impl super::Fitted for OneHot {
-    fn fitter(&self) -> Result<&super::Fitter, String> {
+    fn fitter(&self) -> Result<&super::Fitter, StepError> {
         self.fit.fitter()
     }
 
@@ -197,7 +198,7 @@ impl super::Fitted for OneHot {
         self.opts.columns.iter().cloned().collect()
     }
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
         fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
     }
 }
@@ -208,15 +209,15 @@ pub(super) fn fit_vocabularies(
     integers: &[bool],
     accs: Vec<Acc>,
     opts: &VocabOptions,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, StepError> {
     let mut out = indexmap::IndexMap::new();
     for ((c, acc), &ints) in columns.iter().zip(accs).zip(integers) {
         let Acc::Cat(counts) = acc else {
-            return Err("internal error: a vocabulary fitted from moments".into());
+            return Err(StepError::internal("a vocabulary fitted from moments"));
         };
         out.insert(c.clone(), Vocabulary::fit(&counts, opts, ints));
     }
-    ColumnStats { columns: out }.to_json()
+    Ok(ColumnStats { columns: out }.to_json()?)
 }
 
 #[cfg(test)]

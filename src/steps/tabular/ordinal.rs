@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::one_hot::fit_vocabularies;
 use super::vocab::{self, Order, VocabOptions, Vocabulary};
 use super::{Fit, Layout, as_strings, categorical_column, out_name};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `ordinal`.
@@ -132,7 +133,7 @@ impl Step for Ordinal {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let vocabs = self.fit.params()?;
         let mut made = Vec::with_capacity(self.inputs.len());
         let mut unknown = 0u64;
@@ -158,7 +159,7 @@ impl Step for Ordinal {
             made.push(vec![Arc::new(out) as ArrayRef]);
         }
         cx.count("out_of_vocabulary", unknown);
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     delegate_fit!(columns);
@@ -167,7 +168,7 @@ impl Step for Ordinal {
 impl super::Fitted for Ordinal {
     fitted_columns!();
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
         fit_vocabularies(&self.opts.columns, &self.integers, accs, &self.opts.vocab())
     }
 }

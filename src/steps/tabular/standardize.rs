@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Acc, ColumnStats, Fit, Layout, Need, Summary, map_f64, need, numeric_column, out_name,
 };
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `standardize`.
@@ -129,7 +130,7 @@ impl Step for Standardize {
         &self.layout.schema
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let params = self.fit.params()?;
         let made = self
             .inputs
@@ -139,7 +140,7 @@ impl Step for Standardize {
                 Ok(vec![map_f64(batch.column(i), |x| (x - mean) / std)?])
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.layout.assemble(&batch, made)
+        self.layout.assemble(&batch, made).map_err(StepError::from)
     }
 
     delegate_fit!(columns);
@@ -148,8 +149,10 @@ impl Step for Standardize {
 impl super::Fitted for Standardize {
     fitted_columns!();
 
-    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, String> {
-        summaries(&self.opts.columns, accs).to_json()
+    fn stats(&self, accs: Vec<super::Acc>) -> Result<serde_json::Value, StepError> {
+        summaries(&self.opts.columns, accs)
+            .to_json()
+            .map_err(StepError::from)
     }
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::normalize::default_column;
 use super::{put_columns, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Options of `text.language`.
@@ -147,7 +148,7 @@ impl Step for Language {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
         let found: Vec<Option<(String, f32)>> = (0..texts.len())
             .into_par_iter()
@@ -199,7 +200,7 @@ impl Step for Language {
             return Ok(out);
         }
         cx.count("dropped", dropped as u64);
-        filter_record_batch(&out, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        filter_record_batch(&out, &BooleanArray::from(keep)).map_err(StepError::from)
     }
 }
 

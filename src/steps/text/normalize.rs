@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick, is_nfkc_quick};
 
 use super::{put_column, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Unicode normalization form.
@@ -194,7 +195,7 @@ impl Step for Normalize {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
         let mut builder = StringBuilder::with_capacity(texts.len(), texts.values().len());
         let mut changed = 0u64;
@@ -212,7 +213,7 @@ impl Step for Normalize {
         }
         cx.count("changed", changed);
         let values: ArrayRef = Arc::new(builder.finish());
-        put_column(&batch, &self.schema, self.index, values)
+        put_column(&batch, &self.schema, self.index, values).map_err(StepError::from)
     }
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::normalize::default_column;
 use super::{put_column, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// A kind of personal data.
@@ -257,7 +258,7 @@ impl Step for Pii {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
         let mut builder = StringBuilder::with_capacity(texts.len(), texts.values().len());
         let mut counts = vec![0u64; self.kinds.len()];
@@ -279,7 +280,7 @@ impl Step for Pii {
         }
         cx.count("documents_redacted", docs);
         let values: ArrayRef = Arc::new(builder.finish());
-        put_column(&batch, &self.schema, self.index, values)
+        put_column(&batch, &self.schema, self.index, values).map_err(StepError::from)
     }
 }
 

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::normalize::default_column;
 use super::words::{count_sentences, is_alpha, is_punctuation, is_terminal, split_words};
 use super::{put_columns, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// A family of rules.
@@ -752,7 +753,7 @@ impl Step for Quality {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         use rayon::prelude::*;
         let texts = utf8(batch.column(self.source))?;
         let verdicts: Vec<(Option<String>, Option<String>)> = (0..texts.len())
@@ -800,7 +801,7 @@ impl Step for Quality {
         if self.opts.keep_reasons {
             return Ok(out);
         }
-        filter_record_batch(&out, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        filter_record_batch(&out, &BooleanArray::from(keep)).map_err(StepError::from)
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::normalize::default_column;
 use super::words::is_alpha;
 use super::{put_columns, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// A measure.
@@ -156,7 +157,7 @@ impl Step for Stats {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
         let measures: Vec<Option<Measures>> = (0..texts.len())
             .into_par_iter()
@@ -198,7 +199,7 @@ impl Step for Stats {
                 (*i, a)
             })
             .collect();
-        put_columns(&batch, &self.schema, columns)
+        put_columns(&batch, &self.schema, columns).map_err(StepError::from)
     }
 }
 

@@ -28,6 +28,7 @@ use sha2::Digest;
 
 use super::normalize::default_column;
 use super::{put_columns, string_column, utf8, value, with_field};
+use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
 /// Which implementation encodes.
@@ -429,7 +430,7 @@ impl Step for Tokenize {
         need
     }
 
-    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, String> {
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
         let encoded: Vec<Option<Vec<u32>>> = (0..texts.len())
             .into_par_iter()
@@ -440,12 +441,14 @@ impl Step for Tokenize {
                         self.engine
                             .encode(t, self.opts.add_special_tokens)
                             .map_err(|e| {
-                                format!("row {} of the batch: cannot tokenize: {e}", i + 1)
+                                StepError::data(format!("cannot tokenize: {e}"))
+                                    .in_column(&self.opts.column)
+                                    .at_row(i)
                             })
                     })
                     .transpose()
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, StepError>>()?;
         let extra = usize::from(self.bos.is_some()) + usize::from(self.eos.is_some());
         let total: usize = encoded.iter().flatten().map(|v| v.len() + extra).sum();
         let mut values = Vec::with_capacity(total);
@@ -483,7 +486,7 @@ impl Step for Tokenize {
         if let Some(ci) = self.count_index {
             columns.push((ci, Arc::new(Int32Array::from(counts))));
         }
-        put_columns(&batch, &self.schema, columns)
+        put_columns(&batch, &self.schema, columns).map_err(StepError::from)
     }
 }
 
