@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array};
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Acc, ColumnStats, Fit, Layout, Need, Summary, numeric_column, out_name, to_f64};
+use super::{
+    Acc, ColumnStats, Fit, Layout, Need, Summary, numeric_column, one_output_each, to_f64,
+};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -95,18 +97,16 @@ impl BucketizeOptions {
         if self.columns.is_empty() {
             return Err("`columns` is empty; name the numeric columns to bucketize".into());
         }
-        let mut items = Vec::new();
-        for c in &self.columns {
-            let i = numeric_column(input, c, "bucketize")?;
-            items.push((
-                i,
-                vec![Field::new(out_name(c, &self.suffix), DataType::Int32, true)],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::Int32,
+            |s, c| numeric_column(s, c, "bucketize"),
+        )?;
         Ok(Arc::new(Bucketize {
             opts: self.clone(),
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             layout,
             fit,
         }))

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Acc, ColumnStats, Fit, Layout, Need, Summary, map_f64, numeric_column, out_name};
+use super::{
+    Acc, ColumnStats, Fit, Layout, Need, Summary, map_f64, numeric_column, one_output_each,
+};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -109,21 +111,20 @@ impl ClipOptions {
         {
             return Err(format!("quantiles [{a}, {b}]: need 0 <= low < high <= 1"));
         }
-        let mut items = Vec::new();
-        let mut types = Vec::new();
-        for c in &self.columns {
-            let i = numeric_column(input, c, "clip")?;
-            let t = input.field(i).data_type().clone();
-            items.push((
-                i,
-                vec![Field::new(out_name(c, &self.suffix), t.clone(), true)],
-            ));
-            types.push(t);
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            DataType::clone,
+            |s, c| numeric_column(s, c, "clip"),
+        )?;
+        let types = inputs
+            .iter()
+            .map(|&i| input.field(i).data_type().clone())
+            .collect();
         Ok(Arc::new(Clip {
             opts: self.clone(),
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             types,
             layout,
             fit,

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Layout, as_strings, categorical_column, out_name};
+use super::{Layout, as_strings, categorical_column, one_output_each};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -44,23 +44,17 @@ impl StepOptions for HashBucketOptions {
         if self.num_buckets == 0 {
             return Err("num_buckets must be at least 1".into());
         }
-        let mut items = Vec::new();
-        for c in &self.columns {
-            let i = categorical_column(input, c, "hash_bucket")?;
-            items.push((
-                i,
-                vec![Field::new(
-                    out_name(c, &self.suffix),
-                    DataType::UInt32,
-                    true,
-                )],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::UInt32,
+            |s, c| categorical_column(s, c, "hash_bucket"),
+        )?;
         Ok(Arc::new(HashBucket {
             n: u64::from(self.num_buckets),
             seed: self.seed,
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             names: self.columns.clone(),
             layout,
         }))

@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array};
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Layout, numeric_column, out_name, to_f64};
+use super::{Layout, numeric_column, one_output_each, to_f64};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -34,21 +34,15 @@ impl StepOptions for Log1pOptions {
         if self.columns.is_empty() {
             return Err("`columns` is empty; name the numeric columns".into());
         }
-        let mut items = Vec::new();
-        for c in &self.columns {
-            let i = numeric_column(input, c, "log1p")?;
-            items.push((
-                i,
-                vec![Field::new(
-                    out_name(c, &self.suffix),
-                    DataType::Float64,
-                    true,
-                )],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::Float64,
+            |s, c| numeric_column(s, c, "log1p"),
+        )?;
         Ok(Arc::new(Log1p {
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             names: self.columns.clone(),
             layout,
         }))

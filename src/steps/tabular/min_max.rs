@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::standardize::summaries;
-use super::{ColumnStats, Fit, Layout, Need, Summary, map_f64, need, numeric_column, out_name};
+use super::{ColumnStats, Fit, Layout, Summary, map_f64, need, numeric_column, one_output_each};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -41,14 +41,7 @@ impl StepOptions for MinMaxOptions {
     const EXAMPLE: &'static str = "- min_max: { columns: [clicks], range: [0, 1] }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        let fit = Fit::fitting(
-            self.columns
-                .iter()
-                .map(|c| (c.clone(), Need::Moments))
-                .collect(),
-            0,
-        );
-        self.build(input, fit)
+        self.build(input, Fit::moments(&self.columns))
     }
 
     fn bind_fitted(
@@ -77,22 +70,16 @@ impl MinMaxOptions {
                 "range [{lo}, {hi}]: the low end must be below the high end"
             ));
         }
-        let mut items = Vec::new();
-        for c in &self.columns {
-            let i = numeric_column(input, c, "min_max")?;
-            items.push((
-                i,
-                vec![Field::new(
-                    out_name(c, &self.suffix),
-                    DataType::Float64,
-                    true,
-                )],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::Float64,
+            |s, c| numeric_column(s, c, "min_max"),
+        )?;
         Ok(Arc::new(MinMax {
             opts: self.clone(),
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             layout,
             fit,
         }))

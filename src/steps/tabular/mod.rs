@@ -44,6 +44,36 @@ macro_rules! delegate_fit {
     };
 }
 
+/// The `StepOptions::bind` and `bind_fitted` of a vocabulary step's options (`one_hot`,
+/// `ordinal`): fields `columns`, `vocabulary`, `max_distinct` and a `build(input, fit)`.
+macro_rules! vocabulary_binding {
+    () => {
+        fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+            super::vocab::bind_with(
+                &self.columns,
+                &self.vocabulary,
+                self.max_distinct,
+                None,
+                |fit| self.build(input, fit),
+            )
+        }
+
+        fn bind_fitted(
+            &self,
+            input: &SchemaRef,
+            stats: &serde_json::Value,
+        ) -> Result<Arc<dyn Step>, String> {
+            super::vocab::bind_with(
+                &self.columns,
+                &self.vocabulary,
+                self.max_distinct,
+                Some(stats),
+                |fit| self.build(input, fit),
+            )
+        }
+    };
+}
+
 /// The [`Fitted`] methods of a step transforming `self.opts.columns` in place or beside
 /// them with `self.opts.suffix`: its fitter and the columns it writes.
 macro_rules! fitted_columns {
@@ -468,6 +498,14 @@ impl<P> Fit<P> {
         Fit::Fitting(Fitter::new(columns, max_distinct))
     }
 
+    /// Bound to be fitted on the moments (count, mean, deviation, range) of `columns`.
+    pub fn moments(columns: &[String]) -> Self {
+        Self::fitting(
+            columns.iter().map(|c| (c.clone(), Need::Moments)).collect(),
+            0,
+        )
+    }
+
     pub fn params(&self) -> Result<&P, StepError> {
         match self {
             Fit::Fitted(p) => Ok(p),
@@ -555,6 +593,37 @@ pub(crate) struct Layout {
 enum Slot {
     Keep(usize),
     New(usize, usize),
+}
+
+/// One output column of type `out` per input column of `columns` (found and
+/// type-checked by `find`), named `<column><suffix>` beside its input or in its place:
+/// the input columns' indices and the layout of the output.
+pub(super) fn one_output_each(
+    input: &SchemaRef,
+    columns: &[String],
+    suffix: &Option<String>,
+    out: impl Fn(&DataType) -> DataType,
+    find: impl Fn(&SchemaRef, &str) -> Result<usize, String>,
+) -> Result<(Vec<usize>, Layout), String> {
+    let mut items = Vec::new();
+    for c in columns {
+        let i = find(input, c)?;
+        let field = Field::new(out_name(c, suffix), out(input.field(i).data_type()), true);
+        items.push((i, vec![field]));
+    }
+    let layout = Layout::new(input, &items, suffix.is_some())?;
+    Ok((items.into_iter().map(|(i, _)| i).collect(), layout))
+}
+
+/// `serde` defaults the tabular options share.
+pub(super) fn default_true() -> bool {
+    true
+}
+pub(super) fn default_one() -> u64 {
+    1
+}
+pub(super) fn default_max_distinct() -> usize {
+    DEFAULT_MAX_DISTINCT
 }
 
 impl Layout {

@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::vocab::{self, OOV, Order, VocabOptions, Vocabulary};
+use super::vocab::{OOV, Order, VocabOptions, Vocabulary};
 use super::{Acc, ColumnStats, Fit, Layout, as_strings, categorical_column};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
@@ -40,28 +40,19 @@ pub struct OneHotOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
     /// Keep only values seen at least this often (default 1).
-    #[serde(default = "one")]
+    #[serde(default = "super::default_one")]
     pub min_count: u64,
     /// A `__oov__` column for values outside the vocabulary (default true); without
     /// it such a row is all zeros.
-    #[serde(default = "yes")]
+    #[serde(default = "super::default_true")]
     pub oov: bool,
     /// Distinct values the fit counts per column before it refuses (bounds memory).
-    #[serde(default = "max_distinct")]
+    #[serde(default = "super::default_max_distinct")]
     pub max_distinct: usize,
 }
 
 fn underscore() -> String {
     "_".into()
-}
-fn one() -> u64 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn max_distinct() -> usize {
-    super::DEFAULT_MAX_DISTINCT
 }
 
 impl OneHotOptions {
@@ -78,21 +69,7 @@ impl StepOptions for OneHotOptions {
     const SUMMARY: &'static str = "categorical columns to one uint8 column per value; vocabulary by frequency, top_k, min_count, oov";
     const EXAMPLE: &'static str = "- one_hot: { columns: [category], top_k: 20, order: frequency }";
 
-    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        let fit = vocab::given_or_fitting(&self.columns, &self.vocabulary, self.max_distinct);
-        self.build(input, fit)
-    }
-
-    fn bind_fitted(
-        &self,
-        input: &SchemaRef,
-        stats: &serde_json::Value,
-    ) -> Result<Arc<dyn Step>, String> {
-        if self.vocabulary.is_some() {
-            return self.bind(input);
-        }
-        self.build(input, vocab::fitted(&self.columns, stats)?)
-    }
+    vocabulary_binding!();
 }
 
 impl OneHotOptions {

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::one_hot::fit_vocabularies;
-use super::vocab::{self, Order, VocabOptions, Vocabulary};
-use super::{Fit, Layout, as_strings, categorical_column, out_name};
+use super::vocab::{Order, VocabOptions, Vocabulary};
+use super::{Fit, Layout, as_strings, categorical_column, one_output_each};
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
 
@@ -37,25 +37,15 @@ pub struct OrdinalOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
     /// Keep only values seen at least this often (default 1).
-    #[serde(default = "one")]
+    #[serde(default = "super::default_one")]
     pub min_count: u64,
     /// Values outside the vocabulary get id n, one past the last (default true);
     /// without it they become null.
-    #[serde(default = "yes")]
+    #[serde(default = "super::default_true")]
     pub oov: bool,
     /// Distinct values the fit counts per column before it refuses (bounds memory).
-    #[serde(default = "max_distinct")]
+    #[serde(default = "super::default_max_distinct")]
     pub max_distinct: usize,
-}
-
-fn one() -> u64 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn max_distinct() -> usize {
-    super::DEFAULT_MAX_DISTINCT
 }
 
 impl OrdinalOptions {
@@ -72,21 +62,7 @@ impl StepOptions for OrdinalOptions {
     const SUMMARY: &'static str = "categorical columns to dense uint32 ids; vocabulary by frequency or value, top_k, min_count, oov";
     const EXAMPLE: &'static str = "- ordinal: { columns: [country], order: lexical, suffix: _id }";
 
-    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        let fit = vocab::given_or_fitting(&self.columns, &self.vocabulary, self.max_distinct);
-        self.build(input, fit)
-    }
-
-    fn bind_fitted(
-        &self,
-        input: &SchemaRef,
-        stats: &serde_json::Value,
-    ) -> Result<Arc<dyn Step>, String> {
-        if self.vocabulary.is_some() {
-            return self.bind(input);
-        }
-        self.build(input, vocab::fitted(&self.columns, stats)?)
-    }
+    vocabulary_binding!();
 }
 
 impl OrdinalOptions {
@@ -94,24 +70,20 @@ impl OrdinalOptions {
         if self.columns.is_empty() {
             return Err("`columns` is empty; name the categorical columns".into());
         }
-        let mut items = Vec::new();
-        let mut integers = Vec::new();
-        for c in &self.columns {
-            let i = categorical_column(input, c, "ordinal")?;
-            integers.push(input.field(i).data_type().is_integer());
-            items.push((
-                i,
-                vec![Field::new(
-                    out_name(c, &self.suffix),
-                    DataType::UInt32,
-                    true,
-                )],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::UInt32,
+            |s, c| categorical_column(s, c, "ordinal"),
+        )?;
+        let integers = inputs
+            .iter()
+            .map(|&i| input.field(i).data_type().is_integer())
+            .collect();
         Ok(Arc::new(Ordinal {
             opts: self.clone(),
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             integers,
             layout,
             fit,

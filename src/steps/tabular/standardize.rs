@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Acc, ColumnStats, Fit, Layout, Need, Summary, map_f64, need, numeric_column, out_name,
+    Acc, ColumnStats, Fit, Layout, Summary, map_f64, need, numeric_column, one_output_each,
 };
 use crate::steps::StepError;
 use crate::steps::{Step, StepContext, StepOptions};
@@ -26,18 +26,14 @@ pub struct StandardizeOptions {
     #[serde(default)]
     pub ddof: u8,
     /// Subtract the mean (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "super::default_true")]
     pub with_mean: bool,
     /// Divide by the standard deviation (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "super::default_true")]
     pub with_std: bool,
     /// Write `<column><suffix>` beside each column instead of replacing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl StepOptions for StandardizeOptions {
@@ -45,14 +41,7 @@ impl StepOptions for StandardizeOptions {
     const EXAMPLE: &'static str = "- standardize: { columns: [age, income], ddof: 0 }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
-        let fit = Fit::fitting(
-            self.columns
-                .iter()
-                .map(|c| (c.clone(), Need::Moments))
-                .collect(),
-            0,
-        );
-        self.build(input, fit)
+        self.build(input, Fit::moments(&self.columns))
     }
 
     fn bind_fitted(
@@ -95,22 +84,16 @@ impl StandardizeOptions {
                 self.ddof
             ));
         }
-        let mut items = Vec::new();
-        for c in &self.columns {
-            let i = numeric_column(input, c, "standardize")?;
-            items.push((
-                i,
-                vec![Field::new(
-                    out_name(c, &self.suffix),
-                    DataType::Float64,
-                    true,
-                )],
-            ));
-        }
-        let layout = Layout::new(input, &items, self.suffix.is_some())?;
+        let (inputs, layout) = one_output_each(
+            input,
+            &self.columns,
+            &self.suffix,
+            |_| DataType::Float64,
+            |s, c| numeric_column(s, c, "standardize"),
+        )?;
         Ok(Arc::new(Standardize {
             opts: self.clone(),
-            inputs: items.iter().map(|(i, _)| *i).collect(),
+            inputs,
             layout,
             fit,
         }))

@@ -57,6 +57,21 @@ pub(super) fn given_or_fitting(
 }
 
 /// The fitted vocabularies of `columns` from statistics.
+/// Builds a vocabulary step with the vocabulary it is given, else the one fitted in
+/// `stats` (`bind_fitted`), else one to be fitted (`bind`, `stats` None).
+pub(super) fn bind_with<T>(
+    columns: &[String],
+    given: &Option<Vec<String>>,
+    max_distinct: usize,
+    stats: Option<&serde_json::Value>,
+    build: impl FnOnce(Fit<Vec<Vocabulary>>) -> Result<T, String>,
+) -> Result<T, String> {
+    match stats {
+        Some(stats) if given.is_none() => build(fitted(columns, stats)?),
+        _ => build(given_or_fitting(columns, given, max_distinct)),
+    }
+}
+
 pub(super) fn fitted(
     columns: &[String],
     stats: &serde_json::Value,
