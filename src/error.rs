@@ -1,4 +1,4 @@
-//! Typed errors and the exit codes they map to (DESIGN §2).
+//! Typed errors and the exit codes they map to (README "Commands").
 //!
 //! Every variant carries the place a user has to look at: the pipeline file, the object,
 //! the line, the step. `main` prints the error and exits with [`Error::exit_code`].
@@ -218,7 +218,7 @@ impl From<arrow::error::ArrowError> for StepError {
 }
 
 impl Error {
-    /// The process exit code for this error (DESIGN §2).
+    /// The process exit code for this error (README "Commands").
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Spec { .. } | Error::Usage(_) | Error::Plan(_) | Error::Step { .. } => {
@@ -321,7 +321,7 @@ impl Error {
 }
 
 /// Store errors that running the command again may get past: throttling, 5xx, timeouts
-/// and broken connections, after object_store's own retries gave up (DESIGN §2, exit 75).
+/// and broken connections, after object_store's own retries gave up (exit 75).
 /// Not found, access denied and bad requests are not: they need a person.
 fn is_retryable(e: &object_store::Error) -> bool {
     if !matches!(e, object_store::Error::Generic { .. }) {

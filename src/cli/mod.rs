@@ -1,4 +1,4 @@
-//! The command line (DESIGN §2): the clap definitions, `main` (one command, its exit
+//! The command line (README "Commands"): the clap definitions, `main` (one command, its exit
 //! code from the error's kind), logging, and printing to stdout.
 //!
 //! The rooms: `run.rs` is `kiln run` (signals, progress, report, exit code of the

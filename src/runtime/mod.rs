@@ -1,4 +1,4 @@
-//! Executes a plan (DESIGN §4): tokio tasks list, read and upload; a rayon pool
+//! Executes a plan (docs/architecture.md): tokio tasks list, read and upload; a rayon pool
 //! decompresses, parses, runs the steps and encodes Parquet; bounded channels between
 //! them carry the backpressure, so a slow sink slows the reader and memory stays bounded.
 //!

@@ -1,6 +1,6 @@
-//! The dataset in the sink (DESIGN §3): shards, a commit record per task, the manifest
-//! and `_SUCCESS`, and the checks that keep one pipeline's output from mixing with
-//! another's.
+//! The dataset in the sink: shards, a commit record per task, the manifest and
+//! `_SUCCESS`, and the checks that keep one pipeline's output from mixing with
+//! another's (README "What the sink holds", docs/architecture.md "Commit protocol").
 //!
 //! This file is the protocol: preparing and checking a sink, committing a task, the
 //! manifest and finalizing, listing and debris cleanup, failure records. What the

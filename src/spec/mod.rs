@@ -1,4 +1,4 @@
-//! Exactly what the pipeline file says (DESIGN §1): serde types, loading with `${VAR}`
+//! Exactly what the pipeline file says (docs/pipeline.md): serde types, loading with `${VAR}`
 //! expansion, `--set` overrides and the JSON Schema for editors.
 //!
 //! The YAML crate is `serde-saphyr`: serde_yaml is deprecated upstream and its forks are
