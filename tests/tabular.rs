@@ -446,3 +446,154 @@ fn the_transform_pass_gives_the_same_shards_from_kept_batches_as_from_the_object
         std::fs::read(reread.join("out/_kiln/stats.json")).expect("stats"),
     );
 }
+
+/// Full-pass and fitted steps in any order on one worker: each stage runs on the settled
+/// output of the stages before it, so a fit after a dedup learns from the rows the dedup
+/// keeps and a dedup after a fit compares transformed rows. Every order gives the same
+/// shards on 1 thread with whole-object tasks as on 2 threads with small slices.
+#[test]
+fn full_pass_and_fitted_steps_run_in_any_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = repo().join("sample-data/customers/train.csv");
+    let input = read_csv("train.csv");
+    let run = |name: &str, steps: &str, threads: usize, task_bytes: &str| {
+        let sink = dir.path().join(format!("{name}-{threads}-{task_bytes}"));
+        let p = pipeline(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "version: 1\nname: {name}\nsource:\n  uri: {}\nsteps:\n{steps}sink:\n  uri: {}\nrun:\n  threads: {threads}\n  task_bytes: {task_bytes}\n",
+                source.display(),
+                sink.display()
+            ),
+        );
+        kiln_ok(dir.path(), &["run", "-q", &p.to_string_lossy()]);
+        sink
+    };
+    let orders = [
+        (
+            "dedup-standardize",
+            "  - dedup.exact: { column: note }\n  - standardize: { columns: [income], ddof: 0 }\n",
+        ),
+        (
+            "standardize-dedup",
+            "  - standardize: { columns: [income], ddof: 0 }\n  - dedup.exact: { column: note }\n",
+        ),
+        (
+            "minhash-onehot",
+            "  - dedup.minhash: { column: note }\n  - one_hot: { columns: [device] }\n",
+        ),
+        (
+            "onehot-minhash",
+            "  - one_hot: { columns: [device] }\n  - dedup.minhash: { column: note }\n",
+        ),
+        (
+            "dedup-standardize-dedup",
+            "  - dedup.exact: { column: note }\n  - standardize: { columns: [income], ddof: 0 }\n  - dedup.exact: { column: country }\n",
+        ),
+        (
+            "standardize-dedup-onehot",
+            "  - standardize: { columns: [income], ddof: 0 }\n  - dedup.exact: { column: note }\n  - one_hot: { columns: [plan] }\n",
+        ),
+        (
+            "onehot-dedup-minmax",
+            "  - one_hot: { columns: [device] }\n  - dedup.exact: { column: note }\n  - min_max: { columns: [age] }\n",
+        ),
+    ];
+    let rows = |sink: &Path| {
+        let shards = read_shards(sink);
+        let first = shards.values().next().expect("a shard");
+        arrow::compute::concat_batches(&first.schema(), shards.values()).expect("concat")
+    };
+    let mut sinks = HashMap::new();
+    for (name, steps) in orders {
+        let whole = run(name, steps, 1, "1GiB");
+        let sliced = run(name, steps, 1, "16KiB");
+        let threads = run(name, steps, 2, "16KiB");
+        assert!(
+            shard_files(&sliced) == shard_files(&threads),
+            "{name}: 1 and 2 threads write other bytes"
+        );
+        assert!(
+            shard_files(&sliced).len() > 1,
+            "{name}: the slices make several tasks"
+        );
+        // The same rows kept, in the same order. (Fitted statistics merge per-task
+        // moments, so another task split can move their last bits.)
+        assert_eq!(
+            ints(&rows(&whole), "user_id"),
+            ints(&rows(&sliced), "user_id"),
+            "{name}: whole object vs slices"
+        );
+        // A resume binds the stored statistics and runs the full passes again: the
+        // task it redoes comes out as it was.
+        let before = shard_files(&sliced);
+        for f in ["_SUCCESS", "_kiln/manifest.json", "_kiln/tasks/00001.json"] {
+            std::fs::remove_file(sliced.join(f)).expect(f);
+        }
+        let again = run(name, steps, 1, "16KiB");
+        assert_eq!(again, sliced);
+        assert!(
+            shard_files(&sliced) == before,
+            "{name}: the resumed task wrote other bytes"
+        );
+        sinks.insert(name, whole);
+    }
+
+    // What `dedup.exact` on `note` keeps, in input order: each note's first row, and
+    // every row without a note (a null is nobody's duplicate).
+    let notes = strings(&input, "note");
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<usize> = (0..notes.len())
+        .filter(|&i| notes[i].is_none() || seen.insert(notes[i].clone()))
+        .collect();
+    let population = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var.sqrt())
+    };
+
+    // A fit after a dedup: the statistics of the kept rows.
+    let out = one_shard(&sinks["dedup-standardize"]);
+    assert_eq!(out.num_rows(), first.len());
+    let incomes = floats(&input, "income");
+    let kept: Vec<f64> = first.iter().filter_map(|&i| incomes[i]).collect();
+    let (mean, std) = population(&kept);
+    let file = stats(&sinks["dedup-standardize"]);
+    let fitted = entry(&file, "standardize");
+    let income = &fitted["columns"]["income"];
+    assert!(
+        close(income["mean"].as_f64().expect("mean"), mean),
+        "{income}"
+    );
+    let scaled = floats(&out, "income");
+    for (&i, got) in first.iter().zip(&scaled) {
+        if let (Some(x), Some(got)) = (incomes[i], got) {
+            assert!(close(*got, (x - mean) / std), "row {i}: {got}");
+        }
+    }
+
+    // A fit before a dedup: the statistics of every row; the dedup keeps the same rows.
+    let all: Vec<f64> = incomes.iter().flatten().copied().collect();
+    let (mean_all, _) = population(&all);
+    let file = stats(&sinks["standardize-dedup"]);
+    let fitted = entry(&file, "standardize");
+    let income = &fitted["columns"]["income"];
+    assert!(
+        close(income["mean"].as_f64().expect("mean"), mean_all),
+        "{income}"
+    );
+    assert_eq!(
+        one_shard(&sinks["standardize-dedup"]).num_rows(),
+        first.len()
+    );
+
+    // Three stages: min_max after a dedup scales the kept rows to [0, 1].
+    let out = one_shard(&sinks["onehot-dedup-minmax"]);
+    assert_eq!(out.num_rows(), first.len());
+    let ages: Vec<f64> = floats(&out, "age").into_iter().flatten().collect();
+    let lo = ages.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ages.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(close(lo, 0.0) && close(hi, 1.0), "{lo} {hi}");
+    assert!(out.column_by_name("device_mobile").is_some(), "{:?}", out.schema());
+}

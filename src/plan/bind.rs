@@ -24,6 +24,18 @@ pub(super) fn bind_steps(
     fitted: &[StatsEntry],
     required: Option<&str>,
 ) -> Result<Vec<PlannedStep>> {
+    bind_steps_after(p, input, fitted, required, &[])
+}
+
+/// [`bind_steps`], keeping the steps already bound in `keep` (the first `keep.len()`
+/// steps, with whatever state they hold: a settled full pass) and binding the rest.
+fn bind_steps_after(
+    p: &Pipeline,
+    input: &SchemaRef,
+    fitted: &[StatsEntry],
+    required: Option<&str>,
+    keep: &[PlannedStep],
+) -> Result<Vec<PlannedStep>> {
     let mut schema = input.clone();
     let mut out = Vec::with_capacity(p.steps.len());
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -38,6 +50,11 @@ pub(super) fn bind_steps(
             *n += 1;
             *n
         };
+        if let Some(kept) = keep.get(i) {
+            schema = kept.step.output_schema().clone();
+            out.push(kept.clone());
+            continue;
+        }
         let mut step = spec.bind(&schema).map_err(error)?;
         if step.kind().needs_fit() {
             let entry = fitted
@@ -163,7 +180,15 @@ impl Plan {
     pub fn for_fit(&self, from: usize, to: usize, project: bool) -> Result<Plan> {
         let mut p = self.clone();
         p.steps.truncate(to + 1);
-        if !project || self.format_name != FormatName::Csv || self.decode_projection.is_some() {
+        // Projecting binds the steps before the group again: a settled full pass among
+        // them would lose its decisions.
+        if !project
+            || self.format_name != FormatName::Csv
+            || self.decode_projection.is_some()
+            || self.steps[..from]
+                .iter()
+                .any(|s| s.step.kind().needs_pass())
+        {
             return Ok(p);
         }
         let mut need: BTreeSet<String> = BTreeSet::new();
@@ -235,12 +260,24 @@ impl Plan {
     ///
     /// # Errors
     /// As binding the steps.
-    pub fn with_fitted(mut self, fitted: Vec<StatsEntry>) -> Result<Plan> {
-        self.steps = bind_steps(
+    pub fn with_fitted(self, fitted: Vec<StatsEntry>) -> Result<Plan> {
+        self.with_fitted_from(0, fitted)
+    }
+
+    /// [`Plan::with_fitted`], keeping the steps before `from` as they are (bound, and a
+    /// full-pass step among them settled): a fit after a full pass binds the steps from
+    /// its group on.
+    ///
+    /// # Errors
+    /// As binding the steps.
+    pub fn with_fitted_from(mut self, from: usize, fitted: Vec<StatsEntry>) -> Result<Plan> {
+        let keep = &self.steps[..from.min(self.steps.len())];
+        self.steps = bind_steps_after(
             &self.pipeline,
             &self.input_schema,
             &fitted,
             self.stats_origin.as_deref(),
+            keep,
         )?;
         self.fitted = fitted;
         self.output_schema = last_schema(&self.steps, &self.input_schema);

@@ -6,8 +6,8 @@
 //! rows and bytes of every shard depend only on the input, never on the thread count.
 //!
 //! The rooms: this file orchestrates one run (`execute`: prepare the sink and the plan,
-//! fit, the main pass, finalize); `fit.rs` gives fitted steps their statistics;
-//! `schedule.rs` runs the tasks of a pass and the full passes; `task.rs` is one task
+//! stages, the main pass, finalize); `stages.rs` runs the full and fit passes in
+//! pipeline order; `schedule.rs` runs the tasks of a pass; `task.rs` is one task
 //! (reader on tokio, CPU side on rayon); `drive.rs` drives the steps of a task;
 //! `read.rs` reads objects and slices; `cache.rs` keeps a fit pass's decoded batches.
 
@@ -22,19 +22,18 @@ use crate::error::{Error, Result};
 use crate::plan::{Plan, Task};
 use crate::report::{Phase, Stats};
 use crate::sink::{self, Manifest, SinkState, TaskRecord};
-use crate::steps::Kind;
 
 mod cache;
 mod drive;
-mod fit;
 mod read;
 mod schedule;
+mod stages;
 mod task;
 pub mod worker;
 use cache::DecodedCache;
 use drive::Mode;
-use fit::fit;
-use schedule::{full_pass, schedule};
+use schedule::schedule;
+use stages::stages;
 use task::{Pass, TaskDone, objects_finished, run_task};
 pub use worker::Worker;
 
@@ -121,13 +120,19 @@ pub async fn execute(
         Ok(Prepared::Ready {
             committed,
             mut stored,
-        }) if plan.needs_fit() => match fit(plan, &mut stored, &stats, &stop).await {
-            (plan, Ok(kept)) => {
-                cache = kept;
-                (plan, Ok(Prepared::Ready { committed, stored }))
+        }) if plan.steps.iter().any(|s| s.step.kind().needs_pass()) => {
+            let work = plan
+                .tasks
+                .iter()
+                .any(|t| worker.owns(t.id) && !committed.contains_key(&t.id));
+            match stages(plan, &mut stored, &stats, &stop, work).await {
+                (plan, Ok(kept)) => {
+                    cache = kept;
+                    (plan, Ok(Prepared::Ready { committed, stored }))
+                }
+                (plan, Err(e)) => (plan, Err(e)),
             }
-            (plan, Err(e)) => (plan, Err(e)),
-        },
+        }
         other => (plan, other),
     };
     let plan = Arc::new(plan);
@@ -291,15 +296,6 @@ async fn run(
         stats.add_protocol(t.elapsed());
         if removed > 0 {
             tracing::info!("removed {removed} partly written files left by a killed run");
-        }
-        for k in (0..plan.steps.len())
-            .filter(|k| matches!(plan.steps[*k].step.kind(), Kind::FullPass(_)))
-        {
-            let pass = Pass {
-                cache: None,
-                ..env.clone()
-            };
-            full_pass(&pass, k, k, slots).await?;
         }
     }
     stats.set_phase(Phase::Write);

@@ -43,14 +43,16 @@ pub async fn read_fitted(sink: &Location, pipeline_hash: &str) -> Result<Option<
         .filter(|f| f.pipeline_hash == pipeline_hash))
 }
 
-/// Writes `_kiln/stats.json` and returns the statistics as read back from the JSON
-/// written, so that this run and a resumed one bind the very same numbers.
-pub async fn write_stats(sink: &Location, file: &StatsFile) -> Result<StatsFile> {
-    let body = serde_json::to_vec_pretty(file).map_err(|e| Error::Internal(e.to_string()))?;
-    let written: StatsFile =
-        serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))?;
-    put(sink, STATS, body.into()).await?;
-    Ok(written)
+/// Statistics as they read back from `_kiln/stats.json` once written: what a run binds
+/// its fitted steps with, so that it and a resumed run apply the very same numbers.
+pub fn as_stored(entries: &[StatsEntry]) -> Result<Vec<StatsEntry>> {
+    let body = serde_json::to_vec(entries).map_err(|e| Error::Internal(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Writes `_kiln/stats.json`.
+pub async fn write_stats(sink: &Location, file: &StatsFile) -> Result<()> {
+    put_json(sink, STATS, file).await
 }
 
 /// Replaces the stored plan: only after a fit, which one worker runs, so that
