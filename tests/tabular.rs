@@ -505,6 +505,26 @@ fn full_pass_and_fitted_steps_run_in_any_order() {
         let first = shards.values().next().expect("a shard");
         arrow::compute::concat_batches(&first.schema(), shards.values()).expect("concat")
     };
+    // `kiln plan` says which steps decide or fit in a pass of their own, in order.
+    let p = pipeline(
+        dir.path(),
+        "plan.yaml",
+        &format!(
+            "version: 1\nname: plan\nsource:\n  uri: {}\nsteps:\n{}sink:\n  uri: {}\n",
+            source.display(),
+            orders[0].1,
+            dir.path().join("plan-sink").display()
+        ),
+    );
+    let plan = stdout(&kiln_ok(dir.path(), &["plan", &p.to_string_lossy()]));
+    let dedup = plan
+        .find("decides in a full pass")
+        .expect("the dedup's pass");
+    let fit = plan
+        .find("fitted in a pass before the run")
+        .expect("the fit's pass");
+    assert!(dedup < fit, "{plan}");
+
     let mut sinks = HashMap::new();
     for (name, steps) in orders {
         let whole = run(name, steps, 1, "1GiB");
@@ -595,5 +615,9 @@ fn full_pass_and_fitted_steps_run_in_any_order() {
     let lo = ages.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ages.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     assert!(close(lo, 0.0) && close(hi, 1.0), "{lo} {hi}");
-    assert!(out.column_by_name("device_mobile").is_some(), "{:?}", out.schema());
+    assert!(
+        out.column_by_name("device_mobile").is_some(),
+        "{:?}",
+        out.schema()
+    );
 }

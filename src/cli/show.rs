@@ -95,10 +95,14 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32>
             i + 1,
             st.name,
             crate::inspect::fmt_schema(st.step.output_schema()),
-            if st.step.kind().needs_fit() {
-                "  [fitted in a full pass before the run; columns made from what it learns appear after it]"
-            } else {
-                ""
+            match st.step.kind() {
+                crate::steps::Kind::Fit(_) => {
+                    "  [fitted in a pass before the run, on the output of the steps before it; columns made from what it learns appear after it]"
+                }
+                crate::steps::Kind::FullPass(_) => {
+                    "  [decides in a full pass before the run, on the output of the steps before it]"
+                }
+                crate::steps::Kind::Map => "",
             }
         );
     }
