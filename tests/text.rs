@@ -293,6 +293,98 @@ sink:
     );
 }
 
+/// `pack` with `boundaries`: every row's `cu_seqlens` runs from 0 to `seq_len`, and
+/// its interior cuts are exactly the positions right after an EOS (`tokenize` ends
+/// every document with one), so attention can be masked per document; `segment_ids`
+/// number the same pieces per token.
+#[test]
+fn packed_rows_say_where_each_document_is() {
+    let out = tempfile::tempdir().expect("tmp");
+    let tokenizer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("sample-data/tokenizer/tokenizer.json")).expect("tokenizer"),
+    )
+    .expect("json");
+    let eos = tokenizer["added_tokens"]
+        .as_array()
+        .expect("added tokens")
+        .iter()
+        .find(|t| t["content"] == "<|endoftext|>")
+        .and_then(|t| t["id"].as_u64())
+        .expect("eos id") as u32;
+    let run = |boundaries: &str| {
+        let p = pipeline(
+            out.path(),
+            &format!("{boundaries}.yaml"),
+            &format!(
+                r#"
+version: 1
+name: packed-{boundaries}
+source: {{ uri: sample-data/web/*.jsonl.gz }}
+steps:
+  - tokenize: {{ tokenizer: sample-data/tokenizer/tokenizer.json, eos: "<|endoftext|>" }}
+  - pack: {{ seq_len: 128, boundaries: {boundaries} }}
+sink:
+  uri: ${{KILN_OUT}}/{boundaries}/
+"#
+            ),
+        );
+        kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+        let shards = read_shards(&out.path().join(boundaries));
+        let first = shards.values().next().expect("a shard");
+        arrow::compute::concat_batches(&first.schema(), shards.values()).expect("concat")
+    };
+    let cu = run("cu_seqlens");
+    let ids = cu
+        .column_by_name("input_ids")
+        .expect("ids")
+        .as_list::<i32>();
+    let cuts = cu
+        .column_by_name("cu_seqlens")
+        .expect("cu")
+        .as_list::<i32>();
+    assert!(cu.num_rows() > 10);
+    let mut pieces = 0;
+    for r in 0..cu.num_rows() {
+        let row = ids.value(r);
+        let row = row.as_primitive::<arrow::datatypes::UInt32Type>().values();
+        let c = cuts.value(r);
+        let c: Vec<usize> = c
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .values()
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let after_eos: Vec<usize> = (0..127).filter(|&p| row[p] == eos).map(|p| p + 1).collect();
+        assert_eq!(c.first(), Some(&0), "row {r}");
+        assert_eq!(c.last(), Some(&128), "row {r}");
+        assert_eq!(&c[1..c.len() - 1], &after_eos[..], "row {r}");
+        pieces += c.len() - 1;
+    }
+    assert!(pieces > cu.num_rows(), "rows hold several documents");
+
+    let seg = run("segment_ids");
+    assert_eq!(
+        seg.column_by_name("input_ids"),
+        cu.column_by_name("input_ids"),
+        "the same packed tokens"
+    );
+    let segs = seg
+        .column_by_name("segment_ids")
+        .expect("seg")
+        .as_list::<i32>();
+    for r in 0..seg.num_rows() {
+        let s = segs.value(r);
+        let s = s.as_primitive::<arrow::datatypes::UInt32Type>().values();
+        let c = cuts.value(r);
+        let c = c.as_primitive::<arrow::datatypes::Int32Type>().values();
+        for (piece, w) in c.windows(2).enumerate() {
+            for t in w[0] as usize..w[1] as usize {
+                assert_eq!(s[t] as usize, piece, "row {r} token {t}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_changed_tokenizer_file_is_another_pipeline() {
     let out = tempfile::tempdir().expect("tmp");
