@@ -45,6 +45,7 @@ fn steps_lists_every_step_with_an_example() {
         "text.language",
         "text.stats",
         "text.pii",
+        "url.filter",
         "tokenize",
         "pack",
         "split",

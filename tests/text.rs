@@ -385,6 +385,82 @@ sink:
     }
 }
 
+/// `url.filter` on the sample crawl: a domain blocks its sub-domains, a banned word its
+/// URLs, and every row in is either out or counted under the rule that dropped it.
+#[test]
+fn url_filter_drops_listed_domains_and_words_and_counts_them() {
+    let out = tempfile::tempdir().expect("tmp");
+    let list = out.path().join("lists/blocked");
+    std::fs::create_dir_all(&list).expect("mkdir");
+    std::fs::write(
+        list.join("domains"),
+        "# test\nexample.org\nshop.example.com\n",
+    )
+    .expect("domains");
+    std::fs::write(out.path().join("words.txt"), "wiki\n").expect("words");
+    let p = pipeline(
+        out.path(),
+        "urls.yaml",
+        &format!(
+            r#"
+version: 1
+name: urls
+source: {{ uri: sample-data/web/*.jsonl.gz }}
+steps:
+  - url.filter: {{ lists: {{ blocked: {} }}, banned_words: {} }}
+sink:
+  uri: ${{KILN_OUT}}/urls/
+"#,
+            list.display(),
+            out.path().join("words.txt").display()
+        ),
+    );
+    let report = out.path().join("report.json");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            &p.to_string_lossy(),
+            "--report",
+            &report.to_string_lossy(),
+        ],
+    );
+    let mut kept = 0u64;
+    for b in read_shards(&out.path().join("urls")).values() {
+        let urls = b.column_by_name("url").expect("url").as_string::<i32>();
+        for u in urls.iter().flatten() {
+            let host = u
+                .split("://")
+                .nth(1)
+                .unwrap_or(u)
+                .split('/')
+                .next()
+                .unwrap_or("");
+            assert!(
+                !(host == "example.org" || host.ends_with(".example.org")),
+                "{u}: example.org and its sub-domains are blocked"
+            );
+            assert_ne!(host, "shop.example.com", "{u}");
+            assert!(!u.to_lowercase().contains("wiki"), "{u}: `wiki` is banned");
+            kept += 1;
+        }
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let step = &r["steps"][0];
+    let counts = &step["counts"];
+    let dropped = counts["blocked.domain"].as_u64().unwrap_or(0)
+        + counts["banned_word"].as_u64().unwrap_or(0);
+    assert!(
+        counts["blocked.domain"].as_u64().unwrap_or(0) > 0,
+        "{counts}"
+    );
+    assert!(counts["banned_word"].as_u64().unwrap_or(0) > 0, "{counts}");
+    assert_eq!(step["rows_out"].as_u64(), Some(kept));
+    assert_eq!(step["rows_in"].as_u64(), Some(kept + dropped), "{step}");
+}
+
 #[test]
 fn a_changed_tokenizer_file_is_another_pipeline() {
     let out = tempfile::tempdir().expect("tmp");

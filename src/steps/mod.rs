@@ -28,7 +28,7 @@ use tabular::{
     bucketize, clip, fill_null, hash_bucket, log1p, min_max, one_hot, ordinal, standardize,
 };
 pub(crate) mod text;
-use text::{language, normalize, pii, quality, stats, tokenize};
+use text::{language, normalize, pii, quality, stats, tokenize, url_filter};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -332,6 +332,7 @@ registry! {
     TextLanguage => "text.language", language::LanguageOptions;
     TextStats => "text.stats", stats::StatsOptions;
     TextPii => "text.pii", pii::PiiOptions;
+    UrlFilter => "url.filter", url_filter::UrlFilterOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;
     Split => "split", split::SplitOptions;

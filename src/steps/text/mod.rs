@@ -7,6 +7,7 @@ pub mod pii;
 pub mod quality;
 pub mod stats;
 pub mod tokenize;
+pub mod url_filter;
 pub mod words;
 
 use std::sync::Arc;
