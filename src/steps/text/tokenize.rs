@@ -432,7 +432,9 @@ impl Step for Tokenize {
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
-        let encoded: Vec<Option<Vec<u32>>> = (0..texts.len())
+        // Collected in row order, then the first failing row's error: the error a run
+        // reports does not depend on which thread failed first.
+        let results: Vec<Result<Option<Vec<u32>>, String>> = (0..texts.len())
             .into_par_iter()
             .with_min_len(8)
             .map(|i| {
@@ -440,15 +442,19 @@ impl Step for Tokenize {
                     .map(|t| {
                         self.engine
                             .encode(t, self.opts.add_special_tokens)
-                            .map_err(|e| {
-                                StepError::data(format!("cannot tokenize: {e}"))
-                                    .in_column(&self.opts.column)
-                                    .at_row(i)
-                            })
+                            .map_err(|e| e.to_string())
                     })
                     .transpose()
             })
-            .collect::<Result<_, StepError>>()?;
+            .collect();
+        let mut encoded: Vec<Option<Vec<u32>>> = Vec::with_capacity(results.len());
+        for (i, r) in results.into_iter().enumerate() {
+            encoded.push(r.map_err(|e| {
+                StepError::data(format!("cannot tokenize: {e}"))
+                    .in_column(&self.opts.column)
+                    .at_row(i)
+            })?);
+        }
         let extra = usize::from(self.bos.is_some()) + usize::from(self.eos.is_some());
         let total: usize = encoded.iter().flatten().map(|v| v.len() + extra).sum();
         let mut values = Vec::with_capacity(total);
