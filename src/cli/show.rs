@@ -42,13 +42,14 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32>
         None => plan,
     };
     // Statistics an earlier run fitted into this sink give the fitted schema.
-    let fitted_in_sink = if plan.needs_fit() {
+    let fitted = if plan.needs_fit() {
         rt.block_on(crate::sink::read_fitted(&plan.sink, &plan.pipeline_hash))?
     } else {
         None
     };
-    let plan = match fitted_in_sink.as_ref() {
-        Some(file) => plan.with_fitted(file.steps.clone())?,
+    let fitted_in_sink = fitted.is_some();
+    let plan = match fitted {
+        Some(file) => plan.with_fitted(file.steps)?,
         None => plan,
     };
     let p = &plan.pipeline;
@@ -108,7 +109,7 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32>
     }
     if let Some(from) = &plan.stats_origin {
         let _ = writeln!(s, "stats     fitted statistics from {from}");
-    } else if fitted_in_sink.is_some() {
+    } else if fitted_in_sink {
         let _ = writeln!(
             s,
             "stats     fitted statistics from {}",

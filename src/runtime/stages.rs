@@ -91,26 +91,23 @@ async fn run_stages(
             cache = decoded_cache(&plan);
         }
     }
-    let passes = (0..plan.steps.len())
-        .filter(|&k| plan.steps[k].step.kind().needs_pass())
-        .count();
-    if passes > 0 {
+    if plan.steps.iter().any(|s| s.step.kind().needs_pass()) {
         let pool = super::cpu_pool(plan.threads, "pass")?;
         let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
         let slots = if plan.sequential { 1 } else { plan.threads };
+        let pass = |plan: Arc<Plan>, cache: Option<Arc<DecodedCache>>| -> Result<Pass> {
+            Ok(Pass {
+                cfg: Arc::new(plan.writer_config(tokio::runtime::Handle::current())?),
+                plan,
+                stats: stats.clone(),
+                pool: pool.clone(),
+                io: io.clone(),
+                stop: stop.clone(),
+                cache,
+            })
+        };
         let mut k = 0;
         while k < plan.steps.len() {
-            let pass = |plan: Arc<Plan>, cache: Option<Arc<DecodedCache>>| -> Result<Pass> {
-                Ok(Pass {
-                    cfg: Arc::new(plan.writer_config(tokio::runtime::Handle::current())?),
-                    plan,
-                    stats: stats.clone(),
-                    pool: pool.clone(),
-                    io: io.clone(),
-                    stop: stop.clone(),
-                    cache,
-                })
-            };
             match plan.steps[k].step.kind() {
                 Kind::Map => k += 1,
                 Kind::FullPass(_) => {
@@ -141,8 +138,8 @@ async fn run_stages(
                     if fitting.entries.is_empty() {
                         fitting.rows = seen;
                     }
-                    for (k, stats) in (from..=to).zip(settled) {
-                        fitting.entries.push(entry(&plan, k, stats)?);
+                    for (j, stats) in (from..=to).zip(settled) {
+                        fitting.entries.push(entry(&plan, j, stats)?);
                     }
                     // Bound from the statistics as they will read back from stats.json,
                     // so this run and a resumed one apply the very same numbers; the

@@ -212,12 +212,9 @@ impl Pack {
                 _ => {
                     let mut values = Vec::with_capacity(n * seq);
                     for c in &cuts {
-                        let mut piece = 0u32;
-                        for t in 0..seq {
-                            if c[piece as usize + 1..].first() == Some(&t) {
-                                piece += 1;
-                            }
-                            values.push(piece);
+                        let ends = c[1..].iter().chain(std::iter::once(&seq));
+                        for (piece, (start, end)) in c.iter().zip(ends).enumerate() {
+                            values.extend(std::iter::repeat_n(piece as u32, end - start));
                         }
                     }
                     Arc::new(
