@@ -205,7 +205,8 @@ impl Plan {
                 file_schema: &self.file_schema,
                 pipeline: &self.pipeline.name,
                 pipeline_hash: &self.pipeline_hash,
-                memory_share: self.pipeline.run.memory_limit.get() / self.threads.max(1) as u64,
+                memory_limit: self.pipeline.run.memory_limit.get(),
+                threads: self.threads.max(1),
             },
             handle,
         )

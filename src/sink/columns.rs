@@ -149,6 +149,14 @@ impl ShardColumns {
         }
     }
 
+    /// Folds in the counts of more rows of the same schema (a row group's).
+    pub fn merge(&mut self, other: &ShardColumns) {
+        for ((_, _, mine), (_, _, theirs)) in self.columns.iter_mut().zip(&other.columns) {
+            mine.merge(theirs);
+        }
+        self.memory_bytes += other.memory_bytes;
+    }
+
     /// The statistics of the closed shard, with min/max from its Parquet footer.
     pub fn finish(
         self,

@@ -10,7 +10,9 @@
 pub mod card;
 pub mod columns;
 pub mod lease;
+mod measure;
 pub mod records;
+mod rowgroups;
 pub mod upload;
 pub mod writer;
 

@@ -1,13 +1,12 @@
-//! The shard writer of one task: Parquet encoding on the calling (rayon) thread, bytes
-//! handed over a bounded channel to an upload task on the I/O runtime that streams them
-//! into the store as the parts of a multipart upload (`super::upload`). The upload is completed only when
-//! the task commits ([`Staged::publish`], right before the commit record), so a shard
+//! The shard writer of one task: rows cut into row groups, each encoded on any thread of
+//! the pool (`super::rowgroups`), bytes handed over a bounded channel to an upload task
+//! on the I/O runtime that streams them into the store as the parts of a multipart
+//! upload (`super::upload`). The upload is completed only when the task commits ([`Staged::publish`], right before the commit record), so a shard
 //! becomes visible to readers with its task and never before; a failed or abandoned
 //! upload is aborted and leaves nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
@@ -15,17 +14,14 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use tokio::sync::mpsc;
 
 use super::ShardRecord;
-use super::columns::ShardColumns;
+use super::rowgroups::{Budget, Cut, Encoding, Lane};
 pub use super::upload::Staged;
-use super::upload::{StagedShard, UPLOAD_CHUNK, UploadMsg, UploadSink, Uploaded, upload};
 use crate::error::{Error, Result};
 use crate::report::Stats;
 use crate::spec::SinkCompression;
@@ -71,6 +67,12 @@ pub struct WriterConfig {
     pub props: WriterProperties,
     pub max_rows: u64,
     pub max_bytes: u64,
+    /// A row group closes at this many rows...
+    pub row_group_rows: u64,
+    /// ...or this many bytes of Arrow data.
+    pub row_group_bytes: u64,
+    /// Row groups cut and not yet appended, over the whole run.
+    pub budget: Arc<Budget>,
     pub handle: tokio::runtime::Handle,
 }
 
@@ -84,8 +86,10 @@ pub struct Shards<'a> {
     /// The pipeline's name and output hash, written into every file's metadata.
     pub pipeline: &'a str,
     pub pipeline_hash: &'a str,
-    /// Each CPU thread's share of `run.memory_limit`.
-    pub memory_share: u64,
+    /// `run.memory_limit`.
+    pub memory_limit: u64,
+    /// The run's CPU threads.
+    pub threads: usize,
 }
 
 impl WriterConfig {
@@ -117,8 +121,14 @@ impl WriterConfig {
             partition_cols,
             file_cols,
             props: writer_properties(spec, &shards)?,
-            max_rows: spec.max_rows,
+            max_rows: spec.max_rows.max(1),
             max_bytes: spec.max_bytes.get(),
+            row_group_rows: (spec.row_group_rows as u64).max(1),
+            row_group_bytes: row_group_bytes(spec),
+            budget: Arc::new(Budget::new(row_groups_in_flight(
+                row_group_bytes(spec),
+                &shards,
+            ))),
             handle,
         })
     }
@@ -135,22 +145,12 @@ fn writer_properties(spec: &crate::spec::Sink, shards: &Shards<'_>) -> Result<Wr
         SinkCompression::Lz4 => PqCompression::LZ4_RAW,
         SinkCompression::None => PqCompression::UNCOMPRESSED,
     };
-    // Open pages and dictionaries are what the writer's size estimate over-counts
-    // (see `TaskWriter`): keep them small next to max_bytes so shards land near it.
+    // Pages small next to max_bytes, so that small shards still have several.
     let page = (spec.max_bytes.get() / 64).clamp(64 << 10, 1 << 20) as usize;
-    // Buffered bytes that close a row group: `sink.row_group_bytes`, but never more
-    // than a quarter of each thread's share of `run.memory_limit`.
-    let row_group_bytes = spec
-        .row_group_bytes
-        .get()
-        .min(shards.memory_share / 4)
-        .max(1 << 20);
     Ok(WriterProperties::builder()
         .set_compression(compression)
         .set_data_page_size_limit(page)
         .set_dictionary_page_size_limit(page)
-        .set_max_row_group_row_count(Some(spec.row_group_rows))
-        .set_max_row_group_bytes(Some(row_group_bytes as usize))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_created_by(format!("kiln version {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![
@@ -163,65 +163,62 @@ fn writer_properties(spec: &crate::spec::Sink, shards: &Shards<'_>) -> Result<Wr
         .build())
 }
 
-struct OpenShard {
-    writer: ArrowWriter<UploadSink>,
-    tx: mpsc::Sender<UploadMsg>,
-    join: tokio::task::JoinHandle<Result<Uploaded>>,
-    relative: String,
-    /// The shard's full URI, for messages.
-    uri: String,
-    rows: u64,
-    /// Column statistics of the rows written so far.
-    columns: ShardColumns,
-    schema: SchemaRef,
-    /// The I/O runtime, to wait for the upload from this (rayon) thread. Not
-    /// `futures::executor::block_on`: a Parquet source decodes inside one, and those
-    /// do not nest.
-    handle: tokio::runtime::Handle,
+/// Arrow bytes of rows that close a row group: `sink.row_group_bytes`, but never more
+/// than an eighth of `max_bytes`: shards are closed between row groups, so a shard then
+/// ends within an eighth (of its Arrow size; less once compressed) of `max_bytes`. Only
+/// the sink's settings decide it, never `run.threads` or `run.memory_limit`: the row
+/// groups, and so the shards, are the same bytes whatever the machine.
+fn row_group_bytes(spec: &crate::spec::Sink) -> u64 {
+    spec.row_group_bytes
+        .get()
+        .min(spec.max_bytes.get() / 8)
+        .max(1)
 }
 
-impl OpenShard {
-    /// The error to report for a failed write: the upload's own error when the upload
-    /// is what failed (the encoder then only sees a closed channel), else `e`.
-    fn error(&mut self, e: impl std::fmt::Display) -> Error {
-        if self.join.is_finished()
-            && let Ok(Err(upload)) = self.handle.block_on(&mut self.join)
-        {
-            return upload;
-        }
-        Error::sink(&self.uri, e)
-    }
+/// Row groups a run may have cut and not yet appended: one per thread and one more (so
+/// a thread that has cut a row group can cut the next while every thread encodes), but
+/// no more than fit in half of `run.memory_limit` at two row groups' worth each (its
+/// rows, then its encoded pages), and at least one.
+fn row_groups_in_flight(row_group_bytes: u64, shards: &Shards<'_>) -> usize {
+    let fit = shards.memory_limit / 4 / row_group_bytes.max(1);
+    (fit as usize).clamp(1, shards.threads + 1)
 }
 
-/// Shards of one partition (or of the whole task when unpartitioned).
-#[derive(Default)]
-struct PartitionState {
-    open: Option<OpenShard>,
-    next_shard: usize,
-}
-
-/// Writes the shards of one task.
+/// Writes the shards of one task: cuts the rows into row groups (at
+/// `sink.row_group_rows` rows, at `sink.row_group_bytes` of Arrow data, and where a shard
+/// reaches `max_rows`), which are encoded on any thread of the pool and appended in
+/// order (`super::rowgroups`).
 pub struct TaskWriter {
     cfg: Arc<WriterConfig>,
-    task: usize,
-    partitions: HashMap<String, PartitionState>,
+    partitions: HashMap<String, Making>,
     /// Partition directories in first-seen order, so closing is deterministic.
     order: Vec<String>,
-    shards: Vec<ShardRecord>,
-    staged: Staged,
-    stats: Arc<Stats>,
+    lane: Arc<Lane>,
+    finished: bool,
+}
+
+/// The row group being cut in one partition.
+#[derive(Default)]
+struct Making {
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    /// Arrow bytes of its rows.
+    bytes: u64,
+    /// Rows since the last row group that reached `max_rows`.
+    since_cut: u64,
+    next_seq: u64,
+    /// Writer settings chosen from the partition's first rows in this task.
+    encoding: Option<Arc<Encoding>>,
 }
 
 impl TaskWriter {
     pub fn new(cfg: Arc<WriterConfig>, task: usize, stats: Arc<Stats>) -> Self {
         TaskWriter {
+            lane: Lane::new(cfg.clone(), stats, task),
             cfg,
-            task,
             partitions: HashMap::new(),
             order: Vec::new(),
-            shards: Vec::new(),
-            staged: Staged::default(),
-            stats,
+            finished: false,
         }
     }
 
@@ -294,88 +291,109 @@ impl TaskWriter {
         if !self.partitions.contains_key(&dir) {
             self.order.push(dir.clone());
         }
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let state = self.partitions.entry(dir.clone()).or_default();
-            if state.open.is_none() {
-                let shard = state.next_shard;
-                state.next_shard += 1;
-                let first = batch.slice(offset, batch.num_rows() - offset);
-                state.open = Some(open_shard(
-                    &self.cfg,
-                    &self.stats,
-                    &dir,
-                    self.task,
-                    shard,
-                    &first,
-                )?);
+        let cfg = self.cfg.clone();
+        let m = self.partitions.entry(dir.clone()).or_default();
+        let n = batch.num_rows() as u64;
+        // Each row's Arrow size, additive over rows: where a row group ends depends on
+        // the rows alone, not on how they were batched or who encodes them.
+        let sizes = super::measure::row_bytes(&batch);
+        let mut offset = 0u64;
+        while offset < n {
+            let room_rows = (cfg.row_group_rows - m.rows).min(cfg.max_rows - m.since_cut);
+            let mut take = 0u64;
+            let mut bytes = 0u64;
+            while take < room_rows.min(n - offset) && m.bytes + bytes < cfg.row_group_bytes {
+                bytes += sizes[(offset + take) as usize];
+                take += 1;
             }
-            let open = state
-                .open
-                .as_mut()
-                .ok_or_else(|| Error::Internal("no open shard".into()))?;
-            let remaining = (batch.num_rows() - offset) as u64;
-            let mut take = remaining.min(self.cfg.max_rows - open.rows);
-            // Keep each write under 1/16 of max_bytes (in memory, which bounds its
-            // compressed size), so one write cannot overshoot the limit by much.
-            let est_bytes =
-                batch.get_array_memory_size() as f64 * take as f64 / batch.num_rows() as f64;
-            let slice_cap = self.cfg.max_bytes as f64 / 16.0;
-            if est_bytes > slice_cap {
-                take = ((take as f64 * slice_cap / est_bytes).floor() as u64).max(1);
-            }
-            let slice = batch.slice(offset, take as usize);
-            if let Err(e) = open.writer.write(&slice) {
-                return Err(open.error(e));
-            }
-            open.columns.observe(&slice);
-            open.rows += take;
-            offset += take as usize;
-            // The writer's estimate counts closed pages as compressed and open pages and
-            // dictionaries as encoded, so it never under-estimates, and it over-estimates
-            // by at most one open page and dictionary per column (pages are sized from
-            // max_bytes, see `writer_properties`). When it reaches the limit, flush
-            // the row group to measure; close within 10% of the limit, else fill the rest.
-            let mut full = open.rows >= self.cfg.max_rows;
-            let max = self.cfg.max_bytes as f64;
-            if !full && (open.writer.bytes_written() + open.writer.in_progress_size()) as f64 >= max
+            m.batches.push(batch.slice(offset as usize, take as usize));
+            m.rows += take;
+            m.bytes += bytes;
+            m.since_cut += take;
+            offset += take;
+            if m.rows >= cfg.row_group_rows
+                || m.since_cut >= cfg.max_rows
+                || m.bytes >= cfg.row_group_bytes
             {
-                if let Err(e) = open.writer.flush() {
-                    return Err(open.error(e));
-                }
-                full = open.writer.bytes_written() as f64 >= max * 0.9;
-            }
-            if full {
-                let open = state_take(&mut self.partitions, &dir)?;
-                let (record, staged) = close_shard(open, &self.stats)?;
-                self.shards.push(record);
-                self.staged.0.push(staged);
+                let cut = cut(&cfg, &dir, m)?;
+                self.lane.dispatch(cut)?;
             }
         }
         Ok(())
     }
 
-    /// Closes every open shard and returns the records of all shards written, with the
-    /// shards themselves staged: they become objects when the task commits
+    /// Cuts what is left, waits for every row group to be appended, closes the open
+    /// shards and returns the records of all shards written, with the shards
+    /// themselves staged: they become objects when the task commits
     /// ([`Staged::publish`]).
     pub fn finish(mut self) -> Result<(Vec<ShardRecord>, Staged)> {
-        for dir in std::mem::take(&mut self.order) {
-            if let Some(open) = self.partitions.get_mut(&dir).and_then(|s| s.open.take()) {
-                let (record, staged) = close_shard(open, &self.stats)?;
-                self.shards.push(record);
-                self.staged.0.push(staged);
+        self.finished = true;
+        for dir in &self.order {
+            if let Some(m) = self.partitions.get_mut(dir)
+                && m.rows > 0
+            {
+                let cut = cut(&self.cfg, dir, m)?;
+                self.lane.dispatch(cut)?;
             }
         }
-        self.shards.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((self.shards, self.staged))
+        let (mut shards, staged) = self.lane.finish(&self.order)?;
+        shards.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((shards, Staged(staged)))
     }
 }
 
-fn state_take(partitions: &mut HashMap<String, PartitionState>, dir: &str) -> Result<OpenShard> {
-    partitions
-        .get_mut(dir)
-        .and_then(|s| s.open.take())
-        .ok_or_else(|| Error::Internal("no open shard".into()))
+impl Drop for TaskWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.lane.abandon();
+        }
+    }
+}
+
+/// The row group `m` has cut so far, handed on; `m` starts the next.
+fn cut(cfg: &WriterConfig, dir: &str, m: &mut Making) -> Result<Cut> {
+    let ends_shard = m.since_cut >= cfg.max_rows;
+    if ends_shard {
+        m.since_cut = 0;
+    }
+    let encoding = match &m.encoding {
+        Some(e) => e.clone(),
+        None => {
+            // The partition's first row group in this task: its first rows choose how
+            // every row group of the partition is encoded.
+            let sample = first_rows(&cfg.file_schema, &m.batches, DICTIONARY_SAMPLE)?;
+            let props = dictionary_choice(&cfg.props, &sample);
+            m.encoding
+                .insert(Arc::new(Encoding::new(props, &cfg.file_schema)?))
+                .clone()
+        }
+    };
+    let seq = m.next_seq;
+    m.next_seq += 1;
+    m.rows = 0;
+    m.bytes = 0;
+    Ok(Cut {
+        dir: dir.to_string(),
+        seq,
+        batches: std::mem::take(&mut m.batches),
+        ends_shard,
+        encoding,
+    })
+}
+
+/// The first `n` rows of `batches` (fewer if they hold fewer), as one batch.
+fn first_rows(schema: &SchemaRef, batches: &[RecordBatch], n: usize) -> Result<RecordBatch> {
+    let mut left = n;
+    let mut parts = Vec::new();
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let take = b.num_rows().min(left);
+        parts.push(b.slice(0, take));
+        left -= take;
+    }
+    arrow::compute::concat_batches(schema, &parts).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Deterministic shard name: `part-<task>-<shard>.parquet` below its partition folder.
@@ -395,46 +413,6 @@ pub fn shard_name(dir: &str, task: usize, shard: usize) -> String {
         }
         _ => format!("{dir}part-{task:05}-{shard:05}.parquet"),
     }
-}
-
-fn open_shard(
-    cfg: &WriterConfig,
-    stats: &Arc<Stats>,
-    dir: &str,
-    task: usize,
-    shard: usize,
-    first: &RecordBatch,
-) -> Result<OpenShard> {
-    let relative = shard_name(dir, task, shard);
-    let uri = format!("{}{relative}", cfg.display);
-    let path = crate::storage::join(&cfg.root, &relative);
-    let (tx, rx) = mpsc::channel(2);
-    let join = cfg.handle.spawn(upload(
-        cfg.store.clone(),
-        path,
-        uri.clone(),
-        rx,
-        stats.clone(),
-    ));
-    let sink = UploadSink {
-        tx: tx.clone(),
-        buf: Vec::with_capacity(UPLOAD_CHUNK),
-        stats: stats.clone(),
-    };
-    let props = dictionary_choice(&cfg.props, first);
-    let writer = ArrowWriter::try_new(sink, cfg.file_schema.clone(), Some(props))
-        .map_err(|e| Error::sink(&uri, e))?;
-    Ok(OpenShard {
-        writer,
-        tx,
-        join,
-        relative,
-        uri,
-        rows: 0,
-        columns: ShardColumns::new(&cfg.file_schema),
-        schema: cfg.file_schema.clone(),
-        handle: cfg.handle.clone(),
-    })
 }
 
 /// Rows of a shard's first batch sampled to choose the encoding of each column.
@@ -506,55 +484,4 @@ fn mostly_distinct(a: &ArrayRef) -> bool {
         _ => return false,
     }
     seen.len() * 2 > valid
-}
-
-fn close_shard(mut open: OpenShard, stats: &Arc<Stats>) -> Result<(ShardRecord, StagedShard)> {
-    let metadata = match open.writer.finish() {
-        Ok(m) => m,
-        Err(e) => return Err(open.error(e)),
-    };
-    let OpenShard {
-        tx,
-        join,
-        relative,
-        uri,
-        rows,
-        columns,
-        schema,
-        handle,
-        ..
-    } = open;
-    let memory_bytes = columns.memory_bytes;
-    let columns = columns.finish(&schema, &metadata);
-    let start = Instant::now();
-    let sent = tx.blocking_send(UploadMsg::Finish);
-    drop(tx);
-    let uploaded = handle
-        .block_on(join)
-        .map_err(|e| Error::Internal(format!("the upload of {uri} panicked: {e}")))?;
-    let (upload, bytes, crc) = uploaded?;
-    let staged = StagedShard {
-        upload: Some(upload),
-        uri: uri.clone(),
-        handle: handle.clone(),
-    };
-    if sent.is_err() {
-        return Err(Error::sink(&uri, "the upload stopped"));
-    }
-    stats.encode.add_blocked(start.elapsed());
-    stats
-        .shards
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    stats
-        .bytes_out
-        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    let record = ShardRecord {
-        path: relative,
-        rows,
-        bytes,
-        crc32c: format!("{crc:08x}"),
-        memory_bytes,
-        columns,
-    };
-    Ok((record, staged))
 }
