@@ -1,5 +1,9 @@
 //! Row groups encoded on every thread of the pool, appended to their shard in order.
 //!
+//! One role, kept in one file on purpose: the hand-off between a task and the pool's
+//! encode jobs (budget, ordered appending, shard boundaries, failure) shares one lock
+//! and one set of invariants, and splitting it would spread them over several files.
+//!
 //! A task's writer ([`super::writer::TaskWriter`]) cuts the rows the steps hand it into
 //! row groups by rules that depend only on the rows (their count and their Arrow size),
 //! never on how anything encoded; each row group is then encoded as a rayon job of its
@@ -585,19 +589,12 @@ fn encode(cut: &mut Cut, schema: &SchemaRef) -> Result<Encoded> {
             pending.push(piece);
             pending_rows += take;
             if pending_rows == window {
-                let joined = arrow::compute::concat_batches(schema, &pending)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                write_rows(&mut writers, schema, &joined, &cut.dir)?;
-                pending.clear();
+                write_joined(&mut writers, schema, &mut pending, &cut.dir)?;
                 pending_rows = 0;
             }
         }
     }
-    if !pending.is_empty() {
-        let joined = arrow::compute::concat_batches(schema, &pending)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        write_rows(&mut writers, schema, &joined, &cut.dir)?;
-    }
+    write_joined(&mut writers, schema, &mut pending, &cut.dir)?;
     let chunks = writers
         .into_iter()
         .map(|w| w.close())
@@ -612,6 +609,22 @@ fn encode(cut: &mut Cut, schema: &SchemaRef) -> Result<Encoded> {
         ends_shard: cut.ends_shard,
         encoding: cut.encoding.clone(),
     })
+}
+
+/// Writes the pieces of one window (if any) as one batch, and empties `pending`.
+fn write_joined(
+    writers: &mut [ArrowColumnWriter],
+    schema: &SchemaRef,
+    pending: &mut Vec<RecordBatch>,
+    dir: &str,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let joined = arrow::compute::concat_batches(schema, pending.iter())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    pending.clear();
+    write_rows(writers, schema, &joined, dir)
 }
 
 /// Writes the rows of `batch` to the column writers of a row group.

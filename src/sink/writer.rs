@@ -113,6 +113,7 @@ impl WriterConfig {
         let file_cols = (0..shards.output_schema.fields().len())
             .filter(|i| !partition_cols.iter().any(|(p, _)| p == i))
             .collect();
+        let rg_bytes = row_group_bytes(spec);
         Ok(WriterConfig {
             store: sink.store.clone(),
             root: sink.prefix.clone(),
@@ -124,11 +125,8 @@ impl WriterConfig {
             max_rows: spec.max_rows.max(1),
             max_bytes: spec.max_bytes.get(),
             row_group_rows: (spec.row_group_rows as u64).max(1),
-            row_group_bytes: row_group_bytes(spec),
-            budget: Arc::new(Budget::new(row_groups_in_flight(
-                row_group_bytes(spec),
-                &shards,
-            ))),
+            row_group_bytes: rg_bytes,
+            budget: Arc::new(Budget::new(row_groups_in_flight(rg_bytes, &shards))),
             handle,
         })
     }

@@ -1,4 +1,7 @@
 //! `text.quality`: the published heuristic quality filters for web text, as named,
+//!
+//! One role in one file: every rule is a few lines of the same shape (a measure, a
+//! threshold, a counted reason), and the rules share one word splitter and one pass.
 //! individually configurable rules.
 //!
 //! Four families, with the defaults of the papers and of datatrove's implementations

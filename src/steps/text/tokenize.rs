@@ -1,5 +1,8 @@
 //! `tokenize`: text → `list<uint32>` token ids with a Hugging Face `tokenizer.json`.
 //!
+//! One role in one file: the step, its two engines and the checks that they agree are
+//! one contract (the same ids as the reference), so they stay side by side.
+//!
 //! The ids are those of the `tokenizers` crate (the reference). For the tokenizers it
 //! supports (byte-level BPE as in GPT-2/Llama 3/Qwen, tiktoken-style), the `fastokens`
 //! engine gives the same ids an order of magnitude faster; `engine: auto` uses it only
