@@ -14,6 +14,7 @@ pub mod hf;
 pub mod inspect;
 pub mod layout;
 pub mod plan;
+pub mod pool;
 pub mod rejects;
 pub mod report;
 pub mod runtime;

@@ -153,9 +153,8 @@ pub(super) fn malformed(e: &serde_json::Error) -> String {
     )
 }
 
-/// The syntax check of the streaming path: every line the decoder consumed, checked as
-/// it completes, whatever batch it falls in (lines cross the reader's chunks, so the
-/// unfinished one is carried to the next chunk).
+/// The syntax check of every line the decoder sees, checked as it completes (lines may
+/// cross the buffers it is fed, so the unfinished one is carried to the next).
 #[derive(Default)]
 pub(super) struct LineCheck {
     carry: Vec<u8>,
@@ -164,6 +163,14 @@ pub(super) struct LineCheck {
 }
 
 impl LineCheck {
+    /// A check of lines that follow `lines` lines of the object.
+    pub(super) fn after(lines: u64) -> Self {
+        LineCheck {
+            carry: Vec::new(),
+            lines,
+        }
+    }
+
     pub(super) fn feed(&mut self, bytes: &[u8], cx: &DecodeContext) -> Result<()> {
         let mut rest = bytes;
         while let Some(i) = memchr::memchr(b'\n', rest) {

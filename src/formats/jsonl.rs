@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use super::json_syntax::{
     LineCheck, NOT_AN_OBJECT, check_line, in_order_of_appearance, malformed, trim_json_ws,
 };
-use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
+use super::{Chunk, DecodeContext, Emit, EmitChunk, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
 use crate::spec::OnSchemaMismatch;
 
@@ -88,7 +88,35 @@ impl SourceFormat for Jsonl {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
+        self.frame(input, cx, &mut |chunk| {
+            let mut more = true;
+            self.decode_chunk(&chunk, cx, &mut |d| {
+                more &= emit(d)?;
+                Ok(more)
+            })?;
+            Ok(more)
+        })
+    }
+
+    fn frames(&self) -> bool {
+        true
+    }
+
+    fn frame(
+        &self,
+        input: ObjectInput<'_>,
+        cx: &DecodeContext,
+        emit: &mut EmitChunk<'_>,
+    ) -> Result<()> {
         let mut reader = input.stream()?;
+        super::lines::frame_lines(&mut reader, cx, &|line| too_long(cx, line), emit)
+    }
+
+    /// Every line's syntax is checked first (arrow-json's tape decoder takes what is not
+    /// JSON), then the chunk is decoded as one batch; arrow-json reports type errors
+    /// without a position, so a failed batch is read again line by line to name the
+    /// line. Under skip / dead_letter each bad line is left out alone (`salvage`).
+    fn decode_chunk(&self, chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Result<()> {
         if cx.tolerant() {
             let make = || json_reader(cx).build_decoder();
             let describe = |raw: &[u8], e: &arrow::error::ArrowError| match check_line(raw) {
@@ -96,9 +124,12 @@ impl SourceFormat for Jsonl {
                 Ok(()) if trim_json_ws(raw).first() != Some(&b'{') => NOT_AN_OBJECT.to_string(),
                 Ok(()) => explain(&e.to_string(), cx),
             };
-            let at = super::salvage::Position { line: 1, offset: 0 };
+            let at = super::salvage::Position {
+                line: chunk.line,
+                offset: chunk.offset,
+            };
             return super::salvage::decode(
-                &mut reader,
+                &mut &chunk.bytes[..],
                 &mut super::salvage::Lines::default(),
                 super::salvage::Records {
                     make: &make,
@@ -111,52 +142,29 @@ impl SourceFormat for Jsonl {
                 emit,
             );
         }
+        let bytes = &chunk.bytes[..];
+        let mut syntax = LineCheck::after(chunk.line - 1);
+        syntax.feed(bytes, cx)?;
+        syntax.finish(cx)?;
+        let batch = BatchLines {
+            first_line: chunk.line,
+            bytes,
+        };
         let mut decoder = json_reader(cx)
             .build_decoder()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        // Lines consumed so far and the first line of the batch being built, with the raw
-        // bytes of that batch: arrow-json reports type errors without a position, so on
-        // an error the batch is re-read line by line to name the exact line.
-        let mut lines: u64 = 0;
-        let mut since_newline: u64 = 0;
-        let mut batch = BatchLines {
-            first_line: 1,
-            bytes: Vec::new(),
-        };
-        let mut syntax = LineCheck::default();
-        loop {
-            let buf = reader
-                .fill_buf()
-                .map_err(|e| Error::read(&cx.object, Some(lines + 1), e))?;
-            if buf.is_empty() {
-                break;
-            }
-            let len = buf.len();
-            let consumed = match decoder.decode(buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    // Whole lines, with the one the last chunk began: the bad one is named.
-                    syntax.feed(buf, cx)?;
-                    return Err(locate_syntax_error(buf, lines, &e.to_string(), cx));
-                }
-            };
-            syntax.feed(&buf[..consumed], cx)?;
-            batch.bytes.extend_from_slice(&buf[..consumed]);
-            lines += memchr::memchr_iter(b'\n', &buf[..consumed]).count() as u64;
-            since_newline = match memchr::memrchr(b'\n', &buf[..consumed]) {
-                Some(i) => (consumed - i - 1) as u64,
-                None => since_newline + consumed as u64,
-            };
-            if since_newline > cx.max_record_bytes {
-                return Err(too_long(cx, lines + 1));
-            }
-            reader.consume(consumed);
-            if consumed < len && !flush(&mut decoder, cx, &mut batch, lines, emit)? {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let n = decoder
+                .decode(&bytes[pos..])
+                .map_err(|e| locate_syntax_error(bytes, chunk.line - 1, &e.to_string(), cx))?;
+            pos += n;
+            // A full batch (a chunk of more records than `batch_rows`) goes on first.
+            if pos < bytes.len() && !flush(&mut decoder, cx, &batch, emit)? {
                 return Ok(());
             }
         }
-        syntax.finish(cx)?;
-        flush(&mut decoder, cx, &mut batch, lines + 1, emit)?;
+        flush(&mut decoder, cx, &batch, emit)?;
         Ok(())
     }
 }
@@ -175,23 +183,20 @@ pub(super) fn too_long(cx: &DecodeContext, line: u64) -> Error {
 }
 
 /// The raw bytes of the batch being decoded and the line they start on.
-struct BatchLines {
+struct BatchLines<'a> {
     first_line: u64,
-    bytes: Vec<u8>,
+    bytes: &'a [u8],
 }
 
 fn flush(
     decoder: &mut Decoder,
     cx: &DecodeContext,
-    batch: &mut BatchLines,
-    lines: u64,
+    batch: &BatchLines<'_>,
     emit: &mut Emit<'_>,
 ) -> Result<bool> {
     let decoded: Option<RecordBatch> = decoder
         .flush()
         .map_err(|e| locate_in_batch(batch, &e.to_string(), cx))?;
-    batch.first_line = lines + 1;
-    batch.bytes.clear();
     match decoded {
         Some(b) => emit(super::Decoded::Batch(b)),
         None => Ok(true),
@@ -199,7 +204,7 @@ fn flush(
 }
 
 /// Re-decodes a failed batch one line at a time to find the line that fails.
-fn locate_in_batch(batch: &BatchLines, msg: &str, cx: &DecodeContext) -> Error {
+fn locate_in_batch(batch: &BatchLines<'_>, msg: &str, cx: &DecodeContext) -> Error {
     for (i, line) in batch.bytes.split(|b| *b == b'\n').enumerate() {
         if line.trim_ascii().is_empty() {
             continue;
@@ -217,7 +222,7 @@ fn locate_in_batch(batch: &BatchLines, msg: &str, cx: &DecodeContext) -> Error {
             );
         }
     }
-    let last = batch.first_line + memchr::memchr_iter(b'\n', &batch.bytes).count() as u64;
+    let last = batch.first_line + memchr::memchr_iter(b'\n', batch.bytes).count() as u64;
     Error::input(
         &cx.object,
         None,

@@ -10,6 +10,7 @@ pub mod csv;
 pub mod files;
 mod json_syntax;
 mod jsonl;
+mod lines;
 mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;
 pub mod reader;
@@ -260,6 +261,20 @@ pub enum Decoded {
 /// the object.
 pub type Emit<'a> = dyn FnMut(Decoded) -> Result<bool> + 'a;
 
+/// Whole records cut from an object's (decompressed) stream, not decoded yet: what
+/// [`SourceFormat::frame`] hands on and [`SourceFormat::decode_chunk`] decodes.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    /// The 1-based line of its first record in the object (or slice).
+    pub line: u64,
+    /// The byte offset of its first record in the object (or slice).
+    pub offset: u64,
+}
+
+/// Called with each chunk a format frames; returns `false` to stop reading the object.
+pub type EmitChunk<'a> = dyn FnMut(Chunk) -> Result<bool> + 'a;
+
 /// One input format.
 pub trait SourceFormat: Send + Sync + std::fmt::Debug {
     /// Reads by range rather than as a stream (and so is never decompressed as a whole).
@@ -289,6 +304,36 @@ pub trait SourceFormat: Send + Sync + std::fmt::Debug {
     /// Decodes one object, passing batches of at most `cx.batch_rows` rows to `emit`.
     fn decode(&self, input: ObjectInput<'_>, cx: &DecodeContext, emit: &mut Emit<'_>)
     -> Result<()>;
+
+    /// True for a stream format that finds its records without decoding them (JSON
+    /// Lines: one per line): [`SourceFormat::frame`] then cuts the stream into chunks of
+    /// whole records on one thread, and [`SourceFormat::decode_chunk`] decodes each on
+    /// any thread, to the same rows, rejections and errors as [`SourceFormat::decode`].
+    fn frames(&self) -> bool {
+        false
+    }
+
+    /// Cuts one object into chunks of at most `cx.batch_rows` whole records (see
+    /// [`SourceFormat::frames`]). A record too long or a read that fails ends it with
+    /// the error `decode` would give, after the chunks before it.
+    fn frame(
+        &self,
+        _input: ObjectInput<'_>,
+        _cx: &DecodeContext,
+        _emit: &mut EmitChunk<'_>,
+    ) -> Result<()> {
+        Err(crate::Error::Internal("this format does not frame".into()))
+    }
+
+    /// Decodes one chunk [`SourceFormat::frame`] cut.
+    fn decode_chunk(
+        &self,
+        _chunk: &Chunk,
+        _cx: &DecodeContext,
+        _emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        Err(crate::Error::Internal("this format does not frame".into()))
+    }
 }
 
 /// The implementation of a format.

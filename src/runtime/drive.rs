@@ -3,15 +3,39 @@
 //! into the group's observers; under `on_error: skip | dead_letter` the rows a row-local
 //! step fails on are found by bisection and left out; at the end of the task, the rows
 //! steps held back (a `pack`'s tail) flow on, and the writer or the observers finish.
+//!
+//! Batches, not tasks, are the unit of CPU work. The task's own thread (its owner)
+//! decodes; each batch then goes through the batch-local steps ([`Step::batch_local`])
+//! as a rayon job of its own, so that one task keeps every thread of the pool busy. A
+//! job's result waits in a queue, one queue per step jobs start at, and the owner takes
+//! the results of each queue in the order the batches entered it: it accounts for them
+//! (counters, rejections, the rows each step saw), runs any step that needs the task's
+//! order itself (`sample`, `pack`, a dedup's drop list), and starts the next job, or
+//! hands the batch to the writer or the observers. Everything that depends on order
+//! happens on the owner, in batch order, so a task's output is what one thread makes,
+//! byte for byte, and a failing step's error is the first in row order. A decoder may
+//! hand over framed records instead of a batch, which the job parses first
+//! ([`Work::Parse`]).
+//!
+//! Rejections (under skip / dead_letter) are held per batch until the batch has left
+//! the steps, then recorded in the order batches entered, so the dead-letter file and
+//! the log lines are what one thread writes too.
+//!
+//! Memory: a pass-wide [`Budget`] of [`batches_in_flight`] slots; a batch (or chunk)
+//! takes one when it enters and gives it back when it leaves the steps.
+//!
+//! [`Step::batch_local`]: crate::steps::Step::batch_local
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
+use crate::formats::Decoded;
 use crate::plan::Plan;
+use crate::pool::{Budget, Permit, lock, panic_message, wait};
 use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::Stats;
 use crate::sink::ShardRecord;
@@ -30,6 +54,8 @@ pub(super) enum Mode {
 
 /// What driving a task's steps made.
 pub(super) struct Driven {
+    /// Rows the task read: decoded, and records the decoder left out.
+    pub rows_in: u64,
     pub shards: Vec<ShardRecord>,
     /// The shards' uploads, completed when the task commits.
     pub staged: Staged,
@@ -40,27 +66,134 @@ pub(super) struct Driven {
     pub parts: Vec<Part>,
 }
 
+/// Batches a pass lets into the steps at once, over all its tasks: two per thread, so
+/// that a thread done with one finds the next waiting. None on one thread: every batch
+/// then goes through the steps on its task's thread, as it comes.
+pub(super) fn batches_in_flight(threads: usize) -> Option<usize> {
+    (threads > 1).then_some(2 * threads)
+}
+
+/// What a decoder hands on: a decoded batch, or framed records a job decodes first.
+pub(super) enum Work {
+    Batch(RecordBatch),
+    /// A batch already read, on its way from one step to the next.
+    Passing(RecordBatch),
+    /// Decodes a chunk of records the decoder framed: batches and records left out, in
+    /// order.
+    Parse(Box<dyn FnOnce() -> Result<Vec<Decoded>> + Send>),
+}
+
 /// The steps of one task, with their per-task state.
 pub(super) struct Drive<'a> {
     plan: &'a Plan,
+    /// The same plan, for jobs on other threads.
+    shared: Arc<Plan>,
     mode: Mode,
-    stats: &'a Stats,
+    stats: &'a Arc<Stats>,
     contexts: Vec<StepContext>,
     observers: Vec<Box<dyn Observer + 'a>>,
     writer: TaskWriter,
     /// What the decoder and the steps left out.
     pub rejects: Rejects,
+    rows_in: u64,
+    /// The object of the rows taken last, and how many of its rows were taken.
+    object_rows: (Arc<str>, u64),
+    /// Batches in the steps on other threads; None: all on this one.
+    flight: Option<Flight>,
+}
+
+/// The jobs of one task and their results, in order.
+struct Flight {
+    budget: Arc<Budget>,
+    signal: Arc<Signal>,
+    /// By the step its jobs start at: their results, oldest first; a slot is empty
+    /// until its job is done.
+    queues: Vec<VecDeque<Arc<Slot>>>,
+    /// What came in from the decoder and is not through the steps yet, in order: the
+    /// sequence number of the first, then each one's rejections so far.
+    first: u64,
+    held: VecDeque<Held>,
+}
+
+/// One piece of work from the decoder (a batch, a chunk, a record it left out) until
+/// it is through the steps.
+#[derive(Default)]
+struct Held {
+    /// Its rejections so far, each marked true when the decoder left it out.
+    rejected: Vec<(bool, Rejected)>,
+    /// Its jobs and batches still on their way; recorded once none is.
+    live: usize,
+}
+
+type Slot = Mutex<Option<Ran>>;
+
+/// Jobs done, counted, and a condition variable the owner sleeps on.
+#[derive(Default)]
+struct Signal {
+    done: Mutex<u64>,
+    cv: Condvar,
+}
+
+/// A job's result: its work from step `start` up to step `stop` (the next step that
+/// needs the task's order, or the end), piece by piece.
+struct Ran {
+    /// Which piece of the decoder's work it is ([`Flight::held`]).
+    seq: u64,
+    start: usize,
+    stop: usize,
+    object: Arc<str>,
+    pieces: Vec<Piece>,
+    /// What ended the job early: a chunk that did not decode, or a step's error. The
+    /// pieces before it stand, as one thread would have handed them on.
+    failure: Option<Failure>,
+    /// The slot of the batch in the pass's budget, passed on with it.
+    permit: Option<Arc<Permit>>,
+}
+
+enum Failure {
+    Decode(Error),
+    /// Step `s` failed; `applied`: what the steps before it did with that batch.
+    Step {
+        s: usize,
+        applied: Vec<Applied>,
+        error: StepError,
+    },
+}
+
+enum Piece {
+    /// A record the decoder left out.
+    Undecoded(Rejected),
+    /// A batch through steps `start..stop` (`decoded`: its rows, if it was just read):
+    /// what each step did, and the batch as it reaches `stop`.
+    Rows {
+        decoded: u64,
+        applied: Vec<Applied>,
+        batch: RecordBatch,
+    },
+}
+
+/// What one step did with one batch.
+#[derive(Default)]
+struct Applied {
+    rows_in: u64,
+    rows_out: u64,
+    /// Counters, when the step counted in a context of its own (a job's).
+    counts: BTreeMap<String, u64>,
+    rejected: Vec<Rejected>,
 }
 
 impl<'a> Drive<'a> {
     /// For task `task` (its stable key `task_key`); `first_object` names it in errors.
+    /// `budget`: the pass's batches in flight ([`batches_in_flight`]); None runs every
+    /// step on this thread.
     pub fn new(
-        plan: &'a Plan,
+        plan: &'a Arc<Plan>,
         (task, task_key): (usize, u64),
         mode: Mode,
         stats: &'a Arc<Stats>,
         cfg: Arc<WriterConfig>,
         first_object: &str,
+        budget: Option<Arc<Budget>>,
     ) -> Result<Self> {
         let observers = match mode {
             Mode::Write => Vec::new(),
@@ -76,8 +209,20 @@ impl<'a> Drive<'a> {
                 })
                 .collect::<Result<_>>()?,
         };
+        // A `limit` stops the reading at the batch that reaches it, which only a task
+        // that takes its batches one at a time knows.
+        let flight = budget
+            .filter(|_| !plan.steps.iter().any(|s| s.step.needs_global_order()))
+            .map(|budget| Flight {
+                budget,
+                signal: Arc::default(),
+                queues: (0..=plan.steps.len()).map(|_| VecDeque::new()).collect(),
+                first: 0,
+                held: VecDeque::new(),
+            });
         Ok(Drive {
             plan,
+            shared: plan.clone(),
             mode,
             stats,
             contexts: plan
@@ -88,6 +233,9 @@ impl<'a> Drive<'a> {
             observers,
             writer: TaskWriter::new(cfg, task, stats.clone()),
             rejects: Rejects::new(plan.pipeline.run.on_error, task),
+            rows_in: 0,
+            object_rows: (Arc::from(""), 0),
+            flight,
         })
     }
 
@@ -96,99 +244,363 @@ impl<'a> Drive<'a> {
         self.plan.steps.iter().any(|s| s.step.exhausted())
     }
 
+    /// True when batches go through the steps on other threads, so a decoder gains by
+    /// handing over framed records ([`Work::Parse`]) rather than decoding them itself.
+    pub fn parallel(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    /// Rows of `object` taken so far (all of them after [`Drive::settle`]).
+    pub fn rows_of(&self, object: &str) -> u64 {
+        let (last, rows) = &self.object_rows;
+        if &**last == object { *rows } else { 0 }
+    }
+
     /// One decoded batch of `object` through the steps: written (`Write`) or handed to
     /// the observers of a full pass's steps (`Observe`).
     pub fn batch(&mut self, batch: RecordBatch, object: &str) -> Result<()> {
-        match self.mode {
-            Mode::Write => self.run_steps(0, batch, object),
-            Mode::Observe(from, to) => self.observe_steps(from, to, batch, object),
+        self.work(Work::Batch(batch), object)
+    }
+
+    /// A record the decoder left out, in its place among the rows.
+    pub fn undecoded(&mut self, r: Rejected) -> Result<()> {
+        let seq = self.enter(0);
+        self.take_undecoded(seq, r);
+        self.release();
+        Ok(())
+    }
+
+    /// A new piece of the decoder's work with `live` jobs or batches on their way: its
+    /// sequence number.
+    fn enter(&mut self, live: usize) -> u64 {
+        match &mut self.flight {
+            Some(f) => {
+                f.held.push_back(Held {
+                    rejected: Vec::new(),
+                    live,
+                });
+                f.first + f.held.len() as u64 - 1
+            }
+            None => 0,
         }
     }
 
-    /// The full pass of steps `from..=to`: `batch` through the steps before `from`,
-    /// then to the observer of each step of the group (all see the batch that reaches
-    /// `from`). Rows left out under skip / dead_letter are left out here as in the main
-    /// pass.
-    fn observe_steps(
-        &mut self,
-        from: usize,
-        to: usize,
-        mut batch: RecordBatch,
-        object: &str,
-    ) -> Result<()> {
-        let plan = self.plan;
-        for (s, (planned, cx)) in plan.steps.iter().zip(self.contexts.iter_mut()).enumerate() {
-            let rows = batch.num_rows() as u64;
-            if s >= from {
-                self.observers[s - from]
-                    .observe(&batch, cx.rows_before)
-                    .map_err(|m| step_error(plan, s, object, cx, m))?;
-                cx.rows_before += rows;
-                if s == to {
-                    return Ok(());
+    /// Records the rejections of the pieces at the front that are through the steps.
+    fn release(&mut self) {
+        let Some(f) = &mut self.flight else { return };
+        while f.held.front().is_some_and(|h| h.live == 0) {
+            if let Some(h) = f.held.pop_front() {
+                f.first += 1;
+                for (undecoded, r) in h.rejected {
+                    if undecoded {
+                        self.rejects.add_undecoded(r);
+                    } else {
+                        self.rejects.add(r);
+                    }
                 }
-                continue;
             }
-            batch = if self.rejects.tolerant() && planned.step.row_local() {
-                apply_leaving_out_bad_rows(plan, s, cx, batch, object, &mut self.rejects)?
-            } else {
-                planned
-                    .step
-                    .apply(batch, cx)
-                    .map_err(|m| step_error(plan, s, object, cx, m))?
+        }
+    }
+
+    /// The held piece `seq`.
+    fn held(&mut self, seq: u64) -> Option<&mut Held> {
+        let f = self.flight.as_mut()?;
+        let i = usize::try_from(seq.checked_sub(f.first)?).ok()?;
+        f.held.get_mut(i)
+    }
+
+    /// A rejection of piece `seq`: recorded now on one thread, else when the piece is
+    /// through the steps.
+    fn reject(&mut self, seq: u64, r: Rejected, undecoded: bool) {
+        match self.held(seq) {
+            Some(h) => h.rejected.push((undecoded, r)),
+            None if undecoded => self.rejects.add_undecoded(r),
+            None => self.rejects.add(r),
+        }
+    }
+
+    /// One of piece `seq`'s jobs or batches is done.
+    fn done(&mut self, seq: u64) {
+        if let Some(h) = self.held(seq) {
+            h.live = h.live.saturating_sub(1);
+        }
+        self.release();
+    }
+
+    /// Work from the decoder into the steps: here, on one thread; else as a job once the
+    /// pass's budget has a slot, taking what earlier jobs finished, in order, meanwhile.
+    pub fn work(&mut self, work: Work, object: &str) -> Result<()> {
+        let object: Arc<str> = Arc::from(object);
+        let Some(flight) = &self.flight else {
+            let pieces = match work {
+                Work::Batch(b) | Work::Passing(b) => vec![Decoded::Batch(b)],
+                Work::Parse(parse) => parse()?,
             };
-            cx.rows_before += rows;
-            if batch.num_rows() == 0 {
-                return Ok(());
+            for piece in pieces {
+                match piece {
+                    Decoded::Batch(b) => {
+                        self.take_decoded(b.num_rows() as u64, &object);
+                        self.arrive(0, b, &object, 0, None)?;
+                    }
+                    Decoded::Rejected(r) => self.take_undecoded(0, r),
+                }
+            }
+            return Ok(());
+        };
+        let (budget, signal) = (flight.budget.clone(), flight.signal.clone());
+        let permit = loop {
+            self.pump()?;
+            if let Some(p) = budget.try_permit() {
+                break p;
+            }
+            let waited = Instant::now();
+            wait_for_jobs(&signal, Duration::from_millis(1));
+            self.stats.decode.add_blocked(waited.elapsed());
+        };
+        let seq = self.enter(1);
+        self.start(0, work, object, seq, Some(Arc::new(permit)));
+        self.pump()
+    }
+
+    /// Waits for every job of the task and takes their results.
+    pub fn settle(&mut self) -> Result<()> {
+        while let Some(flight) = &self.flight {
+            if flight.queues.iter().all(VecDeque::is_empty) {
+                self.release();
+                break;
+            }
+            let signal = flight.signal.clone();
+            if !self.pump_once()? {
+                wait_for_jobs(&signal, Duration::from_millis(1));
             }
         }
         Ok(())
     }
 
-    /// Runs `batch` through the steps from index `from` on, and writes what comes out.
-    fn run_steps(&mut self, from: usize, mut batch: RecordBatch, object: &str) -> Result<()> {
-        let (plan, stats) = (self.plan, self.stats);
-        for (s, (planned, cx)) in plan
-            .steps
-            .iter()
-            .zip(self.contexts.iter_mut())
-            .enumerate()
-            .skip(from)
-        {
+    /// Past the last step this mode applies.
+    fn end(&self) -> usize {
+        match self.mode {
+            Mode::Write => self.plan.steps.len(),
+            Mode::Observe(from, _) => from,
+        }
+    }
+
+    /// Starts a job on `work` from step `at` to the next step that needs the task's
+    /// order (or the end); its result joins queue `at`.
+    fn start(
+        &mut self,
+        at: usize,
+        work: Work,
+        object: Arc<str>,
+        seq: u64,
+        permit: Option<Arc<Permit>>,
+    ) {
+        let end = self.end();
+        let stop = (at..end)
+            .find(|&s| !self.plan.steps[s].step.batch_local())
+            .unwrap_or(end);
+        let Some(flight) = &mut self.flight else {
+            return;
+        };
+        let slot: Arc<Slot> = Arc::default();
+        flight.queues[at].push_back(slot.clone());
+        let (plan, stats, signal) = (
+            self.shared.clone(),
+            self.stats.clone(),
+            flight.signal.clone(),
+        );
+        let tolerant = self.rejects.tolerant();
+        rayon::spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_job(&plan, &stats, tolerant, (at, stop), work, &object)
+            }));
+            let (pieces, failure) = ran.unwrap_or_else(|p| {
+                let e = Error::Internal(format!(
+                    "panic in the steps of {object}: {}",
+                    panic_message(&*p)
+                ));
+                (Vec::new(), Some(Failure::Decode(e)))
+            });
+            *lock(&slot) = Some(Ran {
+                seq,
+                start: at,
+                stop,
+                object,
+                pieces,
+                failure,
+                permit,
+            });
+            *lock(&signal.done) += 1;
+            signal.cv.notify_all();
+        });
+    }
+
+    /// Takes every result that is next in its queue, until none is.
+    fn pump(&mut self) -> Result<()> {
+        while self.pump_once()? {}
+        Ok(())
+    }
+
+    /// One sweep over the queues, earliest step first, taking the results at their
+    /// fronts that are done; false when there was none.
+    fn pump_once(&mut self) -> Result<bool> {
+        let mut taken = false;
+        let queues = self.flight.as_ref().map_or(0, |f| f.queues.len());
+        for at in 0..queues {
+            while let Some(ran) = self.flight.as_mut().and_then(|f| {
+                let front = f.queues[at].front()?;
+                let ran = lock(front).take()?;
+                f.queues[at].pop_front();
+                Some(ran)
+            }) {
+                taken = true;
+                self.take(ran)?;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// A job's result, in order: each piece accounted for and sent on from its stop.
+    fn take(&mut self, ran: Ran) -> Result<()> {
+        let Ran {
+            seq,
+            start,
+            stop,
+            object,
+            pieces,
+            failure,
+            permit,
+        } = ran;
+        for piece in pieces {
+            match piece {
+                Piece::Undecoded(r) => self.take_undecoded(seq, r),
+                Piece::Rows {
+                    decoded,
+                    applied,
+                    batch,
+                } => {
+                    self.take_decoded(decoded, &object);
+                    self.account(seq, start, applied);
+                    if batch.num_rows() > 0 {
+                        if let Some(h) = self.held(seq) {
+                            h.live += 1;
+                        }
+                        self.arrive(stop, batch, &object, seq, permit.clone())?;
+                    }
+                }
+            }
+        }
+        match failure {
+            None => {
+                self.done(seq);
+                Ok(())
+            }
+            Some(Failure::Decode(e)) => Err(e),
+            Some(Failure::Step { s, applied, error }) => {
+                self.account(seq, start, applied);
+                Err(step_error(self.plan, s, &object, &self.contexts[s], error))
+            }
+        }
+    }
+
+    fn take_decoded(&mut self, n: u64, object: &Arc<str>) {
+        self.rows_in += n;
+        if self.object_rows.0 != *object {
+            self.object_rows = (object.clone(), 0);
+        }
+        self.object_rows.1 += n;
+        Stats::add(&self.stats.rows_in, n);
+    }
+
+    fn take_undecoded(&mut self, seq: u64, r: Rejected) {
+        self.rows_in += 1;
+        Stats::add(&self.stats.rows_in, 1);
+        Stats::add(&self.stats.rows_rejected, 1);
+        self.reject(seq, r, true);
+    }
+
+    /// What steps `start..` did with one batch, in order: rows, rejections, counters.
+    fn account(&mut self, seq: u64, start: usize, applied: Vec<Applied>) {
+        let stats = self.stats;
+        for (s, a) in (start..).zip(applied) {
             let st = &stats.steps[s];
-            let rows = batch.num_rows() as u64;
-            Stats::add(&st.rows_in, rows);
-            let ts = Instant::now();
-            batch = if self.rejects.tolerant() && planned.step.row_local() {
-                let before = self.rejects.rows;
-                let out =
-                    apply_leaving_out_bad_rows(plan, s, cx, batch, object, &mut self.rejects)?;
-                let left_out = self.rejects.rows - before;
-                Stats::add(&st.rows_rejected, left_out);
-                Stats::add(&stats.rows_rejected, left_out);
-                out
-            } else {
-                planned
-                    .step
-                    .apply(batch, cx)
-                    .map_err(|m| step_error(plan, s, object, cx, m))?
-            };
-            st.timer.add_working(ts.elapsed());
-            cx.rows_before += rows;
-            Stats::add(&st.rows_out, batch.num_rows() as u64);
+            Stats::add(&st.rows_in, a.rows_in);
+            let left_out = a.rejected.len() as u64;
+            for r in a.rejected {
+                self.reject(seq, r, false);
+            }
+            Stats::add(&st.rows_rejected, left_out);
+            Stats::add(&stats.rows_rejected, left_out);
+            let cx = &mut self.contexts[s];
+            for (name, n) in a.counts {
+                cx.count(&name, n);
+            }
+            cx.rows_before += a.rows_in;
+            Stats::add(&st.rows_out, a.rows_out);
+        }
+    }
+
+    /// `batch` reaches step `at`, in order: steps that need the task's order (every
+    /// step, on one thread) run here, batch-local ones as a job; past the last step it
+    /// goes to the writer or the observers.
+    fn arrive(
+        &mut self,
+        mut at: usize,
+        mut batch: RecordBatch,
+        object: &Arc<str>,
+        seq: u64,
+        permit: Option<Arc<Permit>>,
+    ) -> Result<()> {
+        let end = self.end();
+        while at < end {
+            if self.flight.is_some() && self.plan.steps[at].step.batch_local() {
+                self.start(at, Work::Passing(batch), object.clone(), seq, permit);
+                return Ok(());
+            }
+            let tolerant = self.rejects.tolerant();
+            let cx = &mut self.contexts[at];
+            let (out, applied) = apply_step(self.plan, self.stats, at, cx, batch, object, tolerant)
+                .map_err(|e| step_error(self.plan, at, object, cx, e))?;
+            self.account(seq, at, vec![applied]);
+            batch = out;
+            at += 1;
             if batch.num_rows() == 0 {
+                self.done(seq);
                 return Ok(());
             }
         }
-        Stats::add(&stats.rows_out, batch.num_rows() as u64);
-        // Encoding is timed by the writer's jobs, on whichever thread runs them.
-        self.writer.write(&batch)
+        self.deliver(batch, object)?;
+        self.done(seq);
+        Ok(())
+    }
+
+    /// A batch past the steps: to the writer, or to each observer of the full pass.
+    fn deliver(&mut self, batch: RecordBatch, object: &str) -> Result<()> {
+        match self.mode {
+            Mode::Write => {
+                Stats::add(&self.stats.rows_out, batch.num_rows() as u64);
+                // Encoding is timed by the writer's jobs, on whichever thread runs them.
+                self.writer.write(&batch)
+            }
+            Mode::Observe(from, to) => {
+                let rows = batch.num_rows() as u64;
+                for s in from..=to {
+                    let cx = &mut self.contexts[s];
+                    self.observers[s - from]
+                        .observe(&batch, cx.rows_before)
+                        .map_err(|m| step_error(self.plan, s, object, cx, m))?;
+                    cx.rows_before += rows;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The task has no more batches (`last` names its last object): in a full pass the
     /// observers' parts; else the rows steps held back flow through the steps after
     /// them, and the writer closes its shards.
     pub fn finish(mut self, last: &str) -> Result<Driven> {
+        self.settle()?;
         let plan = self.plan;
         if let Mode::Observe(from, _) = self.mode {
             let parts = self
@@ -198,6 +610,7 @@ impl<'a> Drive<'a> {
                 .map(|(i, o)| o.finish().map_err(|m| pass_error(plan, from + i, last, m)))
                 .collect::<Result<_>>()?;
             return Ok(Driven {
+                rows_in: self.rows_in,
                 shards: Vec::new(),
                 staged: Staged::default(),
                 step_counts: Vec::new(),
@@ -205,20 +618,25 @@ impl<'a> Drive<'a> {
                 parts,
             });
         }
+        let last: Arc<str> = Arc::from(last);
         for s in 0..plan.steps.len() {
             let tail = plan.steps[s]
                 .step
                 .finish(&mut self.contexts[s])
-                .map_err(|m| step_error(plan, s, last, &self.contexts[s], m))?;
+                .map_err(|m| step_error(plan, s, &last, &self.contexts[s], m))?;
             if let Some(batch) = tail
                 && batch.num_rows() > 0
             {
                 Stats::add(&self.stats.steps[s].rows_out, batch.num_rows() as u64);
-                self.run_steps(s + 1, batch, last)?;
+                let seq = self.enter(1);
+                self.arrive(s + 1, batch, &last, seq, None)?;
+                // A tail's jobs are done before the next step's tail follows them.
+                self.settle()?;
             }
         }
         let (shards, staged) = self.writer.finish()?;
         Ok(Driven {
+            rows_in: self.rows_in,
             shards,
             staged,
             step_counts: self.contexts.into_iter().map(|c| c.counts).collect(),
@@ -226,6 +644,106 @@ impl<'a> Drive<'a> {
             parts: Vec::new(),
         })
     }
+}
+
+/// Sleeps until a job of the task is done (or `at_most` passed), running this thread's
+/// own queued jobs first.
+fn wait_for_jobs(signal: &Signal, at_most: Duration) {
+    let seen = *lock(&signal.done);
+    let started = Instant::now();
+    wait(&signal.done, &signal.cv, |done| {
+        *done != seen || started.elapsed() >= at_most
+    });
+}
+
+/// A job: `work` decoded if it is framed records, then each batch through the
+/// batch-local steps `start..stop`, each with a context of its own.
+fn run_job(
+    plan: &Plan,
+    stats: &Stats,
+    tolerant: bool,
+    (start, stop): (usize, usize),
+    work: Work,
+    object: &str,
+) -> (Vec<Piece>, Option<Failure>) {
+    let (decoded, read) = match work {
+        Work::Batch(b) => (vec![Decoded::Batch(b)], true),
+        Work::Passing(b) => (vec![Decoded::Batch(b)], false),
+        Work::Parse(parse) => {
+            let started = Instant::now();
+            let parsed = parse();
+            stats.decode.add_working(started.elapsed());
+            match parsed {
+                Ok(d) => (d, true),
+                Err(e) => return (Vec::new(), Some(Failure::Decode(e))),
+            }
+        }
+    };
+    let mut pieces = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        let mut batch = match d {
+            Decoded::Rejected(r) => {
+                pieces.push(Piece::Undecoded(r));
+                continue;
+            }
+            Decoded::Batch(b) => b,
+        };
+        let decoded = if read { batch.num_rows() as u64 } else { 0 };
+        let mut applied = Vec::with_capacity(stop - start);
+        for s in start..stop {
+            let mut cx = StepContext::default();
+            match apply_step(plan, stats, s, &mut cx, batch, object, tolerant) {
+                Ok((out, mut a)) => {
+                    a.counts = cx.counts;
+                    applied.push(a);
+                    batch = out;
+                }
+                Err(error) => {
+                    let failure = Failure::Step { s, applied, error };
+                    return (pieces, Some(failure));
+                }
+            }
+            if batch.num_rows() == 0 {
+                break;
+            }
+        }
+        pieces.push(Piece::Rows {
+            decoded,
+            applied,
+            batch,
+        });
+    }
+    (pieces, None)
+}
+
+/// Applies step `s` to `batch` in `cx`; under skip / dead_letter a row-local step's
+/// failing rows are left out (and returned in [`Applied::rejected`]).
+fn apply_step(
+    plan: &Plan,
+    stats: &Stats,
+    s: usize,
+    cx: &mut StepContext,
+    batch: RecordBatch,
+    object: &str,
+    tolerant: bool,
+) -> Result<(RecordBatch, Applied), StepError> {
+    let started = Instant::now();
+    let planned = &plan.steps[s];
+    let rows_in = batch.num_rows() as u64;
+    let mut rejected = Vec::new();
+    let out = if tolerant && planned.step.row_local() {
+        apply_leaving_out_bad_rows(plan, s, cx, batch, object, &mut rejected)?
+    } else {
+        planned.step.apply(batch, cx)?
+    };
+    stats.steps[s].timer.add_working(started.elapsed());
+    let applied = Applied {
+        rows_in,
+        rows_out: out.num_rows() as u64,
+        counts: BTreeMap::new(),
+        rejected,
+    };
+    Ok((out, applied))
 }
 
 /// Step `s`'s error on the data of `object`; a row the step names is placed among the
@@ -241,16 +759,17 @@ fn pass_error(plan: &Plan, s: usize, object: &str, e: StepError) -> Error {
 }
 
 /// Applies row-local step `s`; when it fails, applies it again to halves of the batch,
-/// down to the single rows that fail, which are left out and recorded. The rows that
-/// pass keep their order. A step's counters only count the parts that passed.
+/// down to the single rows that fail, which are left out and recorded in `rejected`.
+/// The rows that pass keep their order. A step's counters only count the parts that
+/// passed. An error other than a row's (a bug, an I/O failure) is not bisected.
 fn apply_leaving_out_bad_rows(
     plan: &Plan,
     s: usize,
     cx: &mut StepContext,
     batch: RecordBatch,
     object: &str,
-    rejects: &mut Rejects,
-) -> Result<RecordBatch> {
+    rejected: &mut Vec<Rejected>,
+) -> std::result::Result<RecordBatch, StepError> {
     let step = &plan.steps[s].step;
     let counts = cx.counts.clone();
     let first = match step.apply(batch.clone(), cx) {
@@ -280,7 +799,7 @@ fn apply_leaving_out_bad_rows(
             }
         };
         if len == 1 {
-            rejects.add(Rejected {
+            rejected.push(Rejected {
                 object: object.to_string(),
                 kind: RejectKind::Record,
                 line: None,
@@ -298,5 +817,5 @@ fn apply_leaving_out_bad_rows(
     }
     let schema = step.output_schema().clone();
     arrow::compute::concat_batches(&schema, &good)
-        .map_err(|e| Error::Internal(format!("joining the rows step {} kept: {e}", s + 1)))
+        .map_err(|e| StepError::internal(format!("joining the rows step {} kept: {e}", s + 1)))
 }

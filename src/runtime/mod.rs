@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Task};
+use crate::pool::Budget;
 use crate::report::{Phase, Stats};
 use crate::sink::{self, Manifest, SinkState, TaskRecord};
 
@@ -276,6 +277,7 @@ async fn run(
         io: Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency)),
         stop: stop.clone(),
         cache,
+        batches: drive::batches_in_flight(plan.threads).map(|n| Arc::new(Budget::new(n))),
     };
     let slots = if plan.sequential { 1 } else { plan.threads };
 

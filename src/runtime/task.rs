@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::cache::{self, DecodedCache};
-use super::drive::{Drive, Driven, Mode};
+use super::drive::{Drive, Driven, Mode, Work};
 use super::read::{read_objects, slice_reader};
 use crate::error::{Error, Result};
-use crate::formats::Decoded;
 use crate::formats::reader::{ChannelReader, Chunks};
 use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
+use crate::formats::{Chunk, Decoded};
 use crate::plan::{Plan, Task};
+use crate::pool::{Budget, panic_message};
 use crate::rejects::{RejectKind, Rejected};
 use crate::report::Stats;
 use crate::sink::writer::{Staged, WriterConfig};
@@ -34,6 +35,9 @@ pub(super) struct Pass {
     pub stop: Arc<AtomicBool>,
     /// What an earlier fit pass decoded, or a fit pass that may keep what it decodes.
     pub cache: Option<Arc<DecodedCache>>,
+    /// Batches in the steps at once, over all tasks (see [`super::drive`]); None on one
+    /// thread.
+    pub batches: Option<Arc<Budget>>,
 }
 
 /// What a task run made: its commit record, under `dead_letter` its dead-letter file
@@ -93,14 +97,10 @@ pub(super) async fn run_task(env: Pass, task: Task, mode: Mode) -> Result<TaskDo
                 cpu_task(&env, &task, mode, input, handle)
             }))
             .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                 Err(Error::Internal(format!(
                     "panic in task {}: {}",
                     task.id,
-                    msg.unwrap_or_default()
+                    panic_message(&*p)
                 )))
             });
             let _ = done_tx.send(r);
@@ -117,16 +117,14 @@ pub(super) async fn run_task(env: Pass, task: Task, mode: Mode) -> Result<TaskDo
             return Err(read);
         }
     }
-    let (
+    let Driven {
         rows_in,
-        Driven {
-            shards,
-            staged,
-            step_counts,
-            mut rejects,
-            parts,
-        },
-    ) = result?;
+        shards,
+        staged,
+        step_counts,
+        mut rejects,
+        parts,
+    } = result?;
     let step_counts = if step_counts.iter().all(|c| c.is_empty()) {
         Vec::new()
     } else {
@@ -174,6 +172,12 @@ pub(super) fn objects_finished(plan: &Plan, task: &Task) -> u64 {
     }
 }
 
+/// What a decoder hands the task: decoded rows, or framed records for a job to decode.
+enum Handed {
+    Decoded(Decoded),
+    Chunk(Chunk),
+}
+
 /// Where a task's batches come from.
 enum Input {
     /// The objects, read and decoded; `keep`: a fit pass that keeps what it decodes.
@@ -185,15 +189,15 @@ enum Input {
     Cached(Vec<cache::Decoded>),
 }
 
-/// The CPU side of a task: decode → steps → encode, on one rayon thread.
-/// Returns the records it read and what driving the steps made.
+/// The CPU side of a task: decode on this rayon thread; the steps and the encoding on
+/// every thread of the pool ([`Drive`]). Returns what driving the steps made.
 fn cpu_task(
     env: &Pass,
     task: &Task,
     mode: Mode,
     input: Input,
     handle: tokio::runtime::Handle,
-) -> Result<(u64, Driven)> {
+) -> Result<Driven> {
     let (plan, stats, stop) = (&*env.plan, &env.stats, &*env.stop);
     // Keyed by the path below the source prefix, so a sample is the same wherever the
     // data lives: another clone's directory, a bucket, a different store.
@@ -209,14 +213,14 @@ fn cpu_task(
     }
     let task_key = stable_key(&key);
     let mut drive = Drive::new(
-        plan,
+        &env.plan,
         (task.id, task_key),
         mode,
         stats,
         env.cfg.clone(),
         &plan.objects[task.objects.start].display,
+        env.batches.clone(),
     )?;
-    let mut rows_in = 0u64;
     let (mut objects_rx, keep) = match input {
         Input::Objects { objects_rx, keep } => (Some(objects_rx), keep),
         Input::Cached(batches) => {
@@ -227,9 +231,6 @@ fn cpu_task(
                 if drive.exhausted() {
                     break;
                 }
-                let n = batch.num_rows() as u64;
-                rows_in += n;
-                Stats::add(&stats.rows_in, n);
                 drive.batch(batch, &plan.objects[i].display)?;
             }
             // Read once by this run, in its first fit pass.
@@ -277,24 +278,35 @@ fn cpu_task(
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut in_emit = Duration::ZERO;
-        // Rows of this object handed on.
-        let mut object_rows = 0u64;
-        let mut emit = |decoded: Decoded| -> Result<bool> {
-            let batch = match decoded {
-                Decoded::Batch(b) => b,
-                Decoded::Rejected(r) => {
-                    rows_in += 1;
-                    Stats::add(&stats.rows_in, 1);
-                    Stats::add(&stats.rows_rejected, 1);
-                    drive.rejects.add_undecoded(r);
+        // With other threads to decode on (and nothing to keep), a format that frames its
+        // records hands over chunks, which the jobs decode.
+        let framing = (drive.parallel() && keep.is_none() && plan.format.frames())
+            .then(|| Arc::new(cx.clone()));
+        let mut emit = |handed: Handed| -> Result<bool> {
+            let batch = match handed {
+                Handed::Decoded(Decoded::Batch(b)) => b,
+                Handed::Decoded(Decoded::Rejected(r)) => {
+                    drive.undecoded(r)?;
                     return Ok(!stop.load(Ordering::Relaxed));
+                }
+                Handed::Chunk(chunk) => {
+                    let t = Instant::now();
+                    let (format, cx) = (plan.format.clone(), framing.clone());
+                    let parse = move || {
+                        let cx = cx.ok_or_else(|| Error::Internal("a chunk unframed".into()))?;
+                        let mut out = Vec::new();
+                        format.decode_chunk(&chunk, &cx, &mut |d| {
+                            out.push(d);
+                            Ok(true)
+                        })?;
+                        Ok(out)
+                    };
+                    drive.work(Work::Parse(Box::new(parse)), &obj.display)?;
+                    in_emit += t.elapsed();
+                    return Ok(!stop.load(Ordering::Relaxed) && !drive.exhausted());
                 }
             };
             let t = Instant::now();
-            let n = batch.num_rows() as u64;
-            rows_in += n;
-            object_rows += n;
-            Stats::add(&stats.rows_in, n);
             if keeping {
                 kept_bytes += batch.get_array_memory_size() as u64;
                 if keep.as_ref().is_some_and(|c| kept_bytes > c.budget()) {
@@ -316,7 +328,9 @@ fn cpu_task(
                 handle: handle.clone(),
                 stats: Some(stats.clone()),
             };
-            let r = plan.format.decode(ObjectInput::Random(ra), &cx, &mut emit);
+            let r = plan.format.decode(ObjectInput::Random(ra), &cx, &mut |d| {
+                emit(Handed::Decoded(d))
+            });
             Stats::add(
                 &stats.bytes_done,
                 task.range.as_ref().map_or(obj.size, |r| r.end - r.start),
@@ -339,13 +353,24 @@ fn cpu_task(
                 None => formats::decompress_buffered(plan.compressions[i], raw)
                     .map_err(|e| Error::input(&object, None, e)),
             }
-            .and_then(|input| {
-                plan.format
-                    .decode(ObjectInput::Stream(input), &cx, &mut emit)
+            .and_then(|input| match &framing {
+                Some(_) => plan
+                    .format
+                    .frame(ObjectInput::Stream(input), &cx, &mut |c| {
+                        emit(Handed::Chunk(c))
+                    }),
+                None => plan
+                    .format
+                    .decode(ObjectInput::Stream(input), &cx, &mut |d| {
+                        emit(Handed::Decoded(d))
+                    }),
             })
             .map_err(|e| annotate_compression(e, plan.compressions[i]))
         };
         if let Err(e) = decoded {
+            // What reached the steps before the fault comes first: a step's error there
+            // is the run's error, as on one thread.
+            drive.settle()?;
             // Under skip / dead_letter an object that cannot be read (corrupt, cut short,
             // gone, forbidden) is left out from where it failed; a step's error, a
             // retryable store error and a stop are not the object's fault.
@@ -353,7 +378,8 @@ fn cpu_task(
                 return Err(e);
             }
             Stats::add(&stats.objects_rejected, 1);
-            drive.rejects.add(object_rejection(&object, object_rows, e));
+            let rows = drive.rows_of(&obj.display);
+            drive.rejects.add(object_rejection(&object, rows, e));
         }
         Stats::add(&stats.objects_done, objects_finished(plan, task).min(1));
         stats.decode.add_waiting(waited);
@@ -374,7 +400,7 @@ fn cpu_task(
     if let Some(cache) = keep.filter(|_| keeping && matches!(mode, Mode::Observe(..))) {
         cache.offer(task.id, kept, kept_bytes);
     }
-    Ok((rows_in, drive.finish(&last)?))
+    drive.finish(&last)
 }
 
 /// Errors that are the object's own: bad bytes, or a store that will not hand it over

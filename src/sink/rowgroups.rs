@@ -17,14 +17,12 @@
 //! threads and any order in which the jobs ran.
 //!
 //! Nothing here blocks a thread on work only it could do: a thread that waits (for a slot
-//! in the run's [`Budget`], or for its task's last row groups) first runs the jobs in its
-//! own rayon queue, and only then sleeps, briefly, on a condition variable. It never
-//! steals other threads' work while it waits: that would let it start a whole other task
-//! on top of its own (rayon's stealing wait also takes injected jobs).
+//! in the run's [`Budget`], or for its task's last row groups) waits as [`crate::pool`]
+//! says, running its own queued jobs and never stealing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -45,72 +43,8 @@ use super::columns::ShardColumns;
 use super::upload::{StagedShard, UPLOAD_CHUNK, UploadMsg, UploadSink, Uploaded, upload};
 use super::writer::{WriterConfig, shard_name};
 use crate::error::{Error, Result};
+use crate::pool::{lock, panic_message, wait};
 use crate::report::Stats;
-
-/// The row groups of a run that may be cut but not yet appended, over all its tasks:
-/// what bounds the writer's memory (each holds at most `sink.row_group_bytes` of rows,
-/// then their encoded pages).
-#[derive(Debug)]
-pub struct Budget {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Budget {
-    pub fn new(slots: usize) -> Self {
-        Budget {
-            free: Mutex::new(slots.max(1)),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// Takes a slot, running this thread's own queued jobs (which free slots) while
-    /// there is none. Returns how long it waited.
-    fn take(&self) -> Duration {
-        let start = Instant::now();
-        wait(&self.free, &self.cv, |free| {
-            if *free > 0 {
-                *free -= 1;
-                true
-            } else {
-                false
-            }
-        });
-        start.elapsed()
-    }
-
-    fn give(&self, n: usize) {
-        if n > 0 {
-            *lock(&self.free) += n;
-            self.cv.notify_all();
-        }
-    }
-}
-
-/// Waits until `done` holds for the value behind `m`: runs jobs from this thread's own
-/// rayon queue while there are any, else sleeps on `cv` (woken when the value changes,
-/// and at least every millisecond).
-fn wait<T>(m: &Mutex<T>, cv: &Condvar, mut done: impl FnMut(&mut T) -> bool) {
-    loop {
-        if done(&mut lock(m)) {
-            return;
-        }
-        if rayon::yield_local() == Some(rayon::Yield::Executed) {
-            continue;
-        }
-        let mut g = lock(m);
-        if done(&mut g) {
-            return;
-        }
-        drop(cv.wait_timeout(g, Duration::from_millis(1)));
-    }
-}
-
-/// A lock whose holder panicked is still the data: every job catches its own panic and
-/// records it as the task's error before the guard is dropped.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How one partition of a task encodes: the writer settings chosen from its first rows
 /// and the column-writer factory made from them.
@@ -647,12 +581,4 @@ fn write_rows(
         }
     }
     Ok(())
-}
-
-/// What a caught panic said.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }

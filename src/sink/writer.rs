@@ -20,9 +20,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::ShardRecord;
-use super::rowgroups::{Budget, Cut, Encoding, Lane};
+use super::rowgroups::{Cut, Encoding, Lane};
 pub use super::upload::Staged;
 use crate::error::{Error, Result};
+use crate::pool::Budget;
 use crate::report::Stats;
 use crate::spec::SinkCompression;
 use crate::storage::Location;

@@ -9,9 +9,12 @@
 //! - an empty input, an all-null column, a column of the wrong type and a missing column
 //!   each give a result or an error naming the column, never a panic (the expected
 //!   outcome of each is in [`WRONG_TYPE_ACCEPTED`] and the asserts);
-//! - its output is the same on a pool of 1 and of 2 threads.
+//! - its output is the same on a pool of 1 and of 2 threads;
+//! - a step that says it is batch-local gives each batch, in a context of its own, what
+//!   it gives in the task's one context (output and counters), as the runtime relies on
+//!   when it spreads a task's batches over threads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -200,6 +203,20 @@ fn run_steps(
     specs: &[StepSpec],
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, super::StepError> {
+    run_steps_with(specs, batches, false).map(|(out, _)| out)
+}
+
+/// A step's named counters over a task.
+type Counts = BTreeMap<String, u64>;
+
+/// [`run_steps`], with each step's counters; `apart`: a batch-local step gets a fresh
+/// context for each batch (counters summed), as on the runtime's threads.
+fn run_steps_with(
+    specs: &[StepSpec],
+    batches: Vec<RecordBatch>,
+    apart: bool,
+) -> Result<(Vec<RecordBatch>, Vec<Counts>), super::StepError> {
+    let mut counts = Vec::new();
     let mut schema = batches
         .first()
         .map(RecordBatch::schema)
@@ -227,9 +244,16 @@ fn run_steps(
         let mut out = Vec::new();
         for b in current {
             let rows = b.num_rows() as u64;
-            let o = step.apply(b, &mut cx)?;
+            if apart && step.batch_local() {
+                let mut own = StepContext::default();
+                out.push(step.apply(b, &mut own)?);
+                for (name, n) in own.counts {
+                    cx.count(&name, n);
+                }
+            } else {
+                out.push(step.apply(b, &mut cx)?);
+            }
             cx.rows_before += rows;
-            out.push(o);
         }
         out.extend(step.finish(&mut cx)?);
         for o in &out {
@@ -242,8 +266,9 @@ fn run_steps(
         }
         schema = step.output_schema().clone();
         current = out;
+        counts.push(cx.counts);
     }
-    Ok(current)
+    Ok((current, counts))
 }
 
 /// Each registered step: its name, the steps before it, its example.
@@ -466,4 +491,28 @@ fn output_is_the_same_on_one_and_two_threads() {
             "{name}: 1 and 2 threads differ"
         );
     }
+}
+
+#[test]
+fn batch_local_steps_give_each_batch_what_the_task_context_gives() {
+    let mut checked = 0;
+    for (name, prefix, example) in cases() {
+        let b = input(&prefix, 300);
+        let batches = vec![b.slice(0, 100), b.slice(100, 120), b.slice(220, 80)];
+        let (together, counts) = run_steps_with(&example, batches.clone(), false)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (apart, counts_apart) =
+            run_steps_with(&example, batches, true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let schema: SchemaRef = together[0].schema();
+        assert_eq!(
+            concat_batches(&schema, &together).expect("concat"),
+            concat_batches(&schema, &apart).expect("concat"),
+            "{name}: says it is batch-local, but its output depends on the batches before"
+        );
+        assert_eq!(counts, counts_apart, "{name}: counters differ apart");
+        let step = example[0].bind(&b.schema()).expect("binds");
+        checked += usize::from(step.batch_local());
+    }
+    // Most steps are batch-local; the check must not pass by checking none.
+    assert!(checked > 20, "only {checked} batch-local examples");
 }

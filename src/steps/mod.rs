@@ -76,6 +76,17 @@ pub trait Step: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// True when `apply` depends on nothing but the batch and what the step was bound
+    /// with: not on `cx.rows_before`, `cx.task_key` or `cx.state`, nor on anything the
+    /// step changes as it runs (`cx.counts` is fine: counters are summed). The runtime
+    /// then applies the step to several batches of one task at once, each on any thread
+    /// with a context of its own, and puts the results back in order. Every row-local
+    /// step is batch-local; `sample`, `limit`, `pack` and the dedup steps are not. The
+    /// conformance suite checks the claim (two halves apart give what one context gives).
+    fn batch_local(&self) -> bool {
+        self.row_local()
+    }
+
     /// True once the step will emit no more rows (a reached `limit`), so reading stops.
     fn exhausted(&self) -> bool {
         false

@@ -49,6 +49,10 @@ struct Rename {
 }
 
 impl Step for Rename {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -52,6 +52,10 @@ impl Project {
 }
 
 impl Step for Project {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -112,6 +112,10 @@ impl Split {
 }
 
 impl Step for Split {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -122,6 +122,10 @@ struct Bucketize {
 }
 
 impl Step for Bucketize {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

@@ -142,6 +142,10 @@ struct Clip {
 }
 
 impl Step for Clip {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

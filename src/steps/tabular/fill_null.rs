@@ -265,6 +265,10 @@ struct FillNull {
 }
 
 impl Step for FillNull {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

@@ -71,6 +71,10 @@ struct HashBucket {
 }
 
 impl Step for HashBucket {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

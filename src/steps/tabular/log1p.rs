@@ -57,6 +57,10 @@ struct Log1p {
 }
 
 impl Step for Log1p {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

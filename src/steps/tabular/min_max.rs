@@ -95,6 +95,10 @@ struct MinMax {
 }
 
 impl Step for MinMax {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

@@ -118,6 +118,10 @@ struct OneHot {
 }
 
 impl Step for OneHot {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

@@ -101,6 +101,10 @@ struct Ordinal {
 }
 
 impl Step for Ordinal {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

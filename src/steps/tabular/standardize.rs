@@ -109,6 +109,10 @@ struct Standardize {
 }
 
 impl Step for Standardize {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.layout.schema
     }

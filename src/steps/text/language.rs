@@ -136,6 +136,10 @@ struct Language {
 }
 
 impl Step for Language {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

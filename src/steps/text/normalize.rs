@@ -26,10 +26,13 @@ use crate::steps::{Step, StepContext, StepOptions};
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Form {
-    /// Canonical composition: the same text, one encoding of it.
+    /// Canonical composition: the same text, one encoding of it. (`NFC` is read too,
+    /// as Unicode writes it.)
     #[default]
+    #[serde(alias = "NFC")]
     Nfc,
     /// Compatibility composition: also folds ligatures, full-width forms, superscripts.
+    #[serde(alias = "NFKC")]
     Nfkc,
     /// No Unicode normalization (only the cleanups that are on).
     None,
@@ -182,6 +185,10 @@ fn clean_whitespace(text: &str, out: &mut String) {
 }
 
 impl Step for Normalize {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

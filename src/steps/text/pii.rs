@@ -245,6 +245,10 @@ impl Pii {
 }
 
 impl Step for Pii {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

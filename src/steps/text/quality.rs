@@ -743,6 +743,10 @@ fn split_runs(s: &str, min: usize) -> Vec<&str> {
 }
 
 impl Step for Quality {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -144,6 +144,10 @@ fn measure(t: &str) -> Measures {
 }
 
 impl Step for Stats {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }

@@ -415,6 +415,10 @@ struct Tokenize {
 }
 
 impl Step for Tokenize {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
     }
