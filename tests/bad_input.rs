@@ -568,3 +568,94 @@ fn max_error_ratio_is_bad_records_over_records_read() {
         assert_eq!(total_rows(&sink), 5);
     }
 }
+
+/// A Parquet object whose third row group (of five) is corrupt, under dead_letter: the
+/// row groups before it are written, the rest of the object is left out as one object
+/// rejection that counts the rows kept, and all of it is the same at 1 thread (row
+/// groups decoded in turn) and at 3 (row groups decoded by other threads, one of which
+/// fails while later ones are in flight).
+#[test]
+fn a_corrupt_row_group_leaves_out_the_rest_of_the_object_on_any_thread_count() {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let numbers: Vec<i64> = (0..1000).collect();
+    let text: Vec<String> = numbers
+        .iter()
+        .map(|i| format!("document {i} {}", "x".repeat(50)))
+        .collect();
+    let batch = arrow::record_batch::RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(Int64Array::from(numbers)) as arrow::array::ArrayRef,
+        ),
+        (
+            "text",
+            Arc::new(StringArray::from(text)) as arrow::array::ArrayRef,
+        ),
+    ])
+    .expect("batch");
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(200))
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let reader = SerializedFileReader::new(bytes::Bytes::from(buf.clone())).expect("reader");
+    assert_eq!(reader.metadata().num_row_groups(), 5);
+    let (start, len) = reader.metadata().row_group(2).column(1).byte_range();
+    for b in &mut buf[start as usize..(start + len) as usize] {
+        *b = 0xab;
+    }
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    std::fs::write(dir.path().join("in/a.parquet"), &buf).expect("write");
+    let yaml = format!(
+        "version: 1\nname: rg\nsource:\n  uri: {}/in/a.parquet\nsink:\n  uri: ${{KILN_OUT}}/rg\n\
+         run:\n  on_error: dead_letter\n  max_error_ratio: 1\n  batch_rows: 64\n",
+        dir.path().display()
+    );
+    let p = pipeline(dir.path(), "rg.yaml", &yaml);
+    let mut outputs = Vec::new();
+    for threads in [1, 3] {
+        let out = dir.path().join(format!("out-{threads}"));
+        kiln_ok(
+            &out,
+            &[
+                "run",
+                "-q",
+                p.to_str().expect("utf-8"),
+                "--set",
+                &format!("run.threads={threads}"),
+            ],
+        );
+        let sink = out.join("rg");
+        assert_eq!(
+            ids(&sink),
+            (0..400).collect::<Vec<_>>(),
+            "{threads} threads"
+        );
+        let errors = dead_letters(&sink);
+        assert_eq!(errors.len(), 1, "{threads} threads: {errors:?}");
+        assert_eq!(errors[0]["kind"], "object");
+        assert_eq!(errors[0]["rows_before"], 400, "{errors:?}");
+        assert!(
+            errors[0]["error"]
+                .as_str()
+                .expect("error")
+                .contains("a.parquet")
+                || errors[0]["object"]
+                    .as_str()
+                    .expect("object")
+                    .ends_with("a.parquet")
+        );
+        outputs.push((shard_files(&sink), dead_letters(&sink)));
+    }
+    assert!(outputs[0] == outputs[1], "1 and 3 threads differ");
+}

@@ -1,6 +1,7 @@
 //! JSON Lines, decoded by arrow-json's tape decoder straight into Arrow arrays.
 
 use std::io::{BufRead, Read};
+use std::sync::Arc;
 
 use arrow::datatypes::Schema;
 use arrow::json::ReaderBuilder;
@@ -10,7 +11,8 @@ use arrow::record_batch::RecordBatch;
 use super::json_syntax::{
     LineCheck, NOT_AN_OBJECT, check_line, in_order_of_appearance, malformed, trim_json_ws,
 };
-use super::{Chunk, DecodeContext, Emit, EmitChunk, ObjectInput, SourceFormat};
+use super::lines::Chunk;
+use super::{DecodeContext, Emit, EmitPiece, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
 use crate::spec::OnSchemaMismatch;
 
@@ -88,85 +90,85 @@ impl SourceFormat for Jsonl {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        self.frame(input, cx, &mut |chunk| {
-            let mut more = true;
-            self.decode_chunk(&chunk, cx, &mut |d| {
-                more &= emit(d)?;
-                Ok(more)
-            })?;
-            Ok(more)
-        })
+        super::decode_framed(self, input, cx, emit)
     }
 
     fn frames(&self) -> bool {
         true
     }
 
+    /// Chunks of whole lines ([`super::lines`]), each decoded by [`decode_chunk`].
     fn frame(
         &self,
         input: ObjectInput<'_>,
-        cx: &DecodeContext,
-        emit: &mut EmitChunk<'_>,
+        cx: &Arc<DecodeContext>,
+        emit: &mut EmitPiece<'_>,
     ) -> Result<()> {
         let mut reader = input.stream()?;
-        super::lines::frame_lines(&mut reader, cx, &|line| too_long(cx, line), emit)
+        super::lines::frame_lines(&mut reader, cx, &|line| too_long(cx, line), &mut |chunk| {
+            let cx = cx.clone();
+            emit(Box::new(move || {
+                super::collect(|emit| decode_chunk(&chunk, &cx, emit))
+            }))
+        })
     }
+}
 
-    /// Every line's syntax is checked first (arrow-json's tape decoder takes what is not
-    /// JSON), then the chunk is decoded as one batch; arrow-json reports type errors
-    /// without a position, so a failed batch is read again line by line to name the
-    /// line. Under skip / dead_letter each bad line is left out alone (`salvage`).
-    fn decode_chunk(&self, chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Result<()> {
-        if cx.tolerant() {
-            let make = || json_reader(cx).build_decoder();
-            let describe = |raw: &[u8], e: &arrow::error::ArrowError| match check_line(raw) {
-                Err(syntax) => malformed(&syntax),
-                Ok(()) if trim_json_ws(raw).first() != Some(&b'{') => NOT_AN_OBJECT.to_string(),
-                Ok(()) => explain(&e.to_string(), cx),
-            };
-            let at = super::salvage::Position {
-                line: chunk.line,
-                offset: chunk.offset,
-            };
-            return super::salvage::decode(
-                &mut &chunk.bytes[..],
-                &mut super::salvage::Lines::default(),
-                super::salvage::Records {
-                    make: &make,
-                    describe: &describe,
-                    stage: "jsonl",
-                    check: Some(&|raw| check_line(raw).map_err(|e| malformed(&e))),
-                },
-                at,
-                cx,
-                emit,
-            );
-        }
-        let bytes = &chunk.bytes[..];
-        let mut syntax = LineCheck::after(chunk.line - 1);
-        syntax.feed(bytes, cx)?;
-        syntax.finish(cx)?;
-        let batch = BatchLines {
-            first_line: chunk.line,
-            bytes,
+/// Decodes a chunk of whole lines. Every line's syntax is checked first (arrow-json's
+/// tape decoder takes what is not JSON), then the chunk is decoded as one batch;
+/// arrow-json reports type errors without a position, so a failed batch is read again
+/// line by line to name the line. Under skip / dead_letter each bad line is left out
+/// alone (`salvage`).
+fn decode_chunk(chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Result<()> {
+    if cx.tolerant() {
+        let make = || json_reader(cx).build_decoder();
+        let describe = |raw: &[u8], e: &arrow::error::ArrowError| match check_line(raw) {
+            Err(syntax) => malformed(&syntax),
+            Ok(()) if trim_json_ws(raw).first() != Some(&b'{') => NOT_AN_OBJECT.to_string(),
+            Ok(()) => explain(&e.to_string(), cx),
         };
-        let mut decoder = json_reader(cx)
-            .build_decoder()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let n = decoder
-                .decode(&bytes[pos..])
-                .map_err(|e| locate_syntax_error(bytes, chunk.line - 1, &e.to_string(), cx))?;
-            pos += n;
-            // A full batch (a chunk of more records than `batch_rows`) goes on first.
-            if pos < bytes.len() && !flush(&mut decoder, cx, &batch, emit)? {
-                return Ok(());
-            }
-        }
-        flush(&mut decoder, cx, &batch, emit)?;
-        Ok(())
+        let at = super::salvage::Position {
+            line: chunk.line,
+            offset: chunk.offset,
+        };
+        return super::salvage::decode(
+            &mut &chunk.bytes[..],
+            &mut super::salvage::Lines::default(),
+            super::salvage::Records {
+                make: &make,
+                describe: &describe,
+                stage: "jsonl",
+                check: Some(&|raw| check_line(raw).map_err(|e| malformed(&e))),
+            },
+            at,
+            cx,
+            emit,
+        );
     }
+    let bytes = &chunk.bytes[..];
+    let mut syntax = LineCheck::after(chunk.line - 1);
+    syntax.feed(bytes, cx)?;
+    syntax.finish(cx)?;
+    let batch = BatchLines {
+        first_line: chunk.line,
+        bytes,
+    };
+    let mut decoder = json_reader(cx)
+        .build_decoder()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = decoder
+            .decode(&bytes[pos..])
+            .map_err(|e| locate_syntax_error(bytes, chunk.line - 1, &e.to_string(), cx))?;
+        pos += n;
+        // A full batch (a chunk of more records than `batch_rows`) goes on first.
+        if pos < bytes.len() && !flush(&mut decoder, cx, &batch, emit)? {
+            return Ok(());
+        }
+    }
+    flush(&mut decoder, cx, &batch, emit)?;
+    Ok(())
 }
 
 /// A line longer than [`DecodeContext::max_record_bytes`].

@@ -4,8 +4,18 @@
 
 use std::io::BufRead;
 
-use super::{Chunk, DecodeContext, EmitChunk};
+use super::DecodeContext;
 use crate::error::{Error, Result};
+
+/// Whole lines cut from an object's (decompressed) stream, not decoded yet.
+#[derive(Debug, Clone)]
+pub(super) struct Chunk {
+    pub bytes: Vec<u8>,
+    /// The 1-based line of its first record in the object (or slice).
+    pub line: u64,
+    /// The byte offset of its first record in the object (or slice).
+    pub offset: u64,
+}
 
 /// A chunk is cut at `cx.batch_rows` lines, or at the first line end past this many
 /// bytes, whichever comes first: a chunk is held as bytes and then as a batch.
@@ -19,7 +29,7 @@ pub(super) fn frame_lines(
     reader: &mut dyn BufRead,
     cx: &DecodeContext,
     too_long: &dyn Fn(u64) -> Error,
-    emit: &mut EmitChunk<'_>,
+    emit: &mut dyn FnMut(Chunk) -> Result<bool>,
 ) -> Result<()> {
     let max_lines = cx.batch_rows.max(1) as u64;
     let mut buf: Vec<u8> = Vec::new();

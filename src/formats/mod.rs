@@ -261,19 +261,44 @@ pub enum Decoded {
 /// the object.
 pub type Emit<'a> = dyn FnMut(Decoded) -> Result<bool> + 'a;
 
-/// Whole records cut from an object's (decompressed) stream, not decoded yet: what
-/// [`SourceFormat::frame`] hands on and [`SourceFormat::decode_chunk`] decodes.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub bytes: Vec<u8>,
-    /// The 1-based line of its first record in the object (or slice).
-    pub line: u64,
-    /// The byte offset of its first record in the object (or slice).
-    pub offset: u64,
+/// A part of an object that decodes on its own, on any thread: whole records a format
+/// framed (JSON Lines), or a row group fetched (Parquet). Run, it gives what
+/// [`SourceFormat::decode`] gives for that part: batches and records left out, in order,
+/// and the error that ended it, if one did (what came before the error stands).
+pub type Piece = Box<dyn FnOnce() -> (Vec<Decoded>, Result<()>) + Send>;
+
+/// Runs `decode` as a piece: what it emits, collected, and how it ended.
+pub fn collect(decode: impl FnOnce(&mut Emit<'_>) -> Result<()>) -> (Vec<Decoded>, Result<()>) {
+    let mut out = Vec::new();
+    let ended = decode(&mut |d| {
+        out.push(d);
+        Ok(true)
+    });
+    (out, ended)
 }
 
-/// Called with each chunk a format frames; returns `false` to stop reading the object.
-pub type EmitChunk<'a> = dyn FnMut(Chunk) -> Result<bool> + 'a;
+/// Called with each piece a format frames; returns `false` to stop reading the object.
+pub type EmitPiece<'a> = dyn FnMut(Piece) -> Result<bool> + 'a;
+
+/// [`SourceFormat::decode`] as [`SourceFormat::frame`] and each piece run in turn, for a
+/// format that frames.
+pub fn decode_framed(
+    format: &dyn SourceFormat,
+    input: ObjectInput<'_>,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<()> {
+    let cx = Arc::new(cx.clone());
+    format.frame(input, &cx, &mut |piece| {
+        let (decoded, ended) = piece();
+        for d in decoded {
+            if !emit(d)? {
+                return Ok(false);
+            }
+        }
+        ended.map(|()| true)
+    })
+}
 
 /// One input format.
 pub trait SourceFormat: Send + Sync + std::fmt::Debug {
@@ -305,32 +330,23 @@ pub trait SourceFormat: Send + Sync + std::fmt::Debug {
     fn decode(&self, input: ObjectInput<'_>, cx: &DecodeContext, emit: &mut Emit<'_>)
     -> Result<()>;
 
-    /// True for a stream format that finds its records without decoding them (JSON
-    /// Lines: one per line): [`SourceFormat::frame`] then cuts the stream into chunks of
-    /// whole records on one thread, and [`SourceFormat::decode_chunk`] decodes each on
-    /// any thread, to the same rows, rejections and errors as [`SourceFormat::decode`].
+    /// True for a format that can cut an object into parts that decode on their own
+    /// ([`SourceFormat::frame`]): JSON Lines (one record per line) and Parquet (row
+    /// groups). The reading stays on one thread; the decoding then runs on any.
     fn frames(&self) -> bool {
         false
     }
 
-    /// Cuts one object into chunks of at most `cx.batch_rows` whole records (see
-    /// [`SourceFormat::frames`]). A record too long or a read that fails ends it with
-    /// the error `decode` would give, after the chunks before it.
+    /// Cuts one object into [`Piece`]s, in order, doing only what must be sequential
+    /// (inflating and finding line ends; fetching a row group's bytes). The pieces, run
+    /// in order, give exactly what [`SourceFormat::decode`] gives: the same rows, the
+    /// same rejections and the same errors. A read that fails ends it with that error,
+    /// after the pieces before it.
     fn frame(
         &self,
         _input: ObjectInput<'_>,
-        _cx: &DecodeContext,
-        _emit: &mut EmitChunk<'_>,
-    ) -> Result<()> {
-        Err(crate::Error::Internal("this format does not frame".into()))
-    }
-
-    /// Decodes one chunk [`SourceFormat::frame`] cut.
-    fn decode_chunk(
-        &self,
-        _chunk: &Chunk,
-        _cx: &DecodeContext,
-        _emit: &mut Emit<'_>,
+        _cx: &Arc<DecodeContext>,
+        _emit: &mut EmitPiece<'_>,
     ) -> Result<()> {
         Err(crate::Error::Internal("this format does not frame".into()))
     }

@@ -1,24 +1,30 @@
 //! Parquet sources, read by range through object_store: the footer first, then only the
-//! column chunks of the columns the pipeline uses. Decoding runs on the calling (rayon)
-//! thread; the range requests run on the tokio runtime.
+//! column chunks of the columns the pipeline uses, a row group at a time. The range
+//! requests run on the tokio runtime; each row group is then decoded from memory, as a
+//! piece any thread may run (`SourceFormat::frame`).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+use bytes::Buf;
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{
     FileMetaData, ParquetMetaData, ParquetMetaDataBuilder, ParquetMetaDataReader,
 };
 
-use super::{DecodeContext, Emit, ObjectInput, RandomAccess, SourceFormat};
+use parquet::file::reader::{ChunkReader, Length};
+
+use super::{DecodeContext, Emit, EmitPiece, ObjectInput, RandomAccess, SourceFormat};
 use crate::error::{Error, Result};
 use crate::spec::OnSchemaMismatch;
 
@@ -121,11 +127,9 @@ impl AsyncFileReader for StoreReader {
     }
 }
 
-async fn open(
-    ra: RandomAccess,
-    object: &str,
-) -> Result<ParquetRecordBatchStreamBuilder<StoreReader>> {
-    let builder = ParquetRecordBatchStreamBuilder::new(StoreReader(ra.clone()))
+/// The footer of a Parquet object, read through object_store, as the Arrow reader uses it.
+async fn open(ra: RandomAccess, object: &str) -> Result<ArrowReaderMetadata> {
+    let builder = ArrowReaderMetadata::load_async(&mut StoreReader(ra), ArrowReaderOptions::new())
         .await
         .map_err(|e| error(object, "not a readable Parquet file", e))?;
     // The rows are the row groups' rows. Some writers (parquet-rs 0.3) left the footer's
@@ -192,12 +196,8 @@ async fn open(
             schema.metadata().clone(),
         )));
     }
-    let metadata = ArrowReaderMetadata::try_new(metadata, options)
-        .map_err(|e| error(object, "not a readable Parquet file", e))?;
-    Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
-        StoreReader(ra),
-        metadata,
-    ))
+    ArrowReaderMetadata::try_new(metadata, options)
+        .map_err(|e| error(object, "not a readable Parquet file", e))
 }
 
 /// The footer of a Parquet object with its page index (for `kiln inspect`).
@@ -324,24 +324,79 @@ impl SourceFormat for Parquet {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
+        super::decode_framed(self, input, cx, emit)
+    }
+
+    fn frames(&self) -> bool {
+        true
+    }
+
+    /// A piece per row group: its column chunks of the columns read are fetched here
+    /// (one coalesced request), decoded by the piece from memory.
+    fn frame(
+        &self,
+        input: ObjectInput<'_>,
+        cx: &Arc<DecodeContext>,
+        emit: &mut EmitPiece<'_>,
+    ) -> Result<()> {
         let ra = input.random()?;
-        guarded(&cx.object, || {
-            futures::executor::block_on(self.decode_all(ra, cx, emit))
-        })
+        let meta = guarded(&cx.object, || {
+            futures::executor::block_on(open(ra.clone(), &cx.object))
+        })?;
+        let columns = Arc::new(Columns::of(&meta, cx)?);
+        let mut reader = StoreReader(ra.clone());
+        for (g, first_row) in row_groups(&meta, cx.slice.as_ref()) {
+            let ranges: Vec<Range<u64>> = meta
+                .metadata()
+                .row_group(g)
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(leaf, _)| columns.mask.leaf_included(*leaf))
+                .map(|(_, c)| {
+                    let (start, len) = c.byte_range();
+                    start..start + len
+                })
+                .collect();
+            let parts = guarded(&cx.object, || {
+                futures::executor::block_on(reader.get_byte_ranges(ranges.clone()))
+                    .map_err(|e| error(&cx.object, &format!("reading row group {g}"), e))
+            })?;
+            let file = Fetched {
+                parts: ranges.iter().map(|r| r.start).zip(parts).collect(),
+                len: ra.size,
+            };
+            let (meta, columns, cx) = (meta.clone(), columns.clone(), cx.clone());
+            let piece = move || {
+                super::collect(|emit| {
+                    guarded(&cx.object, || {
+                        decode_group(file, meta, (g, first_row), &columns, &cx, emit)
+                    })
+                })
+            };
+            if !emit(Box::new(piece))? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
-impl Parquet {
-    async fn decode_all(
-        &self,
-        ra: RandomAccess,
-        cx: &DecodeContext,
-        emit: &mut Emit<'_>,
-    ) -> Result<()> {
-        let builder = open(ra, &cx.object).await?;
-        let file_schema = builder.schema().clone();
-        // Per column of the schema: its position among the roots read, if the file
-        // has it (see `source.on_schema_mismatch`).
+/// Which columns of a file a run reads, and where each goes.
+struct Columns {
+    /// The file's columns read.
+    mask: ProjectionMask,
+    /// Per column of the schema: its position among the roots read, if the file has it
+    /// (see `source.on_schema_mismatch`).
+    sources: super::conform::Sources,
+    /// Per root read, in the schema's order: its position in a decoded batch (the
+    /// projection keeps the file's order).
+    order: Vec<usize>,
+}
+
+impl Columns {
+    fn of(meta: &ArrowReaderMetadata, cx: &DecodeContext) -> Result<Self> {
+        let file_schema = meta.schema();
         let mut roots = Vec::with_capacity(cx.schema.fields().len());
         let mut sources: super::conform::Sources = Vec::with_capacity(roots.capacity());
         for want in cx.schema.fields() {
@@ -378,68 +433,135 @@ impl Parquet {
             sources.push(Some(roots.len()));
             roots.push(i);
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-        // A slice of a large object reads the row groups whose middle byte lies in its
-        // range (as Spark and Trino split Parquet): each row group in exactly one slice.
-        let mut row = 0u64;
-        let builder = match &cx.slice {
-            Some(range) => {
-                let mut groups = Vec::new();
-                for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
-                    let start = rg
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            let (at, _) = c.byte_range();
-                            at
-                        })
-                        .min()
-                        .unwrap_or(0);
-                    let middle = start + rg.compressed_size().max(0) as u64 / 2;
-                    if range.contains(&middle) {
-                        groups.push(g);
-                    } else if groups.is_empty() {
-                        row += rg.num_rows().max(0) as u64;
-                    }
-                }
-                builder.with_row_groups(groups)
-            }
-            None => builder,
-        };
-        let mut stream = builder
-            .with_projection(mask)
-            .with_batch_size(cx.batch_rows)
-            .build()
-            .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
-        // The projection keeps file order; put the columns in the schema's order.
+        let mask = ProjectionMask::roots(meta.parquet_schema(), roots.iter().copied());
         let mut sorted = roots.clone();
         sorted.sort_unstable();
-        let order: Vec<usize> = roots
+        let order = roots
             .iter()
             .map(|r| sorted.binary_search(r).unwrap_or(0))
             .collect();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| error(&cx.object, &format!("after row {row}"), e))?;
-            let first_row = row;
-            row += batch.num_rows() as u64;
-            // Columns the file has, in the schema's order; conformed where they differ.
-            let columns = sources
-                .iter()
-                .map(|s| s.map(|k| batch.column(order[k]).clone()))
-                .collect();
-            let go_on = super::conform::emit_conformed(
-                &cx.schema,
-                columns,
-                batch.num_rows(),
-                first_row,
-                cx,
-                "parquet",
-                emit,
-            )?;
-            if !go_on {
-                break;
-            }
+        Ok(Columns {
+            mask,
+            sources,
+            order,
+        })
+    }
+}
+
+/// The row groups to read, each with the rows of the file before it. A slice of a large
+/// object reads the row groups whose middle byte lies in its range (as Spark and Trino
+/// split Parquet): each row group in exactly one slice.
+fn row_groups(meta: &ArrowReaderMetadata, slice: Option<&Range<u64>>) -> Vec<(usize, u64)> {
+    let mut rows = 0u64;
+    let mut groups = Vec::new();
+    for (g, rg) in meta.metadata().row_groups().iter().enumerate() {
+        let start = rg
+            .columns()
+            .iter()
+            .map(|c| c.byte_range().0)
+            .min()
+            .unwrap_or(0);
+        let middle = start + rg.compressed_size().max(0) as u64 / 2;
+        if slice.is_none_or(|range| range.contains(&middle)) {
+            groups.push((g, rows));
         }
-        Ok(())
+        rows += rg.num_rows().max(0) as u64;
+    }
+    groups
+}
+
+/// Decodes row group `g` (the file's rows from `first_row` on) from its fetched bytes.
+fn decode_group(
+    file: Fetched,
+    meta: ArrowReaderMetadata,
+    (g, first_row): (usize, u64),
+    columns: &Columns,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<()> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+        .with_row_groups(vec![g])
+        .with_projection(columns.mask.clone())
+        .with_batch_size(cx.batch_rows)
+        .build()
+        .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
+    let mut row = first_row;
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            let why = match e {
+                arrow::error::ArrowError::ParquetError(m) => m,
+                other => other.to_string(),
+            };
+            Error::input(&cx.object, None, format!("after row {row}: {why}"))
+        })?;
+        let first = row;
+        row += batch.num_rows() as u64;
+        // Columns the file has, in the schema's order; conformed where they differ.
+        let cols = columns
+            .sources
+            .iter()
+            .map(|s| s.map(|k| batch.column(columns.order[k]).clone()))
+            .collect();
+        if !super::conform::emit_conformed(
+            &cx.schema,
+            cols,
+            batch.num_rows(),
+            first,
+            cx,
+            "parquet",
+            emit,
+        )? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The column chunks of one row group, fetched, as a file the synchronous Arrow reader
+/// reads: each read must fall inside a fetched range.
+struct Fetched {
+    /// Where each fetched range starts in the file, and its bytes.
+    parts: Vec<(u64, Bytes)>,
+    len: u64,
+}
+
+impl Fetched {
+    fn slice(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let part = self
+            .parts
+            .iter()
+            .find(|(at, b)| *at <= start && start < at + b.len() as u64);
+        let Some((at, bytes)) = part else {
+            return Err(ParquetError::General(format!(
+                "byte {start} lies outside the row group's column chunks"
+            )));
+        };
+        let from = (start - at) as usize;
+        let to = len.map_or(bytes.len(), |n| from + n);
+        if to > bytes.len() {
+            return Err(ParquetError::General(format!(
+                "bytes {start}..{} run past the row group's column chunk",
+                start + (to - from) as u64
+            )));
+        }
+        Ok(bytes.slice(from..to))
+    }
+}
+
+impl Length for Fetched {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for Fetched {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
     }
 }

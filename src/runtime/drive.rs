@@ -73,14 +73,14 @@ pub(super) fn batches_in_flight(threads: usize) -> Option<usize> {
     (threads > 1).then_some(2 * threads)
 }
 
-/// What a decoder hands on: a decoded batch, or framed records a job decodes first.
+/// What a decoder hands on: a decoded batch, or a piece of an object a job decodes first.
 pub(super) enum Work {
     Batch(RecordBatch),
     /// A batch already read, on its way from one step to the next.
     Passing(RecordBatch),
-    /// Decodes a chunk of records the decoder framed: batches and records left out, in
-    /// order.
-    Parse(Box<dyn FnOnce() -> Result<Vec<Decoded>> + Send>),
+    /// A piece of an object the format framed, decoded by the job: batches and records
+    /// left out, in order.
+    Parse(crate::formats::Piece),
 }
 
 /// The steps of one task, with their per-task state.
@@ -98,6 +98,9 @@ pub(super) struct Drive<'a> {
     rows_in: u64,
     /// The object of the rows taken last, and how many of its rows were taken.
     object_rows: (Arc<str>, u64),
+    /// Under skip / dead_letter: objects a piece of which failed, so that the rest of each
+    /// is left out (as on one thread, where decoding stops at the fault).
+    faulted: Vec<Arc<str>>,
     /// Batches in the steps on other threads; None: all on this one.
     flight: Option<Flight>,
 }
@@ -235,6 +238,7 @@ impl<'a> Drive<'a> {
             rejects: Rejects::new(plan.pipeline.run.on_error, task),
             rows_in: 0,
             object_rows: (Arc::from(""), 0),
+            faulted: Vec::new(),
             flight,
         })
     }
@@ -248,6 +252,12 @@ impl<'a> Drive<'a> {
     /// handing over framed records ([`Work::Parse`]) rather than decoding them itself.
     pub fn parallel(&self) -> bool {
         self.flight.is_some()
+    }
+
+    /// True when a piece of `object` failed under skip / dead_letter: the rest of it is
+    /// left out, so its reading may stop.
+    pub fn faulted(&self, object: &str) -> bool {
+        self.faulted.iter().any(|o| &**o == object)
     }
 
     /// Rows of `object` taken so far (all of them after [`Drive::settle`]).
@@ -332,9 +342,9 @@ impl<'a> Drive<'a> {
     pub fn work(&mut self, work: Work, object: &str) -> Result<()> {
         let object: Arc<str> = Arc::from(object);
         let Some(flight) = &self.flight else {
-            let pieces = match work {
-                Work::Batch(b) | Work::Passing(b) => vec![Decoded::Batch(b)],
-                Work::Parse(parse) => parse()?,
+            let (pieces, ended) = match work {
+                Work::Batch(b) | Work::Passing(b) => (vec![Decoded::Batch(b)], Ok(())),
+                Work::Parse(parse) => parse(),
             };
             for piece in pieces {
                 match piece {
@@ -345,7 +355,7 @@ impl<'a> Drive<'a> {
                     Decoded::Rejected(r) => self.take_undecoded(0, r),
                 }
             }
-            return Ok(());
+            return ended;
         };
         let (budget, signal) = (flight.budget.clone(), flight.signal.clone());
         let permit = loop {
@@ -471,6 +481,11 @@ impl<'a> Drive<'a> {
             failure,
             permit,
         } = ran;
+        if start == 0 && self.faulted(&object) {
+            // A piece after the one that failed in the same object: left out with it.
+            self.done(seq);
+            return Ok(());
+        }
         for piece in pieces {
             match piece {
                 Piece::Undecoded(r) => self.take_undecoded(seq, r),
@@ -492,6 +507,19 @@ impl<'a> Drive<'a> {
         }
         match failure {
             None => {
+                self.done(seq);
+                Ok(())
+            }
+            Some(Failure::Decode(e)) if self.rejects.tolerant() && object_fault(&e) => {
+                // What `task.rs` does when the decoder itself fails, for a piece's fault.
+                Stats::add(&self.stats.objects_rejected, 1);
+                let name = match &e {
+                    Error::Input { object, .. } => object.clone(),
+                    _ => object.to_string(),
+                };
+                let rejected = object_rejection(&name, self.rows_of(&object), e);
+                self.reject(seq, rejected, false);
+                self.faulted.push(object);
                 self.done(seq);
                 Ok(())
             }
@@ -666,17 +694,16 @@ fn run_job(
     work: Work,
     object: &str,
 ) -> (Vec<Piece>, Option<Failure>) {
+    let mut ended_with = None;
     let (decoded, read) = match work {
         Work::Batch(b) => (vec![Decoded::Batch(b)], true),
         Work::Passing(b) => (vec![Decoded::Batch(b)], false),
         Work::Parse(parse) => {
             let started = Instant::now();
-            let parsed = parse();
+            let (decoded, ended) = parse();
             stats.decode.add_working(started.elapsed());
-            match parsed {
-                Ok(d) => (d, true),
-                Err(e) => return (Vec::new(), Some(Failure::Decode(e))),
-            }
+            ended_with = ended.err();
+            (decoded, true)
         }
     };
     let mut pieces = Vec::with_capacity(decoded.len());
@@ -713,7 +740,7 @@ fn run_job(
             batch,
         });
     }
-    (pieces, None)
+    (pieces, ended_with.map(Failure::Decode))
 }
 
 /// Applies step `s` to `batch` in `cx`; under skip / dead_letter a row-local step's
@@ -818,4 +845,33 @@ fn apply_leaving_out_bad_rows(
     let schema = step.output_schema().clone();
     arrow::compute::concat_batches(&schema, &good)
         .map_err(|e| StepError::internal(format!("joining the rows step {} kept: {e}", s + 1)))
+}
+
+/// Errors that are the object's own: bad bytes, or a store that will not hand it over
+/// (not found, forbidden). Not: a step's error ([`Error::StepFailed`]), a retryable store
+/// error, a stop, a bug.
+pub(super) fn object_fault(e: &Error) -> bool {
+    match e {
+        Error::Input { .. } => true,
+        Error::Store { .. } => e.exit_code() != crate::error::EXIT_RETRY,
+        _ => false,
+    }
+}
+
+/// The record of an object left out from where it failed.
+pub(super) fn object_rejection(object: &str, rows_before: u64, e: Error) -> Rejected {
+    let (line, error) = match e {
+        Error::Input { line, message, .. } => (line, message),
+        other => (None, other.to_string()),
+    };
+    Rejected {
+        object: object.to_string(),
+        kind: RejectKind::Object,
+        line,
+        offset: None,
+        rows_before: Some(rows_before),
+        stage: "object".into(),
+        error,
+        record: None,
+    }
 }

@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::cache::{self, DecodedCache};
-use super::drive::{Drive, Driven, Mode, Work};
+use super::drive::{Drive, Driven, Mode, Work, object_fault, object_rejection};
 use super::read::{read_objects, slice_reader};
 use crate::error::{Error, Result};
 use crate::formats::reader::{ChannelReader, Chunks};
 use crate::formats::{self, DecodeContext, ObjectInput, RandomAccess};
-use crate::formats::{Chunk, Decoded};
+use crate::formats::{Decoded, Piece};
 use crate::plan::{Plan, Task};
 use crate::pool::{Budget, panic_message};
-use crate::rejects::{RejectKind, Rejected};
 use crate::report::Stats;
 use crate::sink::writer::{Staged, WriterConfig};
 use crate::sink::{self, InputRecord, TaskRecord};
@@ -172,10 +171,11 @@ pub(super) fn objects_finished(plan: &Plan, task: &Task) -> u64 {
     }
 }
 
-/// What a decoder hands the task: decoded rows, or framed records for a job to decode.
+/// What a decoder hands the task: decoded rows, or a piece of the object for a job to
+/// decode.
 enum Handed {
     Decoded(Decoded),
-    Chunk(Chunk),
+    Piece(Piece),
 }
 
 /// Where a task's batches come from.
@@ -278,8 +278,8 @@ fn cpu_task(
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut in_emit = Duration::ZERO;
-        // With other threads to decode on (and nothing to keep), a format that frames its
-        // records hands over chunks, which the jobs decode.
+        // With other threads to decode on (and nothing to keep), a format that frames
+        // hands over pieces of the object, which the jobs decode.
         let framing = (drive.parallel() && keep.is_none() && plan.format.frames())
             .then(|| Arc::new(cx.clone()));
         let mut emit = |handed: Handed| -> Result<bool> {
@@ -289,21 +289,13 @@ fn cpu_task(
                     drive.undecoded(r)?;
                     return Ok(!stop.load(Ordering::Relaxed));
                 }
-                Handed::Chunk(chunk) => {
+                Handed::Piece(piece) => {
                     let t = Instant::now();
-                    let (format, cx) = (plan.format.clone(), framing.clone());
-                    let parse = move || {
-                        let cx = cx.ok_or_else(|| Error::Internal("a chunk unframed".into()))?;
-                        let mut out = Vec::new();
-                        format.decode_chunk(&chunk, &cx, &mut |d| {
-                            out.push(d);
-                            Ok(true)
-                        })?;
-                        Ok(out)
-                    };
-                    drive.work(Work::Parse(Box::new(parse)), &obj.display)?;
+                    drive.work(Work::Parse(piece), &obj.display)?;
                     in_emit += t.elapsed();
-                    return Ok(!stop.load(Ordering::Relaxed) && !drive.exhausted());
+                    return Ok(!stop.load(Ordering::Relaxed)
+                        && !drive.exhausted()
+                        && !drive.faulted(&obj.display));
                 }
             };
             let t = Instant::now();
@@ -328,9 +320,14 @@ fn cpu_task(
                 handle: handle.clone(),
                 stats: Some(stats.clone()),
             };
-            let r = plan.format.decode(ObjectInput::Random(ra), &cx, &mut |d| {
-                emit(Handed::Decoded(d))
-            });
+            let r = match &framing {
+                Some(cx) => plan
+                    .format
+                    .frame(ObjectInput::Random(ra), cx, &mut |p| emit(Handed::Piece(p))),
+                None => plan.format.decode(ObjectInput::Random(ra), &cx, &mut |d| {
+                    emit(Handed::Decoded(d))
+                }),
+            };
             Stats::add(
                 &stats.bytes_done,
                 task.range.as_ref().map_or(obj.size, |r| r.end - r.start),
@@ -354,11 +351,9 @@ fn cpu_task(
                     .map_err(|e| Error::input(&object, None, e)),
             }
             .and_then(|input| match &framing {
-                Some(_) => plan
-                    .format
-                    .frame(ObjectInput::Stream(input), &cx, &mut |c| {
-                        emit(Handed::Chunk(c))
-                    }),
+                Some(cx) => plan.format.frame(ObjectInput::Stream(input), cx, &mut |p| {
+                    emit(Handed::Piece(p))
+                }),
                 None => plan
                     .format
                     .decode(ObjectInput::Stream(input), &cx, &mut |d| {
@@ -377,9 +372,13 @@ fn cpu_task(
             if !drive.rejects.tolerant() || !object_fault(&e) {
                 return Err(e);
             }
-            Stats::add(&stats.objects_rejected, 1);
-            let rows = drive.rows_of(&obj.display);
-            drive.rejects.add(object_rejection(&object, rows, e));
+            // Unless a piece of it failed first, in row order: then it is left out from
+            // there, and this later error is part of what is left out.
+            if !drive.faulted(&obj.display) {
+                Stats::add(&stats.objects_rejected, 1);
+                let rows = drive.rows_of(&obj.display);
+                drive.rejects.add(object_rejection(&object, rows, e));
+            }
         }
         Stats::add(&stats.objects_done, objects_finished(plan, task).min(1));
         stats.decode.add_waiting(waited);
@@ -401,35 +400,6 @@ fn cpu_task(
         cache.offer(task.id, kept, kept_bytes);
     }
     drive.finish(&last)
-}
-
-/// Errors that are the object's own: bad bytes, or a store that will not hand it over
-/// (not found, forbidden). Not: a step's error ([`Error::StepFailed`]), a retryable store
-/// error, a stop, a bug.
-fn object_fault(e: &Error) -> bool {
-    match e {
-        Error::Input { .. } => true,
-        Error::Store { .. } => e.exit_code() != crate::error::EXIT_RETRY,
-        _ => false,
-    }
-}
-
-/// The record of an object left out from where it failed.
-fn object_rejection(object: &str, rows_before: u64, e: Error) -> Rejected {
-    let (line, error) = match e {
-        Error::Input { line, message, .. } => (line, message),
-        other => (None, other.to_string()),
-    };
-    Rejected {
-        object: object.to_string(),
-        kind: RejectKind::Object,
-        line,
-        offset: None,
-        rows_before: Some(rows_before),
-        stage: "object".into(),
-        error,
-        record: None,
-    }
 }
 
 /// A read error inside a compressed stream is almost always a truncated or corrupt
