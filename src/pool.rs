@@ -9,7 +9,16 @@
 //! stealing wait also takes injected jobs, which would start a whole other task on top of
 //! its own. Since every job is either running or in its spawner's queue, and a waiting
 //! spawner runs its own queue, a wait always ends.
+//!
+//! Steps do use rayon's own parallel iterators inside their jobs, and those wait by
+//! stealing; what they steal may be a task's owner, injected by the scheduler. An owner
+//! run there would sit on top of the job that stole it, and the job's task could not go
+//! on until the whole other task is done; worse, the new owner may wait for budget slots
+//! that only the buried task can give back. So a task's owner is started with
+//! [`spawn_owner`], which never runs it on a thread already doing kiln's work: it hands it
+//! back to the I/O runtime, which injects it again a moment later.
 
+use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -73,6 +82,51 @@ impl Drop for Permit {
     }
 }
 
+thread_local! {
+    /// True while this thread runs a task's owner or one of kiln's jobs.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as doing kiln's work until dropped (nested marks keep the outer).
+pub struct Busy(bool);
+
+impl Busy {
+    pub fn enter() -> Self {
+        Busy(BUSY.with(|b| b.replace(true)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(self.0));
+    }
+}
+
+/// Starts a task's owner on `pool`, never on top of other work of kiln's on the same
+/// thread (see the module docs): a thread that takes it up inside a job (in rayon's
+/// stealing wait) hands it back to `handle`, which injects it again after a millisecond.
+pub fn spawn_owner(
+    pool: Arc<rayon::ThreadPool>,
+    handle: tokio::runtime::Handle,
+    owner: Box<dyn FnOnce() + Send>,
+) {
+    let again = pool.clone();
+    pool.spawn(move || {
+        if BUSY.with(Cell::get) {
+            let later = handle.clone();
+            // Detached on purpose: it ends by starting the owner, whose task waits on
+            // the owner's result.
+            drop(later.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                spawn_owner(again, handle, owner);
+            }));
+            return;
+        }
+        let _busy = Busy::enter();
+        owner();
+    });
+}
+
 /// Waits until `done` holds for the value behind `m`: runs jobs from this thread's own
 /// rayon queue while there are any, else sleeps on `cv` (woken when the value changes,
 /// and at least every millisecond).
@@ -109,6 +163,62 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        static IN_JOIN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A job waits in `rayon::join` (which steals while it waits, injected jobs too)
+    /// while an owner is injected: the owner must not run inside that wait.
+    #[test]
+    fn an_owner_never_starts_inside_a_jobs_stealing_wait() {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .expect("pool"),
+        );
+        for _ in 0..5 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            let job_pool = pool.clone();
+            job_pool.spawn(move || {
+                let _busy = Busy::enter();
+                IN_JOIN.with(|j| j.set(true));
+                let (b_tx, b_rx) = std::sync::mpsc::channel();
+                rayon::join(
+                    // Returns once the other half runs on the other thread, so this
+                    // thread then waits for it, stealing, while the owner is injected.
+                    move || {
+                        let _ = b_rx.recv_timeout(Duration::from_secs(5));
+                        let _ = started_tx.send(());
+                    },
+                    move || {
+                        let _ = b_tx.send(());
+                        std::thread::sleep(Duration::from_millis(100));
+                    },
+                );
+                IN_JOIN.with(|j| j.set(false));
+            });
+            started_rx.recv().expect("the job started");
+            spawn_owner(
+                pool.clone(),
+                io.handle().clone(),
+                Box::new(move || {
+                    let _ = tx.send(IN_JOIN.with(Cell::get));
+                }),
+            );
+            let nested = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the owner ran");
+            assert!(!nested, "the owner ran inside the job's join");
+        }
+    }
 
     #[test]
     fn permits_come_back_when_dropped_anywhere() {

@@ -421,6 +421,7 @@ impl<'a> Drive<'a> {
         );
         let tolerant = self.rejects.tolerant();
         rayon::spawn(move || {
+            let _busy = crate::pool::Busy::enter();
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run_job(&plan, &stats, tolerant, (at, stop), work, &object)
             }));

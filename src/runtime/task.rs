@@ -84,26 +84,31 @@ pub(super) async fn run_task(env: Pass, task: Task, mode: Mode) -> Result<TaskDo
     let handle = tokio::runtime::Handle::current();
     {
         let (env, task) = (env.clone(), task.clone());
-        env.pool.clone().spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let input = match cached {
-                    Some(batches) => Input::Cached(batches),
-                    None => Input::Objects {
-                        objects_rx: obj_rx,
-                        keep,
-                    },
-                };
-                cpu_task(&env, &task, mode, input, handle)
-            }))
-            .unwrap_or_else(|p| {
-                Err(Error::Internal(format!(
-                    "panic in task {}: {}",
-                    task.id,
-                    panic_message(&*p)
-                )))
-            });
-            let _ = done_tx.send(r);
-        });
+        let (pool, io) = (env.pool.clone(), handle.clone());
+        crate::pool::spawn_owner(
+            pool,
+            io,
+            Box::new(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let input = match cached {
+                        Some(batches) => Input::Cached(batches),
+                        None => Input::Objects {
+                            objects_rx: obj_rx,
+                            keep,
+                        },
+                    };
+                    cpu_task(&env, &task, mode, input, handle)
+                }))
+                .unwrap_or_else(|p| {
+                    Err(Error::Internal(format!(
+                        "panic in task {}: {}",
+                        task.id,
+                        panic_message(&*p)
+                    )))
+                });
+                let _ = done_tx.send(r);
+            }),
+        );
     }
     let result = done_rx
         .await

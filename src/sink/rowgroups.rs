@@ -231,6 +231,7 @@ impl Lane {
         }
         let lane = self.clone();
         rayon::spawn(move || {
+            let _busy = crate::pool::Busy::enter();
             let mut cut = cut;
             let start = Instant::now();
             let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
