@@ -26,6 +26,7 @@ use crate::sink::{self, Manifest, SinkState, TaskRecord};
 
 mod cache;
 mod drive;
+mod job;
 mod read;
 mod schedule;
 mod stages;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::cache::{self, DecodedCache};
-use super::drive::{Drive, Driven, Mode, Work, object_fault, object_rejection};
+use super::drive::{Drive, Driven, Mode};
+use super::job::{Work, object_fault, object_rejection};
 use super::read::{read_objects, slice_reader};
 use crate::error::{Error, Result};
 use crate::formats::reader::{ChannelReader, Chunks};
