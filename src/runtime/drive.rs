@@ -122,7 +122,6 @@ struct Flight {
 
 /// One piece of work from the decoder (a batch, a chunk, a record it left out) until
 /// it is through the steps.
-#[derive(Default)]
 struct Held {
     /// Its rejections so far, each marked true when the decoder left it out.
     rejected: Vec<(bool, Rejected)>,
@@ -334,7 +333,7 @@ impl<'a> Drive<'a> {
                 break p;
             }
             let waited = Instant::now();
-            wait_for_jobs(&signal, Duration::from_millis(1));
+            wait_for_jobs(&signal);
             self.stats.decode.add_blocked(waited.elapsed());
         };
         let seq = self.enter(1);
@@ -351,7 +350,7 @@ impl<'a> Drive<'a> {
             }
             let signal = flight.signal.clone();
             if !self.pump_once()? {
-                wait_for_jobs(&signal, Duration::from_millis(1));
+                wait_for_jobs(&signal);
             }
         }
         Ok(())
@@ -645,13 +644,13 @@ impl<'a> Drive<'a> {
     }
 }
 
-/// Sleeps until a job of the task is done (or `at_most` passed), running this thread's
-/// own queued jobs first.
-fn wait_for_jobs(signal: &Signal, at_most: Duration) {
+/// Sleeps until a job of the task is done or a millisecond passed (another task's
+/// results may free budget slots meanwhile), running this thread's own queued jobs first.
+fn wait_for_jobs(signal: &Signal) {
     let seen = *lock(&signal.done);
     let started = Instant::now();
     wait(&signal.done, &signal.cv, |done| {
-        *done != seen || started.elapsed() >= at_most
+        *done != seen || started.elapsed() >= Duration::from_millis(1)
     });
 }
 
