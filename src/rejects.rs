@@ -32,7 +32,8 @@ pub struct Rejected {
     /// The object, as the listing names it (with the byte range of a slice).
     pub object: String,
     /// `record`: one row left out; `object`: the rest of an object that could not be read
-    /// (rows decoded before the fault are kept, `rows_before` says how many).
+    /// (rows decoded before the fault are kept, `rows_before` says how many); `batch`: a
+    /// batch a step failed on as a whole (an `exec` step's child raised), `rows` rows.
     pub kind: RejectKind,
     /// 1-based line of the record in the (decompressed) object, where the format has lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,9 +41,13 @@ pub struct Rejected {
     /// Byte offset of the record in the (decompressed) object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// Rows of the object that were decoded before an object fault.
+    /// Of an object fault: rows of the object decoded before it. Of a batch: rows of the
+    /// task that reached the step before the batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_before: Option<u64>,
+    /// Of a batch: its rows, all left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
     /// Where it was rejected: `read`, the format (`jsonl`, `csv`, ...), or a step
     /// (`step 2 cast`).
     pub stage: String,
@@ -58,6 +63,7 @@ pub struct Rejected {
 pub enum RejectKind {
     Record,
     Object,
+    Batch,
 }
 
 impl Rejected {
@@ -76,6 +82,7 @@ impl Rejected {
             line,
             offset,
             rows_before: None,
+            rows: None,
             stage: stage.to_string(),
             error: error.into(),
             record: Some(record_text(raw)),
@@ -289,8 +296,16 @@ impl Rejects {
 
     /// Takes note of a rejection.
     pub fn add(&mut self, mut r: Rejected) {
+        // A traceback says what went wrong at its end: keep that.
+        if r.kind == RejectKind::Batch && r.error.len() > 4 * MAX_ERROR_TEXT {
+            let mut start = r.error.len() - 4 * MAX_ERROR_TEXT;
+            while !r.error.is_char_boundary(start) {
+                start += 1;
+            }
+            r.error = format!("…{}", &r.error[start..]);
+        }
         // A decoder's message may quote the whole record (10,000 brackets).
-        if r.error.len() > MAX_ERROR_TEXT {
+        else if r.error.len() > MAX_ERROR_TEXT {
             let mut end = MAX_ERROR_TEXT;
             while !r.error.is_char_boundary(end) {
                 end -= 1;
@@ -309,6 +324,7 @@ impl Rejects {
                 match r.kind {
                     RejectKind::Record => "record",
                     RejectKind::Object => "object",
+                    RejectKind::Batch => "batch",
                 },
                 r.error
             );
@@ -323,11 +339,16 @@ impl Rejects {
                 }
             );
         }
+        let n = match r.kind {
+            RejectKind::Record => 1,
+            RejectKind::Object => 1,
+            RejectKind::Batch => r.rows.unwrap_or(0),
+        };
         match r.kind {
-            RejectKind::Record => self.rows += 1,
+            RejectKind::Record | RejectKind::Batch => self.rows += n,
             RejectKind::Object => self.objects += 1,
         }
-        *self.by_stage.entry(r.stage.clone()).or_default() += 1;
+        *self.by_stage.entry(r.stage.clone()).or_default() += n;
         if self.policy == OnError::DeadLetter
             && let Err(e) = self.letters.push(&r)
         {

@@ -11,6 +11,7 @@ mod dataset;
 mod determinism;
 mod errors;
 mod examples;
+mod exec;
 mod fuzz_regressions;
 mod hostile;
 mod images;

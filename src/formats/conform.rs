@@ -144,6 +144,7 @@ pub fn emit_conformed(
                 line: None,
                 offset: None,
                 rows_before: None,
+                rows: None,
                 stage: stage.to_string(),
                 error: describe(row, *c),
                 record: Some(crate::rejects::row_json(&original, row)),

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::formats::Decoded;
 use crate::plan::Plan;
 use crate::pool::{Budget, Permit, lock, panic_message, wait};
-use crate::rejects::{Rejected, Rejects};
+use crate::rejects::{RejectKind, Rejected, Rejects};
 use crate::report::Stats;
 use crate::sink::ShardRecord;
 use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
@@ -523,8 +523,11 @@ impl<'a> Drive<'a> {
         for (s, a) in (start..).zip(applied) {
             let st = &stats.steps[s];
             Stats::add(&st.rows_in, a.rows_in);
-            let left_out = a.rejected.len() as u64;
-            for r in a.rejected {
+            let left_out = a.rejected.iter().map(|r| r.rows.unwrap_or(1)).sum();
+            for mut r in a.rejected {
+                if r.kind == RejectKind::Batch {
+                    r.rows_before = Some(self.contexts[s].rows_before);
+                }
                 self.reject(seq, r, false);
             }
             Stats::add(&st.rows_rejected, left_out);

@@ -14,7 +14,7 @@ use crate::formats::Decoded;
 use crate::plan::Plan;
 use crate::rejects::{RejectKind, Rejected};
 use crate::report::Stats;
-use crate::steps::{StepContext, StepError};
+use crate::steps::{StepContext, StepError, StepErrorKind};
 
 /// What a decoder hands on: a decoded batch, or a piece of an object a job decodes first.
 pub(super) enum Work {
@@ -118,7 +118,8 @@ pub(super) fn run_job(
 }
 
 /// Applies step `s` to `batch` in `cx`; under skip / dead_letter a row-local step's
-/// failing rows are left out (and returned in [`Applied::rejected`]).
+/// failing rows are left out (and returned in [`Applied::rejected`]), and so is a batch a
+/// [`crate::steps::Step::batch_faults`] step fails on with a data error.
 pub(super) fn apply_step(
     plan: &Plan,
     stats: &Stats,
@@ -134,6 +135,27 @@ pub(super) fn apply_step(
     let mut rejected = Vec::new();
     let out = if tolerant && planned.step.row_local() {
         apply_leaving_out_bad_rows(plan, s, cx, batch, object, &mut rejected)?
+    } else if tolerant && planned.step.batch_faults() {
+        let counts = cx.counts.clone();
+        match planned.step.apply(batch, cx) {
+            Err(e) if e.kind == StepErrorKind::Data => {
+                // The batch is left out whole; `account` places it in its task.
+                cx.counts = counts;
+                rejected.push(Rejected {
+                    object: object.to_string(),
+                    kind: RejectKind::Batch,
+                    line: None,
+                    offset: None,
+                    rows_before: None,
+                    rows: Some(rows_in),
+                    stage: format!("step {} {}", s + 1, planned.name),
+                    error: e.to_string(),
+                    record: None,
+                });
+                RecordBatch::new_empty(planned.step.output_schema().clone())
+            }
+            other => other?,
+        }
     } else {
         planned.step.apply(batch, cx)?
     };
@@ -194,6 +216,7 @@ fn apply_leaving_out_bad_rows(
                 line: None,
                 offset: None,
                 rows_before: None,
+                rows: None,
                 stage: stage.clone(),
                 error: error.to_string(),
                 record: Some(crate::rejects::row_json(&batch, offset)),
@@ -232,6 +255,7 @@ pub(super) fn object_rejection(object: &str, rows_before: u64, e: Error) -> Reje
         line,
         offset: None,
         rows_before: Some(rows_before),
+        rows: None,
         stage: "object".into(),
         error,
         record: None,

@@ -12,6 +12,7 @@ mod dedup_exact;
 mod dedup_minhash;
 mod derive;
 mod drop;
+mod exec;
 pub mod expr;
 mod filter;
 pub mod image;
@@ -85,6 +86,14 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     /// conformance suite checks the claim (two halves apart give what one context gives).
     fn batch_local(&self) -> bool {
         self.row_local()
+    }
+
+    /// True when a data error of `apply` is about the batch as a whole, not a row of it
+    /// (an `exec` step's child raised): under `on_error: skip | dead_letter` the batch is
+    /// left out and recorded, with its rows and its place in the task, instead of ending
+    /// the run. Row-local steps leave out rows instead; other steps' errors end the run.
+    fn batch_faults(&self) -> bool {
+        false
     }
 
     /// True once the step will emit no more rows (a reached `limit`), so reading stops.
@@ -363,6 +372,7 @@ registry! {
     ImageCenterCrop => "image.center_crop", crop::CenterCropOptions;
     ImageEncode => "image.encode", encode::EncodeOptions;
     ImageToTensor => "image.to_tensor", tensor::ToTensorOptions;
+    Exec => "exec", exec::ExecOptions;
 }
 
 /// Finds `name` in `schema`, or says which columns exist.

@@ -1,0 +1,209 @@
+"""The child side of kiln's ``exec`` step, for a Python function.
+
+Write the step::
+
+    import kiln, pyarrow as pa, pyarrow.compute as pc
+
+    @kiln.step
+    def clean(batch: pa.RecordBatch) -> pa.RecordBatch:
+        i = batch.schema.get_field_index("text")
+        return batch.set_column(i, "text", pc.utf8_lower(batch["text"]))
+
+and run it from the pipeline::
+
+    - exec: { command: [python3, -m, kiln.step, steps.py:clean] }
+
+``python -m kiln.step TARGET`` imports ``TARGET`` (``path/to/file.py:function`` or
+``package.module:function``) and serves batches until kiln closes its stdin: each batch
+kiln sends is passed to the function, and what it returns (a ``pyarrow.RecordBatch`` or
+``pyarrow.Table``, any number of rows) goes back. An exception fails that batch only:
+its traceback goes back to kiln, which ends the run or, under ``on_error: skip |
+dead_letter``, leaves the batch out and records the traceback.
+
+The batches travel on the process's stdin and stdout; before the function is imported,
+both are moved to private descriptors, and ``print()`` (and anything else written to
+descriptor 1) goes to stderr, which kiln forwards to its log. So a stray print cannot
+corrupt the stream.
+"""
+
+import importlib
+import importlib.util
+import os
+import struct
+import sys
+import traceback
+import types
+
+MAGIC = b"KILN"
+_HEADER = struct.Struct("<4scQ")
+_BATCH = b"B"
+_ERROR = b"E"
+
+
+def step(fn):
+    """Marks ``fn`` as a kiln step (a function of one ``pyarrow.RecordBatch``).
+
+    The function must be a pure function of its batch: kiln may send batches to several
+    processes, in any order, and sends a batch again after a crash or on resume.
+    """
+    if not callable(fn):
+        raise TypeError(f"@kiln.step decorates a function, not {type(fn).__name__}")
+    fn.__kiln_step__ = True
+    return fn
+
+
+class _Module(types.ModuleType):
+    """``kiln.step`` is this module and also the decorator: ``@kiln.step``."""
+
+    def __call__(self, fn):
+        return step(fn)
+
+
+sys.modules[__name__].__class__ = _Module
+
+
+def check(fn, batch):
+    """Checks what kiln relies on, for a step's own tests: ``fn`` gives the same answer
+    twice for ``batch``, and the same columns for a batch of none of its rows (the
+    schema kiln learns at bind time). Returns the answer; raises ``AssertionError``."""
+    import pyarrow as pa
+
+    first = _as_batch(fn(batch), pa)
+    second = _as_batch(fn(batch), pa)
+    if not first.equals(second):
+        raise AssertionError(
+            "the step gave two different answers for one batch: it is not a pure function "
+            "of its batch, so a resumed or retried run would not reproduce its output"
+        )
+    empty = _as_batch(fn(batch.slice(0, 0)), pa)
+    if not empty.schema.remove_metadata().equals(first.schema.remove_metadata()):
+        raise AssertionError(
+            f"the step returns other columns for a batch of no rows ({empty.schema}) than "
+            f"for this batch ({first.schema}); declare `schema:` and return those columns "
+            "for every batch"
+        )
+    return first
+
+
+def load(target):
+    """The function ``target`` names: ``file.py:function`` or ``module:function``."""
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        raise SystemExit(
+            f"kiln.step: give the function as FILE.py:FUNCTION or MODULE:FUNCTION, not {target!r}"
+        )
+    if where.endswith(".py") or os.sep in where:
+        path = os.path.abspath(where)
+        module_name = "kiln_step_" + os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"kiln.step: cannot import {where!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, os.path.dirname(path))
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    fn = getattr(module, name, None)
+    if fn is None or not callable(fn):
+        raise SystemExit(f"kiln.step: {where!r} has no function {name!r}")
+    return fn
+
+
+def _read_exact(f, n):
+    """``n`` bytes from ``f``; None at a clean end of input, an error in the middle."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            if got == 0:
+                return None
+            raise EOFError(f"kiln closed the stream in the middle of a frame ({got} of {n} bytes)")
+        got += k
+    return buf
+
+
+def _write_frame(out, tag, payload):
+    out.write(_HEADER.pack(MAGIC, tag, len(payload)))
+    out.write(payload)
+    out.flush()
+
+
+def _as_batch(result, pa):
+    if isinstance(result, pa.RecordBatch):
+        return result
+    if isinstance(result, pa.Table):
+        batches = result.combine_chunks().to_batches()
+        if batches:
+            return batches[0]
+        return pa.RecordBatch.from_arrays(
+            [pa.array([], type=f.type) for f in result.schema], schema=result.schema
+        )
+    raise TypeError(
+        f"a kiln step returns a pyarrow.RecordBatch or pyarrow.Table, not {type(result).__name__}"
+    )
+
+
+def serve(fn, inp, out):
+    """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``."""
+    import pyarrow as pa
+
+    while True:
+        head = _read_exact(inp, _HEADER.size)
+        if head is None:
+            return
+        magic, tag, n = _HEADER.unpack(head)
+        if magic != MAGIC or tag != _BATCH:
+            raise SystemExit(f"kiln.step: not a kiln frame on stdin: {bytes(head)!r}")
+        payload = _read_exact(inp, n) if n else bytearray()
+        if payload is None:
+            raise EOFError("kiln closed the stream before a frame's payload")
+        try:
+            reader = pa.ipc.open_stream(pa.py_buffer(payload))
+            batches = list(reader)
+            if len(batches) == 1:
+                batch = batches[0]
+            elif batches:
+                batch = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+            else:
+                batch = _as_batch(reader.schema.empty_table(), pa)
+            result = _as_batch(fn(batch), pa)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, result.schema) as w:
+                w.write_batch(result)
+            answer = sink.getvalue()
+        except Exception:
+            _write_frame(out, _ERROR, traceback.format_exc().encode("utf-8", "replace"))
+            continue
+        _write_frame(out, _BATCH, answer)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr)
+        print("usage: python -m kiln.step FILE.py:FUNCTION | MODULE:FUNCTION", file=sys.stderr)
+        return 2
+    # The stream gets private descriptors; descriptor 1 becomes stderr (so print() and C
+    # code writing to stdout cannot corrupt it) and descriptor 0 reads nothing.
+    inp = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
+    out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)
+    fn = load(argv[0])
+    try:
+        serve(fn, inp, out)
+    except BrokenPipeError:
+        # kiln is gone.
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

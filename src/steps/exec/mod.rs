@@ -1,0 +1,400 @@
+//! `exec`: a step in any language. Each batch goes to one of a pool of long-lived child
+//! processes as an Arrow IPC stream on its stdin and comes back the same way on its
+//! stdout ([`child`] has the frames); `python -m kiln.step module:function` (the Python
+//! package in `python/kiln`) is the child side for a Python function.
+//!
+//! - **Schema.** Declared with `schema:`, or learnt when the step is bound by running the
+//!   program on a batch of no rows (so `kiln validate` and `kiln plan` know the columns
+//!   the steps after it get). Every batch the program returns must have those columns.
+//! - **Order and determinism.** The step is batch-local: batches go to whichever child is
+//!   free, on any thread, and the runtime puts the results back in order. Output is
+//!   byte-identical for any number of processes when the program is a pure function of
+//!   its batch, which exact resume needs anyway (docs/python.md).
+//! - **Failures.** An error the program reports for a batch (a Python exception) is a
+//!   data error about the batch: under `on_error: skip | dead_letter` the batch is left
+//!   out and recorded (the dead letter holds the traceback, the object and the batch's
+//!   rows); under `fail` it ends the run. A child that crashes or hangs past `timeout` is
+//!   killed and replaced, and the batch tried once more; a second fault ends the run,
+//!   naming the batch. Children die with kiln (`kiln_child`).
+
+mod child;
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::record_batch::RecordBatch;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use self::child::{Fault, Launch, Process, Reply};
+use super::types::parse_type;
+use super::{Step, StepContext, StepOptions};
+use crate::pool::lock;
+use crate::spec::Duration;
+use crate::steps::StepError;
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecOptions {
+    /// The program and its arguments, run from the directory kiln runs in. For a Python
+    /// function: `[python3, -m, kiln.step, path/to/file.py:function]` (or
+    /// `module:function`).
+    pub command: Vec<String>,
+    /// Child processes at most; default one per thread of the run. Children start when a
+    /// batch needs one.
+    #[serde(default)]
+    pub processes: Option<usize>,
+    /// Longest a child may take over one batch before it is killed and the batch tried
+    /// again in a new child (default `10m`).
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// The columns the program returns (name: type, as `cast` writes types). Without it
+    /// the program is run once on a batch of no rows when the step is bound.
+    #[serde(default)]
+    pub schema: Option<IndexMap<String, String>>,
+    /// Environment variables for the children, besides kiln's own.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Files the program's code is in, hashed into the pipeline's identity so that a
+    /// changed step cannot resume a run made with the old one. Arguments of `command`
+    /// that name a file (or `file.py:function`) are hashed anyway.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+const fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(600))
+}
+
+impl StepOptions for ExecOptions {
+    const SUMMARY: &'static str = "run each batch through a program of yours (a Python function, \
+         any language) in child processes, over Arrow IPC";
+    const EXAMPLE: &'static str = "- exec: { command: [python3, -m, kiln.step, \
+         examples/python-step/steps.py:clean], processes: 2 }";
+
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+        if self.command.is_empty() {
+            return Err("`command` is empty: give the program and its arguments".into());
+        }
+        if self.processes == Some(0) {
+            return Err("`processes` must be at least 1".into());
+        }
+        let fingerprint = fingerprint(&self.command, &self.files)?;
+        let pool = Pool {
+            launch: Launch {
+                label: "exec".into(),
+                command: self.command.clone(),
+                env: self
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
+            max: self.processes,
+            timeout: self.timeout.get(),
+            state: Mutex::new(Children::default()),
+            freed: Condvar::new(),
+        };
+        let (schema, declared) = match &self.schema {
+            Some(columns) => {
+                let mut fields = Vec::with_capacity(columns.len());
+                for (name, type_name) in columns {
+                    let t = parse_type(type_name)
+                        .map_err(|e| format!("`schema`, column `{name}`: {e}"))?;
+                    fields.push(arrow::datatypes::Field::new(name, t, true));
+                }
+                (
+                    Schema::new_with_metadata(fields, input.metadata().clone()),
+                    true,
+                )
+            }
+            None => (probe(&pool, input)?, false),
+        };
+        Ok(Arc::new(Exec {
+            schema: Arc::new(schema),
+            declared,
+            reads: input.fields().iter().map(|f| f.name().clone()).collect(),
+            pool,
+            fingerprint,
+        }))
+    }
+}
+
+/// The output schema: the program run on a batch of no rows.
+fn probe(pool: &Pool, input: &SchemaRef) -> Result<Schema, String> {
+    let what = |e: String| {
+        format!(
+            "running `{}` on a batch of no rows, to learn the columns it returns: {e}\n(declare \
+             them with `schema:` if the program cannot take an empty batch)",
+            pool.launch.command.join(" ")
+        )
+    };
+    let frame = child::batch_frame(&RecordBatch::new_empty(input.clone()))
+        .map_err(|e| what(e.to_string()))?;
+    match pool
+        .call(&Arc::new(frame), 0)
+        .map_err(|e| what(e.to_string()))?
+    {
+        Reply::Raised(text) => Err(what(format!("it failed:\n{}", text.trim_end()))),
+        Reply::Batch(ipc) => {
+            let reader = StreamReader::try_new(Cursor::new(ipc), None)
+                .map_err(|e| what(format!("its answer is not an Arrow IPC stream: {e}")))?;
+            let fields = reader.schema().fields().clone();
+            Ok(Schema::new_with_metadata(fields, input.metadata().clone()))
+        }
+    }
+}
+
+/// A digest of the files the program is in: `files`, and the arguments of `command` that
+/// name a file (or a file before `:function`).
+fn fingerprint(command: &[String], files: &[String]) -> Result<Option<String>, String> {
+    use sha2::Digest;
+    let mut paths: Vec<&str> = Vec::new();
+    for arg in command {
+        let path = match arg.rsplit_once(':') {
+            Some((file, _)) if std::path::Path::new(file).is_file() => file,
+            _ => arg.as_str(),
+        };
+        if std::path::Path::new(path).is_file() {
+            paths.push(path);
+        }
+    }
+    let mut hash = sha2::Sha256::new();
+    for f in files {
+        let bytes =
+            std::fs::read(f).map_err(|e| format!("cannot read `files` entry `{f}`: {e}"))?;
+        hash.update(f.as_bytes());
+        hash.update(&bytes);
+    }
+    for p in &paths {
+        // Arguments are hashed if readable; a file that vanishes between the two reads
+        // changes the digest, which is the point.
+        if let Ok(bytes) = std::fs::read(p) {
+            hash.update(p.as_bytes());
+            hash.update(&bytes);
+        }
+    }
+    if files.is_empty() && paths.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!("exec:{:x}", hash.finalize())))
+}
+
+/// The step's children: idle ones, and how many are alive in all.
+#[derive(Default)]
+struct Children {
+    idle: Vec<Process>,
+    live: usize,
+    started: usize,
+}
+
+struct Pool {
+    launch: Launch,
+    max: Option<usize>,
+    timeout: std::time::Duration,
+    state: Mutex<Children>,
+    freed: Condvar,
+}
+
+impl Pool {
+    /// An idle child, or a new one while fewer than the most are alive; else waits for
+    /// one to be given back.
+    fn take(&self) -> Result<Process, StepError> {
+        let max = self.max.unwrap_or_else(rayon::current_num_threads).max(1);
+        let mut children = lock(&self.state);
+        loop {
+            if let Some(p) = children.idle.pop() {
+                return Ok(p);
+            }
+            if children.live < max {
+                children.live += 1;
+                children.started += 1;
+                let id = children.started;
+                drop(children);
+                return Process::start(&self.launch, id).map_err(|e| {
+                    lock(&self.state).live -= 1;
+                    self.freed.notify_one();
+                    StepError::io(
+                        format!("cannot start `{}`", self.launch.command.join(" ")),
+                        e,
+                    )
+                });
+            }
+            children = self
+                .freed
+                .wait(children)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn give_back(&self, p: Process) {
+        lock(&self.state).idle.push(p);
+        self.freed.notify_one();
+    }
+
+    fn discard(&self, p: Process) {
+        p.kill();
+        lock(&self.state).live -= 1;
+        self.freed.notify_one();
+    }
+
+    /// One batch through a child: a child that crashes or hangs is replaced and the batch
+    /// tried once more in another.
+    fn call(&self, frame: &Arc<Vec<u8>>, rows: usize) -> Result<Reply, StepError> {
+        let mut first = None;
+        for _ in 0..2 {
+            let mut p = self.take()?;
+            let fault = match p.call(frame.clone(), self.timeout) {
+                Ok(reply) => {
+                    self.give_back(p);
+                    return Ok(reply);
+                }
+                Err(fault) => fault,
+            };
+            let id = p.id;
+            self.discard(p);
+            if let Fault::Protocol(_) = fault {
+                return Err(child_error(format!("a batch of {rows} rows: {fault}")));
+            }
+            match first {
+                None => {
+                    tracing::warn!(
+                        step = %self.launch.label,
+                        child = id,
+                        "{fault}; trying the batch of {rows} rows once more in a new child"
+                    );
+                    first = Some(fault);
+                }
+                Some(before) => {
+                    return Err(child_error(format!(
+                        "a batch of {rows} rows failed twice, in two child processes: \
+                         {before}; then {fault}"
+                    )));
+                }
+            }
+        }
+        Err(StepError::internal("the exec step's retry loop ended"))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let mut idle = std::mem::take(&mut lock(&self.state).idle);
+        // Every child's stdin closed first, so they exit together.
+        for p in &mut idle {
+            p.hang_up();
+        }
+        drop(idle);
+    }
+}
+
+fn child_error(message: String) -> StepError {
+    StepError::io(
+        message,
+        std::io::Error::other("the step's child process failed"),
+    )
+}
+
+struct Exec {
+    schema: SchemaRef,
+    /// True if `schema:` declared it; false if the program's answer to no rows did.
+    declared: bool,
+    reads: BTreeSet<String>,
+    pool: Pool,
+    fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exec")
+            .field("command", &self.pool.launch.command)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exec {
+    /// The program's answer as a batch of the step's schema.
+    fn output(&self, ipc: Vec<u8>) -> Result<RecordBatch, StepError> {
+        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| {
+            StepError::data(format!(
+                "the program's answer is not an Arrow IPC stream: {e}"
+            ))
+        })?;
+        let got = reader.schema();
+        let same = got.fields().len() == self.schema.fields().len()
+            && got
+                .fields()
+                .iter()
+                .zip(self.schema.fields())
+                .all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type());
+        if !same {
+            return Err(StepError::data(format!(
+                "the program returned the columns ({}), not the step's ({}, {})",
+                columns(&got),
+                columns(&self.schema),
+                if self.declared {
+                    "as `schema:` declares"
+                } else {
+                    "as it returned for a batch of no rows"
+                }
+            )));
+        }
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StepError::data(format!("reading the program's answer: {e}")))?;
+        let batch = arrow::compute::concat_batches(&got, &batches)
+            .map_err(|e| StepError::internal(format!("joining the program's batches: {e}")))?;
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
+            .map_err(|e| StepError::data(format!("the program's answer: {e}")))
+    }
+}
+
+fn columns(schema: &Schema) -> String {
+    let c: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    c.join(", ")
+}
+
+impl Step for Exec {
+    fn output_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn required_input(&self, _downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        self.reads.clone()
+    }
+
+    fn batch_local(&self) -> bool {
+        true
+    }
+
+    fn batch_faults(&self) -> bool {
+        true
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.fingerprint.clone()
+    }
+
+    fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
+        let rows = batch.num_rows();
+        let frame = child::batch_frame(&batch)
+            .map_err(|e| StepError::internal(format!("encoding a batch for the program: {e}")))?;
+        match self.pool.call(&Arc::new(frame), rows)? {
+            Reply::Batch(ipc) => self.output(ipc),
+            Reply::Raised(text) => Err(StepError::data(format!(
+                "the program failed on a batch of {rows} rows:\n{}",
+                text.trim_end()
+            ))),
+        }
+    }
+}
