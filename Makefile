@@ -12,7 +12,7 @@ ISAL_OK = $(eval ISAL_OK := $$(shell scripts/build-deps.sh >&2 && echo yes))$(IS
 NO_ISAL = $(if $(ISAL_OK),,--no-default-features)
 NO_ISAL_WS = $(if $(ISAL_OK),,--no-default-features --exclude kiln-inflate)
 
-.PHONY: help deps build run test interop s3-shell lint fmt examples dist bench fuzz clean
+.PHONY: help deps build run test interop s3-shell lint fmt examples dist wheel bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,9 @@ run: build ## run the main sample pipeline on sample-data/ (no network, no servi
 	@echo; $(KILN_DEBUG) inspect out/$(basename $(notdir $(PIPELINE)))/
 
 test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local moto and Azurite; a Slurm job array when root; datatrove as the text.quality reference)
-	@# The Python packages and Azurite install while cargo compiles the tests.
+	@# The Python packages and Azurite install while cargo compiles the tests; then
+	@# maturin packs the binary just built into the wheel tests/wheel.rs installs (no
+	@# compiling: the same profile and features), before any test runs.
 	@scripts/with-stores.sh --install > .test-install.log 2>&1 & inst=$$!; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --locked $(NO_ISAL_WS) --no-run; built=$$?; \
@@ -37,6 +39,8 @@ test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local
 	fi; \
 	wait $$inst || { cat .test-install.log; exit 1; }; cat .test-install.log; \
 	[ $$built -eq 0 ] || exit $$built; \
+	rm -rf target/wheels-test; \
+	$${KILN_TEST_VENV:-.venv-test}/bin/maturin build --profile dev --locked $(NO_ISAL) --out target/wheels-test -q || exit 1; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		scripts/with-stores.sh $(CARGO) nextest run --workspace --locked $(NO_ISAL_WS) --no-fail-fast; \
 	else \
@@ -62,6 +66,10 @@ examples: build ## validate and run every pipeline under pipelines/
 
 dist: deps ## the binary to ship: release with fat LTO and one codegen unit (target/dist/kiln; ~45 min from scratch on 2 cores)
 	$(CARGO) build --locked --profile dist
+
+wheel: deps ## the Python wheel: the kiln binary (release) and python/kiln, built by maturin into target/wheels (pip install target/wheels/kiln-*.whl)
+	@[ -x .venv-wheel/bin/maturin ] || { python3 -m venv .venv-wheel && .venv-wheel/bin/pip install --quiet --disable-pip-version-check "$$(grep -E '^maturin==' tests/requirements.txt)"; }
+	.venv-wheel/bin/maturin build --release --locked $(NO_ISAL) --out target/wheels
 
 bench: dist ## compare kiln (the dist binary) with the peers in ../shared/bench on the generated corpus (minutes; ~3 GB in /tmp)
 	bash benches/run.sh

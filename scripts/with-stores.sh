@@ -23,6 +23,15 @@ install_venv() {
         "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
         cp "$REQS" "$VENV/requirements.installed"
     fi
+    # The wheel test (tests/wheel.rs) installs kiln's wheel into a fresh virtualenv
+    # without the network: pyarrow comes from this folder.
+    if ! cmp -s "$REQS" .wheelhouse/requirements.installed; then
+        echo "== downloading pyarrow into .wheelhouse (for the wheel test)"
+        mkdir -p .wheelhouse
+        "$VENV/bin/pip" download --quiet --disable-pip-version-check --only-binary=:all: \
+            -d .wheelhouse "$(grep -E '^pyarrow==' "$REQS")"
+        cp "$REQS" .wheelhouse/requirements.installed
+    fi
 }
 install_azurite() {
     if command -v npm >/dev/null 2>&1 && ! cmp -s tests/package-lock.json .azurite/package-lock.json.installed; then

@@ -26,4 +26,5 @@ mod shards;
 mod split;
 mod tabular;
 mod text;
+mod wheel;
 mod workers;
