@@ -135,7 +135,11 @@ fn a_python_step_gives_what_sql_gives_on_any_thread_and_process_count() {
         &py,
         &["run", "-q", &p1.to_string_lossy()],
     ));
-    assert_eq!(read_shards(&out.path().join("one-process")), python_rows);
+    // The same bytes: the number of processes is not part of the output's identity.
+    assert!(
+        shard_files(&out.path().join("one-process")) == one,
+        "1 process: other bytes"
+    );
 
     let sql = text
         .replace(

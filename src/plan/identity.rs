@@ -22,8 +22,17 @@ pub fn pipeline_hash(p: &Pipeline) -> String {
     if let Some(obj) = sink.as_object_mut() {
         obj.remove("uri");
     }
+    let mut steps = serde_json::to_value(&p.steps).unwrap_or_default();
+    for step in steps.as_array_mut().into_iter().flatten() {
+        // How many child processes run an `exec` step and how long one may take over a
+        // batch change no row: like `run.threads`, they are not the output's identity.
+        if let Some(exec) = step.get_mut("exec").and_then(|e| e.as_object_mut()) {
+            exec.remove("processes");
+            exec.remove("timeout");
+        }
+    }
     let identity = serde_json::json!({
-        "version": p.version, "name": p.name, "source": p.source, "steps": p.steps, "sink": sink,
+        "version": p.version, "name": p.name, "source": p.source, "steps": steps, "sink": sink,
     });
     let digest = Sha256::digest(identity.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -87,7 +87,8 @@ impl StepOptions for ExecOptions {
         let fingerprint = fingerprint(&self.command, &self.files)?;
         let pool = Pool {
             launch: Launch {
-                label: "exec".into(),
+                // The function or script it runs: tells two `exec` steps apart in the log.
+                label: format!("exec {}", self.command.last().map_or("", String::as_str)),
                 command: self.command.clone(),
                 env: self
                     .env
