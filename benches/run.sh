@@ -24,7 +24,10 @@
 # Job S (one task on every core: 1 vs 2 threads on inputs that are one task, job A beside
 # Polars at 1 and 2 threads, job C at 1 and 2) is benches/scaling.sh.
 #
-# JOBS selects jobs (default "A B C D E F S"); PEERS_C lists the job-C peers to run (default
+# Job P (a step in Python: job A with an identity `exec` step, and a lower-case step
+# beside datatrove's PipelineStep) is benches/python_step.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -82,7 +85,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S}
+JOBS=${JOBS:-A B C D E F S P}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -201,6 +204,11 @@ fi
 if [[ " $JOBS " == *" S "* ]]; then
   # Its own results file and table (ratios between thread counts, not between tools).
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/scaling.sh"
+fi
+if [[ " $JOBS " == *" P "* ]]; then
+  # A step in Python: its own results file and table (kiln with and without the step,
+  # beside datatrove's PipelineStep).
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/python_step.sh"
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.

@@ -146,6 +146,19 @@ def _as_batch(result, pa):
     )
 
 
+def _encode(batch, pa):
+    """``batch`` as an IPC stream in one buffer of exactly its size: measured first
+    (nothing copied), then written once (a growing output stream copies it again at
+    every doubling)."""
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_stream(mock, batch.schema) as w:
+        w.write_batch(batch)
+    buf = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buf), batch.schema) as w:
+        w.write_batch(batch)
+    return buf
+
+
 def serve(fn, inp, out):
     """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``."""
     import pyarrow as pa
@@ -170,10 +183,7 @@ def serve(fn, inp, out):
             else:
                 batch = _as_batch(reader.schema.empty_table(), pa)
             result = _as_batch(fn(batch), pa)
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, result.schema) as w:
-                w.write_batch(result)
-            answer = sink.getvalue()
+            answer = _encode(result, pa)
         except Exception:
             _write_frame(out, _ERROR, traceback.format_exc().encode("utf-8", "replace"))
             continue

@@ -82,6 +82,29 @@ fn spawn_here(command: &mut Command) -> io::Result<Child> {
     command.spawn()
 }
 
+/// Asks for a pipe buffer of `bytes` (Linux: `F_SETPIPE_SZ`; the kernel rounds it up to
+/// pages and refuses more than `/proc/sys/fs/pipe-max-size`, 1 MiB by default). A pipe
+/// that carries megabytes a call moves them in 16 times fewer steps than through the
+/// default 64 KiB. Returns the size the pipe has; elsewhere than Linux, does nothing.
+#[cfg(target_os = "linux")]
+pub fn widen_pipe(pipe: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    #[expect(
+        unsafe_code,
+        reason = "fcntl on a descriptor the caller owns, with an integer argument"
+    )]
+    let got = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(got as usize)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn widen_pipe<T>(_pipe: &T, bytes: usize) -> io::Result<usize> {
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +112,19 @@ mod tests {
     #[test]
     fn spawns_and_reaps_a_child() {
         let mut child = spawn_tied(Command::new("true")).expect("spawns");
+        assert!(child.wait().expect("waits").success());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pipes_widen_to_what_the_kernel_allows() {
+        let mut c = Command::new("cat");
+        c.stdin(std::process::Stdio::piped());
+        let mut child = spawn_tied(c).expect("spawns");
+        let stdin = child.stdin.take().expect("stdin");
+        let got = widen_pipe(&stdin, 1 << 20).expect("F_SETPIPE_SZ");
+        assert!(got >= 1 << 16, "{got}");
+        drop(stdin);
         assert!(child.wait().expect("waits").success());
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,9 @@ pub(super) const HEADER: usize = 13;
 pub(super) const TAG_BATCH: u8 = b'B';
 /// The child's error for one batch: its text.
 pub(super) const TAG_ERROR: u8 = b'E';
+/// The pipe buffer asked for each way (Linux's default limit for a process without
+/// CAP_SYS_RESOURCE).
+const PIPE_BYTES: usize = 1 << 20;
 /// Lines of a child's stderr kept for the error of a crash.
 const STDERR_TAIL: usize = 30;
 
@@ -96,6 +100,11 @@ impl Process {
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = child.stdout.take().ok_or_else(missing)?;
         let stderr = child.stderr.take().ok_or_else(missing)?;
+        // Batches are megabytes: wide pipes move them in fewer, larger steps. A kernel
+        // that refuses keeps the default size, which only costs speed.
+        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+            let _ = kiln_child::widen_pipe(&fd, PIPE_BYTES);
+        }
 
         let (requests, to_write) = sync_channel::<Arc<Vec<u8>>>(1);
         let (answer, replies) = sync_channel(1);
@@ -227,7 +236,7 @@ fn write_requests(mut stdin: ChildStdin, requests: Receiver<Arc<Vec<u8>>>) {
 }
 
 fn read_frames(stdout: impl Read, answers: SyncSender<Result<Reply, Fault>>) {
-    let mut stdout = BufReader::with_capacity(1 << 16, stdout);
+    let mut stdout = BufReader::with_capacity(1 << 20, stdout);
     loop {
         let reply = read_frame(&mut stdout);
         let last = reply.is_err();
@@ -256,7 +265,8 @@ fn read_frame(r: &mut impl Read) -> Result<Reply, Fault> {
     let mut len = [0u8; 8];
     len.copy_from_slice(&head[5..]);
     let len = u64::from_le_bytes(len);
-    let mut payload = Vec::new();
+    // The length is the child's word: reserve what a batch plausibly is, grow past it.
+    let mut payload = Vec::with_capacity(len.min(1 << 30) as usize);
     let read = r.take(len).read_to_end(&mut payload);
     if read.is_err() || payload.len() as u64 != len {
         return Err(Fault::Crashed(String::new()));

@@ -20,11 +20,12 @@
 mod child;
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use arrow::buffer::Buffer;
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -143,9 +144,9 @@ fn probe(pool: &Pool, input: &SchemaRef) -> Result<Schema, String> {
     {
         Reply::Raised(text) => Err(what(format!("it failed:\n{}", text.trim_end()))),
         Reply::Batch(ipc) => {
-            let reader = StreamReader::try_new(Cursor::new(ipc), None)
+            let (schema, _) = decode_stream(ipc)
                 .map_err(|e| what(format!("its answer is not an Arrow IPC stream: {e}")))?;
-            let fields = reader.schema().fields().clone();
+            let fields = schema.fields().clone();
             Ok(Schema::new_with_metadata(fields, input.metadata().clone()))
         }
     }
@@ -322,12 +323,11 @@ impl std::fmt::Debug for Exec {
 impl Exec {
     /// The program's answer as a batch of the step's schema.
     fn output(&self, ipc: Vec<u8>) -> Result<RecordBatch, StepError> {
-        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| {
+        let (got, batches) = decode_stream(ipc).map_err(|e| {
             StepError::data(format!(
                 "the program's answer is not an Arrow IPC stream: {e}"
             ))
         })?;
-        let got = reader.schema();
         let same = got.fields().len() == self.schema.fields().len()
             && got
                 .fields()
@@ -346,14 +346,32 @@ impl Exec {
                 }
             )));
         }
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StepError::data(format!("reading the program's answer: {e}")))?;
-        let batch = arrow::compute::concat_batches(&got, &batches)
-            .map_err(|e| StepError::internal(format!("joining the program's batches: {e}")))?;
+        let batch = match <[RecordBatch; 1]>::try_from(batches) {
+            Ok([one]) => one,
+            Err(batches) => arrow::compute::concat_batches(&got, &batches)
+                .map_err(|e| StepError::internal(format!("joining the program's batches: {e}")))?,
+        };
         RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
             .map_err(|e| StepError::data(format!("the program's answer: {e}")))
     }
+}
+
+/// An Arrow IPC stream's schema and batches, decoded without copying the buffers out
+/// of `ipc` (they become the batches' memory).
+fn decode_stream(ipc: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+    let mut buffer = Buffer::from_vec(ipc);
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::with_capacity(1);
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer)? {
+            batches.push(batch);
+        }
+    }
+    decoder.finish()?;
+    let schema = decoder
+        .schema()
+        .ok_or_else(|| ArrowError::IpcError("the stream has no schema".into()))?;
+    Ok((schema, batches))
 }
 
 fn columns(schema: &Schema) -> String {
