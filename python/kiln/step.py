@@ -38,6 +38,58 @@ MAGIC = b"KILN"
 _HEADER = struct.Struct("<4scQ")
 _BATCH = b"B"
 _ERROR = b"E"
+_SHARED = b"M"
+_HELLO = b"H"
+_U64 = struct.Struct("<Q")
+
+
+class _Shared:
+    """The two in-memory files kiln offers (``KILN_EXEC_SHM=3,4``): requests are read
+    from the first without copying, answers written into the second, and only their
+    lengths go through the pipes."""
+
+    def __init__(self, requests_fd, answers_fd):
+        self.requests_fd, self.answers_fd = requests_fd, answers_fd
+        self.requests, self.requests_size = None, 0
+        self.answers, self.answers_size = None, 0
+
+    @classmethod
+    def offered(cls):
+        fds = os.environ.get("KILN_EXEC_SHM", "")
+        try:
+            a, b = (int(x) for x in fds.split(","))
+            os.fstat(a)
+            os.fstat(b)
+        except (ValueError, OSError):
+            return None
+        return cls(a, b)
+
+    def request(self, n, pa):
+        """The request of ``n`` bytes, as a pyarrow buffer over the shared memory."""
+        if n > self.requests_size:
+            import mmap
+
+            size = os.fstat(self.requests_fd).st_size
+            # A mapping still referenced by an earlier batch stays valid until it goes.
+            self.requests = mmap.mmap(self.requests_fd, size, prot=mmap.PROT_READ)
+            self.requests_size = size
+        return pa.py_buffer(self.requests).slice(0, n)
+
+    def answer(self, batch, pa):
+        """Writes ``batch`` as an IPC stream into the answers' file; returns its length."""
+        mock = pa.MockOutputStream()
+        with pa.ipc.new_stream(mock, batch.schema) as w:
+            w.write_batch(batch)
+        n = mock.size()
+        if n > self.answers_size:
+            size = max(n, 2 * self.answers_size, 1 << 20)
+            os.ftruncate(self.answers_fd, size)
+            self.answers = pa.memory_map(f"/proc/self/fd/{self.answers_fd}", "r+")
+            self.answers_size = size
+        self.answers.seek(0)
+        with pa.ipc.new_stream(self.answers, batch.schema) as w:
+            w.write_batch(batch)
+        return n
 
 
 def step(fn):
@@ -159,22 +211,33 @@ def _encode(batch, pa):
     return buf
 
 
-def serve(fn, inp, out):
-    """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``."""
+def serve(fn, inp, out, shared=None):
+    """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``; with
+    ``shared`` (the files kiln offered), says so first and answers shared requests
+    through them."""
     import pyarrow as pa
 
+    if shared is not None:
+        _write_frame(out, _HELLO, b"shm")
     while True:
         head = _read_exact(inp, _HEADER.size)
         if head is None:
             return
         magic, tag, n = _HEADER.unpack(head)
-        if magic != MAGIC or tag != _BATCH:
+        if magic != MAGIC or tag not in (_BATCH, _SHARED):
             raise SystemExit(f"kiln.step: not a kiln frame on stdin: {bytes(head)!r}")
         payload = _read_exact(inp, n) if n else bytearray()
         if payload is None:
             raise EOFError("kiln closed the stream before a frame's payload")
+        in_shared = tag == _SHARED
+        if in_shared and shared is None:
+            raise SystemExit("kiln.step: a shared request, but no shared files were offered")
         try:
-            reader = pa.ipc.open_stream(pa.py_buffer(payload))
+            if in_shared:
+                request = shared.request(_U64.unpack(payload)[0], pa)
+            else:
+                request = pa.py_buffer(payload)
+            reader = pa.ipc.open_stream(request)
             batches = list(reader)
             if len(batches) == 1:
                 batch = batches[0]
@@ -183,11 +246,16 @@ def serve(fn, inp, out):
             else:
                 batch = _as_batch(reader.schema.empty_table(), pa)
             result = _as_batch(fn(batch), pa)
-            answer = _encode(result, pa)
+            if in_shared:
+                answer = _U64.pack(shared.answer(result, pa))
+            else:
+                answer = _encode(result, pa)
+            # The request's memory is reused for the next one: nothing may keep it.
+            del batch, batches, reader, request, result
         except Exception:
             _write_frame(out, _ERROR, traceback.format_exc().encode("utf-8", "replace"))
             continue
-        _write_frame(out, _BATCH, answer)
+        _write_frame(out, _SHARED if in_shared else _BATCH, answer)
 
 
 def main(argv=None):
@@ -208,7 +276,7 @@ def main(argv=None):
     sys.stdin = open(os.devnull)
     fn = load(argv[0])
     try:
-        serve(fn, inp, out)
+        serve(fn, inp, out, _Shared.offered())
     except BrokenPipeError:
         # kiln is gone.
         return 0

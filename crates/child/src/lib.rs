@@ -17,19 +17,26 @@ use std::process::{Child, Command};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Mutex, OnceLock};
 
-type Request = (Command, Sender<io::Result<Child>>);
+type Request = (Command, Vec<std::fs::File>, Sender<io::Result<Child>>);
 
 /// Spawns `command` from the process-long spawning thread; the child is killed when
 /// kiln ends, however it ends.
 pub fn spawn_tied(command: Command) -> io::Result<Child> {
+    spawn_tied_with(command, Vec::new())
+}
+
+/// [`spawn_tied`], the child also getting `files` as its descriptors 3, 4, … (on Linux;
+/// elsewhere they are not passed). The files given are closed in kiln once the child has
+/// them: pass clones (`File::try_clone`) of files kiln keeps using.
+pub fn spawn_tied_with(command: Command, files: Vec<std::fs::File>) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = channel::<Request>();
         std::thread::Builder::new()
             .name("kiln-spawner".into())
             .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(spawn_here(&mut command));
+                for (mut command, files, reply) in rx {
+                    let _ = reply.send(spawn_here(&mut command, &files));
                 }
             })
             .map(|_| ())
@@ -40,7 +47,7 @@ pub fn spawn_tied(command: Command) -> io::Result<Child> {
     let sent = spawner
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .send((command, tx));
+        .send((command, files, tx));
     if sent.is_err() {
         return Err(io::Error::other("the process-spawning thread is gone"));
     }
@@ -49,12 +56,25 @@ pub fn spawn_tied(command: Command) -> io::Result<Child> {
 }
 
 #[cfg(target_os = "linux")]
-fn spawn_here(command: &mut Command) -> io::Result<Child> {
+fn spawn_here(command: &mut Command, files: &[std::fs::File]) -> io::Result<Child> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
+    let fds: Vec<libc::c_int> = files.iter().map(|f| f.as_raw_fd()).collect();
+    // A file whose number is the target of an earlier one would be overwritten first.
+    let low = 3 + fds.len() as libc::c_int;
+    if fds
+        .iter()
+        .enumerate()
+        .any(|(i, &fd)| fd < low && fd != 3 + i as libc::c_int)
+    {
+        return Err(io::Error::other(
+            "a shared file has a descriptor number the child needs",
+        ));
+    }
     #[expect(
         unsafe_code,
-        reason = "pre_exec runs between fork and exec: only prctl and getppid, both async-signal-safe"
+        reason = "pre_exec runs between fork and exec: prctl, getppid, dup2 and fcntl, all async-signal-safe"
     )]
     unsafe {
         command.pre_exec(move || {
@@ -71,6 +91,19 @@ fn spawn_here(command: &mut Command) -> io::Result<Child> {
             if libc::getppid() != parent {
                 return Err(io::Error::other("kiln ended while the child was starting"));
             }
+            // The shared files at 3, 4, …: a dup2 copy is not close-on-exec; a file that
+            // already has its number only loses the flag.
+            for (i, &fd) in fds.iter().enumerate() {
+                let target = 3 + i as libc::c_int;
+                let done = if fd == target {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, target)
+                };
+                if done < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -78,8 +111,37 @@ fn spawn_here(command: &mut Command) -> io::Result<Child> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn spawn_here(command: &mut Command) -> io::Result<Child> {
+fn spawn_here(command: &mut Command, _files: &[std::fs::File]) -> io::Result<Child> {
     command.spawn()
+}
+
+/// An anonymous file in memory (Linux `memfd_create`, close-on-exec), for sharing batches
+/// with a child without copying them through a pipe; it goes when the last descriptor
+/// to it closes. Elsewhere than Linux: `Unsupported`.
+#[cfg(target_os = "linux")]
+pub fn memfd(name: &str) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    #[expect(
+        unsafe_code,
+        reason = "memfd_create with a valid C string; the new descriptor is owned by the File"
+    )]
+    let file = unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    Ok(file)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn memfd(_name: &str) -> io::Result<std::fs::File> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "memfd is Linux only",
+    ))
 }
 
 /// Asks for a pipe buffer of `bytes` (Linux: `F_SETPIPE_SZ`; the kernel rounds it up to

@@ -14,12 +14,17 @@
 //! how a run ends it.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
 
 use crate::pool::lock;
 
@@ -29,6 +34,12 @@ pub(super) const HEADER: usize = 13;
 pub(super) const TAG_BATCH: u8 = b'B';
 /// The child's error for one batch: its text.
 pub(super) const TAG_ERROR: u8 = b'E';
+/// A batch in the shared file of its direction: the payload is its length (u64).
+pub(super) const TAG_SHARED: u8 = b'M';
+/// From the child, before any answer: `shm` if it reads and writes shared files.
+pub(super) const TAG_HELLO: u8 = b'H';
+/// The environment variable that offers a child the shared files (descriptors 3, 4).
+const SHM_ENV: &str = "KILN_EXEC_SHM";
 /// The pipe buffer asked for each way (Linux's default limit for a process without
 /// CAP_SYS_RESOURCE).
 const PIPE_BYTES: usize = 1 << 20;
@@ -50,6 +61,16 @@ pub(super) enum Reply {
     Batch(Vec<u8>),
     /// The child's error text for the batch.
     Raised(String),
+}
+
+/// A frame from the child, as its stdout carries it.
+enum Incoming {
+    Batch(Vec<u8>),
+    Raised(String),
+    /// An Arrow IPC stream of this many bytes in the answers' shared file.
+    Shared(u64),
+    /// What the child can do (`shm`), said once before its answers.
+    Hello(Vec<u8>),
 }
 
 /// Why a call got no answer.
@@ -82,8 +103,12 @@ pub(super) struct Process {
     child: Child,
     /// Requests to the writing thread; dropped to close the child's stdin.
     requests: Option<SyncSender<Arc<Vec<u8>>>>,
-    replies: Receiver<Result<Reply, Fault>>,
+    replies: Receiver<Result<Incoming, Fault>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// The two shared files (requests, answers), where the system has them.
+    shared: Option<(File, File)>,
+    /// Set by the reading thread when the child says it uses them.
+    speaks_shared: Arc<AtomicBool>,
 }
 
 impl Process {
@@ -95,7 +120,24 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = kiln_child::spawn_tied(command)?;
+        // Batches go through two in-memory files the child maps (no pipe copies), when
+        // the child says it can (a hello frame); until then, and for any other child,
+        // through the pipes.
+        let shared = match (
+            kiln_child::memfd("kiln-exec-in"),
+            kiln_child::memfd("kiln-exec-out"),
+        ) {
+            (Ok(a), Ok(b)) => Some((a, b)),
+            _ => None,
+        };
+        let passed = match &shared {
+            Some((a, b)) => {
+                command.env(SHM_ENV, "3,4");
+                vec![a.try_clone()?, b.try_clone()?]
+            }
+            None => Vec::new(),
+        };
+        let mut child = kiln_child::spawn_tied_with(command, passed)?;
         let missing = || std::io::Error::other("a pipe to the child was not opened");
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = child.stdout.take().ok_or_else(missing)?;
@@ -112,9 +154,11 @@ impl Process {
         std::thread::Builder::new()
             .name(name("in"))
             .spawn(move || write_requests(stdin, to_write))?;
+        let speaks_shared = Arc::new(AtomicBool::new(false));
+        let hello = speaks_shared.clone();
         std::thread::Builder::new()
             .name(name("out"))
-            .spawn(move || read_frames(stdout, answer))?;
+            .spawn(move || read_frames(stdout, answer, &hello))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (kept, label) = (tail.clone(), launch.label.clone());
         std::thread::Builder::new()
@@ -126,18 +170,53 @@ impl Process {
             requests: Some(requests),
             replies,
             stderr: tail,
+            shared,
+            speaks_shared,
         })
     }
 
     /// Sends one batch frame and waits for the answer, at most `timeout`.
-    pub fn call(&mut self, frame: Arc<Vec<u8>>, timeout: Duration) -> Result<Reply, Fault> {
+    pub fn call(&mut self, batch: &RecordBatch, timeout: Duration) -> Result<Reply, Fault> {
         let started = Instant::now();
-        let sent = self.requests.as_ref().map(|r| r.send(frame));
+        let encoded = match &self.shared {
+            Some((requests, _)) if self.speaks_shared.load(Ordering::Acquire) => {
+                write_shared(requests, batch).map(shared_frame)
+            }
+            _ => batch_frame(batch),
+        };
+        let frame = encoded.map_err(|e| Fault::Protocol(format!("encoding the batch: {e}")))?;
+        let sent = self.requests.as_ref().map(|r| r.send(Arc::new(frame)));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.crashed());
         }
         match self.replies.recv_timeout(timeout) {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(Incoming::Shared(len))) => match &self.shared {
+                Some((_, answers)) => {
+                    // Read with the file's own offset (the child maps the file and never
+                    // uses it), into memory that is not zeroed first.
+                    let mut ipc = Vec::with_capacity(len as usize);
+                    let mut file = answers;
+                    let read = file
+                        .seek(std::io::SeekFrom::Start(0))
+                        .and_then(|_| file.take(len).read_to_end(&mut ipc));
+                    match read {
+                        Ok(n) if n as u64 == len => Ok(Reply::Batch(ipc)),
+                        Ok(n) => Err(Fault::Protocol(format!(
+                            "the child's answer of {len} bytes is not in the shared file \
+                             ({n} bytes there)"
+                        ))),
+                        Err(e) => Err(Fault::Protocol(format!(
+                            "the child's answer of {len} bytes is not in the shared file: {e}"
+                        ))),
+                    }
+                }
+                None => Err(Fault::Protocol(
+                    "the child answered through a shared file kiln did not give it".into(),
+                )),
+            },
+            Ok(Ok(Incoming::Batch(ipc))) => Ok(Reply::Batch(ipc)),
+            Ok(Ok(Incoming::Raised(text))) => Ok(Reply::Raised(text)),
+            Ok(Ok(Incoming::Hello(_))) => Err(Fault::Protocol("a second hello frame".into())),
             Ok(Err(Fault::Crashed(_))) | Err(RecvTimeoutError::Disconnected) => Err(self.crashed()),
             Ok(Err(fault)) => Err(fault),
             Err(RecvTimeoutError::Timeout) => Err(Fault::Hung(started.elapsed())),
@@ -235,10 +314,22 @@ fn write_requests(mut stdin: ChildStdin, requests: Receiver<Arc<Vec<u8>>>) {
     }
 }
 
-fn read_frames(stdout: impl Read, answers: SyncSender<Result<Reply, Fault>>) {
+fn read_frames(
+    stdout: impl Read,
+    answers: SyncSender<Result<Incoming, Fault>>,
+    speaks_shared: &AtomicBool,
+) {
     let mut stdout = BufReader::with_capacity(1 << 20, stdout);
     loop {
-        let reply = read_frame(&mut stdout);
+        let reply = match read_frame(&mut stdout) {
+            Ok(Incoming::Hello(what)) => {
+                if what == b"shm" {
+                    speaks_shared.store(true, Ordering::Release);
+                }
+                continue;
+            }
+            other => other,
+        };
         let last = reply.is_err();
         if answers.send(reply).is_err() || last {
             return;
@@ -247,7 +338,7 @@ fn read_frames(stdout: impl Read, answers: SyncSender<Result<Reply, Fault>>) {
 }
 
 /// One frame from the child.
-fn read_frame(r: &mut impl Read) -> Result<Reply, Fault> {
+fn read_frame(r: &mut impl Read) -> Result<Incoming, Fault> {
     let mut head = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
@@ -259,7 +350,7 @@ fn read_frame(r: &mut impl Read) -> Result<Reply, Fault> {
             Err(e) => return Err(Fault::Crashed(e.to_string())),
         }
     }
-    if &head[..4] != MAGIC || !matches!(head[4], TAG_BATCH | TAG_ERROR) {
+    if &head[..4] != MAGIC || !matches!(head[4], TAG_BATCH | TAG_ERROR | TAG_SHARED | TAG_HELLO) {
         return Err(not_a_frame(&head));
     }
     let mut len = [0u8; 8];
@@ -272,8 +363,13 @@ fn read_frame(r: &mut impl Read) -> Result<Reply, Fault> {
         return Err(Fault::Crashed(String::new()));
     }
     Ok(match head[4] {
-        TAG_BATCH => Reply::Batch(payload),
-        _ => Reply::Raised(String::from_utf8_lossy(&payload).into_owned()),
+        TAG_BATCH => Incoming::Batch(payload),
+        TAG_HELLO => Incoming::Hello(payload),
+        TAG_SHARED => match <[u8; 8]>::try_from(payload.as_slice()) {
+            Ok(len) => Incoming::Shared(u64::from_le_bytes(len)),
+            Err(_) => return Err(not_a_frame(&head)),
+        },
+        _ => Incoming::Raised(String::from_utf8_lossy(&payload).into_owned()),
     })
 }
 
@@ -306,10 +402,43 @@ fn forward_stderr(stderr: impl Read, label: &str, id: usize, tail: &Mutex<VecDeq
     }
 }
 
+/// Writes `batch` as an Arrow IPC stream at the start of the requests' shared file
+/// (the IPC writer's buffers go straight into it); returns its length.
+fn write_shared(file: &File, batch: &RecordBatch) -> Result<u64, arrow::error::ArrowError> {
+    struct At<'a> {
+        file: &'a File,
+        pos: u64,
+    }
+    impl Write for At<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.file.write_at(buf, self.pos)?;
+            self.pos += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut at = At { file, pos: 0 };
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut at, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(at.pos)
+}
+
+/// The frame that says a request of `len` bytes is in the requests' shared file.
+fn shared_frame(len: u64) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER + 8);
+    frame.extend_from_slice(MAGIC);
+    frame.push(TAG_SHARED);
+    frame.extend_from_slice(&8u64.to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame
+}
+
 /// A batch as the frame kiln sends: header, then an Arrow IPC stream of it.
-pub(super) fn batch_frame(
-    batch: &arrow::record_batch::RecordBatch,
-) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub(super) fn batch_frame(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut frame = Vec::with_capacity(HEADER + batch.get_array_memory_size() + 1024);
     frame.extend_from_slice(MAGIC);
     frame.push(TAG_BATCH);
@@ -332,7 +461,7 @@ mod tests {
         let batch = crate::steps::test_util::batch();
         let frame = batch_frame(&batch).expect("encodes");
         match read_frame(&mut frame.as_slice()) {
-            Ok(Reply::Batch(ipc)) => {
+            Ok(Incoming::Batch(ipc)) => {
                 let got = arrow::ipc::reader::StreamReader::try_new(ipc.as_slice(), None)
                     .expect("stream")
                     .next()

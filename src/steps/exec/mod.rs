@@ -136,12 +136,8 @@ fn probe(pool: &Pool, input: &SchemaRef) -> Result<Schema, String> {
             pool.launch.command.join(" ")
         )
     };
-    let frame = child::batch_frame(&RecordBatch::new_empty(input.clone()))
-        .map_err(|e| what(e.to_string()))?;
-    match pool
-        .call(&Arc::new(frame), 0)
-        .map_err(|e| what(e.to_string()))?
-    {
+    let empty = RecordBatch::new_empty(input.clone());
+    match pool.call(&empty, 0).map_err(|e| what(e.to_string()))? {
         Reply::Raised(text) => Err(what(format!("it failed:\n{}", text.trim_end()))),
         Reply::Batch(ipc) => {
             let (schema, _) = decode_stream(ipc)
@@ -247,11 +243,11 @@ impl Pool {
 
     /// One batch through a child: a child that crashes or hangs is replaced and the batch
     /// tried once more in another.
-    fn call(&self, frame: &Arc<Vec<u8>>, rows: usize) -> Result<Reply, StepError> {
+    fn call(&self, batch: &RecordBatch, rows: usize) -> Result<Reply, StepError> {
         let mut first = None;
         for _ in 0..2 {
             let mut p = self.take()?;
-            let fault = match p.call(frame.clone(), self.timeout) {
+            let fault = match p.call(batch, self.timeout) {
                 Ok(reply) => {
                     self.give_back(p);
                     return Ok(reply);
@@ -406,9 +402,7 @@ impl Step for Exec {
 
     fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = batch.num_rows();
-        let frame = child::batch_frame(&batch)
-            .map_err(|e| StepError::internal(format!("encoding a batch for the program: {e}")))?;
-        match self.pool.call(&Arc::new(frame), rows)? {
+        match self.pool.call(&batch, rows)? {
             Reply::Batch(ipc) => self.output(ipc),
             Reply::Raised(text) => Err(StepError::data(format!(
                 "the program failed on a batch of {rows} rows:\n{}",
