@@ -264,7 +264,7 @@ impl Pool {
                     tracing::warn!(
                         step = %self.launch.label,
                         child = id,
-                        "{fault}; trying the batch of {rows} rows once more in a new child"
+                        "{fault}; trying the batch of {rows} rows once more in another child"
                     );
                     first = Some(fault);
                 }
