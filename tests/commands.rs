@@ -98,6 +98,46 @@ fn plan_shows_schema_after_each_step_and_layout() {
 }
 
 #[test]
+fn plan_json_says_what_the_text_says() {
+    let out = tempfile::tempdir().expect("tmp");
+    let o = kiln_ok(
+        out.path(),
+        &[
+            "plan",
+            "pipelines/web-text.yaml",
+            "--json",
+            "--worker",
+            "0/2",
+        ],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(plan["pipeline"], "web-text");
+    assert_eq!(plan["source"]["format"], "jsonl");
+    assert_eq!(plan["source"]["objects"].as_array().map(Vec::len), Some(3));
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps, ["select", "filter", "derive", "cast"]);
+    let derive = &plan["steps"][2];
+    assert_eq!(derive["pass"], "none");
+    assert!(
+        derive["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .any(|c| c["name"] == "split" && c["type"] == "Utf8"),
+        "{derive:#}"
+    );
+    assert_eq!(plan["workers"], 2);
+    assert_eq!(plan["tasks"][0]["worker"], 0);
+    assert_eq!(plan["sink"]["partition_by"][0], "split");
+    assert_eq!(plan["pipeline_hash"].as_str().map(str::len), Some(64));
+}
+
+#[test]
 fn report_resume_noop_and_overwrite() {
     let out = tempfile::tempdir().expect("tmp");
     let report = out.path().join("report.json");

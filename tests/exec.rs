@@ -196,8 +196,15 @@ fn a_step_that_raises_fails_the_run_or_leaves_out_its_batches() {
     assert!(e.contains("a batch of 100 rows"), "{e}");
     assert!(e.contains("part-0.jsonl"), "the object is named: {e}");
 
-    for (policy, name) in [("skip", "skip"), ("dead_letter", "letters")] {
-        let run = format!("on_error: {policy}\n  max_error_ratio: 1");
+    let mut letters_by_threads = Vec::new();
+    for (policy, name, threads) in [
+        ("skip", "skip", 2),
+        ("dead_letter", "letters", 2),
+        // One thread: the steps run inline, on the task's thread; the same letters.
+        ("dead_letter", "letters-1", 1),
+        ("dead_letter", "letters-3", 3),
+    ] {
+        let run = format!("on_error: {policy}\n  max_error_ratio: 1\n  threads: {threads}");
         let p = exec_pipeline(dir.path(), name, "raises", env, &run);
         let report = out.path().join(format!("{name}.json"));
         let o = kiln_py(
@@ -232,6 +239,7 @@ fn a_step_that_raises_fails_the_run_or_leaves_out_its_batches() {
             continue;
         }
         assert_eq!(letters.len(), 2, "{letters:#?}");
+        letters_by_threads.push(letters.clone());
         for (l, (object, before)) in letters
             .iter()
             .zip([("part-0.jsonl", 100), ("part-2.jsonl", 2500)])
@@ -251,6 +259,10 @@ fn a_step_that_raises_fails_the_run_or_leaves_out_its_batches() {
             );
         }
     }
+    assert!(
+        letters_by_threads.windows(2).all(|w| w[0] == w[1]),
+        "the dead letters are the same on 1, 2 and 3 threads"
+    );
 }
 
 #[test]

@@ -64,11 +64,27 @@ class Report(dict):
             raise AttributeError(name) from None
 
 
-class Plan:
-    """What ``kiln plan`` prints: objects, the schema after each step, tasks, sink."""
+class Plan(dict):
+    """What ``kiln plan --json`` says: ``pipeline_hash``, ``source`` (objects, format,
+    columns), ``steps`` (each step's name, pass and output columns), ``tasks``, ``sink``;
+    keys are also attributes. ``text`` (and ``print(plan)``) is what ``kiln plan``
+    prints."""
 
-    def __init__(self, text):
-        self.text = text
+    def __init__(self, data, text):
+        super().__init__(data)
+        self._text = text
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def text(self):
+        if callable(self._text):
+            self._text = self._text()
+        return self._text
 
     def __str__(self):
         return self.text
@@ -170,13 +186,20 @@ def run(pipeline, *, set=None, worker=None, overwrite=False, quiet=True, env=Non
 
 
 def plan(pipeline, *, set=None, worker=None, env=None, cwd=None):
-    """What ``kiln plan`` says of ``pipeline``, as a ``Plan`` (its text)."""
-    done = _kiln(
-        ["plan", os.fspath(pipeline), *_options(set, worker)], quiet=True, env=env, cwd=cwd
-    )
+    """What ``kiln plan`` says of ``pipeline``, as a ``Plan`` (a dict of ``kiln plan
+    --json``; its ``text`` is the human-readable plan, made when first asked for)."""
+    args = ["plan", os.fspath(pipeline), *_options(set, worker)]
+    done = _kiln([*args, "--json"], quiet=True, env=env, cwd=cwd)
     if done.returncode != 0:
         _raise(f"kiln plan {pipeline}", done)
-    return Plan(done.stdout)
+
+    def text():
+        shown = _kiln(args, quiet=True, env=env, cwd=cwd)
+        if shown.returncode != 0:
+            _raise(f"kiln plan {pipeline}", shown)
+        return shown.stdout
+
+    return Plan(json.loads(done.stdout), text)
 
 
 def _filesystem(sink, filesystem):

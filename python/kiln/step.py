@@ -212,13 +212,14 @@ def _encode(batch, pa):
 
 
 def serve(fn, inp, out, shared=None):
-    """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``; with
-    ``shared`` (the files kiln offered), says so first and answers shared requests
-    through them."""
+    """Answers every batch frame on ``inp`` with ``fn``'s result on ``out``. Says hello
+    first (with ``shared``, the files kiln offered: that it uses them) and answers
+    shared requests through them."""
     import pyarrow as pa
 
-    if shared is not None:
-        _write_frame(out, _HELLO, b"shm")
+    # Ready (the function is imported): kiln times the first batch from here, and uses
+    # the shared files if they were offered.
+    _write_frame(out, _HELLO, b"shm" if shared is not None else b"ready")
     while True:
         head = _read_exact(inp, _HEADER.size)
         if head is None:

@@ -84,6 +84,10 @@ pub enum Command {
         /// Show the tasks of this worker (INDEX/COUNT).
         #[arg(long, value_name = "I/N")]
         worker: Option<String>,
+        /// Print the plan as one JSON object (objects, schemas after each step, tasks,
+        /// sink) for programs: `kiln.plan()` in Python reads it.
+        #[arg(long)]
+        json: bool,
     },
     /// Tasks done and to do, rows and bytes of a (possibly running) dataset.
     Status {
@@ -162,7 +166,7 @@ pub fn main() -> i32 {
             cli.log_format,
         ),
         Command::Validate { args } => show::cmd_validate(&args),
-        Command::Plan { args, worker } => show::cmd_plan(&args, worker.as_deref()),
+        Command::Plan { args, worker, json } => show::cmd_plan(&args, worker.as_deref(), json),
         Command::Status { sink } => show::cmd_status(&sink),
         Command::Finalize { sink } => show::cmd_finalize(&sink),
         Command::Inspect { uri, rows } => show::cmd_inspect(&uri, rows),

@@ -27,7 +27,7 @@ pub(super) fn cmd_validate(args: &PipelineArgs) -> Result<i32> {
     ))
 }
 
-pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32> {
+pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) -> Result<i32> {
     let pipeline = spec::load(&args.pipeline, &args.set)?;
     let explicit = worker.is_some();
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
@@ -52,6 +52,10 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32>
         Some(file) => plan.with_fitted(file.steps)?,
         None => plan,
     };
+    if json {
+        let value = plan_json(&plan, &worker, stored.as_ref().map(|s| s.workers));
+        return print_out(&format!("{value:#}\n"));
+    }
     let p = &plan.pipeline;
     let mut s = String::new();
     let _ = writeln!(
@@ -208,6 +212,75 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>) -> Result<i32>
         crate::inspect::fmt_schema(&plan.file_schema)
     );
     print_out(&s)
+}
+
+/// `kiln plan --json`: what the text shows, as one object.
+fn plan_json(
+    plan: &Plan,
+    worker: &runtime::Worker,
+    stored_workers: Option<usize>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let columns = |schema: &arrow::datatypes::Schema| -> Vec<serde_json::Value> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .collect()
+    };
+    let p = &plan.pipeline;
+    let steps: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|st| {
+            let pass = match st.step.kind() {
+                crate::steps::Kind::Fit(_) => "fit",
+                crate::steps::Kind::FullPass(_) => "full",
+                crate::steps::Kind::Map => "none",
+            };
+            json!({"name": st.name, "pass": pass, "columns": columns(st.step.output_schema())})
+        })
+        .collect();
+    let tasks: Vec<_> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "objects": t.objects.len(),
+                "first_object": plan.objects[t.objects.start].display,
+                "bytes": t.bytes,
+                "range": t.range.as_ref().map(|r| [r.start, r.end]),
+                "worker": (0..worker.count)
+                    .find(|&index| runtime::Worker { index, count: worker.count }.owns(t.id)),
+            })
+        })
+        .collect();
+    json!({
+        "pipeline": p.name,
+        "pipeline_hash": plan.pipeline_hash,
+        "source": {
+            "uri": p.source.uri,
+            "objects": plan.objects.iter().zip(&plan.compressions).map(|(o, c)| {
+                json!({"path": o.display, "bytes": o.size, "compression": c.name()})
+            }).collect::<Vec<_>>(),
+            "bytes": plan.input_bytes(),
+            "format": format!("{:?}", plan.format_name).to_lowercase(),
+            "schema_origin": plan.schema_origin,
+            "columns": columns(&plan.input_schema),
+        },
+        "steps": steps,
+        "tasks": tasks,
+        "task_bytes": p.run.task_bytes.get(),
+        "threads": plan.threads,
+        "workers": worker.count,
+        "stored_plan_workers": stored_workers,
+        "sink": {
+            "uri": plan.sink.display,
+            "partition_by": p.sink.partition_by,
+            "columns": columns(&plan.file_schema),
+        },
+    })
 }
 
 /// A sink as `status` and `finalize` see it: its stored plan, commit records and

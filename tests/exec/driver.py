@@ -48,10 +48,15 @@ run:
     )
 
 # plan, then two workers; the last to finish writes the manifest.
-text = str(kiln.plan(pipeline))
-assert "exec → n: Int64, text: Utf8, n_chars: Int32" in text, text
-tasks = int(next(line.split()[1] for line in text.splitlines() if line.startswith("tasks ")))
-assert tasks >= 4, text
+planned = kiln.plan(pipeline)
+assert [s["name"] for s in planned.steps] == ["exec", "derive"], planned.steps
+assert [c["name"] for c in planned.steps[0]["columns"]] == ["n", "text", "n_chars"], planned.steps
+assert planned.steps[0]["columns"][2]["type"] == "Int32"
+assert planned.source["format"] == "jsonl" and len(planned.source["objects"]) == 4
+tasks = len(planned.tasks)
+assert tasks >= 4, planned.tasks
+assert {t["worker"] for t in kiln.plan(pipeline, worker=(1, 2)).tasks} == {0, 1}
+assert "exec → n: Int64, text: Utf8, n_chars: Int32" in planned.text, planned.text
 reports = [kiln.run(pipeline, worker=(w, 2), set={"run.threads": 1}) for w in range(2)]
 assert sum(r.rows_out for r in reports) == 2000, reports
 assert all(isinstance(r["steps"], list) for r in reports)

@@ -43,6 +43,10 @@ const SHM_ENV: &str = "KILN_EXEC_SHM";
 /// The pipe buffer asked for each way (Linux's default limit for a process without
 /// CAP_SYS_RESOURCE).
 const PIPE_BYTES: usize = 1 << 20;
+/// How much longer than `timeout` a child's first call may take: the child's start (an
+/// interpreter and its imports, slow on a loaded machine) is not the batch's time. A
+/// child that says hello when it is ready gets `timeout` from then instead.
+const STARTUP: Duration = Duration::from_secs(60);
 /// Lines of a child's stderr kept for the error of a crash.
 const STDERR_TAIL: usize = 30;
 
@@ -109,6 +113,8 @@ pub(super) struct Process {
     shared: Option<(File, File)>,
     /// Set by the reading thread when the child says it uses them.
     speaks_shared: Arc<AtomicBool>,
+    /// True once the child has answered a call (it has started).
+    answered: bool,
 }
 
 impl Process {
@@ -172,6 +178,7 @@ impl Process {
             stderr: tail,
             shared,
             speaks_shared,
+            answered: false,
         })
     }
 
@@ -189,7 +196,39 @@ impl Process {
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.crashed());
         }
-        match self.replies.recv_timeout(timeout) {
+        // A child's start (an interpreter, its imports) is not the batch's time: its first
+        // call may take STARTUP longer, or until it says hello, from when the batch's own
+        // `timeout` runs.
+        let mut deadline = started
+            + timeout
+            + if self.answered {
+                Duration::ZERO
+            } else {
+                STARTUP
+            };
+        let incoming = loop {
+            match self
+                .replies
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Ok(Incoming::Hello(_))) => deadline = Instant::now() + timeout,
+                other => break other,
+            }
+        };
+        let reply = self.answer(incoming, started);
+        if reply.is_ok() {
+            self.answered = true;
+        }
+        reply
+    }
+
+    /// What a call gets from what the reading thread handed on.
+    fn answer(
+        &mut self,
+        incoming: Result<Result<Incoming, Fault>, RecvTimeoutError>,
+        started: Instant,
+    ) -> Result<Reply, Fault> {
+        match incoming {
             Ok(Ok(Incoming::Shared(len))) => match &self.shared {
                 Some((_, answers)) => {
                     // Read with the file's own offset (the child maps the file and never
@@ -216,7 +255,9 @@ impl Process {
             },
             Ok(Ok(Incoming::Batch(ipc))) => Ok(Reply::Batch(ipc)),
             Ok(Ok(Incoming::Raised(text))) => Ok(Reply::Raised(text)),
-            Ok(Ok(Incoming::Hello(_))) => Err(Fault::Protocol("a second hello frame".into())),
+            Ok(Ok(Incoming::Hello(_))) => {
+                Err(Fault::Protocol("a hello frame after answers".into()))
+            }
             Ok(Err(Fault::Crashed(_))) | Err(RecvTimeoutError::Disconnected) => Err(self.crashed()),
             Ok(Err(fault)) => Err(fault),
             Err(RecvTimeoutError::Timeout) => Err(Fault::Hung(started.elapsed())),
@@ -326,7 +367,9 @@ fn read_frames(
                 if what == b"shm" {
                     speaks_shared.store(true, Ordering::Release);
                 }
-                continue;
+                // The child is ready: the call waiting for its first answer times the
+                // batch from here.
+                Ok(Incoming::Hello(what))
             }
             other => other,
         };

@@ -51,7 +51,8 @@ pub struct ExecOptions {
     #[serde(default)]
     pub processes: Option<usize>,
     /// Longest a child may take over one batch before it is killed and the batch tried
-    /// again in a new child (default `10m`).
+    /// again in another child (default `10m`). A child's start (an interpreter and its
+    /// imports) is not counted.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
     /// The columns the program returns (name: type, as `cast` writes types). Without it
