@@ -75,7 +75,7 @@ bench: dist ## compare kiln (the dist binary) with the peers in ../shared/bench 
 	bash benches/run.sh
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= pipeline_file expression decode_jsonl decode_csv decode_text decode_parquet decode_gzip_jsonl decode_zstd_csv
+FUZZ_TARGETS ?= pipeline_file expression decode_jsonl decode_csv decode_text decode_warc decode_parquet decode_gzip_jsonl decode_zstd_csv
 fuzz: deps ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo-fuzz, installed if missing; not in CI)
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked

@@ -26,5 +26,6 @@ mod shards;
 mod split;
 mod tabular;
 mod text;
+mod warc;
 mod wheel;
 mod workers;

@@ -17,6 +17,7 @@ pub mod reader;
 mod salvage;
 pub mod seekable;
 mod text;
+mod warc;
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -360,6 +361,7 @@ pub fn format_for(name: FormatName) -> Arc<dyn SourceFormat> {
         FormatName::Parquet => Arc::new(parquet::Parquet),
         FormatName::Text => Arc::new(text::Text),
         FormatName::Files => Arc::new(files::Files::default()),
+        FormatName::Warc => Arc::new(warc::Warc),
     }
 }
 
@@ -391,6 +393,7 @@ pub fn format_from_name(name: &str) -> Option<FormatName> {
         "parquet" | "pq" => Some(FormatName::Parquet),
         "txt" | "text" => Some(FormatName::Text),
         "jpg" | "jpeg" | "png" | "webp" => Some(FormatName::Files),
+        "warc" | "wet" | "wat" => Some(FormatName::Warc),
         _ => None,
     }
 }
@@ -423,6 +426,11 @@ mod tests {
         assert_eq!(format_from_name("x.CSV"), Some(FormatName::Csv));
         assert_eq!(format_from_name("x.parquet"), Some(FormatName::Parquet));
         assert_eq!(format_from_name("notes.txt.zst"), Some(FormatName::Text));
+        assert_eq!(
+            format_from_name("CC-MAIN-x-00000.warc.gz"),
+            Some(FormatName::Warc)
+        );
+        assert_eq!(format_from_name("x.warc.wet.gz"), Some(FormatName::Warc));
         assert_eq!(format_from_name("README"), None);
     }
 }

@@ -49,6 +49,13 @@ pub(super) async fn settle(pipeline: &Pipeline, listing: &Listing) -> Result<Set
                 "source.schema: the text format has a fixed schema (path, line, text)".into(),
             ));
         }
+        (Some(_), FormatName::Warc) => {
+            return Err(Error::Plan(
+                "source.schema: the warc format has a fixed schema (warc_type, record_id, url, \
+                 date, content_type, http_status, http_content_type, http_headers, body)"
+                    .into(),
+            ));
+        }
         (Some(_), FormatName::Files) => {
             return Err(Error::Plan(
                 "source.schema: the files format has a fixed schema (path, bytes; label, \

@@ -92,6 +92,10 @@ fn split_rule(
         // Row groups are found from the footer, whatever codec the pages use.
         FormatName::Parquet => Ok(Cuts::Anywhere),
         FormatName::Files => Err("the files format makes one row of each object"),
+        FormatName::Warc => Err(
+            "WARC records are read from the start of the object (cutting a .warc.gz at its gzip \
+             members is not built yet)",
+        ),
         FormatName::Text if line_used => Err(
             "text rows number their lines from the start of the object; drop the `line` column to split",
         ),

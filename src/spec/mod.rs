@@ -146,6 +146,10 @@ pub enum FormatName {
     /// One row per object: `path` and `bytes` (images: `.jpg`, `.jpeg`, `.png`, `.webp`;
     /// any binary with `format: files`).
     Files,
+    /// Web archives, one row per record: WARC 1.0/1.1 and Common Crawl's WET and WAT
+    /// (`.warc`, `.wet`, `.wat`, usually gzipped): `warc_type`, `record_id`, `url`, `date`,
+    /// `content_type`, `http_status`, `http_content_type`, `http_headers`, `body`.
+    Warc,
 }
 
 /// Where `source.labels` come from.

@@ -1,0 +1,115 @@
+//! WARC input read as warcio reads it: files that warcio wrote (one gzip member per
+//! record, and uncompressed), every record type, HTTP responses with repeated and long
+//! headers, binary and non-UTF-8 payloads, blocks holding blank lines
+//! (tests/warc/check.py).
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int32Type;
+use serde_json::Value;
+use sha2::Digest;
+
+use crate::util::*;
+
+fn python() -> Option<String> {
+    match std::env::var("KILN_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "KILN_TEST_PYTHON unset under CI"
+            );
+            eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
+            None
+        }
+    }
+}
+
+#[test]
+fn warc_records_read_as_warcio_reads_them() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = std::process::Command::new(&py)
+        .arg(repo().join("tests/warc/check.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: Vec<Value> = std::fs::read_to_string(dir.path().join("expected.jsonl"))
+        .expect("expected.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        expected.len(),
+        2 * 13,
+        "warcinfo, 5 requests and responses, resource, metadata"
+    );
+
+    let p = pipeline(
+        dir.path(),
+        "warc.yaml",
+        &format!(
+            "version: 1\nname: warc\nsource:\n  uri: {}/in/*\nsink:\n  uri: ${{KILN_OUT}}/warc\n",
+            dir.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    assert!(plan.contains("format    Warc"), "{plan}");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+
+    let shards = read_shards(&out.path().join("warc"));
+    let mut got = Vec::new();
+    for b in shards.values() {
+        let s = |name: &str| {
+            b.column_by_name(name)
+                .expect(name)
+                .as_string::<i32>()
+                .clone()
+        };
+        let (kind, id, url, date, ct, headers) = (
+            s("warc_type"),
+            s("record_id"),
+            s("url"),
+            s("date"),
+            s("content_type"),
+            s("http_headers"),
+        );
+        let status = b
+            .column_by_name("http_status")
+            .expect("http_status")
+            .as_primitive::<Int32Type>()
+            .clone();
+        let body = b
+            .column_by_name("body")
+            .expect("body")
+            .as_binary::<i32>()
+            .clone();
+        let opt = |a: &arrow::array::StringArray, i: usize| {
+            (!a.is_null(i)).then(|| Value::String(a.value(i).to_string()))
+        };
+        for i in 0..b.num_rows() {
+            let headers = (!headers.is_null(i))
+                .then(|| serde_json::from_str::<Value>(headers.value(i)).expect("headers JSON"));
+            got.push(serde_json::json!({
+                "warc_type": kind.value(i),
+                "record_id": opt(&id, i),
+                "url": opt(&url, i),
+                "date": opt(&date, i),
+                "content_type": opt(&ct, i),
+                "http_status": (!status.is_null(i)).then(|| status.value(i)),
+                "http_headers": headers,
+                "body": {
+                    "sha256": format!("{:x}", sha2::Sha256::digest(body.value(i))),
+                    "len": body.value(i).len(),
+                },
+            }));
+        }
+    }
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        let mut e = e.clone();
+        e.as_object_mut().expect("object").remove("file");
+        assert_eq!(g, &e, "kiln and warcio differ on a record of {}", e["url"]);
+    }
+}
