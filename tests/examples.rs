@@ -301,3 +301,44 @@ fn text_lines_keep_path_line_and_count_words() {
             .ends_with("notes/field-notes.txt")
     );
 }
+
+#[test]
+fn warc_pages_keeps_the_html_responses_of_the_archive() {
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", "pipelines/warc-pages.yaml"]);
+    let shards = read_shards(&out.path().join("warc-pages"));
+    let batch = shards.values().next().expect("one shard");
+    let urls: Vec<&str> = batch
+        .column_by_name("url")
+        .expect("url")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    // The four UTF-8 pages and the Latin-1 one, in archive order; not the 404, the
+    // redirect, the PNG, the requests, warcinfo or metadata.
+    assert_eq!(
+        urls,
+        [
+            "http://example.com/0",
+            "http://example.com/1",
+            "http://example.com/2",
+            "http://example.com/3",
+            "http://example.org/caf%C3%A9"
+        ]
+    );
+    let body = batch
+        .column_by_name("body")
+        .expect("body")
+        .as_binary::<i32>();
+    assert!(body.value(0).starts_with(b"<!doctype html>"));
+    assert!(
+        body.value(4).windows(7).any(|w| w == b"Le caf\xe9"),
+        "the Latin-1 page's bytes as stored"
+    );
+    let hosts = batch
+        .column_by_name("host")
+        .expect("host")
+        .as_string::<i32>();
+    assert_eq!(hosts.value(4), "example.org");
+}
