@@ -49,7 +49,9 @@ fn warc_records_read_as_warcio_reads_them() {
         dir.path(),
         "warc.yaml",
         &format!(
-            "version: 1\nname: warc\nsource:\n  uri: {}/in/*\nsink:\n  uri: ${{KILN_OUT}}/warc\n",
+            "version: 1\nname: warc\nsource:\n  uri: {}/in/*\n  warc:\n    record_types: [warcinfo, \
+             request, response, resource, metadata, revisit, conversion, continuation]\nsink:\n  \
+             uri: ${{KILN_OUT}}/warc\n",
             dir.path().display()
         ),
     );
@@ -112,4 +114,61 @@ fn warc_records_read_as_warcio_reads_them() {
         e.as_object_mut().expect("object").remove("file");
         assert_eq!(g, &e, "kiln and warcio differ on a record of {}", e["url"]);
     }
+}
+
+#[test]
+fn by_default_only_records_holding_a_document_are_read() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = std::process::Command::new(&py)
+        .arg(repo().join("tests/warc/check.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = pipeline(
+        dir.path(),
+        "warc.yaml",
+        &format!(
+            "version: 1\nname: warc\nsource:\n  uri: {}/in/crawl.warc.gz\nsink:\n  uri: ${{KILN_OUT}}/warc\n",
+            dir.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    let shards = read_shards(&out.path().join("warc"));
+    let types: Vec<String> = shards
+        .values()
+        .flat_map(|b| {
+            b.column_by_name("warc_type")
+                .expect("warc_type")
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // The five responses and the resource; not warcinfo, the requests or metadata.
+    assert_eq!(
+        types,
+        [
+            "response", "response", "response", "response", "response", "resource"
+        ]
+    );
+    let bad = pipeline(
+        dir.path(),
+        "typo.yaml",
+        &format!(
+            "version: 1\nname: typo\nsource:\n  uri: {}/in/crawl.warc.gz\n  warc: {{ record_types: [responses] }}\nsink:\n  uri: ${{KILN_OUT}}/typo\n",
+            dir.path().display()
+        ),
+    );
+    let o = kiln(out.path(), &["validate", &bad.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`responses` is not a WARC record type"),
+        "{}",
+        stderr(&o)
+    );
 }

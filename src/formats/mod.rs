@@ -361,7 +361,7 @@ pub fn format_for(name: FormatName) -> Arc<dyn SourceFormat> {
         FormatName::Parquet => Arc::new(parquet::Parquet),
         FormatName::Text => Arc::new(text::Text),
         FormatName::Files => Arc::new(files::Files::default()),
-        FormatName::Warc => Arc::new(warc::Warc),
+        FormatName::Warc => Arc::new(warc::Warc::default()),
     }
 }
 
@@ -376,6 +376,10 @@ pub fn format_for_source(
         (FormatName::Files, Some(crate::spec::LabelsFrom::Folder)) => {
             Ok(Arc::new(files::Files { classes }))
         }
+        (FormatName::Warc, None) => match &source.warc {
+            Some(options) => Ok(Arc::new(warc::Warc::keeping(&options.record_types)?)),
+            None => Ok(format_for(name)),
+        },
         (_, Some(_)) => Err(crate::Error::Plan(
             "source.labels needs the files format (source.format: files, or image objects)".into(),
         )),

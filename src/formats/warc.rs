@@ -27,8 +27,59 @@ use arrow::record_batch::RecordBatch;
 use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
 
+/// The reader, with the record types that become rows.
 #[derive(Debug)]
-pub struct Warc;
+pub struct Warc {
+    keep: Vec<String>,
+}
+
+/// Every record type of WARC 1.1.
+const RECORD_TYPES: &[&str] = &[
+    "warcinfo",
+    "response",
+    "resource",
+    "request",
+    "metadata",
+    "revisit",
+    "conversion",
+    "continuation",
+];
+
+impl Default for Warc {
+    fn default() -> Self {
+        Warc {
+            keep: crate::spec::default_record_types(),
+        }
+    }
+}
+
+impl Warc {
+    /// A reader keeping `types` (`source.warc.record_types`), which must be WARC's.
+    pub fn keeping(types: &[String]) -> Result<Self> {
+        let mut keep = Vec::with_capacity(types.len());
+        for t in types {
+            let t = t.to_ascii_lowercase();
+            if !RECORD_TYPES.contains(&t.as_str()) {
+                return Err(Error::Plan(format!(
+                    "source.warc.record_types: `{t}` is not a WARC record type; the types are {}",
+                    RECORD_TYPES.join(", ")
+                )));
+            }
+            keep.push(t);
+        }
+        if keep.is_empty() {
+            return Err(Error::Plan(
+                "source.warc.record_types is empty: no record would become a row".into(),
+            ));
+        }
+        Ok(Warc { keep })
+    }
+
+    fn keeps(&self, header: &Header) -> bool {
+        let t = header.get("WARC-Type").unwrap_or("");
+        self.keep.iter().any(|k| k.eq_ignore_ascii_case(t))
+    }
+}
 
 /// Longest header block of a record (WARC fields, not the HTTP headers in its block).
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -326,6 +377,27 @@ impl SourceFormat for Warc {
                     ));
                 }
             };
+            if !self.keeps(&header) {
+                // Another type: skipped unread.
+                let skipped = std::io::copy(&mut r.take(length), &mut std::io::sink())
+                    .map_err(|e| Error::read(&cx.object, None, e))?;
+                offset += skipped;
+                if skipped < length {
+                    if rows.rows > 0 && !emit(super::Decoded::Batch(rows.finish(cx)?))? {
+                        return Ok(());
+                    }
+                    return Err(Error::input(
+                        &cx.object,
+                        None,
+                        format!(
+                            "the WARC record at byte {start} is cut short: Content-Length \
+                             {length}, {skipped} bytes there (truncated file?)"
+                        ),
+                    ));
+                }
+                skip_record_end(r, &mut offset).map_err(|e| Error::read(&cx.object, None, e))?;
+                continue;
+            }
             if length > cx.max_record_bytes {
                 let message = format!(
                     "the WARC record at byte {start} ({}, {}) holds {length} bytes, more than \
@@ -412,6 +484,44 @@ mod tests {
         }
     }
 
+    fn all() -> Warc {
+        Warc::keeping(
+            &RECORD_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .expect("every type")
+    }
+
+    #[test]
+    fn by_default_records_holding_a_document_become_rows() {
+        let (batches, _) = crate::formats::decode_bytes(
+            &Warc::default(),
+            &sample()[..],
+            &cx(OnError::Fail, 1 << 20),
+        )
+        .expect("decodes");
+        let types: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(types, ["response", "resource"]);
+        let e = Warc::keeping(&["responses".to_string()]).expect_err("a typo");
+        assert!(
+            e.to_string()
+                .contains("`responses` is not a WARC record type"),
+            "{e}"
+        );
+    }
+
     fn record(warc_type: &str, uri: Option<&str>, content_type: &str, block: &[u8]) -> Vec<u8> {
         let mut r = format!(
             "WARC/1.1\r\nWARC-Type: {warc_type}\r\nWARC-Record-ID: <urn:uuid:{warc_type}>\r\nWARC-Date: 2026-12-06T10:00:00Z\r\n"
@@ -460,7 +570,7 @@ mod tests {
     #[test]
     fn every_record_is_a_row_and_http_responses_are_parsed() {
         let (batches, rejected) =
-            crate::formats::decode_bytes(&Warc, &sample()[..], &cx(OnError::Fail, 1 << 20))
+            crate::formats::decode_bytes(&all(), &sample()[..], &cx(OnError::Fail, 1 << 20))
                 .expect("decodes");
         assert!(rejected.is_empty());
         let b = arrow::compute::concat_batches(&Arc::new(schema()), &batches).expect("concat");
@@ -502,7 +612,7 @@ mod tests {
             got.push(d);
             Ok(true)
         };
-        let e = Warc
+        let e = all()
             .decode(
                 crate::formats::ObjectInput::Stream(Box::new(&w[..])),
                 &cx(OnError::Skip, 1 << 20),
@@ -525,7 +635,8 @@ mod tests {
         let mut w = record("resource", Some("big"), "text/plain", &[b'x'; 5000]);
         w.extend(sample());
         let (batches, rejected) =
-            crate::formats::decode_bytes(&Warc, &w[..], &cx(OnError::Skip, 1000)).expect("decodes");
+            crate::formats::decode_bytes(&all(), &w[..], &cx(OnError::Skip, 1000))
+                .expect("decodes");
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
         assert_eq!(rejected.len(), 1);
         assert!(
@@ -533,7 +644,7 @@ mod tests {
             "{}",
             rejected[0].error
         );
-        let e = crate::formats::decode_bytes(&Warc, &w[..], &cx(OnError::Fail, 1000))
+        let e = crate::formats::decode_bytes(&all(), &w[..], &cx(OnError::Fail, 1000))
             .expect_err("fails under fail");
         assert!(e.to_string().contains("run.memory_limit"), "{e}");
     }
@@ -544,12 +655,12 @@ mod tests {
         for policy in [OnError::Fail, OnError::Skip] {
             let cx = cx(policy, 1 << 20);
             for end in 0..w.len() {
-                let _ = crate::formats::decode_bytes(&Warc, &w[..end], &cx);
+                let _ = crate::formats::decode_bytes(&all(), &w[..end], &cx);
             }
             for i in 0..w.len() {
                 let mut m = w.clone();
                 m[i] ^= 0x5a;
-                let _ = crate::formats::decode_bytes(&Warc, &m[..], &cx);
+                let _ = crate::formats::decode_bytes(&all(), &m[..], &cx);
             }
         }
     }
@@ -557,7 +668,7 @@ mod tests {
     #[test]
     fn not_a_warc_file_is_named() {
         let e =
-            crate::formats::decode_bytes(&Warc, &b"{\"a\": 1}\n"[..], &cx(OnError::Fail, 1 << 20))
+            crate::formats::decode_bytes(&all(), &b"{\"a\": 1}\n"[..], &cx(OnError::Fail, 1 << 20))
                 .expect_err("not WARC");
         assert!(e.to_string().contains("not a WARC record at byte 0"), "{e}");
     }

@@ -114,6 +114,9 @@ pub struct Source {
     /// CSV options.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// Web-archive options (`format: warc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warc: Option<WarcOptions>,
     /// `folder`: with the `files` format, add `label` (the object's folder name) and
     /// `label_id` (its index among the listing's sorted folder names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +174,24 @@ pub enum CompressionName {
     Gzip,
     Zstd,
     None,
+}
+
+/// What `format: warc` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarcOptions {
+    /// The record types that become rows; the others are skipped unread. Default: the
+    /// records that hold a captured document, `[response, resource, conversion]` (WARC
+    /// responses, fetched files, WET text). Any of `warcinfo`, `request`, `response`,
+    /// `resource`, `metadata` (WAT), `revisit`, `conversion`, `continuation`.
+    #[serde(default = "default_record_types")]
+    pub record_types: Vec<String>,
+}
+
+pub fn default_record_types() -> Vec<String> {
+    ["response", "resource", "conversion"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// CSV dialect.
