@@ -12,20 +12,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-/// The `_kiln/errors/*.jsonl` records of a sink, in task order.
-fn dead_letters(sink: &Path) -> Vec<Value> {
-    files(&sink.join("_kiln/errors"))
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read errors")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn report(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("report")).expect("report JSON")
 }

@@ -10,21 +10,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-/// The Python of `make test`'s virtualenv, or `None` (loudly) outside it.
-fn python() -> Option<String> {
-    match std::env::var("KILN_TEST_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_PYTHON unset under CI"
-            );
-            eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
-            None
-        }
-    }
-}
-
 /// `kiln ARGS` from the repository root with the test Python as `KILN_PYTHON` and the
 /// repository's `python/` on its path.
 fn kiln_py(out: &Path, python: &str, args: &[&str]) -> Output {
@@ -85,22 +70,9 @@ fn column_i64(sink: &Path, name: &str) -> Vec<i64> {
         .collect()
 }
 
-fn dead_letters(sink: &Path) -> Vec<Value> {
-    files(&sink.join("_kiln/errors"))
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read errors")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
 fn a_python_step_gives_what_sql_gives_on_any_thread_and_process_count() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let out = tempfile::tempdir().expect("tmp");
     let example = "examples/python-step/pipeline.yaml";
     let o = ok(kiln_py(out.path(), &py, &["validate", example]));
@@ -175,7 +147,7 @@ fn a_python_step_gives_what_sql_gives_on_any_thread_and_process_count() {
 
 #[test]
 fn a_step_that_raises_fails_the_run_or_leaves_out_its_batches() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     docs(dir.path());
     let env = "env: { BAD_N: \"150,2510\" }";
@@ -267,7 +239,7 @@ fn a_step_that_raises_fails_the_run_or_leaves_out_its_batches() {
 
 #[test]
 fn a_crashed_child_is_replaced_and_its_batch_tried_once_more() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     docs(dir.path());
     let markers = tempfile::tempdir().expect("tmp");
@@ -305,7 +277,7 @@ fn a_crashed_child_is_replaced_and_its_batch_tried_once_more() {
 
 #[test]
 fn a_hung_child_is_killed_after_its_timeout() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     docs(dir.path());
     let markers = tempfile::tempdir().expect("tmp");
@@ -335,7 +307,7 @@ fn a_hung_child_is_killed_after_its_timeout() {
 
 #[test]
 fn printing_to_stdout_goes_to_the_log_not_into_the_batches() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     docs(dir.path());
     let out = tempfile::tempdir().expect("tmp");
@@ -406,7 +378,7 @@ fn a_program_that_writes_anything_but_frames_is_named() {
 
 #[test]
 fn output_columns_are_learnt_declared_and_checked() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     docs(dir.path());
     let out = tempfile::tempdir().expect("tmp");
@@ -518,7 +490,7 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn kill_9_leaves_no_child_and_the_rerun_gives_the_clean_result() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     for i in 0..6 {
         write_docs(
@@ -592,7 +564,7 @@ fn kill_9_leaves_no_child_and_the_rerun_gives_the_clean_result() {
 
 #[test]
 fn python_drives_kiln_and_reads_a_sink_two_workers_wrote() {
-    let Some(py) = python() else { return };
+    let Some(py) = test_python() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     let o = Command::new(&py)
         .current_dir(repo())

@@ -9,27 +9,12 @@
 use crate::s3::{Bucket, kiln_env_ok};
 use crate::util::*;
 
-/// The Python of `make test`'s virtualenv, or `None` (loudly) outside it.
-fn python() -> Option<String> {
-    match std::env::var("KILN_TEST_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_PYTHON unset under CI"
-            );
-            eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
-            None
-        }
-    }
-}
-
 #[test]
 fn training_readers_load_kiln_datasets_from_disk_and_s3() {
     let Some(b) = Bucket::new("interop") else {
         return;
     };
-    let Some(python) = python() else {
+    let Some(python) = test_python() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");

@@ -224,3 +224,33 @@ pub fn pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     std::fs::write(&p, yaml).expect("write pipeline");
     p
 }
+
+/// The Python of `make test`'s virtualenv (`KILN_TEST_PYTHON`: pyarrow, warcio, the
+/// interop readers), or `None`, loudly, outside it (under CI its absence fails).
+pub fn test_python() -> Option<String> {
+    match std::env::var("KILN_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "KILN_TEST_PYTHON unset under CI"
+            );
+            eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
+            None
+        }
+    }
+}
+
+/// The `_kiln/errors/*.jsonl` records of a sink, in task order.
+pub fn dead_letters(sink: &Path) -> Vec<serde_json::Value> {
+    files(&sink.join("_kiln/errors"))
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read errors")
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

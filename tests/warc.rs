@@ -10,23 +10,10 @@ use sha2::Digest;
 
 use crate::util::*;
 
-fn python() -> Option<String> {
-    match std::env::var("KILN_TEST_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_PYTHON unset under CI"
-            );
-            eprintln!("\n!!!! SKIPPED: KILN_TEST_PYTHON unset (run through `make test`) !!!!\n");
-            None
-        }
-    }
-}
-
-#[test]
-fn warc_records_read_as_warcio_reads_them() {
-    let Some(py) = python() else { return };
+/// The WARC files tests/warc/check.py writes with warcio, and its reading of them
+/// (`expected.jsonl`); None outside `make test`.
+fn warcio_files() -> Option<tempfile::TempDir> {
+    let py = test_python()?;
     let dir = tempfile::tempdir().expect("tmp");
     let o = std::process::Command::new(&py)
         .arg(repo().join("tests/warc/check.py"))
@@ -34,6 +21,12 @@ fn warc_records_read_as_warcio_reads_them() {
         .output()
         .expect("python runs");
     assert!(o.status.success(), "{}", stderr(&o));
+    Some(dir)
+}
+
+#[test]
+fn warc_records_read_as_warcio_reads_them() {
+    let Some(dir) = warcio_files() else { return };
     let expected: Vec<Value> = std::fs::read_to_string(dir.path().join("expected.jsonl"))
         .expect("expected.jsonl")
         .lines()
@@ -118,14 +111,7 @@ fn warc_records_read_as_warcio_reads_them() {
 
 #[test]
 fn by_default_only_records_holding_a_document_are_read() {
-    let Some(py) = python() else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    let o = std::process::Command::new(&py)
-        .arg(repo().join("tests/warc/check.py"))
-        .arg(dir.path())
-        .output()
-        .expect("python runs");
-    assert!(o.status.success(), "{}", stderr(&o));
+    let Some(dir) = warcio_files() else { return };
     let p = pipeline(
         dir.path(),
         "warc.yaml",

@@ -340,6 +340,29 @@ fn skip_record_end(r: &mut dyn BufRead, offset: &mut u64) -> std::io::Result<()>
     Ok(())
 }
 
+/// The end of an object whose record at `start` holds `got` of its `length` bytes: the
+/// rows before it are emitted first (under skip / dead_letter they are kept).
+fn cut_short(
+    rows: &mut Rows,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+    start: u64,
+    length: u64,
+    got: u64,
+) -> Result<()> {
+    if rows.rows > 0 && !emit(super::Decoded::Batch(rows.finish(cx)?))? {
+        return Ok(());
+    }
+    Err(Error::input(
+        &cx.object,
+        None,
+        format!(
+            "the WARC record at byte {start} is cut short: Content-Length {length}, {got} bytes \
+             there (truncated file?)"
+        ),
+    ))
+}
+
 impl SourceFormat for Warc {
     fn infer_schema(&self, _: ObjectInput<'_>, _: usize, _: &DecodeContext) -> Result<Schema> {
         Ok(schema())
@@ -377,51 +400,41 @@ impl SourceFormat for Warc {
                     ));
                 }
             };
-            if !self.keeps(&header) {
-                // Another type: skipped unread.
+            let keep = self.keeps(&header);
+            if !keep || length > cx.max_record_bytes {
+                // Another type, skipped unread; or a record too large to hold, a bad record.
+                let rejected = if keep {
+                    let message = format!(
+                        "the WARC record at byte {start} ({}, {}) holds {length} bytes, more \
+                         than a record may hold: {} (a quarter of each thread's share of \
+                         run.memory_limit; raise it to read this record)",
+                        header.get("WARC-Type").unwrap_or("?"),
+                        header.get("WARC-Target-URI").unwrap_or("no URI"),
+                        cx.max_record_bytes
+                    );
+                    if !cx.tolerant() {
+                        return Err(Error::input(&cx.object, None, message));
+                    }
+                    Some(crate::rejects::Rejected::record(
+                        &cx.object,
+                        "warc",
+                        None,
+                        Some(start),
+                        message,
+                        header.get("WARC-Record-ID").unwrap_or("").as_bytes(),
+                    ))
+                } else {
+                    None
+                };
                 let skipped = std::io::copy(&mut r.take(length), &mut std::io::sink())
                     .map_err(|e| Error::read(&cx.object, None, e))?;
                 offset += skipped;
                 if skipped < length {
-                    if rows.rows > 0 && !emit(super::Decoded::Batch(rows.finish(cx)?))? {
-                        return Ok(());
-                    }
-                    return Err(Error::input(
-                        &cx.object,
-                        None,
-                        format!(
-                            "the WARC record at byte {start} is cut short: Content-Length \
-                             {length}, {skipped} bytes there (truncated file?)"
-                        ),
-                    ));
+                    return cut_short(&mut rows, cx, emit, start, length, skipped);
                 }
-                skip_record_end(r, &mut offset).map_err(|e| Error::read(&cx.object, None, e))?;
-                continue;
-            }
-            if length > cx.max_record_bytes {
-                let message = format!(
-                    "the WARC record at byte {start} ({}, {}) holds {length} bytes, more than \
-                     a record may hold: {} (a quarter of each thread's share of \
-                     run.memory_limit; raise it to read this record)",
-                    header.get("WARC-Type").unwrap_or("?"),
-                    header.get("WARC-Target-URI").unwrap_or("no URI"),
-                    cx.max_record_bytes
-                );
-                if !cx.tolerant() {
-                    return Err(Error::input(&cx.object, None, message));
-                }
-                let skipped = std::io::copy(&mut r.take(length), &mut std::io::sink())
-                    .map_err(|e| Error::read(&cx.object, None, e))?;
-                offset += skipped;
-                let rejected = crate::rejects::Rejected::record(
-                    &cx.object,
-                    "warc",
-                    None,
-                    Some(start),
-                    message,
-                    header.get("WARC-Record-ID").unwrap_or("").as_bytes(),
-                );
-                if skipped < length || !emit(super::Decoded::Rejected(rejected))? {
+                if let Some(rejected) = rejected
+                    && !emit(super::Decoded::Rejected(rejected))?
+                {
                     return Ok(());
                 }
                 skip_record_end(r, &mut offset).map_err(|e| Error::read(&cx.object, None, e))?;
@@ -431,21 +444,10 @@ impl SourceFormat for Warc {
             let got = r
                 .take(length)
                 .read_to_end(&mut block)
-                .map_err(|e| Error::read(&cx.object, None, e))?;
-            offset += got as u64;
-            if (got as u64) < length {
-                // Rows read so far are emitted first: under skip they are kept.
-                if rows.rows > 0 && !emit(super::Decoded::Batch(rows.finish(cx)?))? {
-                    return Ok(());
-                }
-                return Err(Error::input(
-                    &cx.object,
-                    None,
-                    format!(
-                        "the WARC record at byte {start} is cut short: Content-Length {length}, \
-                         {got} bytes there (truncated file?)"
-                    ),
-                ));
+                .map_err(|e| Error::read(&cx.object, None, e))? as u64;
+            offset += got;
+            if got < length {
+                return cut_short(&mut rows, cx, emit, start, length, got);
             }
             skip_record_end(r, &mut offset).map_err(|e| Error::read(&cx.object, None, e))?;
             rows.push(&header, &block);
