@@ -340,8 +340,7 @@ impl Rejects {
             );
         }
         let n = match r.kind {
-            RejectKind::Record => 1,
-            RejectKind::Object => 1,
+            RejectKind::Record | RejectKind::Object => 1,
             RejectKind::Batch => r.rows.unwrap_or(0),
         };
         match r.kind {

@@ -77,10 +77,7 @@ class _Shared:
 
     def answer(self, batch, pa):
         """Writes ``batch`` as an IPC stream into the answers' file; returns its length."""
-        mock = pa.MockOutputStream()
-        with pa.ipc.new_stream(mock, batch.schema) as w:
-            w.write_batch(batch)
-        n = mock.size()
+        n = _ipc_size(batch, pa)
         if n > self.answers_size:
             size = max(n, 2 * self.answers_size, 1 << 20)
             os.ftruncate(self.answers_fd, size)
@@ -198,14 +195,18 @@ def _as_batch(result, pa):
     )
 
 
-def _encode(batch, pa):
-    """``batch`` as an IPC stream in one buffer of exactly its size: measured first
-    (nothing copied), then written once (a growing output stream copies it again at
-    every doubling)."""
+def _ipc_size(batch, pa):
+    """The bytes of ``batch`` as an IPC stream, measured without copying anything."""
     mock = pa.MockOutputStream()
     with pa.ipc.new_stream(mock, batch.schema) as w:
         w.write_batch(batch)
-    buf = pa.allocate_buffer(mock.size())
+    return mock.size()
+
+
+def _encode(batch, pa):
+    """``batch`` as an IPC stream in one buffer of exactly its size, written once (a
+    growing output stream copies it again at every doubling)."""
+    buf = pa.allocate_buffer(_ipc_size(batch, pa))
     with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buf), batch.schema) as w:
         w.write_batch(batch)
     return buf

@@ -3,8 +3,12 @@
 //! A frame is `KILN`, a one-byte tag and a little-endian u64 length, then that many
 //! bytes. kiln sends `B` frames (a batch as an Arrow IPC stream: schema, one batch, end);
 //! the child answers each with one `B` frame (the output batch, same encoding) or one `E`
-//! frame (UTF-8 text, a traceback: the batch failed). Anything else on the child's stdout
-//! is a protocol error, which names the bytes (a program that printed to its stdout).
+//! frame (UTF-8 text, a traceback: the batch failed). A child may first say `H` (hello:
+//! it is ready; `shm` if it uses the two memfd files kiln offers as its descriptors 3 and
+//! 4); from then on kiln writes each request into the first file and sends an `M` frame
+//! with its length, and the child answers with an `M` frame for its answer in the
+//! second. Anything else on the child's stdout is a protocol error, which names the
+//! bytes (a program that printed to its stdout).
 //!
 //! Three threads serve each child, so that a call can time out whatever the child does:
 //! one writes requests to its stdin, one reads frames from its stdout, one forwards its
@@ -28,16 +32,16 @@ use arrow::record_batch::RecordBatch;
 
 use crate::pool::lock;
 
-pub(super) const MAGIC: &[u8; 4] = b"KILN";
-pub(super) const HEADER: usize = 13;
+const MAGIC: &[u8; 4] = b"KILN";
+const HEADER: usize = 13;
 /// A batch, either way.
-pub(super) const TAG_BATCH: u8 = b'B';
+const TAG_BATCH: u8 = b'B';
 /// The child's error for one batch: its text.
-pub(super) const TAG_ERROR: u8 = b'E';
+const TAG_ERROR: u8 = b'E';
 /// A batch in the shared file of its direction: the payload is its length (u64).
-pub(super) const TAG_SHARED: u8 = b'M';
+const TAG_SHARED: u8 = b'M';
 /// From the child, before any answer: `shm` if it reads and writes shared files.
-pub(super) const TAG_HELLO: u8 = b'H';
+const TAG_HELLO: u8 = b'H';
 /// The environment variable that offers a child the shared files (descriptors 3, 4).
 const SHM_ENV: &str = "KILN_EXEC_SHM";
 /// The pipe buffer asked for each way (Linux's default limit for a process without
@@ -53,7 +57,7 @@ const STDERR_TAIL: usize = 30;
 /// How to start a child.
 #[derive(Debug)]
 pub(super) struct Launch {
-    /// The step's name in the pipeline (`step 3 exec`), for log lines and errors.
+    /// The step and what it runs (`exec steps.py:clean`), for log lines.
     pub label: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -106,7 +110,7 @@ pub(super) struct Process {
     pub id: usize,
     child: Child,
     /// Requests to the writing thread; dropped to close the child's stdin.
-    requests: Option<SyncSender<Arc<Vec<u8>>>>,
+    requests: Option<SyncSender<Vec<u8>>>,
     replies: Receiver<Result<Incoming, Fault>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// The two shared files (requests, answers), where the system has them.
@@ -154,7 +158,7 @@ impl Process {
             let _ = kiln_child::widen_pipe(&fd, PIPE_BYTES);
         }
 
-        let (requests, to_write) = sync_channel::<Arc<Vec<u8>>>(1);
+        let (requests, to_write) = sync_channel::<Vec<u8>>(1);
         let (answer, replies) = sync_channel(1);
         let name = |what: &str| format!("kiln-exec-{id}-{what}");
         std::thread::Builder::new()
@@ -192,7 +196,7 @@ impl Process {
             _ => batch_frame(batch),
         };
         let frame = encoded.map_err(|e| Fault::Protocol(format!("encoding the batch: {e}")))?;
-        let sent = self.requests.as_ref().map(|r| r.send(Arc::new(frame)));
+        let sent = self.requests.as_ref().map(|r| r.send(frame));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.crashed());
         }
@@ -342,7 +346,7 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     format!("it ended ({s})")
 }
 
-fn write_requests(mut stdin: ChildStdin, requests: Receiver<Arc<Vec<u8>>>) {
+fn write_requests(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
     for frame in requests {
         if stdin
             .write_all(&frame)
@@ -362,17 +366,14 @@ fn read_frames(
 ) {
     let mut stdout = BufReader::with_capacity(1 << 20, stdout);
     loop {
-        let reply = match read_frame(&mut stdout) {
-            Ok(Incoming::Hello(what)) => {
-                if what == b"shm" {
-                    speaks_shared.store(true, Ordering::Release);
-                }
-                // The child is ready: the call waiting for its first answer times the
-                // batch from here.
-                Ok(Incoming::Hello(what))
-            }
-            other => other,
-        };
+        let reply = read_frame(&mut stdout);
+        // A hello goes on too: the call waiting for the child's first answer times the
+        // batch from it.
+        if let Ok(Incoming::Hello(what)) = &reply
+            && what == b"shm"
+        {
+            speaks_shared.store(true, Ordering::Release);
+        }
         let last = reply.is_err();
         if answers.send(reply).is_err() || last {
             return;
@@ -481,7 +482,7 @@ fn shared_frame(len: u64) -> Vec<u8> {
 }
 
 /// A batch as the frame kiln sends: header, then an Arrow IPC stream of it.
-pub(super) fn batch_frame(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+fn batch_frame(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut frame = Vec::with_capacity(HEADER + batch.get_array_memory_size() + 1024);
     frame.extend_from_slice(MAGIC);
     frame.push(TAG_BATCH);

@@ -153,16 +153,16 @@ fn probe(pool: &Pool, input: &SchemaRef) -> Result<Schema, String> {
 /// name a file (or a file before `:function`).
 fn fingerprint(command: &[String], files: &[String]) -> Result<Option<String>, String> {
     use sha2::Digest;
-    let mut paths: Vec<&str> = Vec::new();
-    for arg in command {
-        let path = match arg.rsplit_once(':') {
-            Some((file, _)) if std::path::Path::new(file).is_file() => file,
-            _ => arg.as_str(),
-        };
-        if std::path::Path::new(path).is_file() {
-            paths.push(path);
-        }
-    }
+    let paths: Vec<&str> = command
+        .iter()
+        .filter_map(|arg| {
+            let before_colon = arg.rsplit_once(':').map(|(file, _)| file);
+            before_colon
+                .into_iter()
+                .chain([arg.as_str()])
+                .find(|p| std::path::Path::new(p).is_file())
+        })
+        .collect();
     let mut hash = sha2::Sha256::new();
     for f in files {
         let bytes =
