@@ -583,3 +583,40 @@ fn python_drives_kiln_and_reads_a_sink_two_workers_wrote() {
         stderr(&o)
     );
 }
+
+#[test]
+fn children_get_one_numeric_thread_unless_told_otherwise() {
+    // One child per thread fills the cores; OpenBLAS / MKL / OpenMP pools inside each
+    // child would fight over them. `cat` answers each batch frame with itself.
+    let dir = tempfile::tempdir().expect("tmp");
+    docs(dir.path());
+    let out = tempfile::tempdir().expect("tmp");
+    let yaml = |name: &str, env: &str| {
+        format!(
+            "version: 1\nname: {name}\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - exec:\n      \
+             command: [sh, -c, 'echo \"threads: $OMP_NUM_THREADS $OPENBLAS_NUM_THREADS \
+             $MKL_NUM_THREADS\" >&2; exec cat']\n      schema: {{ id: string, lang: string, n: \
+             int64, text: string }}\n      processes: 1\n      {env}\nsink:\n  uri: \
+             ${{KILN_OUT}}/{name}\n",
+            dir.path().display()
+        )
+    };
+    let run = |p: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.current_dir(repo()).env("KILN_OUT", out.path());
+        for var in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
+            cmd.env_remove(var);
+        }
+        stderr(&ok(run_accounted(cmd, &["run", &p.to_string_lossy()])))
+    };
+    let e = run(&pipeline(dir.path(), "one.yaml", &yaml("one", "")));
+    assert!(e.contains("threads: 1 1 1"), "{e}");
+    assert_eq!(column_i64(&out.path().join("one"), "n").len(), 3000);
+
+    let e = run(&pipeline(
+        dir.path(),
+        "told.yaml",
+        &yaml("told", "env: { OMP_NUM_THREADS: \"4\" }"),
+    ));
+    assert!(e.contains("threads: 4 1 1"), "{e}");
+}

@@ -105,6 +105,9 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// The variables that size numeric libraries' thread pools, set to 1 for the children.
+const THREAD_VARS: [&str; 3] = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"];
+
 /// A running child.
 pub(super) struct Process {
     pub id: usize,
@@ -124,8 +127,16 @@ pub(super) struct Process {
 impl Process {
     pub fn start(launch: &Launch, id: usize) -> std::io::Result<Process> {
         let mut command = Command::new(&launch.command[0]);
+        command.args(&launch.command[1..]);
+        // One child per thread already fills the cores: a numeric library's own thread
+        // pool in every child (OpenBLAS, MKL, OpenMP: numpy, torch) would only fight
+        // over them, so each gets one thread unless kiln's environment or `env:` says.
+        for var in THREAD_VARS {
+            if std::env::var_os(var).is_none() {
+                command.env(var, "1");
+            }
+        }
         command
-            .args(&launch.command[1..])
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

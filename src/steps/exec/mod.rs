@@ -20,6 +20,7 @@
 mod child;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use arrow::buffer::Buffer;
@@ -46,8 +47,8 @@ pub struct ExecOptions {
     /// function: `[python3, -m, kiln.step, path/to/file.py:function]` (or
     /// `module:function`).
     pub command: Vec<String>,
-    /// Child processes at most; default one per thread of the run. Children start when a
-    /// batch needs one.
+    /// Child processes at most; default one per thread of the run. They start together
+    /// when the run's first batch reaches the step.
     #[serde(default)]
     pub processes: Option<usize>,
     /// Longest a child may take over one batch before it is killed and the batch tried
@@ -102,6 +103,7 @@ impl StepOptions for ExecOptions {
             timeout: self.timeout.get(),
             state: Mutex::new(Children::default()),
             freed: Condvar::new(),
+            filled: AtomicBool::new(false),
         };
         let (schema, declared) = match &self.schema {
             Some(columns) => {
@@ -198,37 +200,67 @@ struct Pool {
     timeout: std::time::Duration,
     state: Mutex<Children>,
     freed: Condvar,
+    /// Set when the run's first batch has started every child (`fill`).
+    filled: AtomicBool,
 }
 
 impl Pool {
+    /// The most children alive at once.
+    fn max(&self) -> usize {
+        self.max.unwrap_or_else(rayon::current_num_threads).max(1)
+    }
+
     /// An idle child, or a new one while fewer than the most are alive; else waits for
     /// one to be given back.
     fn take(&self) -> Result<Process, StepError> {
-        let max = self.max.unwrap_or_else(rayon::current_num_threads).max(1);
         let mut children = lock(&self.state);
         loop {
             if let Some(p) = children.idle.pop() {
                 return Ok(p);
             }
-            if children.live < max {
-                children.live += 1;
-                children.started += 1;
-                let id = children.started;
+            if children.live < self.max() {
+                let id = Self::reserve(&mut children);
                 drop(children);
-                return Process::start(&self.launch, id).map_err(|e| {
-                    lock(&self.state).live -= 1;
-                    self.freed.notify_one();
-                    StepError::io(
-                        format!("cannot start `{}`", self.launch.command.join(" ")),
-                        e,
-                    )
-                });
+                return self.start(id);
             }
             children = self
                 .freed
                 .wait(children)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Starts every child not yet alive, idle: their interpreters and imports start
+    /// together, beside the run's first batches, not one by one as batches wait for them.
+    fn fill(&self) -> Result<(), StepError> {
+        let ids: Vec<usize> = {
+            let mut children = lock(&self.state);
+            let missing = self.max().saturating_sub(children.live);
+            (0..missing).map(|_| Self::reserve(&mut children)).collect()
+        };
+        for id in ids {
+            let p = self.start(id)?;
+            self.give_back(p);
+        }
+        Ok(())
+    }
+
+    /// Counts a child about to start; its number.
+    fn reserve(children: &mut Children) -> usize {
+        children.live += 1;
+        children.started += 1;
+        children.started
+    }
+
+    fn start(&self, id: usize) -> Result<Process, StepError> {
+        Process::start(&self.launch, id).map_err(|e| {
+            lock(&self.state).live -= 1;
+            self.freed.notify_one();
+            StepError::io(
+                format!("cannot start `{}`", self.launch.command.join(" ")),
+                e,
+            )
+        })
     }
 
     fn give_back(&self, p: Process) {
@@ -403,6 +435,9 @@ impl Step for Exec {
 
     fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = batch.num_rows();
+        if !self.pool.filled.swap(true, Ordering::Relaxed) {
+            self.pool.fill()?;
+        }
         match self.pool.call(&batch, rows)? {
             Reply::Batch(ipc) => self.output(ipc),
             Reply::Raised(text) => Err(StepError::data(format!(
