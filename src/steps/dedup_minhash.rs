@@ -4,7 +4,7 @@
 //! `0`, whitespace collapsed) and cut into word n-grams (shingles, default 5 words). Its
 //! signature is the minimum over its shingles of `bands × rows` hash permutations
 //! (XXH3-64 of the shingle, then `(a·x + b) mod (2^61 − 1)` with fixed `a, b` drawn from
-//! `seed`). Two documents whose word 5-gram sets have Jaccard similarity `s` agree on
+//! `seed`; the kernel, vectorized where the CPU allows, is `crates/minhash`). Two documents whose word 5-gram sets have Jaccard similarity `s` agree on
 //! one band of `rows` values with probability `s^rows`, so they become candidates with
 //! probability `1 − (1 − s^rows)^bands` (datatrove's defaults, 14 × 8: 0.99 at s = 0.85,
 //! 0.03 at s = 0.5).
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use kiln_minhash::MERSENNE;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -74,8 +75,6 @@ fn default_run_bytes() -> crate::size::ByteSize {
     crate::size::ByteSize(64 << 20)
 }
 
-const MERSENNE: u64 = (1 << 61) - 1;
-
 impl StepOptions for MinhashOptions {
     const SUMMARY: &'static str = "near-duplicate removal: MinHash over word n-grams, LSH bands, one survivor per cluster (full pass)";
     const EXAMPLE: &'static str = "- dedup.minhash: { column: text, ngram: 5, bands: 14, rows: 8 }";
@@ -120,62 +119,57 @@ struct Minhash {
     drops: DropLists,
 }
 
-/// `(a·x + b) mod (2^61 − 1)`.
-#[inline]
-fn permute(x: u64, (a, b): (u64, u64)) -> u64 {
-    let v = u128::from(a) * u128::from(x % MERSENNE) + u128::from(b);
-    let v = (v & u128::from(MERSENNE)) + (v >> 61);
-    let v = (v & u128::from(MERSENNE)) + (v >> 61);
-    (v as u64) % MERSENNE
-}
-
-/// Lowercase words with punctuation removed and digits folded to `0`.
-pub fn simplify(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
+/// The text simplified into `out`: lowercase words with punctuation removed and digits
+/// folded to `0`, one space between words; `words` gets each word's byte range in `out`,
+/// so that the words `i..j` joined by spaces are `out[words[i].0..words[j - 1].1]`.
+pub fn simplify(text: &str, out: &mut String, words: &mut Vec<(usize, usize)>) {
+    out.clear();
+    words.clear();
+    let mut start = None;
     for c in text.chars() {
         if c.is_whitespace() || is_punctuation(c) {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
+            if let Some(s) = start.take() {
+                words.push((s, out.len()));
             }
-        } else if c.is_numeric() {
-            word.push('0');
+            continue;
+        }
+        if start.is_none() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            start = Some(out.len());
+        }
+        if c.is_numeric() {
+            out.push('0');
         } else {
-            word.extend(c.to_lowercase());
+            out.extend(c.to_lowercase());
         }
     }
-    if !word.is_empty() {
-        out.push(word);
+    if let Some(s) = start {
+        words.push((s, out.len()));
     }
-    out
 }
 
 impl Minhash {
     /// The band hashes of a document; `None` when it has no words.
-    fn bands(&self, text: &str) -> Option<Vec<u64>> {
-        let words = simplify(text);
+    fn bands(&self, text: &str, scratch: &mut Scratch) -> Option<Vec<u64>> {
+        let Scratch {
+            text: simple,
+            words,
+            hashes,
+        } = scratch;
+        simplify(text, simple, words);
         if words.is_empty() {
             return None;
         }
         let n = self.opts.ngram.min(words.len());
+        hashes.clear();
+        hashes.extend((0..=words.len() - n).map(|i| {
+            let gram = &simple.as_bytes()[words[i].0..words[i + n - 1].1];
+            kiln_minhash::reduce(xxhash_rust::xxh3::xxh3_64(gram))
+        }));
         let mut sig = vec![u64::MAX; self.perms.len()];
-        let mut buf = String::new();
-        for gram in words.windows(n) {
-            buf.clear();
-            for (i, w) in gram.iter().enumerate() {
-                if i > 0 {
-                    buf.push(' ');
-                }
-                buf.push_str(w);
-            }
-            let x = xxhash_rust::xxh3::xxh3_64(buf.as_bytes());
-            for (s, p) in sig.iter_mut().zip(&self.perms) {
-                let v = permute(x, *p);
-                if v < *s {
-                    *s = v;
-                }
-            }
-        }
+        kiln_minhash::fold(hashes, &self.perms, &mut sig);
         Some(
             sig.chunks(self.opts.rows)
                 .enumerate()
@@ -190,6 +184,15 @@ impl Minhash {
                 .collect(),
         )
     }
+}
+
+/// What [`Minhash::bands`] reuses from one document to the next on a thread.
+#[derive(Default)]
+struct Scratch {
+    text: String,
+    words: Vec<(usize, usize)>,
+    /// The shingles' hashes, reduced modulo 2^61 − 1.
+    hashes: Vec<u64>,
 }
 
 /// Union-find over document positions; a root is the smallest position of its set.
@@ -293,7 +296,9 @@ impl Observer for MinhashObserver<'_> {
         let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
             .into_par_iter()
             .with_min_len(8)
-            .map(|i| value(&texts, i).and_then(|t| self.step.bands(t)))
+            .map_init(Scratch::default, |scratch, i| {
+                value(&texts, i).and_then(|t| self.step.bands(t, scratch))
+            })
             .collect();
         let task = self.spill.task;
         for (i, b) in bands.into_iter().enumerate() {
@@ -319,20 +324,12 @@ mod tests {
     use arrow::array::{ArrayRef, StringArray};
 
     #[test]
-    fn permutation_is_the_modular_affine_map() {
-        for (x, a, b) in [
-            (5u64, 3u64, 7u64),
-            (u64::MAX, MERSENNE - 1, MERSENNE - 1),
-            (0, 1, 0),
-        ] {
-            let want = ((u128::from(a) * u128::from(x % MERSENNE) + u128::from(b))
-                % u128::from(MERSENNE)) as u64;
-            assert_eq!(permute(x, (a, b)), want);
-        }
-        assert_eq!(
-            simplify("Hello, World! 42 times"),
-            ["hello", "world", "00", "times"]
-        );
+    fn text_is_simplified_into_words() {
+        let (mut text, mut words) = (String::new(), Vec::new());
+        simplify("  Hello, World! 42 times ", &mut text, &mut words);
+        assert_eq!(text, "hello world 00 times");
+        let got: Vec<&str> = words.iter().map(|&(a, b)| &text[a..b]).collect();
+        assert_eq!(got, ["hello", "world", "00", "times"]);
     }
 
     #[test]
