@@ -27,7 +27,10 @@
 # Job P (a step in Python: job A with an identity `exec` step, and a lower-case step
 # beside datatrove's PipelineStep) is benches/python_step.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P"); PEERS_C lists the job-C peers to run (default
+# Job G (near-dedup: `dedup.minhash` beside datatrove's four-stage MinHash pipeline, same
+# parameters, and the overlap of the documents each removes) is benches/minhash.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -85,7 +88,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P}
+JOBS=${JOBS:-A B C D E F S P G}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -209,6 +212,10 @@ if [[ " $JOBS " == *" P "* ]]; then
   # A step in Python: its own results file and table (kiln with and without the step,
   # beside datatrove's PipelineStep).
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/python_step.sh"
+fi
+if [[ " $JOBS " == *" G "* ]]; then
+  # Near-dedup: its own results file, table and removed-set comparison.
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS PEERS=$PEERS bash "$ROOT/benches/minhash.sh"
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.
