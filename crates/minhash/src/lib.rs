@@ -14,8 +14,9 @@
 /// The Mersenne prime `2^61 − 1`: the permutations' modulus.
 pub const MERSENNE: u64 = (1 << 61) - 1;
 
-/// `x mod (2^61 − 1)`: a shingle's 64-bit hash as [`fold`] takes it.
-#[inline]
+/// `x mod (2^61 − 1)`: a shingle's 64-bit hash as [`fold`] takes it, and the last step
+/// of every permutation.
+#[inline(always)]
 pub fn reduce(x: u64) -> u64 {
     let t = (x & MERSENNE) + (x >> 61);
     if t >= MERSENNE { t - MERSENNE } else { t }
@@ -27,10 +28,8 @@ pub fn reduce(x: u64) -> u64 {
 fn permute_wide(x: u64, (a, b): (u64, u64)) -> u64 {
     let v = u128::from(a) * u128::from(x);
     let (lo, hi) = (v as u64, (v >> 64) as u64);
-    // v < 2^122, so hi < 2^58 and `hi << 3` cannot overflow: t < 2^62 + 2^61.
-    let t = (lo & MERSENNE) + ((hi << 3) | (lo >> 61)) + b;
-    let t = (t & MERSENNE) + (t >> 61);
-    if t >= MERSENNE { t - MERSENNE } else { t }
+    // v < 2^122, so hi < 2^58 and `hi << 3` cannot overflow: the sum is below 2^62 + 2^61.
+    reduce((lo & MERSENNE) + ((hi << 3) | (lo >> 61)) + b)
 }
 
 /// The same value from 32-bit limbs: every multiply is 32 × 32 → 64, which vectorizes.
@@ -47,9 +46,7 @@ fn permute_limbs(x: u64, (a, b): (u64, u64)) -> u64 {
     let lo = a0 * x0;
     let mid = a1 * x0 + a0 * x1;
     let hi = a1 * x1;
-    let t = (hi << 3) + (mid >> 29) + ((mid & LOW29) << 32) + (lo & MERSENNE) + (lo >> 61) + b;
-    let t = (t & MERSENNE) + (t >> 61);
-    if t >= MERSENNE { t - MERSENNE } else { t }
+    reduce((hi << 3) + (mid >> 29) + ((mid & LOW29) << 32) + (lo & MERSENNE) + (lo >> 61) + b)
 }
 
 /// Lowers `sig[i]` to the smallest `(a_i·x + b_i) mod (2^61 − 1)` over the hashes `xs`,
