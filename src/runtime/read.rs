@@ -320,11 +320,12 @@ impl Fetch<'_> {
             let bytes = store.get_range(&obj.path, at..end).await?;
             drop(permit);
             stats.read.add_working(work.elapsed());
-            let len = bytes.len() as u64;
+            // Counted as read once the store has served it, taken or not: a decoder
+            // that has what it needs may be gone by the time the range arrives.
+            Stats::add(&stats.bytes_read, bytes.len() as u64);
             if tx.send(Ok(bytes)).await.is_err() {
                 return Ok(Read::DecoderGone);
             }
-            Stats::add(&stats.bytes_read, len);
             at = end;
             step = (step * 2).min(chunk.max(SLICE_TAIL));
         }
@@ -371,12 +372,12 @@ impl Fetch<'_> {
             }
             let bytes = got?;
             let len = bytes.len() as u64;
+            Stats::add(&stats.bytes_read, len);
             let t = Instant::now();
             if tx.send(Ok(bytes)).await.is_err() {
                 return Ok(Read::DecoderGone);
             }
             stats.read.add_blocked(t.elapsed());
-            Stats::add(&stats.bytes_read, len);
             Stats::add(&stats.bytes_done, take_owned(owned, len));
         }
         Ok(Read::Done)
