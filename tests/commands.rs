@@ -236,14 +236,24 @@ fn json_logs_are_one_object_per_line() {
 
 /// On a terminal (util-linux `script` gives the run one) each full pass has its own bar
 /// with the input's size as its total, reaching it, and the write pass a bar of its own
-/// after it: no frozen `0 B` bar, nothing past 100%.
+/// after it: no frozen `0 B` bar, nothing past 100%. (The FineWeb example's exact dedup,
+/// told to make its full pass instead of deciding in one.)
 #[test]
 fn progress_shows_each_full_pass_then_the_write_on_a_terminal() {
     let out = tempfile::tempdir().expect("tmp");
     let sink = out.path().join("out");
+    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb.yaml"))
+        .expect("fineweb.yaml")
+        .replace(
+            "dedup.exact: { column: text }",
+            "dedup.exact: { column: text, one_pass: false }",
+        );
+    assert!(yaml.contains("one_pass: false"));
+    let p = pipeline(out.path(), "fineweb-two-passes.yaml", &yaml);
     let cmd = format!(
-        "{} run pipelines/fineweb.yaml --overwrite --set sink.uri={}",
+        "{} run {} --overwrite --set sink.uri={}",
         env!("CARGO_BIN_EXE_kiln"),
+        p.display(),
         sink.display()
     );
     let o = std::process::Command::new("script")

@@ -8,6 +8,7 @@ mod bad_input;
 mod commands;
 mod conformance;
 mod dataset;
+mod dedup;
 mod determinism;
 mod errors;
 mod examples;

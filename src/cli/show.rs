@@ -93,6 +93,7 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
         "read      {}",
         crate::inspect::fmt_schema(&plan.input_schema)
     );
+    let in_order = plan.in_order_step();
     for (i, st) in plan.steps.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -103,6 +104,9 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
             match st.step.kind() {
                 crate::steps::Kind::Fit(_) => {
                     "  [fitted in a pass before the run, on the output of the steps before it; columns made from what it learns appear after it]"
+                }
+                crate::steps::Kind::FullPass(_) if in_order == Some(i) => {
+                    "  [decides as rows arrive, in input order: one pass, tasks one at a time]"
                 }
                 crate::steps::Kind::FullPass(_) => {
                     "  [decides in a full pass before the run, on the output of the steps before it]"
@@ -128,6 +132,8 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
         plan.threads,
         if plan.sequential {
             ", run in order (limit)"
+        } else if in_order.is_some() {
+            ", run in order (one-pass dedup)"
         } else {
             ""
         },
@@ -229,12 +235,15 @@ fn plan_json(
             .collect()
     };
     let p = &plan.pipeline;
+    let in_order = plan.in_order_step();
     let steps: Vec<_> = plan
         .steps
         .iter()
-        .map(|st| {
+        .enumerate()
+        .map(|(i, st)| {
             let pass = match st.step.kind() {
                 crate::steps::Kind::Fit(_) => "fit",
+                crate::steps::Kind::FullPass(_) if in_order == Some(i) => "one",
                 crate::steps::Kind::FullPass(_) => "full",
                 crate::steps::Kind::Map => "none",
             };

@@ -231,6 +231,20 @@ impl Plan {
         self.steps.iter().any(|s| s.step.kind().needs_fit())
     }
 
+    /// The full-pass step that can decide in the main pass, reading the input once
+    /// ([`crate::steps::FullPass::in_order`]): the last step that needs a pass, when it
+    /// can. (A step after it that needs a pass needs its decisions before the main pass.)
+    pub fn in_order_step(&self) -> Option<usize> {
+        let k = self
+            .steps
+            .iter()
+            .rposition(|s| s.step.kind().needs_pass())?;
+        match self.steps[k].step.kind() {
+            Kind::FullPass(p) if p.in_order().is_some() => Some(k),
+            _ => None,
+        }
+    }
+
     /// The next steps to fit in one pass: the first step that needs a fit and the
     /// fitted steps right after it whose fits read no column an earlier one of them
     /// writes (so observing them all on the batch that reaches the first is exact).

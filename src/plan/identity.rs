@@ -30,6 +30,11 @@ pub fn pipeline_hash(p: &Pipeline) -> String {
             exec.remove("processes");
             exec.remove("timeout");
         }
+        // Nor does deciding exact duplicates in one pass or two: the same rows go.
+        if let Some(dedup) = step.get_mut("dedup.exact").and_then(|e| e.as_object_mut()) {
+            dedup.remove("one_pass");
+            dedup.remove("memory");
+        }
     }
     let identity = serde_json::json!({
         "version": p.version, "name": p.name, "source": p.source, "steps": steps, "sink": sink,

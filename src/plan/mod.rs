@@ -79,6 +79,9 @@ pub struct Plan {
     pub threads: usize,
     /// Tasks run one at a time, in order (a step needs a global row order).
     pub sequential: bool,
+    /// The full-pass step the stages left to decide in the main pass
+    /// ([`Plan::in_order_step`]); its tasks then run one at a time, in order.
+    pub in_order: Option<usize>,
     /// Why an object larger than `run.task_bytes` runs as one task, when one does.
     pub unsplit: Option<&'static str>,
     /// Rows per batch (`run.batch_rows`, or sized from the sampled rows).
@@ -177,6 +180,7 @@ impl Plan {
             sink,
             threads,
             sequential,
+            in_order: None,
             unsplit,
             batch_rows,
             fitted,

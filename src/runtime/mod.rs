@@ -7,7 +7,8 @@
 //!
 //! The rooms: this file orchestrates one run (`execute`: prepare the sink and the plan,
 //! stages, the main pass, finalize); `stages.rs` runs the full and fit passes in
-//! pipeline order; `schedule.rs` runs the tasks of a pass; `task.rs` is one task
+//! pipeline order; `in_order.rs` is the main pass of a step deciding as rows arrive
+//! (exact dedup in one pass); `schedule.rs` runs the tasks of a pass; `task.rs` is one task
 //! (reader on tokio, CPU side on rayon); `drive.rs` drives the steps of a task;
 //! `read.rs` reads objects and slices; `cache.rs` keeps a fit pass's decoded batches.
 
@@ -26,6 +27,7 @@ use crate::sink::{self, Manifest, SinkState, TaskRecord};
 
 mod cache;
 mod drive;
+mod in_order;
 mod job;
 mod read;
 mod schedule;
@@ -282,6 +284,7 @@ async fn run(
     };
     let slots = if plan.sequential { 1 } else { plan.threads };
 
+    let done_before: std::collections::BTreeSet<usize> = committed.keys().copied().collect();
     let mut records = committed;
     let todo: Vec<Task> = plan
         .tasks
@@ -302,38 +305,46 @@ async fn run(
         }
     }
     stats.set_phase(Phase::Write);
-    schedule(
-        todo,
-        slots,
-        &stop,
-        Some(&opts.drain),
-        |task| {
-            let env = env.clone();
-            async move {
-                let TaskDone {
-                    record,
-                    dead_letter,
-                    staged,
-                    ..
-                } = run_task(env.clone(), task, Mode::Write).await?;
-                if let Some(letters) = dead_letter {
-                    sink::write_errors(&env.plan.sink, record.task, letters).await?;
-                }
-                let t = Instant::now();
-                // The shards become objects, then the record commits them.
-                staged.publish().await?;
-                sink::commit_task(&env.plan.sink, &record).await?;
-                env.stats.add_protocol(t.elapsed());
-                Ok(record)
+    let start = |task| {
+        let env = env.clone();
+        async move {
+            let TaskDone {
+                record,
+                dead_letter,
+                staged,
+                ..
+            } = run_task(env.clone(), task, Mode::Write).await?;
+            if let Some(letters) = dead_letter {
+                sink::write_errors(&env.plan.sink, record.task, letters).await?;
             }
-        },
-        |record: TaskRecord| {
-            stats.add_step_counts(&record.step_counts);
-            stats.add_rejected(&record.rejected);
-            records.insert(record.task, record);
-        },
-    )
-    .await?;
+            let t = Instant::now();
+            // The shards become objects, then the record commits them.
+            staged.publish().await?;
+            sink::commit_task(&env.plan.sink, &record).await?;
+            env.stats.add_protocol(t.elapsed());
+            Ok(record)
+        }
+    };
+    let mut done = |record: TaskRecord| {
+        stats.add_step_counts(&record.step_counts);
+        stats.add_rejected(&record.rejected);
+        records.insert(record.task, record);
+    };
+    let todo = match plan.in_order {
+        // A step decides in the main pass: the tasks run one at a time, in order, until
+        // it is done or its state outgrows its budget.
+        Some(k) if !todo.is_empty() => {
+            let known: Vec<Task> = plan
+                .tasks
+                .iter()
+                .filter(|t| done_before.contains(&t.id))
+                .cloned()
+                .collect();
+            in_order::main_pass(&env, k, known, todo, &opts.drain, &start, &mut done).await?
+        }
+        _ => todo,
+    };
+    schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
     if plan
         .tasks
         .iter()

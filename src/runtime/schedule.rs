@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::drive::Mode;
-use super::task::{Pass, TaskDone, run_task};
+use super::task::{Pass, TaskDone, objects_finished, run_task};
 use crate::error::{Error, Result};
 use crate::plan::Task;
 use crate::report::{Phase, Stats};
@@ -90,11 +90,35 @@ pub(super) async fn full_pass(
     slots: usize,
 ) -> Result<(u64, Vec<Option<serde_json::Value>>)> {
     let started = Instant::now();
+    let (rows, by_step) = observe(env, from, to, slots, env.plan.tasks.clone()).await?;
+    let settled = settle(env, from, to, by_step).await?;
+    let names: Vec<&str> = env.plan.steps[from..=to].iter().map(|s| s.name).collect();
+    tracing::info!(
+        steps = names.join(", "),
+        tasks = env.plan.tasks.len(),
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "full pass settled"
+    );
+    Ok((rows, settled))
+}
+
+/// `tasks` (committed or not, whoever owns them) run through the steps before `from`,
+/// each step of `from..=to` observing what reaches `from`, as in a [`full_pass`].
+/// Returns the rows read and, for each step of the group, the tasks' parts in task
+/// order.
+pub(super) async fn observe(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    slots: usize,
+    tasks: Vec<Task>,
+) -> Result<(u64, Vec<Vec<Part>>)> {
     let plan = env.plan.clone();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(
-        plan.objects.len() as u64,
-        plan.input_bytes(),
+        tasks.iter().map(|t| objects_finished(&plan, t)).sum(),
+        tasks.iter().map(|t| t.bytes).sum(),
         &names,
     ));
     let fits = plan.steps[from..=to]
@@ -115,7 +139,7 @@ pub(super) async fn full_pass(
     // Each task's parts (one per step of the group), by task index.
     let mut parts: BTreeMap<usize, Vec<Part>> = BTreeMap::new();
     schedule(
-        plan.tasks.iter().cloned(),
+        tasks,
         slots,
         &env.stop,
         None,
@@ -135,33 +159,43 @@ pub(super) async fn full_pass(
             column.push(part);
         }
     }
+    Ok((Stats::get(&scratch.rows_in), by_step))
+}
+
+/// Settles each step of `from..=to` with its parts (`by_step`, as [`observe`] returns
+/// them), on the pass's pool: the statistics of a fitted step, None for a full-pass one.
+pub(super) async fn settle(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    by_step: Vec<Vec<Part>>,
+) -> Result<Vec<Option<serde_json::Value>>> {
     let mut settled = Vec::new();
     for (k, parts) in (from..=to).zip(by_step) {
-        let step = plan.steps[k].step.clone();
-        let name = plan.steps[k].name;
-        let (tx, rx) = oneshot::channel();
-        env.pool.spawn(move || {
-            let r = match step.kind() {
-                Kind::FullPass(p) => p.settle(parts).map(|()| None),
-                Kind::Fit(f) => f.settle(parts).map(Some),
-                Kind::Map => Err(StepError::internal("a map step in a full pass")),
-            };
-            let _ = tx.send(r);
-        });
-        let stats = rx
-            .await
-            .map_err(|_| Error::Internal("the settle task vanished".into()))?
-            .map_err(|e| Error::step_failed("the whole input (the full pass)", k, name, None, e))?;
+        let step = env.plan.steps[k].step.clone();
+        let name = env.plan.steps[k].name;
+        let r = on_pool(env, move || match step.kind() {
+            Kind::FullPass(p) => p.settle(parts).map(|()| None),
+            Kind::Fit(f) => f.settle(parts).map(Some),
+            Kind::Map => Err(StepError::internal("a map step in a full pass")),
+        })
+        .await?;
+        let stats =
+            r.map_err(|e| Error::step_failed("the whole input (the full pass)", k, name, None, e))?;
         settled.push(stats);
     }
-    let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
-    let rows = Stats::get(&scratch.rows_in);
-    tracing::info!(
-        steps = names.join(", "),
-        tasks = plan.tasks.len(),
-        rows,
-        seconds = started.elapsed().as_secs_f64(),
-        "full pass settled"
-    );
-    Ok((rows, settled))
+    Ok(settled)
+}
+
+/// Runs `f` on the pass's CPU pool (settling merges spill runs: not on the reactor).
+pub(super) async fn on_pool<T: Send + 'static>(
+    env: &Pass,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = oneshot::channel();
+    env.pool.spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await
+        .map_err(|_| Error::Internal("a job on the CPU pool vanished".into()))
 }

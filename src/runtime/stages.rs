@@ -4,6 +4,9 @@
 //! sees their output: a fit after a dedup learns from the rows the dedup keeps, and a
 //! dedup after a fit compares the transformed rows.
 //!
+//! The last step needing a pass may instead decide in the main pass ([`Plan::in_order`],
+//! `in_order.rs`): exact dedup reads the input once.
+//!
 //! Fitted steps get their statistics before any task commits: from this sink's
 //! `_kiln/stats.json` when an earlier run of this pipeline fitted them (a resume binds
 //! exactly what the committed tasks were written with), else from their fit passes,
@@ -115,9 +118,12 @@ async fn run_stages(
             match plan.steps[k].step.kind() {
                 Kind::Map => k += 1,
                 Kind::FullPass(_) => {
-                    // Its decisions are needed by the main pass, or by a fit after it.
+                    // Its decisions are needed by the main pass, or by a fit after it;
+                    // the last step needing a pass may decide in the main pass itself.
                     let fit_after = plan.steps[k..].iter().any(|s| s.step.kind().needs_fit());
-                    if work || fit_after {
+                    if plan.in_order_step() == Some(k) {
+                        plan.in_order = Some(k);
+                    } else if work || fit_after {
                         full_pass(&pass(Arc::new(plan.clone()), None)?, k, k, slots).await?;
                     }
                     k += 1;

@@ -12,9 +12,21 @@
 //!
 //! Memory: a task's run buffer (28 bytes a row, flushed at its budget) during the first
 //! pass, one read buffer per merged run while settling, and 8 bytes per duplicate found.
+//!
+//! **One pass.** The decision for a row needs only the rows before it, so when nothing
+//! after the step needs its decisions before the main pass (no fit, no other full pass
+//! after it), the step decides in the main pass instead ([`InOrder`]): the runtime runs
+//! the tasks one at a time in task order (each still on every thread), and the step
+//! keeps the first position of each hash it has seen, in memory; a row whose hash was
+//! first seen at an earlier position goes. A resumed run first observes the tasks
+//! already committed, as the full pass would, and starts from their positions. When the
+//! positions outgrow `memory` (a quarter of `run.memory_limit` by default), the tasks
+//! left get the two passes above, with the positions kept so far as one more sorted
+//! run ahead of theirs. Either way the same rows go: the first copy in input order
+//! stays.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
@@ -25,7 +37,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::{string_column, utf8, value};
-use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
+use super::{FullPass, InOrder, Kind, Observer, Part, Step, StepContext, StepOptions};
 use crate::steps::StepError;
 
 /// Options of `dedup.exact`.
@@ -43,6 +55,22 @@ pub struct DedupExactOptions {
     /// (default 64 MiB).
     #[serde(default = "default_run_bytes")]
     pub run_bytes: crate::size::ByteSize,
+    /// Decide in the main pass, reading the input once, when nothing after the step
+    /// needs its decisions first (default true). With false the step always makes a
+    /// full pass first, and the main pass's tasks run side by side instead of one at a
+    /// time: on a machine with many cores and inputs whose tasks decode on one thread
+    /// each (gzip), that can be the faster of the two.
+    #[serde(default = "default_one_pass")]
+    pub one_pass: bool,
+    /// Memory the first positions of the hashes seen may take in one pass before the
+    /// rest of the input is decided in two passes (default: a quarter of
+    /// `run.memory_limit`; about 40 bytes a distinct value).
+    #[serde(default)]
+    pub memory: Option<crate::size::ByteSize>,
+}
+
+fn default_one_pass() -> bool {
+    true
 }
 
 fn default_column() -> String {
@@ -66,6 +94,7 @@ impl StepOptions for DedupExactOptions {
             schema: input.clone(),
             runs: Runs::default(),
             drops: DropLists::default(),
+            seen: Mutex::new(None),
         }))
     }
 }
@@ -78,6 +107,44 @@ struct DedupExact {
     runs: Runs,
     /// Rows to drop, by task, sorted; set by `settle`.
     drops: DropLists,
+    /// Deciding in the main pass: set by [`InOrder::begin`], taken by [`InOrder::end`].
+    seen: Mutex<Option<Seen>>,
+}
+
+/// What deciding in order keeps: the first position (task, row) of each hash so far.
+#[derive(Debug)]
+struct Seen {
+    first: HashMap<u128, (u32, u64), foldhash::fast::RandomState>,
+    budget: u64,
+}
+
+/// Bytes a position takes in [`Seen::first`] per unit of its capacity: a 32-byte slot
+/// and a control byte, with the table's buckets at most 8/7 of its capacity.
+const SEEN_ENTRY_BYTES: u64 = 38;
+
+impl Seen {
+    fn bytes(&self) -> u64 {
+        self.first.capacity() as u64 * SEEN_ENTRY_BYTES
+    }
+
+    /// Records `at` as a position of `key`; true when an earlier position has it.
+    fn seen_before(&mut self, key: u128, at: (u32, u64)) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.first.entry(key) {
+            Entry::Occupied(mut e) => {
+                // A committed task after this one may have put its position there first.
+                if *e.get() < at {
+                    return true;
+                }
+                e.insert(at);
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(at);
+                false
+            }
+        }
+    }
 }
 
 impl DedupExact {
@@ -117,7 +184,53 @@ impl Step for DedupExact {
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
-        self.drops.apply(batch, cx, "dedup.exact", "duplicates")
+        if self.drops.is_set() {
+            return self.drops.apply(batch, cx, "dedup.exact", "duplicates");
+        }
+        let task =
+            u32::try_from(cx.task).map_err(|_| StepError::internal("more than 2^32 tasks"))?;
+        let texts = utf8(batch.column(self.source))?;
+        // The rows are decided on the task's thread, in order; normalizing is the costly
+        // part, so it runs on every thread first.
+        let keys: Vec<Option<u128>> = if self.opts.normalize {
+            use rayon::prelude::*;
+            (0..texts.len())
+                .into_par_iter()
+                .with_min_len(64)
+                .map_init(String::new, |buf, i| {
+                    value(&texts, i).map(|t| self.hash(t, buf))
+                })
+                .collect()
+        } else {
+            let mut buf = String::new();
+            (0..texts.len())
+                .map(|i| value(&texts, i).map(|t| self.hash(t, &mut buf)))
+                .collect()
+        };
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?;
+        let Some(seen) = seen.as_mut() else {
+            // Neither settled nor deciding in order: the runtime's error, reported as such.
+            drop(seen);
+            return self.drops.apply(batch, cx, "dedup.exact", "duplicates");
+        };
+        let mut keep = Vec::with_capacity(keys.len());
+        let mut dropped = 0;
+        for (i, key) in keys.into_iter().enumerate() {
+            // Nulls are never duplicates of anything.
+            let first =
+                key.is_none_or(|key| !seen.seen_before(key, (task, cx.rows_before + i as u64)));
+            dropped += u64::from(!first);
+            keep.push(first);
+        }
+        if dropped == 0 {
+            return Ok(batch);
+        }
+        cx.count("duplicates", dropped);
+        arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(keep))
+            .map_err(StepError::from)
     }
 }
 
@@ -141,6 +254,63 @@ impl FullPass for DedupExact {
             }
         })?;
         self.drops.set(drops, "dedup.exact")
+    }
+
+    fn in_order(&self) -> Option<&dyn InOrder> {
+        self.opts.one_pass.then_some(self as &dyn InOrder)
+    }
+}
+
+impl InOrder for DedupExact {
+    fn begin(&self, known: Vec<Part>, budget: u64) -> Result<(), StepError> {
+        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let mut seen = Seen {
+            first: HashMap::default(),
+            budget,
+        };
+        // In (hash, task, row) order: the first record of each hash is its first position.
+        let mut last = None;
+        self.runs.merge(all_runs(known, "dedup.exact")?, |r| {
+            if last != Some(r.key) {
+                last = Some(r.key);
+                seen.first.insert(r.key, (r.task, r.row));
+            }
+        })?;
+        let mut slot = self
+            .seen
+            .lock()
+            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?;
+        *slot = Some(seen);
+        Ok(())
+    }
+
+    fn over_budget(&self) -> bool {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.bytes() > s.budget))
+            .unwrap_or(false)
+    }
+
+    fn end(&self) -> Result<Part, StepError> {
+        let seen = self
+            .seen
+            .lock()
+            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?
+            .take()
+            .ok_or_else(|| StepError::internal("dedup.exact: ended before it began"))?;
+        // Written as sorted runs of at most `run_bytes` each, freeing the table as it goes.
+        let per_run = (self.opts.run_bytes.get() as usize / super::spill::RECORD).max(1024);
+        let mut records = Vec::with_capacity(per_run.min(seen.first.len()));
+        let mut written = Vec::new();
+        for (key, (task, row)) in seen.first {
+            records.push(Rec { key, task, row });
+            if records.len() >= per_run {
+                self.runs.flush(&mut records, &mut written)?;
+            }
+        }
+        self.runs.flush(&mut records, &mut written)?;
+        Ok(Box::new(written))
     }
 }
 
@@ -247,5 +417,130 @@ mod tests {
                 .num_rows(),
             1
         );
+    }
+
+    /// Each task's rows through `step.apply`, batch by batch in order: the texts kept.
+    fn apply_task(step: &dyn Step, task: usize, batches: &[RecordBatch]) -> Vec<Option<String>> {
+        let mut cx = StepContext::for_task(task, 0);
+        let mut kept = Vec::new();
+        for b in batches {
+            let rows = b.num_rows() as u64;
+            kept.extend(texts(&step.apply(b.clone(), &mut cx).expect("applies")));
+            cx.rows_before += rows;
+        }
+        kept
+    }
+
+    /// Deciding in order gives the settled decisions: fresh; resumed with committed
+    /// tasks that are no prefix (observed first); and ended half way (what it kept is a
+    /// part settled ahead of the tasks left).
+    #[test]
+    fn deciding_in_order_equals_settling_after_a_full_pass() {
+        let opts: DedupExactOptions = serde_json::from_value(serde_json::json!({
+            "normalize": true, "run_bytes": "1 KiB"
+        }))
+        .expect("options");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Eight tasks of three batches; values from a small pool, in two spellings, nulls.
+        let tasks: Vec<Vec<RecordBatch>> = (0..8)
+            .map(|_| {
+                (0..3)
+                    .map(|_| {
+                        let vals: Vec<Option<String>> = (0..40)
+                            .map(|_| match next() % 150 {
+                                0..=4 => None,
+                                v if v % 2 == 0 => Some(format!("Value {}", v % 60)),
+                                v => Some(format!("value  {}", v % 60)),
+                            })
+                            .collect();
+                        batch(&vals.iter().map(|v| v.as_deref()).collect::<Vec<_>>())
+                    })
+                    .collect()
+            })
+            .collect();
+        let schema = tasks[0][0].schema();
+        let all: Vec<(usize, Vec<&RecordBatch>)> = tasks
+            .iter()
+            .enumerate()
+            .map(|(t, b)| (t, b.iter().collect()))
+            .collect();
+        let settled = opts.bind(&schema).expect("binds");
+        crate::steps::test_util::full_pass(settled.as_ref(), &all);
+        let expected: Vec<_> = (0..8)
+            .map(|t| apply_task(settled.as_ref(), t, &tasks[t]))
+            .collect();
+        assert!(expected.iter().map(Vec::len).sum::<usize>() < 8 * 3 * 40 / 2);
+
+        fn in_order(step: &dyn Step) -> &dyn InOrder {
+            match step.kind() {
+                Kind::FullPass(p) => p.in_order().expect("decides in order"),
+                _ => panic!("a full-pass step"),
+            }
+        }
+        // Fresh: nothing known.
+        let fresh = opts.bind(&schema).expect("binds");
+        in_order(fresh.as_ref())
+            .begin(Vec::new(), 1 << 30)
+            .expect("begins");
+        for t in 0..8 {
+            assert_eq!(
+                apply_task(fresh.as_ref(), t, &tasks[t]),
+                expected[t],
+                "task {t}"
+            );
+        }
+        assert!(!in_order(fresh.as_ref()).over_budget());
+
+        // Resumed: tasks 0, 2, 3 and 6 committed; 1, 4, 5, 7 run in order.
+        let resumed = opts.bind(&schema).expect("binds");
+        let known: Vec<(usize, Vec<&RecordBatch>)> = [0, 2, 3, 6]
+            .iter()
+            .map(|&t| (t, all[t].1.clone()))
+            .collect();
+        let parts = crate::steps::test_util::observe_tasks(resumed.kind(), &known);
+        in_order(resumed.as_ref())
+            .begin(parts, 1 << 30)
+            .expect("begins");
+        for t in [1, 4, 5, 7] {
+            assert_eq!(
+                apply_task(resumed.as_ref(), t, &tasks[t]),
+                expected[t],
+                "task {t}"
+            );
+        }
+
+        // Over a tiny budget after task 2: tasks 3.. settle with what it kept first.
+        let ended = opts.bind(&schema).expect("binds");
+        in_order(ended.as_ref())
+            .begin(Vec::new(), 64)
+            .expect("begins");
+        for t in 0..3 {
+            assert_eq!(
+                apply_task(ended.as_ref(), t, &tasks[t]),
+                expected[t],
+                "task {t}"
+            );
+        }
+        assert!(in_order(ended.as_ref()).over_budget());
+        let mut parts = vec![in_order(ended.as_ref()).end().expect("ends")];
+        let rest: Vec<(usize, Vec<&RecordBatch>)> = all[3..].to_vec();
+        parts.extend(crate::steps::test_util::observe_tasks(ended.kind(), &rest));
+        let Kind::FullPass(p) = ended.kind() else {
+            panic!("a full-pass step")
+        };
+        p.settle(parts).expect("settles");
+        for t in 3..8 {
+            assert_eq!(
+                apply_task(ended.as_ref(), t, &tasks[t]),
+                expected[t],
+                "task {t}"
+            );
+        }
     }
 }

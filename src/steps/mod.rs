@@ -179,6 +179,32 @@ pub trait FullPass: Send + Sync {
 
     /// Every task's part, in task order; decides what the main pass does.
     fn settle(&self, parts: Vec<Part>) -> Result<(), StepError>;
+
+    /// The step's side that decides in the main pass itself, when a row's fate depends
+    /// only on the rows before it in input order (exact dedup: a copy of an earlier row
+    /// goes). None for a step that needs every row first (near-dedup clusters).
+    fn in_order(&self) -> Option<&dyn InOrder> {
+        None
+    }
+}
+
+/// A full-pass step deciding in the main pass ([`FullPass::in_order`]): the runtime runs
+/// the main pass's tasks one at a time, in task order, and the step decides each row as
+/// it arrives from what it kept of the rows before it, so the input is read once. When
+/// what it keeps outgrows its budget, the runtime ends this at a task boundary: the
+/// tasks left get a full pass, settled with [`InOrder::end`]'s part first.
+pub trait InOrder: Send + Sync {
+    /// Starts deciding in order, within `budget` bytes of state. `known`: the parts of
+    /// the tasks the main pass does not run (committed by an earlier run), observed as
+    /// in a full pass, in task order.
+    fn begin(&self, known: Vec<Part>, budget: u64) -> Result<(), StepError>;
+
+    /// True when the state outgrew the budget given to [`InOrder::begin`].
+    fn over_budget(&self) -> bool;
+
+    /// Stops deciding in order: what it kept, as a part for [`FullPass::settle`] ahead
+    /// of the parts of the tasks left (all of which come after every row it saw).
+    fn end(&self) -> Result<Part, StepError>;
 }
 
 /// A fitted step before its fit (see [`Kind::Fit`]).

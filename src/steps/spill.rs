@@ -252,6 +252,11 @@ impl DropLists {
             .map_err(|_| StepError::internal(format!("{step} settled twice")))
     }
 
+    /// True once `settle` has decided.
+    pub fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+
     /// `batch` (rows `cx.rows_before..` of task `cx.task` at this step) without the
     /// dropped rows, counted under `counter`.
     pub fn apply(
