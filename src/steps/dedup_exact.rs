@@ -483,18 +483,18 @@ mod tests {
                 _ => panic!("a full-pass step"),
             }
         }
+        let decides = |step: &dyn Step, ts: &[usize]| {
+            for &t in ts {
+                let got = apply_task(step, t, &tasks[t]);
+                assert_eq!(got, expected[t], "task {t}");
+            }
+        };
         // Fresh: nothing known.
         let fresh = opts.bind(&schema).expect("binds");
         in_order(fresh.as_ref())
             .begin(Vec::new(), 1 << 30)
             .expect("begins");
-        for t in 0..8 {
-            assert_eq!(
-                apply_task(fresh.as_ref(), t, &tasks[t]),
-                expected[t],
-                "task {t}"
-            );
-        }
+        decides(fresh.as_ref(), &(0..8).collect::<Vec<_>>());
         assert!(!in_order(fresh.as_ref()).over_budget());
 
         // Resumed: tasks 0, 2, 3 and 6 committed; 1, 4, 5, 7 run in order.
@@ -507,26 +507,14 @@ mod tests {
         in_order(resumed.as_ref())
             .begin(parts, 1 << 30)
             .expect("begins");
-        for t in [1, 4, 5, 7] {
-            assert_eq!(
-                apply_task(resumed.as_ref(), t, &tasks[t]),
-                expected[t],
-                "task {t}"
-            );
-        }
+        decides(resumed.as_ref(), &[1, 4, 5, 7]);
 
         // Over a tiny budget after task 2: tasks 3.. settle with what it kept first.
         let ended = opts.bind(&schema).expect("binds");
         in_order(ended.as_ref())
             .begin(Vec::new(), 64)
             .expect("begins");
-        for t in 0..3 {
-            assert_eq!(
-                apply_task(ended.as_ref(), t, &tasks[t]),
-                expected[t],
-                "task {t}"
-            );
-        }
+        decides(ended.as_ref(), &(0..3).collect::<Vec<_>>());
         assert!(in_order(ended.as_ref()).over_budget());
         let mut parts = vec![in_order(ended.as_ref()).end().expect("ends")];
         let rest: Vec<(usize, Vec<&RecordBatch>)> = all[3..].to_vec();
@@ -535,12 +523,6 @@ mod tests {
             panic!("a full-pass step")
         };
         p.settle(parts).expect("settles");
-        for t in 3..8 {
-            assert_eq!(
-                apply_task(ended.as_ref(), t, &tasks[t]),
-                expected[t],
-                "task {t}"
-            );
-        }
+        decides(ended.as_ref(), &(3..8).collect::<Vec<_>>());
     }
 }
