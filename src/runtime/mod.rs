@@ -284,7 +284,16 @@ async fn run(
     };
     let slots = if plan.sequential { 1 } else { plan.threads };
 
-    let done_before: std::collections::BTreeSet<usize> = committed.keys().copied().collect();
+    // What a step deciding in order must know of before this run's tasks.
+    let known: Vec<Task> = match plan.in_order {
+        Some(_) => plan
+            .tasks
+            .iter()
+            .filter(|t| committed.contains_key(&t.id))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
     let mut records = committed;
     let todo: Vec<Task> = plan
         .tasks
@@ -334,12 +343,6 @@ async fn run(
         // A step decides in the main pass: the tasks run one at a time, in order, until
         // it is done or its state outgrows its budget.
         Some(k) if !todo.is_empty() => {
-            let known: Vec<Task> = plan
-                .tasks
-                .iter()
-                .filter(|t| done_before.contains(&t.id))
-                .cloned()
-                .collect();
             in_order::main_pass(&env, k, known, todo, &opts.drain, &start, &mut done).await?
         }
         _ => todo,

@@ -38,6 +38,7 @@ use unicode_normalization::UnicodeNormalization;
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::{string_column, utf8, value};
 use super::{FullPass, InOrder, Kind, Observer, Part, Step, StepContext, StepOptions};
+use crate::pool::lock;
 use crate::steps::StepError;
 
 /// Options of `dedup.exact`.
@@ -207,10 +208,7 @@ impl Step for DedupExact {
                 .map(|i| value(&texts, i).map(|t| self.hash(t, &mut buf)))
                 .collect()
         };
-        let mut seen = self
-            .seen
-            .lock()
-            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?;
+        let mut seen = lock(&self.seen);
         let Some(seen) = seen.as_mut() else {
             // Neither settled nor deciding in order: the runtime's error, reported as such.
             drop(seen);
@@ -276,27 +274,18 @@ impl InOrder for DedupExact {
                 seen.first.insert(r.key, (r.task, r.row));
             }
         })?;
-        let mut slot = self
-            .seen
-            .lock()
-            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?;
-        *slot = Some(seen);
+        *lock(&self.seen) = Some(seen);
         Ok(())
     }
 
     fn over_budget(&self) -> bool {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(|s| s.bytes() > s.budget))
-            .unwrap_or(false)
+        lock(&self.seen)
+            .as_ref()
+            .is_some_and(|s| s.bytes() > s.budget)
     }
 
     fn end(&self) -> Result<Part, StepError> {
-        let seen = self
-            .seen
-            .lock()
-            .map_err(|_| StepError::internal("dedup.exact: a thread panicked while deciding"))?
+        let seen = lock(&self.seen)
             .take()
             .ok_or_else(|| StepError::internal("dedup.exact: ended before it began"))?;
         // Written as sorted runs of at most `run_bytes` each, freeing the table as it goes.
