@@ -36,6 +36,8 @@ pub struct GzDecoder<R> {
     member_done: bool,
     /// Bytes read from `inner` so far (for error messages).
     consumed: u64,
+    /// Where in `inner` the member being decoded starts (see [`GzDecoder::member_start`]).
+    member_start: u64,
     /// A decoding error already returned: later reads return it again.
     failed: Option<(io::ErrorKind, String)>,
 }
@@ -59,8 +61,17 @@ impl<R: BufRead> GzDecoder<R> {
             header: new_header(),
             member_done: false,
             consumed: 0,
+            member_start: 0,
             failed: None,
         }
+    }
+
+    /// The offset in `inner` (from the first byte this decoder read) of the gzip member
+    /// that the bytes of the last read came from. A read never returns bytes of two
+    /// members, so a caller sees every member that holds data begin (members with no
+    /// data are passed over); this is what lets kiln cut a multi-member object.
+    pub fn member_start(&self) -> u64 {
+        self.member_start
     }
 
     fn fail(&mut self, kind: io::ErrorKind, message: String) -> io::Error {
@@ -119,6 +130,7 @@ impl<R: BufRead> Read for GzDecoder<R> {
                 }
                 self.header = new_header();
                 self.member_done = false;
+                self.member_start = self.consumed;
             }
             let at_end = input.is_empty();
             let in_len = input.len().min(u32::MAX as usize);
@@ -307,6 +319,43 @@ mod tests {
         let want = [a, b].concat();
         for (i, o) in [(1, 64), (5, 1 << 20), (1 << 20, 1 << 20)] {
             assert_eq!(decode(&gz, i, o).expect("decode"), want);
+        }
+    }
+
+    #[test]
+    fn every_read_says_which_member_its_bytes_came_from() {
+        let parts = [sample(70_000), Vec::new(), sample(5), sample(300)];
+        let members: Vec<Vec<u8>> = parts.iter().map(|p| gzip(p, None)).collect();
+        let starts: Vec<u64> = members
+            .iter()
+            .scan(0, |at, m| {
+                let s = *at;
+                *at += m.len() as u64;
+                Some(s)
+            })
+            .collect();
+        let gz = members.concat();
+        for (i, o) in [(1, 7), (3, 1 << 16), (1 << 20, 1 << 20)] {
+            let mut d = GzDecoder::new(BufReader::with_capacity(i, &gz[..]));
+            let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut buf = vec![0; o];
+            loop {
+                let n = d.read(&mut buf).expect("decode");
+                if n == 0 {
+                    break;
+                }
+                match seen.last_mut() {
+                    Some((s, bytes)) if *s == d.member_start() => bytes.extend(&buf[..n]),
+                    _ => seen.push((d.member_start(), buf[..n].to_vec())),
+                }
+            }
+            // The empty member holds no bytes, so no read names it.
+            let want = vec![
+                (starts[0], parts[0].clone()),
+                (starts[2], parts[2].clone()),
+                (starts[3], parts[3].clone()),
+            ];
+            assert_eq!(seen, want, "reads of {i} into {o}");
         }
     }
 
