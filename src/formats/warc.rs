@@ -378,8 +378,29 @@ impl SourceFormat for Warc {
         emit: &mut Emit<'_>,
     ) -> Result<()> {
         let mut reader = input.stream()?;
-        let r: &mut dyn BufRead = &mut reader;
         let mut rows = Rows::default();
+        let read = self.records(&mut reader, cx, emit, &mut rows);
+        // The rows read before a fault (a gzip stream cut short, say) come first: under
+        // skip / dead_letter they are kept.
+        if rows.rows > 0 {
+            let emitted = emit(super::Decoded::Batch(rows.finish(cx)?));
+            if read.is_ok() {
+                emitted?;
+            }
+        }
+        read
+    }
+}
+
+impl Warc {
+    /// Reads records into `rows`, emitting them a batch at a time.
+    fn records(
+        &self,
+        r: &mut dyn BufRead,
+        cx: &DecodeContext,
+        emit: &mut Emit<'_>,
+        rows: &mut Rows,
+    ) -> Result<()> {
         let mut offset: u64 = 0;
         let mut block = Vec::new();
         loop {
@@ -433,7 +454,7 @@ impl SourceFormat for Warc {
                     .map_err(|e| Error::read(&cx.object, None, e))?;
                 offset += skipped;
                 if skipped < length {
-                    return cut_short(&mut rows, cx, emit, start, length, skipped);
+                    return cut_short(rows, cx, emit, start, length, skipped);
                 }
                 if let Some(rejected) = rejected
                     && !emit(super::Decoded::Rejected(rejected))?
@@ -450,7 +471,7 @@ impl SourceFormat for Warc {
                 .map_err(|e| Error::read(&cx.object, None, e))? as u64;
             offset += got;
             if got < length {
-                return cut_short(&mut rows, cx, emit, start, length, got);
+                return cut_short(rows, cx, emit, start, length, got);
             }
             skip_record_end(r, &mut offset).map_err(|e| Error::read(&cx.object, None, e))?;
             rows.push(&header, &block);
@@ -459,9 +480,6 @@ impl SourceFormat for Warc {
             {
                 return Ok(());
             }
-        }
-        if rows.rows > 0 {
-            emit(super::Decoded::Batch(rows.finish(cx)?))?;
         }
         Ok(())
     }
@@ -633,6 +651,41 @@ mod tests {
             })
             .sum();
         assert_eq!(rows, 3, "the three whole records before it");
+    }
+
+    /// A read error (here a gzip stream cut short in its last member) ends the object
+    /// after the rows before it, as a record cut short does.
+    #[test]
+    fn a_gzip_stream_cut_short_keeps_the_rows_before_it() {
+        use std::io::Write;
+        let mut gz = Vec::new();
+        for _ in 0..3 {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&sample()).expect("write");
+            gz.extend(e.finish().expect("finish"));
+        }
+        gz.truncate(gz.len() - 20);
+        let input = crate::formats::decompress(crate::formats::Compression::Gzip, &gz[..])
+            .expect("decoder");
+        let mut rows = 0;
+        let mut emit = |d: crate::formats::Decoded| {
+            if let crate::formats::Decoded::Batch(b) = d {
+                rows += b.num_rows();
+            }
+            Ok(true)
+        };
+        let e = all()
+            .decode(
+                crate::formats::ObjectInput::Stream(input),
+                &cx(OnError::Skip, 1 << 20),
+                &mut emit,
+            )
+            .expect_err("cut short");
+        assert!(e.to_string().contains("gzip"), "{e}");
+        assert!(
+            rows >= 8,
+            "the records of the two whole members are kept: {rows}"
+        );
     }
 
     #[test]
