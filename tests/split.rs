@@ -34,9 +34,20 @@ fn run_worker(out: &Path, p: &Path, worker: &str) {
 /// and 3 workers, and checks the sliced runs have the whole run's rows in its order;
 /// returns the number of slices.
 fn assert_slices_equal_whole(data: &Path, source: &str, steps: &str, task_bytes: &str) -> usize {
+    assert_slices_equal_whole_under(data, source, steps, task_bytes, "")
+}
+
+/// [`assert_slices_equal_whole`] with more `run:` settings (`run`: indented lines).
+fn assert_slices_equal_whole_under(
+    data: &Path,
+    source: &str,
+    steps: &str,
+    task_bytes: &str,
+    run: &str,
+) -> usize {
     let yaml = |task_bytes: &str| {
         format!(
-            "version: 1\nname: split\nsource:\n{source}\nsteps: {steps}\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: {task_bytes}\n"
+            "version: 1\nname: split\nsource:\n{source}\nsteps: {steps}\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: {task_bytes}\n{run}"
         )
     };
     let whole = pipeline(data, "whole.yaml", &yaml("1GiB"));
@@ -358,5 +369,150 @@ fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
     assert!(
         plan.contains("tasks     1 ") && plan.contains("without a seek table"),
         "{plan}"
+    );
+}
+
+/// `text` as gzip members of `member` bytes of text each, cut mid-line (bgzip's layout
+/// without its extra field; `cat a.gz b.gz` is the same).
+fn gzip_members(text: &[u8], member: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for chunk in text.chunks(member) {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(chunk).expect("write");
+        out.extend(e.finish().expect("finish"));
+    }
+    out
+}
+
+/// A gzip object of many members is cut at its members; lines (and CSV records) that
+/// straddle a member belong to the slice they start in. A gzip stream of one member is
+/// read whole, and `plan` says why.
+#[test]
+fn a_multi_member_gzip_object_is_split_at_its_members_with_the_same_rows() {
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    let jsonl = tempfile::tempdir().expect("tmp");
+    write_docs(&jsonl.path().join("docs.jsonl"), 0, 4000);
+    let text = std::fs::read(jsonl.path().join("docs.jsonl")).expect("read");
+    std::fs::write(
+        data.path().join("in/docs.jsonl.gz"),
+        gzip_members(&text, 7_001),
+    )
+    .expect("write");
+    let source = format!("  uri: {}/in/docs.jsonl.gz", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "16KiB");
+    assert!(slices > 5, "{slices} slices");
+
+    let csv: String = std::iter::once("id,name,note\n".to_string())
+        .chain((0..5000).map(|i| format!("{i},\"n, {}\",\"say \"\"{i}\"\"\"\n", i % 17)))
+        .collect();
+    let csvdir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(csvdir.path().join("in")).expect("mkdir");
+    std::fs::write(
+        csvdir.path().join("in/t.csv.gz"),
+        gzip_members(csv.as_bytes(), 3_333),
+    )
+    .expect("write");
+    let source = format!("  uri: {}/in/t.csv.gz", csvdir.path().display());
+    let slices = assert_slices_equal_whole(csvdir.path(), &source, "[]", "4KiB");
+    assert!(slices > 3, "{slices} slices");
+
+    // The same text as one member: one task.
+    let plain = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(plain.path().join("in")).expect("mkdir");
+    std::fs::write(
+        plain.path().join("in/docs.jsonl.gz"),
+        gzip_members(&text, text.len()),
+    )
+    .expect("write");
+    let p = pipeline(
+        plain.path(),
+        "p.yaml",
+        &format!(
+            "version: 1\nname: plain\nsource:\n  uri: {}/in/docs.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
+            plain.path().display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    assert!(
+        plan.contains("tasks     1 ") && plan.contains("gzip stream of one member"),
+        "{plan}"
+    );
+}
+
+/// WARC records written one gzip member each, with HTTP responses; every few records a
+/// record split over two members (the second cannot start a slice), and one record of
+/// 40 KB that does not compress, larger than a slice. Sliced at 4 KiB by 1 and 3
+/// workers, the rows are those of reading it whole; the same object cut short in its
+/// last record gives, under `on_error: skip`, the rows before it either way.
+#[test]
+fn a_warc_gz_is_split_at_its_record_members_with_the_same_rows() {
+    use std::io::Write;
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).expect("write");
+        e.finish().expect("finish")
+    };
+    let mut out = Vec::new();
+    for i in 0..300 {
+        let body = format!(
+            "<html><body><p>page {i}</p>{}</body></html>",
+            "<p>words and more words</p>".repeat(i % 40)
+        );
+        let http = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let record = format!(
+            "WARC/1.1\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{i:08}>\r\nWARC-Target-URI: \
+             http://example.com/{i}\r\nWARC-Date: 2026-01-01T00:00:00Z\r\nContent-Type: \
+             application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n{http}\r\n\r\n",
+            http.len()
+        );
+        let record = if i == 150 {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let noise: String = (0..40_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'!' + (x % 90) as u8)
+                })
+                .collect();
+            format!(
+                "WARC/1.1\r\nWARC-Type: resource\r\nWARC-Target-URI: file:///noise\r\n\
+                 Content-Length: {}\r\n\r\n{noise}\r\n\r\n",
+                noise.len()
+            )
+        } else {
+            record
+        };
+        if i % 11 == 5 {
+            let (a, b) = record.as_bytes().split_at(record.len() / 3);
+            out.extend(gz(a));
+            out.extend(gz(b));
+        } else {
+            out.extend(gz(record.as_bytes()));
+        }
+    }
+    std::fs::write(data.path().join("in/crawl.warc.gz"), &out).expect("write");
+    let source = format!("  uri: {}/in/crawl.warc.gz", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "4KiB");
+    assert!(slices > 5, "{slices} slices");
+
+    let cut = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(cut.path().join("in")).expect("mkdir");
+    std::fs::write(cut.path().join("in/crawl.warc.gz"), &out[..out.len() - 30]).expect("write");
+    let source = format!("  uri: {}/in/crawl.warc.gz", cut.path().display());
+    assert_slices_equal_whole_under(
+        cut.path(),
+        &source,
+        "[]",
+        "4KiB",
+        "  on_error: skip\n  max_error_ratio: 1\n",
     );
 }

@@ -38,19 +38,43 @@ fn warc_records_read_as_warcio_reads_them() {
         "warcinfo, 5 requests and responses, resource, metadata"
     );
 
+    // Read whole, and with the .warc.gz cut into slices of 4 KiB at its members.
+    for task_bytes in ["1GiB", "4KiB"] {
+        let got = read_as_rows(dir.path(), task_bytes);
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            let mut e = e.clone();
+            e.as_object_mut().expect("object").remove("file");
+            assert_eq!(
+                g, &e,
+                "kiln and warcio differ on a record of {} (task_bytes {task_bytes})",
+                e["url"]
+            );
+        }
+    }
+}
+
+/// Every record of the WARC files in `dir/in`, as tests/warc/check.py writes warcio's.
+fn read_as_rows(dir: &std::path::Path, task_bytes: &str) -> Vec<Value> {
     let p = pipeline(
-        dir.path(),
+        dir,
         "warc.yaml",
         &format!(
             "version: 1\nname: warc\nsource:\n  uri: {}/in/*\n  warc:\n    record_types: [warcinfo, \
              request, response, resource, metadata, revisit, conversion, continuation]\nsink:\n  \
-             uri: ${{KILN_OUT}}/warc\n",
-            dir.path().display()
+             uri: ${{KILN_OUT}}/warc\nrun:\n  task_bytes: {task_bytes}\n",
+            dir.display()
         ),
     );
     let out = tempfile::tempdir().expect("tmp");
     let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
     assert!(plan.contains("format    Warc"), "{plan}");
+    if task_bytes == "4KiB" {
+        assert!(
+            plan.contains("slices of objects larger than run.task_bytes"),
+            "{plan}"
+        );
+    }
     kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
 
     let shards = read_shards(&out.path().join("warc"));
@@ -101,12 +125,7 @@ fn warc_records_read_as_warcio_reads_them() {
             }));
         }
     }
-    assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        let mut e = e.clone();
-        e.as_object_mut().expect("object").remove("file");
-        assert_eq!(g, &e, "kiln and warcio differ on a record of {}", e["url"]);
-    }
+    got
 }
 
 #[test]

@@ -318,7 +318,8 @@ fn a_large_jsonl_object_is_split_into_slices_with_the_same_rows() {
     }
 }
 
-/// Gzip cannot be cut: `plan` says so and the object runs as one task.
+/// A gzip stream of one member cannot be cut: `plan` says so and the object runs as one
+/// task.
 #[test]
 fn plan_says_when_a_large_object_cannot_be_split() {
     let data = tempfile::tempdir().expect("tmp");
@@ -335,7 +336,7 @@ fn plan_says_when_a_large_object_cannot_be_split() {
     let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
     assert!(plan.contains("tasks     1 "), "{plan}");
     assert!(
-        plan.contains("cannot be split (gzip streams must be read from the start"),
+        plan.contains("cannot be split (a gzip stream of one member must be read from its start"),
         "{plan}"
     );
 }

@@ -13,6 +13,7 @@ mod jsonl;
 mod lines;
 mod parquet;
 pub use parquet::read_metadata as read_parquet_metadata;
+pub mod members;
 pub mod reader;
 mod salvage;
 pub mod seekable;

@@ -242,6 +242,9 @@ pub struct LineRange<R> {
     skipping: bool,
     done: bool,
     records: Option<RecordCheck>,
+    /// Where the slice ends, known only once decoding reaches it (a slice of a gzip
+    /// object's members: [`super::members::MemberSlice::end`]); `u64::MAX` until then.
+    late_end: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// csv-core run over what a CSV slice passes on.
@@ -284,6 +287,36 @@ impl<R: std::io::BufRead> LineRange<R> {
             skipping: range.start > 0,
             done: false,
             records: None,
+            late_end: None,
+        }
+    }
+
+    /// The lines of a slice of a multi-member gzip object: `inner` yields the slice's
+    /// bytes from its first member on (the object's first byte when `first`), and `end`
+    /// says where its last member ends once decoding gets there. As for the frames of a
+    /// seekable zstd object, the slice owns the lines that start after its first byte
+    /// (from it, when `first`) and at or before its end.
+    pub fn after_members(
+        inner: R,
+        first: bool,
+        end: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        LineRange {
+            late_end: Some(end),
+            ..Self::new(inner, u64::from(!first)..u64::MAX)
+        }
+    }
+
+    /// [`Self::after_members`] over CSV, checked with `reader`.
+    pub fn csv_after_members(
+        inner: R,
+        first: bool,
+        end: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        reader: csv_core::Reader,
+    ) -> Self {
+        LineRange {
+            late_end: Some(end),
+            ..Self::csv(inner, u64::from(!first)..u64::MAX, u64::MAX, reader)
         }
     }
 
@@ -318,6 +351,11 @@ impl<R: std::io::BufRead> Read for LineRange<R> {
             if data.is_empty() {
                 self.done = true;
                 return Ok(0);
+            }
+            if let Some(end) = &self.late_end {
+                self.end = end
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .saturating_add(1);
             }
             if self.skipping {
                 let len = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);

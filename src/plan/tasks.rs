@@ -1,6 +1,7 @@
 //! Tasks: consecutive objects grouped by `run.task_bytes`, and an object larger than
 //! that cut into slices where its records can be found from any offset (uncompressed
-//! JSONL, CSV and text, Parquet row groups, the frames of seekable zstd).
+//! JSONL, CSV and text, Parquet row groups, the frames of seekable zstd, the members of
+//! a multi-member gzip object: JSONL, CSV, text and WARC).
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -31,25 +32,43 @@ pub(super) async fn plan_tasks(
     // only when no step and no output column uses `line`.
     let line_used = format_name == FormatName::Text
         && super::bind::columns_read(steps, output_schema).contains("line");
-    // Large zstd objects in the seekable format can be cut at their frames: read
-    // their seek tables (a range request or two each, a few at a time).
+    // Large zstd objects in the seekable format can be cut at their frames, large gzip
+    // objects of many members at their members: read their seek tables and first
+    // members (a range request or two each, a few at a time).
     let task_bytes = pipeline.run.task_bytes.get();
-    let framed: Vec<usize> = (0..objects.len())
+    let probed: Vec<usize> = (0..objects.len())
         .filter(|&i| {
-            compressions[i] == Compression::Zstd
+            compressions[i] != Compression::None
                 && objects[i].size > task_bytes.max(MIN_SLICE)
-                && split_rule(pipeline, format_name, Compression::None, line_used, None).is_ok()
+                // Whether it could be cut if its frames or members allow.
+                && split_rule(
+                    pipeline,
+                    format_name,
+                    compressions[i],
+                    line_used,
+                    Some(&Cuts::Anywhere),
+                )
+                .is_ok()
         })
         .collect();
-    let frames: std::collections::HashMap<usize, Vec<u64>> =
-        futures::stream::iter(framed.into_iter().map(|i| {
+    let cuts: std::collections::HashMap<usize, Cuts> =
+        futures::stream::iter(probed.into_iter().map(|i| {
             let store = source.base.store.clone();
             let o = objects[i].clone();
+            let gzip = compressions[i] == Compression::Gzip;
             async move {
-                let f = formats::seekable::frames(store.as_ref(), &o.path, o.size)
-                    .await
-                    .map_err(|e| Error::store("read the seek table of", &o.display, e))?;
-                Ok::<_, Error>(f.map(|f| (i, f.boundaries())))
+                let cuts = if gzip {
+                    formats::members::probe(store.as_ref(), &o.path, o.size)
+                        .await
+                        .map_err(|e| Error::store("read the first gzip member of", &o.display, e))?
+                        .then_some(Cuts::Anywhere)
+                } else {
+                    formats::seekable::frames(store.as_ref(), &o.path, o.size)
+                        .await
+                        .map_err(|e| Error::store("read the seek table of", &o.display, e))?
+                        .map(|f| Cuts::At(f.boundaries()))
+                };
+                Ok::<_, Error>(cuts.map(|c| (i, c)))
             }
         }))
         .buffered(8)
@@ -64,7 +83,7 @@ pub(super) async fn plan_tasks(
             format_name,
             compressions[i],
             line_used,
-            frames.get(&i),
+            cuts.get(&i),
         )
     };
     let tasks = make_tasks(objects, task_bytes, |i| rule(i).unwrap_or(Cuts::None));
@@ -77,37 +96,45 @@ pub(super) async fn plan_tasks(
 }
 
 /// Whether an object of this format and compression can be cut into tasks, or why not.
-/// `frames`: the frame starts of a seekable zstd object.
+/// `probed`: where a compressed object can be cut, as its seek table (zstd) or its
+/// members (gzip) say; `None` before they are read, or when it has neither.
 fn split_rule(
     pipeline: &Pipeline,
     format: FormatName,
     compression: Compression,
     line_used: bool,
-    frames: Option<&Vec<u64>>,
+    probed: Option<&Cuts>,
 ) -> std::result::Result<Cuts, &'static str> {
     if !pipeline.source.split {
         return Err("source.split is false");
     }
+    let compressed = |probed: Option<&Cuts>| match (compression, probed) {
+        (Compression::None, _) => Ok(Cuts::Anywhere),
+        (_, Some(cuts)) => Ok(cuts.clone()),
+        (Compression::Zstd, None) => Err(
+            "a zstd stream without a seek table must be read from its start; write it in \
+             zstd's seekable format to split it",
+        ),
+        (Compression::Gzip, None) => Err(
+            "a gzip stream of one member must be read from its start; write it as many \
+             members (bgzip, or gzip each part and concatenate) to split it",
+        ),
+    };
     match format {
         // Row groups are found from the footer, whatever codec the pages use.
         FormatName::Parquet => Ok(Cuts::Anywhere),
         FormatName::Files => Err("the files format makes one row of each object"),
-        FormatName::Warc => Err(
-            "WARC records are read from the start of the object (cutting a .warc.gz at its gzip \
-             members is not built yet)",
-        ),
+        FormatName::Warc => match compression {
+            Compression::Gzip => compressed(probed),
+            _ => Err(
+                "WARC records are found from any offset only in a .warc.gz of many gzip \
+                 members (one per record, as WARC writers do)",
+            ),
+        },
         FormatName::Text if line_used => Err(
             "text rows number their lines from the start of the object; drop the `line` column to split",
         ),
-        FormatName::Jsonl | FormatName::Csv | FormatName::Text => match (compression, frames) {
-            (Compression::None, _) => Ok(Cuts::Anywhere),
-            (Compression::Zstd, Some(starts)) => Ok(Cuts::At(starts.clone())),
-            (Compression::Zstd, None) => Err(
-                "a zstd stream without a seek table must be read from its start; write it in \
-                 zstd's seekable format to split it",
-            ),
-            (Compression::Gzip, _) => Err("gzip streams must be read from the start"),
-        },
+        FormatName::Jsonl | FormatName::Csv | FormatName::Text => compressed(probed),
     }
 }
 

@@ -82,9 +82,10 @@ pub(super) async fn read_objects(
         }
         // A slice of one object starts a byte early (see `LineRange`) and reads on
         // until the decoder has the line that straddles its end; a slice of a seekable
-        // zstd object starts at its first frame.
+        // zstd object starts at its first frame, one of a gzip object where its range
+        // does (it looks for its first member from there).
         let from = match &task.range {
-            Some(r) if plan.compressions[i] == formats::Compression::Zstd => r.start,
+            Some(r) if plan.compressions[i] != formats::Compression::None => r.start,
             Some(r) => LineRange::<&[u8]>::read_from(r),
             None => 0,
         };
@@ -210,7 +211,9 @@ async fn forward(
 /// way in decompressed offsets, from the first byte of its first frame: it owns the
 /// lines that start after that byte and at or before the first byte of the frame after
 /// its last (so it needs nothing of the frames before it), and reads on into later
-/// frames to finish its last line.
+/// frames to finish its last line. A slice of a gzip object of many members is cut
+/// alike at the members that start in `range` (`formats::members`); for WARC, whole
+/// records from its first member to the first member past its end.
 pub(super) fn slice_reader<'a>(
     plan: &Plan,
     i: usize,
@@ -220,43 +223,66 @@ pub(super) fn slice_reader<'a>(
 ) -> Result<Box<dyn std::io::Read + 'a>> {
     let obj = &plan.objects[i];
     let store = plan.source.base.store.clone();
-    let zstd = plan.compressions[i] == formats::Compression::Zstd;
-    let (input, range, size): (Box<dyn std::io::BufRead + 'a>, _, _) = if zstd {
-        let frames = handle
-            .block_on(formats::seekable::frames(
-                store.as_ref(),
-                &obj.path,
-                obj.size,
-            ))
-            .map_err(|e| Error::store("read the seek table of", &obj.display, e))?
-            .ok_or_else(|| {
-                Error::input(
-                    &obj.display,
-                    None,
-                    "its seek table is gone: the object changed since the plan was made",
-                )
-            })?;
-        let (start, end) = frames.decompressed(range);
-        let cut = if start == 0 { 0 } else { start + 1 }..end.map_or(u64::MAX, |e| e + 1);
-        let decoded = formats::decompress(formats::Compression::Zstd, raw)
-            .map_err(|e| Error::input(&obj.display, None, e))?;
-        (decoded, cut, frames.size_decomp())
-    } else {
-        (
-            Box::new(std::io::BufReader::with_capacity(1 << 16, raw)),
-            range.clone(),
-            obj.size,
-        )
-    };
-    if plan.format_name != crate::spec::FormatName::Csv {
-        return Ok(Box::new(LineRange::new(input, range)));
-    }
     let csv = &plan.pipeline.source.csv;
     let records = || formats::csv::records(csv, &obj.display);
-    let starts_object = range.start == 0;
-    let body = LineRange::csv(input, range, size, records());
-    if !csv.header || starts_object {
-        return Ok(Box::new(body));
+    let is_csv = plan.format_name == crate::spec::FormatName::Csv;
+    let buffered = |raw| Box::new(std::io::BufReader::with_capacity(1 << 16, raw));
+    let body: Box<dyn std::io::Read + 'a> = match plan.compressions[i] {
+        formats::Compression::Gzip => {
+            use formats::members::{Starts, slice};
+            let warc = plan.format_name == crate::spec::FormatName::Warc;
+            let starts = if warc { Starts::Warc } else { Starts::Anything };
+            let members = slice(buffered(raw), range.clone(), starts)
+                .map_err(|e| Error::input(&obj.display, None, e))?;
+            let (end, first) = (members.end(), range.start == 0);
+            if warc {
+                Box::new(members)
+            } else if is_csv {
+                Box::new(LineRange::csv_after_members(members, first, end, records()))
+            } else {
+                Box::new(LineRange::after_members(members, first, end))
+            }
+        }
+        formats::Compression::Zstd => {
+            let frames = handle
+                .block_on(formats::seekable::frames(
+                    store.as_ref(),
+                    &obj.path,
+                    obj.size,
+                ))
+                .map_err(|e| Error::store("read the seek table of", &obj.display, e))?
+                .ok_or_else(|| {
+                    Error::input(
+                        &obj.display,
+                        None,
+                        "its seek table is gone: the object changed since the plan was made",
+                    )
+                })?;
+            let (start, end) = frames.decompressed(range);
+            let cut = if start == 0 { 0 } else { start + 1 }..end.map_or(u64::MAX, |e| e + 1);
+            let decoded = formats::decompress(formats::Compression::Zstd, raw)
+                .map_err(|e| Error::input(&obj.display, None, e))?;
+            if is_csv {
+                Box::new(LineRange::csv(
+                    decoded,
+                    cut,
+                    frames.size_decomp(),
+                    records(),
+                ))
+            } else {
+                Box::new(LineRange::new(decoded, cut))
+            }
+        }
+        formats::Compression::None if is_csv => Box::new(LineRange::csv(
+            buffered(raw),
+            range.clone(),
+            obj.size,
+            records(),
+        )),
+        formats::Compression::None => Box::new(LineRange::new(buffered(raw), range.clone())),
+    };
+    if !is_csv || !csv.header || range.start == 0 {
+        return Ok(body);
     }
     let head = formats::reader::BlockingObjectReader::new(
         store,

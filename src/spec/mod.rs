@@ -123,8 +123,9 @@ pub struct Source {
     pub labels: Option<LabelsFrom>,
     /// Cut an object larger than `run.task_bytes` into several tasks (so it runs on every
     /// thread and worker at once): JSONL, CSV and text by byte ranges aligned to records
-    /// (zstd in the seekable format at its frames), Parquet by row groups. Gzip and plain
-    /// zstd streams are read whole. `false`: one task per
+    /// (zstd in the seekable format at its frames, gzip of many members at its members),
+    /// a `.warc.gz` at its record members, Parquet by row groups. A gzip stream of one
+    /// member and plain zstd streams are read whole. `false`: one task per
     /// large object (for a CSV whose quoted fields hold line breaks where a cut falls).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub split: bool,
