@@ -30,7 +30,9 @@
 # Job G (near-dedup: `dedup.minhash` beside datatrove's four-stage MinHash pipeline, same
 # parameters, and the overlap of the documents each removes) is benches/minhash.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G"); PEERS_C lists the job-C peers to run (default
+# Job W (one 1 GB .warc.gz: cut at its gzip members vs read whole) is benches/warc_split.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G W"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -88,7 +90,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P G}
+JOBS=${JOBS:-A B C D E F S P G W}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -216,6 +218,9 @@ fi
 if [[ " $JOBS " == *" G "* ]]; then
   # Near-dedup: its own results file, table and removed-set comparison.
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS PEERS=$PEERS bash "$ROOT/benches/minhash.sh"
+fi
+if [[ " $JOBS " == *" W "* ]]; then
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.
