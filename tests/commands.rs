@@ -40,6 +40,7 @@ fn steps_lists_every_step_with_an_example() {
         "derive",
         "limit",
         "sample",
+        "text.decode",
         "text.normalize",
         "text.quality",
         "text.language",

@@ -327,14 +327,25 @@ fn warc_pages_keeps_the_html_responses_of_the_archive() {
             "http://example.org/caf%C3%A9"
         ]
     );
-    let body = batch
-        .column_by_name("body")
-        .expect("body")
-        .as_binary::<i32>();
-    assert!(body.value(0).starts_with(b"<!doctype html>"));
+    let text = batch
+        .column_by_name("text")
+        .expect("text")
+        .as_string::<i32>();
+    assert!(text.value(0).starts_with("<!doctype html>"));
     assert!(
-        body.value(4).windows(7).any(|w| w == b"Le caf\xe9"),
-        "the Latin-1 page's bytes as stored"
+        text.value(4).contains("Le café"),
+        "the Latin-1 page read as its Content-Type says"
+    );
+    let charsets: Vec<&str> = batch
+        .column_by_name("charset")
+        .expect("charset")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        charsets,
+        ["UTF-8", "UTF-8", "UTF-8", "UTF-8", "windows-1252"]
     );
     let hosts = batch
         .column_by_name("host")

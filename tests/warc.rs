@@ -177,3 +177,101 @@ fn by_default_only_records_holding_a_document_are_read() {
         stderr(&o)
     );
 }
+
+/// `text.decode` on WARC responses: a page labelled UTF-8 holding a Latin-1 byte is a bad
+/// row (left out and counted under skip) or read with U+FFFD under `malformed: replace`;
+/// an unlabelled Shift_JIS page is detected; a `<meta>` charset is read.
+#[test]
+fn text_decode_reads_each_page_in_its_charset() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    let japanese =
+        "東京は日本の首都です。日本語の文章は、ひらがなとカタカナと漢字で書かれています。";
+    let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(japanese);
+    let pages: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "http://a.example.com/",
+            "text/html; charset=utf-8",
+            b"<p>caf\xe9</p>".to_vec(),
+        ),
+        ("http://b.example.jp/", "text/html", sjis.into_owned()),
+        (
+            "http://c.example.fr/",
+            "text/html",
+            b"<meta charset=iso-8859-1><p>d\xe9j\xe0 vu</p>".to_vec(),
+        ),
+    ];
+    let mut warc = Vec::new();
+    for (url, ct, body) in &pages {
+        let mut http = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(body);
+        warc.extend(
+            format!(
+                "WARC/1.1\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\nContent-Type: \
+                 application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n",
+                http.len()
+            )
+            .into_bytes(),
+        );
+        warc.extend(http);
+        warc.extend(b"\r\n\r\n");
+    }
+    std::fs::write(dir.path().join("in/pages.warc"), warc).expect("write");
+    let run = |malformed: &str| {
+        let p = pipeline(
+            dir.path(),
+            &format!("{malformed}.yaml"),
+            &format!(
+                "version: 1\nname: decode\nsource:\n  uri: {}/in/pages.warc\nsteps:\n  - text.decode: \
+                 {{ content_type: http_content_type, url: url, malformed: {malformed} }}\n  - select: \
+                 [url, charset, text]\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  on_error: skip\n  \
+                 max_error_ratio: 1\n",
+                dir.path().display()
+            ),
+        );
+        let out = tempfile::tempdir().expect("tmp");
+        kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
+        let shards = read_shards(&out.path().join("ds"));
+        let mut rows = Vec::new();
+        for b in shards.values() {
+            let s = |n: &str| b.column_by_name(n).expect(n).as_string::<i32>().clone();
+            let (url, charset, text) = (s("url"), s("charset"), s("text"));
+            for i in 0..b.num_rows() {
+                rows.push((
+                    url.value(i).to_string(),
+                    charset.value(i).to_string(),
+                    text.value(i).to_string(),
+                ));
+            }
+        }
+        rows
+    };
+    let row = |u: &str, c: &str, t: &str| (u.to_string(), c.to_string(), t.to_string());
+    assert_eq!(
+        run("reject"),
+        [
+            row("http://b.example.jp/", "Shift_JIS", japanese),
+            row(
+                "http://c.example.fr/",
+                "windows-1252",
+                "<meta charset=iso-8859-1><p>déjà vu</p>"
+            ),
+        ]
+    );
+    assert_eq!(
+        run("replace"),
+        [
+            row("http://a.example.com/", "UTF-8", "<p>caf\u{fffd}</p>"),
+            row("http://b.example.jp/", "Shift_JIS", japanese),
+            row(
+                "http://c.example.fr/",
+                "windows-1252",
+                "<meta charset=iso-8859-1><p>déjà vu</p>"
+            ),
+        ]
+    );
+}

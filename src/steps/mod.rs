@@ -29,7 +29,7 @@ use tabular::{
     bucketize, clip, fill_null, hash_bucket, log1p, min_max, one_hot, ordinal, standardize,
 };
 pub(crate) mod text;
-use text::{language, normalize, pii, quality, stats, tokenize, url_filter};
+use text::{decode as text_decode, language, normalize, pii, quality, stats, tokenize, url_filter};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -373,6 +373,7 @@ registry! {
     Derive => "derive", derive::DeriveOptions;
     Limit => "limit", limit::LimitOptions;
     Sample => "sample", sample::SampleOptions;
+    TextDecode => "text.decode", text_decode::DecodeOptions;
     TextNormalize => "text.normalize", normalize::NormalizeOptions;
     TextQuality => "text.quality", quality::QualityOptions;
     TextLanguage => "text.language", language::LanguageOptions;

@@ -1,6 +1,7 @@
 //! Helpers shared by the text steps: reading a string column whatever its Arrow string
 //! type, and putting a column into a batch.
 
+pub mod decode;
 pub mod language;
 pub mod normalize;
 pub mod pii;
