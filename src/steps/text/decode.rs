@@ -99,8 +99,9 @@ impl Source {
 impl StepOptions for DecodeOptions {
     const SUMMARY: &'static str = "bytes in any charset → UTF-8 text (BOM, HTTP header, <meta>, then \
          Firefox's detector), with the charset used";
-    const EXAMPLE: &'static str =
-        "- text.decode: { column: body, content_type: http_content_type, url: url }";
+    // The `files` format's bytes; for WARC: `{ column: body, content_type:
+    // http_content_type, url: url }`.
+    const EXAMPLE: &'static str = "- text.decode: { column: bytes, url: url, output: page }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
         let source = column_index(input, &self.column)?;
