@@ -315,22 +315,25 @@ fn seekable_zstd(text: &[u8], frame: usize) -> Vec<u8> {
     out
 }
 
-/// A seekable zstd object is cut at its frames; lines (and CSV records) that straddle a
-/// frame belong to the slice they start in. A plain zstd stream is read whole, and
-/// `plan` says why.
-#[test]
-fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
+/// JSONL (cut into compressed parts every 7,001 bytes of text) and CSV (every 3,333) in
+/// the compression `ext` names, written by `parts` (the parts of one compressed object),
+/// are cut at their parts: lines and CSV records that straddle a part belong to the slice
+/// they start in, and the rows are those of reading them whole. The same text as one part
+/// (`one`) is read whole, and `plan` says why (`reason`).
+fn assert_cut_at_compressed_parts(
+    ext: &str,
+    parts: fn(&[u8], usize) -> Vec<u8>,
+    one: fn(&[u8]) -> Vec<u8>,
+    reason: &str,
+) {
     let data = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
     let jsonl = tempfile::tempdir().expect("tmp");
     write_docs(&jsonl.path().join("docs.jsonl"), 0, 4000);
     let text = std::fs::read(jsonl.path().join("docs.jsonl")).expect("read");
-    std::fs::write(
-        data.path().join("in/docs.jsonl.zst"),
-        seekable_zstd(&text, 7_001),
-    )
-    .expect("write");
-    let source = format!("  uri: {}/in/docs.jsonl.zst", data.path().display());
+    let name = format!("in/docs.jsonl.{ext}");
+    std::fs::write(data.path().join(&name), parts(&text, 7_001)).expect("write");
+    let source = format!("  uri: {}/{name}", data.path().display());
     let slices = assert_slices_equal_whole(data.path(), &source, "[]", "16KiB");
     assert!(slices > 5, "{slices} slices");
 
@@ -339,36 +342,40 @@ fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
         .collect();
     let csvdir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(csvdir.path().join("in")).expect("mkdir");
-    std::fs::write(
-        csvdir.path().join("in/t.csv.zst"),
-        seekable_zstd(csv.as_bytes(), 3_333),
-    )
-    .expect("write");
-    let source = format!("  uri: {}/in/t.csv.zst", csvdir.path().display());
+    let name = format!("in/t.csv.{ext}");
+    std::fs::write(csvdir.path().join(&name), parts(csv.as_bytes(), 3_333)).expect("write");
+    let source = format!("  uri: {}/{name}", csvdir.path().display());
     let slices = assert_slices_equal_whole(csvdir.path(), &source, "[]", "4KiB");
     assert!(slices > 3, "{slices} slices");
 
-    // The same text as one plain zstd frame: no seek table, one task.
     let plain = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(plain.path().join("in")).expect("mkdir");
-    std::fs::write(
-        plain.path().join("in/docs.jsonl.zst"),
-        zstd::bulk::compress(&text, 3).expect("compress"),
-    )
-    .expect("write");
+    let name = format!("in/docs.jsonl.{ext}");
+    std::fs::write(plain.path().join(&name), one(&text)).expect("write");
     let p = pipeline(
         plain.path(),
         "p.yaml",
         &format!(
-            "version: 1\nname: plain\nsource:\n  uri: {}/in/docs.jsonl.zst\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
+            "version: 1\nname: plain\nsource:\n  uri: {}/{name}\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
             plain.path().display()
         ),
     );
     let out = tempfile::tempdir().expect("tmp");
     let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
     assert!(
-        plan.contains("tasks     1 ") && plan.contains("without a seek table"),
+        plan.contains("tasks     1 ") && plan.contains(reason),
         "{plan}"
+    );
+}
+
+/// A seekable zstd object is cut at its frames; a plain zstd stream is read whole.
+#[test]
+fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
+    assert_cut_at_compressed_parts(
+        "zst",
+        seekable_zstd,
+        |text| zstd::bulk::compress(text, 3).expect("compress"),
+        "without a seek table",
     );
 }
 
@@ -385,60 +392,15 @@ fn gzip_members(text: &[u8], member: usize) -> Vec<u8> {
     out
 }
 
-/// A gzip object of many members is cut at its members; lines (and CSV records) that
-/// straddle a member belong to the slice they start in. A gzip stream of one member is
-/// read whole, and `plan` says why.
+/// A gzip object of many members is cut at its members (bgzip's layout, or parts
+/// gzipped and concatenated); a gzip stream of one member is read whole.
 #[test]
 fn a_multi_member_gzip_object_is_split_at_its_members_with_the_same_rows() {
-    let data = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
-    let jsonl = tempfile::tempdir().expect("tmp");
-    write_docs(&jsonl.path().join("docs.jsonl"), 0, 4000);
-    let text = std::fs::read(jsonl.path().join("docs.jsonl")).expect("read");
-    std::fs::write(
-        data.path().join("in/docs.jsonl.gz"),
-        gzip_members(&text, 7_001),
-    )
-    .expect("write");
-    let source = format!("  uri: {}/in/docs.jsonl.gz", data.path().display());
-    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "16KiB");
-    assert!(slices > 5, "{slices} slices");
-
-    let csv: String = std::iter::once("id,name,note\n".to_string())
-        .chain((0..5000).map(|i| format!("{i},\"n, {}\",\"say \"\"{i}\"\"\"\n", i % 17)))
-        .collect();
-    let csvdir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(csvdir.path().join("in")).expect("mkdir");
-    std::fs::write(
-        csvdir.path().join("in/t.csv.gz"),
-        gzip_members(csv.as_bytes(), 3_333),
-    )
-    .expect("write");
-    let source = format!("  uri: {}/in/t.csv.gz", csvdir.path().display());
-    let slices = assert_slices_equal_whole(csvdir.path(), &source, "[]", "4KiB");
-    assert!(slices > 3, "{slices} slices");
-
-    // The same text as one member: one task.
-    let plain = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(plain.path().join("in")).expect("mkdir");
-    std::fs::write(
-        plain.path().join("in/docs.jsonl.gz"),
-        gzip_members(&text, text.len()),
-    )
-    .expect("write");
-    let p = pipeline(
-        plain.path(),
-        "p.yaml",
-        &format!(
-            "version: 1\nname: plain\nsource:\n  uri: {}/in/docs.jsonl.gz\nsink:\n  uri: ${{KILN_OUT}}/ds\nrun:\n  task_bytes: 16KiB\n",
-            plain.path().display()
-        ),
-    );
-    let out = tempfile::tempdir().expect("tmp");
-    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
-    assert!(
-        plan.contains("tasks     1 ") && plan.contains("gzip stream of one member"),
-        "{plan}"
+    assert_cut_at_compressed_parts(
+        "gz",
+        gzip_members,
+        |text| gzip_members(text, text.len()),
+        "gzip stream of one member",
     );
 }
 
