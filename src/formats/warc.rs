@@ -109,6 +109,16 @@ struct Header {
 }
 
 impl Header {
+    /// `WARC-Target-URI` without the angle brackets WARC 1.0's grammar shows and GNU Wget
+    /// writes (`<http://…>`), as warcio reads it.
+    fn target_uri(&self) -> Option<&str> {
+        self.get("WARC-Target-URI").map(|u| {
+            u.strip_prefix('<')
+                .and_then(|u| u.strip_suffix('>'))
+                .unwrap_or(u)
+        })
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -137,7 +147,7 @@ impl Rows {
         let warc_type = h.get("WARC-Type").unwrap_or("");
         self.warc_type.append_value(warc_type);
         self.record_id.append_option(h.get("WARC-Record-ID"));
-        self.url.append_option(h.get("WARC-Target-URI"));
+        self.url.append_option(h.target_uri());
         self.date.append_option(h.get("WARC-Date"));
         let content_type = h.get("Content-Type");
         self.content_type.append_option(content_type);
@@ -433,7 +443,7 @@ impl Warc {
                          than a record may hold: {} (a quarter of each thread's share of \
                          run.memory_limit; raise it to read this record)",
                         header.get("WARC-Type").unwrap_or("?"),
-                        header.get("WARC-Target-URI").unwrap_or("no URI"),
+                        header.target_uri().unwrap_or("no URI"),
                         cx.max_record_bytes
                     );
                     if !cx.tolerant() {
