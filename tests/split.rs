@@ -392,13 +392,48 @@ fn gzip_members(text: &[u8], member: usize) -> Vec<u8> {
     out
 }
 
-/// A gzip object of many members is cut at its members (bgzip's layout, or parts
-/// gzipped and concatenated); a gzip stream of one member is read whole.
+/// `text` in BGZF (the SAM/BAM spec's blocked gzip, what `bgzip` writes): gzip members of
+/// `block` bytes of text each whose header carries the `BC` extra field with the block's
+/// size, then the spec's empty end-of-file block.
+fn bgzf(text: &[u8], block: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for chunk in text.chunks(block) {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(chunk).expect("write");
+        let data = e.finish().expect("finish");
+        // Header (12) + extra field (6) + data + CRC-32 and size (8), minus one.
+        let bsize = u16::try_from(12 + 6 + data.len() + 8 - 1).expect("a BGZF block < 64 KiB");
+        out.extend([
+            0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
+        ]);
+        out.extend(bsize.to_le_bytes());
+        out.extend(&data);
+        let mut crc = flate2::Crc::new();
+        crc.update(chunk);
+        out.extend(crc.sum().to_le_bytes());
+        out.extend((chunk.len() as u32).to_le_bytes());
+    }
+    out.extend([
+        0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0, 0x1b, 0, 3, 0, 0, 0, 0, 0,
+        0, 0, 0, 0,
+    ]);
+    out
+}
+
+/// A gzip object of many members is cut at its members (parts gzipped and concatenated,
+/// and BGZF with its block-size field); a gzip stream of one member is read whole.
 #[test]
 fn a_multi_member_gzip_object_is_split_at_its_members_with_the_same_rows() {
     assert_cut_at_compressed_parts(
         "gz",
         gzip_members,
+        |text| gzip_members(text, text.len()),
+        "gzip stream of one member",
+    );
+    assert_cut_at_compressed_parts(
+        "gz",
+        bgzf,
         |text| gzip_members(text, text.len()),
         "gzip stream of one member",
     );
