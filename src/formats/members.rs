@@ -8,12 +8,13 @@
 //! - A slice `[a, b)` of the compressed object starts at the first member that begins at
 //!   or after `a` and that holds data a slice may start with (any data for JSONL, CSV and
 //!   text; `WARC/1.` for WARC). It finds it by resynchronising ([`resync`]): a candidate
-//!   is a gzip header (`1f 8b 08`), and it is believed only once it decodes to
-//!   [`PROOF`] bytes (or to the object's end) without an error, which deflate's
+//!   is a gzip header (`1f 8b 08`), and it is believed only once it decodes whole (its
+//!   CRC-32 and length checked) or to [`PROOF`] bytes without an error, which deflate's
 //!   structure makes all but impossible for bytes that merely look like a header.
 //! - Its end is the first such member that begins at or after `b`, which the slice, as
-//!   it decodes on past `b`, sees begin ([`MemberSlice`]). So the slice after starts
-//!   exactly where this one ends, whichever of the two finds the member.
+//!   it decodes on past `b`, sees begin and believes by the same test ([`MemberSlice`]).
+//!   So the slice after starts exactly where this one ends. A member cut short or corrupt
+//!   is believed by neither: the slice before reads on into it and reports the fault.
 //! - WARC records start at those members: the slice stops there. Lines may straddle
 //!   members (bgzip cuts blocks anywhere): the slice publishes the decompressed offset of
 //!   its end, and [`super::reader::LineRange`] cuts lines there as it does for the
@@ -302,7 +303,7 @@ pub struct MemberSlice<'a> {
     end: Option<u64>,
     published: Arc<AtomicU64>,
     eof: bool,
-    /// A read error met while deciding, returned once the bytes before it are taken.
+    /// A read error, returned once the bytes decoded before it are taken.
     fault: Option<io::Error>,
 }
 
