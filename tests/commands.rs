@@ -41,6 +41,7 @@ fn steps_lists_every_step_with_an_example() {
         "limit",
         "sample",
         "text.decode",
+        "html.extract",
         "text.normalize",
         "text.quality",
         "text.language",

@@ -15,6 +15,7 @@ mod examples;
 mod exec;
 mod fuzz_regressions;
 mod hostile;
+mod html;
 mod images;
 mod interop;
 mod minhash;

@@ -29,7 +29,9 @@ use tabular::{
     bucketize, clip, fill_null, hash_bucket, log1p, min_max, one_hot, ordinal, standardize,
 };
 pub(crate) mod text;
-use text::{decode as text_decode, language, normalize, pii, quality, stats, tokenize, url_filter};
+use text::{
+    decode as text_decode, extract, language, normalize, pii, quality, stats, tokenize, url_filter,
+};
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -380,6 +382,7 @@ registry! {
     TextStats => "text.stats", stats::StatsOptions;
     TextPii => "text.pii", pii::PiiOptions;
     UrlFilter => "url.filter", url_filter::UrlFilterOptions;
+    HtmlExtract => "html.extract", extract::ExtractOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;
     Split => "split", split::SplitOptions;

@@ -2,6 +2,7 @@
 //! type, and putting a column into a batch.
 
 pub mod decode;
+pub mod extract;
 pub mod language;
 pub mod normalize;
 pub mod pii;

@@ -1,0 +1,227 @@
+//! `html.extract`: the main content of an HTML page as plain text — navigation, headers,
+//! footers, sidebars and other boilerplate left out — as datatrove's FineWeb recipe does
+//! with Python's trafilatura.
+//!
+//! The extractor is the `trafilatura` crate, a Rust port of go-trafilatura, which ports
+//! Python's trafilatura: the same rules (CSS selectors for the content and the
+//! boilerplate, paragraph scoring, link density), with readability and a baseline as
+//! fallbacks. Its agreement with the Python package on real pages is measured in
+//! docs/text.md and checked by tests/html.rs. Each page is extracted on its own (the
+//! crate keeps no state between pages), on every thread.
+//!
+//! A page with no main content (an index of links, an empty page) gives no text: by
+//! default the row is left out and counted (`empty`), as datatrove drops documents its
+//! extractor empties; `keep_empty: true` keeps it with a null text.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{put_column, string_column, utf8, value, with_field};
+use crate::steps::{Step, StepContext, StepError, StepOptions};
+
+/// Options of `html.extract`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractOptions {
+    /// The HTML column (text: decode page bytes with `text.decode` first).
+    #[serde(default = "default_column")]
+    pub column: String,
+    /// The column to write the extracted text to (default: the HTML column, replaced).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// `precision` (less boilerplate, may miss some content; datatrove's default),
+    /// `balanced`, or `recall` (more content, more boilerplate).
+    #[serde(default)]
+    pub focus: Focus,
+    /// Fall back to readability and a baseline extraction when the main rules find
+    /// little (slower, more recall). Default true, as Python trafilatura does.
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Keep the text of tables (default true).
+    #[serde(default = "default_true")]
+    pub tables: bool,
+    /// Keep user comments below the content (default false, as datatrove does).
+    #[serde(default)]
+    pub comments: bool,
+    /// Keep rows whose page has no main content, with a null text (default false: they
+    /// are left out and counted as `empty`).
+    #[serde(default)]
+    pub keep_empty: bool,
+}
+
+/// What the extractor favours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Focus {
+    #[default]
+    Precision,
+    Balanced,
+    Recall,
+}
+
+fn default_column() -> String {
+    "text".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl StepOptions for ExtractOptions {
+    const SUMMARY: &'static str = "main-content text of HTML pages (trafilatura's rules): boilerplate \
+         out, pages without content left out and counted";
+    const EXAMPLE: &'static str = "- html.extract: { column: text, focus: precision }";
+
+    fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
+        let source = string_column(input, &self.column)?;
+        let output = self.output.clone().unwrap_or_else(|| self.column.clone());
+        let (schema, out) = with_field(input, &output, Field::new(&output, DataType::Utf8, true));
+        let mut options = trafilatura::Options::default()
+            .with_focus(match self.focus {
+                Focus::Precision => trafilatura::ExtractionFocus::FavorPrecision,
+                Focus::Balanced => trafilatura::ExtractionFocus::Balanced,
+                Focus::Recall => trafilatura::ExtractionFocus::FavorRecall,
+            })
+            .with_fallback(self.fallback)
+            .with_exclude_tables(!self.tables)
+            .with_exclude_comments(!self.comments)
+            .with_html_date_mode(trafilatura::HtmlDateMode::Disabled);
+        options.deduplicate = false;
+        Ok(Arc::new(Extract {
+            opts: self.clone(),
+            output,
+            options,
+            source,
+            out,
+            schema,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Extract {
+    opts: ExtractOptions,
+    output: String,
+    options: trafilatura::Options,
+    source: usize,
+    out: usize,
+    schema: SchemaRef,
+}
+
+impl Extract {
+    /// The main text of one page, `None` when it has none.
+    fn text(&self, html: &str) -> Option<String> {
+        let r = trafilatura::extract(html, &self.options).ok()?;
+        let mut text = r.content_text.trim().to_string();
+        if self.opts.comments && !r.comments_text.trim().is_empty() {
+            text.push_str("\n\n");
+            text.push_str(r.comments_text.trim());
+        }
+        (!text.is_empty()).then_some(text)
+    }
+}
+
+impl Step for Extract {
+    fn batch_local(&self) -> bool {
+        true
+    }
+
+    fn output_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut need = downstream.clone();
+        need.remove(&self.output);
+        need.insert(self.opts.column.clone());
+        need
+    }
+
+    fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
+        let pages = utf8(batch.column(self.source)).map_err(StepError::internal)?;
+        let texts: Vec<Option<String>> = (0..pages.len())
+            .into_par_iter()
+            .with_min_len(4)
+            .map(|i| value(&pages, i).and_then(|h| self.text(h)))
+            .collect();
+        let empty = texts.iter().filter(|t| t.is_none()).count();
+        cx.count("extracted", (texts.len() - empty) as u64);
+        cx.count("empty", empty as u64);
+        let column: ArrayRef = Arc::new(StringArray::from(texts));
+        let out = put_column(&batch, &self.schema, self.out, column.clone())
+            .map_err(StepError::internal)?;
+        if self.opts.keep_empty || empty == 0 {
+            return Ok(out);
+        }
+        let keep = BooleanArray::from(
+            (0..column.len())
+                .map(|i| column.is_valid(i))
+                .collect::<Vec<_>>(),
+        );
+        filter_record_batch(&out, &keep).map_err(|e| StepError::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pages` through `html.extract` with options `yaml`: the rows out and the counts.
+    fn run(yaml: &str, pages: Vec<Option<&str>>) -> (RecordBatch, StepContext) {
+        let opts: ExtractOptions = serde_saphyr::from_str(yaml).expect("options");
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
+            "text",
+            DataType::Utf8,
+            true,
+        )]));
+        let step = opts.bind(&schema).expect("binds");
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(pages))]).expect("batch");
+        let mut cx = StepContext::default();
+        let out = step.apply(batch, &mut cx).expect("apply");
+        (out, cx)
+    }
+
+    const PAGE: &str = "<html><head><title>Bees</title></head><body>\
+        <nav><a href='/'>Home</a> | <a href='/about'>About</a> | <a href='/shop'>Shop</a></nav>\
+        <article><h1>Keeping bees in a small village</h1>\
+        <p>Every summer the village kept bees on the hill above the river, and the honey \
+        they made was sold at the market to travellers from the north.</p>\
+        <p>The hives were moved in spring, when the first flowers opened, and carried back \
+        down in autumn before the cold came over the water.</p></article>\
+        <footer>Copyright 2026 Example Ltd. All rights reserved. Privacy policy.</footer>\
+        </body></html>";
+
+    #[test]
+    fn the_article_is_kept_and_the_navigation_and_footer_left_out() {
+        let (out, _) = run("{}", vec![Some(PAGE)]);
+        let text = utf8(out.column(0)).expect("text");
+        let text = text.value(0);
+        assert!(
+            text.contains("Every summer the village kept bees"),
+            "{text}"
+        );
+        assert!(text.contains("carried back down in autumn"), "{text}");
+        assert!(!text.contains("Privacy policy"), "{text}");
+        assert!(!text.contains("Shop"), "{text}");
+    }
+
+    #[test]
+    fn a_page_without_content_is_left_out_and_counted_or_kept_null() {
+        let pages = vec![Some(PAGE), Some("<html><body></body></html>"), None];
+        let (out, cx) = run("{}", pages.clone());
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(cx.counts.get("empty"), Some(&2));
+        assert_eq!(cx.counts.get("extracted"), Some(&1));
+        let (kept, _) = run("{ keep_empty: true, output: main }", pages);
+        assert_eq!(kept.num_rows(), 3);
+        assert_eq!(kept.column_by_name("main").expect("main").null_count(), 2);
+    }
+}
