@@ -32,7 +32,10 @@
 #
 # Job W (one 1 GB .warc.gz: cut at its gzip members vs read whole) is benches/warc_split.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G W"); PEERS_C lists the job-C peers to run (default
+# Job X (raw WARC → main-content text beside datatrove's WarcReader + Trafilatura) is
+# benches/warc_extract.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G W X"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -90,7 +93,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P G W}
+JOBS=${JOBS:-A B C D E F S P G W X}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -221,6 +224,9 @@ if [[ " $JOBS " == *" G "* ]]; then
 fi
 if [[ " $JOBS " == *" W "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"
+fi
+if [[ " $JOBS " == *" X "* ]]; then
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES PEERS=$PEERS bash "$ROOT/benches/warc_extract.sh"
 fi
 "$PY" "$ROOT/benches/compare.py" "$RES"
 # The same job with the corpus in a local S3 server (moto) beside local disk.
