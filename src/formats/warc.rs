@@ -1,12 +1,13 @@
 //! WARC 1.0 / 1.1 (ISO 28500), and the WET and WAT files Common Crawl derives from it:
 //! one row per record.
 //!
-//! One role in one file (about 470 lines, the rest its tests): the record framing, the
+//! One role in one file (about 500 lines, the rest its tests): the record framing, the
 //! header grammar and the bad-input rules are one reader; the HTTP part is `httparse`.
 //!
 //! A record is a version line (`WARC/1.1`), named fields up to an empty line, then a block
 //! of `Content-Length` bytes and two CRLFs. A `.warc.gz` is a series of gzip members (one
-//! per record, usually), which the gzip reader reads as one stream. For an HTTP response
+//! per record, usually), which the gzip reader reads as one stream, or which a slice of it
+//! starts at (`super::members`: a large `.warc.gz` is cut there). For an HTTP response
 //! (`Content-Type: application/http; msgtype=response`) the block is parsed with `httparse`
 //! into `http_status`, `http_headers` and the payload as stored (`body`: still
 //! chunk-encoded or compressed if the server sent it so, as `warcio`'s `raw_stream` reads
