@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::array::{Array, ArrayRef, StringArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -160,11 +160,8 @@ impl Step for Extract {
         if self.opts.keep_empty || empty == 0 {
             return Ok(out);
         }
-        let keep = BooleanArray::from(
-            (0..column.len())
-                .map(|i| column.is_valid(i))
-                .collect::<Vec<_>>(),
-        );
+        let keep =
+            arrow::compute::is_not_null(&column).map_err(|e| StepError::internal(e.to_string()))?;
         filter_record_batch(&out, &keep).map_err(|e| StepError::internal(e.to_string()))
     }
 }
