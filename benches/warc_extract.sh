@@ -31,16 +31,44 @@ json.dump({k: v * 4 for k, v in m.items()}, open(sys.argv[2], "w"), indent=1)
 PYEOF
 fi
 export KILN_BENCH_IN=$IN KILN_BENCH_OUT=$OUT
-measure() {  # measure TOOL CMD...
+measure() {  # measure TOOL CMD... (the last run's output stays in $OUT-TOOL)
   local tool=$1; shift
   echo "== X-warc-extract / $tool" >&2
+  rm -rf "$OUT" "$OUT-$tool"
   "$PY" "$SHARED/bench_run.py" --job X-warc-extract --tool "$tool" --input "$IN" --output "$OUT" \
     --manifest "$IN/manifest.json" --results "$RES" --reps "$REPS" --timeout 1800 -- "$@" > /dev/null
-  rm -rf "$OUT"
+  mv "$OUT" "$OUT-$tool"
 }
 measure "kiln" "$KILN" run -q "$ROOT/benches/X_warc_extract.yaml"
 if [[ "${PEERS:-1}" == 1 ]]; then
   measure "datatrove" "$PY" "$ROOT/benches/peers/X_warc_extract_datatrove.py" "$IN" "$OUT" 4 2
+  # The two extractions of the same pages, compared page by page (word F1, as
+  # tests/html/compare.py scores kiln against Python trafilatura).
+  "$PY" - "$OUT-kiln" "$OUT-datatrove" <<'PYEOF'
+import collections, glob, gzip, json, statistics, sys
+import pyarrow.parquet as pq
+kiln = {}
+for f in glob.glob(f"{sys.argv[1]}/*.parquet"):
+    for r in pq.read_table(f, columns=["record_id", "text"]).to_pylist():
+        kiln[r["record_id"]] = r["text"]
+peer = {}
+for f in glob.glob(f"{sys.argv[2]}/*.jsonl.gz"):
+    for line in gzip.open(f, "rt"):
+        r = json.loads(line)
+        peer[r["id"]] = r["text"]
+def f1(a, b):
+    a, b = collections.Counter(a.split()), collections.Counter(b.split())
+    common = sum((a & b).values())
+    if common == 0:
+        return 0.0
+    p, r = common / sum(a.values()), common / sum(b.values())
+    return 2 * p * r / (p + r)
+both = sorted(set(kiln) & set(peer))
+scores = sorted(f1(kiln[k], peer[k]) for k in both)
+print(f"\nJob X agreement: {len(kiln)} distinct pages kept by kiln, {len(peer)} by datatrove, "
+      f"{len(both)} by both; word F1 median {statistics.median(scores):.3f}, "
+      f"10th percentile {scores[len(scores) // 10]:.3f}")
+PYEOF
 fi
 "$PY" - "$RES" <<'PYEOF'
 import json, sys

@@ -12,14 +12,22 @@ from datatrove.pipeline.extractors import Trafilatura
 from datatrove.pipeline.readers import WarcReader
 from datatrove.pipeline.writers import JsonlWriter
 
-src, out, tasks, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-LocalPipelineExecutor(
-    pipeline=[
-        WarcReader(src, glob_pattern="*.warc.gz"),
-        Trafilatura(favour_precision=True),
-        JsonlWriter(out),
-    ],
-    tasks=tasks,
-    workers=workers,
-    logging_dir=f"{out}/logs",
-).run()
+
+def main() -> None:
+    src, out, tasks, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    LocalPipelineExecutor(
+        pipeline=[
+            WarcReader(src, glob_pattern="*.warc.gz"),
+            Trafilatura(favour_precision=True),
+            JsonlWriter(out),
+        ],
+        tasks=tasks,
+        workers=workers,
+        logging_dir=f"{out}/logs",
+    ).run()
+
+
+# datatrove's pool starts its workers through a fork server, which imports this file
+# again in each: without the guard every worker would start a pool of its own.
+if __name__ == "__main__":
+    main()
