@@ -429,13 +429,13 @@ fn a_multi_member_gzip_object_is_split_at_its_members_with_the_same_rows() {
         "gz",
         gzip_members,
         |text| gzip_members(text, text.len()),
-        "gzip stream of one member",
+        "first gzip member does not end within its first MiB",
     );
     assert_cut_at_compressed_parts(
         "gz",
         bgzf,
         |text| gzip_members(text, text.len()),
-        "gzip stream of one member",
+        "first gzip member does not end within its first MiB",
     );
 }
 

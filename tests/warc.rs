@@ -67,18 +67,7 @@ fn warc_records_read_as_warcio_reads_them() {
 
 /// Every record of the WARC files in `dir/in`, as tests/warc/check.py writes warcio's.
 fn read_as_rows(dir: &std::path::Path, task_bytes: &str) -> Vec<Value> {
-    let p = pipeline(
-        dir,
-        "warc.yaml",
-        &format!(
-            "version: 1\nname: warc\nsource:\n  uri: {}/in/*\n  warc:\n    record_types: [warcinfo, \
-             request, response, resource, metadata, revisit, conversion, continuation]\nsink:\n  \
-             uri: ${{KILN_OUT}}/warc\nrun:\n  task_bytes: {task_bytes}\n",
-            dir.display()
-        ),
-    );
-    let out = tempfile::tempdir().expect("tmp");
-    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+    let (plan, rows) = read_with(dir, task_bytes, None);
     assert!(plan.contains("format    Warc"), "{plan}");
     if task_bytes == "4KiB" {
         assert!(
@@ -86,6 +75,24 @@ fn read_as_rows(dir: &std::path::Path, task_bytes: &str) -> Vec<Value> {
             "{plan}"
         );
     }
+    rows
+}
+
+/// [`read_as_rows`] with `source.warc.cdx` (when given): the plan's text, and the rows.
+fn read_with(dir: &std::path::Path, task_bytes: &str, cdx: Option<&str>) -> (String, Vec<Value>) {
+    let cdx = cdx.map_or(String::new(), |c| format!("    cdx: {c}\n"));
+    let p = pipeline(
+        dir,
+        "warc.yaml",
+        &format!(
+            "version: 1\nname: warc\nsource:\n  uri: {}/in/*\n  warc:\n    record_types: [warcinfo, \
+             request, response, resource, metadata, revisit, conversion, continuation]\n{cdx}sink:\n  \
+             uri: ${{KILN_OUT}}/warc\nrun:\n  task_bytes: {task_bytes}\n",
+            dir.display()
+        ),
+    );
+    let out = tempfile::tempdir().expect("tmp");
+    let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
     kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
 
     let shards = read_shards(&out.path().join("warc"));
@@ -136,7 +143,82 @@ fn read_as_rows(dir: &std::path::Path, task_bytes: &str) -> Vec<Value> {
             }));
         }
     }
-    got
+    (plan, got)
+}
+
+#[test]
+fn a_warc_gz_is_cut_at_the_offsets_of_its_cdx_index() {
+    // A first record of 1.5 MB: kiln's probe of the first MiB sees one member, so only
+    // an index lets the file be cut.
+    let Some(py) = test_python() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = std::process::Command::new(&py)
+        .arg(repo().join("tests/warc/cdx.py"))
+        .arg(dir.path())
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let offsets: Vec<u64> = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("offsets.json")).expect("offsets"),
+    )
+    .expect("json");
+    assert_eq!(offsets.len(), 161);
+
+    let (plan, whole) = read_with(dir.path(), "16KiB", None);
+    assert!(
+        plan.contains("tasks     1 ") && plan.contains("source.warc.cdx"),
+        "{plan}"
+    );
+    assert_eq!(whole.len(), 161);
+    // Common Crawl's CDXJ (responses only, the file named by its path in the crawl),
+    // classic CDX gzipped, warcio's index.
+    for index in ["cdxj/big.cdxj", "cdx/*.cdx.gz", "idx/"] {
+        let cdx = dir.path().join(index);
+        let (plan, rows) = read_with(dir.path(), "16KiB", Some(&cdx.to_string_lossy()));
+        assert_eq!(rows, whole, "{index}: the rows read whole");
+
+        let p = dir.path().join("warc.yaml");
+        let json = stdout(&kiln_ok(
+            dir.path(),
+            &["plan", "--json", &p.to_string_lossy()],
+        ));
+        let json: Value = serde_json::from_str(&json).expect("plan JSON");
+        let starts: Vec<u64> = json["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .map(|t| t["range"][0].as_u64().expect("a slice"))
+            .collect();
+        assert!(starts.len() >= 8, "{index}: {plan}");
+        assert_eq!(starts[1], offsets[1], "{index}: cut after the large record");
+        assert!(
+            starts.iter().all(|s| offsets.contains(s)),
+            "{index}: every slice starts at a record: {starts:?}"
+        );
+    }
+
+    // An index of another file of the same name is refused when it runs past the end.
+    std::fs::write(
+        dir.path().join("wrong.cdxj"),
+        "k 1 {\"offset\": \"99999999\", \"filename\": \"big.warc.gz\"}\n",
+    )
+    .expect("write");
+    let p = pipeline(
+        dir.path(),
+        "wrong.yaml",
+        &format!(
+            "version: 1\nname: w\nsource:\n  uri: {0}/in/*\n  warc:\n    cdx: {0}/wrong.cdxj\n\
+             sink:\n  uri: ${{KILN_OUT}}/w\nrun:\n  task_bytes: 16KiB\n",
+            dir.path().display()
+        ),
+    );
+    let o = kiln(dir.path(), &["plan", &p.to_string_lossy()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("wrong.cdxj") && e.contains("99999999") && e.contains("big.warc.gz"),
+        "{e}"
+    );
 }
 
 #[test]

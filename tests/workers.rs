@@ -336,7 +336,7 @@ fn plan_says_when_a_large_object_cannot_be_split() {
     let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
     assert!(plan.contains("tasks     1 "), "{plan}");
     assert!(
-        plan.contains("cannot be split (a gzip stream of one member must be read from its start"),
+        plan.contains("cannot be split (its first gzip member does not end within its first MiB"),
         "{plan}"
     );
 }

@@ -4,6 +4,7 @@
 //! Parquet reads by range (footer, then the projected column chunks). One trait, one
 //! file per format, one match in [`format_for`].
 
+pub mod cdx;
 mod compression;
 mod conform;
 pub mod csv;

@@ -36,9 +36,12 @@ pub(super) async fn plan_tasks(
     // objects of many members at their members: read their seek tables and first
     // members (a range request or two each, a few at a time).
     let task_bytes = pipeline.run.task_bytes.get();
+    // A CDX index says where a .warc.gz's records start: cut there, without a probe.
+    let mut cuts = indexed_cuts(pipeline, listing).await?;
     let probed: Vec<usize> = (0..objects.len())
         .filter(|&i| {
-            compressions[i] != Compression::None
+            !cuts.contains_key(&i)
+                && compressions[i] != Compression::None
                 && objects[i].size > task_bytes.max(MIN_SLICE)
                 // Whether it could be cut if its frames or members allow.
                 && split_rule(
@@ -51,32 +54,32 @@ pub(super) async fn plan_tasks(
                 .is_ok()
         })
         .collect();
-    let cuts: std::collections::HashMap<usize, Cuts> =
-        futures::stream::iter(probed.into_iter().map(|i| {
-            let store = source.base.store.clone();
-            let o = objects[i].clone();
-            let gzip = compressions[i] == Compression::Gzip;
-            async move {
-                let cuts = if gzip {
-                    formats::members::probe(store.as_ref(), &o.path, o.size)
-                        .await
-                        .map_err(|e| Error::store("read the first gzip member of", &o.display, e))?
-                        .then_some(Cuts::Anywhere)
-                } else {
-                    formats::seekable::frames(store.as_ref(), &o.path, o.size)
-                        .await
-                        .map_err(|e| Error::store("read the seek table of", &o.display, e))?
-                        .map(|f| Cuts::At(f.boundaries()))
-                };
-                Ok::<_, Error>(cuts.map(|c| (i, c)))
-            }
-        }))
-        .buffered(8)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    let probes: Vec<(usize, Cuts)> = futures::stream::iter(probed.into_iter().map(|i| {
+        let store = source.base.store.clone();
+        let o = objects[i].clone();
+        let gzip = compressions[i] == Compression::Gzip;
+        async move {
+            let cuts = if gzip {
+                formats::members::probe(store.as_ref(), &o.path, o.size)
+                    .await
+                    .map_err(|e| Error::store("read the first gzip member of", &o.display, e))?
+                    .then_some(Cuts::Anywhere)
+            } else {
+                formats::seekable::frames(store.as_ref(), &o.path, o.size)
+                    .await
+                    .map_err(|e| Error::store("read the seek table of", &o.display, e))?
+                    .map(|f| Cuts::At(f.boundaries()))
+            };
+            Ok::<_, Error>(cuts.map(|c| (i, c)))
+        }
+    }))
+    .buffered(8)
+    .try_collect::<Vec<_>>()
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    cuts.extend(probes);
     let rule = |i: usize| {
         split_rule(
             pipeline,
@@ -93,6 +96,57 @@ pub(super) async fn plan_tasks(
         .filter(|t| t.bytes > pipeline.run.task_bytes.get())
         .find_map(|t| rule(t.objects.start).err());
     Ok((tasks, unsplit))
+}
+
+/// The cuts of the large `.warc.gz` objects that `source.warc.cdx` indexes: at their
+/// records' offsets (a slice still starts at the first member at or after its cut, so
+/// an index of other files cuts badly but reads right; one whose offsets run past the
+/// object's end is refused as not of this object).
+async fn indexed_cuts(
+    pipeline: &Pipeline,
+    listing: &Listing,
+) -> Result<std::collections::HashMap<usize, Cuts>> {
+    let mut cuts = std::collections::HashMap::new();
+    let Some(uri) = pipeline.source.warc.as_ref().and_then(|w| w.cdx.as_ref()) else {
+        return Ok(cuts);
+    };
+    if listing.format_name != FormatName::Warc {
+        return Err(Error::Plan(
+            "source.warc.cdx is an index of WARC files; this source is not format: warc".into(),
+        ));
+    }
+    let index = formats::cdx::Index::load(uri, &pipeline.storage).await?;
+    let name = |o: &Object| o.path.filename().unwrap_or_default().to_string();
+    let mut seen: std::collections::HashMap<String, &Object> = Default::default();
+    let mut named = 0;
+    for (i, o) in listing.objects.iter().enumerate() {
+        let Some((offsets, origin)) = index.offsets(&name(o)) else {
+            continue;
+        };
+        named += 1;
+        if let Some(other) = seen.insert(name(o), o) {
+            return Err(Error::Plan(format!(
+                "source.warc.cdx names files by their names, and `{}` and `{}` share one; \
+                 list them in separate runs or rename one",
+                other.display, o.display
+            )));
+        }
+        if let Some(&past) = offsets.last().filter(|&&last| last >= o.size) {
+            return Err(Error::Plan(format!(
+                "the CDX index {origin} gives the offset {past} for `{}`, past its end \
+                 ({} bytes): the index is of another file of that name",
+                o.display, o.size
+            )));
+        }
+        if listing.compressions[i] == Compression::Gzip {
+            cuts.insert(i, Cuts::At(offsets.to_vec()));
+        }
+    }
+    tracing::debug!(
+        "source.warc.cdx: {} files indexed, {named} of them listed",
+        index.files()
+    );
+    Ok(cuts)
 }
 
 /// Whether an object of this format and compression can be cut into tasks, or why not.
@@ -115,9 +169,15 @@ fn split_rule(
             "a zstd stream without a seek table must be read from its start; write it in \
              zstd's seekable format to split it",
         ),
+        (Compression::Gzip, None) if format == FormatName::Warc => Err(
+            "its first gzip member does not end within its first MiB: one member, or a \
+             large first record; give its CDX index as source.warc.cdx to cut it at its \
+             records",
+        ),
         (Compression::Gzip, None) => Err(
-            "a gzip stream of one member must be read from its start; write it as many \
-             members (bgzip, or gzip each part and concatenate) to split it",
+            "its first gzip member does not end within its first MiB, so it is read from \
+             its start; write it as many members (bgzip, or gzip each part and \
+             concatenate) to split it",
         ),
     };
     match format {

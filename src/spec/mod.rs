@@ -187,6 +187,11 @@ pub struct WarcOptions {
     /// `resource`, `metadata` (WAT), `revisit`, `conversion`, `continuation`.
     #[serde(default = "default_record_types")]
     pub record_types: Vec<String>,
+    /// A CDX index of the files (a path, prefix or glob; CDXJ as Common Crawl publishes
+    /// it, classic CDX, or `warcio index` JSON lines; `.gz` read): a large `.warc.gz`
+    /// it names (by file name) is cut at its records' offsets instead of being probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdx: Option<String>,
 }
 
 pub fn default_record_types() -> Vec<String> {
