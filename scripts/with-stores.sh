@@ -48,9 +48,19 @@ install_azurite() {
 if [[ "${1:-}" == "--install" ]]; then
     install_venv
     install_azurite
-    # Slurm for the job-array test (tests/s3/slurm.rs), which needs root to run.
+    # Slurm for the job-array test (tests/s3/slurm.rs), which needs root to run; pigz and
+    # wget, whose output tests/split.rs and tests/warc.rs read (skipped without them).
     if [[ $(id -u) -eq 0 ]]; then
         scripts/slurm.sh install
+        missing=()
+        for tool in pigz wget; do command -v $tool >/dev/null 2>&1 || missing+=($tool); done
+        if [[ ${#missing[@]} -gt 0 ]]; then
+            echo "== installing ${missing[*]} from Debian's packages"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+                || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                    --no-install-recommends "${missing[@]}" >/dev/null; } \
+                || echo "!!!! could not install ${missing[*]}: their tests are skipped !!!!"
+        fi
     fi
     exit 0
 fi

@@ -379,6 +379,66 @@ fn a_seekable_zstd_object_is_split_at_its_frames_with_the_same_rows() {
     );
 }
 
+/// One gzip member deflated in independent blocks (zlib's full flush every `block`
+/// bytes of text, as `pigz --independent` writes it) is cut inside the member; with
+/// sync flushes (the blocks refer back past them) it is read whole. `pigz -i` itself
+/// where it is installed (`make test` installs it when run as root).
+#[test]
+fn a_gzip_member_of_independent_blocks_is_split_with_the_same_rows() {
+    assert_cut_at_compressed_parts(
+        "gz",
+        |text, block| flushed(text, block, flate2::FlushCompress::Full),
+        |text| flushed(text, 7_001, flate2::FlushCompress::Sync),
+        "first gzip member does not end within its first MiB",
+    );
+    if std::process::Command::new("pigz")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("pigz is not installed: its own output is not tested");
+        return;
+    }
+    // pigz's blocks are 128 KiB of text: 16,000 documents make several.
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(data.path().join("in")).expect("mkdir");
+    let docs = data.path().join("in/docs.jsonl");
+    write_docs(&docs, 0, 16_000);
+    let o = std::process::Command::new("pigz")
+        .args(["--independent", "-p", "2"])
+        .arg(&docs)
+        .output()
+        .expect("pigz runs (make test installs it)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let source = format!("  uri: {}/in/docs.jsonl.gz", data.path().display());
+    let slices = assert_slices_equal_whole(data.path(), &source, "[]", "64KiB");
+    assert!(slices > 5, "{slices} slices");
+}
+
+/// `text` as one gzip member, deflated `block` bytes of text at a time, each ended with
+/// `flush`.
+fn flushed(text: &[u8], block: usize, flush: flate2::FlushCompress) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut buf = vec![0; block * 2 + 1024];
+    let mut chunks = text.chunks(block).peekable();
+    while let Some(chunk) = chunks.next() {
+        let mode = if chunks.peek().is_none() {
+            flate2::FlushCompress::Finish
+        } else {
+            flush
+        };
+        let before = c.total_out();
+        c.compress(chunk, &mut buf, mode).expect("deflate");
+        out.extend_from_slice(&buf[..(c.total_out() - before) as usize]);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(text);
+    out.extend(crc.sum().to_le_bytes());
+    out.extend((text.len() as u32).to_le_bytes());
+    out
+}
+
 /// `text` as gzip members of `member` bytes of text each, cut mid-line (bgzip's layout
 /// without its extra field; `cat a.gz b.gz` is the same).
 fn gzip_members(text: &[u8], member: usize) -> Vec<u8> {

@@ -94,14 +94,37 @@ fn gunzip<'a>(input: impl BufRead + 'a) -> Box<dyn Members + 'a> {
 #[cfg(not(feature = "isal"))]
 mod flate;
 
-/// Whether the gzip object `path` of `size` bytes has a second member within its first
-/// [`PROBE`] bytes (one range request): then it can be cut at its members.
+pub mod blocks;
+
+/// How a gzip object can be cut ([`probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GzipCut {
+    /// At its members.
+    Members,
+    /// Inside its one member, at its full-flush points ([`blocks`]).
+    Blocks,
+}
+
+/// How the gzip object `path` of `size` bytes can be cut, from its first [`PROBE`]
+/// bytes (one range request): at its members when a second one starts there; inside
+/// its first member when that is flushed into independent blocks and one is
+/// believed there (`pigz --independent`); else not at all.
 ///
 /// # Errors
 /// A failed range request.
-pub async fn probe(store: &dyn ObjectStore, path: &Path, size: u64) -> object_store::Result<bool> {
+pub async fn probe(
+    store: &dyn ObjectStore,
+    path: &Path,
+    size: u64,
+) -> object_store::Result<Option<GzipCut>> {
     let head = store.get_range(path, 0..size.min(PROBE)).await?;
-    Ok(second_member(&head))
+    Ok(if second_member(&head) {
+        Some(GzipCut::Members)
+    } else if blocks::independent(&head) {
+        Some(GzipCut::Blocks)
+    } else {
+        None
+    })
 }
 
 /// Whether `head` (an object's first bytes) decodes into a second member with data.

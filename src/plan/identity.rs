@@ -107,6 +107,7 @@ impl Plan {
                     end: t.objects.end,
                     bytes: t.bytes,
                     range: t.range.as_ref().map(|r| [r.start, r.end]),
+                    inside_member: t.inside_member,
                 })
                 .collect(),
             features: crate::hf::features(
@@ -193,6 +194,7 @@ impl Plan {
                 objects: t.start..t.end,
                 bytes: t.bytes,
                 range: t.range.map(|[a, b]| a..b),
+                inside_member: t.inside_member,
             })
             .collect();
         Ok(self)

@@ -51,6 +51,9 @@ pub struct Task {
     /// For a slice of one large object: the bytes whose lines are this task's (see
     /// `formats::reader::LineRange`). `None`: whole objects.
     pub range: Option<Range<u64>>,
+    /// The slice is of a gzip object of one member flushed into independent blocks
+    /// (`formats::members::blocks`), not of one of many members.
+    pub inside_member: bool,
 }
 
 /// Everything a run needs, checked.

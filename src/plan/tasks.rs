@@ -60,10 +60,14 @@ pub(super) async fn plan_tasks(
         let gzip = compressions[i] == Compression::Gzip;
         async move {
             let cuts = if gzip {
+                use formats::members::GzipCut;
                 formats::members::probe(store.as_ref(), &o.path, o.size)
                     .await
                     .map_err(|e| Error::store("read the first gzip member of", &o.display, e))?
-                    .then_some(Cuts::Anywhere)
+                    .map(|cut| match cut {
+                        GzipCut::Members => Cuts::Anywhere,
+                        GzipCut::Blocks => Cuts::InsideMember,
+                    })
             } else {
                 formats::seekable::frames(store.as_ref(), &o.path, o.size)
                     .await
@@ -185,6 +189,10 @@ fn split_rule(
         FormatName::Parquet => Ok(Cuts::Anywhere),
         FormatName::Files => Err("the files format makes one row of each object"),
         FormatName::Warc => match compression {
+            Compression::Gzip if probed == Some(&Cuts::InsideMember) => Err(
+                "it is one gzip member (flushed into independent blocks); WARC records are \
+                 found only at the members of a .warc.gz of one member per record",
+            ),
             Compression::Gzip => compressed(probed),
             _ => Err(
                 "WARC records are found from any offset only in a .warc.gz of many gzip \
@@ -205,6 +213,9 @@ pub enum Cuts {
     None,
     /// At any byte (the slice finds its first record itself).
     Anywhere,
+    /// At any byte of a gzip object of one member flushed into independent blocks (the
+    /// slice finds its first block, then its first record).
+    InsideMember,
     /// Only at these offsets (the frames of a seekable zstd object).
     At(Vec<u64>),
 }
@@ -232,6 +243,7 @@ pub fn make_tasks(
                 objects: start..end,
                 bytes,
                 range: None,
+                inside_member: false,
             });
         }
     };
@@ -244,16 +256,18 @@ pub fn make_tasks(
         if cuts != Cuts::None {
             flush(&mut tasks, start, i, bytes);
             let slice = task_bytes.max(MIN_SLICE);
+            let inside_member = cuts == Cuts::InsideMember;
             let mut push = |at: u64, end: u64| {
                 tasks.push(Task {
                     id: tasks.len(),
                     objects: i..i + 1,
                     bytes: end - at,
                     range: Some(at..end),
+                    inside_member,
                 });
             };
             match cuts {
-                Cuts::Anywhere => {
+                Cuts::Anywhere | Cuts::InsideMember => {
                     let mut at = 0;
                     while at < o.size {
                         let end = (at + slice).min(o.size);

@@ -217,10 +217,14 @@ async fn forward(
 pub(super) fn slice_reader<'a>(
     plan: &Plan,
     i: usize,
-    range: &std::ops::Range<u64>,
+    task: &crate::plan::Task,
     raw: ChannelReader<'a>,
     handle: &tokio::runtime::Handle,
 ) -> Result<Box<dyn std::io::Read + 'a>> {
+    let range = task
+        .range
+        .as_ref()
+        .ok_or_else(|| Error::Internal("a slice without a range".into()))?;
     let obj = &plan.objects[i];
     let store = plan.source.base.store.clone();
     let csv = &plan.pipeline.source.csv;
@@ -228,6 +232,16 @@ pub(super) fn slice_reader<'a>(
     let is_csv = plan.format_name == crate::spec::FormatName::Csv;
     let buffered = |raw| Box::new(std::io::BufReader::with_capacity(1 << 16, raw));
     let body: Box<dyn std::io::Read + 'a> = match plan.compressions[i] {
+        formats::Compression::Gzip if task.inside_member => {
+            let blocks = formats::members::blocks::slice(buffered(raw), range.clone())
+                .map_err(|e| Error::input(&obj.display, None, e))?;
+            let (end, first) = (blocks.end(), range.start == 0);
+            if is_csv {
+                Box::new(LineRange::csv_after_members(blocks, first, end, records()))
+            } else {
+                Box::new(LineRange::after_members(blocks, first, end))
+            }
+        }
         formats::Compression::Gzip => {
             use formats::members::{Starts, slice};
             let warc = plan.format_name == crate::spec::FormatName::Warc;

@@ -349,7 +349,7 @@ fn cpu_task(
             // A slice comes out decompressed (a seekable zstd object's frames are
             // decompressed before the records are cut).
             match &task.range {
-                Some(r) => slice_reader(plan, i, r, raw, &handle).and_then(|raw| {
+                Some(_) => slice_reader(plan, i, task, raw, &handle).and_then(|raw| {
                     formats::decompress(formats::Compression::None, raw)
                         .map_err(|e| Error::input(&object, None, e))
                 }),

@@ -189,6 +189,9 @@ pub struct StoredTask {
     /// A slice `[from, to)` of one large object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<[u64; 2]>,
+    /// The slice is inside one gzip member of independent blocks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inside_member: bool,
 }
 
 /// `_kiln/plan.json`: written once, by the first worker (a conditional put decides), and
