@@ -206,10 +206,181 @@ impl<R: BufRead> Read for GzDecoder<R> {
     }
 }
 
+/// A raw deflate stream (no gzip wrapper) inflated from wherever the caller starts it,
+/// with an empty window: what kiln needs to decode one gzip member from a full-flush
+/// point on (`pigz --independent`). A back-reference to before the start is an error
+/// (ISA-L's "invalid lookback"), as the caller's check of a flush point requires.
+pub struct RawInflater {
+    state: Box<isal::inflate_state>,
+    total_in: u64,
+    total_out: u64,
+}
+
+impl Default for RawInflater {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawInflater {
+    pub fn new() -> Self {
+        let mut state: Box<MaybeUninit<isal::inflate_state>> = Box::new_zeroed();
+        // SAFETY: as in `GzDecoder::new`: all-zero is a valid `inflate_state`, and
+        // `isal_inflate_init` sets what a fresh stream needs; `crc_flag` 0 is raw deflate.
+        #[expect(unsafe_code, reason = "ISA-L initialises its C state in place")]
+        let state = unsafe {
+            isal::isal_inflate_init(state.as_mut_ptr());
+            state.assume_init()
+        };
+        Self {
+            state,
+            total_in: 0,
+            total_out: 0,
+        }
+    }
+
+    /// Inflates from `input` into `output`: the bytes taken, the bytes made, and
+    /// whether the stream's last block has ended. Taking and making nothing means it
+    /// needs more input (or more room). The call that ends the stream may take bytes
+    /// past its end: [`Self::total_in`] says where it ended.
+    ///
+    /// # Errors
+    /// Corrupt deflate data, or a reference to before the stream's start.
+    pub fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> io::Result<(usize, usize, bool)> {
+        if self.state.block_state == isal::isal_block_state_ISAL_BLOCK_FINISH {
+            return Ok((0, 0, true));
+        }
+        let in_len = input.len().min(u32::MAX as usize);
+        let out_len = output.len().min(u32::MAX as usize);
+        self.state.next_in = input.as_ptr().cast_mut();
+        self.state.avail_in = in_len as u32;
+        self.state.next_out = output.as_mut_ptr();
+        self.state.avail_out = out_len as u32;
+        // SAFETY: as in `GzDecoder::read`: the pointers describe `input` and `output`,
+        // live and unaliased for the call, and are cleared right after it.
+        #[expect(unsafe_code, reason = "ISA-L inflates through raw buffer pointers")]
+        let ret = unsafe { isal::isal_inflate(&mut *self.state) };
+        let used = in_len - self.state.avail_in as usize;
+        let made = out_len - self.state.avail_out as usize;
+        self.state.next_in = std::ptr::null_mut();
+        self.state.avail_in = 0;
+        self.state.next_out = std::ptr::null_mut();
+        self.state.avail_out = 0;
+        self.total_in += used as u64;
+        self.total_out += made as u64;
+        if ret < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "deflate data is corrupt at compressed byte {} or before: {}",
+                    self.total_in,
+                    describe(ret)
+                ),
+            ));
+        }
+        let end = self.state.block_state == isal::isal_block_state_ISAL_BLOCK_FINISH;
+        if end {
+            // ISA-L reads ahead into a 64-bit buffer (and stages small inputs); a raw
+            // stream has no trailer for it to take from there, so the whole bytes it
+            // holds past the last block are not the stream's.
+            let held =
+                self.state.read_in_length.max(0) as u64 / 8 + self.state.tmp_in_size.max(0) as u64;
+            self.total_in -= held.min(self.total_in);
+        }
+        Ok((used, made, end))
+    }
+
+    /// Compressed bytes of the stream taken so far: once it has ended, exactly the
+    /// stream's length (the bytes read past it in the last calls not counted).
+    pub fn total_in(&self) -> u64 {
+        self.total_in
+    }
+
+    /// Bytes made so far.
+    pub fn total_out(&self) -> u64 {
+        self.total_out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufReader, Write};
+
+    /// Raw deflate, inflated in pieces, from the start and from a full-flush point; a
+    /// reference to before the start is an error.
+    #[test]
+    fn raw_deflate_from_a_full_flush_point_and_not_from_a_sync_one() {
+        let data = sample(300_000);
+        let raw = |flush: flate2::FlushCompress| {
+            let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+            let mut out = vec![0; 1 << 20];
+            let mut n = 0;
+            for (i, chunk) in data.chunks(100_000).enumerate() {
+                let mode = if i == 2 {
+                    flate2::FlushCompress::Finish
+                } else {
+                    flush
+                };
+                let before = c.total_out();
+                c.compress(chunk, &mut out[n..], mode).expect("deflate");
+                n += (c.total_out() - before) as usize;
+            }
+            out.truncate(n);
+            out
+        };
+        let inflate = |input: &[u8]| -> io::Result<Vec<u8>> {
+            let mut r = RawInflater::new();
+            let (mut out, mut buf, mut at) = (Vec::new(), vec![0; 7_001], 0);
+            loop {
+                let end = (at + 4_099).min(input.len());
+                let (used, made, done) = r.inflate(&input[at..end], &mut buf)?;
+                at += used;
+                out.extend_from_slice(&buf[..made]);
+                if done {
+                    return Ok(out);
+                }
+                if used == 0 && made == 0 && at == input.len() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        };
+        let full = raw(flate2::FlushCompress::Full);
+        assert_eq!(inflate(&full).expect("whole"), data);
+        // Followed by a gzip trailer: where the stream ends is known exactly.
+        for feed in [3, 4_099, 1 << 20] {
+            let mut r = RawInflater::new();
+            let with_trailer = [&full[..], b"CRC4SIZE"].concat();
+            let (mut at, mut buf) = (0, vec![0; 1 << 20]);
+            loop {
+                let end = (at + feed).min(with_trailer.len());
+                let (used, _, done) = r
+                    .inflate(&with_trailer[at..end], &mut buf)
+                    .expect("inflate");
+                at += used;
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(r.total_in(), full.len() as u64, "fed {feed} at a time");
+        }
+        let second = memchr_marker(&full).expect("a flush point");
+        assert_eq!(
+            inflate(&full[second..]).expect("from the flush"),
+            &data[100_000..]
+        );
+        let sync = raw(flate2::FlushCompress::Sync);
+        let second = memchr_marker(&sync).expect("a flush point");
+        let e = inflate(&sync[second..]).expect_err("refers back");
+        assert!(e.to_string().contains("back-reference"), "{e}");
+    }
+
+    /// The byte after the first `00 00 ff ff`.
+    fn memchr_marker(d: &[u8]) -> Option<usize> {
+        d.windows(4)
+            .position(|w| w == [0, 0, 0xff, 0xff])
+            .map(|p| p + 4)
+    }
 
     /// Text that compresses like real data: words, repeats and some noise.
     fn sample(n: usize) -> Vec<u8> {

@@ -26,8 +26,6 @@ use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flate2::{Decompress, FlushDecompress, Status};
-
 use super::{Check, PROOF, PROOF_INPUT, yes};
 
 /// The empty stored block a full flush ends with.
@@ -78,13 +76,13 @@ pub(super) fn header_len(data: &[u8]) -> io::Result<Option<usize>> {
 /// Whether a flush point at `data[0]` is believed (see the module's comment).
 /// `complete`: `data` runs to the object's end.
 fn check(data: &[u8], complete: bool) -> Check {
-    let mut d = Decompress::new(false);
+    let mut d = Raw::new();
     let mut out = vec![0; 32 << 10];
     let limit = data.len().min(PROOF_INPUT);
+    let mut fed = 0;
     loop {
-        let (fed, made) = (d.total_in() as usize, d.total_out());
-        match d.decompress(&data[fed..limit], &mut out, FlushDecompress::None) {
-            Ok(Status::StreamEnd) => {
+        match d.inflate(&data[fed..limit], &mut out) {
+            Ok((_, _, true)) => {
                 let rest = data.len() - d.total_in() as usize;
                 return match () {
                     () if rest > TRAILER || d.total_out() == 0 => Check::No,
@@ -93,7 +91,7 @@ fn check(data: &[u8], complete: bool) -> Check {
                 };
             }
             Ok(_) if d.total_out() >= PROOF as u64 => return Check::Yes,
-            Ok(_) if d.total_in() as usize == fed && d.total_out() == made => {
+            Ok((0, 0, _)) => {
                 return match () {
                     // Valid over this many compressed bytes: no chance look-alike is.
                     () if limit == PROOF_INPUT => Check::Yes,
@@ -101,9 +99,58 @@ fn check(data: &[u8], complete: bool) -> Check {
                     () => Check::More,
                 };
             }
-            Ok(_) => {}
+            Ok((used, _, _)) => fed += used,
             Err(_) => return Check::No,
         }
+    }
+}
+
+/// A raw deflate decoder from a flush point, with an empty window: ISA-L (as for every
+/// gzip input; crates/inflate) or, built without it, flate2.
+struct Raw {
+    #[cfg(feature = "isal")]
+    d: kiln_inflate::RawInflater,
+    #[cfg(not(feature = "isal"))]
+    d: flate2::Decompress,
+}
+
+impl Raw {
+    fn new() -> Self {
+        Raw {
+            #[cfg(feature = "isal")]
+            d: kiln_inflate::RawInflater::new(),
+            #[cfg(not(feature = "isal"))]
+            d: flate2::Decompress::new(false),
+        }
+    }
+
+    /// Bytes taken, bytes made, and whether the stream's last block ended.
+    #[cfg(feature = "isal")]
+    fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> io::Result<(usize, usize, bool)> {
+        self.d.inflate(input, out)
+    }
+
+    #[cfg(not(feature = "isal"))]
+    fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> io::Result<(usize, usize, bool)> {
+        let (fed, made) = (self.d.total_in(), self.d.total_out());
+        let status = self
+            .d
+            .decompress(input, out, flate2::FlushDecompress::None)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((
+            (self.d.total_in() - fed) as usize,
+            (self.d.total_out() - made) as usize,
+            status == flate2::Status::StreamEnd,
+        ))
+    }
+
+    fn total_out(&self) -> u64 {
+        self.d.total_out()
+    }
+
+    /// Compressed bytes of the stream so far (exact once it has ended).
+    fn total_in(&self) -> u64 {
+        self.d.total_in()
     }
 }
 
@@ -159,7 +206,8 @@ pub fn slice<'a>(
         exhausted: false,
         span: range.end - range.start,
         end: None,
-        inflate: Decompress::new(false),
+        inflate: Raw::new(),
+        origin: 0,
         buf: vec![0; CHUNK],
         pos: 0,
         filled: 0,
@@ -181,6 +229,7 @@ pub fn slice<'a>(
                 ));
             }
         }
+        s.origin = s.base;
         return Ok(s);
     }
     // The first believed flush point from the range's start on; the slice owns nothing
@@ -207,6 +256,7 @@ pub fn slice<'a>(
         }
         s.read_more()?;
     }
+    s.origin = s.base;
     Ok(s)
 }
 
@@ -222,7 +272,9 @@ pub struct BlockSlice<'a> {
     /// The slice's end (compressed offset), once searched: `Some(None)` when no flush
     /// point follows the range (it runs to the object's end).
     end: Option<Option<u64>>,
-    inflate: Decompress,
+    inflate: Raw,
+    /// The offset (from the range's start) the inflater started at.
+    origin: u64,
     buf: Vec<u8>,
     pos: usize,
     filled: usize,
@@ -297,13 +349,8 @@ impl BlockSlice<'_> {
                 self.read_more()?;
             }
             let take = self.limit()?;
-            let (fed, made) = (self.inflate.total_in(), self.inflate.total_out());
-            let status = self
-                .inflate
-                .decompress(&self.window[..take], &mut self.buf, FlushDecompress::None)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let used = (self.inflate.total_in() - fed) as usize;
-            self.filled = (self.inflate.total_out() - made) as usize;
+            let (used, made, ended) = self.inflate.inflate(&self.window[..take], &mut self.buf)?;
+            self.filled = made;
             self.advance(used);
             // At the end, once everything before it is out (the output not full).
             let at_end = matches!(self.end, Some(Some(e)) if e == self.base)
@@ -314,7 +361,7 @@ impl BlockSlice<'_> {
                 self.published
                     .store(self.inflate.total_out(), Ordering::Relaxed);
             }
-            if status == Status::StreamEnd {
+            if ended {
                 self.finish()?;
                 self.done = true;
             } else if used == 0 && self.filled == 0 && !at_end {
@@ -335,10 +382,13 @@ impl BlockSlice<'_> {
 
     /// After the deflate stream's end: the trailer, and nothing after it.
     fn finish(&mut self) -> io::Result<()> {
-        while self.window.len() <= TRAILER && !self.exhausted {
+        // Where the stream ended (the inflater may have taken bytes past it).
+        let end = self.origin + self.inflate.total_in();
+        let rest = |s: &Self| (s.base + s.window.len() as u64).saturating_sub(end) as usize;
+        while rest(self) <= TRAILER && !self.exhausted {
             self.read_more()?;
         }
-        match self.window.len() {
+        match rest(self) {
             TRAILER => Ok(()),
             n if n < TRAILER => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
