@@ -46,6 +46,34 @@ measure "kiln (slices, 1x2 threads)" "$KILN" run -q "$F"
 measure "kiln (slices, 2 workers)" bash -c \
   "\"$KILN\" run -q \"$F\" --worker 0/2 --set run.threads=1 & \"$KILN\" run -q \"$F\" --worker 1/2 --set run.threads=1; wait"
 
+# The same corpus as one gzip member of independent blocks (`pigz --independent`, 128 KiB
+# blocks): read whole (ISA-L, one decoding thread) against cut at its flush points.
+PIGZ=$DATA/pigz-i
+if command -v pigz > /dev/null; then
+  if [[ ! -f "$PIGZ/manifest.json" ]]; then
+    mkdir -p "$PIGZ"
+    pigz --independent -6 -c "$BIG/corpus.jsonl" > "$PIGZ/corpus.jsonl.gz"
+    "$PY" - "$BIG/manifest.json" "$PIGZ/manifest.json" "$PIGZ/corpus.jsonl.gz" <<'PYEOF'
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+m.update(bytes=os.path.getsize(sys.argv[3]))
+json.dump(m, open(sys.argv[2], "w"), indent=1)
+PYEOF
+  fi
+  measure_pigz() {  # measure_pigz TOOL CMD...
+    local tool=$1; shift
+    echo "== F-pigz / $tool" >&2
+    "$PY" "$SHARED/bench_run.py" --job F-pigz --tool "$tool" --input "$PIGZ" --output "$OUT" \
+      --manifest "$PIGZ/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 -- "$@" > /dev/null
+    rm -rf "$OUT"
+  }
+  G=(--set "source.uri=$PIGZ/corpus.jsonl.gz")
+  measure_pigz "kiln (whole)" "$KILN" run -q "$F" "${G[@]}" --set source.split=false
+  measure_pigz "kiln (slices, 1x2 threads)" "$KILN" run -q "$F" "${G[@]}"
+  measure_pigz "kiln (slices, 2 workers)" bash -c \
+    "\"$KILN\" run -q \"$F\" --set source.uri=$PIGZ/corpus.jsonl.gz --worker 0/2 --set run.threads=1 & \"$KILN\" run -q \"$F\" --set source.uri=$PIGZ/corpus.jsonl.gz --worker 1/2 --set run.threads=1; wait"
+fi
+
 # The commit protocol's own time, from each worker's report.
 rm -rf "$OUT"; mkdir -p "$DATA/results"
 "$KILN" run -q "$F" --report "$DATA/results/F-1x2.json" > /dev/null; rm -rf "$OUT"
@@ -54,16 +82,20 @@ rm -rf "$OUT"; mkdir -p "$DATA/results"
 wait; rm -rf "$OUT"
 "$PY" - "$RES" "$DATA"/results/F-1x2.json "$DATA"/results/F-w0.json "$DATA"/results/F-w1.json <<'PYEOF'
 import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["job"] == "F-split":
-        rows[r["tool"]] = r
-whole = rows.get("kiln (whole)")
-print("\nJob F, one 1 GB JSONL file → Parquet:")
-for tool, r in rows.items():
-    extra = f"  speed-up {whole['wall_s'] / r['wall_s']:.2f}x vs whole" if whole and r is not whole else ""
-    print(f"  {tool:30} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  RSS {r['max_rss_mb']:5} MB{extra}")
+for job, title in [("F-split", "one 1 GB JSONL file"),
+                   ("F-pigz", "the same as one pigz --independent member (492 MB)")]:
+    rows = {}
+    for line in open(sys.argv[1]):
+        r = json.loads(line)
+        if r["job"] == job:
+            rows[r["tool"]] = r
+    if not rows:
+        continue
+    whole = rows.get("kiln (whole)")
+    print(f"\nJob {job}, {title} → Parquet:")
+    for tool, r in rows.items():
+        extra = f"  speed-up {whole['wall_s'] / r['wall_s']:.2f}x vs whole" if whole and r is not whole else ""
+        print(f"  {tool:30} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  RSS {r['max_rss_mb']:5} MB{extra}")
 for name in sys.argv[2:]:
     rep = json.load(open(name))
     p, e = rep["commit_protocol_s"], rep["elapsed_s"]
