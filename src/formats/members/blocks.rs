@@ -156,7 +156,7 @@ impl Raw {
 
 /// The first believed flush point in `data` (whose first byte is at offset `base` of
 /// the object's bytes read) at an offset of at least `min`, searching markers from
-/// `data[from]` on. `Err(m)`: the marker at `data[m]` needs more bytes to decide.
+/// `data[from]` on; [`Found::More`] when the marker at `data[m]` needs more bytes.
 fn find(data: &[u8], from: usize, base: u64, min: u64, complete: bool) -> Found {
     for m in memchr::memmem::find_iter(&data[from..], &MARKER).map(|m| from + m) {
         let c = m + MARKER.len();
