@@ -181,7 +181,7 @@ fn split_rule(
         (Compression::Gzip, None) => Err(
             "its first gzip member does not end within its first MiB, so it is read from \
              its start; write it as many members (bgzip, or gzip each part and \
-             concatenate) to split it",
+             concatenate) or with pigz --independent to split it",
         ),
     };
     match format {

@@ -11,7 +11,8 @@
 //!
 //! A page with no main content (an index of links, an empty page) gives no text: by
 //! default the row is left out and counted (`empty`), as datatrove drops documents its
-//! extractor empties; `keep_empty: true` keeps it with a null text.
+//! extractor empties; `keep_empty: true` keeps it with a null text. A page the extractor
+//! fails on for another reason is a bad row under `run.on_error`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -117,15 +118,35 @@ struct Extract {
 
 impl Extract {
     /// The main text of one page, `None` when it has none.
-    fn text(&self, html: &str) -> Option<String> {
-        let r = trafilatura::extract(html, &self.options).ok()?;
-        let mut text = r.content_text.trim().to_string();
-        if self.opts.comments && !r.comments_text.trim().is_empty() {
-            text.push_str("\n\n");
-            text.push_str(r.comments_text.trim());
-        }
-        (!text.is_empty()).then_some(text)
+    ///
+    /// # Errors
+    /// The extractor failed on the page (not for lack of content).
+    fn text(&self, html: &str) -> Result<Option<String>, trafilatura::TrafilaturaError> {
+        let r = match trafilatura::extract(html, &self.options) {
+            Ok(r) => r,
+            Err(trafilatura::TrafilaturaError::InsufficientContent { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(main_text(&r, self.opts.comments))
     }
+}
+
+/// The trimmed content (and comments, when asked for) of an extraction; `None` when
+/// empty.
+fn main_text(r: &trafilatura::ExtractResult, comments: bool) -> Option<String> {
+    let mut text = r.content_text.trim().to_string();
+    if comments && !r.comments_text.trim().is_empty() {
+        text.push_str("\n\n");
+        text.push_str(r.comments_text.trim());
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// The bad row a failed extraction makes.
+fn failed(e: trafilatura::TrafilaturaError, column: &str, row: usize) -> StepError {
+    StepError::data(format!("the extractor failed on this page: {e}"))
+        .in_column(column)
+        .at_row(row)
 }
 
 impl Step for Extract {
@@ -146,11 +167,18 @@ impl Step for Extract {
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let pages = utf8(batch.column(self.source)).map_err(StepError::internal)?;
-        let texts: Vec<Option<String>> = (0..pages.len())
+        let texts: Vec<Result<Option<String>, trafilatura::TrafilaturaError>> = (0..pages.len())
             .into_par_iter()
             .with_min_len(4)
-            .map(|i| value(&pages, i).and_then(|h| self.text(h)))
+            .map(|i| value(&pages, i).map_or(Ok(None), |h| self.text(h)))
             .collect();
+        // A page the extractor fails on (its HTML cannot be parsed, say) is a bad row
+        // under run.on_error, not an empty page.
+        let texts = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.map_err(|e| failed(e, &self.opts.column, i)))
+            .collect::<Result<Vec<_>, _>>()?;
         let empty = texts.iter().filter(|t| t.is_none()).count();
         cx.count("extracted", (texts.len() - empty) as u64);
         cx.count("empty", empty as u64);
@@ -208,6 +236,18 @@ mod tests {
         assert!(text.contains("carried back down in autumn"), "{text}");
         assert!(!text.contains("Privacy policy"), "{text}");
         assert!(!text.contains("Shop"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_extraction_is_a_bad_row_naming_the_row_and_the_reason() {
+        let e = failed(
+            trafilatura::TrafilaturaError::ParseError("unexpected end".into()),
+            "text",
+            7,
+        );
+        assert_eq!((e.row, e.column.as_deref()), (Some(7), Some("text")));
+        let e = e.to_string();
+        assert!(e.contains("`text`") && e.contains("unexpected end"), "{e}");
     }
 
     #[test]
