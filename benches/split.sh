@@ -33,17 +33,17 @@ PYEOF
 fi
 cat "$BIG/corpus.jsonl" > /dev/null  # warm the page cache
 export KILN_BENCH_IN=$BIG KILN_BENCH_OUT=$OUT
-measure() {  # measure TOOL CMD...
-  local tool=$1; shift
-  echo "== F-split / $tool" >&2
-  "$PY" "$SHARED/bench_run.py" --job F-split --tool "$tool" --input "$BIG" --output "$OUT" \
-    --manifest "$BIG/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 -- "$@" > /dev/null
+measure() {  # measure JOB INPUT_DIR TOOL CMD...
+  local job=$1 in=$2 tool=$3; shift 3
+  echo "== $job / $tool" >&2
+  "$PY" "$SHARED/bench_run.py" --job "$job" --tool "$tool" --input "$in" --output "$OUT" \
+    --manifest "$in/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 -- "$@" > /dev/null
   rm -rf "$OUT"
 }
 F=$ROOT/benches/F_split.yaml
-measure "kiln (whole)" "$KILN" run -q "$F" --set source.split=false
-measure "kiln (slices, 1x2 threads)" "$KILN" run -q "$F"
-measure "kiln (slices, 2 workers)" bash -c \
+measure F-split "$BIG" "kiln (whole)" "$KILN" run -q "$F" --set source.split=false
+measure F-split "$BIG" "kiln (slices, 1x2 threads)" "$KILN" run -q "$F"
+measure F-split "$BIG" "kiln (slices, 2 workers)" bash -c \
   "\"$KILN\" run -q \"$F\" --worker 0/2 --set run.threads=1 & \"$KILN\" run -q \"$F\" --worker 1/2 --set run.threads=1; wait"
 
 # The same corpus as one gzip member of independent blocks (`pigz --independent`, 128 KiB
@@ -60,17 +60,10 @@ m.update(bytes=os.path.getsize(sys.argv[3]))
 json.dump(m, open(sys.argv[2], "w"), indent=1)
 PYEOF
   fi
-  measure_pigz() {  # measure_pigz TOOL CMD...
-    local tool=$1; shift
-    echo "== F-pigz / $tool" >&2
-    "$PY" "$SHARED/bench_run.py" --job F-pigz --tool "$tool" --input "$PIGZ" --output "$OUT" \
-      --manifest "$PIGZ/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 -- "$@" > /dev/null
-    rm -rf "$OUT"
-  }
   G=(--set "source.uri=$PIGZ/corpus.jsonl.gz")
-  measure_pigz "kiln (whole)" "$KILN" run -q "$F" "${G[@]}" --set source.split=false
-  measure_pigz "kiln (slices, 1x2 threads)" "$KILN" run -q "$F" "${G[@]}"
-  measure_pigz "kiln (slices, 2 workers)" bash -c \
+  measure F-pigz "$PIGZ" "kiln (whole)" "$KILN" run -q "$F" "${G[@]}" --set source.split=false
+  measure F-pigz "$PIGZ" "kiln (slices, 1x2 threads)" "$KILN" run -q "$F" "${G[@]}"
+  measure F-pigz "$PIGZ" "kiln (slices, 2 workers)" bash -c \
     "\"$KILN\" run -q \"$F\" --set source.uri=$PIGZ/corpus.jsonl.gz --worker 0/2 --set run.threads=1 & \"$KILN\" run -q \"$F\" --set source.uri=$PIGZ/corpus.jsonl.gz --worker 1/2 --set run.threads=1; wait"
 fi
 

@@ -431,13 +431,18 @@ impl MemberSlice<'_> {
     }
 }
 
+/// `Read` for a `BufRead` that does its work in `fill_buf`: copies from its buffer.
+fn read_buffered(r: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
+    let data = r.fill_buf()?;
+    let n = data.len().min(out.len());
+    out[..n].copy_from_slice(&data[..n]);
+    r.consume(n);
+    Ok(n)
+}
+
 impl Read for MemberSlice<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let data = self.fill_buf()?;
-        let n = data.len().min(out.len());
-        out[..n].copy_from_slice(&data[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 

@@ -406,11 +406,7 @@ impl BlockSlice<'_> {
 
 impl Read for BlockSlice<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let data = self.fill_buf()?;
-        let n = data.len().min(out.len());
-        out[..n].copy_from_slice(&data[..n]);
-        self.consume(n);
-        Ok(n)
+        super::read_buffered(self, out)
     }
 }
 

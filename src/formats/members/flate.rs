@@ -11,11 +11,7 @@ pub struct Counted<R> {
 
 impl<R: BufRead> Read for Counted<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let data = self.fill_buf()?;
-        let n = data.len().min(out.len());
-        out[..n].copy_from_slice(&data[..n]);
-        self.consume(n);
-        Ok(n)
+        super::read_buffered(self, out)
     }
 }
 
