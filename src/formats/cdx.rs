@@ -18,8 +18,8 @@
 //!   g`) names them: `V` the compressed offset, `g` the file name. Without a header, the
 //!   11 fields of that header.
 
-use std::collections::HashMap;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
 
 use crate::error::{Error, Result};
 use crate::formats::{self, Compression};
@@ -38,12 +38,13 @@ pub struct Index {
 
 impl Index {
     /// Reads every object `uri` matches (a path, a prefix or a glob; `.gz` and `.zst`
-    /// decompressed).
+    /// decompressed as they are read), keeping the offsets of the files named in `wanted`
+    /// only: an index of a whole crawl names far more files than one run lists.
     ///
     /// # Errors
     /// A failed listing or read; a line that is no CDX, CDXJ or JSON record naming an
     /// offset and a file, named by object and line.
-    pub async fn load(uri: &str, storage: &Storage) -> Result<Index> {
+    pub async fn load(uri: &str, storage: &Storage, wanted: &HashSet<String>) -> Result<Index> {
         let source = SourceUri::parse(uri, storage)?;
         let objects = source.list().await?;
         if objects.is_empty() {
@@ -63,11 +64,9 @@ impl Index {
                 .await
                 .map_err(|e| Error::store("read the CDX index", &o.display, e))?;
             let compression = Compression::resolve(Default::default(), o.path.as_ref());
-            let mut text = String::new();
-            formats::decompress(compression, &bytes[..])
-                .and_then(|mut r| r.read_to_string(&mut text))
+            let lines = formats::decompress(compression, &bytes[..])
                 .map_err(|e| Error::input(&o.display, None, format!("not a CDX index: {e}")))?;
-            index.add(&text, &o.display)?;
+            index.add(lines, &o.display, Some(wanted))?;
         }
         for offsets in index.offsets.values_mut() {
             offsets.sort_unstable();
@@ -76,18 +75,32 @@ impl Index {
         Ok(index)
     }
 
-    /// The lines of one index object (`display` names it in errors).
-    fn add(&mut self, text: &str, display: &str) -> Result<()> {
+    /// The lines of one index object (`display` names it in errors), of the files in
+    /// `wanted` (all when `None`).
+    fn add(
+        &mut self,
+        mut input: impl BufRead,
+        display: &str,
+        wanted: Option<&HashSet<String>>,
+    ) -> Result<()> {
         let mut layout = Layout::CDX11;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim_end_matches('\r');
+        let mut line = String::new();
+        for n in 0.. {
+            line.clear();
+            let read = input
+                .read_line(&mut line)
+                .map_err(|e| Error::input(display, Some(n + 1), format!("not a CDX index: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
             let bad = |why: &str| {
                 Error::input(
                     display,
-                    Some(n as u64 + 1),
+                    Some(n + 1),
                     format!(
                         "{why}; source.warc.cdx reads CDXJ (`urlkey timestamp {{json}}`), \
                          JSON lines (`warcio index`) and CDX with a ` CDX …` header"
@@ -108,6 +121,9 @@ impl Index {
                     .map_err(|why| bad(&why))?,
             };
             let name = file.rsplit('/').next().unwrap_or(&file).to_string();
+            if wanted.is_some_and(|w| !w.contains(&name)) {
+                continue;
+            }
             self.origin
                 .entry(name.clone())
                 .or_insert_with(|| display.to_string());
@@ -195,7 +211,7 @@ mod tests {
 
     fn index(text: &str) -> Index {
         let mut i = Index::default();
-        i.add(text, "test.cdx").expect("reads");
+        i.add(text.as_bytes(), "test.cdx", None).expect("reads");
         for o in i.offsets.values_mut() {
             o.sort_unstable();
             o.dedup();
@@ -242,10 +258,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_files_a_run_lists_are_kept() {
+        let mut i = Index::default();
+        let wanted: HashSet<String> = ["b.warc.gz".to_string()].into();
+        i.add(
+            &b"k 1 {\"offset\": 5, \"filename\": \"x/a.warc.gz\"}\n\
+               k 1 {\"offset\": 7, \"filename\": \"x/b.warc.gz\"}\r\n"[..],
+            "all.cdxj",
+            Some(&wanted),
+        )
+        .expect("reads");
+        assert_eq!(i.files(), 1);
+        assert_eq!(i.offsets("b.warc.gz").expect("b").0, [7]);
+        assert!(i.offsets("a.warc.gz").is_none());
+    }
+
+    #[test]
     fn a_bad_line_is_refused_by_object_and_line() {
         let mut i = Index::default();
         let e = i
-            .add("k 2024 {\"offset\": \"12\"}\n", "idx/a.cdxj")
+            .add(&b"k 2024 {\"offset\": \"12\"}\n"[..], "idx/a.cdxj", None)
             .expect_err("no filename")
             .to_string();
         assert!(
@@ -253,12 +285,16 @@ mod tests {
             "{e}"
         );
         let e = i
-            .add("\n k 2024 u m 200 d - - 10 x12 c.warc.gz\n", "b.cdx")
+            .add(
+                &b"\n k 2024 u m 200 d - - 10 x12 c.warc.gz\n"[..],
+                "b.cdx",
+                None,
+            )
             .expect_err("bad offset")
             .to_string();
         assert!(e.contains("line 2") && e.contains("`x12`"), "{e}");
         let e = i
-            .add(" CDX N b a\n", "c.cdx")
+            .add(&b" CDX N b a\n"[..], "c.cdx", None)
             .expect_err("no V")
             .to_string();
         assert!(e.contains("V (offset)"), "{e}");

@@ -119,8 +119,9 @@ async fn indexed_cuts(
             "source.warc.cdx is an index of WARC files; this source is not format: warc".into(),
         ));
     }
-    let index = formats::cdx::Index::load(uri, &pipeline.storage).await?;
     let name = |o: &Object| o.path.filename().unwrap_or_default().to_string();
+    let listed = listing.objects.iter().map(name).collect();
+    let index = formats::cdx::Index::load(uri, &pipeline.storage, &listed).await?;
     let mut seen: std::collections::HashMap<String, &Object> = Default::default();
     let mut named = 0;
     for (i, o) in listing.objects.iter().enumerate() {
@@ -146,10 +147,7 @@ async fn indexed_cuts(
             cuts.insert(i, Cuts::At(offsets.to_vec()));
         }
     }
-    tracing::debug!(
-        "source.warc.cdx: {} files indexed, {named} of them listed",
-        index.files()
-    );
+    tracing::debug!("source.warc.cdx: {named} listed objects indexed");
     Ok(cuts)
 }
 
