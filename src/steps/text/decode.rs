@@ -168,8 +168,9 @@ struct Decode {
 
 /// One row decoded: the text, the charset, where it came from, and whether bytes were
 /// replaced.
-struct Decoded {
-    text: String,
+struct Decoded<'a> {
+    /// Borrowed from the row's bytes when they are already the charset's UTF-8.
+    text: std::borrow::Cow<'a, str>,
     encoding: &'static Encoding,
     source: Source,
     replaced: bool,
@@ -329,19 +330,19 @@ fn charset_in_content(content: &str) -> Option<&str> {
 }
 
 /// Decodes one row, or says why it cannot.
-fn decode(
-    bytes: &[u8],
+fn decode<'a>(
+    bytes: &'a [u8],
     content_type: Option<&str>,
     url: Option<&str>,
     malformed: Malformed,
-) -> Result<Decoded, String> {
+) -> Result<Decoded<'a>, String> {
     let (encoding, source, bom) = sniff(bytes, content_type, url);
     let body = &bytes[bom..];
     match malformed {
         Malformed::Reject => encoding
             .decode_without_bom_handling_and_without_replacement(body)
             .map(|text| Decoded {
-                text: text.into_owned(),
+                text,
                 encoding,
                 source,
                 replaced: false,
@@ -362,7 +363,7 @@ fn decode(
         Malformed::Replace => {
             let (text, replaced) = encoding.decode_without_bom_handling(body);
             Ok(Decoded {
-                text: text.into_owned(),
+                text,
                 encoding,
                 source,
                 replaced,
@@ -434,7 +435,7 @@ impl Step for Decode {
             }
             let text: StringArray = rows
                 .iter()
-                .map(|d| d.as_ref().map(|d| d.text.as_str()))
+                .map(|d| d.as_ref().map(|d| d.text.as_ref()))
                 .collect();
             let charset: StringArray = rows
                 .iter()
@@ -457,7 +458,7 @@ mod tests {
 
     fn read(bytes: &[u8], ct: Option<&str>, url: Option<&str>) -> (String, &'static str, Source) {
         let d = decode(bytes, ct, url, Malformed::Reject).expect("decodes");
-        (d.text, d.encoding.name(), d.source)
+        (d.text.into_owned(), d.encoding.name(), d.source)
     }
 
     #[test]
