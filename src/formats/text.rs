@@ -1,13 +1,13 @@
 //! Plain text: one row per line, with the object's path and the 1-based line number.
 
-use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow::array::{ArrayBuilder, ArrayRef, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
-use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
+use super::lines::Chunk;
+use super::{DecodeContext, Emit, EmitPiece, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -32,77 +32,108 @@ impl SourceFormat for Text {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
+        super::decode_framed(self, input, cx, emit)
+    }
+
+    fn frames(&self) -> bool {
+        true
+    }
+
+    /// Chunks of whole lines ([`super::lines`]), each decoded by [`decode_chunk`]: the
+    /// task's thread only inflates and finds line ends; checking UTF-8 and building the
+    /// arrays run on any thread.
+    fn frame(
+        &self,
+        input: ObjectInput<'_>,
+        cx: &Arc<DecodeContext>,
+        emit: &mut EmitPiece<'_>,
+    ) -> Result<()> {
         let mut reader = input.stream()?;
-        let mut line_no: u64 = 0;
-        let mut offset: u64 = 0;
-        let mut buf = Vec::new();
-        let mut lines = UInt64Builder::new();
-        let mut texts = StringBuilder::new();
-        loop {
-            buf.clear();
-            let n = std::io::Read::take(&mut reader, cx.max_record_bytes + 1)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::read(&cx.object, Some(line_no + 1), e))?;
-            if n as u64 > cx.max_record_bytes {
-                return Err(super::jsonl::too_long(cx, line_no + 1));
+        let too_long = |line| super::jsonl::too_long(cx, line);
+        super::lines::frame_lines(&mut reader, cx, &too_long, &mut |chunk| {
+            let cx = cx.clone();
+            emit(Box::new(move || {
+                super::collect(|emit| decode_chunk(&chunk, &cx, emit))
+            }))
+        })
+    }
+}
+
+/// One row per line of `chunk` (at most `cx.batch_rows` lines, the last perhaps without
+/// its newline), as one batch; a line that is not UTF-8 is an error naming it, or under
+/// skip / dead_letter a rejected record.
+fn decode_chunk(chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Result<()> {
+    let bytes = &chunk.bytes[..];
+    let rows = memchr::memchr_iter(b'\n', bytes).count() + 1;
+    let mut lines = UInt64Builder::with_capacity(rows);
+    let mut texts = StringBuilder::with_capacity(rows, bytes.len());
+    let (mut line, mut offset) = (chunk.line, chunk.offset);
+    let mut start = 0;
+    while start < bytes.len() {
+        let next = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i + 1);
+        let raw = &bytes[start..next];
+        let mut end = raw.len();
+        if raw.ends_with(b"\n") {
+            end -= 1;
+            if raw[..end].ends_with(b"\r") {
+                end -= 1;
             }
-            if n > 0 {
-                line_no += 1;
-                let mut end = buf.len();
-                if buf.ends_with(b"\n") {
-                    end -= 1;
-                    if buf[..end].ends_with(b"\r") {
-                        end -= 1;
-                    }
-                }
-                match std::str::from_utf8(&buf[..end]) {
-                    Ok(s) => {
-                        lines.append_value(line_no);
-                        texts.append_value(s);
-                    }
-                    Err(e) => {
-                        let message = format!("not valid UTF-8 ({e}); convert the file to UTF-8");
-                        if !cx.tolerant() {
-                            return Err(Error::input(&cx.object, Some(line_no), message));
-                        }
-                        let r = crate::rejects::Rejected::record(
-                            &cx.object,
-                            "text",
-                            Some(line_no),
-                            Some(offset),
-                            message,
-                            &buf,
-                        );
-                        if !emit(super::Decoded::Rejected(r))? {
-                            return Ok(());
-                        }
-                    }
-                }
-                offset += n as u64;
+        }
+        match std::str::from_utf8(&raw[..end]) {
+            Ok(s) => {
+                lines.append_value(line);
+                texts.append_value(s);
             }
-            if lines.len() == cx.batch_rows || (n == 0 && !lines.is_empty()) {
-                let rows = lines.len();
-                let path = cx.path();
-                let mut paths = StringBuilder::with_capacity(rows, rows * path.len());
-                for _ in 0..rows {
-                    paths.append_value(path);
+            Err(e) => {
+                let message = format!("not valid UTF-8 ({e}); convert the file to UTF-8");
+                if !cx.tolerant() {
+                    return Err(Error::input(&cx.object, Some(line), message));
                 }
-                let columns: Vec<ArrayRef> = vec![
-                    Arc::new(paths.finish()),
-                    Arc::new(lines.finish()),
-                    Arc::new(texts.finish()),
-                ];
-                let batch = RecordBatch::try_new(cx.schema.clone(), columns)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                if !emit(super::Decoded::Batch(batch))? {
+                let r = crate::rejects::Rejected::record(
+                    &cx.object,
+                    "text",
+                    Some(line),
+                    Some(offset),
+                    message,
+                    raw,
+                );
+                if !emit(super::Decoded::Rejected(r))? {
                     return Ok(());
                 }
             }
-            if n == 0 {
-                return Ok(());
-            }
         }
+        line += 1;
+        offset += raw.len() as u64;
+        start = next;
     }
+    emit_rows(&mut lines, &mut texts, cx, emit)?;
+    Ok(())
+}
+
+/// The rows built so far as one batch, with the object's path, if there are any.
+fn emit_rows(
+    lines: &mut UInt64Builder,
+    texts: &mut StringBuilder,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<bool> {
+    let rows = lines.len();
+    if rows == 0 {
+        return Ok(true);
+    }
+    let path = cx.path();
+    let mut paths = StringBuilder::with_capacity(rows, rows * path.len());
+    for _ in 0..rows {
+        paths.append_value(path);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(paths.finish()),
+        Arc::new(lines.finish()),
+        Arc::new(texts.finish()),
+    ];
+    let batch = RecordBatch::try_new(cx.schema.clone(), columns)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    emit(super::Decoded::Batch(batch))
 }
 
 #[cfg(test)]
@@ -110,24 +141,56 @@ mod tests {
     use super::*;
     use crate::spec::CsvOptions;
 
-    #[test]
-    fn one_row_per_line_with_crlf() {
-        let cx = DecodeContext {
+    fn cx(batch_rows: usize) -> DecodeContext {
+        DecodeContext {
             schema: Arc::new(schema()),
             schema_origin: "declared".into(),
             strict: true,
             object: "notes.txt".into(),
-            batch_rows: 2,
+            batch_rows,
             csv: CsvOptions::default(),
             projection: None,
             on_error: crate::spec::OnError::Fail,
             on_mismatch: crate::spec::OnSchemaMismatch::Fail,
             max_record_bytes: 1 << 30,
             slice: None,
-        };
+        }
+    }
+
+    #[test]
+    fn one_row_per_line_with_crlf() {
         let (batches, _) =
-            super::super::decode_bytes(&Text, &b"a\r\nb\n\nc"[..], &cx).expect("decodes");
+            super::super::decode_bytes(&Text, &b"a\r\nb\n\nc"[..], &cx(2)).expect("decodes");
         let rows: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
         assert_eq!(rows, [2, 2]);
+    }
+
+    /// Chunks decode apart; rows and rejections keep the object's line numbers and
+    /// offsets whatever the chunk size.
+    #[test]
+    fn lines_and_bad_lines_keep_their_place_across_chunks() {
+        use arrow::array::AsArray;
+        let data = b"a\nb\xff\n\nc\r\n\xfe\nd";
+        for rows in [1, 2, 3, 100] {
+            let mut c = cx(rows);
+            let err = super::super::decode_bytes(&Text, data, &c).expect_err("bad");
+            assert!(err.to_string().starts_with("notes.txt line 2: "), "{err}");
+            c.on_error = crate::spec::OnError::Skip;
+            let (batches, rejected) = super::super::decode_bytes(&Text, data, &c).expect("skips");
+            let lines: Vec<u64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let lines = b.column(1).as_primitive::<arrow::datatypes::UInt64Type>();
+                    lines.values().to_vec()
+                })
+                .collect();
+            assert_eq!(lines, [1, 3, 4, 6], "batch_rows {rows}");
+            let at: Vec<_> = rejected.iter().map(|r| (r.line, r.offset)).collect();
+            assert_eq!(
+                at,
+                [(Some(2), Some(2)), (Some(5), Some(9))],
+                "batch_rows {rows}"
+            );
+        }
     }
 }
