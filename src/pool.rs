@@ -23,18 +23,38 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Slots shared by the tasks of a pass: each holds one unit of work in flight (a row
-/// group cut and not yet appended, a batch in the steps and not yet consumed).
+/// group cut and not yet appended, a batch in the steps and not yet consumed); and, for
+/// permits that say what they weigh, a cap on their bytes together.
 #[derive(Debug)]
 pub struct Budget {
-    free: Mutex<usize>,
+    free: Mutex<Free>,
     cv: Condvar,
+    /// The most bytes the permits hold together; one permit is let in whatever it weighs,
+    /// so that a piece larger than the cap still runs (alone).
+    max_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Free {
+    slots: usize,
+    /// Bytes the permits out now hold.
+    bytes: u64,
 }
 
 impl Budget {
     pub fn new(slots: usize) -> Self {
+        Self::with_bytes(slots, u64::MAX)
+    }
+
+    /// `slots`, and at most `max_bytes` of weighed permits at once (one always).
+    pub fn with_bytes(slots: usize, max_bytes: u64) -> Self {
         Budget {
-            free: Mutex::new(slots.max(1)),
+            free: Mutex::new(Free {
+                slots: slots.max(1),
+                bytes: 0,
+            }),
             cv: Condvar::new(),
+            max_bytes,
         }
     }
 
@@ -43,8 +63,8 @@ impl Budget {
     pub fn take(&self) -> Duration {
         let start = Instant::now();
         wait(&self.free, &self.cv, |free| {
-            if *free > 0 {
-                *free -= 1;
+            if free.slots > 0 {
+                free.slots -= 1;
                 true
             } else {
                 false
@@ -55,30 +75,46 @@ impl Budget {
 
     /// Gives `n` slots back.
     pub fn give(&self, n: usize) {
+        self.give_weighed(n, 0);
+    }
+
+    fn give_weighed(&self, n: usize, bytes: u64) {
         if n > 0 {
-            *lock(&self.free) += n;
+            let mut free = lock(&self.free);
+            free.slots += n;
+            free.bytes = free.bytes.saturating_sub(bytes);
+            drop(free);
             self.cv.notify_all();
         }
     }
 
-    /// A slot if one is free, given back when the permit is dropped (wherever that
-    /// happens: the job that filled it, or whoever drops its result).
-    pub fn try_permit(self: &Arc<Self>) -> Option<Permit> {
+    /// A slot for work holding about `bytes`, if one is free and the bytes fit beside
+    /// the permits out (or none is out); given back when the permit is dropped (wherever
+    /// that happens: the job that filled it, or whoever drops its result).
+    pub fn try_permit(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
         let mut free = lock(&self.free);
-        (*free > 0).then(|| {
-            *free -= 1;
-            Permit(self.clone())
+        let fits = free.bytes == 0 || free.bytes.saturating_add(bytes) <= self.max_bytes;
+        (free.slots > 0 && fits).then(|| {
+            free.slots -= 1;
+            free.bytes += bytes;
+            Permit {
+                budget: self.clone(),
+                bytes,
+            }
         })
     }
 }
 
-/// One slot of a [`Budget`], given back on drop.
+/// One slot of a [`Budget`] (and the bytes it was taken for), given back on drop.
 #[derive(Debug)]
-pub struct Permit(Arc<Budget>);
+pub struct Permit {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.give(1);
+        self.budget.give_weighed(1, self.bytes);
     }
 }
 
@@ -231,7 +267,7 @@ mod tests {
         pool.install(|| {
             for _ in 0..50 {
                 let permit = loop {
-                    match budget.try_permit() {
+                    match budget.try_permit(0) {
                         Some(p) => break p,
                         None => {
                             rayon::yield_local();
@@ -247,6 +283,24 @@ mod tests {
             }
             wait(&done.0, &done.1, |n| *n == 50);
         });
-        assert_eq!(*lock(&budget.free), 2);
+        assert_eq!(lock(&budget.free).slots, 2);
+    }
+
+    #[test]
+    fn weighed_permits_keep_within_the_bytes_but_one_always_gets_in() {
+        let budget = Arc::new(Budget::with_bytes(4, 100));
+        let big = budget.try_permit(250).expect("alone, any size gets in");
+        assert!(budget.try_permit(1).is_none(), "the cap is spent");
+        drop(big);
+        let a = budget.try_permit(60).expect("fits");
+        assert!(budget.try_permit(41).is_none(), "60 + 41 > 100");
+        let b = budget.try_permit(40).expect("60 + 40 fits");
+        assert!(
+            budget.try_permit(0).is_some(),
+            "weightless work needs a slot only"
+        );
+        drop((a, b));
+        let free = lock(&budget.free);
+        assert_eq!((free.slots, free.bytes), (4, 0));
     }
 }

@@ -184,7 +184,7 @@ impl SourceFormat for Csv {
             &too_long,
             &mut |chunk| {
                 let (cx, columns) = (cx.clone(), columns.clone());
-                emit(Box::new(move || {
+                emit(super::Piece::new(chunk.weight(), move || {
                     super::collect(|emit| decode_chunk(&chunk, &columns, &cx, emit))
                 }))
             },

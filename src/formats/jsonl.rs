@@ -107,7 +107,7 @@ impl SourceFormat for Jsonl {
         let mut reader = input.stream()?;
         super::lines::frame_lines(&mut reader, cx, &|line| too_long(cx, line), &mut |chunk| {
             let cx = cx.clone();
-            emit(Box::new(move || {
+            emit(super::Piece::new(chunk.weight(), move || {
                 super::collect(|emit| decode_chunk(&chunk, &cx, emit))
             }))
         })

@@ -22,6 +22,14 @@ pub(super) struct Chunk {
     pub records_before: u64,
 }
 
+impl Chunk {
+    /// What the piece decoding it weighs ([`super::Piece::bytes`]): its bytes, then about
+    /// as many again as Arrow arrays (text is copied into them as it is).
+    pub fn weight(&self) -> u64 {
+        2 * self.bytes.len() as u64
+    }
+}
+
 /// A chunk is cut at `cx.batch_rows` lines, or at the first line end past this many
 /// bytes, whichever comes first: a chunk is held as bytes and then as a batch.
 pub(super) const CHUNK_BYTES: usize = 8 << 20;

@@ -268,7 +268,29 @@ pub type Emit<'a> = dyn FnMut(Decoded) -> Result<bool> + 'a;
 /// framed (JSON Lines, text, CSV), or a row group fetched (Parquet). Run, it gives what
 /// [`SourceFormat::decode`] gives for that part: batches and records left out, in order,
 /// and the error that ended it, if one did (what came before the error stands).
-pub type Piece = Box<dyn FnOnce() -> (Vec<Decoded>, Result<()>) + Send>;
+pub struct Piece {
+    /// About the memory the piece takes until its batches leave the steps: the bytes it
+    /// holds, and the arrays they decode into. What the pass's budget weighs it by.
+    pub bytes: u64,
+    run: Box<dyn FnOnce() -> (Vec<Decoded>, Result<()>) + Send>,
+}
+
+impl Piece {
+    pub fn new(
+        bytes: u64,
+        run: impl FnOnce() -> (Vec<Decoded>, Result<()>) + Send + 'static,
+    ) -> Self {
+        Piece {
+            bytes,
+            run: Box::new(run),
+        }
+    }
+
+    /// Decodes the piece.
+    pub fn run(self) -> (Vec<Decoded>, Result<()>) {
+        (self.run)()
+    }
+}
 
 /// Runs `decode` as a piece: what it emits, collected, and how it ended.
 pub fn collect(decode: impl FnOnce(&mut Emit<'_>) -> Result<()>) -> (Vec<Decoded>, Result<()>) {
@@ -293,7 +315,7 @@ pub fn decode_framed(
 ) -> Result<()> {
     let cx = Arc::new(cx.clone());
     format.frame(input, &cx, &mut |piece| {
-        let (decoded, ended) = piece();
+        let (decoded, ended) = piece.run();
         for d in decoded {
             if !emit(d)? {
                 return Ok(false);

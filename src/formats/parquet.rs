@@ -346,18 +346,27 @@ impl SourceFormat for Parquet {
         let columns = Arc::new(Columns::of(&meta, cx)?);
         let mut reader = StoreReader(ra.clone());
         for (g, first_row) in row_groups(&meta, cx.slice.as_ref()) {
-            let ranges: Vec<Range<u64>> = meta
+            let chunks: Vec<_> = meta
                 .metadata()
                 .row_group(g)
                 .columns()
                 .iter()
                 .enumerate()
                 .filter(|(leaf, _)| columns.mask.leaf_included(*leaf))
-                .map(|(_, c)| {
+                .map(|(_, c)| c)
+                .collect();
+            let ranges: Vec<Range<u64>> = chunks
+                .iter()
+                .map(|c| {
                     let (start, len) = c.byte_range();
                     start..start + len
                 })
                 .collect();
+            // The column chunks as fetched, then decoded (their pages' uncompressed size).
+            let weight = chunks
+                .iter()
+                .map(|c| c.compressed_size().max(0) as u64 + c.uncompressed_size().max(0) as u64)
+                .sum();
             let parts = guarded(&cx.object, || {
                 futures::executor::block_on(reader.get_byte_ranges(ranges.clone()))
                     .map_err(|e| error(&cx.object, &format!("reading row group {g}"), e))
@@ -374,7 +383,7 @@ impl SourceFormat for Parquet {
                     })
                 })
             };
-            if !emit(Box::new(piece))? {
+            if !emit(super::Piece::new(weight, piece))? {
                 break;
             }
         }

@@ -52,7 +52,7 @@ impl SourceFormat for Text {
         let too_long = |line| super::jsonl::too_long(cx, line);
         super::lines::frame_lines(&mut reader, cx, &too_long, &mut |chunk| {
             let cx = cx.clone();
-            emit(Box::new(move || {
+            emit(super::Piece::new(chunk.weight(), move || {
                 super::collect(|emit| decode_chunk(&chunk, &cx, emit))
             }))
         })

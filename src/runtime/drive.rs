@@ -26,8 +26,9 @@
 //! accounting share one set of invariants (everything ordered happens here, in entry
 //! order), and splitting them would spread those over several files.
 //!
-//! Memory: a pass-wide [`Budget`] of [`batches_in_flight`] slots; a batch (or a piece of
-//! an object) takes one when it enters and gives it back when it leaves the steps.
+//! Memory: a pass-wide [`Budget`] ([`in_flight`]) of slots and bytes; a batch (or a piece
+//! of an object) takes a slot and its weight when it enters and gives them back when it
+//! leaves the steps.
 //!
 //! [`Step::batch_local`]: crate::steps::Step::batch_local
 
@@ -74,15 +75,18 @@ pub(super) struct Driven {
     pub parts: Vec<Part>,
 }
 
-/// Batches a pass lets into the steps at once, over all its tasks: one per thread and one
-/// more, so that a thread done with one finds the next waiting. Each is at most a batch,
-/// a JSONL chunk or a Parquet row group (fetched, then decoded whole): with large row
-/// groups this is most of the source's memory (a 309 MB file of 26 MB row groups, one
-/// run each: 343 MB peak with 2 × threads in flight, 327 MB with threads + 1).
-/// None on one thread: every batch then goes through the steps on its task's thread, as
-/// it comes.
-pub(super) fn batches_in_flight(threads: usize) -> Option<usize> {
-    (threads > 1).then_some(threads + 1)
+/// What a pass lets into the steps at once, over all its tasks: one batch or piece per
+/// thread and one more, so that a thread done with one finds the next waiting, and no
+/// more than a quarter of `run.memory_limit` of them together (as each says it weighs:
+/// a batch its arrays, a chunk of lines twice its bytes, a Parquet row group its column
+/// chunks fetched and decoded), though one always gets in. With large row groups this is
+/// most of the source's memory (a 309 MB file of 26 MB row groups, one run each: 343 MB
+/// peak with 2 × threads in flight, 327 MB with threads + 1); the bytes keep many threads
+/// from multiplying it. None on one thread: every batch then goes through the steps on
+/// its task's thread, as it comes.
+pub(super) fn in_flight(plan: &Plan) -> Option<Arc<Budget>> {
+    let memory = plan.pipeline.run.memory_limit.get();
+    (plan.threads > 1).then(|| Arc::new(Budget::with_bytes(plan.threads + 1, memory / 4)))
 }
 
 /// The steps of one task, with their per-task state.
@@ -156,7 +160,7 @@ struct Ran {
 
 impl<'a> Drive<'a> {
     /// For task `task` (its stable key `task_key`); `first_object` names it in errors.
-    /// `budget`: the pass's batches in flight ([`batches_in_flight`]); None runs every
+    /// `budget`: the pass's batches in flight ([`in_flight`]); None runs every
     /// step on this thread.
     pub fn new(
         plan: &'a Arc<Plan>,
@@ -313,7 +317,7 @@ impl<'a> Drive<'a> {
         let Some(flight) = &self.flight else {
             let (pieces, ended) = match work {
                 Work::Batch(b) | Work::Passing(b) => (vec![Decoded::Batch(b)], Ok(())),
-                Work::Parse(parse) => parse(),
+                Work::Parse(piece) => piece.run(),
             };
             for piece in pieces {
                 match piece {
@@ -327,9 +331,13 @@ impl<'a> Drive<'a> {
             return ended;
         };
         let (budget, signal) = (flight.budget.clone(), flight.signal.clone());
+        let bytes = match &work {
+            Work::Batch(b) | Work::Passing(b) => b.get_array_memory_size() as u64,
+            Work::Parse(piece) => piece.bytes,
+        };
         let permit = loop {
             self.pump()?;
-            if let Some(p) = budget.try_permit() {
+            if let Some(p) = budget.try_permit(bytes) {
                 break p;
             }
             let waited = Instant::now();

@@ -72,9 +72,9 @@ pub(super) fn run_job(
     let (decoded, read) = match work {
         Work::Batch(b) => (vec![Decoded::Batch(b)], true),
         Work::Passing(b) => (vec![Decoded::Batch(b)], false),
-        Work::Parse(parse) => {
+        Work::Parse(piece) => {
             let started = Instant::now();
-            let (decoded, ended) = parse();
+            let (decoded, ended) = piece.run();
             stats.decode.add_working(started.elapsed());
             ended_with = ended.err();
             (decoded, true)

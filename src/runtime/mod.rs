@@ -21,7 +21,6 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Task};
-use crate::pool::Budget;
 use crate::report::{Phase, Stats};
 use crate::sink::{self, Manifest, SinkState, TaskRecord};
 
@@ -280,7 +279,7 @@ async fn run(
         io: Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency)),
         stop: stop.clone(),
         cache,
-        batches: drive::batches_in_flight(plan.threads).map(|n| Arc::new(Budget::new(n))),
+        batches: drive::in_flight(&plan),
     };
     let slots = if plan.sequential { 1 } else { plan.threads };
 

@@ -26,7 +26,6 @@ use super::schedule::full_pass;
 use super::task::Pass;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::pool::Budget;
 use crate::report::Stats;
 use crate::sink;
 use crate::steps::Kind;
@@ -99,8 +98,7 @@ async fn run_stages(
         let pool = super::cpu_pool(plan.threads, "pass")?;
         let io = Arc::new(Semaphore::new(plan.pipeline.run.io_concurrency));
         let slots = if plan.sequential { 1 } else { plan.threads };
-        let batches =
-            super::drive::batches_in_flight(plan.threads).map(|n| Arc::new(Budget::new(n)));
+        let batches = super::drive::in_flight(&plan);
         let pass = |plan: Arc<Plan>, cache: Option<Arc<DecodedCache>>| -> Result<Pass> {
             Ok(Pass {
                 cfg: Arc::new(plan.writer_config(tokio::runtime::Handle::current())?),
