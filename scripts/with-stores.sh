@@ -20,7 +20,10 @@ install_venv() {
     if ! cmp -s "$REQS" "$VENV/requirements.installed"; then
         echo "== installing $REQS into $VENV"
         python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
+        # --no-compile: no bytecode for every module of every package now (37 of pip's
+        # 85 CPU-s, taken from the compile `make test` runs beside it); Python writes it
+        # for the modules the tests import, when they first do.
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$REQS"
         cp "$REQS" "$VENV/requirements.installed"
     fi
     # The wheel test (tests/wheel.rs) installs kiln's wheel into a fresh virtualenv
