@@ -6,6 +6,9 @@
 #   one-gz      the 16 .jsonl.gz files concatenated into one 481 MB multi-member
 #               .jsonl.gz object (gzip cannot be cut: one task)
 #   four        4 of the .jsonl.gz objects, 115 MiB, in one task
+#   one-csv     the shared generator's tabular CSV (512 MiB) as one .csv object, read
+#               whole: records framed by csv-core on the task's thread, parsed in jobs
+#   one-text    the 1 GB .jsonl object read as text (one row per line), read whole
 # and, for reference, the full corpus (16 objects, 2 tasks) at 1 and 2 threads, job A
 # beside Polars at POLARS_MAX_THREADS=1 and 2, and job C (tokenize) at 1 and 2 threads.
 # Every run goes through the shared harness (bench_run.py: /usr/bin/time -v over the
@@ -70,7 +73,19 @@ if [[ ! -f "$FOUR/manifest.json" ]]; then
   for f in $(ls "$TEXT"/jsonl_gz/*.jsonl.gz | head -4); do ln -sf "$f" "$FOUR/"; done
   manifest "$TEXT/manifest.json" "$FOUR/manifest.json" "$FOUR"/*.jsonl.gz
 fi
-cat "$ONE_JSONL/corpus.jsonl" "$ONE_GZ/corpus.jsonl.gz" "$TEXT"/jsonl_gz/*.jsonl.gz > /dev/null
+ONE_CSV=$DATA/one-csv
+if [[ ! -f "$ONE_CSV/manifest.json" ]]; then
+  echo "== generating the tabular corpus" >&2
+  (cd "$SHARED" && "$PY" gen_data.py csv --out "$DATA/tabular" --size-mb 512 --files 8)
+  mkdir -p "$ONE_CSV"
+  first=1
+  for f in "$DATA"/tabular/part-*.csv; do  # one header, then every file's rows
+    if [[ $first == 1 ]]; then cat "$f"; first=0; else tail -n +2 "$f"; fi
+  done > "$ONE_CSV/table.csv"
+  manifest "$DATA/tabular/manifest.json" "$ONE_CSV/manifest.json" "$ONE_CSV/table.csv"
+fi
+cat "$ONE_JSONL/corpus.jsonl" "$ONE_GZ/corpus.jsonl.gz" "$TEXT"/jsonl_gz/*.jsonl.gz \
+  "$ONE_CSV/table.csv" > /dev/null
 
 measure() {  # measure JOB TOOL INPUT_DIR -- CMD...
   local job=$1 tool=$2 in=$3; shift 4
@@ -88,6 +103,10 @@ for t in 1 2; do
     "$KILN" run -q "$A" --set run.threads=$t
   KILN_BENCH_URI="$FOUR/*.jsonl.gz" measure four "kiln $t" "$FOUR" -- \
     "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=1GiB
+  KILN_BENCH_URI="$ONE_CSV/table.csv" measure one-csv "kiln $t" "$ONE_CSV" -- \
+    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=csv
+  KILN_BENCH_URI="$ONE_JSONL/corpus.jsonl" measure one-text "kiln $t" "$ONE_JSONL" -- \
+    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=text
   KILN_BENCH_URI="$TEXT/jsonl_gz/*.jsonl.gz" measure A-convert "kiln $t" "$TEXT" -- \
     "$KILN" run -q "$A" --set run.threads=$t
   POLARS_MAX_THREADS=$t measure A-convert "polars $t" "$TEXT" -- \
@@ -105,7 +124,7 @@ for line in open(sys.argv[1]):
     rows[(r["job"], r["tool"])] = r
 print("| input | tool | wall s, 1 thread | wall s, 2 threads | speed-up | cpu s, 1 / 2 | max RSS MB, 1 / 2 |")
 print("|---|---|---|---|---|---|---|")
-for job in ["one-jsonl", "one-gz", "four", "A-convert", "C-tokenize"]:
+for job in ["one-jsonl", "one-gz", "four", "one-csv", "one-text", "A-convert", "C-tokenize"]:
     for tool in ["kiln", "polars"]:
         a, b = rows.get((job, f"{tool} 1")), rows.get((job, f"{tool} 2"))
         if not a or not b or "wall_s" not in a or "wall_s" not in b:
