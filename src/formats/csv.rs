@@ -1,14 +1,13 @@
 //! CSV / TSV, decoded by arrow-csv.
 
 use std::io::{BufRead, Cursor, Read};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow::csv::ReaderBuilder;
 use arrow::csv::reader::Format;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema};
 
-use super::lines::Chunk;
-use super::{DecodeContext, Emit, EmitPiece, ObjectInput, SourceFormat};
+use super::{DecodeContext, Emit, ObjectInput, SourceFormat};
 use crate::error::{Error, Result};
 use crate::spec::{CsvOptions, OnSchemaMismatch};
 
@@ -130,74 +129,44 @@ impl SourceFormat for Csv {
         cx: &DecodeContext,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        super::decode_framed(self, input, cx, emit)
-    }
-
-    fn frames(&self) -> bool {
-        true
-    }
-
-    /// Chunks of whole records, ended by csv-core's state machine (the one arrow-csv
-    /// runs, so a record spanning lines inside quotes stays whole), each decoded by
-    /// [`decode_chunk`]. The header is checked against the schema here, once.
-    fn frame(
-        &self,
-        input: ObjectInput<'_>,
-        cx: &Arc<DecodeContext>,
-        emit: &mut EmitPiece<'_>,
-    ) -> Result<()> {
         let mut reader = input.stream_bounded(cx.max_record_bytes)?;
-        let o = &cx.csv;
-        let by_name = if o.header {
-            let head = reader
-                .fill_buf()
-                .map_err(|e| Error::read(&cx.object, Some(1), e))?;
-            check_header(head, &format(o, &cx.object), cx)?
-        } else {
-            None
-        };
-        let columns = Arc::new(match by_name {
-            Some(by_name) => Columns::ByName {
-                schema: match &cx.projection {
-                    Some(p) => Arc::new(
-                        cx.schema
-                            .project(p)
-                            .map_err(|e| Error::Internal(e.to_string()))?,
-                    ),
-                    None => cx.schema.clone(),
-                },
-                by_name,
-            },
-            None => Columns::AsDeclared,
-        });
-        let mut framing = super::salvage::CsvRecords::new(
-            delimiter(o, &cx.object),
-            o.quote as u8,
-            o.escape.map(|c| c as u8),
-        );
-        let too_long = |line| super::jsonl::too_long(cx, line);
-        super::lines::frame_records(
-            &mut reader,
-            &mut framing,
-            o.header,
-            cx,
-            &too_long,
-            &mut |chunk| {
-                let (cx, columns) = (cx.clone(), columns.clone());
-                emit(super::Piece::new(chunk.weight(), move || {
-                    super::collect(|emit| decode_chunk(&chunk, &columns, &cx, emit))
-                }))
-            },
-        )
+        let fmt = format(&cx.csv, &cx.object);
+        let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
+        if cx.csv.header
+            && let Some(by_name) = check_header(reader.fill_buf().map_err(read_err)?, &fmt, cx)?
+        {
+            // The columns are read by name (see `source.on_schema_mismatch`).
+            let schema = match &cx.projection {
+                Some(p) => Arc::new(
+                    cx.schema
+                        .project(p)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                ),
+                None => cx.schema.clone(),
+            };
+            let mut conform = |d: super::Decoded| match d {
+                super::Decoded::Batch(b) => {
+                    let columns = by_name
+                        .sources
+                        .iter()
+                        .map(|s| s.map(|k| b.column(k).clone()))
+                        .collect();
+                    super::conform::emit_conformed(
+                        &schema,
+                        columns,
+                        b.num_rows(),
+                        0,
+                        cx,
+                        "csv",
+                        emit,
+                    )
+                }
+                rejected => emit(rejected),
+            };
+            return decode_as(reader, fmt, &by_name.cx, &mut conform);
+        }
+        decode_as(reader, fmt, cx, emit)
     }
-}
-
-/// How an object's columns map to the run's.
-enum Columns {
-    /// Its header names the schema's columns in the schema's order (or it has none).
-    AsDeclared,
-    /// Read by name into `schema` (the run's columns, projected).
-    ByName { schema: SchemaRef, by_name: ByName },
 }
 
 /// The columns of an object whose header names the schema's columns in another order,
@@ -210,53 +179,85 @@ struct ByName {
     sources: super::conform::Sources,
 }
 
-/// Decodes a chunk of whole records (no header) into the run's columns.
-fn decode_chunk(
-    chunk: &Chunk,
-    columns: &Columns,
+/// Decodes an object whose columns are those of `cx.schema`.
+fn decode_as(
+    mut reader: Box<dyn BufRead + '_>,
+    fmt: Format,
     cx: &DecodeContext,
     emit: &mut Emit<'_>,
 ) -> Result<()> {
-    match columns {
-        Columns::AsDeclared => decode_records(chunk, cx, emit),
-        Columns::ByName { schema, by_name } => {
-            let mut conform = |d: super::Decoded| match d {
-                super::Decoded::Batch(b) => {
-                    let columns = by_name
-                        .sources
-                        .iter()
-                        .map(|s| s.map(|k| b.column(k).clone()))
-                        .collect();
-                    super::conform::emit_conformed(
-                        schema,
-                        columns,
-                        b.num_rows(),
-                        0,
-                        cx,
-                        "csv",
-                        emit,
-                    )
-                }
-                rejected => emit(rejected),
-            };
-            decode_records(chunk, &by_name.cx, &mut conform)
+    let read_err = |e: std::io::Error| Error::read(&cx.object, None, e);
+    if cx.tolerant() {
+        return decode_tolerant(reader, fmt, cx, emit);
+    }
+    let mut builder = ReaderBuilder::new(cx.schema.clone())
+        .with_format(fmt)
+        .with_batch_size(cx.batch_rows);
+    if let Some(p) = &cx.projection {
+        builder = builder.with_projection(p.clone());
+    }
+    let mut decoder = builder.build_decoder();
+    let decode_err = |e: arrow::error::ArrowError| Error::input(&cx.object, None, e.to_string());
+    loop {
+        let buf = reader.fill_buf().map_err(read_err)?;
+        let len = buf.len();
+        // An empty buffer tells the decoder the input ended, flushing a last row
+        // without a newline.
+        let consumed = decoder.decode(buf).map_err(decode_err)?;
+        reader.consume(consumed);
+        if (len == 0 || consumed < len || decoder.capacity() == 0)
+            && let Some(b) = decoder.flush().map_err(decode_err)?
+            && !emit(super::Decoded::Batch(b))?
+        {
+            return Ok(());
+        }
+        if len == 0 {
+            return Ok(());
         }
     }
 }
 
-/// ` for line N` / ` at line N` in arrow-csv's errors: N counts the records (the header
-/// included) from the start of what the decoder was given.
-static LINE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    #[allow(clippy::unwrap_used)] // a constant pattern, checked by the tests
-    regex::Regex::new(r" (for|at) line (\d+)").unwrap()
-});
-
-/// Decodes a chunk whose records have the columns of `cx.schema`. Under `fail`, the
-/// first error ends it, with arrow-csv's record number counted from the object's start
-/// as reading it whole would give; under skip / dead_letter each bad record is left out
-/// alone ([`super::salvage`]), named by its line and offset.
-fn decode_records(chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Result<()> {
-    let fmt = format(&cx.csv, &cx.object).with_header(false);
+/// [`Csv::decode`] under `on_error: skip | dead_letter`: records framed by csv-core,
+/// decoded a batch at a time, and a record with the wrong field count or a value its
+/// column type does not take left out alone (see [`super::salvage`]).
+fn decode_tolerant(
+    mut reader: Box<dyn BufRead + '_>,
+    fmt: Format,
+    cx: &DecodeContext,
+    emit: &mut Emit<'_>,
+) -> Result<()> {
+    let o = &cx.csv;
+    let delimiter = delimiter(o, &cx.object);
+    let mut framing =
+        super::salvage::CsvRecords::new(delimiter, o.quote as u8, o.escape.map(|c| c as u8));
+    let mut at = super::salvage::Position { line: 1, offset: 0 };
+    if o.header {
+        // The header record: checked against the schema by the caller, then passed over.
+        let mut head = Vec::new();
+        loop {
+            let more = reader
+                .fill_buf()
+                .map_err(|e| Error::read(&cx.object, Some(1), e))?;
+            let eof = more.is_empty();
+            head.extend_from_slice(more);
+            let n = more.len();
+            reader.consume(n);
+            if let Some(end) = super::salvage::Framing::next(&mut framing, &head, eof) {
+                at.line += memchr::memchr_iter(b'\n', &head[..end]).count() as u64;
+                at.offset = end as u64;
+                let rest = head.split_off(end);
+                reader = Box::new(std::io::BufReader::new(std::io::Read::chain(
+                    Cursor::new(rest),
+                    reader,
+                )));
+                break;
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
+    let fmt = fmt.with_header(false);
     let make = || {
         let mut builder = ReaderBuilder::new(cx.schema.clone())
             .with_format(fmt.clone())
@@ -264,57 +265,21 @@ fn decode_records(chunk: &Chunk, cx: &DecodeContext, emit: &mut Emit<'_>) -> Res
         if let Some(p) = &cx.projection {
             builder = builder.with_projection(p.clone());
         }
-        builder.build_decoder()
+        Ok(builder.build_decoder())
     };
-    if cx.tolerant() {
-        let o = &cx.csv;
-        let mut framing = super::salvage::CsvRecords::new(
-            delimiter(o, &cx.object),
-            o.quote as u8,
-            o.escape.map(|c| c as u8),
-        );
-        // The rejection carries the record's line in the object: arrow-csv's is dropped.
-        let describe = |_: &[u8], e: &arrow::error::ArrowError| {
-            LINE.replace_all(&e.to_string(), "").into_owned()
-        };
-        let records = super::salvage::Records {
-            make: &|| Ok(make()),
-            describe: &describe,
-            stage: "csv",
-            check: None,
-        };
-        let at = super::salvage::Position {
-            line: chunk.line,
-            offset: chunk.offset,
-        };
-        return super::salvage::decode(&mut &chunk.bytes[..], &mut framing, records, at, cx, emit);
-    }
-    let decode_err = |e: arrow::error::ArrowError| {
-        let message = e.to_string();
-        let message = LINE.replace_all(&message, |c: &regex::Captures<'_>| {
-            let n: u64 = c[2].parse().unwrap_or(0);
-            format!(" {} line {}", &c[1], n + chunk.records_before)
-        });
-        Error::input(&cx.object, None, message)
+    // arrow-csv counts lines from the start of what it was given (one record here): its
+    // line numbers are dropped, the rejection carries the object's.
+    let lines =
+        regex::Regex::new(r" (for|at) line \d+").map_err(|e| Error::Internal(e.to_string()))?;
+    let describe =
+        |_: &[u8], e: &arrow::error::ArrowError| lines.replace_all(&e.to_string(), "").into_owned();
+    let records = super::salvage::Records {
+        make: &make,
+        describe: &describe,
+        stage: "csv",
+        check: None,
     };
-    let mut decoder = make();
-    let mut bytes = &chunk.bytes[..];
-    loop {
-        // An empty buffer tells the decoder the input ended, completing a last record
-        // without a terminator.
-        let end = bytes.is_empty();
-        let consumed = decoder.decode(bytes).map_err(decode_err)?;
-        bytes = &bytes[consumed..];
-        if (end || decoder.capacity() == 0)
-            && let Some(b) = decoder.flush().map_err(decode_err)?
-            && !emit(super::Decoded::Batch(b))?
-        {
-            return Ok(());
-        }
-        if end {
-            return Ok(());
-        }
-    }
+    super::salvage::decode(&mut *reader, &mut framing, records, at, cx, emit)
 }
 
 /// Checks an object's header against the schema's columns. The same names in the same
@@ -512,17 +477,10 @@ mod tests {
         assert!(err.to_string().starts_with("b.csv: "), "{err}");
     }
 
-    /// Chunks decode apart, yet an error names the record that reading the object whole
-    /// with one arrow-csv decoder names, whichever chunk it falls in.
+    /// A wrong field count or a bad value is named by arrow-csv's record number, counted
+    /// from the object's start (the header included), whatever the batch size.
     #[test]
-    fn errors_name_the_same_record_however_the_object_is_chunked() {
-        let schema = Csv
-            .infer_schema(
-                ObjectInput::Stream(Box::new(&b"id,name\n1,x\n"[..])),
-                10,
-                &cx(Schema::empty()),
-            )
-            .expect("infer");
+    fn errors_name_the_same_record_for_any_batch_size() {
         let cases: [&[u8]; 3] = [
             b"id,name\n1,\"a\nb\"\n2,y\n3,z\n4,w,extra\n5,v\n",
             b"id,name\n1,x\n2,y\n3,z\n4,w\nfive,v\n",
@@ -530,14 +488,15 @@ mod tests {
         ];
         // arrow-csv words a wrong field count by how full its batch is: the record
         // number is what must not change.
+        let number = regex::Regex::new(r" (for|at) line (\d+)").expect("pattern");
         let line = |data: &[u8], c: &DecodeContext| {
             let e = super::super::decode_bytes(&Csv, data, c)
                 .expect_err("bad")
                 .to_string();
-            LINE.captures(&e).map(|c| c[2].to_string()).expect(&e)
+            number.captures(&e).map(|c| c[2].to_string()).expect(&e)
         };
         for (data, want) in cases.into_iter().zip(["5", "5", "4"]) {
-            let mut c = cx(schema.clone());
+            let mut c = cx(schema());
             assert_eq!(line(data, &c), want);
             for rows in [1, 2, 3] {
                 c.batch_rows = rows;

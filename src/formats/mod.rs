@@ -265,7 +265,7 @@ pub enum Decoded {
 pub type Emit<'a> = dyn FnMut(Decoded) -> Result<bool> + 'a;
 
 /// A part of an object that decodes on its own, on any thread: whole records a format
-/// framed (JSON Lines, text, CSV), or a row group fetched (Parquet). Run, it gives what
+/// framed (JSON Lines, text), or a row group fetched (Parquet). Run, it gives what
 /// [`SourceFormat::decode`] gives for that part: batches and records left out, in order,
 /// and the error that ended it, if one did (what came before the error stands).
 pub struct Piece {
@@ -356,8 +356,9 @@ pub trait SourceFormat: Send + Sync + std::fmt::Debug {
     -> Result<()>;
 
     /// True for a format that can cut an object into parts that decode on their own
-    /// ([`SourceFormat::frame`]): JSON Lines and text (one record per line), CSV (records
-    /// as csv-core ends them) and Parquet (row groups). The reading stays on one thread; the decoding then runs on any.
+    /// ([`SourceFormat::frame`]): JSON Lines and text (one record per line) and Parquet
+    /// (row groups). Not CSV: finding where its records end is csv-core's full scan,
+    /// most of what decoding it costs (docs/architecture.md). The reading stays on one thread; the decoding then runs on any.
     fn frames(&self) -> bool {
         false
     }
