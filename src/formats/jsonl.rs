@@ -104,13 +104,7 @@ impl SourceFormat for Jsonl {
         cx: &Arc<DecodeContext>,
         emit: &mut EmitPiece<'_>,
     ) -> Result<()> {
-        let mut reader = input.stream()?;
-        super::lines::frame_lines(&mut reader, cx, &|line| too_long(cx, line), &mut |chunk| {
-            let cx = cx.clone();
-            emit(super::Piece::new(chunk.weight(), move || {
-                super::collect(|emit| decode_chunk(&chunk, &cx, emit))
-            }))
-        })
+        super::lines::frame_chunks(input, cx, decode_chunk, emit)
     }
 }
 

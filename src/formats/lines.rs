@@ -3,6 +3,7 @@
 //! decoding itself runs on any thread ([`super::SourceFormat::frame`]).
 
 use std::io::BufRead;
+use std::sync::Arc;
 
 use super::DecodeContext;
 use crate::error::{Error, Result};
@@ -97,6 +98,24 @@ pub(super) fn frame_lines(
         })?;
     }
     Ok(())
+}
+
+/// [`super::SourceFormat::frame`] of a format of one record per line: `input`'s lines
+/// cut by [`frame_lines`], each chunk a piece that `decode` decodes on any thread.
+pub(super) fn frame_chunks(
+    input: super::ObjectInput<'_>,
+    cx: &Arc<DecodeContext>,
+    decode: fn(&Chunk, &DecodeContext, &mut super::Emit<'_>) -> Result<()>,
+    emit: &mut super::EmitPiece<'_>,
+) -> Result<()> {
+    let mut reader = input.stream()?;
+    let too_long = |line| super::jsonl::too_long(cx, line);
+    frame_lines(&mut reader, cx, &too_long, &mut |chunk| {
+        let cx = cx.clone();
+        emit(super::Piece::new(chunk.weight(), move || {
+            super::collect(|emit| decode(&chunk, &cx, emit))
+        }))
+    })
 }
 
 #[cfg(test)]

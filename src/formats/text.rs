@@ -48,14 +48,7 @@ impl SourceFormat for Text {
         cx: &Arc<DecodeContext>,
         emit: &mut EmitPiece<'_>,
     ) -> Result<()> {
-        let mut reader = input.stream()?;
-        let too_long = |line| super::jsonl::too_long(cx, line);
-        super::lines::frame_lines(&mut reader, cx, &too_long, &mut |chunk| {
-            let cx = cx.clone();
-            emit(super::Piece::new(chunk.weight(), move || {
-                super::collect(|emit| decode_chunk(&chunk, &cx, emit))
-            }))
-        })
+        super::lines::frame_chunks(input, cx, decode_chunk, emit)
     }
 }
 
