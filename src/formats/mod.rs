@@ -358,7 +358,8 @@ pub trait SourceFormat: Send + Sync + std::fmt::Debug {
     /// True for a format that can cut an object into parts that decode on their own
     /// ([`SourceFormat::frame`]): JSON Lines and text (one record per line) and Parquet
     /// (row groups). Not CSV: finding where its records end is csv-core's full scan,
-    /// most of what decoding it costs (docs/architecture.md). The reading stays on one thread; the decoding then runs on any.
+    /// most of what decoding it costs (docs/architecture.md). The reading stays on one
+    /// thread; the decoding then runs on any.
     fn frames(&self) -> bool {
         false
     }
