@@ -117,22 +117,32 @@ fn spawn_here(command: &mut Command, _files: &[std::fs::File]) -> io::Result<Chi
 
 /// An anonymous file in memory (Linux `memfd_create`, close-on-exec), for sharing batches
 /// with a child without copying them through a pipe; it goes when the last descriptor
-/// to it closes. Elsewhere than Linux: `Unsupported`.
+/// to it closes. It is sealed against shrinking (`F_SEAL_SHRINK`), so a mapping of it
+/// can never lose its pages under kiln, whatever the child does. Elsewhere than Linux:
+/// `Unsupported`.
 #[cfg(target_os = "linux")]
 pub fn memfd(name: &str) -> io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
     #[expect(
         unsafe_code,
         reason = "memfd_create with a valid C string; the new descriptor is owned by the File"
     )]
     let file = unsafe {
-        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         std::fs::File::from_raw_fd(fd)
     };
+    #[expect(
+        unsafe_code,
+        reason = "fcntl on a descriptor the File owns, with an integer argument"
+    )]
+    let sealed = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    if sealed < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(file)
 }
 
@@ -142,6 +152,117 @@ pub fn memfd(_name: &str) -> io::Result<std::fs::File> {
         io::ErrorKind::Unsupported,
         "memfd is Linux only",
     ))
+}
+
+/// A [`memfd`] file shared with a child, and kiln's mapping of it: kiln writes a request
+/// into it, or copies an answer out of it, as memory, without a system call per page.
+///
+/// The protocol has one side at a time touch the file: kiln writes a request before it
+/// sends the frame that names it, and reads an answer after the frame that names it.
+/// A child that breaks this only garbles bytes that kiln decodes and checks anyway; it
+/// cannot make a mapped page go away, because the file cannot shrink.
+pub struct SharedFile {
+    file: std::fs::File,
+    map: Option<memmap2::MmapMut>,
+}
+
+impl SharedFile {
+    /// A new, empty shared file (see [`memfd`]).
+    pub fn new(name: &str) -> io::Result<SharedFile> {
+        Ok(SharedFile {
+            file: memfd(name)?,
+            map: None,
+        })
+    }
+
+    /// The file itself, to pass a clone of it to the child.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// How many bytes kiln has mapped.
+    fn mapped(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// Maps the whole file as it is now, if that is more than is mapped.
+    fn remap(&mut self) -> io::Result<()> {
+        let size = usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?;
+        if size > self.mapped() {
+            self.map = None;
+            #[expect(
+                unsafe_code,
+                reason = "a shared mapping of a memfd sealed against shrinking: its pages \
+                          stay valid while mapped; what a misbehaving child writes into it \
+                          is only bytes, which kiln checks when it decodes them"
+            )]
+            let map = unsafe { memmap2::MmapOptions::new().len(size).map_mut(&self.file)? };
+            self.map = Some(map);
+        }
+        Ok(())
+    }
+
+    /// Copies the first `len` bytes of the file into a new vector; an error if the file
+    /// is shorter.
+    pub fn read_start(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        if len > self.mapped() {
+            self.remap()?;
+        }
+        match &self.map {
+            Some(map) if map.len() >= len => Ok(map[..len].to_vec()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the shared file holds {} bytes", self.mapped()),
+            )),
+        }
+    }
+
+    /// A writer that writes from the start of the file, growing it as needed; its
+    /// `position` is the length written.
+    pub fn writer(&mut self) -> SharedWriter<'_> {
+        SharedWriter {
+            shared: self,
+            position: 0,
+        }
+    }
+}
+
+/// Writes into a [`SharedFile`] from its start (see [`SharedFile::writer`]).
+pub struct SharedWriter<'a> {
+    shared: &'a mut SharedFile,
+    position: usize,
+}
+
+impl SharedWriter<'_> {
+    /// The bytes written so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl io::Write for SharedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.position + buf.len();
+        if end > self.shared.mapped() {
+            // Grow by doubling (at least 1 MiB), so that a stream of growing batches
+            // remaps a few times, not every call.
+            let size = end.max(2 * self.shared.mapped()).max(1 << 20);
+            self.shared.file.set_len(size as u64)?;
+            self.shared.remap()?;
+        }
+        let map = self
+            .shared
+            .map
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the shared file is not mapped"))?;
+        map[self.position..end].copy_from_slice(buf);
+        self.position = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Asks for a pipe buffer of `bytes` (Linux: `F_SETPIPE_SZ`; the kernel rounds it up to
@@ -188,6 +309,36 @@ mod tests {
         assert!(got >= 1 << 16, "{got}");
         drop(stdin);
         assert!(child.wait().expect("waits").success());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_shared_file_grows_reads_back_and_cannot_shrink() {
+        use std::io::Write;
+        let mut shared = SharedFile::new("kiln-child-test").expect("memfd");
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = shared.writer();
+        w.write_all(b"head").expect("writes");
+        w.write_all(&big).expect("grows");
+        assert_eq!(w.position(), 4 + big.len());
+        let back = shared.read_start(4 + big.len()).expect("reads");
+        assert_eq!(&back[..4], b"head");
+        assert_eq!(&back[4..], &big[..]);
+        // What another process sees through its own descriptor is the same bytes.
+        let mut other = std::fs::File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(shared.file())
+        ))
+        .expect("opens the memfd again");
+        let mut head = [0u8; 4];
+        std::io::Read::read_exact(&mut other, &mut head).expect("reads");
+        assert_eq!(&head, b"head");
+        // A shorter file than asked for is an error, not a fault.
+        let size = shared.file().metadata().expect("stat").len() as usize;
+        let e = shared.read_start(size + 1).expect_err("past the end");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // The seal: nobody can cut the pages kiln has mapped.
+        assert!(shared.file().set_len(10).is_err(), "a sealed memfd shrank");
     }
 
     #[test]

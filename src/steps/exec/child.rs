@@ -18,10 +18,8 @@
 //! how a run ends it.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -29,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
+use kiln_child::SharedFile;
 
 use crate::pool::lock;
 
@@ -117,7 +116,7 @@ pub(super) struct Process {
     replies: Receiver<Result<Incoming, Fault>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// The two shared files (requests, answers), where the system has them.
-    shared: Option<(File, File)>,
+    shared: Option<(SharedFile, SharedFile)>,
     /// Set by the reading thread when the child says it uses them.
     speaks_shared: Arc<AtomicBool>,
     /// True once the child has answered a call (it has started).
@@ -145,8 +144,8 @@ impl Process {
         // the child says it can (a hello frame); until then, and for any other child,
         // through the pipes.
         let shared = match (
-            kiln_child::memfd("kiln-exec-in"),
-            kiln_child::memfd("kiln-exec-out"),
+            SharedFile::new("kiln-exec-in"),
+            SharedFile::new("kiln-exec-out"),
         ) {
             (Ok(a), Ok(b)) => Some((a, b)),
             _ => None,
@@ -154,7 +153,7 @@ impl Process {
         let passed = match &shared {
             Some((a, b)) => {
                 command.env(SHM_ENV, "3,4");
-                vec![a.try_clone()?, b.try_clone()?]
+                vec![a.file().try_clone()?, b.file().try_clone()?]
             }
             None => Vec::new(),
         };
@@ -200,7 +199,7 @@ impl Process {
     /// Sends one batch frame and waits for the answer, at most `timeout`.
     pub fn call(&mut self, batch: &RecordBatch, timeout: Duration) -> Result<Reply, Fault> {
         let started = Instant::now();
-        let encoded = match &self.shared {
+        let encoded = match &mut self.shared {
             Some((requests, _)) if self.speaks_shared.load(Ordering::Acquire) => {
                 write_shared(requests, batch).map(shared_frame)
             }
@@ -244,21 +243,13 @@ impl Process {
         started: Instant,
     ) -> Result<Reply, Fault> {
         match incoming {
-            Ok(Ok(Incoming::Shared(len))) => match &self.shared {
+            Ok(Ok(Incoming::Shared(len))) => match &mut self.shared {
                 Some((_, answers)) => {
-                    // Read with the file's own offset (the child maps the file and never
-                    // uses it), into memory that is not zeroed first.
-                    let mut ipc = Vec::with_capacity(len as usize);
-                    let mut file = answers;
-                    let read = file
-                        .seek(std::io::SeekFrom::Start(0))
-                        .and_then(|_| file.take(len).read_to_end(&mut ipc));
+                    let read = usize::try_from(len)
+                        .map_err(std::io::Error::other)
+                        .and_then(|n| answers.read_start(n));
                     match read {
-                        Ok(n) if n as u64 == len => Ok(Reply::Batch(ipc)),
-                        Ok(n) => Err(Fault::Protocol(format!(
-                            "the child's answer of {len} bytes is not in the shared file \
-                             ({n} bytes there)"
-                        ))),
+                        Ok(ipc) => Ok(Reply::Batch(ipc)),
                         Err(e) => Err(Fault::Protocol(format!(
                             "the child's answer of {len} bytes is not in the shared file: {e}"
                         ))),
@@ -458,28 +449,18 @@ fn forward_stderr(stderr: impl Read, label: &str, id: usize, tail: &Mutex<VecDeq
 }
 
 /// Writes `batch` as an Arrow IPC stream at the start of the requests' shared file
-/// (the IPC writer's buffers go straight into it); returns its length.
-fn write_shared(file: &File, batch: &RecordBatch) -> Result<u64, arrow::error::ArrowError> {
-    struct At<'a> {
-        file: &'a File,
-        pos: u64,
-    }
-    impl Write for At<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.file.write_at(buf, self.pos)?;
-            self.pos += n as u64;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut at = At { file, pos: 0 };
+/// (the IPC writer's buffers are copied straight into kiln's mapping of it); returns its
+/// length.
+fn write_shared(
+    file: &mut SharedFile,
+    batch: &RecordBatch,
+) -> Result<u64, arrow::error::ArrowError> {
+    let mut at = file.writer();
     let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut at, &batch.schema())?;
     w.write(batch)?;
     w.finish()?;
     drop(w);
-    Ok(at.pos)
+    Ok(at.position() as u64)
 }
 
 /// The frame that says a request of `len` bytes is in the requests' shared file.
