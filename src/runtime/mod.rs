@@ -312,6 +312,11 @@ async fn run(
             tracing::info!("removed {removed} partly written files left by a killed run");
         }
     }
+    if !todo.is_empty() {
+        // Children of `exec` steps start now, beside the first reads.
+        env.pool
+            .install(|| plan.steps.iter().for_each(|s| s.step.warm()));
+    }
     stats.set_phase(Phase::Write);
     let start = |task| {
         let env = env.clone();

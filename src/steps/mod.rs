@@ -120,6 +120,12 @@ pub trait Step: Send + Sync + std::fmt::Debug {
     fn fingerprint(&self) -> Option<String> {
         None
     }
+
+    /// Called, on the run's thread pool, when a run is about to send the step batches:
+    /// what is slow to start (`exec`'s child processes) starts now, beside the source's
+    /// first reads, instead of when the first batch waits for it. Best effort: an error
+    /// here shows at the first batch. Nothing by default.
+    fn warm(&self) {}
 }
 
 /// The lifecycle of a bound step.

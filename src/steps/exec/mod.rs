@@ -48,7 +48,7 @@ pub struct ExecOptions {
     /// `module:function`).
     pub command: Vec<String>,
     /// Child processes at most; default one per thread of the run. They start together
-    /// when the run's first batch reaches the step.
+    /// when the run starts its tasks, beside the source's first reads.
     #[serde(default)]
     pub processes: Option<usize>,
     /// Longest a child may take over one batch before it is killed and the batch tried
@@ -120,6 +120,7 @@ impl StepOptions for ExecOptions {
             }
             None => (probe(&pool, input)?, false),
         };
+
         Ok(Arc::new(Exec {
             schema: Arc::new(schema),
             declared,
@@ -200,7 +201,8 @@ struct Pool {
     timeout: std::time::Duration,
     state: Mutex<Children>,
     freed: Condvar,
-    /// Set when the run's first batch has started every child (`fill`).
+    /// Set when every child has been started (`fill`): by the run's start (`warm`), or
+    /// else by its first batch.
     filled: AtomicBool,
 }
 
@@ -231,7 +233,7 @@ impl Pool {
     }
 
     /// Starts every child not yet alive, idle: their interpreters and imports start
-    /// together, beside the run's first batches, not one by one as batches wait for them.
+    /// together, beside the source's first reads, not one by one as batches wait for them.
     fn fill(&self) -> Result<(), StepError> {
         let ids: Vec<usize> = {
             let mut children = lock(&self.state);
@@ -431,6 +433,13 @@ impl Step for Exec {
 
     fn fingerprint(&self) -> Option<String> {
         self.fingerprint.clone()
+    }
+
+    fn warm(&self) {
+        // A child that cannot start is reported by the first batch, which tries again.
+        if !self.pool.filled.swap(true, Ordering::Relaxed) && self.pool.fill().is_err() {
+            self.pool.filled.store(false, Ordering::Relaxed);
+        }
     }
 
     fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
