@@ -174,13 +174,19 @@ fn row_group_bytes(spec: &crate::spec::Sink) -> u64 {
         .max(1)
 }
 
-/// Row groups a run may have cut and not yet appended: one per thread and one more (so
-/// a thread that has cut a row group can cut the next while every thread encodes), but
+/// Row groups a run may have cut and not yet appended: two per thread and one more, but
 /// no more than fit in half of `run.memory_limit` at two row groups' worth each (its
 /// rows, then its encoded pages), and at least one.
+///
+/// Two per thread, not one: a task's thread that finds no slot runs an encode job of its
+/// own queue while it waits (`pool::wait`), a whole row group, and reads and parses
+/// nothing meanwhile. With one slot per thread the other threads then ran out of work
+/// for about a tenth of the run (one 1 GB `.jsonl` object, 2 threads: 1.4 s of 8 s,
+/// traced); with a second row group queued per thread they find one. Measured on that
+/// object, paired, 5 runs: 0.88x the wall time, 0.94x the CPU, 60 MB more peak memory.
 fn row_groups_in_flight(row_group_bytes: u64, shards: &Shards<'_>) -> usize {
     let fit = shards.memory_limit / 4 / row_group_bytes.max(1);
-    (fit as usize).clamp(1, shards.threads + 1)
+    (fit as usize).clamp(1, 2 * shards.threads + 1)
 }
 
 /// Writes the shards of one task: cuts the rows into row groups (at
