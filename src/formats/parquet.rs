@@ -6,7 +6,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
 use bytes::Buf;
 use bytes::Bytes;
 use futures::FutureExt;
@@ -395,6 +397,9 @@ impl SourceFormat for Parquet {
 struct Columns {
     /// The file's columns read.
     mask: ProjectionMask,
+    /// The same columns one root at a time, in the file's order, each decoded in a job of
+    /// its own (one mask, the whole projection, when only one root is read).
+    parts: Vec<ProjectionMask>,
     /// Per column of the schema: its position among the roots read, if the file has it
     /// (see `source.on_schema_mismatch`).
     sources: super::conform::Sources,
@@ -445,12 +450,21 @@ impl Columns {
         let mask = ProjectionMask::roots(meta.parquet_schema(), roots.iter().copied());
         let mut sorted = roots.clone();
         sorted.sort_unstable();
+        let parts = if sorted.len() > 1 {
+            sorted
+                .iter()
+                .map(|&r| ProjectionMask::roots(meta.parquet_schema(), [r]))
+                .collect()
+        } else {
+            vec![mask.clone()]
+        };
         let order = roots
             .iter()
             .map(|r| sorted.binary_search(r).unwrap_or(0))
             .collect();
         Ok(Columns {
             mask,
+            parts,
             sources,
             order,
         })
@@ -479,7 +493,13 @@ fn row_groups(meta: &ArrowReaderMetadata, slice: Option<&Range<u64>>) -> Vec<(us
     groups
 }
 
-/// Decodes row group `g` (the file's rows from `first_row` on) from its fetched bytes.
+/// Decodes row group `g` (the file's rows from `first_row` on) from its fetched bytes:
+/// each root column read in a rayon job of its own (a wide row group is many columns'
+/// work, and a piece is one row group), the columns then put side by side batch by
+/// batch. Every column's reader cuts the row group at the same rows (`batch_rows`), so
+/// the batches are those of one reader of all the columns; an error is the one that
+/// reader meets first (the earliest batch, then the first column in the file's order),
+/// after the batches before it.
 fn decode_group(
     file: Fetched,
     meta: ArrowReaderMetadata,
@@ -488,46 +508,93 @@ fn decode_group(
     cx: &DecodeContext,
     emit: &mut Emit<'_>,
 ) -> Result<()> {
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
-        .with_row_groups(vec![g])
-        .with_projection(columns.mask.clone())
-        .with_batch_size(cx.batch_rows)
-        .build()
-        .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
-    let mut row = first_row;
-    for batch in reader {
-        let batch = batch.map_err(|e| {
-            let why = match e {
-                arrow::error::ArrowError::ParquetError(m) => m,
-                other => other.to_string(),
-            };
-            Error::input(&cx.object, None, format!("after row {row}: {why}"))
+    use rayon::prelude::*;
+    let decoded: Vec<(Vec<RecordBatch>, Option<ParquetError>)> = columns
+        .parts
+        .par_iter()
+        .map(|mask| decode_part(file.clone(), meta.clone(), g, mask, cx.batch_rows))
+        .collect::<Result<_>>()
+        .map_err(|e| match e {
+            Error::Internal(m) => Error::input(&cx.object, None, m),
+            other => other,
         })?;
+    // The first batch index at which some column failed, and that column's error.
+    let failed = decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(c, (batches, e))| e.as_ref().map(|_| (batches.len(), c)))
+        .min();
+    let batches = decoded.iter().map(|(b, _)| b.len()).min().unwrap_or(0);
+    let mut row = first_row;
+    for i in 0..batches {
+        if failed.is_some_and(|(at, _)| at <= i) {
+            break;
+        }
+        // The roots read, in the file's order, as one reader of all of them gives them.
+        let read: Vec<ArrayRef> = decoded
+            .iter()
+            .flat_map(|(b, _)| b[i].columns().iter().cloned())
+            .collect();
+        let rows = decoded[0].0[i].num_rows();
         let first = row;
-        row += batch.num_rows() as u64;
+        row += rows as u64;
         // Columns the file has, in the schema's order; conformed where they differ.
         let cols = columns
             .sources
             .iter()
-            .map(|s| s.map(|k| batch.column(columns.order[k]).clone()))
+            .map(|s| s.map(|k| read[columns.order[k]].clone()))
             .collect();
-        if !super::conform::emit_conformed(
-            &cx.schema,
-            cols,
-            batch.num_rows(),
-            first,
-            cx,
-            "parquet",
-            emit,
-        )? {
-            break;
+        if !super::conform::emit_conformed(&cx.schema, cols, rows, first, cx, "parquet", emit)? {
+            return Ok(());
         }
+    }
+    if let Some((_, c)) = failed {
+        let why = match decoded.into_iter().nth(c).and_then(|(_, e)| e) {
+            Some(ParquetError::General(m)) => m,
+            Some(other) => other.to_string(),
+            None => "a column failed to decode".into(),
+        };
+        return Err(Error::input(
+            &cx.object,
+            None,
+            format!("after row {row}: {why}"),
+        ));
     }
     Ok(())
 }
 
+/// One part's columns of row group `g`: its batches until the end or the first error.
+/// `Err` only where the reader cannot be made (as `Error::Internal`, the message only).
+fn decode_part(
+    file: Fetched,
+    meta: ArrowReaderMetadata,
+    g: usize,
+    mask: &ProjectionMask,
+    batch_rows: usize,
+) -> Result<(Vec<RecordBatch>, Option<ParquetError>)> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+        .with_row_groups(vec![g])
+        .with_projection(mask.clone())
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        match batch {
+            Ok(b) => batches.push(b),
+            Err(arrow::error::ArrowError::ParquetError(m)) => {
+                return Ok((batches, Some(ParquetError::General(m))));
+            }
+            Err(other) => return Ok((batches, Some(ParquetError::General(other.to_string())))),
+        }
+    }
+    Ok((batches, None))
+}
+
 /// The column chunks of one row group, fetched, as a file the synchronous Arrow reader
-/// reads: each read must fall inside a fetched range.
+/// reads: each read must fall inside a fetched range. Cloned per column decoded: the
+/// bytes are shared.
+#[derive(Clone)]
 struct Fetched {
     /// Where each fetched range starts in the file, and its bytes.
     parts: Vec<(u64, Bytes)>,
