@@ -15,14 +15,14 @@
 #
 # Env: SHARED, DATA (default /tmp/kiln-bench-data), PY (a python with pyarrow and
 # datatrove: the peers' venv benches/run.sh makes from the shared lock file; it also runs
-# kiln's Python children), KILN, REPS (default 2), RES.
+# kiln's Python children), KILN, REPS (default 3), RES.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
 DATA=${DATA:-/tmp/kiln-bench-data}
 PY=${PY:-/tmp/kiln-bench-venv/bin/python}
 KILN=${KILN:-$ROOT/target/dist/kiln}
-REPS=${REPS:-2}
+REPS=${REPS:-3}
 RES=${RES:-$DATA/results/kiln-python-step.jsonl}
 TEXT=$DATA/text
 OUT=$DATA/out/python-step
@@ -39,35 +39,45 @@ measure() {  # measure TOOL -- CMD...
   local tool=$1; shift 2
   echo "== P / $tool" >&2
   "$PY" "$SHARED/bench_run.py" --job P-python-step --tool "$tool" --input "$TEXT" --output "$OUT" \
-    --manifest "$TEXT/manifest.json" --results "$RES" --reps "$REPS" --timeout 1800 -- "$@" > /dev/null
+    --manifest "$TEXT/manifest.json" --results "$RES" --reps 1 --timeout 1800 -- "$@" > /dev/null
   rm -rf "$OUT"
 }
 cd "$ROOT"   # the pipelines name benches/python-step/steps.py from here
 export KILN_BENCH_IN=$TEXT/jsonl_gz KILN_BENCH_OUT=$OUT KILN_BENCH_THREADS=2
 export KILN_PYTHON=$PY PYTHONPATH=$ROOT/python
-measure A -- "$KILN" run -q "$ROOT/benches/A_convert.yaml"
-for step in identity lower lower_rows; do
-  KILN_BENCH_STEP=$step measure "$step" -- "$KILN" run -q "$ROOT/benches/python-step/P.yaml"
+# The rows alternate within each repetition (A, identity, lower, lower_rows, datatrove,
+# then again), so that the machine's drift hits every row alike; the ratios below are
+# medians of each repetition's own ratios.
+for rep in $(seq "$REPS"); do
+  measure A -- "$KILN" run -q "$ROOT/benches/A_convert.yaml"
+  for step in identity lower lower_rows; do
+    KILN_BENCH_STEP=$step measure "$step" -- "$KILN" run -q "$ROOT/benches/python-step/P.yaml"
+  done
+  measure datatrove -- "$PY" "$ROOT/benches/peers/P_lower_datatrove.py" "$TEXT/jsonl_gz" "$OUT"
 done
-measure datatrove -- "$PY" "$ROOT/benches/peers/P_lower_datatrove.py" "$TEXT/jsonl_gz" "$OUT"
 
 "$PY" - "$RES" <<'PYEOF'
 import json, sys
-rows = {}
+from statistics import median
+runs = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    rows[r["tool"]] = r
-a, dt = rows.get("A"), rows.get("datatrove")
-print("| run | wall s | cpu s | max RSS MB | wall / job A | datatrove wall / this |")
-print("|---|---|---|---|---|---|")
+    if r.get("status") == "ok":
+        runs.setdefault(r["tool"], []).append(r)
+def ratio(num, den):  # the median of each repetition's num / den wall ratio
+    pairs = list(zip(runs.get(num, []), runs.get(den, [])))
+    return median(x["wall_s"] / y["wall_s"] for x, y in pairs) if pairs else None
+print("| run | wall s | cpu s | max RSS MB | wall / job A | datatrove wall / this | runs |")
+print("|---|---|---|---|---|---|---|")
 for tool, name in [("A", "kiln, job A (no Python)"), ("identity", "kiln, identity Python step"),
                    ("lower", "kiln, lower-case (pyarrow.compute)"),
                    ("lower_rows", "kiln, lower-case (str.lower per row)"),
                    ("datatrove", "datatrove, lower-case PipelineStep")]:
-    r = rows.get(tool)
-    if not r or "wall_s" not in r:
+    rs = runs.get(tool)
+    if not rs:
         continue
-    vs_a = f"{r['wall_s'] / a['wall_s']:.2f}" if a and "wall_s" in a else ""
-    vs_dt = f"{dt['wall_s'] / r['wall_s']:.1f}x" if dt and "wall_s" in dt else ""
-    print(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['max_rss_mb']} | {vs_a} | {vs_dt} |")
+    m = lambda k: median(r[k] for r in rs)
+    vs_a, vs_dt = ratio(tool, "A"), ratio("datatrove", tool)
+    print(f"| {name} | {m('wall_s'):.1f} | {m('cpu_s'):.1f} | {m('max_rss_mb'):.0f} | "
+          f"{'' if vs_a is None else f'{vs_a:.2f}'} | {'' if vs_dt is None else f'{vs_dt:.1f}x'} | {len(rs)} |")
 PYEOF

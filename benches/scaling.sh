@@ -7,24 +7,26 @@
 #               .jsonl.gz object (gzip cannot be cut: one task)
 #   four        4 of the .jsonl.gz objects, 115 MiB, in one task
 #   one-csv     the shared generator's tabular CSV (512 MiB) as one .csv object, read
-#               whole: records framed by csv-core on the task's thread, parsed in jobs
+#               whole (decoded on the task's thread; its encoding runs in jobs)
 #   one-text    the 1 GB .jsonl object read as text (one row per line), read whole
 # and, for reference, the full corpus (16 objects, 2 tasks) at 1 and 2 threads, job A
 # beside Polars at POLARS_MAX_THREADS=1 and 2, and job C (tokenize) at 1 and 2 threads.
 # Every run goes through the shared harness (bench_run.py: /usr/bin/time -v over the
-# process tree, REPS runs, the last kept). Prints one table with the speed-ups.
+# process tree), one run per call; each case's 1- and 2-thread runs alternate, REPS
+# times, so that the machine's drift hits both alike. Prints one table: median times,
+# and the speed-up as the median of each repetition's 1-thread / 2-thread ratio.
 #
 #   KILN=target/release/kiln bash benches/scaling.sh     # `make bench` uses the dist binary
 #
 # Env: SHARED, DATA (default /tmp/kiln-bench-data), PY (a python with numpy, polars and
-# pyarrow; benches/run.sh's venv has them), KILN, REPS (default 2), RES.
+# pyarrow; benches/run.sh's venv has them), KILN, REPS (default 3), RES.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
 DATA=${DATA:-/tmp/kiln-bench-data}
 PY=${PY:-/tmp/kiln-bench-venv/bin/python}
 KILN=${KILN:-$ROOT/target/dist/kiln}
-REPS=${REPS:-2}
+REPS=${REPS:-3}
 RES=${RES:-$DATA/results/kiln-scaling.jsonl}
 TEXT=$DATA/text
 OUT=$DATA/out/scaling
@@ -91,45 +93,59 @@ measure() {  # measure JOB TOOL INPUT_DIR -- CMD...
   local job=$1 tool=$2 in=$3; shift 4
   echo "== $job / $tool" >&2
   "$PY" "$SHARED/bench_run.py" --job "$job" --tool "$tool" --input "$in" --output "$OUT" \
-    --manifest "$in/manifest.json" --results "$RES" --reps "$REPS" --timeout 900 -- "$@" > /dev/null
+    --manifest "$in/manifest.json" --results "$RES" --reps 1 --timeout 900 -- "$@" > /dev/null
   rm -rf "$OUT"
 }
 export KILN_BENCH_OUT=$OUT
 A=$ROOT/benches/scaling.yaml
-for t in 1 2; do
-  KILN_BENCH_URI="$ONE_JSONL/corpus.jsonl" measure one-jsonl "kiln $t" "$ONE_JSONL" -- \
-    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB
-  KILN_BENCH_URI="$ONE_GZ/corpus.jsonl.gz" measure one-gz "kiln $t" "$ONE_GZ" -- \
-    "$KILN" run -q "$A" --set run.threads=$t
-  KILN_BENCH_URI="$FOUR/*.jsonl.gz" measure four "kiln $t" "$FOUR" -- \
-    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=1GiB
-  KILN_BENCH_URI="$ONE_CSV/table.csv" measure one-csv "kiln $t" "$ONE_CSV" -- \
-    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=csv
-  KILN_BENCH_URI="$ONE_JSONL/corpus.jsonl" measure one-text "kiln $t" "$ONE_JSONL" -- \
-    "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=text
-  KILN_BENCH_URI="$TEXT/jsonl_gz/*.jsonl.gz" measure A-convert "kiln $t" "$TEXT" -- \
-    "$KILN" run -q "$A" --set run.threads=$t
-  POLARS_MAX_THREADS=$t measure A-convert "polars $t" "$TEXT" -- \
-    "$PY" "$SHARED/peers/A_convert_polars.py" "$TEXT/jsonl_gz" "$OUT"
-  KILN_BENCH_IN="$TEXT/jsonl_gz" KILN_BENCH_TOKENIZER="$SHARED/tokenizer.json" \
-    KILN_BENCH_THREADS=$t measure C-tokenize "kiln $t" "$TEXT" -- \
-    "$KILN" run -q "$ROOT/benches/C_tokenize.yaml"
+case_run() {  # case_run CASE THREADS: one run of one case
+  local t=$2
+  case $1 in
+    one-jsonl) KILN_BENCH_URI="$ONE_JSONL/corpus.jsonl" measure one-jsonl "kiln $t" "$ONE_JSONL" -- \
+      "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB ;;
+    one-gz) KILN_BENCH_URI="$ONE_GZ/corpus.jsonl.gz" measure one-gz "kiln $t" "$ONE_GZ" -- \
+      "$KILN" run -q "$A" --set run.threads=$t ;;
+    four) KILN_BENCH_URI="$FOUR/*.jsonl.gz" measure four "kiln $t" "$FOUR" -- \
+      "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=1GiB ;;
+    one-csv) KILN_BENCH_URI="$ONE_CSV/table.csv" measure one-csv "kiln $t" "$ONE_CSV" -- \
+      "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=csv ;;
+    one-text) KILN_BENCH_URI="$ONE_JSONL/corpus.jsonl" measure one-text "kiln $t" "$ONE_JSONL" -- \
+      "$KILN" run -q "$A" --set run.threads=$t --set run.task_bytes=4GiB --set source.format=text ;;
+    A-kiln) KILN_BENCH_URI="$TEXT/jsonl_gz/*.jsonl.gz" measure A-convert "kiln $t" "$TEXT" -- \
+      "$KILN" run -q "$A" --set run.threads=$t ;;
+    A-polars) POLARS_MAX_THREADS=$t measure A-convert "polars $t" "$TEXT" -- \
+      "$PY" "$SHARED/peers/A_convert_polars.py" "$TEXT/jsonl_gz" "$OUT" ;;
+    C-kiln) KILN_BENCH_IN="$TEXT/jsonl_gz" KILN_BENCH_TOKENIZER="$SHARED/tokenizer.json" \
+      KILN_BENCH_THREADS=$t measure C-tokenize "kiln $t" "$TEXT" -- \
+      "$KILN" run -q "$ROOT/benches/C_tokenize.yaml" ;;
+  esac
+}
+for case in one-jsonl one-gz four one-csv one-text A-kiln A-polars C-kiln; do
+  for rep in $(seq "$REPS"); do
+    case_run "$case" 1
+    case_run "$case" 2
+  done
 done
 
 "$PY" - "$RES" <<'PYEOF'
 import json, sys
-rows = {}
+from statistics import median
+runs = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    rows[(r["job"], r["tool"])] = r
-print("| input | tool | wall s, 1 thread | wall s, 2 threads | speed-up | cpu s, 1 / 2 | max RSS MB, 1 / 2 |")
-print("|---|---|---|---|---|---|---|")
+    if r.get("status") == "ok":
+        runs.setdefault((r["job"], r["tool"]), []).append(r)
+print("| input | tool | wall s, 1 thread | wall s, 2 threads | speed-up (median of pairs) | cpu s, 1 / 2 | max RSS MB, 1 / 2 | pairs |")
+print("|---|---|---|---|---|---|---|---|")
 for job in ["one-jsonl", "one-gz", "four", "one-csv", "one-text", "A-convert", "C-tokenize"]:
     for tool in ["kiln", "polars"]:
-        a, b = rows.get((job, f"{tool} 1")), rows.get((job, f"{tool} 2"))
-        if not a or not b or "wall_s" not in a or "wall_s" not in b:
+        a, b = runs.get((job, f"{tool} 1"), []), runs.get((job, f"{tool} 2"), [])
+        n = min(len(a), len(b))
+        if n == 0:
             continue
-        print(f"| {job} | {tool} | {a['wall_s']:.2f} | {b['wall_s']:.2f} | "
-              f"{a['wall_s'] / b['wall_s']:.2f}x | {a['cpu_s']:.1f} / {b['cpu_s']:.1f} | "
-              f"{a['max_rss_mb']} / {b['max_rss_mb']} |")
+        m = lambda rs, k: median(r[k] for r in rs)
+        speedup = median(x["wall_s"] / y["wall_s"] for x, y in zip(a, b))
+        print(f"| {job} | {tool} | {m(a, 'wall_s'):.2f} | {m(b, 'wall_s'):.2f} | {speedup:.2f}x | "
+              f"{m(a, 'cpu_s'):.1f} / {m(b, 'cpu_s'):.1f} | "
+              f"{m(a, 'max_rss_mb'):.0f} / {m(b, 'max_rss_mb'):.0f} | {n} |")
 PYEOF
