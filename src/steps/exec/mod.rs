@@ -120,7 +120,6 @@ impl StepOptions for ExecOptions {
             }
             None => (probe(&pool, input)?, false),
         };
-
         Ok(Arc::new(Exec {
             schema: Arc::new(schema),
             declared,
