@@ -153,17 +153,31 @@ pub(super) fn decode_group(
         .filter_map(|(c, (batches, e))| e.as_ref().map(|_| (batches.len(), c)))
         .min();
     let batches = decoded.iter().map(|(b, _)| b.len()).min().unwrap_or(0);
+    // Without an error every column's reader gives the same batches; rows are never
+    // dropped on a disagreement.
+    let disagree = |what: &str| {
+        Error::Internal(format!(
+            "row group {g} of {}: its columns decoded to different {what}",
+            cx.object
+        ))
+    };
+    if failed.is_none() && decoded.iter().any(|(b, _)| b.len() != batches) {
+        return Err(disagree("numbers of batches"));
+    }
     let mut row = first_row;
     for i in 0..batches {
         if failed.is_some_and(|(at, _)| at <= i) {
             break;
+        }
+        let rows = decoded[0].0[i].num_rows();
+        if decoded.iter().any(|(b, _)| b[i].num_rows() != rows) {
+            return Err(disagree("row counts"));
         }
         // The roots read, in the file's order, as one reader of all of them gives them.
         let read: Vec<ArrayRef> = decoded
             .iter()
             .flat_map(|(b, _)| b[i].columns().iter().cloned())
             .collect();
-        let rows = decoded[0].0[i].num_rows();
         let first = row;
         row += rows as u64;
         // Columns the file has, in the schema's order; conformed where they differ.
