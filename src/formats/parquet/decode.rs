@@ -141,11 +141,8 @@ pub(super) fn decode_group(
         .parts
         .par_iter()
         .map(|mask| decode_part(file.clone(), meta.clone(), g, mask, cx.batch_rows))
-        .collect::<Result<_>>()
-        .map_err(|e| match e {
-            Error::Internal(m) => Error::input(&cx.object, None, m),
-            other => other,
-        })?;
+        .collect::<parquet::errors::Result<_>>()
+        .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
     // The first batch index at which some column failed, and that column's error.
     let failed = decoded
         .iter()
@@ -208,20 +205,19 @@ pub(super) fn decode_group(
 }
 
 /// One part's columns of row group `g`: its batches until the end or the first error.
-/// `Err` only where the reader cannot be made (as `Error::Internal`, the message only).
+/// `Err` only where the reader cannot be made.
 fn decode_part(
     file: Fetched,
     meta: ArrowReaderMetadata,
     g: usize,
     mask: &ProjectionMask,
     batch_rows: usize,
-) -> Result<(Vec<RecordBatch>, Option<ParquetError>)> {
+) -> parquet::errors::Result<(Vec<RecordBatch>, Option<ParquetError>)> {
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
         .with_row_groups(vec![g])
         .with_projection(mask.clone())
         .with_batch_size(batch_rows)
-        .build()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .build()?;
     let mut batches = Vec::new();
     for batch in reader {
         match batch {
