@@ -21,6 +21,9 @@ pub const TASKS_DIR: &str = "_kiln/tasks";
 pub const FAILURES_DIR: &str = "_kiln/failures";
 /// Run records (leases), one per worker.
 pub const RUNS_DIR: &str = "_kiln/runs";
+/// Stage parts: what each task of a full or fit pass found, when several workers
+/// share the pass (`sink/stages.rs`).
+pub const STAGES_DIR: &str = "_kiln/stages";
 
 /// The commit record of `task`.
 pub fn task_record(task: usize) -> String {

@@ -341,21 +341,47 @@ fn stats_from_without_statistics_or_without_the_step_is_refused() {
     assert!(!dir.join("o2").exists(), "nothing written");
 }
 
+/// Every fitted tabular step (moments, quantile sketches, value counts) fitted by two
+/// workers at once, each observing its share of the tasks: the statistics and the
+/// shards are the single run's, bit for bit.
 #[test]
-fn fitting_needs_one_worker_and_a_fit_error_names_the_step() {
+fn two_workers_fit_what_one_fits_and_a_fit_error_names_the_step() {
     let out = tempfile::tempdir().expect("tmp");
-    let o = kiln(
-        out.path(),
-        &[
-            "run",
-            "-q",
-            "--worker",
-            "1/2",
-            "pipelines/tabular-train.yaml",
-        ],
+    let small = ["--set", "run.task_bytes=8KiB"];
+    let single = out.path().join("single");
+    let mut args = vec!["run", "-q", "pipelines/tabular-train.yaml"];
+    args.extend(small);
+    kiln_ok(&single, &args);
+    let two = out.path().join("two");
+    let children: Vec<_> = ["0/2", "1/2"]
+        .iter()
+        .map(|w| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .current_dir(repo())
+                .env("KILN_OUT", &two)
+                .args(&args)
+                .args(["--worker", w])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b) = (single.join("customers/train"), two.join("customers/train"));
+    assert!(shard_files(&a).len() > 1, "several tasks");
+    assert!(shard_files(&a) == shard_files(&b), "the shards differ");
+    let stats = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("_kiln/stats.json")).expect("stats"))
+            .expect("json")
+    };
+    assert_eq!(stats(&a), stats(&b));
+    assert!(
+        stats(&a).to_string().contains("median"),
+        "quantile sketches"
     );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("`fill_null`"), "{}", stderr(&o));
 
     let dir = out.path();
     let p = pipeline(

@@ -26,6 +26,7 @@ mod schema_drift;
 mod secrets;
 mod shards;
 mod split;
+mod stages;
 mod tabular;
 mod text;
 mod warc;

@@ -71,6 +71,15 @@ pub enum Command {
         /// AWS_BATCH_JOB_ARRAY_INDEX (with KILN_WORKERS), else the only worker.
         #[arg(long, value_name = "I/N")]
         worker: Option<String>,
+        /// With several workers and a dedup or fitted step: how long a worker that has
+        /// done its share of a stage waits for running workers' parts before it exits
+        /// 75 (its parts are kept: run it again to go on).
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_grace)]
+        stage_wait: std::time::Duration,
+        /// With several workers: a worker with no live run for this long has its share
+        /// of a stage computed by a waiting worker.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_grace)]
+        take_over_after: std::time::Duration,
     },
     /// Check a pipeline against its source (schema, steps, sink) without running it.
     Validate {
@@ -154,6 +163,8 @@ pub fn main() -> i32 {
             report,
             worker,
             grace,
+            stage_wait,
+            take_over_after,
         } => run::cmd_run(
             &args,
             run::RunFlags {
@@ -161,6 +172,10 @@ pub fn main() -> i32 {
                 worker: worker.as_deref(),
                 grace,
                 report,
+                stage_wait: crate::runtime::StageWait {
+                    wait: stage_wait,
+                    take_over_after,
+                },
             },
             quiet,
             cli.log_format,

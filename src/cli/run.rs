@@ -18,6 +18,7 @@ pub(super) struct RunFlags<'a> {
     pub(super) worker: Option<&'a str>,
     pub(super) grace: std::time::Duration,
     pub(super) report: Option<PathBuf>,
+    pub(super) stage_wait: runtime::StageWait,
 }
 
 /// `kiln run`: builds the plan, runs it with the signal watcher and the progress
@@ -33,6 +34,7 @@ pub(super) fn cmd_run(
         worker,
         grace,
         report: report_path,
+        stage_wait,
     } = flags;
     let pipeline = spec::load(&args.pipeline, &args.set)?;
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
@@ -62,6 +64,7 @@ pub(super) fn cmd_run(
                 overwrite,
                 worker,
                 drain,
+                stage_wait,
             },
             stop.clone(),
         )

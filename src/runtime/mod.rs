@@ -7,10 +7,11 @@
 //!
 //! The rooms: this file orchestrates one run (`execute`: prepare the sink and the plan,
 //! stages, the main pass, finalize); `stages.rs` runs the full and fit passes in
-//! pipeline order; `in_order.rs` is the main pass of a step deciding as rows arrive
-//! (exact dedup in one pass); `schedule.rs` runs the tasks of a pass; `task.rs` is one task
-//! (reader on tokio, CPU side on rayon); `drive.rs` drives the steps of a task;
-//! `read.rs` reads objects and slices; `cache.rs` keeps a fit pass's decoded batches.
+//! pipeline order; `shared.rs` shares such a pass among workers through the sink;
+//! `in_order.rs` is the main pass of a step deciding as rows arrive (exact dedup in one
+//! pass); `schedule.rs` runs the tasks of a pass; `task.rs` is one task (reader on
+//! tokio, CPU side on rayon); `drive.rs` drives the steps of a task; `read.rs` reads
+//! objects and slices; `cache.rs` keeps a fit pass's decoded batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,12 +31,14 @@ mod in_order;
 mod job;
 mod read;
 mod schedule;
+mod shared;
 mod stages;
 mod task;
 pub mod worker;
 use cache::DecodedCache;
 use drive::Mode;
 use schedule::schedule;
+pub use shared::StageWait;
 use stages::stages;
 use task::{Pass, TaskDone, objects_finished, run_task};
 pub use worker::Worker;
@@ -66,6 +69,8 @@ pub struct ExecOptions {
     /// Set on the first SIGTERM/SIGINT: start no new task, let running ones finish.
     /// (The `stop` flag passed beside it abandons running tasks too.)
     pub drain: Arc<AtomicBool>,
+    /// How long a worker waits at a stage shared with other workers.
+    pub stage_wait: StageWait,
 }
 
 /// Stack of each CPU thread. DataFusion evaluates an expression by recursion over its
@@ -128,7 +133,11 @@ pub async fn execute(
                 .tasks
                 .iter()
                 .any(|t| worker.owns(t.id) && !committed.contains_key(&t.id));
-            match stages(plan, &mut stored, &stats, &stop, work).await {
+            let sharing = (worker.count > 1).then_some(shared::Sharing {
+                worker,
+                wait: opts.stage_wait,
+            });
+            match stages(plan, &mut stored, &stats, &stop, work, sharing).await {
                 (plan, Ok(kept)) => {
                     cache = kept;
                     (plan, Ok(Prepared::Ready { committed, stored }))
@@ -211,15 +220,6 @@ pub async fn prepare(plan: &Plan, opts: &ExecOptions) -> Result<Prepared> {
              run it without --worker"
                 .into(),
         ));
-    }
-    if n > 1
-        && let Some(s) = plan.steps.iter().find(|s| s.step.kind().needs_pass())
-    {
-        return Err(Error::Plan(format!(
-            "`{}` decides over the whole input in a local full pass, which this version runs \
-             on one worker only; run it without --worker (or with 1/1)",
-            s.name
-        )));
     }
     if opts.overwrite {
         sink::lease::refuse_if_in_use(&plan.sink, "--overwrite").await?;

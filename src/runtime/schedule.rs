@@ -114,6 +114,40 @@ pub(super) async fn observe(
     slots: usize,
     tasks: Vec<Task>,
 ) -> Result<(u64, Vec<Vec<Part>>)> {
+    // Each task's parts (one per step of the group), by task index.
+    let parts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let kept = parts.clone();
+    let rows = observe_each(env, from, to, slots, tasks, move |done: TaskDone| {
+        crate::pool::lock(&kept).insert(done.record.task, done.parts);
+        async { Ok(()) }
+    })
+    .await?;
+    let parts = std::mem::take(&mut *crate::pool::lock(&parts));
+    // Step k's parts in task order: the k-th of each task's.
+    let mut by_step: Vec<Vec<Part>> = (from..=to).map(|_| Vec::new()).collect();
+    for task_parts in parts.into_values() {
+        for (column, part) in by_step.iter_mut().zip(task_parts) {
+            column.push(part);
+        }
+    }
+    Ok((rows, by_step))
+}
+
+/// `tasks` observed as in [`observe`], each task's result handed to `each` (on the
+/// task's own tokio task, so it may store the parts while other tasks run). Returns
+/// the rows read.
+pub(super) async fn observe_each<F, Fut>(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    slots: usize,
+    tasks: Vec<Task>,
+    each: F,
+) -> Result<u64>
+where
+    F: Fn(TaskDone) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
     let plan = env.plan.clone();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.to_string()).collect();
     let scratch = Arc::new(Stats::new(
@@ -136,30 +170,22 @@ pub(super) async fn observe(
         stats: scratch.clone(),
         ..env.clone()
     };
-    // Each task's parts (one per step of the group), by task index.
-    let mut parts: BTreeMap<usize, Vec<Part>> = BTreeMap::new();
     schedule(
         tasks,
         slots,
         &env.stop,
         None,
-        |task| run_task(pass.clone(), task, Mode::Observe(from, to)),
-        |done: TaskDone| {
-            parts.insert(done.record.task, done.parts);
+        |task| {
+            let (pass, each) = (pass.clone(), each.clone());
+            async move { each(run_task(pass, task, Mode::Observe(from, to)).await?).await }
         },
+        |()| {},
     )
     .await?;
     if env.stop.load(Ordering::Relaxed) {
         return Err(Error::Interrupted("a signal"));
     }
-    // Step k's parts in task order: the k-th of each task's.
-    let mut by_step: Vec<Vec<Part>> = (from..=to).map(|_| Vec::new()).collect();
-    for task_parts in parts.into_values() {
-        for (column, part) in by_step.iter_mut().zip(task_parts) {
-            column.push(part);
-        }
-    }
-    Ok((Stats::get(&scratch.rows_in), by_step))
+    Ok(Stats::get(&scratch.rows_in))
 }
 
 /// Settles each step of `from..=to` with its parts (`by_step`, as [`observe`] returns

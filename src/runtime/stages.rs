@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::cache::DecodedCache;
 use super::schedule::full_pass;
+use super::shared::{Sharing, shared_pass};
 use super::task::Pass;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -42,10 +43,11 @@ pub(super) async fn stages(
     stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
     work: bool,
+    sharing: Option<Sharing>,
 ) -> (Plan, Result<Option<Arc<DecodedCache>>>) {
     // On failure the run reports the plan as built (its hash, its sink, its tasks).
     let built = plan.clone();
-    match run_stages(plan, stored, stats, stop, work).await {
+    match run_stages(plan, stored, stats, stop, work, sharing).await {
         Ok((staged, cache)) => (staged, Ok(cache)),
         Err(e) => (built, Err(e)),
     }
@@ -74,6 +76,7 @@ async fn run_stages(
     stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
     work: bool,
+    sharing: Option<Sharing>,
 ) -> Result<(Plan, Option<Arc<DecodedCache>>)> {
     let had_fit = plan.needs_fit();
     let mut fitting = None;
@@ -91,7 +94,8 @@ async fn run_stages(
                 rows: 0,
                 entries: Vec::new(),
             });
-            cache = decoded_cache(&plan);
+            // The fit pass of one worker sees a share of the tasks: nothing to keep.
+            cache = decoded_cache(&plan).filter(|_| sharing.is_none());
         }
     }
     if plan.steps.iter().any(|s| s.step.kind().needs_pass()) {
@@ -119,10 +123,14 @@ async fn run_stages(
                     // Its decisions are needed by the main pass, or by a fit after it;
                     // the last step needing a pass may decide in the main pass itself.
                     let fit_after = plan.steps[k..].iter().any(|s| s.step.kind().needs_fit());
-                    if plan.in_order_step() == Some(k) {
+                    if plan.in_order_step() == Some(k) && sharing.is_none() {
                         plan.in_order = Some(k);
                     } else if work || fit_after {
-                        full_pass(&pass(Arc::new(plan.clone()), None)?, k, k, slots).await?;
+                        let env = pass(Arc::new(plan.clone()), None)?;
+                        match sharing {
+                            Some(sharing) => shared_pass(&env, k, k, slots, sharing).await?,
+                            None => full_pass(&env, k, k, slots).await?,
+                        };
                     }
                     k += 1;
                 }
@@ -142,7 +150,10 @@ async fn run_stages(
                     let keep = cache.as_ref().is_some_and(|c| c.accepting());
                     let fit_plan = Arc::new(plan.for_fit(from, to, !keep)?);
                     let env = pass(fit_plan, cache.clone().filter(|c| c.accepting()))?;
-                    let (seen, settled) = full_pass(&env, from, to, slots).await?;
+                    let (seen, settled) = match sharing {
+                        Some(sharing) => shared_pass(&env, from, to, slots, sharing).await?,
+                        None => full_pass(&env, from, to, slots).await?,
+                    };
                     if fitting.entries.is_empty() {
                         fitting.rows = seen;
                     }
@@ -189,7 +200,8 @@ async fn run_stages(
         stored.schema = fresh.schema;
         stored.features = fresh.features;
         stored.token_column = fresh.token_column;
-        // One worker runs a fit (see `prepare`): replacing the stored plan is safe.
+        // Every worker that fits computes the same statistics from the same parts, so
+        // each writes the same stats.json and the same plan: replacing them is safe.
         sink::replace_plan(&plan.sink, stored).await?;
     }
     Ok((plan, cache.filter(|c| c.accepting())))

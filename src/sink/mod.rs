@@ -13,6 +13,7 @@ pub mod lease;
 mod measure;
 pub mod records;
 mod rowgroups;
+pub mod stages;
 pub mod upload;
 pub mod writer;
 
@@ -57,8 +58,8 @@ pub async fn write_stats(sink: &Location, file: &StatsFile) -> Result<()> {
     put_json(sink, STATS, file).await
 }
 
-/// Replaces the stored plan: only after a fit, which one worker runs, so that
-/// `kiln status` and `kiln finalize` see the fitted schema.
+/// Replaces the stored plan: only after a fit, so that `kiln status` and `kiln
+/// finalize` see the fitted schema. Every worker that fits writes the same plan.
 pub async fn replace_plan(sink: &Location, plan: &StoredPlan) -> Result<()> {
     put_json(sink, PLAN, plan).await
 }
@@ -488,6 +489,11 @@ pub async fn commit_task(sink: &Location, record: &TaskRecord) -> Result<()> {
 /// conditional put, so of two workers finishing at once exactly one writes it; `false`
 /// when another had. The card comes first and has no timestamp, so both write the same.
 pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
+    // Every task is committed: no worker needs a stage's parts any more.
+    let removed = stages::remove_all(sink).await?;
+    if removed > 0 {
+        tracing::debug!(removed, "stage parts removed");
+    }
     let card = manifest
         .pipeline
         .pointer("/sink/dataset_card")

@@ -241,6 +241,14 @@ impl FullPass for DedupExact {
         }))
     }
 
+    fn write_part(&self, part: Part, out: &mut dyn std::io::Write) -> Result<(), StepError> {
+        self.runs.write_part(part, out, "dedup.exact")
+    }
+
+    fn read_part(&self, input: &mut dyn std::io::Read) -> Result<Part, StepError> {
+        self.runs.read_part(input, "dedup.exact")
+    }
+
     fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut current: Option<u128> = None;

@@ -276,6 +276,14 @@ impl FullPass for Minhash {
         }))
     }
 
+    fn write_part(&self, part: Part, out: &mut dyn std::io::Write) -> Result<(), StepError> {
+        self.runs.write_part(part, out, "dedup.minhash")
+    }
+
+    fn read_part(&self, input: &mut dyn std::io::Read) -> Result<Part, StepError> {
+        self.runs.read_part(input, "dedup.minhash")
+    }
+
     fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
         let mut clusters = Clusters::default();
         let mut group: Option<(u128, u128)> = None; // (key, first position)

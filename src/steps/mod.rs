@@ -35,6 +35,7 @@ use text::{
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -163,6 +164,25 @@ impl<'a> Kind<'a> {
             Kind::Fit(f) => Some(f.observer(task)),
         }
     }
+
+    /// Writes a task's part for another worker to read ([`Kind::read_part`]): a stage
+    /// across workers stores each task's part in the sink (docs/workers.md).
+    pub fn write_part(self, part: Part, out: &mut dyn Write) -> Result<(), StepError> {
+        match self {
+            Kind::Map => Err(StepError::internal("a map step has no part")),
+            Kind::FullPass(p) => p.write_part(part, out),
+            Kind::Fit(f) => f.write_part(part, out),
+        }
+    }
+
+    /// Reads a part [`Kind::write_part`] wrote.
+    pub fn read_part(self, input: &mut dyn Read) -> Result<Part, StepError> {
+        match self {
+            Kind::Map => Err(StepError::internal("a map step has no part")),
+            Kind::FullPass(p) => p.read_part(input),
+            Kind::Fit(f) => f.read_part(input),
+        }
+    }
 }
 
 /// What one task of a full pass keeps for one step: it sees the task's batches in order
@@ -187,6 +207,13 @@ pub trait FullPass: Send + Sync {
 
     /// Every task's part, in task order; decides what the main pass does.
     fn settle(&self, parts: Vec<Part>) -> Result<(), StepError>;
+
+    /// A part as bytes, for a stage across workers; the part is consumed.
+    fn write_part(&self, part: Part, out: &mut dyn Write) -> Result<(), StepError>;
+
+    /// A part from what [`FullPass::write_part`] wrote (of any kiln worker of the same
+    /// version).
+    fn read_part(&self, input: &mut dyn Read) -> Result<Part, StepError>;
 
     /// The step's side that decides in the main pass itself, when a row's fate depends
     /// only on the rows before it in input order (exact dedup: a copy of an earlier row
@@ -227,6 +254,12 @@ pub trait FitPass: Send + Sync {
     /// Every task's part, in task order: the statistics, as `_kiln/stats.json` stores
     /// them and [`StepOptions::bind_fitted`] reads them.
     fn settle(&self, parts: Vec<Part>) -> Result<serde_json::Value, StepError>;
+
+    /// A part as bytes, for a stage across workers (as [`FullPass::write_part`]).
+    fn write_part(&self, part: Part, out: &mut dyn Write) -> Result<(), StepError>;
+
+    /// A part from what [`FitPass::write_part`] wrote.
+    fn read_part(&self, input: &mut dyn Read) -> Result<Part, StepError>;
 }
 
 /// Downcasts each part to what `step`'s observers return.

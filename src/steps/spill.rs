@@ -57,6 +57,29 @@ impl Rec {
     }
 }
 
+impl Rec {
+    /// As [`Rec::read`], but a record cut short is an error, not the end.
+    fn read_whole(r: &mut impl Read) -> std::io::Result<Option<Rec>> {
+        let mut b = [0u8; RECORD];
+        let mut got = 0;
+        while got < RECORD {
+            match r.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "a record cut short",
+                    ));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Rec::read(&mut &b[..])
+    }
+}
+
 /// Records sorted by (hash, task, row), from several sorted run files.
 pub struct Merge {
     readers: Vec<BufReader<File>>,
@@ -192,6 +215,63 @@ impl Runs {
     }
 }
 
+impl Runs {
+    /// A task's part (its sorted runs) for another worker: the runs merged into one
+    /// sorted stream of records; the runs are deleted.
+    pub fn write_part(
+        &self,
+        part: super::Part,
+        out: &mut dyn Write,
+        step: &str,
+    ) -> Result<(), StepError> {
+        let runs = all_runs(vec![part], step)?;
+        let mut w = BufWriter::with_capacity(64 << 10, out);
+        let mut failed = None;
+        self.merge(runs, |r| {
+            if failed.is_none()
+                && let Err(e) = r.write(&mut w)
+            {
+                failed = Some(e);
+            }
+        })?;
+        match failed.map_or_else(|| w.flush(), Err) {
+            Err(e) => Err(StepError::io(format!("cannot write a part of `{step}`"), e)),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// A part [`Runs::write_part`] wrote, as one run in this spill directory. Refuses
+    /// records out of order or a truncated record: a part is never half read.
+    pub fn read_part(&self, input: &mut dyn Read, step: &str) -> Result<super::Part, StepError> {
+        let path = self.new_path()?;
+        let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
+        let mut w = BufWriter::with_capacity(64 << 10, file);
+        let mut r = std::io::BufReader::with_capacity(64 << 10, input);
+        let mut last: Option<Rec> = None;
+        loop {
+            let rec = match Rec::read_whole(&mut r) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(StepError::io(format!("cannot read a part of `{step}`"), e));
+                }
+            };
+            if last.is_some_and(|l| l > rec) {
+                let _ = std::fs::remove_file(&path);
+                return Err(StepError::internal(format!(
+                    "a stored part of `{step}` is not sorted: it was not written by this \
+                     version of kiln"
+                )));
+            }
+            last = Some(rec);
+            rec.write(&mut w).map_err(|e| io_err("write", &path, e))?;
+        }
+        w.flush().map_err(|e| io_err("write", &path, e))?;
+        Ok(Box::new(vec![path]))
+    }
+}
+
 /// The observer of a dedup step: (key, task, row) records of one task, written as a
 /// sorted run whenever `budget` records are buffered; its part is the runs' paths.
 pub struct SpillObserver<'a> {
@@ -285,5 +365,42 @@ impl DropLists {
         }
         cx.count(counter, (to - from) as u64);
         filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(StepError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: u128, task: u32, row: u64) -> Rec {
+        Rec { key, task, row }
+    }
+
+    /// A task's runs travel as one sorted stream and come back as one run with the same
+    /// records; a stream cut inside a record, or out of order, is refused.
+    #[test]
+    fn a_part_travels_whole_and_sorted_or_not_at_all() {
+        let runs = Runs::default();
+        let mut written = Vec::new();
+        runs.flush(&mut vec![rec(5, 1, 0), rec(1, 1, 3)], &mut written)
+            .expect("run");
+        runs.flush(&mut vec![rec(3, 1, 1), rec(5, 1, 2)], &mut written)
+            .expect("run");
+        let mut bytes = Vec::new();
+        runs.write_part(Box::new(written), &mut bytes, "t")
+            .expect("writes");
+        assert_eq!(bytes.len(), 4 * RECORD);
+        let back = runs.read_part(&mut &bytes[..], "t").expect("reads");
+        let mut got = Vec::new();
+        runs.merge(all_runs(vec![back], "t").expect("runs"), |r| got.push(r))
+            .expect("merges");
+        assert!(got == [rec(1, 1, 3), rec(3, 1, 1), rec(5, 1, 0), rec(5, 1, 2)]);
+
+        let cut = runs.read_part(&mut &bytes[..bytes.len() - 1], "t");
+        assert!(cut.is_err_and(|e| e.kind == crate::error::StepErrorKind::Io));
+        let mut swapped = bytes[RECORD..2 * RECORD].to_vec();
+        swapped.extend_from_slice(&bytes[..RECORD]);
+        let e = runs.read_part(&mut &swapped[..], "t").expect_err("refused");
+        assert!(e.message.contains("not sorted"), "{}", e.message);
     }
 }

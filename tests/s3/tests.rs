@@ -962,22 +962,41 @@ fn workers_at_once_on_a_bucket_make_the_single_run_dataset() {
 /// bucket is one the manifest lists (a killed attempt leaves nothing that counts).
 #[test]
 fn workers_killed_at_random_and_restarted_make_the_clean_dataset() {
+    chaos("chaos", "  - filter: \"n % 5 <> 1\"\n", 4);
+}
+
+/// The same chaos with a dedup and a fit after it: workers die while they compute
+/// their stage parts, wait at a stage, settle, or write; the dataset is the clean
+/// single run's and no stage part is left in the bucket.
+#[test]
+fn workers_with_dedup_and_a_fit_killed_at_random_make_the_clean_dataset() {
+    chaos(
+        "stages",
+        "  - dedup.exact: { column: text }\n  - standardize: { columns: [n] }\n",
+        3,
+    );
+}
+
+/// 12 JSONL objects (the last 6 repeat the first 6's documents, so a dedup drops
+/// half) on a bucket; `n` workers of a pipeline with `steps`, killed and restarted at
+/// random, against a single run.
+fn chaos(name: &str, steps: &str, n: usize) {
     use std::process::{Child, Command, Stdio};
-    let Some(b) = Bucket::new("chaos") else {
+    let Some(b) = Bucket::new(name) else {
         return;
     };
     let src = tempfile::tempdir().expect("tmp");
     for i in 0..12 {
         write_docs(
             &src.path().join(format!("f{i:02}.jsonl")),
-            i * 500,
-            150 + i * 20,
+            (i % 6) * 500,
+            150 + (i % 6) * 20,
         );
     }
     b.upload_dir(src.path(), "raw");
     let tmp = tempfile::tempdir().expect("tmp");
     let yaml = format!(
-        "version: 1\nname: chaos\nsource:\n  uri: {}\nsteps:\n  - filter: \"n % 5 <> 1\"\nsink:\n  uri: {}\n  max_rows: 120\nrun:\n  task_bytes: 40KiB\n",
+        "version: 1\nname: {name}\nsource:\n  uri: {}\nsteps:\n{steps}sink:\n  uri: {}\n  max_rows: 120\nrun:\n  task_bytes: 40KiB\n",
         b.uri("raw/*.jsonl"),
         b.uri("out/")
     );
@@ -996,7 +1015,6 @@ fn workers_killed_at_random_and_restarted_make_the_clean_dataset() {
         ],
     );
 
-    let n = 4;
     let spawn = |i: usize| -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
         cmd.current_dir(repo())
@@ -1065,6 +1083,10 @@ fn workers_killed_at_random_and_restarted_make_the_clean_dataset() {
         .map(|s| format!("out/{}", s["path"].as_str().expect("path")))
         .collect();
     listed.sort();
+    assert!(
+        !keys.iter().any(|k| k.starts_with("out/_kiln/stages/")),
+        "stage parts left: {keys:?}"
+    );
     let stored: Vec<String> = keys
         .into_iter()
         .filter(|k| !k.starts_with("out/_kiln/") && k != "out/_SUCCESS" && k != "out/README.md")

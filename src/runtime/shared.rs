@@ -1,0 +1,332 @@
+//! A full pass or a fit pass shared by several workers (`--worker I/N`, N > 1), through
+//! the sink and with no coordinator (docs/workers.md, "Stages"):
+//!
+//! 1. Each worker observes its own tasks (task `t` is worker `t % N`'s, as in the main
+//!    pass) and stores each task's part in the sink (`sink/stages.rs`) as soon as the
+//!    task ends, so a worker killed half way keeps what it finished.
+//! 2. It then waits until every task's part is there, listing the parts with a backoff
+//!    (0.1 s doubling to 5 s). Parts of a worker with no live run record (dead, or not
+//!    started) for `take_over_after` are computed by the waiting worker itself: a part
+//!    depends only on the input and the steps, so two workers computing one write the
+//!    same bytes and either may win. After `wait` with parts of live workers still
+//!    missing it exits 75 ("run me again"); its parts stay stored.
+//! 3. Every worker reads every part, in task order, and settles the steps as one worker
+//!    would: the same parts in the same order give the same decisions and statistics, so
+//!    the dataset is byte for byte the single run's.
+//!
+//! A rerun reuses the stored parts: a stage's parts are each computed once (or twice
+//! after a take-over race, with one result kept). The parts are removed when the
+//! manifest is written.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::schedule::{observe_each, on_pool, settle};
+use super::task::{Pass, TaskDone};
+use super::worker::Worker;
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Task};
+use crate::sink::{lease, stages};
+use crate::steps::Part;
+
+/// How long a worker waits at a stage (`kiln run --stage-wait`, `--take-over-after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageWait {
+    /// The longest a worker waits for parts of workers that are running.
+    pub wait: Duration,
+    /// A worker with no live run for this long has its parts computed by the others.
+    pub take_over_after: Duration,
+}
+
+impl Default for StageWait {
+    fn default() -> Self {
+        StageWait {
+            wait: Duration::from_secs(30 * 60),
+            take_over_after: lease::EXPIRES,
+        }
+    }
+}
+
+/// How workers share a pass: this one, and how long it waits.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sharing {
+    pub worker: Worker,
+    pub wait: StageWait,
+}
+
+/// The pass of steps `from..=to` shared by the workers (see the module docs). Returns
+/// the rows of the whole input and, per step, the statistics of a fitted step (None for
+/// a full-pass one), as [`super::schedule::full_pass`] does on one worker.
+pub(super) async fn shared_pass(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    slots: usize,
+    sharing: Sharing,
+) -> Result<(u64, Vec<Option<serde_json::Value>>)> {
+    let started = Instant::now();
+    let plan = env.plan.clone();
+    let sink = &plan.sink;
+    let missing = |have: &BTreeSet<(usize, usize)>| -> Vec<Task> {
+        plan.tasks
+            .iter()
+            .filter(|t| (from..=to).any(|k| !have.contains(&(k, t.id))))
+            .cloned()
+            .collect()
+    };
+    let mine: Vec<Task> = missing(&stages::stored(sink).await?)
+        .into_iter()
+        .filter(|t| sharing.worker.owns(t.id))
+        .collect();
+    let computed = mine.len();
+    if !mine.is_empty() {
+        observe_each(env, from, to, slots, mine, store(env, from)).await?;
+    }
+    let t = Instant::now();
+    let taken = barrier(env, from, to, slots, sharing, &missing).await?;
+    let (rows, by_step) = read_parts(env, from, to).await?;
+    // Waiting at the barrier and reading the parts are the protocol's cost.
+    env.stats.add_protocol(t.elapsed());
+    let settled = settle(env, from, to, by_step).await?;
+    let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
+    tracing::info!(
+        steps = names.join(", "),
+        tasks = plan.tasks.len(),
+        computed,
+        taken_over = taken,
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "stage settled from every worker's parts"
+    );
+    Ok((rows, settled))
+}
+
+/// Waits until every task has its parts (see the module docs); returns how many tasks
+/// this worker took over.
+async fn barrier(
+    env: &Pass,
+    from: usize,
+    to: usize,
+    slots: usize,
+    sharing: Sharing,
+    missing: &impl Fn(&BTreeSet<(usize, usize)>) -> Vec<Task>,
+) -> Result<usize> {
+    let plan = &env.plan;
+    let waiting = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut taken = 0;
+    // When each worker was first seen without a live run.
+    let mut absent_since: std::collections::BTreeMap<usize, Instant> = Default::default();
+    loop {
+        let left = missing(&stages::stored(&plan.sink).await?);
+        if left.is_empty() {
+            return Ok(taken);
+        }
+        if env.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted("a signal"));
+        }
+        let live: BTreeSet<usize> = lease::runs(&plan.sink)
+            .await?
+            .iter()
+            .filter(|r| r.live())
+            .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
+            .collect();
+        let n = sharing.worker.count;
+        let now = Instant::now();
+        for w in 0..n {
+            if live.contains(&w) {
+                absent_since.remove(&w);
+            } else {
+                absent_since.entry(w).or_insert(now);
+            }
+        }
+        let orphans: Vec<Task> = left
+            .iter()
+            .filter(|t| {
+                absent_since
+                    .get(&(t.id % n))
+                    .is_some_and(|since| now.duration_since(*since) >= sharing.wait.take_over_after)
+            })
+            .cloned()
+            .collect();
+        if !orphans.is_empty() {
+            let owners: BTreeSet<usize> = orphans.iter().map(|t| t.id % n).collect();
+            tracing::info!(
+                tasks = orphans.len(),
+                "taking over the stage parts of worker(s) {} (no live run)",
+                owners
+                    .iter()
+                    .map(|w| format!("{w}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            taken += orphans.len();
+            observe_each(env, from, to, slots, orphans, store(env, from)).await?;
+            continue;
+        }
+        if waiting.elapsed() >= sharing.wait.wait {
+            let first: Vec<String> = left
+                .iter()
+                .take(5)
+                .map(|t| format!("{} (worker {}/{n})", t.id, t.id % n))
+                .collect();
+            return Err(Error::Busy(format!(
+                "waited {} at the stage of `{}` for {} task(s) of other running workers: \
+                 {}{}; this worker's parts are stored: run it again to go on",
+                humantime::format_duration(sharing.wait.wait),
+                plan.steps[from].name,
+                left.len(),
+                first.join(", "),
+                if left.len() > 5 { ", …" } else { "" }
+            )));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What stores a task's parts as it ends: each step's part written to a local file on
+/// the pass's pool, then uploaded.
+fn store(
+    env: &Pass,
+    from: usize,
+) -> impl Fn(TaskDone) -> futures::future::BoxFuture<'static, Result<()>> + Clone + Send + Sync + 'static
+{
+    let env = env.clone();
+    move |done: TaskDone| {
+        let env = env.clone();
+        Box::pin(async move {
+            let task = done.record.task;
+            let rows = done.record.rows_in;
+            for (k, part) in (from..).zip(done.parts) {
+                let header = header(&env.plan, k, task, rows);
+                let step = env.plan.steps[k].step.clone();
+                let file = on_pool(&env, move || -> Result<tempfile::NamedTempFile> {
+                    let mut f = tempfile::NamedTempFile::with_prefix("kiln-part-")
+                        .map_err(|e| local(&header, e))?;
+                    let mut line =
+                        serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?;
+                    line.push(b'\n');
+                    f.write_all(&line).map_err(|e| local(&header, e))?;
+                    step.kind().write_part(part, f.as_file_mut()).map_err(|e| {
+                        Error::step_failed("a stage part", k, &header.step, None, e)
+                    })?;
+                    f.flush().map_err(|e| local(&header, e))?;
+                    Ok(f)
+                })
+                .await??;
+                stages::put_part(&env.plan.sink, &stages::part_path(k, task), file.path()).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn header(plan: &Plan, k: usize, task: usize, rows: u64) -> stages::PartHeader {
+    stages::PartHeader {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline_hash: plan.pipeline_hash.clone(),
+        step: plan.steps[k].name.to_string(),
+        index: k + 1,
+        task,
+        rows,
+    }
+}
+
+fn local(h: &stages::PartHeader, e: std::io::Error) -> Error {
+    Error::sink(
+        format!(
+            "a local copy of the stage part of task {} (step {})",
+            h.task, h.index
+        ),
+        format!("{e} (is the temporary directory full? set TMPDIR to a larger disk)"),
+    )
+}
+
+/// Every task's parts from the sink, in task order: the rows of the whole input (from
+/// the first step's headers) and each step's parts.
+async fn read_parts(env: &Pass, from: usize, to: usize) -> Result<(u64, Vec<Vec<Part>>)> {
+    let plan = env.plan.clone();
+    let concurrency = plan.pipeline.run.io_concurrency.max(1);
+    let fetched: Vec<(u64, Vec<Part>)> = futures::stream::iter(plan.tasks.clone())
+        .map(|t| {
+            let env = env.clone();
+            async move {
+                let mut rows = 0;
+                let mut parts = Vec::with_capacity(to + 1 - from);
+                for k in from..=to {
+                    let (r, part) = read_part(&env, k, t.id).await?;
+                    if k == from {
+                        rows = r;
+                    }
+                    parts.push(part);
+                }
+                Ok::<_, Error>((rows, parts))
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    let mut by_step: Vec<Vec<Part>> = (from..=to).map(|_| Vec::new()).collect();
+    let mut rows = 0;
+    for (r, parts) in fetched {
+        rows += r;
+        for (column, part) in by_step.iter_mut().zip(parts) {
+            column.push(part);
+        }
+    }
+    Ok((rows, by_step))
+}
+
+/// One stored part, checked against this run (kiln version, pipeline, step, task).
+async fn read_part(env: &Pass, k: usize, task: usize) -> Result<(u64, Part)> {
+    let rel = stages::part_path(k, task);
+    let shown = env.plan.sink.display_child(&rel);
+    let expected = header(&env.plan, k, task, 0);
+    let file =
+        tempfile::NamedTempFile::with_prefix("kiln-part-").map_err(|e| local(&expected, e))?;
+    stages::get_part(&env.plan.sink, &rel, file.path()).await?;
+    let step = env.plan.steps[k].step.clone();
+    on_pool(env, move || -> Result<(u64, Part)> {
+        let mut r = std::io::BufReader::new(file.reopen().map_err(|e| local(&expected, e))?);
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line)
+            .map_err(|e| local(&expected, e))?;
+        let found: stages::PartHeader = serde_json::from_slice(&line)
+            .map_err(|e| Error::sink(&shown, format!("not a kiln stage part: {e}")))?;
+        if found.kiln_version != expected.kiln_version {
+            return Err(Error::Plan(format!(
+                "{shown} was written by kiln {}, this is kiln {}: every worker of a dataset \
+                 must run the same kiln version; run this worker with kiln {} (or start \
+                 the dataset over with --overwrite)",
+                found.kiln_version, expected.kiln_version, found.kiln_version
+            )));
+        }
+        if (&found.pipeline_hash, &found.step, found.index, found.task)
+            != (
+                &expected.pipeline_hash,
+                &expected.step,
+                expected.index,
+                expected.task,
+            )
+        {
+            return Err(Error::sink(
+                &shown,
+                format!(
+                    "holds the part of step {} `{}` of task {} of pipeline {}, not this run's; \
+                     start the dataset over with --overwrite",
+                    found.index, found.step, found.task, found.pipeline_hash
+                ),
+            ));
+        }
+        let part = step
+            .kind()
+            .read_part(&mut r)
+            .map_err(|e| Error::step_failed(&shown, k, &found.step, None, e))?;
+        Ok((found.rows, part))
+    })
+    .await?
+}

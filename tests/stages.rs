@@ -1,0 +1,205 @@
+//! Full-pass and fitted steps on several workers: each stage's per-task parts go
+//! through the sink, every worker settles from all of them, and the dataset is byte
+//! for byte the one a single process writes (docs/workers.md, "Stages").
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::util::*;
+
+/// Steps in pipeline order: a dedup then a fit, near-dedup then a fit, a fit around a
+/// dedup, and two dedups around a fit.
+const ORDERS: [(&str, &str); 4] = [
+    (
+        "dedup-standardize",
+        "  - dedup.exact: { column: note }\n  - standardize: { columns: [income], ddof: 0 }\n",
+    ),
+    (
+        "minhash-onehot",
+        "  - dedup.minhash: { column: note }\n  - one_hot: { columns: [device] }\n",
+    ),
+    (
+        "standardize-dedup-onehot",
+        "  - standardize: { columns: [income], ddof: 0 }\n  - dedup.exact: { column: note }\n  - one_hot: { columns: [plan] }\n",
+    ),
+    (
+        "dedup-standardize-dedup",
+        "  - dedup.exact: { column: note }\n  - standardize: { columns: [income], ddof: 0 }\n  - dedup.exact: { column: country }\n",
+    ),
+];
+
+/// A pipeline over the customers sample in tasks of 8 KiB (7 tasks), writing to
+/// `$KILN_OUT/ds`.
+fn setup(dir: &Path, name: &str, steps: &str) -> PathBuf {
+    pipeline(
+        dir,
+        &format!("{name}.yaml"),
+        &format!(
+            "version: 1\nname: {name}\nsource:\n  uri: {}\nsteps:\n{steps}sink:\n  uri: ${{KILN_OUT}}/ds\n  max_rows: 200\nrun:\n  threads: 2\n  task_bytes: 8KiB\n",
+            repo().join("sample-data/customers/train.csv").display()
+        ),
+    )
+}
+
+fn worker(out: &Path, p: &Path, w: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(repo())
+        .env("KILN_OUT", out)
+        .args(["run", "-q", &p.to_string_lossy(), "--worker", w])
+        .args(extra);
+    c
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what}: {}", stderr(o));
+}
+
+/// The shards, the rows in the manifest and the fitted statistics are the single run's;
+/// the stage parts are gone.
+fn assert_same(single: &Path, other: &Path, what: &str) {
+    let (a, b) = (single.join("ds"), other.join("ds"));
+    let fa = shard_files(&a);
+    assert!(!fa.is_empty());
+    assert!(fa == shard_files(&b), "{what}: the shards differ");
+    let json = |d: &Path, f: &str| -> Option<serde_json::Value> {
+        std::fs::read(d.join(f))
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("json"))
+    };
+    let m = |d: &Path| json(d, "_kiln/manifest.json").expect("a manifest")["rows"].clone();
+    assert_eq!(m(&a), m(&b), "{what}: manifest rows");
+    assert_eq!(
+        json(&a, "_kiln/stats.json"),
+        json(&b, "_kiln/stats.json"),
+        "{what}: fitted statistics"
+    );
+    assert!(b.join("_SUCCESS").exists(), "{what}: complete");
+    assert!(
+        !b.join("_kiln/stages").exists(),
+        "{what}: stage parts left after the manifest"
+    );
+}
+
+#[test]
+fn dedup_and_fits_on_workers_at_once_make_the_single_run_dataset() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (i, (name, steps)) in ORDERS.iter().enumerate() {
+        let p = setup(dir.path(), name, steps);
+        let single = tempfile::tempdir().expect("tmp");
+        kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+        // 2, 3 and 5 workers, varied by pipeline so that each count meets a dedup and
+        // a fit (7 tasks: 5 workers hold one or two each).
+        for n in [2 + i % 2, 5 - i % 2] {
+            let out = tempfile::tempdir().expect("tmp");
+            let children: Vec<_> = (0..n)
+                .map(|w| {
+                    worker(out.path(), &p, &format!("{w}/{n}"), &[])
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("spawn")
+                })
+                .collect();
+            for (w, c) in children.into_iter().enumerate() {
+                ok(
+                    &c.wait_with_output().expect("wait"),
+                    &format!("{name}: worker {w}/{n}"),
+                );
+            }
+            assert_same(single.path(), out.path(), &format!("{name}, {n} at once"));
+        }
+    }
+}
+
+/// Workers one after another: the first takes over the stage parts of the one not
+/// started yet (`--take-over-after 0s`) and writes its own tasks; the second finds
+/// every part stored and computes none.
+#[test]
+fn a_waiting_worker_takes_over_the_parts_of_a_worker_that_is_not_running() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, steps) in ORDERS {
+        let p = setup(dir.path(), name, steps);
+        let single = tempfile::tempdir().expect("tmp");
+        kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+        let out = tempfile::tempdir().expect("tmp");
+        let quick = ["--take-over-after", "0s"];
+        let first = worker(out.path(), &p, "0/2", &quick)
+            .env("KILN_LOG", "kiln=info")
+            .output()
+            .expect("runs");
+        ok(&first, name);
+        let log = stderr(&first);
+        assert!(
+            log.contains("taking over the stage parts of worker(s) 1/2"),
+            "{log}"
+        );
+        assert!(!out.path().join("ds/_SUCCESS").exists());
+        let second = worker(out.path(), &p, "1/2", &quick)
+            .env("KILN_LOG", "kiln=info")
+            .output()
+            .expect("runs");
+        ok(&second, name);
+        let log = stderr(&second);
+        assert!(!log.contains("taking over"), "{log}");
+        assert!(log.contains("computed=0"), "{log}");
+        assert_same(
+            single.path(),
+            out.path(),
+            &format!("{name}, one after another"),
+        );
+    }
+}
+
+/// A worker that waits longer than `--stage-wait` for a running worker exits 75 with
+/// its parts kept; the workers, each run again in turn, get through both stages (the
+/// dedup's and the fit's) and finish the dataset.
+#[test]
+fn a_worker_that_waits_too_long_exits_75_and_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (name, steps) = ORDERS[0];
+    let p = setup(dir.path(), name, steps);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let out = tempfile::tempdir().expect("tmp");
+    let patient = ["--stage-wait", "0s", "--take-over-after", "1h"];
+    let o = worker(out.path(), &p, "0/2", &patient)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("at the stage of `dedup.exact`")
+            && e.contains("(worker 1/2)")
+            && e.contains("run it again"),
+        "{e}"
+    );
+    let parts = std::fs::read_dir(out.path().join("ds/_kiln/stages/step-001"))
+        .expect("worker 0's parts are stored")
+        .count();
+    assert_eq!(parts, 4, "tasks 0, 2, 4 and 6 of 7");
+    // Worker 1 completes the dedup's stage, then waits in the fit's for worker 0.
+    let o = worker(out.path(), &p, "1/2", &patient)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("at the stage of `standardize`"),
+        "{}",
+        stderr(&o)
+    );
+    // Worker 0 finds the fit's stage complete once it adds its parts: it writes its
+    // tasks; worker 1, run again, writes its own and the manifest.
+    ok(
+        &worker(out.path(), &p, "0/2", &patient)
+            .output()
+            .expect("runs"),
+        "worker 0 again",
+    );
+    assert!(!out.path().join("ds/_SUCCESS").exists());
+    ok(
+        &worker(out.path(), &p, "1/2", &patient)
+            .output()
+            .expect("runs"),
+        "worker 1 again",
+    );
+    assert_same(single.path(), out.path(), "after exit 75");
+}
