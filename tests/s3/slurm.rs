@@ -1,6 +1,7 @@
 //! kiln on a real scheduler: a single-node Slurm cluster on this machine
 //! (`scripts/slurm.sh`, Debian's slurmctld/slurmd/munge, installed by `make test` when
-//! it runs as root) runs a pipeline as a 4-task job array against the local S3 server.
+//! it runs as root) runs a pipeline with a near-dedup stage as a 4-task job array
+//! against the local S3 server.
 //! One task is cancelled mid-run (`scancel`, as a preemption does), its index alone is
 //! resubmitted (where Slurm reports `SLURM_ARRAY_TASK_COUNT=1`), and the dataset equals
 //! a single run's.
@@ -128,7 +129,7 @@ fn a_slurm_job_array_with_a_cancelled_and_resubmitted_task_makes_the_single_run_
     };
     b.put("raw/events.csv", big_csv(12_000));
     let yaml = format!(
-        "version: 1\nname: slurm\nsource:\n  uri: {}\nsteps:\n  - filter: \"id % 7 <> 3\"\n  - derive: {{ city_len: \"length(city)\" }}\nsink:\n  uri: {}\n  max_rows: 400\nrun:\n  task_bytes: 24KiB\n",
+        "version: 1\nname: slurm\nsource:\n  uri: {}\nsteps:\n  - filter: \"id % 7 <> 3\"\n  - dedup.minhash: {{ column: city, ngram: 1 }}\n  - derive: {{ city_len: \"length(city)\" }}\nsink:\n  uri: {}\n  max_rows: 400\nrun:\n  task_bytes: 24KiB\n",
         b.uri("raw/events.csv"),
         b.uri("out/")
     );
