@@ -253,17 +253,18 @@ fn apply_override(pipeline: Pipeline, arg: &str) -> Result<Pipeline> {
     let value: serde_json::Value =
         serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
     let mut tree = serde_json::to_value(&pipeline).map_err(|e| bad(e.to_string()))?;
+    let keys = override_keys(path, &tree);
     let mut node = &mut tree;
-    let keys: Vec<&str> = path.split('.').collect();
     for (i, key) in keys.iter().enumerate() {
+        let key = key.as_str();
         let last = i + 1 == keys.len();
         node = match node {
             serde_json::Value::Object(map) => {
                 if last {
-                    map.insert((*key).to_string(), value);
+                    map.insert(key.to_string(), value);
                     break;
                 }
-                map.entry((*key).to_string())
+                map.entry(key.to_string())
                     .or_insert_with(|| serde_json::json!({}))
             }
             serde_json::Value::Array(items) => {
@@ -289,6 +290,38 @@ fn apply_override(pipeline: Pipeline, arg: &str) -> Result<Pipeline> {
         };
     }
     serde_json::from_value(tree).map_err(|e| bad(e.to_string()))
+}
+
+/// The keys of a dotted `--set` path. A step's name holds dots (`dedup.exact`), so under
+/// a step the longest run of parts that names a key present there is one key:
+/// `steps.0.dedup.exact.one_pass` is `steps`, `0`, `dedup.exact`, `one_pass`.
+fn override_keys(path: &str, tree: &serde_json::Value) -> Vec<String> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut keys = Vec::new();
+    let mut node = Some(tree);
+    let mut i = 0;
+    while i < parts.len() {
+        let mut take = 1;
+        if let Some(serde_json::Value::Object(map)) = node {
+            for j in (i + 2..=parts.len()).rev() {
+                if map.contains_key(&parts[i..j].join(".")) {
+                    take = j - i;
+                    break;
+                }
+            }
+        }
+        let key = parts[i..i + take].join(".");
+        node = match node {
+            Some(serde_json::Value::Object(map)) => map.get(&key),
+            Some(serde_json::Value::Array(items)) => {
+                key.parse().ok().and_then(|n: usize| items.get(n))
+            }
+            _ => None,
+        };
+        keys.push(key);
+        i += take;
+    }
+    keys
 }
 
 /// Checks what the types alone cannot say.
@@ -404,6 +437,25 @@ mod tests {
         .expect("valid");
         assert_eq!(p.run.threads, super::super::Threads::Count(3));
         assert_eq!(p.sink.max_bytes.get(), 1 << 20);
+    }
+
+    /// Step names hold dots: `steps.0.dedup.exact.one_pass` reaches the option.
+    #[test]
+    fn set_reaches_the_options_of_a_step_whose_name_has_dots() {
+        let text = "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsteps:\n  - dedup.exact: { column: text }\n  - text.stats: { metrics: [n_words] }\nsink:\n  uri: out/\n";
+        let p = load_str(
+            text,
+            "t.yaml",
+            &[
+                "steps.0.dedup.exact.one_pass=false".into(),
+                "steps.1.text.stats.metrics=[n_chars]".into(),
+            ],
+        )
+        .expect("valid");
+        let tree = serde_json::to_value(&p).expect("json");
+        assert_eq!(tree["steps"][0]["dedup.exact"]["one_pass"], false);
+        assert_eq!(tree["steps"][0]["dedup.exact"]["column"], "text");
+        assert_eq!(tree["steps"][1]["text.stats"]["metrics"][0], "n_chars");
     }
 
     #[test]
