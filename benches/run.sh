@@ -30,12 +30,15 @@
 # Job G (near-dedup: `dedup.minhash` beside datatrove's four-stage MinHash pipeline, same
 # parameters, and the overlap of the documents each removes) is benches/minhash.sh.
 #
+# Job M (dedup on many workers: jobs B and G on one worker vs two workers sharing their
+# dedup stage through the sink, and what the sharing costs) is benches/workers.sh.
+#
 # Job W (one 1 GB .warc.gz: cut at its gzip members vs read whole) is benches/warc_split.sh.
 #
 # Job X (raw WARC → main-content text beside datatrove's WarcReader + Trafilatura) is
 # benches/warc_extract.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G W X"); PEERS_C lists the job-C peers to run (default
+# JOBS selects jobs (default "A B C D E F S P G M W X"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -93,7 +96,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P G W X}
+JOBS=${JOBS:-A B C D E F S P G M W X}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -221,6 +224,10 @@ fi
 if [[ " $JOBS " == *" G "* ]]; then
   # Near-dedup: its own results file, table and removed-set comparison.
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS PEERS=$PEERS bash "$ROOT/benches/minhash.sh"
+fi
+if [[ " $JOBS " == *" M "* ]]; then
+  # Dedup on many workers: its own results file and table (ratios between runs of kiln).
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/workers.sh"
 fi
 if [[ " $JOBS " == *" W "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"

@@ -340,3 +340,44 @@ fn plan_says_when_a_large_object_cannot_be_split() {
         "{plan}"
     );
 }
+
+/// Elastic workers: worker 1's run died (a run record whose heartbeat stopped long ago,
+/// as a SIGKILL or a lost node leaves). Worker 0, done with its own tasks, takes that
+/// record over and runs worker 1's tasks too, so the dataset completes without it; a
+/// later run of worker 1 finds it complete.
+#[test]
+fn a_finished_worker_runs_the_tasks_of_a_worker_whose_run_died() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 10, 4);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let tasks = task_count(single.path(), &p);
+
+    let out = tempfile::tempdir().expect("tmp");
+    let runs = out.path().join("ds/_kiln/runs");
+    std::fs::create_dir_all(&runs).expect("mkdir");
+    let dead = serde_json::json!({
+        "worker": "1/2", "run_id": "lost-node-4711-0", "host": "lost-node", "pid": 4711,
+        "started_at": "2026-01-01T00:00:00Z", "heartbeat_ms": 1_767_225_600_000u64,
+        "heartbeat_at": "2026-01-01T00:00:00Z", "kiln_version": "0.1.0"
+    });
+    std::fs::write(runs.join("w00001.json"), dead.to_string()).expect("record");
+
+    let o = worker_cmd(out.path(), &p, "0/2")
+        .env("KILN_LOG", "kiln=info")
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains(&format!(
+            "taking over {} task(s) of worker 1/2, whose run is gone",
+            tasks / 2
+        )),
+        "{log}"
+    );
+    assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    assert!(!runs.join("w00001.json").exists(), "the record is released");
+    let o = worker_cmd(out.path(), &p, "1/2").output().expect("runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

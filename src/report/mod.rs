@@ -91,6 +91,9 @@ pub struct Stats {
     /// removing a killed attempt's files, commit records, listing the committed tasks,
     /// manifest and `_SUCCESS` (summed over tasks running at once).
     pub protocol: AtomicU64,
+    /// Nanoseconds of stages shared with other workers spent storing this worker's
+    /// parts, waiting at the barrier, and reading every part back (docs/workers.md).
+    pub shared_stages: AtomicU64,
     /// What the run is doing now, for the progress display.
     phase: Mutex<Phase>,
 }
@@ -130,6 +133,7 @@ impl Stats {
             encode: StageTimer::default(),
             upload: StageTimer::default(),
             protocol: AtomicU64::new(0),
+            shared_stages: AtomicU64::new(0),
             phase: Mutex::default(),
             steps: step_names
                 .iter()
@@ -185,6 +189,11 @@ impl Stats {
         Self::add(&self.protocol, d.as_nanos() as u64);
     }
 
+    /// Counts `d` as time a stage shared with other workers cost beyond the pass itself.
+    pub fn add_shared_stages(&self, d: std::time::Duration) {
+        Self::add(&self.shared_stages, d.as_nanos() as u64);
+    }
+
     /// The run so far as a report.
     pub fn report(&self, head: ReportHead) -> Report {
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -231,6 +240,7 @@ impl Stats {
             bytes_out: Self::get(&self.bytes_out),
             elapsed_s: elapsed,
             commit_protocol_s: Self::get(&self.protocol) as f64 / 1e9,
+            shared_stages_s: Self::get(&self.shared_stages) as f64 / 1e9,
             peak_rss_bytes: peak_rss(),
             throughput: Throughput {
                 input_mb_s: if elapsed > 0.0 {
@@ -327,6 +337,10 @@ pub struct Report {
     /// Seconds spent in the commit protocol (sink checks, stored plan, commit records,
     /// manifest; summed over tasks that commit at once), what resumability costs.
     pub commit_protocol_s: f64,
+    /// Seconds of stages shared with other workers (a dedup or fit on `--worker I/N`)
+    /// not spent computing this worker's parts: uploading them, waiting for the other
+    /// workers' parts, reading them all back. 0 on one worker.
+    pub shared_stages_s: f64,
     /// The process's peak resident memory (Linux `VmHWM`); absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,

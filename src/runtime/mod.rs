@@ -251,6 +251,70 @@ pub async fn prepare(plan: &Plan, opts: &ExecOptions) -> Result<Prepared> {
     })
 }
 
+/// Elastic workers: a worker that has done its own tasks runs those of each worker whose
+/// run is gone (its record in `_kiln/runs/` not renewed for 30 s, or on this host its
+/// process dead: a SIGKILL, a lost node). It first takes that worker's record by the
+/// same conditional put a rerun of it would make, so the dead worker's next run is
+/// refused while this one holds it, and of several finished workers one takes each.
+/// A worker never started, or whose run ended (failed or not), has no record and is not
+/// taken over. Returns the tasks run.
+async fn take_over<F>(
+    plan: &Plan,
+    worker: Worker,
+    slots: usize,
+    stop: &AtomicBool,
+    drain: &AtomicBool,
+    start: &impl Fn(Task) -> F,
+    done: &mut impl FnMut(TaskRecord),
+) -> Result<usize>
+where
+    F: std::future::Future<Output = Result<TaskRecord>> + Send + 'static,
+{
+    let dead: std::collections::BTreeSet<usize> = sink::lease::runs(&plan.sink)
+        .await?
+        .iter()
+        .filter(|r| !r.live())
+        .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
+        .filter(|&j| j != worker.index && j < worker.count)
+        .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let committed = sink::committed(&plan.sink).await?;
+    let mut taken = 0;
+    for j in dead {
+        let left: Vec<Task> = plan
+            .tasks
+            .iter()
+            .filter(|t| t.id % worker.count == j && !committed.contains_key(&t.id))
+            .cloned()
+            .collect();
+        if left.is_empty() || drain.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        let lease = match sink::lease::acquire(&plan.sink, j, worker.count).await {
+            Ok(lease) => lease,
+            // Another worker took it first.
+            Err(Error::Busy(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            "taking over {} task(s) of worker {j}/{}, whose run is gone",
+            left.len(),
+            worker.count
+        );
+        let redo: std::collections::BTreeSet<usize> = left.iter().map(|t| t.id).collect();
+        let sink = plan.sink.clone();
+        let _ = tokio::task::spawn_blocking(move || sink::clean_local_debris(&sink, &redo)).await;
+        let n = left.len();
+        let ran = schedule(left, slots, stop, Some(drain), start, &mut *done).await;
+        lease.release().await;
+        ran?;
+        taken += n;
+    }
+    Ok(taken)
+}
+
 async fn run(
     plan: Arc<Plan>,
     committed: BTreeMap<usize, TaskRecord>,
@@ -352,6 +416,9 @@ async fn run(
         _ => todo,
     };
     schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
+    if worker.count > 1 {
+        take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
+    }
     if plan
         .tasks
         .iter()

@@ -88,8 +88,8 @@ pub(super) async fn shared_pass(
     let t = Instant::now();
     let taken = barrier(env, from, to, slots, sharing, &missing).await?;
     let (rows, by_step) = read_parts(env, from, to).await?;
-    // Waiting at the barrier and reading the parts are the protocol's cost.
-    env.stats.add_protocol(t.elapsed());
+    // Waiting at the barrier and reading the parts are the sharing's cost.
+    env.stats.add_shared_stages(t.elapsed());
     let settled = settle(env, from, to, by_step).await?;
     let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
     tracing::info!(
@@ -218,7 +218,9 @@ fn store(
                     Ok(f)
                 })
                 .await??;
+                let t = Instant::now();
                 stages::put_part(&env.plan.sink, &stages::part_path(k, task), file.path()).await?;
+                env.stats.add_shared_stages(t.elapsed());
             }
             Ok(())
         })
