@@ -150,8 +150,9 @@ fn a_waiting_worker_takes_over_the_parts_of_a_worker_that_is_not_running() {
 }
 
 /// A worker that waits longer than `--stage-wait` for a running worker exits 75 with
-/// its parts kept; the workers, each run again in turn, get through both stages (the
-/// dedup's and the fit's) and finish the dataset.
+/// its share kept. Run in turn, each picking up where the stages are, the two workers
+/// get through both stages (the dedup's parts and sections, the fit's parts) and finish
+/// the dataset.
 #[test]
 fn a_worker_that_waits_too_long_exits_75_and_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -167,8 +168,8 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("at the stage of `dedup.exact`")
-            && e.contains("(worker 1/2)")
+        e.contains("at the stage of `dedup.exact` for 3 parts")
+            && e.contains("1 (worker 1/2)")
             && e.contains("run it again"),
         "{e}"
     );
@@ -176,30 +177,31 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
         .expect("worker 0's parts are stored")
         .count();
     assert_eq!(parts, 4, "tasks 0, 2, 4 and 6 of 7");
-    // Worker 1 completes the dedup's stage, then waits in the fit's for worker 0.
-    let o = worker(out.path(), &p, "1/2", &patient)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("at the stage of `standardize`"),
-        "{}",
-        stderr(&o)
-    );
-    // Worker 0 finds the fit's stage complete once it adds its parts: it writes its
-    // tasks; worker 1, run again, writes its own and the manifest.
-    ok(
-        &worker(out.path(), &p, "0/2", &patient)
+    // Then each in turn: every run gets one wait further, or finishes.
+    let mut waits = vec![e];
+    let mut finished = [false, false];
+    for turn in 1..10 {
+        let w = turn % 2;
+        let o = worker(out.path(), &p, &format!("{w}/2"), &patient)
             .output()
-            .expect("runs"),
-        "worker 0 again",
-    );
-    assert!(!out.path().join("ds/_SUCCESS").exists());
-    ok(
-        &worker(out.path(), &p, "1/2", &patient)
-            .output()
-            .expect("runs"),
-        "worker 1 again",
-    );
-    assert_same(single.path(), out.path(), "after exit 75");
+            .expect("runs");
+        match o.status.code() {
+            Some(0) => finished[w] = true,
+            Some(75) => waits.push(stderr(&o)),
+            _ => panic!("worker {w}: {}", stderr(&o)),
+        }
+        if finished == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(finished, [true, true], "{waits:#?}");
+    let said = waits.join("\n");
+    for stage in [
+        "`dedup.exact` for 3 parts",
+        "`dedup.exact` for 4 sections",
+        "`standardize` for",
+    ] {
+        assert!(said.contains(stage), "{stage}: {said}");
+    }
+    assert_same(single.path(), out.path(), "after exits 75");
 }

@@ -14,14 +14,22 @@
 //!    would: the same parts in the same order give the same decisions and statistics, so
 //!    the dataset is byte for byte the single run's.
 //!
+//! A dedup settles in **sections** instead ([`crate::steps::Sectioned`]): its parts are
+//! stored split by key into `4 × N` sections (every record of one key in one section),
+//! section `s` is merged by worker `s % N` from that section's byte range of every
+//! part (ranged reads) into its decisions (duplicates; cluster edges), and after a
+//! second barrier every worker settles from all sections' decisions, which are far
+//! smaller than the parts. Same rules for take-over and waiting.
+//!
 //! A rerun reuses the stored parts: a stage's parts are each computed once (or twice
 //! after a take-over race, with one result kept). The parts are removed when the
 //! manifest is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 
 use super::schedule::{observe_each, on_pool, settle};
@@ -30,7 +38,7 @@ use super::worker::Worker;
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Task};
 use crate::sink::{lease, stages};
-use crate::steps::Part;
+use crate::steps::{Kind, Part};
 
 /// How long a worker waits at a stage (`kiln run --stage-wait`, `--take-over-after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,57 +77,92 @@ pub(super) async fn shared_pass(
 ) -> Result<(u64, Vec<Option<serde_json::Value>>)> {
     let started = Instant::now();
     let plan = env.plan.clone();
-    let sink = &plan.sink;
-    let missing = |have: &BTreeSet<(usize, usize)>| -> Vec<Task> {
+    let n = sharing.worker.count;
+    let sectioned = from == to
+        && matches!(plan.steps[from].step.kind(), Kind::FullPass(p) if p.sectioned().is_some());
+    let sections = if sectioned { (4 * n).clamp(1, 128) } else { 0 };
+    let parts_missing = |have: &stages::Stored| -> Vec<usize> {
         plan.tasks
             .iter()
-            .filter(|t| (from..=to).any(|k| !have.contains(&(k, t.id))))
-            .cloned()
+            .filter(|t| (from..=to).any(|k| !have.parts.contains(&(k, t.id))))
+            .map(|t| t.id)
             .collect()
     };
-    let mine: Vec<Task> = missing(&stages::stored(sink).await?)
+    let mine: Vec<usize> = parts_missing(&stages::stored(&plan.sink).await?)
         .into_iter()
-        .filter(|t| sharing.worker.owns(t.id))
+        .filter(|&t| sharing.worker.owns(t))
         .collect();
     let computed = mine.len();
+    let observe = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
+        let tasks: Vec<Task> = plan
+            .tasks
+            .iter()
+            .filter(|t| ids.contains(&t.id))
+            .cloned()
+            .collect();
+        Box::pin(async move {
+            observe_each(env, from, to, slots, tasks, store(env, from, sections)).await?;
+            Ok(())
+        })
+    };
     if !mine.is_empty() {
-        observe_each(env, from, to, slots, mine, store(env, from)).await?;
+        observe(mine).await?;
     }
-    let t = Instant::now();
-    let taken = barrier(env, from, to, slots, sharing, &missing).await?;
-    let (rows, by_step) = read_parts(env, from, to).await?;
-    // Waiting at the barrier and reading the parts are the sharing's cost.
-    env.stats.add_shared_stages(t.elapsed());
-    let settled = settle(env, from, to, by_step).await?;
+    let mut taken = barrier(env, from, sharing, "parts", &parts_missing, &observe).await?;
+    let (rows, settled) = if sectioned {
+        let sections_missing = |have: &stages::Stored| -> Vec<usize> {
+            (0..sections)
+                .filter(|s| !have.sections.contains(&(from, *s)))
+                .collect()
+        };
+        let merge = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
+            Box::pin(merge_sections(env, from, sections, ids))
+        };
+        let mine: Vec<usize> = sections_missing(&stages::stored(&plan.sink).await?)
+            .into_iter()
+            .filter(|s| s % n == sharing.worker.index)
+            .collect();
+        merge(mine).await?;
+        taken += barrier(env, from, sharing, "sections", &sections_missing, &merge).await?;
+        settle_sections(env, from, sections).await?;
+        (0, vec![None])
+    } else {
+        let t = Instant::now();
+        let (rows, by_step) = read_parts(env, from, to).await?;
+        env.stats.add_shared_stages(t.elapsed());
+        (rows, settle(env, from, to, by_step).await?)
+    };
     let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
     tracing::info!(
         steps = names.join(", "),
         tasks = plan.tasks.len(),
+        sections,
         computed,
         taken_over = taken,
-        rows,
         seconds = started.elapsed().as_secs_f64(),
         "stage settled from every worker's parts"
     );
     Ok((rows, settled))
 }
 
-/// Waits until every task has its parts (see the module docs); returns how many tasks
-/// this worker took over.
-async fn barrier(
-    env: &Pass,
-    from: usize,
-    to: usize,
-    slots: usize,
+/// Waits until nothing of `what` (task parts, or sections) is missing, taking over the
+/// items of workers with no live run (item `i` is worker `i % N`'s) with `compute`;
+/// returns how many it took over. Its waiting counts as the sharing's cost.
+async fn barrier<'a>(
+    env: &'a Pass,
+    k: usize,
     sharing: Sharing,
-    missing: &impl Fn(&BTreeSet<(usize, usize)>) -> Vec<Task>,
+    what: &str,
+    missing: &impl Fn(&stages::Stored) -> Vec<usize>,
+    compute: &impl Fn(Vec<usize>) -> BoxFuture<'a, Result<()>>,
 ) -> Result<usize> {
     let plan = &env.plan;
     let waiting = Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut taken = 0;
+    let n = sharing.worker.count;
     // When each worker was first seen without a live run.
-    let mut absent_since: std::collections::BTreeMap<usize, Instant> = Default::default();
+    let mut absent_since: BTreeMap<usize, Instant> = BTreeMap::new();
     loop {
         let left = missing(&stages::stored(&plan.sink).await?);
         if left.is_empty() {
@@ -134,7 +177,6 @@ async fn barrier(
             .filter(|r| r.live())
             .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
             .collect();
-        let n = sharing.worker.count;
         let now = Instant::now();
         for w in 0..n {
             if live.contains(&w) {
@@ -143,20 +185,20 @@ async fn barrier(
                 absent_since.entry(w).or_insert(now);
             }
         }
-        let orphans: Vec<Task> = left
+        let orphans: Vec<usize> = left
             .iter()
-            .filter(|t| {
+            .copied()
+            .filter(|i| {
                 absent_since
-                    .get(&(t.id % n))
+                    .get(&(i % n))
                     .is_some_and(|since| now.duration_since(*since) >= sharing.wait.take_over_after)
             })
-            .cloned()
             .collect();
         if !orphans.is_empty() {
-            let owners: BTreeSet<usize> = orphans.iter().map(|t| t.id % n).collect();
+            let owners: BTreeSet<usize> = orphans.iter().map(|i| i % n).collect();
             tracing::info!(
-                tasks = orphans.len(),
-                "taking over the stage parts of worker(s) {} (no live run)",
+                count = orphans.len(),
+                "taking over the stage {what} of worker(s) {} (no live run)",
                 owners
                     .iter()
                     .map(|w| format!("{w}/{n}"))
@@ -164,37 +206,40 @@ async fn barrier(
                     .join(", ")
             );
             taken += orphans.len();
-            observe_each(env, from, to, slots, orphans, store(env, from)).await?;
+            compute(orphans).await?;
             continue;
         }
         if waiting.elapsed() >= sharing.wait.wait {
             let first: Vec<String> = left
                 .iter()
                 .take(5)
-                .map(|t| format!("{} (worker {}/{n})", t.id, t.id % n))
+                .map(|i| format!("{i} (worker {}/{n})", i % n))
                 .collect();
             return Err(Error::Busy(format!(
-                "waited {} at the stage of `{}` for {} task(s) of other running workers: \
-                 {}{}; this worker's parts are stored: run it again to go on",
+                "waited {} at the stage of `{}` for {} {what} of other running workers: \
+                 {}{}; this worker's share is stored: run it again to go on",
                 humantime::format_duration(sharing.wait.wait),
-                plan.steps[from].name,
+                plan.steps[k].name,
                 left.len(),
                 first.join(", "),
                 if left.len() > 5 { ", …" } else { "" }
             )));
         }
+        let t = Instant::now();
         tokio::time::sleep(backoff).await;
+        env.stats.add_shared_stages(t.elapsed());
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 /// What stores a task's parts as it ends: each step's part written to a local file on
-/// the pass's pool, then uploaded.
+/// the pass's pool (in `sections` sections for a sectioned step, else whole), then
+/// uploaded behind its header line.
 fn store(
     env: &Pass,
     from: usize,
-) -> impl Fn(TaskDone) -> futures::future::BoxFuture<'static, Result<()>> + Clone + Send + Sync + 'static
-{
+    sections: usize,
+) -> impl Fn(TaskDone) -> BoxFuture<'static, Result<()>> + Clone + Send + Sync + 'static {
     let env = env.clone();
     move |done: TaskDone| {
         let env = env.clone();
@@ -202,29 +247,47 @@ fn store(
             let task = done.record.task;
             let rows = done.record.rows_in;
             for (k, part) in (from..).zip(done.parts) {
-                let header = header(&env.plan, k, task, rows);
+                let mut header = header(&env.plan, k, task, rows);
                 let step = env.plan.steps[k].step.clone();
-                let file = on_pool(&env, move || -> Result<tempfile::NamedTempFile> {
+                let (header, file) = on_pool(&env, move || -> Result<_> {
                     let mut f = tempfile::NamedTempFile::with_prefix("kiln-part-")
                         .map_err(|e| local(&header, e))?;
-                    let mut line =
-                        serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?;
-                    line.push(b'\n');
-                    f.write_all(&line).map_err(|e| local(&header, e))?;
-                    step.kind().write_part(part, f.as_file_mut()).map_err(|e| {
-                        Error::step_failed("a stage part", k, &header.step, None, e)
-                    })?;
+                    let failed = |e| Error::step_failed("a stage part", k, &header.step, None, e);
+                    match step.kind() {
+                        Kind::FullPass(p) if sections > 0 => {
+                            let s = p.sectioned().ok_or_else(|| {
+                                Error::Internal("sections of a step without".into())
+                            })?;
+                            header.sections = s
+                                .write_sections(part, sections, f.as_file_mut())
+                                .map_err(failed)?;
+                        }
+                        kind => kind.write_part(part, f.as_file_mut()).map_err(failed)?,
+                    }
                     f.flush().map_err(|e| local(&header, e))?;
-                    Ok(f)
+                    Ok((header, f))
                 })
                 .await??;
-                let t = Instant::now();
-                stages::put_part(&env.plan.sink, &stages::part_path(k, task), file.path()).await?;
-                env.stats.add_shared_stages(t.elapsed());
+                put(&env, &stages::part_path(k, task), &header, file.path()).await?;
             }
             Ok(())
         })
     }
+}
+
+/// Uploads `file` behind `header` as one line of JSON, counted as the sharing's cost.
+async fn put(
+    env: &Pass,
+    rel: &str,
+    header: &impl serde::Serialize,
+    file: &std::path::Path,
+) -> Result<()> {
+    let mut line = serde_json::to_vec(header).map_err(|e| Error::Internal(e.to_string()))?;
+    line.push(b'\n');
+    let t = Instant::now();
+    stages::put_part(&env.plan.sink, rel, &line, file).await?;
+    env.stats.add_shared_stages(t.elapsed());
+    Ok(())
 }
 
 fn header(plan: &Plan, k: usize, task: usize, rows: u64) -> stages::PartHeader {
@@ -235,7 +298,45 @@ fn header(plan: &Plan, k: usize, task: usize, rows: u64) -> stages::PartHeader {
         index: k + 1,
         task,
         rows,
+        sections: Vec::new(),
     }
+}
+
+/// Refuses a stored header that is not what this run would write: another kiln version
+/// (exit 2: every worker must run the same), or another pipeline, step or item.
+fn check<T: serde::Serialize>(shown: &str, found: &T, expected: &T, version: &str) -> Result<()> {
+    let (f, e) = (
+        serde_json::to_value(found).map_err(|e| Error::Internal(e.to_string()))?,
+        serde_json::to_value(expected).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    let mine = env!("CARGO_PKG_VERSION");
+    if version != mine {
+        return Err(Error::Plan(format!(
+            "{shown} was written by kiln {version}, this is kiln {mine}: every worker of a \
+             dataset must run the same kiln version; run this worker with kiln {version} (or \
+             start the dataset over with --overwrite)"
+        )));
+    }
+    let same = |key: &str| f.get(key) == e.get(key);
+    if [
+        "pipeline_hash",
+        "step",
+        "index",
+        "task",
+        "section",
+        "sections",
+    ]
+    .iter()
+    .all(|k| same(k))
+    {
+        return Ok(());
+    }
+    Err(Error::sink(
+        shown,
+        format!(
+            "holds {f}, not what this run expects ({e}); start the dataset over with --overwrite"
+        ),
+    ))
 }
 
 fn local(h: &stages::PartHeader, e: std::io::Error) -> Error {
@@ -290,7 +391,9 @@ async fn read_part(env: &Pass, k: usize, task: usize) -> Result<(u64, Part)> {
     let expected = header(&env.plan, k, task, 0);
     let file =
         tempfile::NamedTempFile::with_prefix("kiln-part-").map_err(|e| local(&expected, e))?;
+    let t = Instant::now();
     stages::get_part(&env.plan.sink, &rel, file.path()).await?;
+    env.stats.add_shared_stages(t.elapsed());
     let step = env.plan.steps[k].step.clone();
     on_pool(env, move || -> Result<(u64, Part)> {
         let mut r = std::io::BufReader::new(file.reopen().map_err(|e| local(&expected, e))?);
@@ -299,31 +402,7 @@ async fn read_part(env: &Pass, k: usize, task: usize) -> Result<(u64, Part)> {
             .map_err(|e| local(&expected, e))?;
         let found: stages::PartHeader = serde_json::from_slice(&line)
             .map_err(|e| Error::sink(&shown, format!("not a kiln stage part: {e}")))?;
-        if found.kiln_version != expected.kiln_version {
-            return Err(Error::Plan(format!(
-                "{shown} was written by kiln {}, this is kiln {}: every worker of a dataset \
-                 must run the same kiln version; run this worker with kiln {} (or start \
-                 the dataset over with --overwrite)",
-                found.kiln_version, expected.kiln_version, found.kiln_version
-            )));
-        }
-        if (&found.pipeline_hash, &found.step, found.index, found.task)
-            != (
-                &expected.pipeline_hash,
-                &expected.step,
-                expected.index,
-                expected.task,
-            )
-        {
-            return Err(Error::sink(
-                &shown,
-                format!(
-                    "holds the part of step {} `{}` of task {} of pipeline {}, not this run's; \
-                     start the dataset over with --overwrite",
-                    found.index, found.step, found.task, found.pipeline_hash
-                ),
-            ));
-        }
+        check(&shown, &found, &expected, &found.kiln_version)?;
         let part = step
             .kind()
             .read_part(&mut r)
@@ -331,4 +410,192 @@ async fn read_part(env: &Pass, k: usize, task: usize) -> Result<(u64, Part)> {
         Ok((found.rows, part))
     })
     .await?
+}
+
+/// Where each task's part of step `k` keeps its sections: the byte after its header
+/// line and each section's end, read from the first bytes of every part.
+async fn section_maps(env: &Pass, k: usize, sections: usize) -> Result<Vec<(u64, Vec<u64>)>> {
+    let concurrency = env.plan.pipeline.run.io_concurrency.max(1);
+    futures::stream::iter(env.plan.tasks.iter().map(|t| t.id).collect::<Vec<_>>())
+        .map(|task| {
+            let env = env.clone();
+            async move {
+                let rel = stages::part_path(k, task);
+                let shown = env.plan.sink.display_child(&rel);
+                let time = Instant::now();
+                let size = stages::size(&env.plan.sink, &rel).await?;
+                let head = stages::get_range(&env.plan.sink, &rel, 0..size.min(1 << 16)).await?;
+                env.stats.add_shared_stages(time.elapsed());
+                let nl = head
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .ok_or_else(|| Error::sink(&shown, "not a kiln stage part (no header line)"))?;
+                let found: stages::PartHeader = serde_json::from_slice(&head[..nl])
+                    .map_err(|e| Error::sink(&shown, format!("not a kiln stage part: {e}")))?;
+                let mut expected = header(&env.plan, k, task, 0);
+                expected.sections = found.sections.clone();
+                check(&shown, &found, &expected, &found.kiln_version)?;
+                let body = nl as u64 + 1;
+                if found.sections.len() != sections
+                    || found.sections.last().is_some_and(|&end| body + end != size)
+                {
+                    return Err(Error::sink(
+                        &shown,
+                        format!(
+                            "holds {} sections ending at {:?} in {size} bytes, where this run \
+                         expects {sections}; start the dataset over with --overwrite",
+                            found.sections.len(),
+                            found.sections.last()
+                        ),
+                    ));
+                }
+                Ok((body, found.sections))
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await
+}
+
+/// Merges sections `ids` of step `k`: each from its byte range of every task's part, in
+/// task order, into its decisions, stored as `section-SSSSS.out`.
+async fn merge_sections(env: &Pass, k: usize, sections: usize, ids: Vec<usize>) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let maps = section_maps(env, k, sections).await?;
+    let concurrency = env.plan.pipeline.run.io_concurrency.max(1);
+    let name = env.plan.steps[k].name;
+    for s in ids {
+        let ranges: Vec<(usize, u64, u64)> = env
+            .plan
+            .tasks
+            .iter()
+            .zip(&maps)
+            .map(|(t, (body, ends))| {
+                let start = body + if s == 0 { 0 } else { ends[s - 1] };
+                (t.id, start, body + ends[s])
+            })
+            .collect();
+        let parts: Vec<Part> = futures::stream::iter(ranges)
+            .map(|(task, start, end)| {
+                let env = env.clone();
+                async move {
+                    let rel = stages::part_path(k, task);
+                    let time = Instant::now();
+                    let bytes = stages::get_range(&env.plan.sink, &rel, start..end).await?;
+                    env.stats.add_shared_stages(time.elapsed());
+                    let step = env.plan.steps[k].step.clone();
+                    let shown = env.plan.sink.display_child(&rel);
+                    on_pool(&env, move || {
+                        step.kind()
+                            .read_part(&mut &bytes[..])
+                            .map_err(|e| Error::step_failed(&shown, k, name, None, e))
+                    })
+                    .await?
+                }
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        let step = env.plan.steps[k].step.clone();
+        let out = on_pool(env, move || -> Result<tempfile::NamedTempFile> {
+            let failed = |e| Error::step_failed("a stage section", k, name, None, e);
+            let mut f = tempfile::NamedTempFile::with_prefix("kiln-section-")
+                .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
+            let Kind::FullPass(p) = step.kind() else {
+                return Err(Error::Internal(
+                    "a section of a step without a full pass".into(),
+                ));
+            };
+            let sectioned = p
+                .sectioned()
+                .ok_or_else(|| Error::Internal("a section of a step without sections".into()))?;
+            sectioned
+                .merge_section(parts, f.as_file_mut())
+                .map_err(failed)?;
+            f.flush()
+                .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
+            Ok(f)
+        })
+        .await??;
+        put(
+            env,
+            &stages::section_path(k, s),
+            &section_header(env, k, s, sections),
+            out.path(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn section_header(env: &Pass, k: usize, section: usize, sections: usize) -> stages::SectionHeader {
+    stages::SectionHeader {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline_hash: env.plan.pipeline_hash.clone(),
+        step: env.plan.steps[k].name.to_string(),
+        index: k + 1,
+        section,
+        sections,
+    }
+}
+
+/// Settles step `k` from every section's decisions, in section order.
+async fn settle_sections(env: &Pass, k: usize, sections: usize) -> Result<()> {
+    let mut decided: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(sections);
+    for s in 0..sections {
+        let rel = stages::section_path(k, s);
+        let shown = env.plan.sink.display_child(&rel);
+        let file = tempfile::NamedTempFile::with_prefix("kiln-section-")
+            .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
+        let t = Instant::now();
+        stages::get_part(&env.plan.sink, &rel, file.path()).await?;
+        env.stats.add_shared_stages(t.elapsed());
+        let mut r = std::io::BufReader::new(
+            file.reopen()
+                .map_err(|e| Error::sink("a local stage section", e.to_string()))?,
+        );
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line)
+            .map_err(|e| Error::sink(&shown, e.to_string()))?;
+        let found: stages::SectionHeader = serde_json::from_slice(&line)
+            .map_err(|e| Error::sink(&shown, format!("not a kiln stage section: {e}")))?;
+        check(
+            &shown,
+            &found,
+            &section_header(env, k, s, sections),
+            &found.kiln_version,
+        )?;
+        // The temporary file is removed when the reader is dropped.
+        decided.push(Box::new(TempReader { r, _file: file }));
+    }
+    let step = env.plan.steps[k].step.clone();
+    let name = env.plan.steps[k].name;
+    on_pool(env, move || {
+        let Kind::FullPass(p) = step.kind() else {
+            return Err(Error::Internal(
+                "sections of a step without a full pass".into(),
+            ));
+        };
+        let sectioned = p
+            .sectioned()
+            .ok_or_else(|| Error::Internal("sections of a step without sections".into()))?;
+        sectioned.settle_sections(decided).map_err(|e| {
+            Error::step_failed("the whole input (the stage's sections)", k, name, None, e)
+        })
+    })
+    .await?
+}
+
+/// A reader of a temporary file that lives as long as it.
+struct TempReader {
+    r: std::io::BufReader<std::fs::File>,
+    _file: tempfile::NamedTempFile,
+}
+
+impl std::io::Read for TempReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.r.read(buf)
+    }
 }

@@ -32,6 +32,29 @@ pub struct PartHeader {
     pub task: usize,
     /// Rows the task read (a fit's row count sums them).
     pub rows: u64,
+    /// For a step that settles in sections: where each section of the part ends,
+    /// counted from the byte after this line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<u64>,
+}
+
+/// The first line of a section's decisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SectionHeader {
+    pub kiln_version: String,
+    pub pipeline_hash: String,
+    pub step: String,
+    pub index: usize,
+    pub section: usize,
+    pub sections: usize,
+}
+
+/// What the sink holds of the stages: parts and sections' decisions, as (step, task)
+/// and (step, section) with `k` 0-based.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub parts: BTreeSet<(usize, usize)>,
+    pub sections: BTreeSet<(usize, usize)>,
 }
 
 /// Where the part of step `k` (0-based) for `task` is, relative to the sink.
@@ -39,8 +62,13 @@ pub fn part_path(k: usize, task: usize) -> String {
     format!("{STAGES_DIR}/step-{:03}/{task:05}.part", k + 1)
 }
 
-/// The (step, task) pairs whose parts the sink holds; `k` 0-based.
-pub async fn stored(sink: &Location) -> Result<BTreeSet<(usize, usize)>> {
+/// Where the decisions of section `section` of step `k` (0-based) are.
+pub fn section_path(k: usize, section: usize) -> String {
+    format!("{STAGES_DIR}/step-{:03}/section-{section:05}.out", k + 1)
+}
+
+/// The parts and sections the sink holds.
+pub async fn stored(sink: &Location) -> Result<Stored> {
     let prefix = sink.child(STAGES_DIR);
     let paths: Vec<object_store::path::Path> = sink
         .store
@@ -52,30 +80,51 @@ pub async fn stored(sink: &Location) -> Result<BTreeSet<(usize, usize)>> {
             object_store::Error::NotFound { .. } => Ok(Vec::new()),
             e => Err(Error::store("list", sink.display_child(STAGES_DIR), e)),
         })?;
-    Ok(paths
-        .iter()
-        .filter_map(|p| parse(&sink.relative(p)))
-        .collect())
+    let mut out = Stored::default();
+    for p in &paths {
+        match parse(&sink.relative(p)) {
+            Some(Entry::Part(k, t)) => {
+                out.parts.insert((k, t));
+            }
+            Some(Entry::Section(k, s)) => {
+                out.sections.insert((k, s));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
-/// `(k, task)` of a part's relative path; None for anything else (a local upload's
+#[derive(Debug, PartialEq)]
+enum Entry {
+    Part(usize, usize),
+    Section(usize, usize),
+}
+
+/// What a relative path under the stages is; None for anything else (a local upload's
 /// staging file `NAME#N`).
-fn parse(rel: &str) -> Option<(usize, usize)> {
+fn parse(rel: &str) -> Option<Entry> {
     let rest = rel.strip_prefix(STAGES_DIR)?.strip_prefix("/step-")?;
     let (step, file) = rest.split_once('/')?;
-    let task = file.strip_suffix(".part")?;
-    let step: usize = step.parse().ok()?;
-    Some((step.checked_sub(1)?, task.parse().ok()?))
+    let k = step.parse::<usize>().ok()?.checked_sub(1)?;
+    if let Some(section) = file.strip_prefix("section-") {
+        return Some(Entry::Section(
+            k,
+            section.strip_suffix(".out")?.parse().ok()?,
+        ));
+    }
+    Some(Entry::Part(k, file.strip_suffix(".part")?.parse().ok()?))
 }
 
-/// Uploads the local file `file` as the part at `rel`, streaming.
-pub async fn put_part(sink: &Location, rel: &str, file: &FsPath) -> Result<()> {
+/// Uploads `head` and then the local file `file` as the object at `rel`, streaming.
+pub async fn put_part(sink: &Location, rel: &str, head: &[u8], file: &FsPath) -> Result<()> {
     let shown = sink.display_child(rel);
     let mut local = tokio::fs::File::open(file)
         .await
         .map_err(|e| Error::sink(&shown, format!("cannot open the local part: {e}")))?;
     let mut w = object_store::buffered::BufWriter::new(sink.store.clone(), sink.child(rel));
     let copied = async {
+        w.write_all(head).await?;
         tokio::io::copy(&mut local, &mut w).await?;
         w.shutdown().await
     }
@@ -111,6 +160,31 @@ pub async fn get_part(sink: &Location, rel: &str, file: &FsPath) -> Result<()> {
     out.flush()
         .await
         .map_err(|e| Error::sink(&shown, format!("cannot write a local copy: {e}")))
+}
+
+/// Bytes `range` of the object at `rel`.
+pub async fn get_range(
+    sink: &Location,
+    rel: &str,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes> {
+    if range.is_empty() {
+        // Stores refuse an empty range; an empty section needs no request.
+        return Ok(bytes::Bytes::new());
+    }
+    sink.store
+        .get_range(&sink.child(rel), range)
+        .await
+        .map_err(|e| Error::store("read", sink.display_child(rel), e))
+}
+
+/// The size of the object at `rel`.
+pub async fn size(sink: &Location, rel: &str) -> Result<u64> {
+    sink.store
+        .head(&sink.child(rel))
+        .await
+        .map(|m| m.size)
+        .map_err(|e| Error::store("read", sink.display_child(rel), e))
 }
 
 /// Deletes every stage part: once the manifest is about to be written nothing needs
@@ -156,7 +230,15 @@ mod tests {
     #[test]
     fn part_paths_read_back() {
         assert_eq!(part_path(0, 7), "_kiln/stages/step-001/00007.part");
-        assert_eq!(parse(&part_path(11, 123_456)), Some((11, 123_456)));
+        assert_eq!(
+            parse(&part_path(11, 123_456)),
+            Some(Entry::Part(11, 123_456))
+        );
+        assert_eq!(parse(&section_path(2, 7)), Some(Entry::Section(2, 7)));
+        assert_eq!(
+            section_path(2, 7),
+            "_kiln/stages/step-003/section-00007.out"
+        );
         assert_eq!(parse("_kiln/stages/step-001/00007.part#3"), None);
         assert_eq!(parse("_kiln/stages/step-000/00007.part"), None);
         assert_eq!(parse("_kiln/tasks/00007.json"), None);

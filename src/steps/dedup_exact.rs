@@ -37,9 +37,10 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::{string_column, utf8, value};
-use super::{FullPass, InOrder, Kind, Observer, Part, Step, StepContext, StepOptions};
+use super::{FullPass, InOrder, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
 use crate::pool::lock;
 use crate::steps::StepError;
+use std::io::{Read, Write};
 
 /// Options of `dedup.exact`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -265,6 +266,74 @@ impl FullPass for DedupExact {
     fn in_order(&self) -> Option<&dyn InOrder> {
         self.opts.one_pass.then_some(self as &dyn InOrder)
     }
+
+    fn sectioned(&self) -> Option<&dyn Sectioned> {
+        Some(self)
+    }
+}
+
+/// Across workers: a section's decisions are its duplicates, as (task u32, row u64)
+/// little-endian, 12 bytes each. Every copy of a value is in one section, so the first
+/// copy in input order is found there.
+impl Sectioned for DedupExact {
+    fn write_sections(
+        &self,
+        part: Part,
+        sections: usize,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Vec<u64>, StepError> {
+        self.runs.write_sections(part, sections, out, "dedup.exact")
+    }
+
+    fn merge_section(
+        &self,
+        parts: Vec<Part>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), StepError> {
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
+        let mut current: Option<u128> = None;
+        let mut failed = None;
+        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
+            if current == Some(r.key) {
+                if failed.is_none() {
+                    let wrote = w
+                        .write_all(&r.task.to_le_bytes())
+                        .and_then(|()| w.write_all(&r.row.to_le_bytes()));
+                    failed = wrote.err();
+                }
+            } else {
+                current = Some(r.key);
+            }
+        })?;
+        failed
+            .map_or_else(|| w.flush(), Err)
+            .map_err(|e| StepError::io("cannot write the duplicates of a section", e))
+    }
+
+    fn settle_sections(
+        &self,
+        decided: Vec<Box<dyn std::io::Read + Send>>,
+    ) -> Result<(), StepError> {
+        let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
+        for r in decided {
+            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
+            let mut b = [0u8; 12];
+            loop {
+                match r.read_exact(&mut b) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(StepError::io("cannot read a section's duplicates", e)),
+                }
+                let (t, row) = b.split_at(4);
+                let task =
+                    u32::from_le_bytes(t.try_into().map_err(|_| StepError::internal("record"))?);
+                let row =
+                    u64::from_le_bytes(row.try_into().map_err(|_| StepError::internal("record"))?);
+                drops.entry(task).or_default().push(row);
+            }
+        }
+        self.drops.set(drops, "dedup.exact")
+    }
 }
 
 impl InOrder for DedupExact {
@@ -486,6 +555,19 @@ mod tests {
                 assert_eq!(got, expected[t], "task {t}");
             }
         };
+        // Across workers, settled in sections: the same decisions for any count.
+        for sections in [1, 3, 16] {
+            let sectioned = opts.bind(&schema).expect("binds");
+            crate::steps::test_util::sectioned_pass(sectioned.as_ref(), &all, sections);
+            for t in 0..8 {
+                assert_eq!(
+                    apply_task(sectioned.as_ref(), t, &tasks[t]),
+                    expected[t],
+                    "task {t}, {sections} sections"
+                );
+            }
+        }
+
         // Fresh: nothing known.
         let fresh = opts.bind(&schema).expect("binds");
         in_order(fresh.as_ref())

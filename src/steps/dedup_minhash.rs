@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
-use super::{FullPass, Kind, Observer, Part, Step, StepContext, StepOptions};
+use super::{FullPass, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
 use crate::steps::StepError;
 
 /// Options of `dedup.minhash`.
@@ -285,6 +285,19 @@ impl FullPass for Minhash {
     }
 
     fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
+        let clusters = self.clusters(parts)?;
+        self.drops.set(clusters.drops(), "dedup.minhash")
+    }
+
+    fn sectioned(&self) -> Option<&dyn Sectioned> {
+        Some(self)
+    }
+}
+
+impl Minhash {
+    /// The clusters of the band collisions in `parts`: in each group of records with one
+    /// (band, hash), every position joins the first.
+    fn clusters(&self, parts: Vec<Part>) -> Result<Clusters, StepError> {
         let mut clusters = Clusters::default();
         let mut group: Option<(u128, u128)> = None; // (key, first position)
         self.runs.merge(all_runs(parts, "dedup.minhash")?, |r| {
@@ -294,14 +307,94 @@ impl FullPass for Minhash {
                 _ => group = Some((r.key, pos)),
             }
         })?;
-        let members: Vec<u128> = clusters.parent.keys().copied().collect();
+        Ok(clusters)
+    }
+}
+
+impl Clusters {
+    /// Every member but its cluster's root (its first position), by task.
+    fn drops(mut self) -> HashMap<u32, Vec<u64>> {
+        let members: Vec<u128> = self.parent.keys().copied().collect();
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         for m in members {
-            if clusters.find(m) != m {
+            if self.find(m) != m {
                 drops.entry((m >> 64) as u32).or_default().push(m as u64);
             }
         }
-        self.drops.set(drops, "dedup.minhash")
+        drops
+    }
+}
+
+/// Across workers: a section's decisions are the edges of its clusters, (member, root)
+/// as two little-endian u128 positions, 32 bytes each, for every member that is not its
+/// section's root. A document colliding in bands of several sections is in a cluster
+/// of each; joining every section's edges gives the clusters of the whole input (the
+/// root of a cluster is its smallest position, in a section and overall), so the same
+/// documents survive as on one worker. The edges are far fewer than the signatures:
+/// only documents that collide at all have one.
+impl Sectioned for Minhash {
+    fn write_sections(
+        &self,
+        part: Part,
+        sections: usize,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Vec<u64>, StepError> {
+        self.runs
+            .write_sections(part, sections, out, "dedup.minhash")
+    }
+
+    fn merge_section(
+        &self,
+        parts: Vec<Part>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), StepError> {
+        use std::io::Write;
+        let mut clusters = self.clusters(parts)?;
+        let members: Vec<u128> = clusters.parent.keys().copied().collect();
+        let mut edges: Vec<(u128, u128)> = Vec::new();
+        for m in members {
+            let root = clusters.find(m);
+            if root != m {
+                edges.push((m, root));
+            }
+        }
+        // Sorted, so that a section's bytes depend only on the input.
+        edges.sort_unstable();
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
+        for (m, root) in edges {
+            w.write_all(&m.to_le_bytes())
+                .and_then(|()| w.write_all(&root.to_le_bytes()))
+                .map_err(|e| StepError::io("cannot write the clusters of a section", e))?;
+        }
+        w.flush()
+            .map_err(|e| StepError::io("cannot write the clusters of a section", e))
+    }
+
+    fn settle_sections(
+        &self,
+        decided: Vec<Box<dyn std::io::Read + Send>>,
+    ) -> Result<(), StepError> {
+        use std::io::Read;
+        let mut clusters = Clusters::default();
+        for r in decided {
+            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
+            let mut b = [0u8; 32];
+            loop {
+                match r.read_exact(&mut b) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => {
+                        return Err(StepError::io("cannot read the clusters of a section", e));
+                    }
+                }
+                let (m, root) = b.split_at(16);
+                let m = u128::from_le_bytes(m.try_into().map_err(|_| StepError::internal("edge"))?);
+                let root =
+                    u128::from_le_bytes(root.try_into().map_err(|_| StepError::internal("edge"))?);
+                clusters.union(m, root);
+            }
+        }
+        self.drops.set(clusters.drops(), "dedup.minhash")
     }
 }
 
@@ -417,5 +510,69 @@ mod tests {
             "the unrelated doc and the first of the three"
         );
         assert_eq!(cx.counts["near_duplicates"], 2);
+    }
+    /// Settled in sections, as workers sharing the stage do, the clusters (and so the
+    /// survivors) are those of one settle: near copies spread over tasks, colliding in
+    /// different bands, chained through documents in between.
+    #[test]
+    fn sections_settle_as_one_worker_does() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let bases: Vec<Vec<String>> = (0..30)
+            .map(|_| (0..120).map(|_| format!("w{}", next() % 5000)).collect())
+            .collect();
+        let tasks: Vec<RecordBatch> = (0..6)
+            .map(|_| {
+                let texts: Vec<String> = (0..25)
+                    .map(|_| {
+                        let mut doc = bases[(next() % 30) as usize].clone();
+                        for _ in 0..(next() % 30) {
+                            let at = (next() % 120) as usize;
+                            doc[at] = format!("x{}", next() % 100);
+                        }
+                        doc.join(" ")
+                    })
+                    .collect();
+                RecordBatch::try_from_iter(vec![(
+                    "text",
+                    Arc::new(StringArray::from(texts)) as ArrayRef,
+                )])
+                .expect("batch")
+            })
+            .collect();
+        let all: Vec<(usize, Vec<&RecordBatch>)> = tasks
+            .iter()
+            .enumerate()
+            .map(|(t, b)| (t, vec![b]))
+            .collect();
+        let opts: MinhashOptions = serde_json::from_value(serde_json::json!({})).expect("options");
+        let kept = |step: &dyn Step| -> Vec<usize> {
+            tasks
+                .iter()
+                .enumerate()
+                .map(|(t, b)| {
+                    let mut cx = StepContext::for_task(t, 0);
+                    step.apply(b.clone(), &mut cx).expect("apply").num_rows()
+                })
+                .collect()
+        };
+        let one = opts.bind(&tasks[0].schema()).expect("binds");
+        crate::steps::test_util::full_pass(one.as_ref(), &all);
+        let expected = kept(one.as_ref());
+        let total: usize = expected.iter().sum();
+        assert!(
+            total > 25 && total < 140,
+            "some but not all are near copies: {total}"
+        );
+        for sections in [1, 2, 5, 14, 40] {
+            let shared = opts.bind(&tasks[0].schema()).expect("binds");
+            crate::steps::test_util::sectioned_pass(shared.as_ref(), &all, sections);
+            assert_eq!(kept(shared.as_ref()), expected, "{sections} sections");
+        }
     }
 }

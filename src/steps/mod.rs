@@ -221,6 +221,34 @@ pub trait FullPass: Send + Sync {
     fn in_order(&self) -> Option<&dyn InOrder> {
         None
     }
+
+    /// The step's side that settles in sections, for a stage across workers: each
+    /// worker merges some sections of every task's part, and every worker settles from
+    /// the sections' (much smaller) decisions. None: every worker settles from every part.
+    fn sectioned(&self) -> Option<&dyn Sectioned> {
+        None
+    }
+}
+
+/// A full-pass step whose part splits by key into sections that decide independently
+/// (every record of one key is in one section), so that settling is shared by the
+/// workers of a stage ([`FullPass::sectioned`], docs/workers.md).
+pub trait Sectioned: Send + Sync {
+    /// Writes a task's part as `sections` sections one after the other; returns the
+    /// byte offset where each section ends. The part is consumed.
+    fn write_sections(
+        &self,
+        part: Part,
+        sections: usize,
+        out: &mut dyn Write,
+    ) -> Result<Vec<u64>, StepError>;
+
+    /// One section of every task's part (each as [`FullPass::read_part`] reads it), in
+    /// task order: that section's decisions, written to `out`.
+    fn merge_section(&self, parts: Vec<Part>, out: &mut dyn Write) -> Result<(), StepError>;
+
+    /// Every section's decisions, in section order: decides what the main pass does.
+    fn settle_sections(&self, decided: Vec<Box<dyn Read + Send>>) -> Result<(), StepError>;
 }
 
 /// A full-pass step deciding in the main pass ([`FullPass::in_order`]): the runtime runs
@@ -519,6 +547,47 @@ pub(crate) mod test_util {
             rows += b.num_rows() as u64;
         }
         Ok(vec![o.finish()?])
+    }
+
+    /// Settles a full-pass step over `tasks` as workers sharing a stage do: each task's
+    /// part written in `sections` sections, each section merged from every task's
+    /// slice of it, the step settled from the sections' decisions.
+    pub fn sectioned_pass(
+        step: &dyn super::Step,
+        tasks: &[(usize, Vec<&RecordBatch>)],
+        sections: usize,
+    ) {
+        let super::Kind::FullPass(p) = step.kind() else {
+            panic!("not a full-pass step");
+        };
+        let s = p.sectioned().expect("sectioned");
+        let written: Vec<(Vec<u8>, Vec<u64>)> = observe_tasks(step.kind(), tasks)
+            .into_iter()
+            .map(|part| {
+                let mut bytes = Vec::new();
+                let ends = s
+                    .write_sections(part, sections, &mut bytes)
+                    .expect("writes");
+                assert_eq!(ends.len(), sections);
+                assert_eq!(ends.last().copied(), Some(bytes.len() as u64));
+                (bytes, ends)
+            })
+            .collect();
+        let mut decided: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+        for k in 0..sections {
+            let parts = written
+                .iter()
+                .map(|(bytes, ends)| {
+                    let start = if k == 0 { 0 } else { ends[k - 1] as usize };
+                    p.read_part(&mut &bytes[start..ends[k] as usize])
+                        .expect("reads")
+                })
+                .collect();
+            let mut out = Vec::new();
+            s.merge_section(parts, &mut out).expect("merges");
+            decided.push(Box::new(std::io::Cursor::new(out)));
+        }
+        s.settle_sections(decided).expect("settles");
     }
 
     /// Settles a full-pass step over `tasks` (see [`observe_tasks`]).

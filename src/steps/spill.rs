@@ -272,6 +272,64 @@ impl Runs {
     }
 }
 
+/// The section of `key` among `n`: every record of one key is in one section.
+pub fn section(key: u128, n: usize) -> usize {
+    let mixed = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) % n.max(1) as u64) as usize
+}
+
+impl Runs {
+    /// A task's part as `n` sections by [`section`], each sorted, one after the other;
+    /// the byte offset where each ends. The runs are deleted.
+    pub fn write_sections(
+        &self,
+        part: super::Part,
+        n: usize,
+        out: &mut dyn Write,
+        step: &str,
+    ) -> Result<Vec<u64>, StepError> {
+        let n = n.max(1);
+        // The merged stream routed to one local file per section (each stays sorted),
+        // then the files one after the other.
+        let mut files = Vec::with_capacity(n);
+        let mut writers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let path = self.new_path()?;
+            let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
+            writers.push(BufWriter::with_capacity(16 << 10, file));
+            files.push(path);
+        }
+        let mut failed = None;
+        self.merge(all_runs(vec![part], step)?, |r| {
+            if failed.is_none()
+                && let Err(e) = r.write(&mut writers[section(r.key, n)])
+            {
+                failed = Some(e);
+            }
+        })?;
+        let done = || -> std::io::Result<Vec<u64>> {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let mut ends = Vec::with_capacity(n);
+            let mut at = 0;
+            let mut out = BufWriter::with_capacity(64 << 10, out);
+            for (w, path) in writers.into_iter().zip(&files) {
+                drop(w.into_inner().map_err(|e| e.into_error())?);
+                at += std::io::copy(&mut File::open(path)?, &mut out)?;
+                ends.push(at);
+            }
+            out.flush()?;
+            Ok(ends)
+        };
+        let ends = done();
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        ends.map_err(|e| StepError::io(format!("cannot write the sections of a `{step}` part"), e))
+    }
+}
+
 /// The observer of a dedup step: (key, task, row) records of one task, written as a
 /// sorted run whenever `budget` records are buffered; its part is the runs' paths.
 pub struct SpillObserver<'a> {
