@@ -177,6 +177,14 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
         .expect("worker 0's parts are stored")
         .count();
     assert_eq!(parts, 4, "tasks 0, 2, 4 and 6 of 7");
+    let status = stdout(&kiln_ok(
+        out.path(),
+        &["status", &out.path().join("ds").to_string_lossy()],
+    ));
+    assert!(
+        status.contains("stage     step 1 `dedup.exact`: parts of 4 of 7 tasks stored"),
+        "{status}"
+    );
     // Then each in turn: every run gets one wait further, or finishes.
     let mut waits = vec![e];
     let mut finished = [false, false];

@@ -317,6 +317,42 @@ fn read_sink(rt: &tokio::runtime::Runtime, uri: &str) -> Result<SinkView> {
     })
 }
 
+/// One line per step whose stage the sink holds parts of: how many tasks' parts and
+/// sections' decisions are stored (`kiln status` while workers share a stage).
+fn stage_lines(
+    staged: &crate::sink::stages::Stored,
+    stored: &crate::sink::StoredPlan,
+) -> Vec<String> {
+    let steps: std::collections::BTreeSet<usize> = staged
+        .parts
+        .iter()
+        .chain(&staged.sections)
+        .map(|(k, _)| *k)
+        .collect();
+    steps
+        .into_iter()
+        .map(|k| {
+            let name = stored
+                .pipeline
+                .pointer(&format!("/steps/{k}"))
+                .and_then(|v| v.as_object())
+                .and_then(|o| o.keys().next().cloned())
+                .unwrap_or_else(|| "?".into());
+            let parts = staged.parts.iter().filter(|(j, _)| *j == k).count();
+            let sections = staged.sections.iter().filter(|(j, _)| *j == k).count();
+            let mut line = format!(
+                "step {} `{name}`: parts of {parts} of {} tasks stored",
+                k + 1,
+                stored.tasks.len()
+            );
+            if sections > 0 {
+                line.push_str(&format!(", {} merged", counted(sections as u64, "section")));
+            }
+            line
+        })
+        .collect()
+}
+
 pub(super) fn cmd_status(uri: &str) -> Result<i32> {
     let rt = tokio_runtime()?;
     let (sink, stored, records, manifest) = read_sink(&rt, uri)?;
@@ -364,6 +400,12 @@ pub(super) fn cmd_status(uri: &str) -> Result<i32> {
         "rows      {rows_in} in → {rows} out · {shards} shards, {}",
         spec::ByteSize(bytes)
     );
+    if manifest.is_none() {
+        let staged = rt.block_on(crate::sink::stages::stored(&sink))?;
+        for line in stage_lines(&staged, &stored) {
+            let _ = writeln!(s, "stage     {line}");
+        }
+    }
     let mut rejected = crate::rejects::RejectCounts::default();
     for r in records.values() {
         rejected.add(&r.rejected);
@@ -396,7 +438,7 @@ pub(super) fn cmd_status(uri: &str) -> Result<i32> {
             writeln!(
                 s,
                 "dead      {} — no heartbeat for {}s: killed or lost; its tasks are redone \
-                 by the next run of worker {}",
+                 by a worker that finishes its own, or by the next run of worker {}",
                 r.describe(),
                 r.age().as_secs(),
                 r.worker
