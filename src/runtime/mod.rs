@@ -7,7 +7,8 @@
 //!
 //! The rooms: this file orchestrates one run (`execute`: prepare the sink and the plan,
 //! stages, the main pass, finalize); `stages.rs` runs the full and fit passes in
-//! pipeline order; `shared.rs` shares such a pass among workers through the sink;
+//! pipeline order; `shared.rs` shares such a pass among workers through the sink
+//! (`sections.rs`: a dedup's sections);
 //! `in_order.rs` is the main pass of a step deciding as rows arrive (exact dedup in one
 //! pass); `schedule.rs` runs the tasks of a pass; `task.rs` is one task (reader on
 //! tokio, CPU side on rayon); `drive.rs` drives the steps of a task; `read.rs` reads
@@ -31,6 +32,7 @@ mod in_order;
 mod job;
 mod read;
 mod schedule;
+mod sections;
 mod shared;
 mod stages;
 mod task;

@@ -19,12 +19,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layout::{self, KILN_DIR};
+use crate::layout;
 use crate::storage::Location;
 
 /// How often a live run renews its record.
@@ -122,17 +121,7 @@ pub fn record_path(index: usize) -> String {
 /// # Errors
 /// The store's, or a record that is not JSON.
 pub async fn runs(sink: &Location) -> Result<Vec<RunRecord>> {
-    let prefix = sink.child(layout::RUNS_DIR);
-    let mut paths: Vec<object_store::path::Path> = sink
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .or_else(|e| match e {
-            object_store::Error::NotFound { .. } => Ok(Vec::new()),
-            e => Err(Error::store("list", sink.display_child(KILN_DIR), e)),
-        })?;
+    let mut paths = super::list_under(sink, layout::RUNS_DIR).await?;
     paths.sort();
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {

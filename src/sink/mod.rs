@@ -322,14 +322,25 @@ async fn put(sink: &Location, relative: &str, body: Bytes) -> Result<()> {
 
 /// Lists every object under the sink (relative paths).
 async fn list_all(sink: &Location) -> Result<Vec<Path>> {
+    list_under(sink, "").await
+}
+
+/// Lists every object under the sink's folder `relative` ("" for the whole sink); a
+/// folder that is not there is empty.
+pub(crate) async fn list_under(sink: &Location, relative: &str) -> Result<Vec<Path>> {
+    let prefix = if relative.is_empty() {
+        sink.prefix.clone()
+    } else {
+        sink.child(relative)
+    };
     sink.store
-        .list(Some(&sink.prefix))
+        .list(Some(&prefix))
         .map_ok(|m| m.location)
         .try_collect()
         .await
         .or_else(|e| match e {
             object_store::Error::NotFound { .. } => Ok(Vec::new()),
-            e => Err(Error::store("list", &sink.display, e)),
+            e => Err(Error::store("list", sink.display_child(relative), e)),
         })
 }
 

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::Path as FsPath;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -69,17 +69,7 @@ pub fn section_path(k: usize, section: usize) -> String {
 
 /// The parts and sections the sink holds.
 pub async fn stored(sink: &Location) -> Result<Stored> {
-    let prefix = sink.child(STAGES_DIR);
-    let paths: Vec<object_store::path::Path> = sink
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .or_else(|e| match e {
-            object_store::Error::NotFound { .. } => Ok(Vec::new()),
-            e => Err(Error::store("list", sink.display_child(STAGES_DIR), e)),
-        })?;
+    let paths = super::list_under(sink, STAGES_DIR).await?;
     let mut out = Stored::default();
     for p in &paths {
         match parse(&sink.relative(p)) {
@@ -191,17 +181,7 @@ pub async fn size(sink: &Location, rel: &str) -> Result<u64> {
 /// them (every task is committed). Best effort: a part left behind is not in the
 /// manifest and is removed by the next `kiln finalize`.
 pub async fn remove_all(sink: &Location) -> Result<usize> {
-    let prefix = sink.child(STAGES_DIR);
-    let paths: Vec<object_store::path::Path> = sink
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .or_else(|e| match e {
-            object_store::Error::NotFound { .. } => Ok(Vec::new()),
-            e => Err(Error::store("list", sink.display_child(STAGES_DIR), e)),
-        })?;
+    let paths = super::list_under(sink, STAGES_DIR).await?;
     let n = paths.len();
     for p in paths {
         match sink.store.delete(&p).await {

@@ -35,12 +35,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
+use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::{string_column, utf8, value};
 use super::{FullPass, InOrder, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
 use crate::pool::lock;
 use crate::steps::StepError;
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// Options of `dedup.exact`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -316,21 +316,13 @@ impl Sectioned for DedupExact {
     ) -> Result<(), StepError> {
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         for r in decided {
-            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
-            let mut b = [0u8; 12];
-            loop {
-                match r.read_exact(&mut b) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(StepError::io("cannot read a section's duplicates", e)),
-                }
-                let (t, row) = b.split_at(4);
-                let task =
-                    u32::from_le_bytes(t.try_into().map_err(|_| StepError::internal("record"))?);
-                let row =
-                    u64::from_le_bytes(row.try_into().map_err(|_| StepError::internal("record"))?);
-                drops.entry(task).or_default().push(row);
-            }
+            read_fixed::<12>(r, "a section's duplicates", |b| {
+                let task = u32::from_le_bytes(le(b, 0));
+                drops
+                    .entry(task)
+                    .or_default()
+                    .push(u64::from_le_bytes(le(b, 4)));
+            })?;
         }
         self.drops.set(drops, "dedup.exact")
     }

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs};
+use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
 use super::{FullPass, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
@@ -374,25 +374,14 @@ impl Sectioned for Minhash {
         &self,
         decided: Vec<Box<dyn std::io::Read + Send>>,
     ) -> Result<(), StepError> {
-        use std::io::Read;
         let mut clusters = Clusters::default();
         for r in decided {
-            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
-            let mut b = [0u8; 32];
-            loop {
-                match r.read_exact(&mut b) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => {
-                        return Err(StepError::io("cannot read the clusters of a section", e));
-                    }
-                }
-                let (m, root) = b.split_at(16);
-                let m = u128::from_le_bytes(m.try_into().map_err(|_| StepError::internal("edge"))?);
-                let root =
-                    u128::from_le_bytes(root.try_into().map_err(|_| StepError::internal("edge"))?);
-                clusters.union(m, root);
-            }
+            read_fixed::<32>(r, "a section's clusters", |b| {
+                clusters.union(
+                    u128::from_le_bytes(le(b, 0)),
+                    u128::from_le_bytes(le(b, 16)),
+                );
+            })?;
         }
         self.drops.set(clusters.drops(), "dedup.minhash")
     }

@@ -272,6 +272,39 @@ impl Runs {
     }
 }
 
+/// Reads `input` as records of `N` bytes, handing each to `each`; a record cut short is
+/// an error, naming `what`.
+pub fn read_fixed<const N: usize>(
+    input: Box<dyn Read + Send>,
+    what: &str,
+    mut each: impl FnMut(&[u8; N]),
+) -> Result<(), StepError> {
+    let mut r = BufReader::with_capacity(64 << 10, input);
+    let mut b = [0u8; N];
+    loop {
+        let mut got = 0;
+        while got < N {
+            match r.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(()),
+                Ok(0) => {
+                    return Err(StepError::internal(format!("{what}: a record cut short")));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StepError::io(format!("cannot read {what}"), e)),
+            }
+        }
+        each(&b);
+    }
+}
+
+/// The little-endian u32, u64 or u128 at `at` of a fixed-size record.
+pub fn le<const W: usize>(b: &[u8], at: usize) -> [u8; W] {
+    let mut out = [0u8; W];
+    out.copy_from_slice(&b[at..at + W]);
+    out
+}
+
 /// The section of `key` among `n`: every record of one key is in one section.
 pub fn section(key: u128, n: usize) -> usize {
     let mixed = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
