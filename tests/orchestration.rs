@@ -91,3 +91,52 @@ fn slurm_environment_of_the_example_resolves() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("worker    5/16"), "{}", stdout(&o));
 }
+
+/// Ray, where many ML data jobs run: the example starts a local Ray on 127.0.0.1 and
+/// runs two kiln workers as Ray tasks on a pipeline with a near-dedup stage and a fit;
+/// the dataset is the single run's, byte for byte.
+#[test]
+fn kiln_workers_as_ray_tasks_make_the_single_run_dataset() {
+    let Some(python) = test_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = pipeline(
+        dir.path(),
+        "ray.yaml",
+        &format!(
+            "version: 1\nname: ray\nsource:\n  uri: {}\nsteps:\n  - dedup.minhash: {{ column: note }}\n  - one_hot: {{ columns: [device] }}\nsink:\n  uri: ${{KILN_OUT}}/ds\n  max_rows: 200\nrun:\n  task_bytes: 8KiB\n",
+            repo().join("sample-data/customers/train.csv").display()
+        ),
+    );
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let out = tempfile::tempdir().expect("tmp");
+    let o = std::process::Command::new(python)
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env_remove("RAY_ADDRESS")
+        .args([
+            "examples/orchestration/kiln_on_ray.py",
+            &p.to_string_lossy(),
+            "--workers",
+            "2",
+            "--kiln",
+            env!("CARGO_BIN_EXE_kiln"),
+            "--",
+            "--set",
+            "run.threads=1",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("2 of 2 kiln workers succeeded"),
+        "{}",
+        stdout(&o)
+    );
+    let (a, b) = (single.path().join("ds"), out.path().join("ds"));
+    assert!(shard_files(&a).len() > 1);
+    assert!(shard_files(&a) == shard_files(&b), "the shards differ");
+    assert!(b.join("_SUCCESS").exists());
+}

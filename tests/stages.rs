@@ -88,22 +88,29 @@ fn dedup_and_fits_on_workers_at_once_make_the_single_run_dataset() {
         let single = tempfile::tempdir().expect("tmp");
         kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
         // 2, 3 and 5 workers, varied by pipeline so that each count meets a dedup and
-        // a fit (7 tasks: 5 workers hold one or two each).
-        for n in [2 + i % 2, 5 - i % 2] {
+        // a fit (7 tasks: 5 workers hold one or two each); and 9 workers for 7 tasks:
+        // the two without tasks merge no section, so no one waits for them.
+        let counts = if i == 0 {
+            vec![2, 5, 9]
+        } else {
+            vec![2 + i % 2, 5 - i % 2]
+        };
+        for n in counts {
             let out = tempfile::tempdir().expect("tmp");
             let children: Vec<_> = (0..n)
                 .map(|w| {
                     worker(out.path(), &p, &format!("{w}/{n}"), &[])
+                        .env("KILN_LOG", "kiln=info")
                         .stderr(Stdio::piped())
                         .spawn()
                         .expect("spawn")
                 })
                 .collect();
             for (w, c) in children.into_iter().enumerate() {
-                ok(
-                    &c.wait_with_output().expect("wait"),
-                    &format!("{name}: worker {w}/{n}"),
-                );
+                let o = c.wait_with_output().expect("wait");
+                ok(&o, &format!("{name}: worker {w}/{n}"));
+                // All run at once: no one is taken over.
+                assert!(!stderr(&o).contains("taking over"), "{}", stderr(&o));
             }
             assert_same(single.path(), out.path(), &format!("{name}, {n} at once"));
         }

@@ -16,10 +16,11 @@
 //!
 //! A dedup settles in **sections** instead ([`crate::steps::Sectioned`]): its parts are
 //! stored split by key into `4 × N` sections (every record of one key in one section),
-//! section `s` is merged by worker `s % N` from that section's byte range of every
-//! part (ranged reads) into its decisions (duplicates; cluster edges), and after a
-//! second barrier every worker settles from all sections' decisions, which are far
-//! smaller than the parts. Same rules for take-over and waiting.
+//! section `s` is merged by worker `s % min(N, tasks)` (a worker without tasks may have
+//! ended already) from that section's byte range of every part (ranged reads) into its
+//! decisions (duplicates; cluster edges), and after a second barrier every worker
+//! settles from all sections' decisions, which are far smaller than the parts. Same
+//! rules for take-over and waiting.
 //!
 //! A rerun reuses the stored parts: a stage's parts are each computed once (or twice
 //! after a take-over race, with one result kept). The parts are removed when the
@@ -94,6 +95,7 @@ pub(super) async fn shared_pass(
         .collect();
     let computed = mine.len();
     let observe = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
+        let ids: BTreeSet<usize> = ids.into_iter().collect();
         let tasks: Vec<Task> = plan
             .tasks
             .iter()
@@ -108,7 +110,7 @@ pub(super) async fn shared_pass(
     if !mine.is_empty() {
         observe(mine).await?;
     }
-    let mut taken = barrier(env, from, sharing, "parts", &parts_missing, &observe).await?;
+    let mut taken = barrier(env, from, sharing, n, "parts", &parts_missing, &observe).await?;
     let (rows, settled) = if sectioned {
         let sections_missing = |have: &stages::Stored| -> Vec<usize> {
             (0..sections)
@@ -118,18 +120,29 @@ pub(super) async fn shared_pass(
         let merge = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
             Box::pin(super::sections::merge(env, from, sections, ids))
         };
+        // Section `s` is merged by worker `s % owners`: only workers that have tasks (a
+        // worker with none may have ended already).
+        let owners = n.min(plan.tasks.len()).max(1);
         let mine: Vec<usize> = sections_missing(&stages::stored(&plan.sink).await?)
             .into_iter()
-            .filter(|s| s % n == sharing.worker.index)
+            .filter(|s| s % owners == sharing.worker.index)
             .collect();
         merge(mine).await?;
-        taken += barrier(env, from, sharing, "sections", &sections_missing, &merge).await?;
+        taken += barrier(
+            env,
+            from,
+            sharing,
+            owners,
+            "sections",
+            &sections_missing,
+            &merge,
+        )
+        .await?;
         super::sections::settle(env, from, sections).await?;
         (0, vec![None])
     } else {
-        let t = Instant::now();
+        // Reading them counts as the sharing's cost (in `read_part`).
         let (rows, by_step) = read_parts(env, from, to).await?;
-        env.stats.add_shared_stages(t.elapsed());
         (rows, settle(env, from, to, by_step).await?)
     };
     let names: Vec<&str> = plan.steps[from..=to].iter().map(|s| s.name).collect();
@@ -146,12 +159,13 @@ pub(super) async fn shared_pass(
 }
 
 /// Waits until nothing of `what` (task parts, or sections) is missing, taking over the
-/// items of workers with no live run (item `i` is worker `i % N`'s) with `compute`;
+/// items of workers with no live run (item `i` is worker `i % owners`'s) with `compute`;
 /// returns how many it took over. Its waiting counts as the sharing's cost.
 async fn barrier<'a>(
     env: &'a Pass,
     k: usize,
     sharing: Sharing,
+    owners: usize,
     what: &str,
     missing: &impl Fn(&stages::Stored) -> Vec<usize>,
     compute: &impl Fn(Vec<usize>) -> BoxFuture<'a, Result<()>>,
@@ -161,6 +175,7 @@ async fn barrier<'a>(
     let mut backoff = Duration::from_millis(100);
     let mut taken = 0;
     let n = sharing.worker.count;
+    let owner = |i: usize| i % owners;
     // When each worker was first seen without a live run.
     let mut absent_since: BTreeMap<usize, Instant> = BTreeMap::new();
     loop {
@@ -190,16 +205,16 @@ async fn barrier<'a>(
             .copied()
             .filter(|i| {
                 absent_since
-                    .get(&(i % n))
+                    .get(&owner(*i))
                     .is_some_and(|since| now.duration_since(*since) >= sharing.wait.take_over_after)
             })
             .collect();
         if !orphans.is_empty() {
-            let owners: BTreeSet<usize> = orphans.iter().map(|i| i % n).collect();
+            let whose: BTreeSet<usize> = orphans.iter().map(|&i| owner(i)).collect();
             tracing::info!(
                 count = orphans.len(),
                 "taking over the stage {what} of worker(s) {} (no live run)",
-                owners
+                whose
                     .iter()
                     .map(|w| format!("{w}/{n}"))
                     .collect::<Vec<_>>()
@@ -213,7 +228,7 @@ async fn barrier<'a>(
             let first: Vec<String> = left
                 .iter()
                 .take(5)
-                .map(|i| format!("{i} (worker {}/{n})", i % n))
+                .map(|&i| format!("{i} (worker {}/{n})", owner(i)))
                 .collect();
             return Err(Error::Busy(format!(
                 "waited {} at the stage of `{}` for {} {what} of other running workers: \
