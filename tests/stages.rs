@@ -220,3 +220,44 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
     }
     assert_same(single.path(), out.path(), "after exits 75");
 }
+
+/// Every worker of a dataset must run the same kiln: a stage part another version wrote
+/// is refused (exit 2), naming the part and both versions.
+#[test]
+fn a_part_of_another_kiln_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (name, steps) = ORDERS[1];
+    let p = setup(dir.path(), name, steps);
+    let out = tempfile::tempdir().expect("tmp");
+    let patient = ["--stage-wait", "0s", "--take-over-after", "1h"];
+    let o = worker(out.path(), &p, "0/2", &patient)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let part = out.path().join("ds/_kiln/stages/step-001/00000.part");
+    let bytes = std::fs::read(&part).expect("worker 0's part of task 0");
+    let text = String::from_utf8_lossy(
+        &bytes[..bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a header line")],
+    )
+    .into_owned();
+    let version = format!("\"kiln_version\":\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version), "{text}");
+    let mut changed = text
+        .replace(&version, "\"kiln_version\":\"0.0.9\"")
+        .into_bytes();
+    changed.extend_from_slice(&bytes[text.len()..]);
+    std::fs::write(&part, changed).expect("write");
+    let o = worker(out.path(), &p, "1/2", &patient)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("00000.part was written by kiln 0.0.9")
+            && e.contains(&format!("this is kiln {}", env!("CARGO_PKG_VERSION"))),
+        "{e}"
+    );
+}
