@@ -50,6 +50,17 @@ fn worker(out: &Path, p: &Path, w: &str, extra: &[&str]) -> Command {
     c
 }
 
+/// Waits at no stage: `--stage-wait 0s`, and never takes over (`--take-over-after 1h`).
+const PATIENT: [&str; 4] = ["--stage-wait", "0s", "--take-over-after", "1h"];
+
+/// Runs worker `w` of 2 with [`PATIENT`]; its exit code and stderr.
+fn patient(out: &Path, p: &Path, w: usize) -> (Option<i32>, String) {
+    let o = worker(out, p, &format!("{w}/2"), &PATIENT)
+        .output()
+        .expect("runs");
+    (o.status.code(), stderr(&o))
+}
+
 fn ok(o: &Output, what: &str) {
     assert!(o.status.success(), "{what}: {}", stderr(o));
 }
@@ -168,12 +179,8 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
     let single = tempfile::tempdir().expect("tmp");
     kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
     let out = tempfile::tempdir().expect("tmp");
-    let patient = ["--stage-wait", "0s", "--take-over-after", "1h"];
-    let o = worker(out.path(), &p, "0/2", &patient)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
-    let e = stderr(&o);
+    let (code, e) = patient(out.path(), &p, 0);
+    assert_eq!(code, Some(75), "{e}");
     assert!(
         e.contains("at the stage of `dedup.exact` for 3 parts")
             && e.contains("1 (worker 1/2)")
@@ -197,13 +204,10 @@ fn a_worker_that_waits_too_long_exits_75_and_resumes() {
     let mut finished = [false, false];
     for turn in 1..10 {
         let w = turn % 2;
-        let o = worker(out.path(), &p, &format!("{w}/2"), &patient)
-            .output()
-            .expect("runs");
-        match o.status.code() {
-            Some(0) => finished[w] = true,
-            Some(75) => waits.push(stderr(&o)),
-            _ => panic!("worker {w}: {}", stderr(&o)),
+        match patient(out.path(), &p, w) {
+            (Some(0), _) => finished[w] = true,
+            (Some(75), e) => waits.push(e),
+            (_, e) => panic!("worker {w}: {e}"),
         }
         if finished == [true, true] {
             break;
@@ -229,11 +233,8 @@ fn a_part_of_another_kiln_version_is_refused() {
     let (name, steps) = ORDERS[1];
     let p = setup(dir.path(), name, steps);
     let out = tempfile::tempdir().expect("tmp");
-    let patient = ["--stage-wait", "0s", "--take-over-after", "1h"];
-    let o = worker(out.path(), &p, "0/2", &patient)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let (code, e) = patient(out.path(), &p, 0);
+    assert_eq!(code, Some(75), "{e}");
     let part = out.path().join("ds/_kiln/stages/step-001/00000.part");
     let bytes = std::fs::read(&part).expect("worker 0's part of task 0");
     let text = String::from_utf8_lossy(
@@ -250,11 +251,8 @@ fn a_part_of_another_kiln_version_is_refused() {
         .into_bytes();
     changed.extend_from_slice(&bytes[text.len()..]);
     std::fs::write(&part, changed).expect("write");
-    let o = worker(out.path(), &p, "1/2", &patient)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let e = stderr(&o);
+    let (code, e) = patient(out.path(), &p, 1);
+    assert_eq!(code, Some(2), "{e}");
     assert!(
         e.contains("00000.part was written by kiln 0.0.9")
             && e.contains(&format!("this is kiln {}", env!("CARGO_PKG_VERSION"))),
