@@ -97,6 +97,7 @@ pub mod bucketize;
 pub mod clip;
 pub mod fill_null;
 mod fit;
+mod fit_wire;
 pub mod hash_bucket;
 pub mod log1p;
 pub mod min_max;
