@@ -4,6 +4,10 @@
 //! step fails on are found by bisection and left out; at the end of the task, the rows
 //! steps held back (a `pack`'s tail) flow on, and the writer or the observers finish.
 //!
+//! One role in one file (longer than most): the owner's loop, its queues of jobs and the
+//! held rejections are one piece of state that orders every batch of a task; the jobs
+//! themselves are in `job.rs`.
+//!
 //! Batches, not tasks, are the unit of CPU work. The task's own thread (its owner)
 //! decodes; each batch then goes through the batch-local steps ([`Step::batch_local`])
 //! as a rayon job of its own, so that one task keeps every thread of the pool busy. A
