@@ -24,6 +24,13 @@ pub const RUNS_DIR: &str = "_kiln/runs";
 /// Stage parts: what each task of a full or fit pass found, when several workers
 /// share the pass (`sink/stages.rs`).
 pub const STAGES_DIR: &str = "_kiln/stages";
+/// Key indexes of dedup steps, for later runs' `against:` (`sink/index.rs`); kept
+/// with the dataset.
+pub const INDEX_DIR: &str = "_kiln/index";
+/// Buckets of a key index: a key's top byte (`steps/keys.rs`).
+pub const INDEX_BUCKETS: usize = 256;
+/// Bytes of a key in an index file: a little-endian u128.
+pub const INDEX_KEY: usize = 16;
 
 /// The commit record of `task`.
 pub fn task_record(task: usize) -> String {

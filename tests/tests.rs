@@ -17,6 +17,7 @@ mod fuzz_regressions;
 mod hostile;
 mod html;
 mod images;
+mod incremental;
 mod interop;
 mod minhash;
 mod orchestration;

@@ -21,6 +21,7 @@ use super::task::Pass;
 use crate::error::{Error, Result};
 use crate::plan::Task;
 use crate::report::Phase;
+use crate::steps::keys::BUCKETS;
 use crate::steps::{Kind, Part, StepError};
 
 /// Runs `todo` (this run's tasks, in task order) with step `k` deciding in order;
@@ -78,9 +79,41 @@ where
         }
         schedule([task], 1, &env.stop, Some(drain), &mut start, &mut done).await?;
     }
-    // Frees what the step kept.
-    call(env, k, |o| o.end().map(drop)).await?;
+    // What the step kept is every key of the input: its key index.
+    let kept = call(env, k, |o| o.end()).await?;
+    write_index(env, k, vec![kept]).await?;
     Ok(Vec::new())
+}
+
+/// Stores step `k`'s key index from `parts` (every task's keys), when it has one.
+async fn write_index(env: &Pass, k: usize, parts: Vec<Part>) -> Result<()> {
+    if super::index::spec(&env.plan, k).is_none_or(|s| !s.write) {
+        return Ok(());
+    }
+    let mut index = super::index::open(env, k, 0, BUCKETS).await?;
+    let index = call(env, k, move |o| {
+        o.write_index(parts, &mut index.keys).map(|()| index)
+    })
+    .await?;
+    index.store(env, k).await
+}
+
+/// A run with no task left to do whose step `k` decides in order: when an earlier run
+/// committed every task but ended before storing the step's key index, the index is
+/// made from a full pass over the input (the rows of every task).
+pub(super) async fn index_if_missing(env: &Pass, k: usize) -> Result<()> {
+    let Some(spec) = super::index::spec(&env.plan, k).filter(|s| s.write) else {
+        return Ok(());
+    };
+    if crate::sink::index::complete(&env.plan.sink, &spec.id).await? {
+        return Ok(());
+    }
+    tracing::info!(
+        "every task is committed but the key index of `{}` is not stored: reading the input for it",
+        env.plan.steps[k].name
+    );
+    let (_, mut by_step) = observe(env, k, k, env.plan.threads, env.plan.tasks.clone()).await?;
+    write_index(env, k, by_step.pop().unwrap_or_default()).await
 }
 
 /// Calls `f` with step `k`'s in-order side, on the pass's pool.

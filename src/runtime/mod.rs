@@ -29,6 +29,7 @@ use crate::sink::{self, Manifest, SinkState, TaskRecord};
 mod cache;
 mod drive;
 mod in_order;
+mod index;
 mod job;
 mod read;
 mod schedule;
@@ -415,7 +416,11 @@ async fn run(
         Some(k) if !todo.is_empty() => {
             in_order::main_pass(&env, k, known, todo, &opts.drain, &start, &mut done).await?
         }
-        _ => todo,
+        Some(k) => {
+            in_order::index_if_missing(&env, k).await?;
+            todo
+        }
+        None => todo,
     };
     schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
     if worker.count > 1 {

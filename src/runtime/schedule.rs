@@ -16,6 +16,7 @@ use super::task::{Pass, TaskDone, objects_finished, run_task};
 use crate::error::{Error, Result};
 use crate::plan::Task;
 use crate::report::{Phase, Stats};
+use crate::steps::keys::BUCKETS;
 use crate::steps::{Kind, Part, StepError};
 
 /// Runs `start(task)` for each task, at most `slots` at once, handing each result to
@@ -200,14 +201,26 @@ pub(super) async fn settle(
     for (k, parts) in (from..=to).zip(by_step) {
         let step = env.plan.steps[k].step.clone();
         let name = env.plan.steps[k].name;
-        let r = on_pool(env, move || match step.kind() {
-            Kind::FullPass(p) => p.settle(parts).map(|()| None),
-            Kind::Fit(f) => f.settle(parts).map(Some),
-            Kind::Map => Err(StepError::internal("a map step in a full pass")),
+        // A dedup settles against its key index: every bucket of it.
+        let index = match step.kind() {
+            Kind::FullPass(_) => Some(super::index::open(env, k, 0, BUCKETS).await?),
+            _ => None,
+        };
+        let (r, index) = on_pool(env, move || {
+            let mut index = index;
+            let r = match (step.kind(), index.as_mut()) {
+                (Kind::FullPass(p), Some(ix)) => p.settle(parts, &mut ix.keys).map(|()| None),
+                (Kind::Fit(f), _) => f.settle(parts).map(Some),
+                _ => Err(StepError::internal("a map step in a full pass")),
+            };
+            (r, index)
         })
         .await?;
         let stats =
             r.map_err(|e| Error::step_failed("the whole input (the full pass)", k, name, None, e))?;
+        if let Some(index) = index {
+            index.store(env, k).await?;
+        }
         settled.push(stats);
     }
     Ok(settled)

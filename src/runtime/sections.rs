@@ -101,26 +101,17 @@ pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>
             .try_collect()
             .await?;
         let step = env.plan.steps[k].step.clone();
-        let out = on_pool(env, move || -> Result<tempfile::NamedTempFile> {
-            let failed = |e| Error::step_failed("a stage section", k, name, None, e);
-            let mut f = tempfile::NamedTempFile::with_prefix("kiln-section-")
-                .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
-            let Kind::FullPass(p) = step.kind() else {
-                return Err(Error::Internal(
-                    "a section of a step without a full pass".into(),
-                ));
-            };
-            let sectioned = p
-                .sectioned()
-                .ok_or_else(|| Error::Internal("a section of a step without sections".into()))?;
-            sectioned
-                .merge_section(parts, f.as_file_mut())
-                .map_err(failed)?;
-            f.flush()
-                .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
-            Ok(f)
+        // The section's buckets of the key index: the earlier datasets' keys there, and
+        // this run's index of them, stored before the section's decisions.
+        let (lo, hi) = crate::steps::keys::section_buckets(s, sections);
+        let mut index = super::index::open(env, k, lo, hi).await?;
+        let (out, index) = on_pool(env, move || {
+            let out = merge_one(&step, parts, &mut index, k, name);
+            (out, index)
         })
-        .await??;
+        .await?;
+        let out = out?;
+        index.store(env, k).await?;
         put(
             env,
             &stages::section_path(k, s),
@@ -130,6 +121,33 @@ pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>
         .await?;
     }
     Ok(())
+}
+
+/// Merges one section of step `k` from `parts` into a local file of its decisions.
+fn merge_one(
+    step: &std::sync::Arc<dyn crate::steps::Step>,
+    parts: Vec<Part>,
+    index: &mut super::index::Open,
+    k: usize,
+    name: &'static str,
+) -> Result<tempfile::NamedTempFile> {
+    let failed = |e| Error::step_failed("a stage section", k, name, None, e);
+    let mut f = tempfile::NamedTempFile::with_prefix("kiln-section-")
+        .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
+    let Kind::FullPass(p) = step.kind() else {
+        return Err(Error::Internal(
+            "a section of a step without a full pass".into(),
+        ));
+    };
+    let sectioned = p
+        .sectioned()
+        .ok_or_else(|| Error::Internal("a section of a step without sections".into()))?;
+    sectioned
+        .merge_section(parts, &mut index.keys, f.as_file_mut())
+        .map_err(failed)?;
+    f.flush()
+        .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
+    Ok(f)
 }
 
 fn section_header(env: &Pass, k: usize, section: usize, sections: usize) -> stages::SectionHeader {

@@ -15,7 +15,7 @@
 //!    the dataset is byte for byte the single run's.
 //!
 //! A dedup settles in **sections** instead ([`crate::steps::Sectioned`]): its parts are
-//! stored split by key into `4 × N` sections (every record of one key in one section),
+//! stored split by key into `4 × N` sections (rounded up to a power of two, at most 128) (every record of one key in one section),
 //! section `s` is merged by worker `s % min(N, tasks)` (a worker without tasks may have
 //! ended already) from that section's byte range of every part (ranged reads) into its
 //! decisions (duplicates; cluster edges), and after a second barrier every worker
@@ -81,7 +81,12 @@ pub(super) async fn shared_pass(
     let n = sharing.worker.count;
     let sectioned = from == to
         && matches!(plan.steps[from].step.kind(), Kind::FullPass(p) if p.sectioned().is_some());
-    let sections = if sectioned { (4 * n).clamp(1, 128) } else { 0 };
+    // A power of two: each section is whole buckets of a key index (`steps/keys.rs`).
+    let sections = if sectioned {
+        (4 * n).next_power_of_two().clamp(1, 128)
+    } else {
+        0
+    };
     let parts_missing = |have: &stages::Stored| -> Vec<usize> {
         plan.tasks
             .iter()

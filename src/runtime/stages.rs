@@ -120,6 +120,9 @@ async fn run_stages(
             match plan.steps[k].step.kind() {
                 Kind::Map => k += 1,
                 Kind::FullPass(_) => {
+                    // Earlier datasets it dedups against are checked before any input
+                    // is read.
+                    super::index::against(&plan, k).await?;
                     // Its decisions are needed by the main pass, or by a fit after it;
                     // the last step needing a pass may decide in the main pass itself.
                     let fit_after = plan.steps[k..].iter().any(|s| s.step.kind().needs_fit());

@@ -9,6 +9,7 @@
 
 pub mod card;
 pub mod columns;
+pub mod index;
 pub mod lease;
 mod measure;
 pub mod records;
@@ -279,7 +280,7 @@ pub async fn write_errors(
     w.shutdown().await.map_err(upload)
 }
 
-async fn get_json<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn get_json<T: for<'de> Deserialize<'de>>(
     sink: &Location,
     relative: &str,
 ) -> Result<Option<T>> {

@@ -235,7 +235,7 @@ fn run_steps_with(
         let observed = || super::test_util::observe_tasks_fallible(step.kind(), &current);
         match step.kind() {
             Kind::Map => {}
-            Kind::FullPass(p) => p.settle(observed()?)?,
+            Kind::FullPass(p) => p.settle(observed()?, &mut super::keys::KeyIndex::none())?,
             Kind::Fit(f) => {
                 let stats = f.settle(observed()?)?;
                 let stats: serde_json::Value =

@@ -35,6 +35,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use super::keys::{IndexSpec, KeyIndex};
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::{string_column, utf8, value};
 use super::{FullPass, InOrder, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
@@ -69,6 +70,21 @@ pub struct DedupExactOptions {
     /// `run.memory_limit`; about 40 bytes a distinct value).
     #[serde(default)]
     pub memory: Option<crate::size::ByteSize>,
+    /// Earlier kiln datasets (their sinks' URIs) this input is deduplicated against: a
+    /// row whose value one of them held at this step goes, first copies included. Read
+    /// from the key index each stored (`_kiln/index/`), not from their shards; the
+    /// input is read twice (no one pass).
+    #[serde(default)]
+    pub against: Vec<String>,
+    /// Store the key index of this run (the earlier datasets' values and this input's)
+    /// in `_kiln/index/`, so that a later run can dedup against this dataset (default
+    /// true; 16 bytes a distinct value).
+    #[serde(default = "default_index")]
+    pub index: bool,
+}
+
+fn default_index() -> bool {
+    true
 }
 
 fn default_one_pass() -> bool {
@@ -250,25 +266,62 @@ impl FullPass for DedupExact {
         self.runs.read_part(input, "dedup.exact")
     }
 
-    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
+    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<(), StepError> {
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut current: Option<u128> = None;
-        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
-            if current == Some(r.key) {
-                drops.entry(r.task).or_default().push(r.row);
-            } else {
-                current = Some(r.key);
-            }
+        self.decide(parts, keys, |task, row| {
+            drops.entry(task).or_default().push(row);
         })?;
         self.drops.set(drops, "dedup.exact")
     }
 
     fn in_order(&self) -> Option<&dyn InOrder> {
-        self.opts.one_pass.then_some(self as &dyn InOrder)
+        // Against earlier datasets, a first copy may go too: settled after a full pass.
+        (self.opts.one_pass && self.opts.against.is_empty()).then_some(self as &dyn InOrder)
     }
 
     fn sectioned(&self) -> Option<&dyn Sectioned> {
         Some(self)
+    }
+
+    fn index(&self) -> Option<IndexSpec> {
+        (self.opts.index || !self.opts.against.is_empty()).then(|| {
+            IndexSpec::new(
+                "dedup.exact",
+                serde_json::json!({"column": self.opts.column, "normalize": self.opts.normalize}),
+                self.opts.against.clone(),
+                self.opts.index,
+            )
+        })
+    }
+}
+
+impl DedupExact {
+    /// The records of `parts` in key order, each copy that goes handed to `drop`: all
+    /// but the first of equal keys, and all of them when an earlier dataset in `keys`
+    /// holds the key.
+    fn decide(
+        &self,
+        parts: Vec<Part>,
+        keys: &mut KeyIndex,
+        mut drop: impl FnMut(u32, u64),
+    ) -> Result<(), StepError> {
+        let mut current: Option<u128> = None;
+        let mut earlier = false;
+        let mut failed = None;
+        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
+            if current != Some(r.key) {
+                current = Some(r.key);
+                earlier = keys.seen(r.key).unwrap_or_else(|e| {
+                    failed.get_or_insert(e);
+                    false
+                });
+                if !earlier {
+                    return;
+                }
+            }
+            drop(r.task, r.row);
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -288,21 +341,17 @@ impl Sectioned for DedupExact {
     fn merge_section(
         &self,
         parts: Vec<Part>,
+        keys: &mut KeyIndex,
         out: &mut dyn std::io::Write,
     ) -> Result<(), StepError> {
         let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
-        let mut current: Option<u128> = None;
         let mut failed = None;
-        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
-            if current == Some(r.key) {
-                if failed.is_none() {
-                    let wrote = w
-                        .write_all(&r.task.to_le_bytes())
-                        .and_then(|()| w.write_all(&r.row.to_le_bytes()));
-                    failed = wrote.err();
-                }
-            } else {
-                current = Some(r.key);
+        self.decide(parts, keys, |task, row| {
+            if failed.is_none() {
+                let wrote = w
+                    .write_all(&task.to_le_bytes())
+                    .and_then(|()| w.write_all(&row.to_le_bytes()));
+                failed = wrote.err();
             }
         })?;
         failed
@@ -351,6 +400,18 @@ impl InOrder for DedupExact {
         lock(&self.seen)
             .as_ref()
             .is_some_and(|s| s.bytes() > s.budget)
+    }
+
+    fn write_index(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<(), StepError> {
+        let mut last = None;
+        let mut failed = None;
+        self.runs.merge(all_runs(parts, "dedup.exact")?, |r| {
+            if last != Some(r.key) && failed.is_none() {
+                last = Some(r.key);
+                failed = keys.seen(r.key).err();
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     fn end(&self) -> Result<Part, StepError> {
@@ -593,7 +654,91 @@ mod tests {
         let Kind::FullPass(p) = ended.kind() else {
             panic!("a full-pass step")
         };
-        p.settle(parts).expect("settles");
+        p.settle(parts, &mut KeyIndex::none()).expect("settles");
         decides(ended.as_ref(), &(3..8).collect::<Vec<_>>());
+    }
+    /// Against an earlier dataset's index, a later input keeps what one dedup of both
+    /// keeps of it (a value the earlier one held goes, first copy included), settled
+    /// whole or in sections; its index is the index of both, and deciding in one pass
+    /// writes the same index as settling.
+    #[test]
+    fn against_an_earlier_index_keeps_what_one_dedup_of_both_keeps() {
+        let opts: DedupExactOptions = serde_json::from_value(serde_json::json!({
+            "normalize": true, "run_bytes": "1 KiB"
+        }))
+        .expect("options");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let tasks: Vec<RecordBatch> = (0..8)
+            .map(|_| {
+                let vals: Vec<Option<String>> = (0..60)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (!x.is_multiple_of(40)).then(|| format!("Value {}", x % 150))
+                    })
+                    .collect();
+                batch(&vals.iter().map(|v| v.as_deref()).collect::<Vec<_>>())
+            })
+            .collect();
+        let schema = tasks[0].schema();
+        let numbered = |from: usize, to: usize| -> Vec<(usize, Vec<&RecordBatch>)> {
+            (from..to).map(|t| (t - from, vec![&tasks[t]])).collect()
+        };
+        let kept = |step: &dyn Step, from: usize| -> Vec<Vec<Option<String>>> {
+            tasks[from..]
+                .iter()
+                .enumerate()
+                .map(|(t, b)| apply_task(step, t, std::slice::from_ref(b)))
+                .collect()
+        };
+        let both = opts.bind(&schema).expect("binds");
+        let index_of_both =
+            crate::steps::test_util::full_pass_against(both.as_ref(), &numbered(0, 8), &[]);
+        let expected: Vec<_> = kept(both.as_ref(), 0).split_off(3);
+        let early = opts.bind(&schema).expect("binds");
+        let earlier =
+            crate::steps::test_util::full_pass_against(early.as_ref(), &numbered(0, 3), &[]);
+        assert!(earlier.len() < index_of_both.len());
+
+        let late = opts.bind(&schema).expect("binds");
+        let index =
+            crate::steps::test_util::full_pass_against(late.as_ref(), &numbered(3, 8), &earlier);
+        assert_eq!(kept(late.as_ref(), 3), expected);
+        assert_eq!(index, index_of_both);
+        for sections in [1, 3, 16] {
+            let late = opts.bind(&schema).expect("binds");
+            let index = crate::steps::test_util::sectioned_pass_against(
+                late.as_ref(),
+                &numbered(3, 8),
+                sections,
+                &earlier,
+            );
+            assert_eq!(kept(late.as_ref(), 3), expected, "{sections} sections");
+            assert_eq!(index, index_of_both, "{sections} sections");
+        }
+
+        // Deciding in one pass: what it kept at the end is the index.
+        let once = opts.bind(&schema).expect("binds");
+        let Kind::FullPass(p) = once.kind() else {
+            panic!("a full-pass step")
+        };
+        let o = p.in_order().expect("decides in order");
+        o.begin(Vec::new(), 1 << 30).expect("begins");
+        kept(once.as_ref(), 0);
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("index");
+        let mut keys =
+            KeyIndex::open(&[], Some(&path), 0, super::super::keys::BUCKETS).expect("opens");
+        o.write_index(vec![o.end().expect("ends")], &mut keys)
+            .expect("indexes");
+        let written = keys.finish().expect("finishes").expect("written");
+        assert_eq!(written.keys, index_of_both.len() as u64);
+        let bytes = std::fs::read(&path).expect("reads");
+        let once_index: Vec<u128> = bytes
+            .chunks(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("a key")))
+            .collect();
+        assert_eq!(once_index, index_of_both);
     }
 }

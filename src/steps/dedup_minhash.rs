@@ -9,11 +9,15 @@
 //! probability `1 − (1 − s^rows)^bands` (datatrove's defaults, 14 × 8: 0.99 at s = 0.85,
 //! 0.03 at s = 0.5).
 //!
-//! A full-pass step: the first pass writes (band, band hash, task, row) records to
+//! A full-pass step: the first pass writes (band hash, band, task, row) records to
 //! sorted spill runs (see `spill.rs`); settling merges them and joins every group of
-//! equal (band, hash) in a union-find over the documents involved; each cluster keeps its
-//! first document in input order and drops the rest. Memory: the run buffers, and the
-//! union-find over documents that share at least one band with another.
+//! equal (band hash, band) in a union-find over the documents involved; each cluster
+//! keeps its first document in input order and drops the rest. Memory: the run buffers,
+//! and the union-find over documents that share at least one band with another.
+//!
+//! Against earlier datasets (`against`, `keys.rs`): a group whose key an earlier
+//! dataset's index holds joins one node standing for every earlier document, which
+//! comes before all of this input's, so the whole cluster goes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::keys::{IndexSpec, KeyIndex};
 use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
@@ -54,6 +59,20 @@ pub struct MinhashOptions {
     /// Bytes of records a task buffers before it writes a sorted run (default 64 MiB).
     #[serde(default = "default_run_bytes")]
     pub run_bytes: crate::size::ByteSize,
+    /// Earlier kiln datasets (their sinks' URIs) this input is deduplicated against: a
+    /// document colliding in a band with a document one of them held at this step goes,
+    /// with its whole cluster. Read from the key index each stored (`_kiln/index/`).
+    #[serde(default)]
+    pub against: Vec<String>,
+    /// Store the key index of this run (the band hashes of the earlier datasets and of
+    /// this input) in `_kiln/index/`, so that a later run can dedup against this
+    /// dataset (default true; 16 bytes a band of each document).
+    #[serde(default = "default_index")]
+    pub index: bool,
+}
+
+fn default_index() -> bool {
+    true
 }
 
 fn default_column() -> String {
@@ -243,9 +262,21 @@ impl Clusters {
     }
 }
 
+/// A document's place in the union-find: its position (task, row) plus one, so that
+/// [`EARLIER`] comes before every document.
 fn position(task: u32, row: u64) -> u128 {
-    (u128::from(task) << 64) | u128::from(row)
+    ((u128::from(task) << 64) | u128::from(row)) + 1
 }
+
+/// The (task, row) of a [`position`].
+fn task_row(position: u128) -> (u32, u64) {
+    let p = position - 1;
+    ((p >> 64) as u32, p as u64)
+}
+
+/// Every document of the earlier datasets (`against`), as one node of the union-find:
+/// a cluster joined to it has its survivor there, so all its documents here go.
+const EARLIER: u128 = 0;
 
 impl Step for Minhash {
     fn output_schema(&self) -> &SchemaRef {
@@ -284,41 +315,71 @@ impl FullPass for Minhash {
         self.runs.read_part(input, "dedup.minhash")
     }
 
-    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError> {
-        let clusters = self.clusters(parts)?;
+    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<(), StepError> {
+        let clusters = self.clusters(parts, keys)?;
         self.drops.set(clusters.drops(), "dedup.minhash")
     }
 
     fn sectioned(&self) -> Option<&dyn Sectioned> {
         Some(self)
     }
+
+    fn index(&self) -> Option<IndexSpec> {
+        let o = &self.opts;
+        (o.index || !o.against.is_empty()).then(|| {
+            IndexSpec::new(
+                "dedup.minhash",
+                serde_json::json!({
+                    "column": o.column, "ngram": o.ngram, "bands": o.bands,
+                    "rows": o.rows, "seed": o.seed,
+                }),
+                o.against.clone(),
+                o.index,
+            )
+        })
+    }
 }
 
 impl Minhash {
     /// The clusters of the band collisions in `parts`: in each group of records with one
-    /// (band, hash), every position joins the first.
-    fn clusters(&self, parts: Vec<Part>) -> Result<Clusters, StepError> {
+    /// (band hash, band), every position joins the first, or [`EARLIER`] when an
+    /// earlier dataset in `keys` holds the key.
+    fn clusters(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<Clusters, StepError> {
         let mut clusters = Clusters::default();
         let mut group: Option<(u128, u128)> = None; // (key, first position)
+        let mut failed = None;
         self.runs.merge(all_runs(parts, "dedup.minhash")?, |r| {
             let pos = position(r.task, r.row);
             match group {
                 Some((key, first)) if key == r.key => clusters.union(first, pos),
-                _ => group = Some((r.key, pos)),
+                _ => {
+                    let earlier = keys.seen(r.key).unwrap_or_else(|e| {
+                        failed.get_or_insert(e);
+                        false
+                    });
+                    if earlier {
+                        clusters.union(EARLIER, pos);
+                        group = Some((r.key, EARLIER));
+                    } else {
+                        group = Some((r.key, pos));
+                    }
+                }
             }
         })?;
-        Ok(clusters)
+        failed.map_or(Ok(clusters), Err)
     }
 }
 
 impl Clusters {
-    /// Every member but its cluster's root (its first position), by task.
+    /// Every member but its cluster's root (its first position), by task; every member
+    /// of a cluster whose root is [`EARLIER`].
     fn drops(mut self) -> HashMap<u32, Vec<u64>> {
         let members: Vec<u128> = self.parent.keys().copied().collect();
         let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
         for m in members {
-            if self.find(m) != m {
-                drops.entry((m >> 64) as u32).or_default().push(m as u64);
+            if m != EARLIER && self.find(m) != m {
+                let (task, row) = task_row(m);
+                drops.entry(task).or_default().push(row);
             }
         }
         drops
@@ -346,10 +407,11 @@ impl Sectioned for Minhash {
     fn merge_section(
         &self,
         parts: Vec<Part>,
+        keys: &mut KeyIndex,
         out: &mut dyn std::io::Write,
     ) -> Result<(), StepError> {
         use std::io::Write;
-        let mut clusters = self.clusters(parts)?;
+        let mut clusters = self.clusters(parts, keys)?;
         let members: Vec<u128> = clusters.parent.keys().copied().collect();
         let mut edges: Vec<(u128, u128)> = Vec::new();
         for m in members {
@@ -407,7 +469,9 @@ impl Observer for MinhashObserver<'_> {
         for (i, b) in bands.into_iter().enumerate() {
             for (band, h) in b.into_iter().flatten().enumerate() {
                 self.spill.records.push(Rec {
-                    key: (u128::from(band as u64) << 64) | u128::from(h),
+                    // The band hash first: the key's top byte is its bucket in the
+                    // key index and its section (`keys.rs`), spread evenly.
+                    key: (u128::from(h) << 64) | band as u128,
                     task,
                     row: rows_before + i as u64,
                 });
@@ -500,11 +564,8 @@ mod tests {
         );
         assert_eq!(cx.counts["near_duplicates"], 2);
     }
-    /// Settled in sections, as workers sharing the stage do, the clusters (and so the
-    /// survivors) are those of one settle: near copies spread over tasks, colliding in
-    /// different bands, chained through documents in between.
-    #[test]
-    fn sections_settle_as_one_worker_does() {
+    /// Six tasks of 25 documents, near copies of 30 bases spread over them.
+    fn near_copy_tasks() -> Vec<RecordBatch> {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {
             x ^= x << 13;
@@ -515,7 +576,7 @@ mod tests {
         let bases: Vec<Vec<String>> = (0..30)
             .map(|_| (0..120).map(|_| format!("w{}", next() % 5000)).collect())
             .collect();
-        let tasks: Vec<RecordBatch> = (0..6)
+        (0..6)
             .map(|_| {
                 let texts: Vec<String> = (0..25)
                     .map(|_| {
@@ -533,7 +594,15 @@ mod tests {
                 )])
                 .expect("batch")
             })
-            .collect();
+            .collect()
+    }
+
+    /// Settled in sections, as workers sharing the stage do, the clusters (and so the
+    /// survivors) are those of one settle: near copies spread over tasks, colliding in
+    /// different bands, chained through documents in between.
+    #[test]
+    fn sections_settle_as_one_worker_does() {
+        let tasks = near_copy_tasks();
         let all: Vec<(usize, Vec<&RecordBatch>)> = tasks
             .iter()
             .enumerate()
@@ -562,6 +631,80 @@ mod tests {
             let shared = opts.bind(&tasks[0].schema()).expect("binds");
             crate::steps::test_util::sectioned_pass(shared.as_ref(), &all, sections);
             assert_eq!(kept(shared.as_ref()), expected, "{sections} sections");
+        }
+    }
+    /// The texts each task keeps.
+    fn kept_texts(step: &dyn Step, tasks: &[RecordBatch], first: usize) -> Vec<Vec<String>> {
+        use arrow::array::AsArray;
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(t, b)| {
+                let mut cx = StepContext::for_task(first + t, 0);
+                let out = step.apply(b.clone(), &mut cx).expect("apply");
+                let a = out.column(0).as_string::<i32>();
+                (0..a.len()).map(|i| a.value(i).to_string()).collect()
+            })
+            .collect()
+    }
+
+    /// Against an earlier dataset's index, a later input keeps what one settle of both
+    /// keeps of it (a cluster reaching an earlier document loses all its documents
+    /// here), whole or in sections; its index is the index of both.
+    #[test]
+    fn against_an_earlier_index_keeps_what_one_settle_of_both_keeps() {
+        let tasks = near_copy_tasks();
+        let numbered = |ts: &[RecordBatch]| -> Vec<(usize, Vec<RecordBatch>)> {
+            ts.iter()
+                .enumerate()
+                .map(|(t, b)| (t, vec![b.clone()]))
+                .collect()
+        };
+        fn refs(ts: &[(usize, Vec<RecordBatch>)]) -> Vec<(usize, Vec<&RecordBatch>)> {
+            ts.iter().map(|(t, b)| (*t, b.iter().collect())).collect()
+        }
+        let opts: MinhashOptions = serde_json::from_value(serde_json::json!({})).expect("options");
+        let schema = tasks[0].schema();
+        let both = opts.bind(&schema).expect("binds");
+        let all = numbered(&tasks);
+        let index_of_both =
+            crate::steps::test_util::full_pass_against(both.as_ref(), &refs(&all), &[]);
+        let expected = kept_texts(both.as_ref(), &tasks[2..], 2);
+
+        let early = opts.bind(&schema).expect("binds");
+        let earlier =
+            crate::steps::test_util::full_pass_against(early.as_ref(), &refs(&all[..2]), &[]);
+        let late_tasks = numbered(&tasks[2..]);
+        let late = opts.bind(&schema).expect("binds");
+        let index =
+            crate::steps::test_util::full_pass_against(late.as_ref(), &refs(&late_tasks), &earlier);
+        assert_eq!(kept_texts(late.as_ref(), &tasks[2..], 0), expected);
+        assert_eq!(index, index_of_both);
+        let by_itself = opts.bind(&schema).expect("binds");
+        crate::steps::test_util::full_pass(by_itself.as_ref(), &refs(&late_tasks));
+        let alone: usize = kept_texts(by_itself.as_ref(), &tasks[2..], 0)
+            .iter()
+            .map(Vec::len)
+            .sum();
+        let kept: usize = expected.iter().map(Vec::len).sum();
+        assert!(
+            kept < alone,
+            "the earlier dataset removes some: {kept} of {alone}"
+        );
+        for sections in [1, 4, 16] {
+            let late = opts.bind(&schema).expect("binds");
+            let index = crate::steps::test_util::sectioned_pass_against(
+                late.as_ref(),
+                &refs(&late_tasks),
+                sections,
+                &earlier,
+            );
+            assert_eq!(
+                kept_texts(late.as_ref(), &tasks[2..], 0),
+                expected,
+                "{sections}"
+            );
+            assert_eq!(index, index_of_both, "{sections} sections");
         }
     }
 }

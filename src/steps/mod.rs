@@ -16,6 +16,7 @@ mod exec;
 pub mod expr;
 mod filter;
 pub mod image;
+pub mod keys;
 use image::{crop, decode, encode, resize, tensor};
 mod limit;
 mod pack;
@@ -205,8 +206,10 @@ pub trait FullPass: Send + Sync {
     /// An observer for the task with index `task` in the plan.
     fn observer(&self, task: usize) -> Result<Box<dyn Observer + '_>, StepError>;
 
-    /// Every task's part, in task order; decides what the main pass does.
-    fn settle(&self, parts: Vec<Part>) -> Result<(), StepError>;
+    /// Every task's part, in task order; decides what the main pass does. A step with
+    /// an index ([`FullPass::index`]) hands each distinct key to `keys`, in key order:
+    /// a key an earlier dataset holds is a copy of an earlier row.
+    fn settle(&self, parts: Vec<Part>, keys: &mut keys::KeyIndex) -> Result<(), StepError>;
 
     /// A part as bytes, for a stage across workers; the part is consumed.
     fn write_part(&self, part: Part, out: &mut dyn Write) -> Result<(), StepError>;
@@ -228,6 +231,12 @@ pub trait FullPass: Send + Sync {
     fn sectioned(&self) -> Option<&dyn Sectioned> {
         None
     }
+
+    /// What the step's key index is (`against:`, `_kiln/index/`; `steps/keys.rs`):
+    /// None for a step without one.
+    fn index(&self) -> Option<keys::IndexSpec> {
+        None
+    }
 }
 
 /// A full-pass step whose part splits by key into sections that decide independently
@@ -244,8 +253,14 @@ pub trait Sectioned: Send + Sync {
     ) -> Result<Vec<u64>, StepError>;
 
     /// One section of every task's part (each as [`FullPass::read_part`] reads it), in
-    /// task order: that section's decisions, written to `out`.
-    fn merge_section(&self, parts: Vec<Part>, out: &mut dyn Write) -> Result<(), StepError>;
+    /// task order: that section's decisions, written to `out`. `keys`: the section's
+    /// buckets of the key index, as [`FullPass::settle`] takes it.
+    fn merge_section(
+        &self,
+        parts: Vec<Part>,
+        keys: &mut keys::KeyIndex,
+        out: &mut dyn Write,
+    ) -> Result<(), StepError>;
 
     /// Every section's decisions, in section order: decides what the main pass does.
     fn settle_sections(&self, decided: Vec<Box<dyn Read + Send>>) -> Result<(), StepError>;
@@ -268,6 +283,10 @@ pub trait InOrder: Send + Sync {
     /// Stops deciding in order: what it kept, as a part for [`FullPass::settle`] ahead
     /// of the parts of the tasks left (all of which come after every row it saw).
     fn end(&self) -> Result<Part, StepError>;
+
+    /// The step's key index from `parts` (what [`InOrder::end`] kept once every task
+    /// ran, or the parts of every task): each distinct key to `keys`, in key order.
+    fn write_index(&self, parts: Vec<Part>, keys: &mut keys::KeyIndex) -> Result<(), StepError>;
 }
 
 /// A fitted step before its fit (see [`Kind::Fit`]).

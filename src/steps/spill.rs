@@ -1,7 +1,7 @@
 //! Sorted spill runs for full-pass steps: (key, task, row) records written in sorted
 //! runs to a local directory and merged back in key order, with at most [`FAN_IN`]
 //! files open at once. `dedup.exact` keys by content hash, `dedup.minhash` by
-//! (band, band hash).
+//! (band hash, band).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -305,10 +305,12 @@ pub fn le<const W: usize>(b: &[u8], at: usize) -> [u8; W] {
     out
 }
 
-/// The section of `key` among `n`: every record of one key is in one section.
+/// The section of `key` among `n`: its bucket of the key index (its top byte,
+/// [`super::keys::bucket`]) scaled to `n`. Every record of one key is in one section,
+/// and a section is whole buckets, so a section of a later run reads only its own
+/// buckets of an earlier index.
 pub fn section(key: u128, n: usize) -> usize {
-    let mixed = ((key as u64) ^ ((key >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 32) % n.max(1) as u64) as usize
+    super::keys::bucket(key) * n.max(1) / super::keys::BUCKETS
 }
 
 impl Runs {

@@ -69,6 +69,40 @@ pub fn sectioned_pass(
     tasks: &[(usize, Vec<&RecordBatch>)],
     sections: usize,
 ) {
+    sectioned_pass_against(step, tasks, sections, &[]);
+}
+
+/// A local file of `keys` (sorted) in buckets `lo..hi`, under `dir`.
+fn keys_in(dir: &std::path::Path, keys: &[u128], lo: usize, hi: usize) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join(format!("old-{lo}-{hi}"));
+    let mut f = std::fs::File::create(&path).expect("creates");
+    for k in keys {
+        if (lo..hi).contains(&super::keys::bucket(*k)) {
+            f.write_all(&k.to_le_bytes()).expect("writes");
+        }
+    }
+    path
+}
+
+fn read_keys(path: &std::path::Path) -> Vec<u128> {
+    std::fs::read(path)
+        .expect("reads")
+        .chunks(super::keys::KEY)
+        .map(|c| u128::from_le_bytes(c.try_into().expect("a key")))
+        .collect()
+}
+
+/// As [`sectioned_pass`], against an earlier dataset whose key index is `earlier`
+/// (sorted): returns this run's index, each section's buckets in order.
+pub fn sectioned_pass_against(
+    step: &dyn super::Step,
+    tasks: &[(usize, Vec<&RecordBatch>)],
+    sections: usize,
+    earlier: &[u128],
+) -> Vec<u128> {
+    let dir = tempfile::tempdir().expect("a directory");
+    let mut index = Vec::new();
     let super::Kind::FullPass(p) = step.kind() else {
         panic!("not a full-pass step");
     };
@@ -95,11 +129,45 @@ pub fn sectioned_pass(
                     .expect("reads")
             })
             .collect();
+        let (lo, hi) = super::keys::section_buckets(k, sections);
+        let new = dir.path().join(format!("new-{k}"));
+        let mut keys = super::keys::KeyIndex::open(
+            &[keys_in(dir.path(), earlier, lo, hi)],
+            Some(&new),
+            lo,
+            hi,
+        )
+        .expect("opens");
         let mut out = Vec::new();
-        s.merge_section(parts, &mut out).expect("merges");
+        s.merge_section(parts, &mut keys, &mut out).expect("merges");
+        keys.finish().expect("finishes");
+        index.extend(read_keys(&new));
         decided.push(Box::new(std::io::Cursor::new(out)));
     }
     s.settle_sections(decided).expect("settles");
+    index
+}
+
+/// As [`full_pass`], against an earlier dataset whose key index is `earlier` (sorted):
+/// returns this run's index.
+pub fn full_pass_against(
+    step: &dyn super::Step,
+    tasks: &[(usize, Vec<&RecordBatch>)],
+    earlier: &[u128],
+) -> Vec<u128> {
+    let super::Kind::FullPass(p) = step.kind() else {
+        panic!("not a full-pass step");
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    let all = super::keys::BUCKETS;
+    let new = dir.path().join("new");
+    let mut keys =
+        super::keys::KeyIndex::open(&[keys_in(dir.path(), earlier, 0, all)], Some(&new), 0, all)
+            .expect("opens");
+    p.settle(observe_tasks(step.kind(), tasks), &mut keys)
+        .expect("settles");
+    keys.finish().expect("finishes");
+    read_keys(&new)
 }
 
 /// Settles a full-pass step over `tasks` (see [`observe_tasks`]).
@@ -107,6 +175,9 @@ pub fn full_pass(step: &dyn super::Step, tasks: &[(usize, Vec<&RecordBatch>)]) {
     let super::Kind::FullPass(p) = step.kind() else {
         panic!("not a full-pass step");
     };
-    p.settle(observe_tasks(step.kind(), tasks))
-        .expect("settles");
+    p.settle(
+        observe_tasks(step.kind(), tasks),
+        &mut super::keys::KeyIndex::none(),
+    )
+    .expect("settles");
 }
