@@ -15,7 +15,8 @@ use arrow::datatypes::Int64Type;
 use crate::util::*;
 
 /// Six JSONL objects of 250 documents: copies (in two spellings that `normalize`
-/// folds), near copies (one word changed of 60) and nulls, from a pool of 300, so
+/// folds), near copies (one word changed of 60) and nulls, of 300 documents of random
+/// words, so
 /// every object holds copies of documents of the objects before it. Object `f` is
 /// written to `crawlC/part-f.jsonl` for crawl `C = f / 2 + 1`, and to `uptoD/part-f.jsonl`
 /// for every `D ≥ C` (crawls 1 to D together).
@@ -31,14 +32,21 @@ fn corpus(dir: &Path) {
         let mut text = String::new();
         for r in 0..250 {
             let pick = next() % 300;
+            // Words of letters (near dedup folds digits to `0`).
+            let mut y = pick.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut words: Vec<String> = (0..60)
-                .map(|i| format!("w{}", (pick * 31 + i * 17) % 997))
+                .map(|_| {
+                    y ^= y << 13;
+                    y ^= y >> 7;
+                    y ^= y << 17;
+                    word(y % 20_000)
+                })
                 .collect();
             let value = match next() % 9 {
                 0 => serde_json::Value::Null,
                 1 => words.join(" ").to_uppercase().into(),
                 2 | 3 => {
-                    words[(next() % 60) as usize] = format!("changed{}", next() % 50);
+                    words[(next() % 60) as usize] = word(20_000 + next() % 50);
                     words.join(" ").into()
                 }
                 _ => words.join(" ").into(),
@@ -54,6 +62,18 @@ fn corpus(dir: &Path) {
             let mut out =
                 std::fs::File::create(dir.join(format!("{sub}/part-{f}.jsonl"))).expect("create");
             out.write_all(text.as_bytes()).expect("write");
+        }
+    }
+}
+
+/// A word of letters for `n`.
+fn word(mut n: u64) -> String {
+    let mut w = String::new();
+    loop {
+        w.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return w;
         }
     }
 }
@@ -157,6 +177,13 @@ fn crawls_equal_one_run(
         let name = format!("crawl{c}");
         let against: Vec<&str> = before.iter().map(String::as_str).collect();
         let p = yaml(data.path(), &name, &name, steps, &against);
+        let plan = stdout(&kiln_ok(out.path(), &["plan", &p.to_string_lossy()]));
+        assert!(plan.contains("stores its key index in"), "{plan}");
+        assert_eq!(
+            plan.contains(&format!("against {}", out.path().join("crawl1").display())),
+            c == 2,
+            "{plan}"
+        );
         run(out.path(), &p, workers[c - 1]);
         let lo = (c as i64 - 1) * 2000;
         let got = ids(&out.path().join(&name), lo, lo + 2000);

@@ -114,6 +114,26 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
                 crate::steps::Kind::Map => "",
             }
         );
+        if let crate::steps::Kind::FullPass(p) = st.step.kind()
+            && let Some(index) = p.index()
+        {
+            for earlier in &index.against {
+                let _ = writeln!(
+                    s,
+                    "          against {earlier} (its key index {}/{})",
+                    crate::layout::INDEX_DIR,
+                    index.id
+                );
+            }
+            if index.write {
+                let _ = writeln!(
+                    s,
+                    "          stores its key index in {}",
+                    plan.sink
+                        .display_child(&format!("{}/{}/", crate::layout::INDEX_DIR, index.id))
+                );
+            }
+        }
     }
     if let Some(from) = &plan.stats_origin {
         let _ = writeln!(s, "stats     fitted statistics from {from}");

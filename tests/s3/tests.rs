@@ -1231,3 +1231,135 @@ fn dead_letters_past_the_memory_bound_go_up_as_a_multipart_upload() {
     assert_eq!(lines, (2..30_002).collect::<Vec<u64>>());
     assert_eq!(b.open_multipart_uploads(), 0);
 }
+
+/// Dedup against a dataset on the bucket (docs/text.md, "Incremental dedup"): crawl 1
+/// written there by two workers at once (its key indexes one object per section), then
+/// crawl 2 deduplicated against it, reading its indexes by ranged GETs, on the bucket
+/// and from local disk alike: the same shards as against a local copy of crawl 1, and
+/// crawl 1's documents gone from crawl 2.
+#[test]
+fn dedup_against_a_dataset_on_the_bucket_reads_its_index_by_ranged_reads() {
+    use std::process::{Command, Stdio};
+    let Some(b) = Bucket::new("against") else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("tmp");
+    // Documents of 40 random words (no two near alike); crawl 1 holds 0..800 in two objects,
+    // crawl 2 holds 600..1400.
+    let docs = |path: &str, range: std::ops::Range<u64>| {
+        let mut text = String::new();
+        for n in range {
+            let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let words: Vec<String> = (0..40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Letters: near dedup folds digits to `0`.
+                    let mut w = x % 50_000;
+                    let mut word = String::new();
+                    while w > 0 || word.is_empty() {
+                        word.push(char::from(b'a' + (w % 26) as u8));
+                        w /= 26;
+                    }
+                    word
+                })
+                .collect();
+            text.push_str(&format!(
+                "{}\n",
+                serde_json::json!({"n": n, "text": words.join(" ")})
+            ));
+        }
+        std::fs::create_dir_all(src.path().join(path).parent().expect("dir")).expect("mkdir");
+        std::fs::write(src.path().join(path), text).expect("write");
+    };
+    docs("c1/a.jsonl", 0..400);
+    docs("c1/b.jsonl", 400..800);
+    docs("c2/a.jsonl", 600..1400);
+    b.upload_dir(src.path(), "raw");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let steps = |against: &str| {
+        format!(
+            "  - dedup.exact: {{ column: text, against: [{against}] }}\n  - dedup.minhash: {{ column: text, against: [{against}] }}\n"
+        )
+    };
+    let yaml = |name: &str, input: &str, steps: &str, sink: &str| {
+        pipeline(
+            tmp.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "version: 1\nname: {name}\nsource:\n  uri: {input}\nsteps:\n{steps}sink:\n  uri: {sink}\n  max_rows: 150\nrun:\n  task_bytes: 40KiB\n"
+            ),
+        )
+        .to_string_lossy()
+        .into_owned()
+    };
+    let env = b.env();
+    let first = yaml(
+        "crawl1",
+        &b.uri("raw/c1/*.jsonl"),
+        &steps("").replace(", against: []", ""),
+        &b.uri("crawl1/"),
+    );
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+            cmd.current_dir(repo())
+                .args(["run", "-q", &first, "--worker", &format!("{i}/2")])
+                .stderr(Stdio::piped());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for (i, w) in workers.into_iter().enumerate() {
+        let o = w.wait_with_output().expect("wait");
+        assert!(o.status.success(), "worker {i}: {}", stderr(&o));
+    }
+    let index: Vec<String> = b
+        .keys("crawl1/_kiln/index/")
+        .into_iter()
+        .filter(|k| k.ends_with(".bin"))
+        .collect();
+    // Two steps, each one object per section (8 sections on 2 workers).
+    assert_eq!(index.len(), 16, "{index:?}");
+    let local = tmp.path().join("crawl1-copy");
+    b.download("crawl1", &local);
+
+    let second = |name: &str, against: &str| {
+        let out = tmp.path().join(name);
+        let p = yaml(
+            name,
+            &b.uri("raw/c2/*.jsonl"),
+            &steps(&format!("\"{against}\"")),
+            &out.to_string_lossy(),
+        );
+        kiln_env_ok(&env, &["run", "-q", &p]);
+        out
+    };
+    let on_bucket = second("against-bucket", &b.uri("crawl1/"));
+    let on_disk = second("against-disk", &local.to_string_lossy());
+    // The same rows (the shards' metadata names each pipeline, so not their bytes).
+    let rows =
+        |sink: &std::path::Path| -> Vec<RecordBatch> { read_shards(sink).into_values().collect() };
+    assert!(!rows(&on_bucket).is_empty());
+    assert!(rows(&on_bucket) == rows(&on_disk));
+    let kept: Vec<i64> = rows(&on_bucket)
+        .iter()
+        .flat_map(|batch| {
+            let n = batch
+                .column_by_name("n")
+                .expect("n")
+                .as_primitive::<Int64Type>()
+                .clone();
+            n.values().to_vec()
+        })
+        .collect();
+    assert_eq!(kept.len(), 600, "documents 800..1400 are kept");
+    assert!(
+        kept.iter().all(|&n| n >= 800),
+        "a document crawl 1 holds was kept: {:?}",
+        kept.iter().filter(|&&n| n < 800).collect::<Vec<_>>()
+    );
+}
