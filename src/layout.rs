@@ -24,6 +24,9 @@ pub const RUNS_DIR: &str = "_kiln/runs";
 /// Stage parts: what each task of a full or fit pass found, when several workers
 /// share the pass (`sink/stages.rs`).
 pub const STAGES_DIR: &str = "_kiln/stages";
+/// Task claims of workers that take tasks from each other (`sink/claims.rs`); removed
+/// with the stage parts when the manifest is written.
+pub const CLAIMS_DIR: &str = "_kiln/claims";
 /// Key indexes of dedup steps, for later runs' `against:` (`sink/index.rs`); kept
 /// with the dataset.
 pub const INDEX_DIR: &str = "_kiln/index";

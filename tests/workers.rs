@@ -381,3 +381,56 @@ fn a_finished_worker_runs_the_tasks_of_a_worker_whose_run_died() {
     let o = worker_cmd(out.path(), &p, "1/2").output().expect("runs");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A worker done with its own tasks runs those a slow (here: stopped) worker has not
+/// started, and the slow worker skips them when it goes on; the tasks the slow worker
+/// holds stay its own (a live run's claim is never taken). The dataset is the single
+/// run's, and no claim is left.
+#[test]
+fn an_idle_worker_runs_the_tasks_a_slow_worker_has_not_started() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 16, 4);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let out = tempfile::tempdir().expect("tmp");
+    let signal = |child: &Child, sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig}");
+    };
+    let slow = worker_cmd(out.path(), &p, "1/2")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Stopped as soon as its run is visible: live (its process is there), and slow.
+    let record = out.path().join("ds/_kiln/runs/w00001.json");
+    let waited = std::time::Instant::now();
+    while !record.exists() {
+        assert!(waited.elapsed().as_secs() < 60, "worker 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    signal(&slow, "-STOP");
+    let idle = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env("RUST_LOG", "kiln=info")
+        .args(["run", &p.to_string_lossy(), "--worker", "0/2"])
+        .output()
+        .expect("runs");
+    signal(&slow, "-CONT");
+    assert!(idle.status.success(), "worker 0: {}", stderr(&idle));
+    assert!(
+        stderr(&idle).contains("task(s) no other worker had started"),
+        "worker 0 ran none of worker 1's tasks: {}",
+        stderr(&idle)
+    );
+    let o = slow.wait_with_output().expect("wait");
+    assert!(o.status.success(), "worker 1: {}", stderr(&o));
+    assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    assert!(
+        !out.path().join("ds/_kiln/claims").exists()
+            || files(&out.path().join("ds/_kiln/claims")).is_empty()
+    );
+}

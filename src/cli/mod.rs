@@ -80,6 +80,11 @@ pub enum Command {
         /// of a stage computed by a waiting worker.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_grace)]
         take_over_after: std::time::Duration,
+        /// With several workers: run only this worker's own tasks (and a dead worker's),
+        /// never the tasks a slower worker has not started: each worker's share stays
+        /// `t % N`, for schedulers that bound each array task's time.
+        #[arg(long)]
+        own_tasks_only: bool,
     },
     /// Check a pipeline against its source (schema, steps, sink) without running it.
     Validate {
@@ -165,6 +170,7 @@ pub fn main() -> i32 {
             grace,
             stage_wait,
             take_over_after,
+            own_tasks_only,
         } => run::cmd_run(
             &args,
             run::RunFlags {
@@ -176,6 +182,7 @@ pub fn main() -> i32 {
                     wait: stage_wait,
                     take_over_after,
                 },
+                own_tasks_only,
             },
             quiet,
             cli.log_format,

@@ -19,6 +19,7 @@ pub(super) struct RunFlags<'a> {
     pub(super) grace: std::time::Duration,
     pub(super) report: Option<PathBuf>,
     pub(super) stage_wait: runtime::StageWait,
+    pub(super) own_tasks_only: bool,
 }
 
 /// `kiln run`: builds the plan, runs it with the signal watcher and the progress
@@ -35,6 +36,7 @@ pub(super) fn cmd_run(
         grace,
         report: report_path,
         stage_wait,
+        own_tasks_only,
     } = flags;
     let pipeline = spec::load(&args.pipeline, &args.set)?;
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
@@ -65,6 +67,7 @@ pub(super) fn cmd_run(
                 worker,
                 drain,
                 stage_wait,
+                own_tasks_only,
             },
             stop.clone(),
         )

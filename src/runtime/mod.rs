@@ -27,6 +27,7 @@ use crate::report::{Phase, Stats};
 use crate::sink::{self, Manifest, SinkState, TaskRecord};
 
 mod cache;
+mod claims;
 mod drive;
 mod in_order;
 mod index;
@@ -74,6 +75,8 @@ pub struct ExecOptions {
     pub drain: Arc<AtomicBool>,
     /// How long a worker waits at a stage shared with other workers.
     pub stage_wait: StageWait,
+    /// Never run the tasks a slower worker has not started (`--own-tasks-only`).
+    pub own_tasks_only: bool,
 }
 
 /// Stack of each CPU thread. DataFusion evaluates an expression by recursion over its
@@ -145,6 +148,23 @@ pub async fn execute(
                     cache = kept;
                     (plan, Ok(Prepared::Ready { committed, stored }))
                 }
+                (plan, Err(e)) if worker.count > 1 => {
+                    // The other workers may have run this one's tasks and finished the
+                    // dataset (removing the stage's parts) while it was in a stage.
+                    match sink::read_manifest(&plan.sink).await {
+                        Ok(Some(m)) if m.pipeline_hash == plan.pipeline_hash => {
+                            tracing::info!(
+                                "the other workers finished the dataset while this one was in a stage"
+                            );
+                            // What this worker stored since they cleaned up.
+                            match sink::remove_scratch(&plan.sink).await {
+                                Ok(()) => (plan, Ok(Prepared::Complete(Box::new(m)))),
+                                Err(e) => (plan, Err(e)),
+                            }
+                        }
+                        _ => (plan, Err(e)),
+                    }
+                }
                 (plan, Err(e)) => (plan, Err(e)),
             }
         }
@@ -154,7 +174,19 @@ pub async fn execute(
     let outcome = match prepared {
         Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
         Ok(Prepared::Ready { committed, stored }) => {
-            run(plan.clone(), committed, &stored, stats, opts, stop, cache).await
+            let run_id = lease.as_ref().map(|l| l.run_id.clone()).unwrap_or_default();
+            let claims = (worker.count > 1).then(|| claims::Claims::new(run_id, worker));
+            run(
+                plan.clone(),
+                committed,
+                &stored,
+                stats,
+                opts,
+                stop,
+                cache,
+                claims,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -268,10 +300,10 @@ async fn take_over<F>(
     stop: &AtomicBool,
     drain: &AtomicBool,
     start: &impl Fn(Task) -> F,
-    done: &mut impl FnMut(TaskRecord),
+    done: &mut impl FnMut(claims::Ran),
 ) -> Result<usize>
 where
-    F: std::future::Future<Output = Result<TaskRecord>> + Send + 'static,
+    F: std::future::Future<Output = Result<claims::Ran>> + Send + 'static,
 {
     let dead: std::collections::BTreeSet<usize> = sink::lease::runs(&plan.sink)
         .await?
@@ -306,9 +338,6 @@ where
             left.len(),
             worker.count
         );
-        let redo: std::collections::BTreeSet<usize> = left.iter().map(|t| t.id).collect();
-        let sink = plan.sink.clone();
-        let _ = tokio::task::spawn_blocking(move || sink::clean_local_debris(&sink, &redo)).await;
         let n = left.len();
         let ran = schedule(left, slots, stop, Some(drain), start, &mut *done).await;
         lease.release().await;
@@ -318,6 +347,10 @@ where
     Ok(taken)
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one run's parts, each made once in `execute`"
+)]
 async fn run(
     plan: Arc<Plan>,
     committed: BTreeMap<usize, TaskRecord>,
@@ -326,6 +359,7 @@ async fn run(
     opts: ExecOptions,
     stop: Arc<AtomicBool>,
     cache: Option<Arc<DecodedCache>>,
+    claims: Option<claims::Claims>,
 ) -> Result<Outcome> {
     let worker = opts.worker;
     let skipped = plan
@@ -367,7 +401,9 @@ async fn run(
         .filter(|t| worker.owns(t.id) && !records.contains_key(&t.id))
         .cloned()
         .collect();
-    if !todo.is_empty() {
+    // On several workers a task's debris is removed when its claim is taken from a run
+    // that is gone (`claims.rs`): another worker may be writing it now.
+    if !todo.is_empty() && worker.count == 1 {
         let redo: std::collections::BTreeSet<usize> = todo.iter().map(|t| t.id).collect();
         let sink = plan.sink.clone();
         let t = Instant::now();
@@ -385,9 +421,16 @@ async fn run(
             .install(|| plan.steps.iter().for_each(|s| s.step.warm()));
     }
     stats.set_phase(Phase::Write);
-    let start = |task| {
+    let start = |task: Task| {
         let env = env.clone();
+        let claims = claims.clone();
         async move {
+            // Among workers: claimed first, unless another live run holds it.
+            if let Some(c) = &claims
+                && !c.acquire(&env.plan.sink, task.id).await?
+            {
+                return Ok(claims::Ran::Elsewhere);
+            }
             let TaskDone {
                 record,
                 dead_letter,
@@ -402,13 +445,15 @@ async fn run(
             staged.publish().await?;
             sink::commit_task(&env.plan.sink, &record).await?;
             env.stats.add_protocol(t.elapsed());
-            Ok(record)
+            Ok(claims::Ran::Committed(record))
         }
     };
-    let mut done = |record: TaskRecord| {
-        stats.add_step_counts(&record.step_counts);
-        stats.add_rejected(&record.rejected);
-        records.insert(record.task, record);
+    let mut done = |ran: claims::Ran| {
+        if let claims::Ran::Committed(record) = ran {
+            stats.add_step_counts(&record.step_counts);
+            stats.add_rejected(&record.rejected);
+            records.insert(record.task, record);
+        }
     };
     let todo = match plan.in_order {
         // A step decides in the main pass: the tasks run one at a time, in order, until
@@ -425,20 +470,37 @@ async fn run(
     schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
     if worker.count > 1 {
         take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
+        if !opts.own_tasks_only {
+            let taken = claims::take_unclaimed(
+                &plan,
+                worker.count,
+                slots,
+                &stop,
+                &opts.drain,
+                &start,
+                &mut done,
+            )
+            .await?;
+            if taken > 0 {
+                tracing::info!("ran {taken} task(s) no other worker had started");
+            }
+        }
     }
-    if plan
-        .tasks
-        .iter()
-        .any(|t| worker.owns(t.id) && !records.contains_key(&t.id))
+    if opts.drain.load(std::sync::atomic::Ordering::Relaxed)
+        || stop.load(std::sync::atomic::Ordering::Relaxed)
     {
-        // Only a stop leaves one of this worker's tasks undone without an error.
+        // A stop leaves tasks undone without an error.
         return Err(Error::Interrupted("a signal"));
     }
-    // Other workers commit too: count what the sink holds now.
+    // Other workers commit too (some of this worker's tasks among them, on several
+    // workers): count what the sink holds now.
     let t = Instant::now();
     let mut all = sink::committed(&plan.sink).await?;
     stats.add_protocol(t.elapsed());
     all.extend(records);
+    if worker.count == 1 && plan.tasks.iter().any(|t| !all.contains_key(&t.id)) {
+        return Err(Error::Interrupted("a signal"));
+    }
     if !stored.missing(&all).is_empty() {
         return Ok(Outcome::WorkerDone {
             committed: all.len(),

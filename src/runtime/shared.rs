@@ -188,6 +188,16 @@ async fn barrier<'a>(
         if left.is_empty() {
             return Ok(taken);
         }
+        // The other workers may have run this one's tasks and finished the dataset,
+        // removing the stage's parts (the run then ends as complete, `execute`).
+        if crate::sink::read_manifest(&plan.sink)
+            .await?
+            .is_some_and(|m| m.pipeline_hash == plan.pipeline_hash)
+        {
+            return Err(Error::Busy(
+                "the other workers finished the dataset while this one waited at a stage".into(),
+            ));
+        }
         if env.stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Interrupted("a signal"));
         }

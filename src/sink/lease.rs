@@ -13,8 +13,9 @@
 //! failed or not, removes its record.
 //!
 //! Workers of one job (`--worker 0/3`, `1/3`, ...) hold different records and run side
-//! by side, as before. Elastic workers that take over each other's tasks build on the
-//! same records (the multi-worker stages issue); this file only guards a sink.
+//! by side. Workers that take over each other's tasks build on the same records: a dead
+//! worker's tasks (`runtime::take_over`), and the tasks of a slow one that no run has
+//! claimed (`sink/claims.rs`, whose claims name a record's `run_id`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -159,6 +160,8 @@ pub struct Lease {
     sink: Location,
     relative: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The held record's `run_id`.
+    pub run_id: String,
 }
 
 /// Takes worker `index` of `count`'s run record.
@@ -200,6 +203,7 @@ pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Leas
             .await;
         match put {
             Ok(_) => {
+                let run_id = record.run_id.clone();
                 #[expect(
                     clippy::disallowed_methods,
                     reason = "the heartbeat is aborted when the lease is released or dropped"
@@ -209,6 +213,7 @@ pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Leas
                     sink: sink.clone(),
                     relative,
                     heartbeat,
+                    run_id,
                 });
             }
             // S3 answers 412 (Precondition) where the local store says AlreadyExists.

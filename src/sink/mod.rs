@@ -8,6 +8,7 @@
 //! the shard writer in `writer.rs`, uploads in `upload.rs`, the card in `card.rs`.
 
 pub mod card;
+pub mod claims;
 pub mod columns;
 pub mod index;
 pub mod lease;
@@ -108,6 +109,16 @@ pub async fn put_if_absent(sink: &Location, relative: &str, body: Bytes) -> Resu
 /// Every commit record in the sink, by task.
 pub async fn committed(sink: &Location) -> Result<BTreeMap<usize, TaskRecord>> {
     records(sink, &list_all(sink).await?).await
+}
+
+/// Whether `task` has a commit record (one HEAD, no read).
+pub async fn is_committed(sink: &Location, task: usize) -> Result<bool> {
+    let rel = task_record_path(task);
+    match sink.store.head(&sink.child(&rel)).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(Error::store("read", sink.display_child(&rel), e)),
+    }
 }
 
 /// The commit records among `paths` (a listing of the sink), by task.
@@ -501,11 +512,6 @@ pub async fn commit_task(sink: &Location, record: &TaskRecord) -> Result<()> {
 /// conditional put, so of two workers finishing at once exactly one writes it; `false`
 /// when another had. The card comes first and has no timestamp, so both write the same.
 pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
-    // Every task is committed: no worker needs a stage's parts any more.
-    let removed = stages::remove_all(sink).await?;
-    if removed > 0 {
-        tracing::debug!(removed, "stage parts removed");
-    }
     let card = manifest
         .pipeline
         .pointer("/sink/dataset_card")
@@ -516,10 +522,23 @@ pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
     }
     let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let wrote = put_if_absent(sink, MANIFEST, body.into()).await?;
+    // Every task is committed: no worker needs a stage's parts or a claim any more. After
+    // the manifest, so that a worker still in a stage that finds a part gone finds the
+    // dataset complete (and removes what it wrote itself since, `remove_scratch`).
+    remove_scratch(sink).await?;
     // _SUCCESS is empty: writing it again is harmless, and a worker that lost the race
     // right after the winner wrote the manifest makes sure it is there.
     put(sink, SUCCESS, Bytes::new()).await?;
     Ok(wrote)
+}
+
+/// Removes the stage parts and task claims (the dataset is complete).
+pub async fn remove_scratch(sink: &Location) -> Result<()> {
+    let removed = stages::remove_all(sink).await? + claims::remove_all(sink).await?;
+    if removed > 0 {
+        tracing::debug!(removed, "stage parts and task claims removed");
+    }
+    Ok(())
 }
 
 /// Now, as RFC 3339 in UTC.

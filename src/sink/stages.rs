@@ -177,8 +177,8 @@ pub async fn size(sink: &Location, rel: &str) -> Result<u64> {
         .map_err(|e| Error::store("read", sink.display_child(rel), e))
 }
 
-/// Deletes every stage part: once the manifest is about to be written nothing needs
-/// them (every task is committed). Best effort: a part left behind is not in the
+/// Deletes every stage part: once the manifest is written nothing needs them (every
+/// task is committed). Best effort: a part left behind is not in the
 /// manifest and is removed by the next `kiln finalize`.
 pub async fn remove_all(sink: &Location) -> Result<usize> {
     let paths = super::list_under(sink, STAGES_DIR).await?;

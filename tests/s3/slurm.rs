@@ -150,13 +150,16 @@ fn a_slurm_job_array_with_a_cancelled_and_resubmitted_task_makes_the_single_run_
     // The job script, as examples/orchestration/slurm-array.sh: KILN_WORKERS pins the
     // count, so a resubmitted index is still worker I of 4. Worker 2 reads through a
     // slow proxy in the first submission, so it is still running when it is cancelled.
+    // `--own-tasks-only`: the other workers would otherwise run the tasks the slow
+    // worker 2 has not started (tests/workers.rs), and there would be nothing left for
+    // its resubmission to do.
     let script = tmp.path().join("kiln-array.sh");
     std::fs::write(
         &script,
         format!(
             "#!/usr/bin/env bash\nset -euo pipefail\nexport KILN_WORKERS=4\n\
              if [[ $SLURM_ARRAY_TASK_ID == 2 && -n ${{SLOW_ENDPOINT:-}} ]]; then export AWS_ENDPOINT_URL=$SLOW_ENDPOINT; fi\n\
-             exec {} run {} --log-format json --report {}/report-$SLURM_ARRAY_TASK_ID.json\n",
+             exec {} run {} --own-tasks-only --log-format json --report {}/report-$SLURM_ARRAY_TASK_ID.json\n",
             env!("CARGO_BIN_EXE_kiln"),
             p.display(),
             tmp.path().display()

@@ -1,0 +1,137 @@
+//! Task claims: which run runs a task of the main pass when the workers of a job take
+//! tasks from each other (docs/workers.md, "Slow workers").
+//!
+//! Before a worker starts a task it creates `_kiln/claims/TTTTT.json` (its run's id) by a
+//! conditional put; a task whose claim another run holds is not started, unless that
+//! run is gone (no live run record with its id: killed, or ended by a failure), in which
+//! case the claim is overwritten. So a worker that has done its own tasks can take those
+//! a slower worker has not started yet, and the slower worker skips them when it gets
+//! there. A task is deterministic: two runs that both believe they hold a claim (a run
+//! taken for dead that was not) write the same shards, and one commit record wins. The
+//! claims are removed with the stage parts just before the manifest is written.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::{CLAIMS_DIR, TASKS_DIR};
+use crate::storage::Location;
+
+/// What a claim holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The run record's id of the run holding it (`sink::lease`).
+    pub run_id: String,
+    /// `I/N` of that run, for people reading the file.
+    pub worker: String,
+}
+
+/// Where the claim of `task` is.
+pub fn claim_path(task: usize) -> String {
+    format!("{CLAIMS_DIR}/{task:05}.json")
+}
+
+/// How a claim went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// This run holds it now.
+    Mine,
+    /// Another run holds it (its claim).
+    Theirs(Claim),
+}
+
+fn body(claim: &Claim) -> Result<Bytes> {
+    serde_json::to_vec(claim)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Claims `task` for `me`: created, or already `me`'s; else the claim found.
+///
+/// # Errors
+/// The store's.
+pub async fn claim(sink: &Location, task: usize, me: &Claim) -> Result<Claimed> {
+    let rel = claim_path(task);
+    for _ in 0..2 {
+        if super::put_if_absent(sink, &rel, body(me)?).await? {
+            return Ok(Claimed::Mine);
+        }
+        match super::get_json::<Claim>(sink, &rel).await? {
+            Some(held) if held.run_id == me.run_id => return Ok(Claimed::Mine),
+            Some(held) => return Ok(Claimed::Theirs(held)),
+            // Removed between the put and the read (the dataset was finalized): again.
+            None => {}
+        }
+    }
+    Err(Error::Busy(format!(
+        "the claim of task {task} in {} changes under this run; run again",
+        sink.display
+    )))
+}
+
+/// Takes `task`'s claim from a run that is gone.
+///
+/// # Errors
+/// The store's.
+pub async fn take(sink: &Location, task: usize, me: &Claim) -> Result<()> {
+    super::put_json(sink, &claim_path(task), me).await
+}
+
+/// The tasks with a claim, and the tasks committed: what their files' names say (one
+/// listing each, no reads).
+///
+/// # Errors
+/// The store's.
+pub async fn claimed_and_committed(sink: &Location) -> Result<(BTreeSet<usize>, BTreeSet<usize>)> {
+    let ids = |paths: Vec<object_store::path::Path>, dir: &str| -> BTreeSet<usize> {
+        paths
+            .iter()
+            .filter_map(|p| {
+                let rel = sink.relative(p);
+                rel.strip_prefix(dir)?
+                    .strip_prefix('/')?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let claimed = ids(super::list_under(sink, CLAIMS_DIR).await?, CLAIMS_DIR);
+    let committed = ids(super::list_under(sink, TASKS_DIR).await?, TASKS_DIR);
+    Ok((claimed, committed))
+}
+
+/// Deletes every claim (every task is committed). Best effort, as for stage parts.
+///
+/// # Errors
+/// The store's.
+pub async fn remove_all(sink: &Location) -> Result<usize> {
+    let paths = super::list_under(sink, CLAIMS_DIR).await?;
+    let n = paths.len();
+    for p in paths {
+        match sink.store.delete(&p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::store(
+                    "delete",
+                    sink.display_child(&sink.relative(&p)),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_paths() {
+        assert_eq!(claim_path(42), "_kiln/claims/00042.json");
+    }
+}
