@@ -419,7 +419,14 @@ fn an_idle_worker_runs_the_tasks_a_slow_worker_has_not_started() {
         .args(["run", &p.to_string_lossy(), "--worker", "0/2"])
         .output()
         .expect("runs");
+    // Worker 1 is still running (stopped, its process there): `kiln status` says so,
+    // with the task it holds if it had claimed one.
+    let status = stdout(&kiln_ok(
+        out.path(),
+        &["status", &out.path().join("ds").to_string_lossy()],
+    ));
     signal(&slow, "-CONT");
+    assert!(status.contains("running   worker 1/2"), "{status}");
     assert!(idle.status.success(), "worker 0: {}", stderr(&idle));
     assert!(
         stderr(&idle).contains("task(s) no other worker had started"),

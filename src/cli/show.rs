@@ -451,15 +451,42 @@ pub(super) fn cmd_status(uri: &str) -> Result<i32> {
             }
         );
     }
+    // What each run holds: the tasks it claimed that are not committed yet (several
+    // workers claim every task before it starts, `sink/claims.rs`).
+    let mut holds: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    if runs.iter().any(|r| !r.worker.ends_with("/1")) {
+        let (claimed, committed) =
+            rt.block_on(crate::sink::claims::claimed_and_committed(&sink))?;
+        for t in claimed.difference(&committed) {
+            let path = crate::sink::claims::claim_path(*t);
+            if let Some(c) = rt.block_on(crate::sink::get_json::<crate::sink::claims::Claim>(
+                &sink, &path,
+            ))? {
+                holds.entry(c.run_id).or_default().push(*t);
+            }
+        }
+    }
+    let held = |r: &crate::sink::lease::RunRecord| match holds.get(&r.run_id) {
+        Some(ts) => format!(
+            "; holds task{} {}",
+            if ts.len() == 1 { "" } else { "s" },
+            ts.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
     for r in &runs {
         let _ = if r.live() {
-            writeln!(s, "running   {}", r.describe())
+            writeln!(s, "running   {}{}", r.describe(), held(r))
         } else {
             writeln!(
                 s,
-                "dead      {} — no heartbeat for {}s: killed or lost; its tasks are redone \
+                "dead      {}{} — no heartbeat for {}s: killed or lost; its tasks are redone \
                  by a worker that finishes its own, or by the next run of worker {}",
                 r.describe(),
+                held(r),
                 r.age().as_secs(),
                 r.worker
             )
