@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -109,21 +108,7 @@ pub async fn claimed_and_committed(sink: &Location) -> Result<(BTreeSet<usize>, 
 /// # Errors
 /// The store's.
 pub async fn remove_all(sink: &Location) -> Result<usize> {
-    let paths = super::list_under(sink, CLAIMS_DIR).await?;
-    let n = paths.len();
-    for p in paths {
-        match sink.store.delete(&p).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Error::store(
-                    "delete",
-                    sink.display_child(&sink.relative(&p)),
-                    e,
-                ));
-            }
-        }
-    }
-    Ok(n)
+    super::stages::delete_under(sink, CLAIMS_DIR).await
 }
 
 #[cfg(test)]

@@ -177,11 +177,9 @@ pub async fn size(sink: &Location, rel: &str) -> Result<u64> {
         .map_err(|e| Error::store("read", sink.display_child(rel), e))
 }
 
-/// Deletes every stage part: once the manifest is written nothing needs them (every
-/// task is committed). Best effort: a part left behind is not in the
-/// manifest and is removed by the next `kiln finalize`.
-pub async fn remove_all(sink: &Location) -> Result<usize> {
-    let paths = super::list_under(sink, STAGES_DIR).await?;
+/// Deletes every object under `dir` (relative to the sink); returns how many there were.
+pub async fn delete_under(sink: &Location, dir: &str) -> Result<usize> {
+    let paths = super::list_under(sink, dir).await?;
     let n = paths.len();
     for p in paths {
         match sink.store.delete(&p).await {
@@ -195,6 +193,14 @@ pub async fn remove_all(sink: &Location) -> Result<usize> {
             }
         }
     }
+    Ok(n)
+}
+
+/// Deletes every stage part: once the manifest is written nothing needs them (every
+/// task is committed). Best effort: a part left behind is not in the
+/// manifest and is removed by the next `kiln finalize`.
+pub async fn remove_all(sink: &Location) -> Result<usize> {
+    let n = delete_under(sink, STAGES_DIR).await?;
     if let Some(root) = sink.identity.strip_prefix("file://") {
         // Local disk keeps the emptied folders, and the staging files of uploads a
         // SIGKILL cut short (`NAME#N`, which no listing shows).
