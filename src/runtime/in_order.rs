@@ -90,7 +90,8 @@ async fn write_index(env: &Pass, k: usize, parts: Vec<Part>) -> Result<()> {
     if super::index::spec(&env.plan, k).is_none_or(|s| !s.write) {
         return Ok(());
     }
-    let mut index = super::index::open(env, k, 0, BUCKETS).await?;
+    // Deciding in one pass never dedups against earlier datasets.
+    let mut index = super::index::open(env, k, 0, BUCKETS, &Vec::new()).await?;
     let index = call(env, k, move |o| {
         o.write_index(parts, &mut index.keys).map(|()| index)
     })

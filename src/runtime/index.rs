@@ -41,9 +41,13 @@ fn local(what: &str) -> Result<tempfile::NamedTempFile> {
         .map_err(|e| Error::sink(format!("a local {what}"), e.to_string()))
 }
 
+/// The earlier datasets a step dedups against, each with its index's files.
+pub(super) type Earlier = Vec<(Location, Vec<index::Stored>)>;
+
 /// The earlier datasets step `k` dedups against, each with its index's files: checked
-/// before the step's pass reads any input.
-pub(super) async fn against(plan: &Plan, k: usize) -> Result<Vec<(Location, Vec<index::Stored>)>> {
+/// before the step's pass reads any input, and read once for all the sections a worker
+/// settles.
+pub(super) async fn against(plan: &Plan, k: usize) -> Result<Earlier> {
     let Some(spec) = spec(plan, k) else {
         return Ok(Vec::new());
     };
@@ -64,8 +68,15 @@ pub(super) async fn against(plan: &Plan, k: usize) -> Result<Vec<(Location, Vec<
 }
 
 /// Opens step `k`'s index for the buckets `lo..hi`: the earlier datasets' keys there
-/// are fetched, and a local file takes the new index when the step writes one.
-pub(super) async fn open(env: &Pass, k: usize, lo: usize, hi: usize) -> Result<Open> {
+/// are fetched (`earlier`, from [`against`]), and a local file takes the new index when
+/// the step writes one.
+pub(super) async fn open(
+    env: &Pass,
+    k: usize,
+    lo: usize,
+    hi: usize,
+    earlier: &Earlier,
+) -> Result<Open> {
     let spec = spec(&env.plan, k);
     let Some(s) = spec.as_ref() else {
         return Ok(Open {
@@ -80,9 +91,9 @@ pub(super) async fn open(env: &Pass, k: usize, lo: usize, hi: usize) -> Result<O
     let started = Instant::now();
     let mut old = Vec::new();
     let mut bytes = 0;
-    for (at, files) in against(&env.plan, k).await? {
+    for (at, files) in earlier {
         let file = local("copy of an earlier index")?;
-        bytes += index::fetch(&at, &files, lo, hi, file.path()).await?;
+        bytes += index::fetch(at, files, lo, hi, file.path()).await?;
         old.push(file);
     }
     if !s.against.is_empty() {

@@ -203,7 +203,10 @@ pub(super) async fn settle(
         let name = env.plan.steps[k].name;
         // A dedup settles against its key index: every bucket of it.
         let index = match step.kind() {
-            Kind::FullPass(_) => Some(super::index::open(env, k, 0, BUCKETS).await?),
+            Kind::FullPass(_) => {
+                let earlier = super::index::against(&env.plan, k).await?;
+                Some(super::index::open(env, k, 0, BUCKETS, &earlier).await?)
+            }
             _ => None,
         };
         let (r, index) = on_pool(env, move || {

@@ -66,6 +66,7 @@ pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>
         return Ok(());
     }
     let maps = section_maps(env, k, sections).await?;
+    let earlier = super::index::against(&env.plan, k).await?;
     let concurrency = env.plan.pipeline.run.io_concurrency.max(1);
     let name = env.plan.steps[k].name;
     for s in ids {
@@ -104,7 +105,7 @@ pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>
         // The section's buckets of the key index: the earlier datasets' keys there, and
         // this run's index of them, stored before the section's decisions.
         let (lo, hi) = crate::steps::keys::section_buckets(s, sections);
-        let mut index = super::index::open(env, k, lo, hi).await?;
+        let mut index = super::index::open(env, k, lo, hi, &earlier).await?;
         let (out, index) = on_pool(env, move || {
             let out = merge_one(&step, parts, &mut index, k, name);
             (out, index)
