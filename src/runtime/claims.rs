@@ -69,8 +69,32 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// Whether this run computes the stage item whose claim is at `rel` (a task's part,
+    /// a section): its claim is this run's now, created or taken from a run that is not
+    /// in `live` (the live runs' ids).
+    ///
+    /// # Errors
+    /// The store's.
+    pub(super) async fn acquire_item(
+        &self,
+        sink: &Location,
+        rel: &str,
+        live: &BTreeSet<String>,
+    ) -> Result<bool> {
+        match claims::claim_at(sink, rel, &self.me).await? {
+            Claimed::Mine => Ok(true),
+            Claimed::Theirs(held) if live.contains(&held.run_id) => Ok(false),
+            Claimed::Theirs(_) => {
+                claims::take_at(sink, rel, &self.me).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// The run ids of the live runs on `sink`.
-async fn live(sink: &Location) -> Result<BTreeSet<String>> {
+pub(super) async fn live(sink: &Location) -> Result<BTreeSet<String>> {
     Ok(lease::runs(sink)
         .await?
         .into_iter()

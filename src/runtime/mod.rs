@@ -139,9 +139,11 @@ pub async fn execute(
                 .tasks
                 .iter()
                 .any(|t| worker.owns(t.id) && !committed.contains_key(&t.id));
-            let sharing = (worker.count > 1).then_some(shared::Sharing {
+            let run_id = lease.as_ref().map(|l| l.run_id.clone()).unwrap_or_default();
+            let sharing = (worker.count > 1).then(|| shared::Sharing {
                 worker,
                 wait: opts.stage_wait,
+                claims: claims::Claims::new(run_id, worker),
             });
             match stages(plan, &mut stored, &stats, &stop, work, sharing).await {
                 (plan, Ok(kept)) => {

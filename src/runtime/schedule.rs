@@ -118,7 +118,7 @@ pub(super) async fn observe(
     // Each task's parts (one per step of the group), by task index.
     let parts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let kept = parts.clone();
-    let rows = observe_each(env, from, to, slots, tasks, move |done: TaskDone| {
+    let rows = observe_each(env, from, to, slots, tasks, None, move |done: TaskDone| {
         crate::pool::lock(&kept).insert(done.record.task, done.parts);
         async { Ok(()) }
     })
@@ -134,15 +134,21 @@ pub(super) async fn observe(
     Ok((rows, by_step))
 }
 
+/// Asked right before a task (or a section) of a shared stage starts: whether this run
+/// computes it (its claim, `shared.rs`).
+pub(super) type Gate =
+    Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, Result<bool>> + Send + Sync>;
+
 /// `tasks` observed as in [`observe`], each task's result handed to `each` (on the
-/// task's own tokio task, so it may store the parts while other tasks run). Returns
-/// the rows read.
+/// task's own tokio task, so it may store the parts while other tasks run); a task
+/// `gate` refuses is skipped. Returns the rows read.
 pub(super) async fn observe_each<F, Fut>(
     env: &Pass,
     from: usize,
     to: usize,
     slots: usize,
     tasks: Vec<Task>,
+    gate: Option<Gate>,
     each: F,
 ) -> Result<u64>
 where
@@ -177,8 +183,15 @@ where
         &env.stop,
         None,
         |task| {
-            let (pass, each) = (pass.clone(), each.clone());
-            async move { each(run_task(pass, task, Mode::Observe(from, to)).await?).await }
+            let (pass, each, gate) = (pass.clone(), each.clone(), gate.clone());
+            async move {
+                if let Some(gate) = gate
+                    && !gate(task.id).await?
+                {
+                    return Ok(());
+                }
+                each(run_task(pass, task, Mode::Observe(from, to)).await?).await
+            }
         },
         |()| {},
     )

@@ -60,8 +60,15 @@ async fn section_maps(env: &Pass, k: usize, sections: usize) -> Result<Vec<(u64,
 }
 
 /// Merges sections `ids` of step `k`: each from its byte range of every task's part, in
-/// task order, into its decisions, stored as `section-SSSSS.out`.
-pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>) -> Result<()> {
+/// task order, into its decisions, stored as `section-SSSSS.out`; a section `gate`
+/// refuses (another live run holds its claim) is skipped.
+pub(super) async fn merge(
+    env: &Pass,
+    k: usize,
+    sections: usize,
+    ids: Vec<usize>,
+    gate: &super::schedule::Gate,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -70,6 +77,9 @@ pub(super) async fn merge(env: &Pass, k: usize, sections: usize, ids: Vec<usize>
     let concurrency = env.plan.pipeline.run.io_concurrency.max(1);
     let name = env.plan.steps[k].name;
     for s in ids {
+        if !gate(s).await? {
+            continue;
+        }
         let ranges: Vec<(usize, u64, u64)> = env
             .plan
             .tasks

@@ -22,6 +22,10 @@
 //! settles from all sections' decisions, which are far smaller than the parts. Same
 //! rules for take-over and waiting.
 //!
+//! Each part and section is claimed right before it is computed (`sink/claims.rs`), and
+//! a waiting worker also computes the parts and sections of *running* workers that no
+//! live run has claimed, so a slow worker finishes only what it started.
+//!
 //! A rerun reuses the stored parts: a stage's parts are each computed once (or twice
 //! after a take-over race, with one result kept). The parts are removed when the
 //! manifest is written.
@@ -59,11 +63,29 @@ impl Default for StageWait {
     }
 }
 
-/// How workers share a pass: this one, and how long it waits.
-#[derive(Debug, Clone, Copy)]
+/// How workers share a pass: this one, how long it waits, and its claims (a worker
+/// claims each part and section before it computes it, so that an idle worker can take
+/// those a slow one has not started).
+#[derive(Debug, Clone)]
 pub(super) struct Sharing {
     pub worker: Worker,
     pub wait: StageWait,
+    pub claims: super::claims::Claims,
+}
+
+/// The gate of the items (task parts or sections: `what`) of the stage of step `k`: an
+/// item is computed by the run that holds its claim, taken right before it starts, so
+/// that a slow worker holds only what it is computing and an idle one can take the rest.
+fn gate(env: &Pass, sharing: &Sharing, k: usize, what: &'static str) -> super::schedule::Gate {
+    let (sink, claims) = (env.plan.sink.clone(), sharing.claims.clone());
+    std::sync::Arc::new(move |i: usize| {
+        let (sink, claims) = (sink.clone(), claims.clone());
+        Box::pin(async move {
+            let live = super::claims::live(&sink).await?;
+            let rel = crate::sink::claims::stage_claim_path(k, what, i);
+            claims.acquire_item(&sink, &rel, &live).await
+        }) as BoxFuture<'static, Result<bool>>
+    })
 }
 
 /// The pass of steps `from..=to` shared by the workers (see the module docs). Returns
@@ -99,6 +121,7 @@ pub(super) async fn shared_pass(
         .filter(|&t| sharing.worker.owns(t))
         .collect();
     let computed = mine.len();
+    let parts_gate = gate(env, &sharing, from, "part");
     let observe = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
         let ids: BTreeSet<usize> = ids.into_iter().collect();
         let tasks: Vec<Task> = plan
@@ -107,23 +130,40 @@ pub(super) async fn shared_pass(
             .filter(|t| ids.contains(&t.id))
             .cloned()
             .collect();
+        let gate = Some(parts_gate.clone());
         Box::pin(async move {
-            observe_each(env, from, to, slots, tasks, store(env, from, sections)).await?;
+            observe_each(
+                env,
+                from,
+                to,
+                slots,
+                tasks,
+                gate,
+                store(env, from, sections),
+            )
+            .await?;
             Ok(())
         })
     };
     if !mine.is_empty() {
         observe(mine).await?;
     }
-    let mut taken = barrier(env, from, sharing, n, "parts", &parts_missing, &observe).await?;
+    let mut taken = barrier(env, from, &sharing, n, "part", &parts_missing, &observe).await?;
     let (rows, settled) = if sectioned {
         let sections_missing = |have: &stages::Stored| -> Vec<usize> {
             (0..sections)
                 .filter(|s| !have.sections.contains(&(from, *s)))
                 .collect()
         };
+        let sections_gate = gate(env, &sharing, from, "section");
         let merge = |ids: Vec<usize>| -> BoxFuture<'_, Result<()>> {
-            Box::pin(super::sections::merge(env, from, sections, ids))
+            Box::pin(super::sections::merge(
+                env,
+                from,
+                sections,
+                ids,
+                &sections_gate,
+            ))
         };
         // Section `s` is merged by worker `s % owners`: only workers that have tasks (a
         // worker with none may have ended already).
@@ -136,9 +176,9 @@ pub(super) async fn shared_pass(
         taken += barrier(
             env,
             from,
-            sharing,
+            &sharing,
             owners,
-            "sections",
+            "section",
             &sections_missing,
             &merge,
         )
@@ -169,7 +209,7 @@ pub(super) async fn shared_pass(
 async fn barrier<'a>(
     env: &'a Pass,
     k: usize,
-    sharing: Sharing,
+    sharing: &Sharing,
     owners: usize,
     what: &str,
     missing: &impl Fn(&stages::Stored) -> Vec<usize>,
@@ -201,12 +241,43 @@ async fn barrier<'a>(
         if env.stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Interrupted("a signal"));
         }
-        let live: BTreeSet<usize> = lease::runs(&plan.sink)
-            .await?
+        let runs = lease::runs(&plan.sink).await?;
+        let live: BTreeSet<usize> = runs
             .iter()
             .filter(|r| r.live())
             .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
             .collect();
+        // Items of running workers that no live run has started (a slow worker's, or
+        // one whose claim a gone run holds): this worker computes them, the last first.
+        let live_runs: BTreeSet<String> = runs
+            .iter()
+            .filter(|r| r.live())
+            .map(|r| r.run_id.clone())
+            .collect();
+        let mut free = Vec::new();
+        for &i in left.iter().rev() {
+            if free.len() >= plan.threads.max(1) {
+                break;
+            }
+            let rel = crate::sink::claims::stage_claim_path(k, what, i);
+            if live.contains(&owner(i))
+                && sharing
+                    .claims
+                    .acquire_item(&plan.sink, &rel, &live_runs)
+                    .await?
+            {
+                free.push(i);
+            }
+        }
+        if !free.is_empty() {
+            tracing::info!(
+                count = free.len(),
+                "computing stage {what}s that running workers have not started"
+            );
+            taken += free.len();
+            compute(free).await?;
+            continue;
+        }
         let now = Instant::now();
         for w in 0..n {
             if live.contains(&w) {
@@ -228,7 +299,7 @@ async fn barrier<'a>(
             let whose: BTreeSet<usize> = orphans.iter().map(|&i| owner(i)).collect();
             tracing::info!(
                 count = orphans.len(),
-                "taking over the stage {what} of worker(s) {} (no live run)",
+                "taking over the stage {what}s of worker(s) {} (no live run)",
                 whose
                     .iter()
                     .map(|w| format!("{w}/{n}"))
@@ -246,7 +317,7 @@ async fn barrier<'a>(
                 .map(|&i| format!("{i} (worker {}/{n})", owner(i)))
                 .collect();
             return Err(Error::Busy(format!(
-                "waited {} at the stage of `{}` for {} {what} of other running workers: \
+                "waited {} at the stage of `{}` for {} {what}s of other running workers: \
                  {}{}; this worker's share is stored: run it again to go on",
                 humantime::format_duration(sharing.wait.wait),
                 plan.steps[k].name,

@@ -130,8 +130,10 @@ async fn run_stages(
                         plan.in_order = Some(k);
                     } else if work || fit_after {
                         let env = pass(Arc::new(plan.clone()), None)?;
-                        match sharing {
-                            Some(sharing) => shared_pass(&env, k, k, slots, sharing).await?,
+                        match &sharing {
+                            Some(sharing) => {
+                                shared_pass(&env, k, k, slots, sharing.clone()).await?
+                            }
                             None => full_pass(&env, k, k, slots).await?,
                         };
                     }
@@ -153,8 +155,10 @@ async fn run_stages(
                     let keep = cache.as_ref().is_some_and(|c| c.accepting());
                     let fit_plan = Arc::new(plan.for_fit(from, to, !keep)?);
                     let env = pass(fit_plan, cache.clone().filter(|c| c.accepting()))?;
-                    let (seen, settled) = match sharing {
-                        Some(sharing) => shared_pass(&env, from, to, slots, sharing).await?,
+                    let (seen, settled) = match &sharing {
+                        Some(sharing) => {
+                            shared_pass(&env, from, to, slots, sharing.clone()).await?
+                        }
                         None => full_pass(&env, from, to, slots).await?,
                     };
                     if fitting.entries.is_empty() {

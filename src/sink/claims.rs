@@ -1,5 +1,6 @@
-//! Task claims: which run runs a task of the main pass when the workers of a job take
-//! tasks from each other (docs/workers.md, "Slow workers").
+//! Task claims: which run runs a task of the main pass (or computes a part or a section
+//! of a shared stage, `stage_claim_path`) when the workers of a job take work from each
+//! other (docs/workers.md).
 //!
 //! Before a worker starts a task it creates `_kiln/claims/TTTTT.json` (its run's id) by a
 //! conditional put; a task whose claim another run holds is not started, unless that
@@ -48,12 +49,26 @@ fn body(claim: &Claim) -> Result<Bytes> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Where the claim of item `i` (a task's part, or a section: `what`) of the stage of
+/// step `k` (0-based) is.
+pub fn stage_claim_path(k: usize, what: &str, i: usize) -> String {
+    format!("{CLAIMS_DIR}/step-{:03}/{what}-{i:05}.json", k + 1)
+}
+
 /// Claims `task` for `me`: created, or already `me`'s; else the claim found.
 ///
 /// # Errors
 /// The store's.
 pub async fn claim(sink: &Location, task: usize, me: &Claim) -> Result<Claimed> {
-    let rel = claim_path(task);
+    claim_at(sink, &claim_path(task), me).await
+}
+
+/// Claims what the claim at `rel` stands for, as [`claim`] does a task.
+///
+/// # Errors
+/// The store's.
+pub async fn claim_at(sink: &Location, rel: &str, me: &Claim) -> Result<Claimed> {
+    let rel = rel.to_string();
     for _ in 0..2 {
         if super::put_if_absent(sink, &rel, body(me)?).await? {
             return Ok(Claimed::Mine);
@@ -66,8 +81,8 @@ pub async fn claim(sink: &Location, task: usize, me: &Claim) -> Result<Claimed> 
         }
     }
     Err(Error::Busy(format!(
-        "the claim of task {task} in {} changes under this run; run again",
-        sink.display
+        "the claim {} changes under this run; run again",
+        sink.display_child(&rel)
     )))
 }
 
@@ -76,7 +91,15 @@ pub async fn claim(sink: &Location, task: usize, me: &Claim) -> Result<Claimed> 
 /// # Errors
 /// The store's.
 pub async fn take(sink: &Location, task: usize, me: &Claim) -> Result<()> {
-    super::put_json(sink, &claim_path(task), me).await
+    take_at(sink, &claim_path(task), me).await
+}
+
+/// Takes the claim at `rel` from a run that is gone.
+///
+/// # Errors
+/// The store's.
+pub async fn take_at(sink: &Location, rel: &str, me: &Claim) -> Result<()> {
+    super::put_json(sink, rel, me).await
 }
 
 /// The tasks with a claim, and the tasks committed: what their files' names say (one
@@ -118,5 +141,9 @@ mod tests {
     #[test]
     fn claim_paths() {
         assert_eq!(claim_path(42), "_kiln/claims/00042.json");
+        assert_eq!(
+            stage_claim_path(0, "section", 7),
+            "_kiln/claims/step-001/section-00007.json"
+        );
     }
 }

@@ -1363,3 +1363,86 @@ fn dedup_against_a_dataset_on_the_bucket_reads_its_index_by_ranged_reads() {
         kept.iter().filter(|&&n| n < 800).collect::<Vec<_>>()
     );
 }
+
+/// A slow worker (its input read through a proxy that delays every request by 400 ms)
+/// beside a fast one, on a dedup-then-fit pipeline on the bucket: the fast worker
+/// computes the stage parts and runs the tasks the slow one has not started (claims,
+/// docs/workers.md), both exit 0, and the dataset is the single run's with no stage part
+/// or claim left.
+#[test]
+fn a_fast_worker_computes_what_a_slow_worker_has_not_started() {
+    use std::process::{Command, Stdio};
+    let Some(b) = Bucket::new("slow-worker") else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("tmp");
+    for i in 0..12 {
+        write_docs(
+            &src.path().join(format!("f{i:02}.jsonl")),
+            (i % 6) * 500,
+            150 + (i % 6) * 20,
+        );
+    }
+    b.upload_dir(src.path(), "raw");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let yaml = format!(
+        "version: 1\nname: slow\nsource:\n  uri: {}\nsteps:\n  - dedup.exact: {{ column: text }}\n  - standardize: {{ columns: [n] }}\nsink:\n  uri: {}\n  max_rows: 120\nrun:\n  task_bytes: 40KiB\n",
+        b.uri("raw/*.jsonl"),
+        b.uri("out/")
+    );
+    let p = pipeline(tmp.path(), "slow.yaml", &yaml);
+    let p = p.to_string_lossy().into_owned();
+    let env = b.env();
+    let single = tmp.path().join("single");
+    kiln_env_ok(
+        &env,
+        &[
+            "run",
+            "-q",
+            &p,
+            "--set",
+            &format!("sink.uri={}", single.display()),
+        ],
+    );
+    let proxy = FaultProxy::start(&b.endpoint);
+    proxy.add(Rule::new(Fault::Delay(400)).path("raw/"));
+    let spawn = |i: usize, endpoint: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.current_dir(repo())
+            .args(["run", &p, "--worker", &format!("{i}/2")])
+            .args(["--take-over-after", "1h"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.env("AWS_ENDPOINT_URL", endpoint)
+            .env("KILN_LOG", "kiln=info");
+        cmd.spawn().expect("spawn")
+    };
+    let slow = spawn(1, &proxy.endpoint);
+    let fast = spawn(0, &b.endpoint);
+    let fast = fast.wait_with_output().expect("wait");
+    let slow = slow.wait_with_output().expect("wait");
+    assert!(fast.status.success(), "fast: {}", stderr(&fast));
+    assert!(slow.status.success(), "slow: {}", stderr(&slow));
+    for line in stderr(&fast).lines().filter(|l| l.contains("not started")) {
+        eprintln!("fast worker: {line}");
+    }
+    assert!(
+        stderr(&fast).contains("that running workers have not started")
+            || stderr(&fast).contains("task(s) no other worker had started"),
+        "the fast worker took nothing of the slow one's: {}",
+        stderr(&fast)
+    );
+    let dest = tmp.path().join("two");
+    b.download("out", &dest);
+    assert_eq!(comparable(&dest), comparable(&single));
+    let keys = b.keys("out/_kiln/");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.starts_with("out/_kiln/stages/") || k.starts_with("out/_kiln/claims/")),
+        "{keys:?}"
+    );
+}
