@@ -978,13 +978,10 @@ fn workers_with_dedup_and_a_fit_killed_at_random_make_the_clean_dataset() {
 }
 
 /// 12 JSONL objects (the last 6 repeat the first 6's documents, so a dedup drops
-/// half) on a bucket; `n` workers of a pipeline with `steps`, killed and restarted at
-/// random, against a single run.
-fn chaos(name: &str, steps: &str, n: usize) {
-    use std::process::{Child, Command, Stdio};
-    let Some(b) = Bucket::new(name) else {
-        return;
-    };
+/// half) uploaded to `b`, a pipeline `name` with `steps` over them into `out/` on the
+/// bucket, and one run of it into a local `single/`: the folder holding the pipeline
+/// file and `single/`, and the pipeline file's path.
+fn twelve_objects(b: &Bucket, name: &str, steps: &str) -> (tempfile::TempDir, String) {
     let src = tempfile::tempdir().expect("tmp");
     for i in 0..12 {
         write_docs(
@@ -1000,12 +997,11 @@ fn chaos(name: &str, steps: &str, n: usize) {
         b.uri("raw/*.jsonl"),
         b.uri("out/")
     );
-    let p = pipeline(tmp.path(), "chaos.yaml", &yaml);
+    let p = pipeline(tmp.path(), &format!("{name}.yaml"), &yaml);
     let p = p.to_string_lossy().into_owned();
-    let env = b.env();
     let single = tmp.path().join("single");
     kiln_env_ok(
-        &env,
+        &b.env(),
         &[
             "run",
             "-q",
@@ -1014,6 +1010,20 @@ fn chaos(name: &str, steps: &str, n: usize) {
             &format!("sink.uri={}", single.display()),
         ],
     );
+    (tmp, p)
+}
+
+/// 12 JSONL objects (the last 6 repeat the first 6's documents, so a dedup drops
+/// half) on a bucket; `n` workers of a pipeline with `steps`, killed and restarted at
+/// random, against a single run.
+fn chaos(name: &str, steps: &str, n: usize) {
+    use std::process::{Child, Command, Stdio};
+    let Some(b) = Bucket::new(name) else {
+        return;
+    };
+    let (tmp, p) = twelve_objects(&b, name, steps);
+    let env = b.env();
+    let single = tmp.path().join("single");
 
     let spawn = |i: usize| -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -1375,35 +1385,13 @@ fn a_fast_worker_computes_what_a_slow_worker_has_not_started() {
     let Some(b) = Bucket::new("slow-worker") else {
         return;
     };
-    let src = tempfile::tempdir().expect("tmp");
-    for i in 0..12 {
-        write_docs(
-            &src.path().join(format!("f{i:02}.jsonl")),
-            (i % 6) * 500,
-            150 + (i % 6) * 20,
-        );
-    }
-    b.upload_dir(src.path(), "raw");
-    let tmp = tempfile::tempdir().expect("tmp");
-    let yaml = format!(
-        "version: 1\nname: slow\nsource:\n  uri: {}\nsteps:\n  - dedup.exact: {{ column: text }}\n  - standardize: {{ columns: [n] }}\nsink:\n  uri: {}\n  max_rows: 120\nrun:\n  task_bytes: 40KiB\n",
-        b.uri("raw/*.jsonl"),
-        b.uri("out/")
+    let (tmp, p) = twelve_objects(
+        &b,
+        "slow",
+        "  - dedup.exact: { column: text }\n  - standardize: { columns: [n] }\n",
     );
-    let p = pipeline(tmp.path(), "slow.yaml", &yaml);
-    let p = p.to_string_lossy().into_owned();
     let env = b.env();
     let single = tmp.path().join("single");
-    kiln_env_ok(
-        &env,
-        &[
-            "run",
-            "-q",
-            &p,
-            "--set",
-            &format!("sink.uri={}", single.display()),
-        ],
-    );
     let proxy = FaultProxy::start(&b.endpoint);
     proxy.add(Rule::new(Fault::Delay(400)).path("raw/"));
     let spawn = |i: usize, endpoint: &str| {
