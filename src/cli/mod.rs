@@ -80,9 +80,9 @@ pub enum Command {
         /// of a stage computed by a waiting worker.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_grace)]
         take_over_after: std::time::Duration,
-        /// With several workers: run only this worker's own tasks (and a dead worker's),
-        /// never the tasks a slower worker has not started: each worker's share stays
-        /// `t % N`, for schedulers that bound each array task's time.
+        /// With several workers: run only this worker's own tasks and stage parts (and a
+        /// dead worker's), never those a slower worker has not started: each worker's
+        /// share stays `t % N`, for schedulers that bound each array task's time.
         #[arg(long)]
         own_tasks_only: bool,
     },

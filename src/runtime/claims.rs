@@ -72,7 +72,8 @@ impl Claims {
 impl Claims {
     /// Whether this run computes the stage item whose claim is at `rel` (a task's part,
     /// a section): its claim is this run's now, created or taken from a run that is not
-    /// in `live` (the live runs' ids).
+    /// live. `live`: the live runs' ids when the caller has them; else they are read
+    /// only if another run holds the claim.
     ///
     /// # Errors
     /// The store's.
@@ -80,37 +81,40 @@ impl Claims {
         &self,
         sink: &Location,
         rel: &str,
-        live: &BTreeSet<String>,
+        live: Option<&BTreeSet<String>>,
     ) -> Result<bool> {
-        match claims::claim_at(sink, rel, &self.me).await? {
-            Claimed::Mine => Ok(true),
-            Claimed::Theirs(held) if live.contains(&held.run_id) => Ok(false),
-            Claimed::Theirs(_) => {
-                claims::take_at(sink, rel, &self.me).await?;
-                Ok(true)
-            }
+        let Claimed::Theirs(held) = claims::claim_at(sink, rel, &self.me).await? else {
+            return Ok(true);
+        };
+        let holder_live = match live {
+            Some(live) => live.contains(&held.run_id),
+            None => self::live(sink).await?.contains(&held.run_id),
+        };
+        if holder_live {
+            return Ok(false);
         }
+        claims::take_at(sink, rel, &self.me).await?;
+        Ok(true)
     }
 }
 
 /// The run ids of the live runs on `sink`.
 pub(super) async fn live(sink: &Location) -> Result<BTreeSet<String>> {
-    Ok(lease::runs(sink)
+    Ok(running(sink).await?.0)
+}
+
+/// The live runs on `sink`: their run ids, and the indexes of their workers.
+pub(super) async fn running(sink: &Location) -> Result<(BTreeSet<String>, BTreeSet<usize>)> {
+    let live: Vec<lease::RunRecord> = lease::runs(sink)
         .await?
         .into_iter()
         .filter(lease::RunRecord::live)
-        .map(|r| r.run_id)
-        .collect())
-}
-
-/// The indexes of the workers with a live run.
-async fn running_workers(sink: &Location) -> Result<BTreeSet<usize>> {
-    Ok(lease::runs(sink)
-        .await?
+        .collect();
+    let workers = live
         .iter()
-        .filter(|r| r.live())
         .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
-        .collect())
+        .collect();
+    Ok((live.into_iter().map(|r| r.run_id).collect(), workers))
 }
 
 /// After this worker's own tasks: runs the tasks of running workers that no run has
@@ -138,7 +142,7 @@ where
         let (claimed, committed) = claims::claimed_and_committed(&plan.sink).await?;
         // Only the tasks of workers that are running: one never started (an array run
         // a few at a time) or whose run ended runs its own tasks when it comes.
-        let running = running_workers(&plan.sink).await?;
+        let (live, running) = running(&plan.sink).await?;
         let open = |t: &&Task| !committed.contains(&t.id);
         let mut next: Vec<Task> = plan
             .tasks
@@ -155,7 +159,6 @@ where
             if pending.is_empty() {
                 break;
             }
-            let live = live(&plan.sink).await?;
             for t in pending {
                 let held =
                     crate::sink::get_json::<Claim>(&plan.sink, &claims::claim_path(t.id)).await?;

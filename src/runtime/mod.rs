@@ -75,7 +75,8 @@ pub struct ExecOptions {
     pub drain: Arc<AtomicBool>,
     /// How long a worker waits at a stage shared with other workers.
     pub stage_wait: StageWait,
-    /// Never run the tasks a slower worker has not started (`--own-tasks-only`).
+    /// Never run the tasks, nor compute the stage parts and sections, a slower worker
+    /// has not started (`--own-tasks-only`).
     pub own_tasks_only: bool,
 }
 
@@ -129,6 +130,12 @@ pub async fn execute(
         other => (None, other),
     };
     stats.add_protocol(t.elapsed());
+    // On several workers each task, stage part and section is claimed under this run's
+    // record before it starts (`claims.rs`).
+    let claims = lease
+        .as_ref()
+        .filter(|_| worker.count > 1)
+        .map(|l| claims::Claims::new(l.run_id.clone(), worker));
     let mut cache = None;
     let (plan, prepared) = match prepared {
         Ok(Prepared::Ready {
@@ -139,11 +146,11 @@ pub async fn execute(
                 .tasks
                 .iter()
                 .any(|t| worker.owns(t.id) && !committed.contains_key(&t.id));
-            let run_id = lease.as_ref().map(|l| l.run_id.clone()).unwrap_or_default();
-            let sharing = (worker.count > 1).then(|| shared::Sharing {
+            let sharing = claims.clone().map(|claims| shared::Sharing {
                 worker,
                 wait: opts.stage_wait,
-                claims: claims::Claims::new(run_id, worker),
+                claims,
+                take_unstarted: !opts.own_tasks_only,
             });
             match stages(plan, &mut stored, &stats, &stop, work, sharing).await {
                 (plan, Ok(kept)) => {
@@ -176,8 +183,6 @@ pub async fn execute(
     let outcome = match prepared {
         Ok(Prepared::Complete(m)) => Ok(Outcome::AlreadyComplete(m)),
         Ok(Prepared::Ready { committed, stored }) => {
-            let run_id = lease.as_ref().map(|l| l.run_id.clone()).unwrap_or_default();
-            let claims = (worker.count > 1).then(|| claims::Claims::new(run_id, worker));
             run(
                 plan.clone(),
                 committed,

@@ -71,6 +71,8 @@ pub(super) struct Sharing {
     pub worker: Worker,
     pub wait: StageWait,
     pub claims: super::claims::Claims,
+    /// Compute what running workers have not started (not with `--own-tasks-only`).
+    pub take_unstarted: bool,
 }
 
 /// The gate of the items (task parts or sections: `what`) of the stage of step `k`: an
@@ -81,9 +83,8 @@ fn gate(env: &Pass, sharing: &Sharing, k: usize, what: &'static str) -> super::s
     std::sync::Arc::new(move |i: usize| {
         let (sink, claims) = (sink.clone(), claims.clone());
         Box::pin(async move {
-            let live = super::claims::live(&sink).await?;
             let rel = crate::sink::claims::stage_claim_path(k, what, i);
-            claims.acquire_item(&sink, &rel, &live).await
+            claims.acquire_item(&sink, &rel, None).await
         }) as BoxFuture<'static, Result<bool>>
     })
 }
@@ -241,29 +242,19 @@ async fn barrier<'a>(
         if env.stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Interrupted("a signal"));
         }
-        let runs = lease::runs(&plan.sink).await?;
-        let live: BTreeSet<usize> = runs
-            .iter()
-            .filter(|r| r.live())
-            .filter_map(|r| r.worker.split_once('/')?.0.parse().ok())
-            .collect();
+        let (live_runs, live) = super::claims::running(&plan.sink).await?;
         // Items of running workers that no live run has started (a slow worker's, or
         // one whose claim a gone run holds): this worker computes them, the last first.
-        let live_runs: BTreeSet<String> = runs
-            .iter()
-            .filter(|r| r.live())
-            .map(|r| r.run_id.clone())
-            .collect();
         let mut free = Vec::new();
         for &i in left.iter().rev() {
-            if free.len() >= plan.threads.max(1) {
+            if !sharing.take_unstarted || free.len() >= plan.threads.max(1) {
                 break;
             }
             let rel = crate::sink::claims::stage_claim_path(k, what, i);
             if live.contains(&owner(i))
                 && sharing
                     .claims
-                    .acquire_item(&plan.sink, &rel, &live_runs)
+                    .acquire_item(&plan.sink, &rel, Some(&live_runs))
                     .await?
             {
                 free.push(i);
