@@ -95,4 +95,4 @@ fuzz: deps ## run each fuzz target for FUZZ_SECONDS (default 60; nightly + cargo
 
 clean: ## remove build output and sample outputs
 	$(CARGO) clean
-	rm -rf out bench-out .venv-test .azurite
+	rm -rf out bench-out .venv-test .venv-train .azurite

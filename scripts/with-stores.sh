@@ -6,8 +6,10 @@
 #
 # Installs tests/requirements.txt (moto; pyarrow for the interop check; the Azure SDK;
 # datatrove + spaCy, the text.quality reference) into .venv-test and tests/package-lock.json (Azurite) into
-# .azurite when missing or changed, starts the servers on free ports, exports
-# KILN_TEST_S3_ENDPOINT, KILN_TEST_PYTHON and, with Azurite, KILN_TEST_AZURE and
+# .azurite when missing or changed, and tests/requirements-train.txt (megatron-core,
+# torch: the trainers' readers) into .venv-train; starts the servers on free ports,
+# exports KILN_TEST_S3_ENDPOINT, KILN_TEST_PYTHON, KILN_TEST_TRAIN_PYTHON and, with
+# Azurite, KILN_TEST_AZURE and
 # AZURITE_BLOB_STORAGE_URL, runs the command, and stops the servers when it ends,
 # failed or not.
 set -euo pipefail
@@ -36,6 +38,18 @@ install_venv() {
         cp "$REQS" .wheelhouse/requirements.installed
     fi
 }
+# The trainers' readers (megatron-core, torch) in a venv of their own: gigabytes, so
+# apart from .venv-test, and installed only when tests/requirements-train.txt changes.
+TRAIN_VENV=${KILN_TRAIN_VENV:-.venv-train}
+TRAIN_REQS=tests/requirements-train.txt
+install_train_venv() {
+    if ! cmp -s "$TRAIN_REQS" "$TRAIN_VENV/requirements.installed"; then
+        echo "== installing $TRAIN_REQS into $TRAIN_VENV (torch: ~6 GB)"
+        python3 -m venv "$TRAIN_VENV"
+        "$TRAIN_VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$TRAIN_REQS"
+        cp "$TRAIN_REQS" "$TRAIN_VENV/requirements.installed"
+    fi
+}
 install_azurite() {
     if command -v npm >/dev/null 2>&1 && ! cmp -s tests/package-lock.json .azurite/package-lock.json.installed; then
         echo "== installing Azurite (tests/package-lock.json) into .azurite"
@@ -50,6 +64,7 @@ install_azurite() {
 # cargo compiles), then exit.
 if [[ "${1:-}" == "--install" ]]; then
     install_venv
+    install_train_venv
     install_azurite
     # Slurm for the job-array test (tests/s3/slurm.rs), which needs root to run; pigz and
     # wget, whose output tests/split.rs and tests/warc.rs read (skipped without them).
@@ -68,6 +83,7 @@ if [[ "${1:-}" == "--install" ]]; then
     exit 0
 fi
 install_venv
+install_train_venv
 
 free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
@@ -96,6 +112,7 @@ echo "== S3 server (moto) on http://127.0.0.1:$PORT"
 
 export KILN_TEST_S3_ENDPOINT="http://127.0.0.1:$PORT"
 export KILN_TEST_PYTHON="$PWD/$VENV/bin/python"
+export KILN_TEST_TRAIN_PYTHON="$PWD/$TRAIN_VENV/bin/python"
 
 # Azurite, from the npm registry, when npm is there.
 if command -v npm >/dev/null 2>&1; then

@@ -56,7 +56,27 @@ fn dataset(rt: &tokio::runtime::Runtime, uri: &str, rows: Option<usize>) -> Resu
         _ => stored.manifest(&records),
     };
     let mut s = summary(&location.display, &state, &manifest, &stored, &records);
-    if let Some(n) = rows
+    if let Some(first) = manifest.shards.first()
+        && first.index.is_some()
+    {
+        let _ = writeln!(
+            s,
+            "\nMegatron shards: each `.bin` with its `.idx`; read one with \
+             megatron.core.datasets.indexed_dataset.IndexedDataset(\"{}{}\")",
+            location.display,
+            first.path.trim_end_matches(".bin")
+        );
+    } else if let Some(first) = manifest.shards.first()
+        && first.mds.is_some()
+    {
+        let dir = first.path.rfind('/').map_or("", |i| &first.path[..i]);
+        let _ = writeln!(
+            s,
+            "\nMDS shards, listed in index.json; read them with \
+             streaming.StreamingDataset(local=\"{}{dir}\")",
+            location.display
+        );
+    } else if let Some(n) = rows
         && let Some(first) = manifest.shards.first()
     {
         let shard = format!("{}{}", location.display, first.path);
@@ -91,11 +111,18 @@ fn summary(
     );
     let _ = writeln!(
         s,
-        "rows      {} read, {} written in {} shards: {} Parquet ({} as Arrow)",
+        "rows      {} read, {} written in {} shards: {} {} ({} as Arrow)",
         m.rows_in,
         m.rows,
         m.shards.len(),
         ByteSize(m.bytes),
+        if m.shards.iter().any(|s| s.index.is_some()) {
+            "Megatron .bin"
+        } else if m.shards.iter().any(|s| s.mds.is_some()) {
+            "MDS"
+        } else {
+            "Parquet"
+        },
         ByteSize(m.memory_bytes)
     );
     let _ = writeln!(s, "tasks     {} of {}", records.len(), stored.tasks.len());
@@ -215,7 +242,10 @@ fn pipeline_lines(p: &serde_json::Value) -> String {
         let head = if i == 0 { "  steps  " } else { "         " };
         let _ = writeln!(s, "{head} {}. {}", i + 1, cut(line));
     }
-    let mut extra = vec![text(p.pointer("/sink/compression"))];
+    let mut extra = match p.pointer("/sink/format").and_then(|v| v.as_str()) {
+        Some(f @ ("megatron" | "mds")) => vec![f.to_string()],
+        _ => vec![text(p.pointer("/sink/compression"))],
+    };
     if let Some(parts) = p.pointer("/sink/partition_by").and_then(|v| v.as_array()) {
         let names: Vec<String> = parts.iter().map(|v| text(Some(v))).collect();
         extra.push(format!("partition_by {}", names.join(", ")));

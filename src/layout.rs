@@ -15,6 +15,8 @@ pub const STATS: &str = "_kiln/stats.json";
 pub const SUCCESS: &str = "_SUCCESS";
 /// The dataset card (`sink.dataset_card: true`).
 pub const CARD: &str = "README.md";
+/// With `sink.format: mds`: MosaicML Streaming's list of the shards of a folder.
+pub const MDS_INDEX: &str = "index.json";
 /// Commit records, one per task.
 pub const TASKS_DIR: &str = "_kiln/tasks";
 /// Failure records, one per failed run.
@@ -65,4 +67,6 @@ pub fn is_kiln_file(rel: &str) -> bool {
         || rel.starts_with(KILN_DIR)
         || rel == SUCCESS
         || rel == CARD
+        || rel == MDS_INDEX
+        || rel.ends_with(&format!("/{MDS_INDEX}"))
 }

@@ -117,6 +117,12 @@ fn packed_pretraining_rows_are_identical_for_any_threads_and_batches() {
 }
 
 #[test]
+fn megatron_and_mds_shards_are_identical_for_any_threads_and_batches() {
+    identical_for_any_threads_and_batches(&["pretrain-megatron.yaml"]);
+    identical_for_any_threads_and_batches(&["pretrain-mds.yaml"]);
+}
+
+#[test]
 fn limit_and_parquet_input_are_identical_for_any_threads_and_batches() {
     identical_for_any_threads_and_batches(&["parquet-products.yaml"]);
 }

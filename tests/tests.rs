@@ -19,6 +19,8 @@ mod html;
 mod images;
 mod incremental;
 mod interop;
+mod mds;
+mod megatron;
 mod minhash;
 mod orchestration;
 mod quality;

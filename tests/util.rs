@@ -132,11 +132,20 @@ pub fn read_parquet(path: &Path) -> RecordBatch {
     concat_batches(&schema, &batches).expect("concat")
 }
 
-/// Every `.parquet` file below `dir`: relative path and bytes, sorted by path.
+/// Every shard file below `dir` (`.parquet`; a Megatron sink's `.bin` and `.idx`):
+/// relative path and bytes, sorted by path.
 pub fn shard_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files(dir)
         .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".parquet"))
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.ends_with(".parquet")
+                || (!p.contains("/_kiln/")
+                    && (p.ends_with(".bin")
+                        || p.ends_with(".idx")
+                        || p.ends_with(".mds")
+                        || p.ends_with("/index.json")))
+        })
         .map(|p| {
             let rel = p
                 .strip_prefix(dir)

@@ -218,7 +218,7 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
             );
         }
     }
-    let example = crate::sink::writer::shard_name(
+    let example = crate::sink::writer::shard_stem(
         &p.sink
             .partition_by
             .iter()
@@ -227,11 +227,36 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
         0,
         0,
     );
-    let _ = writeln!(
-        s,
-        "sink      {}{} … ({:?}, ≤{} rows or ≤{} a shard)",
-        plan.sink.display, example, p.sink.compression, p.sink.max_rows, p.sink.max_bytes
-    );
+    let _ = match p.sink.format {
+        spec::SinkFormat::Parquet => writeln!(
+            s,
+            "sink      {}{example}.parquet … ({:?}, ≤{} rows or ≤{} a shard)",
+            plan.sink.display, p.sink.compression, p.sink.max_rows, p.sink.max_bytes
+        ),
+        spec::SinkFormat::Megatron => writeln!(
+            s,
+            "sink      {}{example}.bin + .idx … (Megatron indexed dataset, {} ids, a row a \
+             document; ≤{} documents or ≤{} of ids a shard)",
+            plan.sink.display,
+            crate::sink::megatron::Dtype::choose(
+                p.sink
+                    .megatron
+                    .as_ref()
+                    .map(|m| m.dtype)
+                    .unwrap_or_default(),
+                plan.vocabulary()
+            )
+            .name(),
+            p.sink.max_rows,
+            p.sink.max_bytes
+        ),
+        spec::SinkFormat::Mds => writeln!(
+            s,
+            "sink      {}{example}.mds … (MosaicML Streaming MDS, index.json at finalize; ≤{} \
+             samples or ≤{} a shard)",
+            plan.sink.display, p.sink.max_rows, p.sink.max_bytes
+        ),
+    };
     let _ = writeln!(
         s,
         "files     {}",
@@ -306,6 +331,7 @@ fn plan_json(
         "stored_plan_workers": stored_workers,
         "sink": {
             "uri": plan.sink.display,
+            "format": p.sink.format,
             "partition_by": p.sink.partition_by,
             "columns": columns(&plan.file_schema),
         },

@@ -214,9 +214,15 @@ impl Plan {
                 pipeline_hash: &self.pipeline_hash,
                 memory_limit: self.pipeline.run.memory_limit.get(),
                 threads: self.threads.max(1),
+                vocabulary: self.vocabulary(),
             },
             handle,
         )
+    }
+
+    /// The largest vocabulary of the pipeline's `tokenize` steps, if it has any.
+    pub fn vocabulary(&self) -> Option<u64> {
+        self.steps.iter().filter_map(|s| s.step.vocabulary()).max()
     }
 
     /// Total stored bytes of the input.

@@ -242,6 +242,29 @@ pub(super) fn file_schema(
                 .into(),
         ));
     }
+    let format = pipeline.sink.format;
+    if format != crate::spec::SinkFormat::Parquet && pipeline.sink.dataset_card {
+        return Err(Error::Plan(format!(
+            "sink.dataset_card describes Parquet shards to Hugging Face `datasets`; a sink of \
+             format {} has none: leave dataset_card out",
+            serde_json::to_value(format).unwrap_or_default()
+        )));
+    }
+    if format == crate::spec::SinkFormat::Megatron {
+        file_fields = vec![megatron_column(pipeline, &file_fields)?];
+    }
+    if format == crate::spec::SinkFormat::Mds {
+        let max = crate::sink::mds::MAX_SHARD_BYTES;
+        if pipeline.sink.max_bytes.get() > max {
+            return Err(Error::Plan(format!(
+                "sink.max_bytes: an MDS shard holds at most 4 GiB (its offsets are uint32), \
+                 not {}",
+                pipeline.sink.max_bytes
+            )));
+        }
+        crate::sink::mds::Columns::new(&Schema::new(file_fields.clone()), max)
+            .map_err(|e| Error::Plan(format!("sink.format: mds: {e}")))?;
+    }
     for f in &file_fields {
         if let Some(path) = empty_struct(f.name(), f.data_type()) {
             return Err(Error::Plan(format!(
@@ -253,6 +276,53 @@ pub(super) fn file_schema(
         }
     }
     Ok(with_hf_metadata(&Schema::new(file_fields), classes))
+}
+
+/// The one column a Megatron sink stores: `sink.megatron.column`, or the first
+/// list-of-integer column (the token ids) of the files.
+fn megatron_column(
+    pipeline: &Pipeline,
+    fields: &[arrow::datatypes::FieldRef],
+) -> Result<arrow::datatypes::FieldRef> {
+    let named = pipeline
+        .sink
+        .megatron
+        .as_ref()
+        .and_then(|m| m.column.as_deref());
+    let names = || {
+        fields
+            .iter()
+            .map(|f| format!("`{}` ({})", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let field = match named {
+        Some(name) => fields.iter().find(|f| f.name() == name).ok_or_else(|| {
+            Error::Plan(format!(
+                "sink.megatron.column: no column `{name}` in the output (it has {})",
+                names()
+            ))
+        })?,
+        None => fields
+            .iter()
+            .find(|f| crate::sink::columns::is_token_column(f.data_type()))
+            .ok_or_else(|| {
+                Error::Plan(format!(
+                    "sink.format: megatron stores token ids, a list-of-integer column, and \
+                     the output has none ({}); add a `tokenize` step or name the column in \
+                     sink.megatron.column",
+                    names()
+                ))
+            })?,
+    };
+    if !crate::sink::columns::is_token_column(field.data_type()) {
+        return Err(Error::Plan(format!(
+            "sink.megatron.column: `{}` is {}, not a list of integers (token ids)",
+            field.name(),
+            field.data_type()
+        )));
+    }
+    Ok(field.clone())
 }
 
 /// The path of the first struct without fields inside a column of type `t`, if any.

@@ -34,12 +34,18 @@ pub fn splits(
     shards: &[ShardRecord],
     token_column: Option<&str>,
 ) -> Vec<SplitSummary> {
+    // A Megatron sink's shards are its `.bin` files (each with its `.idx`).
+    let files = match shards.first() {
+        Some(s) if s.path.ends_with(".bin") => "part-*.bin",
+        Some(s) if s.path.ends_with(".mds") => "part-*.mds",
+        _ => "part-*.parquet",
+    };
     let glob_all = |dirs: &[String]| -> String {
         let mut g = String::new();
         for d in dirs {
             let _ = write!(g, "{d}=*/");
         }
-        g + "part-*.parquet"
+        g + files
     };
     let level = partition_by.iter().position(|p| p == SPLIT_COLUMN);
     // (raw folder component, decoded name) of each shard's split.
@@ -93,7 +99,7 @@ pub fn splits(
                     let _ = write!(g, "{p}=*/");
                 }
             }
-            summary(name, g + "part-*.parquet", &shards)
+            summary(name, g + files, &shards)
         })
         .collect();
     out.sort_by_key(|s| s.name != "train");
@@ -353,6 +359,8 @@ mod tests {
                 },
             )]
             .into(),
+            index: None,
+            mds: None,
         }
     }
 

@@ -12,7 +12,9 @@ pub mod claims;
 pub mod columns;
 pub mod index;
 pub mod lease;
+pub mod mds;
 mod measure;
+pub mod megatron;
 pub mod records;
 mod rowgroups;
 pub mod stages;
@@ -520,6 +522,10 @@ pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
     if card {
         put(sink, layout::CARD, card::render(manifest)?.into()).await?;
     }
+    // Before the manifest: a dataset is complete only with every index a reader needs.
+    for (path, body) in mds_indexes(manifest)? {
+        put(sink, &path, body.into()).await?;
+    }
     let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     let wrote = put_if_absent(sink, MANIFEST, body.into()).await?;
     // Every task is committed: no worker needs a stage's parts or a claim any more. After
@@ -530,6 +536,31 @@ pub async fn finalize(sink: &Location, manifest: &Manifest) -> Result<bool> {
     // right after the winner wrote the manifest makes sure it is there.
     put(sink, SUCCESS, Bytes::new()).await?;
     Ok(wrote)
+}
+
+/// MosaicML Streaming's `index.json` for each folder of MDS shards: the shards' entries
+/// in manifest order (what `streaming.MDSWriter` writes at its end), as
+/// `json.dump(obj, sort_keys=True)` would.
+fn mds_indexes(manifest: &Manifest) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut by_dir: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for s in &manifest.shards {
+        if let Some(entry) = &s.mds {
+            let dir = s.path.rfind('/').map_or("", |i| &s.path[..=i]);
+            by_dir
+                .entry(dir.to_string())
+                .or_default()
+                .push(entry.clone());
+        }
+    }
+    by_dir
+        .into_iter()
+        .map(|(dir, shards)| {
+            let body = serde_json::json!({ "shards": shards, "version": 2 });
+            serde_json::to_vec(&body)
+                .map(|b| (format!("{dir}{}", layout::MDS_INDEX), b))
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
 }
 
 /// Removes the stage parts and task claims (the dataset is complete).

@@ -27,6 +27,21 @@ pub struct ShardRecord {
     /// Statistics of each column (by name).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, ColumnStats>,
+    /// A file published with the shard that a reader needs beside it: a Megatron
+    /// shard's `.idx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<FileRecord>,
+    /// An MDS shard's entry in its folder's `index.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mds: Option<serde_json::Value>,
+}
+
+/// A file of the sink: path relative to its root, size, CRC-32C (8 hex digits).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: String,
+    pub bytes: u64,
+    pub crc32c: String,
 }
 
 /// An input object of a task.

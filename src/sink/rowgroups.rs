@@ -438,6 +438,8 @@ impl Lane {
             crc32c: format!("{crc:08x}"),
             memory_bytes,
             columns,
+            index: None,
+            mds: None,
         };
         Ok((record, staged))
     }

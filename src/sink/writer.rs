@@ -65,6 +65,13 @@ pub struct WriterConfig {
     pub partition_cols: Vec<(usize, String)>,
     /// Indices of the file columns in those batches.
     pub file_cols: Vec<usize>,
+    /// The files hold fewer columns than the batches (partition columns; a Megatron
+    /// sink's token column alone).
+    pub project: bool,
+    /// `format: megatron`: how the token ids are stored.
+    pub megatron: Option<super::megatron::Dtype>,
+    /// `format: mds`: each column's encoding.
+    pub mds: Option<Arc<super::mds::Columns>>,
     pub props: WriterProperties,
     pub max_rows: u64,
     pub max_bytes: u64,
@@ -91,6 +98,8 @@ pub struct Shards<'a> {
     pub memory_limit: u64,
     /// The run's CPU threads.
     pub threads: usize,
+    /// The largest vocabulary of the pipeline's `tokenize` steps, if any.
+    pub vocabulary: Option<u64>,
 }
 
 impl WriterConfig {
@@ -111,9 +120,27 @@ impl WriterConfig {
             .map(|n| shards.output_schema.index_of(n).map(|i| (i, n.clone())))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let file_cols = (0..shards.output_schema.fields().len())
-            .filter(|i| !partition_cols.iter().any(|(p, _)| p == i))
-            .collect();
+        let file_cols: Vec<usize> = shards
+            .file_schema
+            .fields()
+            .iter()
+            .map(|f| shards.output_schema.index_of(f.name()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let project = file_cols.len() != shards.output_schema.fields().len();
+        let megatron = (spec.format == crate::spec::SinkFormat::Megatron).then(|| {
+            super::megatron::Dtype::choose(
+                spec.megatron.as_ref().map(|m| m.dtype).unwrap_or_default(),
+                shards.vocabulary,
+            )
+        });
+        let mds = match spec.format {
+            crate::spec::SinkFormat::Mds => Some(Arc::new(
+                super::mds::Columns::new(shards.file_schema, spec.max_bytes.get())
+                    .map_err(|e| Error::Plan(format!("sink.format: mds: {e}")))?,
+            )),
+            _ => None,
+        };
         let rg_bytes = row_group_bytes(spec);
         Ok(WriterConfig {
             store: sink.store.clone(),
@@ -122,6 +149,9 @@ impl WriterConfig {
             file_schema: shards.file_schema.clone(),
             partition_cols,
             file_cols,
+            project,
+            megatron,
+            mds,
             props: writer_properties(spec, &shards)?,
             max_rows: spec.max_rows.max(1),
             max_bytes: spec.max_bytes.get(),
@@ -200,6 +230,10 @@ pub struct TaskWriter {
     /// Partition directories in first-seen order, so closing is deterministic.
     order: Vec<String>,
     lane: Arc<Lane>,
+    /// `format: megatron`: the token column goes here instead of into row groups.
+    megatron: Option<super::megatron::Writer>,
+    /// `format: mds`: the rows go here instead of into row groups.
+    mds: Option<super::mds::Writer>,
     finished: bool,
 }
 
@@ -220,6 +254,13 @@ struct Making {
 impl TaskWriter {
     pub fn new(cfg: Arc<WriterConfig>, task: usize, stats: Arc<Stats>) -> Self {
         TaskWriter {
+            megatron: cfg
+                .megatron
+                .map(|dtype| super::megatron::Writer::new(cfg.clone(), dtype, task, stats.clone())),
+            mds: cfg
+                .mds
+                .clone()
+                .map(|cols| super::mds::Writer::new(cfg.clone(), cols, task, stats.clone())),
             lane: Lane::new(cfg.clone(), stats, task),
             cfg,
             partitions: HashMap::new(),
@@ -285,7 +326,7 @@ impl TaskWriter {
     }
 
     fn write_partition(&mut self, dir: String, batch: RecordBatch) -> Result<()> {
-        let batch = if self.cfg.partition_cols.is_empty() {
+        let batch = if !self.cfg.project {
             batch
         } else {
             let b = batch
@@ -296,6 +337,14 @@ impl TaskWriter {
         };
         if !self.partitions.contains_key(&dir) {
             self.order.push(dir.clone());
+        }
+        if let Some(m) = self.megatron.as_mut() {
+            self.partitions.entry(dir.clone()).or_default();
+            return m.write(&dir, &batch);
+        }
+        if let Some(m) = self.mds.as_mut() {
+            self.partitions.entry(dir.clone()).or_default();
+            return m.write(&dir, &batch);
         }
         let cfg = self.cfg.clone();
         let m = self.partitions.entry(dir.clone()).or_default();
@@ -334,6 +383,15 @@ impl TaskWriter {
     /// ([`Staged::publish`]).
     pub fn finish(mut self) -> Result<(Vec<ShardRecord>, Staged)> {
         self.finished = true;
+        let other = match (self.megatron.take(), self.mds.take()) {
+            (Some(m), _) => Some(m.finish(&self.order)?),
+            (None, Some(m)) => Some(m.finish(&self.order)?),
+            (None, None) => None,
+        };
+        if let Some((mut shards, staged)) = other {
+            shards.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok((shards, Staged(staged)));
+        }
         for dir in &self.order {
             if let Some(m) = self.partitions.get_mut(dir)
                 && m.rows > 0
@@ -409,15 +467,18 @@ fn first_rows(schema: &SchemaRef, batches: &[RecordBatch], n: usize) -> Result<R
 /// the words train / validation / val / test … in file names, not in Hive folders, so
 /// `load_dataset(<sink>)` then sees the splits without a dataset card.
 pub fn shard_name(dir: &str, task: usize, shard: usize) -> String {
+    shard_stem(dir, task, shard) + ".parquet"
+}
+
+/// [`shard_name`] without its extension (a Megatron shard's `.bin` and `.idx` share it).
+pub fn shard_stem(dir: &str, task: usize, shard: usize) -> String {
     let split = dir
         .split('/')
         .filter_map(|part| part.strip_prefix("split="))
         .next_back();
     match split {
-        Some(value) if !value.is_empty() => {
-            format!("{dir}part-{task:05}-{shard:05}-{value}.parquet")
-        }
-        _ => format!("{dir}part-{task:05}-{shard:05}.parquet"),
+        Some(value) if !value.is_empty() => format!("{dir}part-{task:05}-{shard:05}-{value}"),
+        _ => format!("{dir}part-{task:05}-{shard:05}"),
     }
 }
 

@@ -243,9 +243,14 @@ pub struct Sink {
     /// A directory path, or a `file://`, `s3://`, `gs://` or `az://` prefix. It must not
     /// lie inside the source.
     pub uri: String,
-    /// Output format; only `parquet`.
+    /// Output format: `parquet`; `megatron` (Megatron-LM's indexed dataset: the token
+    /// column only, a `.bin` and an `.idx` per shard); `mds` (MosaicML Streaming's shards
+    /// and `index.json`). See docs/training.md.
     #[serde(default)]
     pub format: SinkFormat,
+    /// With `format: megatron`: which column holds the token ids and how they are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub megatron: Option<MegatronSink>,
     /// Parquet compression codec.
     #[serde(default)]
     pub compression: SinkCompression,
@@ -313,6 +318,35 @@ const fn default_row_group_bytes() -> ByteSize {
 pub enum SinkFormat {
     #[default]
     Parquet,
+    /// Megatron-LM's indexed dataset (`.bin` + `.idx` per shard).
+    Megatron,
+    /// MosaicML Streaming's MDS shards (`.mds`) and `index.json`.
+    Mds,
+}
+
+/// The options of `format: megatron`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MegatronSink {
+    /// The token column (a list of integers per row; each row is one document). Default:
+    /// the first list-of-integer column of the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// How each token id is stored in the `.bin`.
+    #[serde(default)]
+    pub dtype: MegatronDtype,
+}
+
+/// The element type of a Megatron `.bin`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MegatronDtype {
+    /// `uint16` when the pipeline's `tokenize` has a vocabulary below 65,500 ids (as
+    /// Megatron's `preprocess_data.py` chooses), `int32` otherwise.
+    #[default]
+    Auto,
+    Uint16,
+    Int32,
 }
 
 /// Parquet codecs.

@@ -123,6 +123,12 @@ pub trait Step: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// For a step that makes token ids: how many ids its vocabulary has (a Megatron sink
+    /// stores ids below 65,500 as `uint16`). None for other steps.
+    fn vocabulary(&self) -> Option<u64> {
+        None
+    }
+
     /// Called, on the run's thread pool, when a run is about to send the step batches:
     /// what is slow to start (`exec`'s child processes) starts now, beside the source's
     /// first reads, instead of when the first batch waits for it. Best effort: an error

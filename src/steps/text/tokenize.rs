@@ -155,6 +155,20 @@ impl Engine {
         }
     }
 
+    /// How many ids the vocabulary has (what an embedding table is sized by).
+    pub fn vocabulary(&self) -> u64 {
+        match self {
+            Engine::Fast(t, _) => t.vocab_size() as u64,
+            Engine::Reference(t) => t.get_vocab_size(true) as u64,
+            // Its ranks and then its special tokens, which come last.
+            Engine::Tiktoken(_, specials) => specials
+                .iter()
+                .map(|(_, id)| u64::from(*id) + 1)
+                .max()
+                .unwrap_or(u64::from(u32::MAX)),
+        }
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match self {
             Engine::Fast(t, _) => t.token_to_id(token),
@@ -425,6 +439,10 @@ impl Step for Tokenize {
 
     fn fingerprint(&self) -> Option<String> {
         self.fingerprint.clone()
+    }
+
+    fn vocabulary(&self) -> Option<u64> {
+        Some(self.engine.vocabulary())
     }
 
     fn required_input(&self, downstream: &BTreeSet<String>) -> BTreeSet<String> {
