@@ -76,6 +76,14 @@ fn dataset(rt: &tokio::runtime::Runtime, uri: &str, rows: Option<usize>) -> Resu
              streaming.StreamingDataset(local=\"{}{dir}\")",
             location.display
         );
+    } else if let Some(first) = manifest.shards.first()
+        && first.path.ends_with(".tar")
+    {
+        let _ = writeln!(
+            s,
+            "\nWebDataset shards; read them with webdataset.WebDataset(\"{}{}\")",
+            location.display, first.path
+        );
     } else if let Some(n) = rows
         && let Some(first) = manifest.shards.first()
     {
@@ -120,6 +128,8 @@ fn summary(
             "Megatron .bin"
         } else if m.shards.iter().any(|s| s.mds.is_some()) {
             "MDS"
+        } else if m.shards.iter().any(|s| s.path.ends_with(".tar")) {
+            "WebDataset tar"
         } else {
             "Parquet"
         },
@@ -243,7 +253,7 @@ fn pipeline_lines(p: &serde_json::Value) -> String {
         let _ = writeln!(s, "{head} {}. {}", i + 1, cut(line));
     }
     let mut extra = match p.pointer("/sink/format").and_then(|v| v.as_str()) {
-        Some(f @ ("megatron" | "mds")) => vec![f.to_string()],
+        Some(f @ ("megatron" | "mds" | "webdataset")) => vec![f.to_string()],
         _ => vec![text(p.pointer("/sink/compression"))],
     };
     if let Some(parts) = p.pointer("/sink/partition_by").and_then(|v| v.as_array()) {

@@ -117,9 +117,10 @@ fn packed_pretraining_rows_are_identical_for_any_threads_and_batches() {
 }
 
 #[test]
-fn megatron_and_mds_shards_are_identical_for_any_threads_and_batches() {
+fn megatron_mds_and_webdataset_shards_are_identical_for_any_threads_and_batches() {
     identical_for_any_threads_and_batches(&["pretrain-megatron.yaml"]);
     identical_for_any_threads_and_batches(&["pretrain-mds.yaml"]);
+    identical_for_any_threads_and_batches(&["images-webdataset.yaml"]);
 }
 
 #[test]

@@ -33,5 +33,6 @@ mod stages;
 mod tabular;
 mod text;
 mod warc;
+mod webdataset;
 mod wheel;
 mod workers;

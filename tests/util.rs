@@ -144,6 +144,7 @@ pub fn shard_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
                     && (p.ends_with(".bin")
                         || p.ends_with(".idx")
                         || p.ends_with(".mds")
+                        || p.ends_with(".tar")
                         || p.ends_with("/index.json")))
         })
         .map(|p| {

@@ -250,6 +250,12 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
             p.sink.max_rows,
             p.sink.max_bytes
         ),
+        spec::SinkFormat::Webdataset => writeln!(
+            s,
+            "sink      {}{example}.tar … (WebDataset: a sample's columns as members \
+             <key>.<column>.<type>; ≤{} samples or ≤{} a shard)",
+            plan.sink.display, p.sink.max_rows, p.sink.max_bytes
+        ),
         spec::SinkFormat::Mds => writeln!(
             s,
             "sink      {}{example}.mds … (MosaicML Streaming MDS, index.json at finalize; ≤{} \

@@ -265,6 +265,15 @@ pub(super) fn file_schema(
         crate::sink::mds::Columns::new(&Schema::new(file_fields.clone()), max)
             .map_err(|e| Error::Plan(format!("sink.format: mds: {e}")))?;
     }
+    if format == crate::spec::SinkFormat::Webdataset {
+        let key = pipeline
+            .sink
+            .webdataset
+            .as_ref()
+            .and_then(|w| w.key.as_deref());
+        crate::sink::webdataset::Columns::new(&Schema::new(file_fields.clone()), key)
+            .map_err(|e| Error::Plan(format!("sink.format: webdataset: {e}")))?;
+    }
     for f in &file_fields {
         if let Some(path) = empty_struct(f.name(), f.data_type()) {
             return Err(Error::Plan(format!(

@@ -38,6 +38,7 @@ pub fn splits(
     let files = match shards.first() {
         Some(s) if s.path.ends_with(".bin") => "part-*.bin",
         Some(s) if s.path.ends_with(".mds") => "part-*.mds",
+        Some(s) if s.path.ends_with(".tar") => "part-*.tar",
         _ => "part-*.parquet",
     };
     let glob_all = |dirs: &[String]| -> String {

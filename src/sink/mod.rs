@@ -19,6 +19,7 @@ pub mod records;
 mod rowgroups;
 pub mod stages;
 pub mod upload;
+pub mod webdataset;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -72,6 +72,8 @@ pub struct WriterConfig {
     pub megatron: Option<super::megatron::Dtype>,
     /// `format: mds`: each column's encoding.
     pub mds: Option<Arc<super::mds::Columns>>,
+    /// `format: webdataset`: each column's member type and the key column.
+    pub webdataset: Option<Arc<super::webdataset::Columns>>,
     pub props: WriterProperties,
     pub max_rows: u64,
     pub max_bytes: u64,
@@ -141,6 +143,16 @@ impl WriterConfig {
             )),
             _ => None,
         };
+        let webdataset = match spec.format {
+            crate::spec::SinkFormat::Webdataset => Some(Arc::new(
+                super::webdataset::Columns::new(
+                    shards.file_schema,
+                    spec.webdataset.as_ref().and_then(|w| w.key.as_deref()),
+                )
+                .map_err(|e| Error::Plan(format!("sink.format: webdataset: {e}")))?,
+            )),
+            _ => None,
+        };
         let rg_bytes = row_group_bytes(spec);
         Ok(WriterConfig {
             store: sink.store.clone(),
@@ -152,6 +164,7 @@ impl WriterConfig {
             project,
             megatron,
             mds,
+            webdataset,
             props: writer_properties(spec, &shards)?,
             max_rows: spec.max_rows.max(1),
             max_bytes: spec.max_bytes.get(),
@@ -234,6 +247,8 @@ pub struct TaskWriter {
     megatron: Option<super::megatron::Writer>,
     /// `format: mds`: the rows go here instead of into row groups.
     mds: Option<super::mds::Writer>,
+    /// `format: webdataset`: the rows go here instead of into row groups.
+    webdataset: Option<super::webdataset::Writer>,
     finished: bool,
 }
 
@@ -261,6 +276,10 @@ impl TaskWriter {
                 .mds
                 .clone()
                 .map(|cols| super::mds::Writer::new(cfg.clone(), cols, task, stats.clone())),
+            webdataset: cfg
+                .webdataset
+                .clone()
+                .map(|cols| super::webdataset::Writer::new(cfg.clone(), cols, task, stats.clone())),
             lane: Lane::new(cfg.clone(), stats, task),
             cfg,
             partitions: HashMap::new(),
@@ -346,6 +365,10 @@ impl TaskWriter {
             self.partitions.entry(dir.clone()).or_default();
             return m.write(&dir, &batch);
         }
+        if let Some(w) = self.webdataset.as_mut() {
+            self.partitions.entry(dir.clone()).or_default();
+            return w.write(&dir, &batch);
+        }
         let cfg = self.cfg.clone();
         let m = self.partitions.entry(dir.clone()).or_default();
         let n = batch.num_rows() as u64;
@@ -383,10 +406,15 @@ impl TaskWriter {
     /// ([`Staged::publish`]).
     pub fn finish(mut self) -> Result<(Vec<ShardRecord>, Staged)> {
         self.finished = true;
-        let other = match (self.megatron.take(), self.mds.take()) {
-            (Some(m), _) => Some(m.finish(&self.order)?),
-            (None, Some(m)) => Some(m.finish(&self.order)?),
-            (None, None) => None,
+        let other = match (
+            self.megatron.take(),
+            self.mds.take(),
+            self.webdataset.take(),
+        ) {
+            (Some(m), _, _) => Some(m.finish(&self.order)?),
+            (None, Some(m), _) => Some(m.finish(&self.order)?),
+            (None, None, Some(w)) => Some(w.finish(&self.order)?),
+            (None, None, None) => None,
         };
         if let Some((mut shards, staged)) = other {
             shards.sort_by(|a, b| a.path.cmp(&b.path));

@@ -245,12 +245,15 @@ pub struct Sink {
     pub uri: String,
     /// Output format: `parquet`; `megatron` (Megatron-LM's indexed dataset: the token
     /// column only, a `.bin` and an `.idx` per shard); `mds` (MosaicML Streaming's shards
-    /// and `index.json`). See docs/training.md.
+    /// and `index.json`); `webdataset` (tar shards). See docs/training.md.
     #[serde(default)]
     pub format: SinkFormat,
     /// With `format: megatron`: which column holds the token ids and how they are stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub megatron: Option<MegatronSink>,
+    /// With `format: webdataset`: the key column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webdataset: Option<WebdatasetSink>,
     /// Parquet compression codec.
     #[serde(default)]
     pub compression: SinkCompression,
@@ -322,6 +325,18 @@ pub enum SinkFormat {
     Megatron,
     /// MosaicML Streaming's MDS shards (`.mds`) and `index.json`.
     Mds,
+    /// WebDataset tar shards (`.tar`): a sample's columns as members sharing its key.
+    Webdataset,
+}
+
+/// The options of `format: webdataset`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebdatasetSink {
+    /// The column whose values are the samples' keys (strings or integers without `.`
+    /// or `/`). Default: `<task>-<shard>-<row>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The options of `format: megatron`.

@@ -26,11 +26,35 @@ fn source_uri(pipeline: &Path) -> String {
 }
 
 /// The shard files that are not Parquet (Megatron's `.bin`/`.idx`, MDS shards and
-/// `index.json`), by relative path and bytes.
+/// `index.json`, WebDataset tars), by relative path and bytes; a tar as its members,
+/// with a `path` member (the object's path) cut as [`comparable`] cuts the column.
 fn training_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     shard_files(dir)
         .into_iter()
         .filter(|(rel, _)| !rel.ends_with(".parquet"))
+        .map(|(rel, bytes)| {
+            if !rel.ends_with(".tar") {
+                return (rel, bytes);
+            }
+            let mut members = Vec::new();
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            for e in archive.entries().expect("a tar") {
+                let mut e = e.expect("a member");
+                let name = e.path().expect("name").to_string_lossy().into_owned();
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut body).expect("read");
+                if name.ends_with(".path.txt") {
+                    let cut = body
+                        .windows(12)
+                        .position(|w| w == b"sample-data/")
+                        .unwrap_or(0);
+                    body.drain(..cut);
+                }
+                members.extend(name.into_bytes());
+                members.extend(body);
+            }
+            (rel, members)
+        })
         .collect()
 }
 
