@@ -162,3 +162,50 @@ fn training_readers_load_kiln_datasets_from_disk_and_s3() {
     assert_eq!(got["rows"], manifest["rows"], "{got}");
     assert_eq!(got["last_batch_shape"][1], 512, "packed rows stack: {got}");
 }
+
+/// The Parquet training-loop example (`examples/torch_dataloader.py`) with torch: one
+/// epoch stopped after 7 batches and resumed from the saved position equals the
+/// uninterrupted epoch, stream for stream, with the shards dealt to two DataLoader
+/// worker processes and with none. Several shards of several row groups, so the resume
+/// skips whole row groups and rows within one.
+#[test]
+fn the_parquet_training_loop_resumes_mid_epoch_as_an_uninterrupted_epoch() {
+    let Ok(python) = std::env::var("KILN_TEST_TRAIN_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KILN_TEST_TRAIN_PYTHON unset under CI"
+        );
+        eprintln!("\n!!!! SKIPPED: KILN_TEST_TRAIN_PYTHON unset (run through `make test`) !!!!\n");
+        return;
+    };
+    let out = tempfile::tempdir().expect("tmp");
+    kiln_ok(
+        out.path(),
+        &[
+            "run",
+            "-q",
+            "pipelines/pretrain-packed.yaml",
+            "--set",
+            "sink.max_rows=100",
+            "--set",
+            "sink.row_group_rows=30",
+        ],
+    );
+    let sink = out.path().join("pretrain-packed");
+    for workers in ["0", "2"] {
+        let o = std::process::Command::new(&python)
+            .arg(repo().join("examples/torch_dataloader.py"))
+            .arg(&sink)
+            .args(["--workers", workers, "--check-resume", "7", "--json"])
+            .output()
+            .expect("python runs");
+        assert!(o.status.success(), "the example failed:\n{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(r["resumed_equals_uninterrupted"], true, "{r}");
+        assert!(r["torch"].as_str().is_some(), "with torch: {r}");
+        assert_eq!(r["before_restart"], 56, "7 batches of 8: {r}");
+        assert_eq!(r["rows"], 436, "{r}");
+        let streams = r["position"].as_object().expect("position").len();
+        assert_eq!(streams, if workers == "2" { 2 } else { 1 }, "{r}");
+    }
+}

@@ -194,6 +194,28 @@ fn streaming_dataset_reads_each_split_as_the_parquet_run_holds_it() {
         );
         assert_same(&got, &want, split);
     }
+    // The training-loop example: an epoch stopped after 5 batches and resumed from the
+    // loader's saved state is the uninterrupted epoch.
+    let o = std::process::Command::new(&python)
+        .current_dir(repo())
+        .args([
+            "examples/mds_dataloader.py",
+            &m_sink.to_string_lossy(),
+            "--split",
+            "split=train",
+            "--json",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "the example failed: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(r["resumed_equals_uninterrupted"], true, "{r}");
+    assert_eq!(
+        r["samples"].as_u64(),
+        Some(parquet_samples(&p_sink.join("split=train")).len() as u64),
+        "{r}"
+    );
+    assert_eq!(r["before_restart"], 40, "{r}");
 
     // The same pipeline into the local S3 server, read by StreamingDataset from there.
     let Some(b) = Bucket::new("mds") else {

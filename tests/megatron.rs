@@ -176,6 +176,29 @@ fn megatron_core_reads_the_tokens_the_parquet_run_writes() {
         got == want,
         "megatron-core reads other tokens than the Parquet run holds"
     );
+
+    // The training-loop example: documents packed into 512-token sequences.
+    let o = std::process::Command::new(train_python().expect("checked above"))
+        .current_dir(repo())
+        .args([
+            "examples/megatron_dataloader.py",
+            &m_sink.to_string_lossy(),
+            "--seq-len",
+            "512",
+            "--json",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "the example failed: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(r["dataset_tokens"], tokens, "{r}");
+    assert_eq!(r["sequences"], (tokens - 1) / 512, "{r}");
+    assert_eq!(
+        r["tokens"],
+        r["sequences"].as_u64().expect("n") * 512,
+        "{r}"
+    );
+    assert_eq!(r["last_batch_shape"][1], 512, "{r}");
 }
 
 #[test]

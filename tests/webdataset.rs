@@ -145,6 +145,26 @@ fn webdataset_reads_each_split_as_the_parquet_run_holds_it() {
             "{split}: webdataset reads other samples than the Parquet run holds"
         );
     }
+    // The training-loop example: decoded image tensors in batches, two DataLoader workers.
+    let o = std::process::Command::new(&python)
+        .current_dir(repo())
+        .args([
+            "examples/webdataset_dataloader.py",
+            &w_sink.to_string_lossy(),
+            "--workers",
+            "2",
+            "--json",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "the example failed: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(r["samples"], r["manifest_rows"], "{r}");
+    assert_eq!(
+        r["last_batch_shape"].as_array().map(|s| s[1..].to_vec()),
+        Some(vec![3.into(), 224.into(), 224.into()]),
+        "{r}"
+    );
 }
 
 #[test]
