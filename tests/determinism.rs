@@ -63,10 +63,12 @@ fn identical_for(pipelines: &[&str], configs: &[(usize, Option<usize>)]) {
     for &(threads, batch_rows) in configs {
         let out = tempfile::tempdir().expect("tmp");
         for p in pipelines {
+            // A pipeline file, then any arguments of its own (`--set ...`).
+            let mut words = p.split_whitespace();
             let mut args = vec![
                 "run".to_string(),
                 "-q".to_string(),
-                format!("pipelines/{p}"),
+                format!("pipelines/{}", words.next().expect("a pipeline")),
                 "--set".to_string(),
                 format!("run.threads={threads}"),
                 "--set".to_string(),
@@ -77,6 +79,7 @@ fn identical_for(pipelines: &[&str], configs: &[(usize, Option<usize>)]) {
             if let Some(b) = batch_rows {
                 args.extend(["--set".to_string(), format!("run.batch_rows={b}")]);
             }
+            args.extend(words.map(str::to_string));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             kiln_ok(out.path(), &args);
         }
@@ -114,6 +117,9 @@ fn fineweb_dedup_and_split_are_identical_for_any_threads_and_batches() {
 #[test]
 fn packed_pretraining_rows_are_identical_for_any_threads_and_batches() {
     identical_for_any_threads_and_batches(&["pretrain-packed.yaml"]);
+    identical_for_any_threads_and_batches(&[
+        "pretrain-packed.yaml --set steps.4.pack.strategy=best_fit --set steps.4.pack.window=64 --set steps.4.pack.boundaries=segment_ids",
+    ]);
 }
 
 #[test]

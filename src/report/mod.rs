@@ -445,8 +445,15 @@ impl Report {
                     st.rows_out
                 );
                 if !st.counts.is_empty() {
-                    let counts: Vec<String> =
+                    let mut counts: Vec<String> =
                         st.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    // `pack`: the share of its rows' tokens that are padding.
+                    if let (Some(pad), Some(cap)) = (
+                        st.counts.get("padded_tokens"),
+                        st.counts.get("capacity_tokens").filter(|c| **c > 0),
+                    ) {
+                        counts.push(format!("padding {:.2}%", *pad as f64 * 100.0 / *cap as f64));
+                    }
                     let _ = writeln!(s, "  {:<28} {}", "", counts.join(" · "));
                 }
             }

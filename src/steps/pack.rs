@@ -12,6 +12,16 @@
 //! sequences take them) or `segment_ids` (per token, the index of its piece in the
 //! row). A document cut at a row's end continues as the first piece of the next row;
 //! a separator belongs to the document before it; a padded tail is a piece of its own.
+//!
+//! `strategy: best_fit` packs without cutting documents across rows, as in "Fewer
+//! Truncations Improve Language Modeling" (Ding et al., 2024): a document longer than
+//! `seq_len` is cut into `seq_len` chunks (the only cuts), and the chunks of a window of
+//! the task's documents (`window` rows' worth of tokens) go into rows by best-fit
+//! decreasing — longest first, each into the row whose free space is smallest but
+//! enough, else a new row — and every row is padded to `seq_len`. Fewer documents are
+//! split than by concatenation, at the cost of padding (`padded_tokens` of
+//! `capacity_tokens`, the padding rate the run summary shows). Rows keep the order they
+//! were opened in; the output depends on the task's documents and `window` only.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -50,6 +60,19 @@ pub enum Boundaries {
     SegmentIds,
 }
 
+/// How documents go into rows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// One stream cut every `seq_len` tokens (documents span rows; no padding but a
+    /// task's tail).
+    #[default]
+    Concat,
+    /// Best-fit decreasing over a window of documents: only documents longer than
+    /// `seq_len` are cut; every row is padded.
+    BestFit,
+}
+
 /// Options of `pack`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +97,17 @@ pub struct PackOptions {
     /// Where each document is in a row: `none` (default), `cu_seqlens` or `segment_ids`.
     #[serde(default)]
     pub boundaries: Boundaries,
+    /// `concat` (default) or `best_fit`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// With `best_fit`: rows' worth of tokens packed together (default 1024): a larger
+    /// window pads less and holds more in memory (`window` × `seq_len` ids).
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_window() -> usize {
+    1024
 }
 
 fn default_column() -> String {
@@ -92,6 +126,9 @@ impl StepOptions for PackOptions {
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
         if self.seq_len == 0 {
             return Err("seq_len must be at least 1".into());
+        }
+        if self.window == 0 {
+            return Err("window must be at least 1".into());
         }
         let source = column_index(input, &self.column)?;
         match input.field(source).data_type() {
@@ -168,7 +205,88 @@ impl Carry {
     }
 }
 
+/// What a `best_fit` task holds between batches: the chunks of the documents not packed
+/// yet, in arrival order, and their tokens.
+#[derive(Debug, Default)]
+struct Window {
+    chunks: Vec<Vec<u32>>,
+    tokens: usize,
+}
+
+/// Best-fit decreasing: the chunks (each at most `seq` tokens) placed into rows, longest
+/// first (ties in arrival order), each into the open row with the least free space that
+/// holds it, else a new one. Returns the rows' chunk indices, rows in the order opened.
+fn best_fit(chunks: &[Vec<u32>], seq: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..chunks.len()).collect();
+    order.sort_by(|&a, &b| chunks[b].len().cmp(&chunks[a].len()).then(a.cmp(&b)));
+    let mut rows: Vec<(Vec<usize>, usize)> = Vec::new();
+    // Free space → the rows with that much, lowest row first.
+    let mut free: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> =
+        std::collections::BTreeMap::new();
+    for c in order {
+        let len = chunks[c].len();
+        let fit = free
+            .range(len..)
+            .next()
+            .and_then(|(&room, rows)| rows.first().map(|&r| (room, r)));
+        let row = match fit {
+            Some((room, r)) => {
+                if let Some(set) = free.get_mut(&room) {
+                    set.remove(&r);
+                    if set.is_empty() {
+                        free.remove(&room);
+                    }
+                }
+                r
+            }
+            None => {
+                rows.push((Vec::new(), 0));
+                rows.len() - 1
+            }
+        };
+        rows[row].0.push(c);
+        rows[row].1 += len;
+        let room = seq - rows[row].1;
+        if room > 0 {
+            free.entry(room).or_default().insert(row);
+        }
+    }
+    rows.into_iter().map(|(c, _)| c).collect()
+}
+
 impl Pack {
+    /// Appends the rows best-fit makes of `window`'s chunks, each padded to `seq_len`,
+    /// to `values` (and the piece starts to `starts`); counts the sequences, padding and
+    /// capacity.
+    fn fit(
+        &self,
+        window: Window,
+        values: &mut Vec<u32>,
+        starts: &mut Vec<usize>,
+        cx: &mut StepContext,
+    ) {
+        let seq = self.opts.seq_len;
+        let rows = best_fit(&window.chunks, seq);
+        values.reserve(rows.len() * seq);
+        let mut padded = 0usize;
+        for row in &rows {
+            for &c in row {
+                starts.push(values.len());
+                values.extend_from_slice(&window.chunks[c]);
+            }
+            let pad = seq - values.len() % seq;
+            if pad < seq {
+                // The padding is a piece of its own.
+                starts.push(values.len());
+                values.resize(values.len() + pad, self.opts.pad_id);
+                padded += pad;
+            }
+        }
+        cx.count("sequences", rows.len() as u64);
+        cx.count("padded_tokens", padded as u64);
+        cx.count("capacity_tokens", (rows.len() * seq) as u64);
+    }
+
     /// Rows of `seq_len` from `values`; `starts` are the document starts among them.
     fn rows(&self, values: Vec<u32>, starts: &[usize]) -> Result<RecordBatch, String> {
         let seq = self.opts.seq_len;
@@ -233,6 +351,57 @@ impl Pack {
     }
 }
 
+impl Pack {
+    /// `best_fit`: each document (with its separator) cut into chunks of at most
+    /// `seq_len`, held until the window is full, then packed.
+    fn apply_best_fit(
+        &self,
+        lists: &ListArray,
+        cx: &mut StepContext,
+    ) -> Result<RecordBatch, StepError> {
+        let seq = self.opts.seq_len;
+        let limit = self.opts.window.saturating_mul(seq);
+        let mut documents = 0u64;
+        let mut split = 0u64;
+        // Windows fill document by document, whatever the batches: the rows depend on
+        // the task's documents alone.
+        let mut full: Vec<Window> = Vec::new();
+        let window: &mut Window = cx.state(Window::default)?;
+        for i in 0..lists.len() {
+            if lists.is_null(i) {
+                continue;
+            }
+            let ids = lists.value(i);
+            let ids = ids.as_primitive::<UInt32Type>();
+            if ids.null_count() > 0 {
+                return Err(StepError::data("a token id in the list is null")
+                    .in_column(&self.opts.column)
+                    .at_row(i));
+            }
+            let mut doc = ids.values().to_vec();
+            doc.extend(self.opts.separator);
+            if doc.len() > seq {
+                split += 1;
+            }
+            window.tokens += doc.len();
+            for chunk in doc.chunks(seq) {
+                window.chunks.push(chunk.to_vec());
+            }
+            documents += 1;
+            if window.tokens >= limit {
+                full.push(std::mem::take(window));
+            }
+        }
+        cx.count("documents", documents);
+        cx.count("split_documents", split);
+        let (mut values, mut starts) = (Vec::new(), Vec::new());
+        for w in full {
+            self.fit(w, &mut values, &mut starts, cx);
+        }
+        self.rows(values, &starts).map_err(StepError::from)
+    }
+}
+
 impl Step for Pack {
     fn output_schema(&self) -> &SchemaRef {
         &self.schema
@@ -251,8 +420,12 @@ impl Step for Pack {
         .map_err(|e| StepError::from(e).in_column(&self.opts.column))?;
         let lists = col.as_list::<i32>();
         let seq = self.opts.seq_len;
+        if self.opts.strategy == Strategy::BestFit {
+            return self.apply_best_fit(lists, cx);
+        }
         let carry: &mut Carry = cx.state(Carry::default)?;
         let mut documents = 0u64;
+        let mut split = 0u64;
         for i in 0..lists.len() {
             if lists.is_null(i) {
                 continue;
@@ -264,19 +437,38 @@ impl Step for Pack {
                     .in_column(&self.opts.column)
                     .at_row(i));
             }
-            carry.starts.push(carry.tokens.len());
+            let at = carry.tokens.len();
+            carry.starts.push(at);
             carry.tokens.extend_from_slice(ids.values());
             carry.tokens.extend(self.opts.separator);
+            // The carry starts at a row boundary: a document crossing one is split.
+            if at % seq + (carry.tokens.len() - at) > seq {
+                split += 1;
+            }
             documents += 1;
         }
         let full = carry.tokens.len() / seq * seq;
         let (values, starts) = carry.take(full);
         cx.count("documents", documents);
+        cx.count("split_documents", split);
         cx.count("sequences", (values.len() / seq) as u64);
+        cx.count("capacity_tokens", values.len() as u64);
         self.rows(values, &starts).map_err(StepError::from)
     }
 
     fn finish(&self, cx: &mut StepContext) -> Result<Option<RecordBatch>, StepError> {
+        if self.opts.strategy == Strategy::BestFit {
+            let window = std::mem::take(cx.state(Window::default)?);
+            if window.chunks.is_empty() {
+                return Ok(None);
+            }
+            let (mut values, mut starts) = (Vec::new(), Vec::new());
+            self.fit(window, &mut values, &mut starts, cx);
+            return self
+                .rows(values, &starts)
+                .map(Some)
+                .map_err(StepError::from);
+        }
         let Carry {
             tokens: mut carry,
             mut starts,
@@ -296,6 +488,7 @@ impl Step for Pack {
                 carry.resize(self.opts.seq_len, self.opts.pad_id);
                 cx.count("padded_tokens", pad as u64);
                 cx.count("sequences", 1);
+                cx.count("capacity_tokens", self.opts.seq_len as u64);
                 self.rows(carry, &starts).map(Some).map_err(StepError::from)
             }
         }
@@ -303,134 +496,5 @@ impl Step for Pack {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tokens(docs: &[&[u32]]) -> RecordBatch {
-        let list = ListArray::from_iter_primitive::<UInt32Type, _, _>(
-            docs.iter()
-                .map(|d| Some(d.iter().map(|v| Some(*v)).collect::<Vec<_>>())),
-        );
-        RecordBatch::try_from_iter(vec![("tokens", Arc::new(list) as ArrayRef)]).expect("batch")
-    }
-
-    fn rows(b: &RecordBatch) -> Vec<Vec<u32>> {
-        let l = b.column(0).as_list::<i32>();
-        (0..l.len())
-            .map(|i| l.value(i).as_primitive::<UInt32Type>().values().to_vec())
-            .collect()
-    }
-
-    #[test]
-    fn packs_across_batches_and_pads_or_drops_the_tail() {
-        let opts: PackOptions =
-            serde_json::from_value(serde_json::json!({"seq_len": 4, "separator": 0}))
-                .expect("options");
-        let step = opts.bind(&tokens(&[]).schema()).expect("binds");
-        let mut cx = StepContext::default();
-        let a = step.apply(tokens(&[&[1, 2, 3], &[4]]), &mut cx).expect("a");
-        assert_eq!(rows(&a), vec![vec![1, 2, 3, 0]]);
-        let b = step.apply(tokens(&[&[5, 6, 7, 8, 9]]), &mut cx).expect("b");
-        assert_eq!(rows(&b), vec![vec![4, 0, 5, 6], vec![7, 8, 9, 0]]);
-        let c = step.apply(tokens(&[&[10]]), &mut cx).expect("c");
-        assert_eq!(c.num_rows(), 0);
-        assert!(step.finish(&mut cx).expect("finish").is_none());
-        assert_eq!(cx.counts["dropped_tokens"], 2);
-        assert_eq!(cx.counts["sequences"], 3);
-
-        let opts: PackOptions = serde_json::from_value(
-            serde_json::json!({"seq_len": 4, "remainder": "pad", "pad_id": 99}),
-        )
-        .expect("options");
-        let step = opts.bind(&tokens(&[]).schema()).expect("binds");
-        let mut cx = StepContext::default();
-        step.apply(tokens(&[&[1, 2, 3, 4, 5]]), &mut cx).expect("a");
-        let tail = step.finish(&mut cx).expect("finish").expect("a padded row");
-        assert_eq!(rows(&tail), vec![vec![5, 99, 99, 99]]);
-        assert_eq!(cx.counts["padded_tokens"], 3);
-    }
-
-    fn lists<T: arrow::datatypes::ArrowPrimitiveType>(
-        b: &RecordBatch,
-        name: &str,
-    ) -> Vec<Vec<T::Native>> {
-        let l = b.column_by_name(name).expect(name).as_list::<i32>();
-        (0..l.len())
-            .map(|i| l.value(i).as_primitive::<T>().values().to_vec())
-            .collect()
-    }
-
-    #[test]
-    fn rows_say_where_each_document_is() {
-        let bind = |boundaries: &str| {
-            let opts: PackOptions = serde_json::from_value(serde_json::json!({
-                "seq_len": 4, "separator": 0, "remainder": "pad", "pad_id": 9,
-                "boundaries": boundaries
-            }))
-            .expect("options");
-            opts.bind(&tokens(&[]).schema()).expect("binds")
-        };
-        // Documents 1 2 3 | 4 | 5 6 7 8 9, each followed by 0:
-        //   row 0: 1 2 3 0 | row 1: 4 0 5 6 | row 2: 7 8 9 0 | tail: 10 0 + padding.
-        let run = |step: &Arc<dyn Step>| {
-            let mut cx = StepContext::default();
-            let mut out = vec![
-                step.apply(tokens(&[&[1, 2, 3], &[4]]), &mut cx).expect("a"),
-                step.apply(tokens(&[&[5, 6, 7, 8, 9]]), &mut cx).expect("b"),
-                step.apply(tokens(&[&[10]]), &mut cx).expect("c"),
-            ];
-            out.extend(step.finish(&mut cx).expect("finish"));
-            let schema = out[0].schema();
-            arrow::compute::concat_batches(&schema, &out).expect("concat")
-        };
-        let cu = run(&bind("cu_seqlens"));
-        assert_eq!(
-            rows(&cu),
-            vec![
-                vec![1, 2, 3, 0],
-                vec![4, 0, 5, 6],
-                vec![7, 8, 9, 0],
-                vec![10, 0, 9, 9]
-            ]
-        );
-        assert_eq!(
-            lists::<arrow::datatypes::Int32Type>(&cu, "cu_seqlens"),
-            vec![vec![0, 4], vec![0, 2, 4], vec![0, 4], vec![0, 2, 4]],
-            "a document cut at a row's end continues as the next row's first piece"
-        );
-        let seg = run(&bind("segment_ids"));
-        assert_eq!(
-            lists::<UInt32Type>(&seg, "segment_ids"),
-            vec![
-                vec![0, 0, 0, 0],
-                vec![0, 0, 1, 1],
-                vec![0, 0, 0, 0],
-                vec![0, 0, 1, 1]
-            ]
-        );
-        // A document starting exactly at a row's start opens no empty piece:
-        //   1 2 3 0 | 4 5 6 0 | 7 0 8 0.
-        let step = bind("cu_seqlens");
-        let mut cx = StepContext::default();
-        let b = step
-            .apply(tokens(&[&[1, 2, 3], &[4, 5, 6], &[7], &[8]]), &mut cx)
-            .expect("apply");
-        assert_eq!(
-            lists::<arrow::datatypes::Int32Type>(&b, "cu_seqlens"),
-            vec![vec![0, 4], vec![0, 4], vec![0, 2, 4]]
-        );
-        // Without `boundaries` the output is the packed column alone.
-        let plain = bind("none");
-        assert_eq!(plain.output_schema().fields().len(), 1);
-    }
-
-    #[test]
-    fn refuses_a_text_column() {
-        let texts: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["a"]));
-        let batch = RecordBatch::try_from_iter(vec![("tokens", texts)]).expect("batch");
-        let opts: PackOptions =
-            serde_json::from_value(serde_json::json!({"seq_len": 4})).expect("options");
-        let err = opts.bind(&batch.schema()).expect_err("not tokens");
-        assert!(err.contains("put `tokenize` before `pack`"), "{err}");
-    }
-}
+#[path = "pack_tests.rs"]
+mod tests;
