@@ -38,7 +38,11 @@
 # Job X (raw WARC → main-content text beside datatrove's WarcReader + Trafilatura) is
 # benches/warc_extract.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G M W X"); PEERS_C lists the job-C peers to run (default
+# Job T (tokenize + Megatron .bin/.idx beside Megatron-LM's tools/preprocess_data.py,
+# token ids checked identical; MEGATRON_LM names a Megatron-LM checkout) is
+# benches/megatron.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G M W X T"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -96,7 +100,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P G M W X}
+JOBS=${JOBS:-A B C D E F S P G M W X T}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -231,6 +235,9 @@ if [[ " $JOBS " == *" M "* ]]; then
 fi
 if [[ " $JOBS " == *" W "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"
+fi
+if [[ " $JOBS " == *" T "* ]]; then
+  DATA=$DATA SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/megatron.sh"
 fi
 if [[ " $JOBS " == *" X "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES PEERS=$PEERS bash "$ROOT/benches/warc_extract.sh"
