@@ -11,24 +11,6 @@ use arrow::datatypes::{DataType, Float32Type, Int32Type, UInt32Type};
 use crate::s3::Bucket;
 use crate::util::*;
 
-/// The Python of `.venv-train` (mosaicml-streaming), or `None`, loudly, outside `make
-/// test` (under CI its absence fails).
-fn train_python() -> Option<String> {
-    match std::env::var("KILN_TEST_TRAIN_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_TRAIN_PYTHON unset under CI"
-            );
-            eprintln!(
-                "\n!!!! SKIPPED StreamingDataset's read: KILN_TEST_TRAIN_PYTHON unset (run through `make test`) !!!!\n"
-            );
-            None
-        }
-    }
-}
-
 /// The samples `StreamingDataset` reads, one JSON object each.
 fn streaming_read(python: &str, args: &[&str], env: &[(&str, String)]) -> Vec<serde_json::Value> {
     let mut cmd = std::process::Command::new(python);

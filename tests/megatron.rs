@@ -10,24 +10,6 @@ use arrow::datatypes::UInt32Type;
 
 use crate::util::*;
 
-/// The Python of `.venv-train` (megatron-core and torch), or `None`, loudly, outside
-/// `make test` (under CI its absence fails).
-fn train_python() -> Option<String> {
-    match std::env::var("KILN_TEST_TRAIN_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_TRAIN_PYTHON unset under CI"
-            );
-            eprintln!(
-                "\n!!!! SKIPPED megatron-core's read: KILN_TEST_TRAIN_PYTHON unset (run through `make test`) !!!!\n"
-            );
-            None
-        }
-    }
-}
-
 /// Every document of a Parquet sink's token column, shards in name order.
 fn parquet_documents(sink: &Path, column: &str) -> Vec<Vec<u64>> {
     let mut docs = Vec::new();

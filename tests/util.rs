@@ -251,6 +251,25 @@ pub fn test_python() -> Option<String> {
     }
 }
 
+/// The Python of `.venv-train` (torch, megatron-core, mosaicml-streaming, webdataset:
+/// the trainers' readers), or `None`, loudly, outside `make test` (under CI its absence
+/// fails).
+pub fn train_python() -> Option<String> {
+    match std::env::var("KILN_TEST_TRAIN_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "KILN_TEST_TRAIN_PYTHON unset under CI"
+            );
+            eprintln!(
+                "\n!!!! SKIPPED the trainers' readers: KILN_TEST_TRAIN_PYTHON unset (run through `make test`) !!!!\n"
+            );
+            None
+        }
+    }
+}
+
 /// The `_kiln/errors/*.jsonl` records of a sink, in task order.
 pub fn dead_letters(sink: &Path) -> Vec<serde_json::Value> {
     files(&sink.join("_kiln/errors"))

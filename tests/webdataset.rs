@@ -11,22 +11,6 @@ use sha2::Digest;
 
 use crate::util::*;
 
-fn train_python() -> Option<String> {
-    match std::env::var("KILN_TEST_TRAIN_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "KILN_TEST_TRAIN_PYTHON unset under CI"
-            );
-            eprintln!(
-                "\n!!!! SKIPPED webdataset's read: KILN_TEST_TRAIN_PYTHON unset (run through `make test`) !!!!\n"
-            );
-            None
-        }
-    }
-}
-
 /// The tar shards of a folder, in name order.
 fn tars(dir: &Path) -> Vec<String> {
     files(dir)

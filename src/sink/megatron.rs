@@ -15,18 +15,16 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, GenericListArray, OffsetSizeTrait};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type, UInt32Type};
-use arrow::record_batch::RecordBatch;
-use tokio::sync::mpsc;
-
-use super::upload::{StagedShard, UPLOAD_CHUNK, UploadMsg, UploadSink, Uploaded, upload};
+use super::upload::{StagedShard, Streaming};
 use super::writer::{WriterConfig, shard_stem};
 use super::{ColumnStats, FileRecord, ShardRecord};
 use crate::error::{Error, Result};
 use crate::report::Stats;
 use crate::spec::MegatronDtype;
+use arrow::array::{Array, AsArray, GenericListArray, OffsetSizeTrait};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, UInt32Type};
+use arrow::record_batch::RecordBatch;
 
 /// The header every `.idx` starts with.
 pub const INDEX_HEADER: &[u8; 9] = b"MMIDIDX\x00\x00";
@@ -122,18 +120,11 @@ pub(super) struct Writer {
 /// A shard being written.
 struct Open {
     stem: String,
-    bin: Uploading,
+    bin: Streaming,
     /// Tokens per document.
     lengths: Vec<i32>,
     bytes: u64,
     tokens: u64,
-}
-
-/// One file streaming into a multipart upload.
-struct Uploading {
-    sink: UploadSink,
-    join: tokio::task::JoinHandle<Result<Uploaded>>,
-    uri: String,
 }
 
 impl Writer {
@@ -241,7 +232,6 @@ impl Writer {
                 .get_mut(dir)
                 .ok_or_else(|| Error::Internal("a Megatron shard closed while written".into()))?;
             open.bin
-                .sink
                 .write_all(&self.buf)
                 .map_err(|e| super::upload::upload_error(&open.bin.uri, e))?;
             open.lengths.extend(lengths);
@@ -260,7 +250,7 @@ impl Writer {
             let n = self.next.entry(dir.to_string()).or_default();
             let stem = shard_stem(dir, self.task, *n);
             *n += 1;
-            let bin = self.start(&format!("{stem}.bin"));
+            let bin = Streaming::start(&self.cfg, &format!("{stem}.bin"), &self.stats);
             self.open.insert(
                 dir.to_string(),
                 Open {
@@ -277,62 +267,17 @@ impl Writer {
             .ok_or_else(|| Error::Internal("a Megatron shard vanished".into()))
     }
 
-    fn start(&self, relative: &str) -> Uploading {
-        let cfg = &*self.cfg;
-        let uri = format!("{}{relative}", cfg.display);
-        let (tx, rx) = mpsc::channel(2);
-        let join = cfg.handle.spawn(upload(
-            cfg.store.clone(),
-            crate::storage::join(&cfg.root, relative),
-            uri.clone(),
-            rx,
-            self.stats.clone(),
-        ));
-        Uploading {
-            sink: UploadSink {
-                tx,
-                buf: Vec::with_capacity(UPLOAD_CHUNK),
-                stats: self.stats.clone(),
-            },
-            join,
-            uri,
-        }
-    }
-
-    /// Ends an upload: every part stored, not completed.
-    fn end(&self, mut up: Uploading) -> Result<(StagedShard, u64, String)> {
-        up.sink
-            .flush()
-            .map_err(|e| super::upload::upload_error(&up.uri, e))?;
-        let sent = up.sink.tx.blocking_send(UploadMsg::Finish);
-        drop(up.sink);
-        let (upload, bytes, crc) =
-            self.cfg.handle.block_on(up.join).map_err(|e| {
-                Error::Internal(format!("the upload of {} panicked: {e}", up.uri))
-            })??;
-        let staged = StagedShard {
-            upload: Some(upload),
-            uri: up.uri.clone(),
-            handle: self.cfg.handle.clone(),
-        };
-        if sent.is_err() {
-            return Err(Error::sink(&up.uri, "the upload stopped"));
-        }
-        Ok((staged, bytes, format!("{crc:08x}")))
-    }
-
     /// Closes the open shard of `dir`: the `.bin` ends, the `.idx` is written.
     fn close(&mut self, dir: &str) -> Result<()> {
         let Some(open) = self.open.remove(dir) else {
             return Ok(());
         };
-        let (bin, bytes, crc32c) = self.end(open.bin)?;
+        let (bin, bytes, crc32c) = open.bin.end(&self.cfg.handle)?;
         let idx_path = format!("{}.idx", open.stem);
-        let mut idx = self.start(&idx_path);
-        idx.sink
-            .write_all(&index_bytes(self.dtype, &open.lengths))
+        let mut idx = Streaming::start(&self.cfg, &idx_path, &self.stats);
+        idx.write_all(&index_bytes(self.dtype, &open.lengths))
             .map_err(|e| super::upload::upload_error(&idx.uri, e))?;
-        let (idx, idx_bytes, idx_crc) = self.end(idx)?;
+        let (idx, idx_bytes, idx_crc) = idx.end(&self.cfg.handle)?;
         let rows = open.lengths.len() as u64;
         let stats = &self.stats;
         stats

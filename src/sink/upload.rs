@@ -208,3 +208,76 @@ pub(super) async fn upload(
         }
     }
 }
+
+/// One file streaming from a task's thread into a multipart upload, counting its bytes:
+/// a Megatron `.bin` or `.idx`, a WebDataset tar. [`Streaming::end`] leaves it staged.
+pub(super) struct Streaming {
+    sink: UploadSink,
+    join: tokio::task::JoinHandle<Result<Uploaded>>,
+    pub(super) uri: String,
+    pub(super) written: u64,
+}
+
+impl Streaming {
+    /// Starts the upload of `relative` below the sink.
+    pub(super) fn start(
+        cfg: &super::writer::WriterConfig,
+        relative: &str,
+        stats: &Arc<Stats>,
+    ) -> Streaming {
+        let uri = format!("{}{relative}", cfg.display);
+        let (tx, rx) = mpsc::channel(2);
+        let join = cfg.handle.spawn(upload(
+            cfg.store.clone(),
+            crate::storage::join(&cfg.root, relative),
+            uri.clone(),
+            rx,
+            stats.clone(),
+        ));
+        Streaming {
+            sink: UploadSink {
+                tx,
+                buf: Vec::with_capacity(UPLOAD_CHUNK),
+                stats: stats.clone(),
+            },
+            join,
+            uri,
+            written: 0,
+        }
+    }
+
+    /// Sends what is buffered and waits for every part to be stored: the upload,
+    /// staged (completed when the task commits), its bytes and CRC-32C (8 hex digits).
+    pub(super) fn end(
+        mut self,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<(StagedShard, u64, String)> {
+        self.sink.flush().map_err(|e| upload_error(&self.uri, e))?;
+        let sent = self.sink.tx.blocking_send(UploadMsg::Finish);
+        drop(self.sink);
+        let (upload, bytes, crc) = handle
+            .block_on(self.join)
+            .map_err(|e| Error::Internal(format!("the upload of {} panicked: {e}", self.uri)))??;
+        let staged = StagedShard {
+            upload: Some(upload),
+            uri: self.uri.clone(),
+            handle: handle.clone(),
+        };
+        if sent.is_err() {
+            return Err(Error::sink(&self.uri, "the upload stopped"));
+        }
+        Ok((staged, bytes, format!("{crc:08x}")))
+    }
+}
+
+impl Write for Streaming {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sink.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
+}

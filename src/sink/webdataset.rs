@@ -19,19 +19,16 @@
 //! commit like a Parquet shard.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StructArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use tokio::sync::mpsc;
-
-use super::upload::{StagedShard, UPLOAD_CHUNK, UploadMsg, UploadSink, Uploaded, upload};
+use super::upload::{StagedShard, Streaming};
 use super::writer::{WriterConfig, shard_stem};
 use super::{ColumnStats, ShardRecord};
 use crate::error::{Error, Result};
 use crate::report::Stats;
+use arrow::array::{Array, ArrayRef, AsArray, StructArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 
 /// How a column becomes a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,29 +130,10 @@ pub(super) struct Writer {
 struct Open {
     shard: usize,
     relative: String,
-    tar: tar::Builder<Counted>,
-    join: tokio::task::JoinHandle<Result<Uploaded>>,
+    tar: tar::Builder<Streaming>,
     rows: u64,
     nulls: Vec<u64>,
     memory_bytes: u64,
-}
-
-/// The upload, counting what went into it.
-struct Counted {
-    sink: UploadSink,
-    bytes: u64,
-}
-
-impl Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.sink.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sink.flush()
-    }
 }
 
 impl Writer {
@@ -241,7 +219,7 @@ impl Writer {
             }
             open.rows += 1;
             open.memory_bytes += std::mem::take(&mut memory);
-            let bytes = open.tar.get_ref().bytes;
+            let bytes = open.tar.get_ref().written;
             if open.rows >= self.cfg.max_rows || bytes >= self.cfg.max_bytes {
                 self.close(dir)?;
             }
@@ -254,29 +232,12 @@ impl Writer {
         let shard = *n;
         *n += 1;
         let relative = format!("{}.tar", shard_stem(dir, self.task, shard));
-        let cfg = &*self.cfg;
-        let (tx, rx) = mpsc::channel(2);
-        let join = cfg.handle.spawn(upload(
-            cfg.store.clone(),
-            crate::storage::join(&cfg.root, &relative),
-            self.uri(&relative),
-            rx,
-            self.stats.clone(),
-        ));
-        let mut tar = tar::Builder::new(Counted {
-            sink: UploadSink {
-                tx,
-                buf: Vec::with_capacity(UPLOAD_CHUNK),
-                stats: self.stats.clone(),
-            },
-            bytes: 0,
-        });
+        let mut tar = tar::Builder::new(Streaming::start(&self.cfg, &relative, &self.stats));
         tar.mode(tar::HeaderMode::Deterministic);
         Open {
             shard,
             relative,
             tar,
-            join,
             rows: 0,
             nulls: vec![0; self.cols.names.len()],
             memory_bytes: 0,
@@ -288,28 +249,11 @@ impl Writer {
             return Ok(());
         };
         let uri = self.uri(&open.relative);
-        let mut counted = open
+        let (staged, bytes, crc32c) = open
             .tar
             .into_inner()
-            .map_err(|e| super::upload::upload_error(&uri, e))?;
-        counted
-            .flush()
-            .map_err(|e| super::upload::upload_error(&uri, e))?;
-        let sent = counted.sink.tx.blocking_send(UploadMsg::Finish);
-        drop(counted);
-        let (upload, bytes, crc) = self
-            .cfg
-            .handle
-            .block_on(open.join)
-            .map_err(|e| Error::Internal(format!("the upload of {uri} panicked: {e}")))??;
-        let staged = StagedShard {
-            upload: Some(upload),
-            uri: uri.clone(),
-            handle: self.cfg.handle.clone(),
-        };
-        if sent.is_err() {
-            return Err(Error::sink(&uri, "the upload stopped"));
-        }
+            .map_err(|e| super::upload::upload_error(&uri, e))?
+            .end(&self.cfg.handle)?;
         self.stats
             .shards
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -333,7 +277,7 @@ impl Writer {
             path: open.relative,
             rows: open.rows,
             bytes,
-            crc32c: format!("{crc:08x}"),
+            crc32c,
             memory_bytes: open.memory_bytes,
             columns,
             index: None,

@@ -352,6 +352,24 @@ impl Pack {
 }
 
 impl Pack {
+    /// Calls `f` with each document's token ids, in order (a null list is no document).
+    fn each_document(&self, lists: &ListArray, mut f: impl FnMut(&[u32])) -> Result<(), StepError> {
+        for i in 0..lists.len() {
+            if lists.is_null(i) {
+                continue;
+            }
+            let ids = lists.value(i);
+            let ids = ids.as_primitive::<UInt32Type>();
+            if ids.null_count() > 0 {
+                return Err(StepError::data("a token id in the list is null")
+                    .in_column(&self.opts.column)
+                    .at_row(i));
+            }
+            f(ids.values());
+        }
+        Ok(())
+    }
+
     /// `best_fit`: each document (with its separator) cut into chunks of at most
     /// `seq_len`, held until the window is full, then packed.
     fn apply_best_fit(
@@ -367,18 +385,8 @@ impl Pack {
         // the task's documents alone.
         let mut full: Vec<Window> = Vec::new();
         let window: &mut Window = cx.state(Window::default)?;
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
-                continue;
-            }
-            let ids = lists.value(i);
-            let ids = ids.as_primitive::<UInt32Type>();
-            if ids.null_count() > 0 {
-                return Err(StepError::data("a token id in the list is null")
-                    .in_column(&self.opts.column)
-                    .at_row(i));
-            }
-            let mut doc = ids.values().to_vec();
+        self.each_document(lists, |ids| {
+            let mut doc = ids.to_vec();
             doc.extend(self.opts.separator);
             if doc.len() > seq {
                 split += 1;
@@ -391,7 +399,7 @@ impl Pack {
             if window.tokens >= limit {
                 full.push(std::mem::take(window));
             }
-        }
+        })?;
         cx.count("documents", documents);
         cx.count("split_documents", split);
         let (mut values, mut starts) = (Vec::new(), Vec::new());
@@ -426,27 +434,17 @@ impl Step for Pack {
         let carry: &mut Carry = cx.state(Carry::default)?;
         let mut documents = 0u64;
         let mut split = 0u64;
-        for i in 0..lists.len() {
-            if lists.is_null(i) {
-                continue;
-            }
-            let ids = lists.value(i);
-            let ids = ids.as_primitive::<UInt32Type>();
-            if ids.null_count() > 0 {
-                return Err(StepError::data("a token id in the list is null")
-                    .in_column(&self.opts.column)
-                    .at_row(i));
-            }
+        self.each_document(lists, |ids| {
             let at = carry.tokens.len();
             carry.starts.push(at);
-            carry.tokens.extend_from_slice(ids.values());
+            carry.tokens.extend_from_slice(ids);
             carry.tokens.extend(self.opts.separator);
             // The carry starts at a row boundary: a document crossing one is split.
             if at % seq + (carry.tokens.len() - at) > seq {
                 split += 1;
             }
             documents += 1;
-        }
+        })?;
         let full = carry.tokens.len() / seq * seq;
         let (values, starts) = carry.take(full);
         cx.count("documents", documents);
