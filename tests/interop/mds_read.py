@@ -1,9 +1,10 @@
 """Reads a kiln MDS sink with MosaicML Streaming's own StreamingDataset and prints
-every sample of one split, in order, as JSON (numpy arrays as lists). tests/mds.rs
-compares them with the Parquet run of the same pipeline.
+every sample of each split asked for, in order, as JSON: {split: [sample, ...]} (numpy
+arrays as lists). tests/mds.rs compares them with the Parquet run of the same pipeline.
+(One process for every split: importing streaming and torch takes ~10 s.)
 
-    python mds_read.py --local <sink> [--split split=train]
-    python mds_read.py --remote s3://bucket/prefix --local <cache dir> [--split ...]
+    python mds_read.py --local <sink> --split split=train --split split=validation
+    python mds_read.py --remote s3://bucket/prefix --local <cache dir> --split ...
 
 With --remote, the S3 endpoint comes from S3_ENDPOINT_URL (the tests' local server).
 """
@@ -21,10 +22,8 @@ from streaming import StreamingDataset  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("--local", required=True)
 ap.add_argument("--remote")
-ap.add_argument("--split")
+ap.add_argument("--split", action="append", required=True)
 a = ap.parse_args()
-
-ds = StreamingDataset(local=a.local, remote=a.remote, split=a.split, shuffle=False, batch_size=1)
 
 
 def plain(v):
@@ -37,5 +36,9 @@ def plain(v):
     return v
 
 
-out = [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
+out = {}
+for split in a.split:
+    ds = StreamingDataset(local=a.local, remote=a.remote, split=split, shuffle=False,
+                          batch_size=1)
+    out[split] = [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
 json.dump(out, sys.stdout)
