@@ -47,9 +47,9 @@ test: ## run every test (unit, end-to-end, snapshots; S3 and Azure against local
 		scripts/with-stores.sh $(CARGO) test --workspace --locked $(NO_ISAL_WS) --no-fail-fast; \
 	fi
 
-interop: ## only the interop suite: pyarrow, DuckDB, Polars and HF datasets read kiln's shards from disk and the local S3 server (make test runs it too)
+interop: ## only the interop suite: pyarrow, DuckDB, Polars and HF datasets read kiln's shards, megatron-core, MosaicML Streaming and webdataset its training formats, from disk and the local S3 server (make test runs it too)
 	$(CARGO) build --locked $(NO_ISAL) --tests
-	scripts/with-stores.sh $(CARGO) nextest run --locked $(NO_ISAL) -E 'test(interop::)'
+	scripts/with-stores.sh $(CARGO) nextest run --locked $(NO_ISAL) -E 'test(interop::) | test(megatron::) | test(mds::) | test(webdataset::)'
 
 s3-shell: ## a shell with the local S3 (and Azure) servers running (KILN_TEST_S3_ENDPOINT set)
 	scripts/with-stores.sh $(SHELL)
