@@ -15,6 +15,15 @@ pub const STATS: &str = "_kiln/stats.json";
 pub const SUCCESS: &str = "_SUCCESS";
 /// The dataset card (`sink.dataset_card: true`).
 pub const CARD: &str = "README.md";
+/// With `sink.shuffle`: each task's rows, scattered into buckets, and each written
+/// bucket's record; removed when the dataset is complete.
+pub const SHUFFLE_DIR: &str = "_kiln/shuffle";
+pub fn shuffle_part(task: usize) -> String {
+    format!("{SHUFFLE_DIR}/parts/{task:05}.arrows")
+}
+pub fn shuffle_bucket(bucket: usize) -> String {
+    format!("{SHUFFLE_DIR}/buckets/{bucket:05}.json")
+}
 /// With `sink.format: mds`: MosaicML Streaming's list of the shards of a folder.
 pub const MDS_INDEX: &str = "index.json";
 /// Commit records, one per task.

@@ -28,6 +28,7 @@ mod s3;
 mod schema_drift;
 mod secrets;
 mod shards;
+mod shuffle;
 mod split;
 mod stages;
 mod tabular;

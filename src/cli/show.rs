@@ -263,6 +263,16 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
             plan.sink.display, p.sink.max_rows, p.sink.max_bytes
         ),
     };
+    if let Some(sh) = &p.sink.shuffle {
+        let _ = writeln!(
+            s,
+            "shuffle   seed {}: each task scatters its rows into {} bucket(s) (≈{} of input \
+             each); the shards are written from the buckets once every task is committed",
+            sh.seed,
+            crate::sink::shuffle::bucket_count(plan.input_bytes(), sh.bucket_bytes.get()),
+            sh.bucket_bytes
+        );
+    }
     let _ = writeln!(
         s,
         "files     {}",
@@ -569,8 +579,19 @@ pub(super) fn cmd_finalize(uri: &str) -> Result<i32> {
             missing[0] % stored.workers
         )));
     }
+    let shuffled = stored
+        .pipeline
+        .pointer("/sink/shuffle")
+        .is_some_and(|s| !s.is_null());
     let manifest = match manifest {
         Some(m) => m,
+        None if shuffled => {
+            return Err(Error::Plan(format!(
+                "{}: every task is committed, but a shuffled dataset's shards are written \
+                 after them (sink.shuffle): run the pipeline again (`kiln run`) to write them",
+                sink.display
+            )));
+        }
         None => stored.manifest(&records),
     };
     rt.block_on(crate::sink::finalize(&sink, &manifest))?;

@@ -215,6 +215,7 @@ impl Plan {
                 memory_limit: self.pipeline.run.memory_limit.get(),
                 threads: self.threads.max(1),
                 vocabulary: self.vocabulary(),
+                input_bytes: self.input_bytes(),
             },
             handle,
         )

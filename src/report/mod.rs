@@ -454,6 +454,16 @@ impl Report {
                     ) {
                         counts.push(format!("padding {:.2}%", *pad as f64 * 100.0 / *cap as f64));
                     }
+                    // `pack` with `remainder: drop`: the share of the tokens left out.
+                    if let (Some(dropped), Some(cap)) = (
+                        st.counts.get("dropped_tokens").filter(|d| **d > 0),
+                        st.counts.get("capacity_tokens"),
+                    ) {
+                        counts.push(format!(
+                            "tokens dropped {:.2}%",
+                            *dropped as f64 * 100.0 / (*cap + *dropped) as f64
+                        ));
+                    }
                     let _ = writeln!(s, "  {:<28} {}", "", counts.join(" · "));
                 }
             }

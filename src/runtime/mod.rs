@@ -36,6 +36,7 @@ mod read;
 mod schedule;
 mod sections;
 mod shared;
+mod shuffle;
 mod stages;
 mod task;
 pub mod worker;
@@ -111,6 +112,16 @@ pub async fn execute(
 ) -> (Arc<Plan>, Result<Outcome>) {
     let t = Instant::now();
     let worker = opts.worker;
+    if plan.pipeline.sink.shuffle.is_some() && worker.count > 1 {
+        return (
+            Arc::new(plan),
+            Err(Error::Plan(
+                "sink.shuffle runs on one worker for now (its buckets are gathered by the \
+                 run that finishes the tasks); run without --worker"
+                    .into(),
+            )),
+        );
+    }
     let (plan, prepared) = match prepare(&plan, &opts).await {
         // From here on the run follows the sink's stored plan.
         Ok(Prepared::Ready { committed, stored }) => match plan.clone().adopt(&stored) {
@@ -515,7 +526,13 @@ async fn run(
         });
     }
     let t = Instant::now();
-    let manifest = stored.manifest(&all);
+    let manifest = if plan.pipeline.sink.shuffle.is_some() {
+        // The tasks scattered their rows: the shards are written now, bucket by bucket.
+        let shards = shuffle::gather(&plan, &stats, &all).await?;
+        stored.manifest_of(&all, shards)
+    } else {
+        stored.manifest(&all)
+    };
     sink::finalize(&plan.sink, &manifest).await?;
     stats.add_protocol(t.elapsed());
     Ok(Outcome::Completed {

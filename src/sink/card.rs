@@ -362,6 +362,7 @@ mod tests {
             .into(),
             index: None,
             mds: None,
+            buckets: Vec::new(),
         }
     }
 

@@ -342,6 +342,7 @@ impl Writer {
             columns,
             index: None,
             mds: Some(self.cols.entry(&basename, bytes, count as u64)),
+            buckets: Vec::new(),
         });
         self.staged.push(staged);
         Ok(())

@@ -308,6 +308,7 @@ impl Writer {
                 crc32c: idx_crc,
             }),
             mds: None,
+            buckets: Vec::new(),
         });
         self.staged.push(bin);
         self.staged.push(idx);

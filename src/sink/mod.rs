@@ -17,6 +17,7 @@ mod measure;
 pub mod megatron;
 pub mod records;
 mod rowgroups;
+pub mod shuffle;
 pub mod stages;
 pub mod upload;
 pub mod webdataset;
@@ -566,7 +567,13 @@ fn mds_indexes(manifest: &Manifest) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Removes the stage parts and task claims (the dataset is complete).
 pub async fn remove_scratch(sink: &Location) -> Result<()> {
-    let removed = stages::remove_all(sink).await? + claims::remove_all(sink).await?;
+    let removed = stages::remove_all(sink).await?
+        + claims::remove_all(sink).await?
+        + stages::delete_under(sink, layout::SHUFFLE_DIR).await?;
+    if let Some(root) = sink.identity.strip_prefix("file://") {
+        // Local disk keeps the emptied folders.
+        let _ = std::fs::remove_dir_all(std::path::Path::new(root).join(layout::SHUFFLE_DIR));
+    }
     if removed > 0 {
         tracing::debug!(removed, "stage parts and task claims removed");
     }

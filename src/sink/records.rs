@@ -34,6 +34,9 @@ pub struct ShardRecord {
     /// An MDS shard's entry in its folder's `index.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mds: Option<serde_json::Value>,
+    /// A task's scattered rows (`sink.shuffle`): where each bucket's segment ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<u64>,
 }
 
 /// A file of the sink: path relative to its root, size, CRC-32C (8 hex digits).
@@ -242,6 +245,16 @@ impl StoredPlan {
             .values()
             .flat_map(|r| r.shards.iter().cloned())
             .collect();
+        self.manifest_of(records, shards)
+    }
+
+    /// The manifest of `records` whose dataset is `shards` (with `sink.shuffle`, the
+    /// buckets' shards rather than the tasks' scattered parts).
+    pub fn manifest_of(
+        &self,
+        records: &BTreeMap<usize, TaskRecord>,
+        shards: Vec<ShardRecord>,
+    ) -> Manifest {
         let splits = card::splits(&self.partition_by, &shards, self.token_column.as_deref());
         let tokens = self.token_column.as_ref().map(|c| TokenSummary {
             column: c.clone(),

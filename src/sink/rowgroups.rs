@@ -440,6 +440,7 @@ impl Lane {
             columns,
             index: None,
             mds: None,
+            buckets: Vec::new(),
         };
         Ok((record, staged))
     }

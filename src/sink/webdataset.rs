@@ -282,6 +282,7 @@ impl Writer {
             columns,
             index: None,
             mds: None,
+            buckets: Vec::new(),
         });
         self.staged.push(staged);
         Ok(())

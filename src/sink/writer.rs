@@ -74,6 +74,11 @@ pub struct WriterConfig {
     pub mds: Option<Arc<super::mds::Columns>>,
     /// `format: webdataset`: each column's member type and the key column.
     pub webdataset: Option<Arc<super::webdataset::Columns>>,
+    /// `sink.shuffle`, in the main pass: a task scatters its rows into buckets instead
+    /// of writing shards (`super::shuffle`).
+    pub scatter: Option<Arc<super::shuffle::Scatter>>,
+    /// Schema of the batches handed to [`TaskWriter::write`].
+    pub output_schema: SchemaRef,
     pub props: WriterProperties,
     pub max_rows: u64,
     pub max_bytes: u64,
@@ -84,6 +89,16 @@ pub struct WriterConfig {
     /// Row groups cut and not yet appended, over the whole run.
     pub budget: Arc<Budget>,
     pub handle: tokio::runtime::Handle,
+}
+
+impl WriterConfig {
+    /// The same settings writing shards (the gather of `sink.shuffle`), not scattering.
+    pub fn writing(&self) -> WriterConfig {
+        WriterConfig {
+            scatter: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// What a run's shards are made from, besides the sink section.
@@ -102,6 +117,8 @@ pub struct Shards<'a> {
     pub threads: usize,
     /// The largest vocabulary of the pipeline's `tokenize` steps, if any.
     pub vocabulary: Option<u64>,
+    /// Stored bytes of the input (the number of `sink.shuffle` buckets).
+    pub input_bytes: u64,
 }
 
 impl WriterConfig {
@@ -165,6 +182,13 @@ impl WriterConfig {
             megatron,
             mds,
             webdataset,
+            scatter: spec.shuffle.as_ref().map(|s| {
+                Arc::new(super::shuffle::Scatter {
+                    seed: s.seed,
+                    buckets: super::shuffle::bucket_count(shards.input_bytes, s.bucket_bytes.get()),
+                })
+            }),
+            output_schema: shards.output_schema.clone(),
             props: writer_properties(spec, &shards)?,
             max_rows: spec.max_rows.max(1),
             max_bytes: spec.max_bytes.get(),
@@ -249,6 +273,8 @@ pub struct TaskWriter {
     mds: Option<super::mds::Writer>,
     /// `format: webdataset`: the rows go here instead of into row groups.
     webdataset: Option<super::webdataset::Writer>,
+    /// `sink.shuffle` in the main pass: the rows are scattered, no shard is written.
+    scatter: Option<super::shuffle::Writer>,
     finished: bool,
 }
 
@@ -280,6 +306,9 @@ impl TaskWriter {
                 .webdataset
                 .clone()
                 .map(|cols| super::webdataset::Writer::new(cfg.clone(), cols, task, stats.clone())),
+            scatter: cfg.scatter.clone().map(|s| {
+                super::shuffle::Writer::new(cfg.clone(), s, &cfg.output_schema, task, stats.clone())
+            }),
             lane: Lane::new(cfg.clone(), stats, task),
             cfg,
             partitions: HashMap::new(),
@@ -292,6 +321,9 @@ impl TaskWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if let Some(s) = self.scatter.as_mut() {
+            return s.write(batch);
         }
         if self.cfg.partition_cols.is_empty() {
             return self.write_partition(String::new(), batch.clone());
@@ -406,6 +438,10 @@ impl TaskWriter {
     /// ([`Staged::publish`]).
     pub fn finish(mut self) -> Result<(Vec<ShardRecord>, Staged)> {
         self.finished = true;
+        if let Some(s) = self.scatter.take() {
+            let (shards, staged) = s.finish()?;
+            return Ok((shards, Staged(staged)));
+        }
         let other = match (
             self.megatron.take(),
             self.mds.take(),

@@ -254,6 +254,11 @@ pub struct Sink {
     /// With `format: webdataset`: the key column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webdataset: Option<WebdatasetSink>,
+    /// Permute the rows across the whole dataset, the same way for a seed whatever the
+    /// task size or thread count: the shards are written after every task, from buckets
+    /// of rows ordered by a seeded hash (docs/training.md "Global shuffle").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle: Option<ShuffleSpec>,
     /// Parquet compression codec.
     #[serde(default)]
     pub compression: SinkCompression,
@@ -327,6 +332,22 @@ pub enum SinkFormat {
     Mds,
     /// WebDataset tar shards (`.tar`): a sample's columns as members sharing its key.
     Webdataset,
+}
+
+/// `sink.shuffle`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShuffleSpec {
+    /// The seed: the same seed gives the same order.
+    pub seed: u64,
+    /// Input bytes per bucket (default 256MiB): the rows are scattered into
+    /// ceil(input bytes / this) buckets, and each bucket is sorted in memory on its own.
+    #[serde(default = "default_bucket_bytes")]
+    pub bucket_bytes: ByteSize,
+}
+
+fn default_bucket_bytes() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
 }
 
 /// The options of `format: webdataset`.

@@ -1,0 +1,128 @@
+//! The gather of `sink.shuffle` (the scatter and the order are `sink/shuffle.rs`): once
+//! every task of the plan is committed, each bucket reads its segment of every task's
+//! part by a ranged read, orders its rows by key and writes them as shards through the
+//! sink's writer; a bucket record commits them, so a rerun skips the buckets written.
+//! Buckets run one after another, each encoding its row groups on every thread; a
+//! bucket's rows are in memory while it is ordered (`sink.shuffle.bucket_bytes` of input
+//! bounds them).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::compute::concat_batches;
+use arrow::ipc::reader::StreamReader;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::plan::Plan;
+use crate::report::Stats;
+use crate::sink::shuffle::{BucketRecord, bucket_count, order_bucket, scattered_schema};
+use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
+use crate::sink::{self, ShardRecord, TaskRecord};
+
+/// Writes every bucket not yet written and returns the shards of all, in bucket order.
+pub(super) async fn gather(
+    plan: &Arc<Plan>,
+    stats: &Arc<Stats>,
+    records: &BTreeMap<usize, TaskRecord>,
+) -> Result<Vec<ShardRecord>> {
+    let Some(spec) = plan.pipeline.sink.shuffle.as_ref() else {
+        return Err(Error::Internal("a gather without sink.shuffle".into()));
+    };
+    let buckets = bucket_count(plan.input_bytes(), spec.bucket_bytes.get());
+    let cfg = Arc::new(
+        plan.writer_config(tokio::runtime::Handle::current())?
+            .writing(),
+    );
+    // Each task's part and where its buckets end, in task order.
+    let parts: Vec<(&str, &[u64])> = records
+        .values()
+        .flat_map(|r| r.shards.iter())
+        .filter(|s| s.path.starts_with(layout::SHUFFLE_DIR))
+        .map(|s| (s.path.as_str(), s.buckets.as_slice()))
+        .collect();
+    for (path, ends) in &parts {
+        if ends.len() != buckets {
+            return Err(Error::sink(
+                plan.sink.display_child(path),
+                format!(
+                    "scattered into {} buckets, but this run makes {buckets}: the part is \
+                     another run's; run with --overwrite",
+                    ends.len()
+                ),
+            ));
+        }
+    }
+    let mut shards = Vec::new();
+    let mut written = 0usize;
+    for b in 0..buckets {
+        let rel = layout::shuffle_bucket(b);
+        if let Some(done) = sink::get_json::<BucketRecord>(&plan.sink, &rel).await? {
+            shards.extend(done.shards);
+            continue;
+        }
+        let mut segments = Vec::new();
+        for (path, ends) in &parts {
+            let start = if b == 0 { 0 } else { ends[b - 1] };
+            if ends[b] > start {
+                segments.push(sink::stages::get_range(&plan.sink, path, start..ends[b]).await?);
+            }
+        }
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (seed, batch_rows) = (spec.seed, plan.batch_rows.max(1));
+        let (bucket_shards, staged) = tokio::task::spawn_blocking(move || {
+            write_bucket(cfg, stats, b, segments, seed, batch_rows)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("bucket {b} of the shuffle: {e}")))??;
+        // The shards become objects, then the record commits them.
+        staged.publish().await?;
+        sink::put_json(
+            &plan.sink,
+            &rel,
+            &BucketRecord {
+                bucket: b,
+                shards: bucket_shards.clone(),
+            },
+        )
+        .await?;
+        shards.extend(bucket_shards);
+        written += 1;
+    }
+    tracing::info!(buckets, written, "shuffle: buckets gathered into shards");
+    Ok(shards)
+}
+
+/// Orders one bucket's rows and writes them as the shards of "task" `bucket`.
+fn write_bucket(
+    cfg: Arc<WriterConfig>,
+    stats: Arc<Stats>,
+    bucket: usize,
+    segments: Vec<bytes::Bytes>,
+    seed: u64,
+    batch_rows: usize,
+) -> Result<(Vec<ShardRecord>, Staged)> {
+    let schema = scattered_schema(&cfg.output_schema);
+    let mut batches = Vec::new();
+    for segment in segments {
+        let reader = StreamReader::try_new(std::io::Cursor::new(segment), None)
+            .map_err(|e| Error::Internal(format!("a shuffle segment of bucket {bucket}: {e}")))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| {
+                Error::Internal(format!("a shuffle segment of bucket {bucket}: {e}"))
+            })?);
+        }
+    }
+    let rows = concat_batches(&schema, &batches).map_err(|e| Error::Internal(e.to_string()))?;
+    drop(batches);
+    let ordered = order_bucket(&rows, seed)?;
+    drop(rows);
+    let mut writer = TaskWriter::new(cfg, bucket, stats);
+    let mut at = 0;
+    while at < ordered.num_rows() {
+        let n = batch_rows.min(ordered.num_rows() - at);
+        writer.write(&ordered.slice(at, n))?;
+        at += n;
+    }
+    writer.finish()
+}
