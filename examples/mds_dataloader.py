@@ -38,17 +38,12 @@ def loader(a, local):
     return StreamingDataLoader(ds, batch_size=a.batch_size, collate_fn=collate, num_workers=0)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sink", help="a kiln MDS sink folder or s3:// prefix")
-    ap.add_argument("--split", default="split=train")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=17)
-    ap.add_argument("--stop-after", type=int, default=5, help="batches before the restart")
-    ap.add_argument("--cache", help="local cache for a remote sink")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    cache = a.cache or tempfile.mkdtemp()
+def restart(sink, split="split=train", batch_size=8, seed=17, stop_after=5, cache=None):
+    """An epoch, and the same epoch stopped after `stop_after` batches and resumed from
+    the loader's state; what each saw (the test of the format imports this)."""
+    a = argparse.Namespace(sink=sink, split=split, batch_size=batch_size, seed=seed,
+                           stop_after=stop_after)
+    cache = cache or tempfile.mkdtemp()
 
     clean_stale_shared_memory()
     whole = [i for b in loader(a, cache) for i in b["id"]]
@@ -56,6 +51,7 @@ def main():
     clean_stale_shared_memory()
     first = loader(a, cache)
     seen, tokens = [], 0
+    state = None
     for n, b in enumerate(first):
         seen += b["id"]
         tokens += int(b["lengths"].sum())
@@ -70,16 +66,28 @@ def main():
     for b in resumed:
         rest += b["id"]
         tokens += int(b["lengths"].sum())
-
-    result = {
+    return {
         "samples": len(whole),
         "before_restart": len(seen),
         "after_restart": len(rest),
         "resumed_equals_uninterrupted": seen + rest == whole,
         "tokens": tokens,
     }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sink", help="a kiln MDS sink folder or s3:// prefix")
+    ap.add_argument("--split", default="split=train")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--stop-after", type=int, default=5, help="batches before the restart")
+    ap.add_argument("--cache", help="local cache for a remote sink")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    result = restart(a.sink, a.split, a.batch_size, a.seed, a.stop_after, a.cache)
     print(json.dumps(result) if a.json else result)
-    if seen + rest != whole:
+    if not result["resumed_equals_uninterrupted"]:
         raise SystemExit("the resumed epoch is not the uninterrupted one")
 
 

@@ -55,6 +55,35 @@ class PackedDocuments(Dataset):
         return seq[:-1], seq[1:]
 
 
+def epoch(sink, seq_len=512, batch_size=8, workers=0):
+    """One epoch; what it saw (the test of the format imports this)."""
+    with open(f"{sink}/_kiln/manifest.json") as f:
+        manifest = json.load(f)
+    prefixes = [f"{sink}/{s['path'][:-len('.bin')]}" for s in manifest["shards"]]
+    ds = PackedDocuments(prefixes, seq_len)
+    start = time.perf_counter()
+    batches = tokens = 0
+    shape = None
+    for inputs, labels in DataLoader(ds, batch_size=batch_size, num_workers=workers):
+        # A training step would run here: model(inputs), loss against labels.
+        assert torch.equal(inputs[:, 1:], labels[:, :-1])
+        batches += 1
+        tokens += inputs.numel()
+        shape = list(inputs.shape)
+    seconds = time.perf_counter() - start
+    return {
+        "documents": len(ds.docs),
+        "dataset_tokens": ds.tokens,
+        "manifest_tokens": manifest["tokens"]["tokens"],
+        "sequences": len(ds),
+        "batches": batches,
+        "tokens": tokens,
+        "tail_tokens": ds.tokens - len(ds) * seq_len,
+        "last_batch_shape": shape,
+        "seconds": round(seconds, 3),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sink")
@@ -63,37 +92,13 @@ def main():
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-
-    with open(f"{a.sink}/_kiln/manifest.json") as f:
-        manifest = json.load(f)
-    prefixes = [f"{a.sink}/{s['path'][:-len('.bin')]}" for s in manifest["shards"]]
-    ds = PackedDocuments(prefixes, a.seq_len)
-    start = time.perf_counter()
-    batches = tokens = 0
-    shape = None
-    for inputs, labels in DataLoader(ds, batch_size=a.batch_size, num_workers=a.workers):
-        # A training step would run here: model(inputs), loss against labels.
-        assert torch.equal(inputs[:, 1:], labels[:, :-1])
-        batches += 1
-        tokens += inputs.numel()
-        shape = list(inputs.shape)
-    seconds = time.perf_counter() - start
-    result = {
-        "documents": len(ds.docs),
-        "dataset_tokens": ds.tokens,
-        "manifest_tokens": manifest["tokens"]["tokens"],
-        "sequences": len(ds),
-        "batches": batches,
-        "tokens": tokens,
-        "tail_tokens": ds.tokens - len(ds) * a.seq_len,
-        "last_batch_shape": shape,
-        "seconds": round(seconds, 3),
-    }
+    result = epoch(a.sink, a.seq_len, a.batch_size, a.workers)
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"{len(ds.docs)} documents, {ds.tokens} tokens → {len(ds)} sequences of "
-              f"{a.seq_len} in {batches} batches, {tokens / max(seconds, 1e-9):.0f} tokens/s")
+        print(f"{result['documents']} documents, {result['dataset_tokens']} tokens → "
+              f"{result['sequences']} sequences of {a.seq_len} in {result['batches']} batches, "
+              f"{result['tokens'] / max(result['seconds'], 1e-9):.0f} tokens/s")
 
 
 if __name__ == "__main__":

@@ -120,20 +120,49 @@ fn megatron_core_reads_the_tokens_the_parquet_run_writes() {
     ));
     assert!(out.contains("IndexedDataset("), "{out}");
 
+    // The same run into the local S3 server (when there is one), for megatron-core's
+    // object-storage reader.
+    let bucket = crate::s3::Bucket::new("megatron");
+    if let Some(b) = &bucket {
+        crate::s3::kiln_env_ok(
+            &b.env(),
+            &[
+                "run",
+                "-q",
+                "pipelines/pretrain-megatron.yaml",
+                set[0],
+                set[1],
+                "--set",
+                &format!("sink.uri={}", b.uri("pretrain-megatron/")),
+            ],
+        );
+    }
     let Some(python) = train_python() else {
         return;
     };
-    let o = std::process::Command::new(python)
-        .current_dir(repo())
-        .args(["tests/interop/megatron_read.py", &m_sink.to_string_lossy()])
-        .output()
-        .expect("python runs");
+    // One process (megatron-core and torch take ~10 s to import): the local sink, the
+    // training-loop example on it, and the S3 sink.
+    let mut cmd = std::process::Command::new(python);
+    cmd.current_dir(repo()).args([
+        "tests/interop/megatron_read.py",
+        &m_sink.to_string_lossy(),
+        "--example-seq-len",
+        "512",
+    ]);
+    if let Some(b) = &bucket {
+        cmd.args(["--also", &b.uri("pretrain-megatron")]);
+        for (k, v) in b.env() {
+            cmd.env(k, v);
+        }
+    }
+    let o = cmd.output().expect("python runs");
     assert!(
         o.status.success(),
         "megatron-core's read failed: {}",
         stderr(&o)
     );
-    let read: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON");
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let read = out["shards"].as_array().expect("shards");
     let mut got: Vec<Vec<u64>> = Vec::new();
     for (shard, manifest_shard) in read.iter().zip(shards) {
         assert_eq!(shard["dtype"], "uint16");
@@ -159,20 +188,9 @@ fn megatron_core_reads_the_tokens_the_parquet_run_writes() {
         "megatron-core reads other tokens than the Parquet run holds"
     );
 
-    // The training-loop example: documents packed into 512-token sequences.
-    let o = std::process::Command::new(train_python().expect("checked above"))
-        .current_dir(repo())
-        .args([
-            "examples/megatron_dataloader.py",
-            &m_sink.to_string_lossy(),
-            "--seq-len",
-            "512",
-            "--json",
-        ])
-        .output()
-        .expect("python runs");
-    assert!(o.status.success(), "the example failed: {}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    // The training-loop example (examples/megatron_dataloader.py), run in the same
+    // process: documents packed into 512-token sequences.
+    let r = &out["example"];
     assert_eq!(r["dataset_tokens"], tokens, "{r}");
     assert_eq!(r["sequences"], (tokens - 1) / 512, "{r}");
     assert_eq!(
@@ -181,6 +199,24 @@ fn megatron_core_reads_the_tokens_the_parquet_run_writes() {
         "{r}"
     );
     assert_eq!(r["last_batch_shape"][1], 512, "{r}");
+
+    // From S3, with megatron-core's object-storage reader: the same documents.
+    if bucket.is_some() {
+        let from_s3: Vec<Vec<u64>> = out["also"]
+            .as_array()
+            .expect("the S3 sink's shards")
+            .iter()
+            .flat_map(|s| s["documents"].as_array().expect("documents").clone())
+            .map(|d| {
+                d.as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|x| x.as_u64().expect("id"))
+                    .collect()
+            })
+            .collect();
+        assert!(from_s3 == want, "megatron-core reads other tokens from S3");
+    }
 }
 
 #[test]
@@ -305,93 +341,4 @@ fn megatron_token_columns_of_any_integer_type_and_what_is_refused() {
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{name}: {}", stderr(&o));
     }
-}
-
-/// The documents of a local Megatron sink, shards in manifest order, from the `.idx`
-/// lengths and the `.bin` ids (`uint16`): what the S3 read below is compared with.
-fn local_documents(sink: &Path) -> Vec<Vec<u64>> {
-    let mut docs = Vec::new();
-    for s in manifest(sink)["shards"].as_array().expect("shards") {
-        let idx = std::fs::read(sink.join(s["index"]["path"].as_str().expect("idx"))).expect("idx");
-        let bin = std::fs::read(sink.join(s["path"].as_str().expect("bin"))).expect("bin");
-        assert_eq!(idx[17], 8, "uint16");
-        let n = u64::from_le_bytes(idx[18..26].try_into().expect("8 bytes")) as usize;
-        let mut at = 0;
-        for l in idx[34..34 + 4 * n].chunks(4) {
-            let len = i32::from_le_bytes(l.try_into().expect("4 bytes")) as usize;
-            docs.push(
-                bin[at..at + 2 * len]
-                    .chunks(2)
-                    .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            );
-            at += 2 * len;
-        }
-    }
-    docs
-}
-
-#[test]
-fn megatron_core_reads_the_shards_from_the_s3_server() {
-    let Some(b) = crate::s3::Bucket::new("megatron") else {
-        return;
-    };
-    let local = tempfile::tempdir().expect("tmp");
-    let args = |sink: Option<String>| {
-        let mut a = vec![
-            "run".to_string(),
-            "-q".into(),
-            "pipelines/pretrain-megatron.yaml".into(),
-            "--set".into(),
-            "sink.max_rows=500".into(),
-        ];
-        if let Some(s) = sink {
-            a.extend(["--set".into(), format!("sink.uri={s}")]);
-        }
-        a
-    };
-    let run = |env: &[(&str, String)], a: Vec<String>| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        crate::s3::kiln_env_ok(env, &a);
-    };
-    let mut env = b.env();
-    env.push(("KILN_OUT", local.path().to_string_lossy().into_owned()));
-    run(&env, args(None));
-    run(&env, args(Some(b.uri("pretrain-megatron/"))));
-    let want = local_documents(&local.path().join("pretrain-megatron"));
-    assert!(want.len() > 1000);
-    let Some(python) = train_python() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(python);
-    cmd.current_dir(repo()).args([
-        "tests/interop/megatron_read.py",
-        &b.uri("pretrain-megatron"),
-    ]);
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().expect("python runs");
-    assert!(
-        o.status.success(),
-        "megatron-core's S3 read failed: {}",
-        stderr(&o)
-    );
-    let read: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON");
-    assert_eq!(read.len(), want.len().div_ceil(500), "shards");
-    let got: Vec<Vec<u64>> = read
-        .iter()
-        .flat_map(|s| s["documents"].as_array().expect("documents").clone())
-        .map(|d| {
-            d.as_array()
-                .expect("ids")
-                .iter()
-                .map(|x| x.as_u64().expect("id"))
-                .collect()
-        })
-        .collect();
-    assert!(
-        got == want,
-        "megatron-core reads other tokens from S3 than the local run holds"
-    );
 }

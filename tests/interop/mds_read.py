@@ -1,16 +1,19 @@
-"""Reads a kiln MDS sink with MosaicML Streaming's own StreamingDataset and prints
-every sample of each split asked for, in order, as JSON: {split: [sample, ...]} (numpy
-arrays as lists). tests/mds.rs compares them with the Parquet run of the same pipeline.
-(One process for every split: importing streaming and torch takes ~10 s.)
+"""Reads a kiln MDS sink with MosaicML Streaming's own StreamingDataset and prints, as
+JSON, every sample of each split asked for, in order (numpy arrays as lists): from
+local disk, from a bucket, and the training-loop example's stopped-and-resumed epoch,
+all in one process (importing streaming and torch takes ~10 s). tests/mds.rs compares
+the samples with the Parquet run of the same pipeline.
 
-    python mds_read.py --local <sink> --split split=train --split split=validation
-    python mds_read.py --remote s3://bucket/prefix --local <cache dir> --split ...
+    python mds_read.py --local <sink> --split split=train [--split ...]
+        [--remote s3://bucket/prefix --cache <dir> --remote-split split=train]
+        [--example split=train]
 
 With --remote, the S3 endpoint comes from S3_ENDPOINT_URL (the tests' local server).
 """
 
 import argparse
 import json
+import os
 import sys
 import warnings
 
@@ -21,8 +24,11 @@ from streaming import StreamingDataset  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--local", required=True)
+ap.add_argument("--split", action="append", default=[])
 ap.add_argument("--remote")
-ap.add_argument("--split", action="append", required=True)
+ap.add_argument("--cache")
+ap.add_argument("--remote-split", action="append", default=[])
+ap.add_argument("--example")
 a = ap.parse_args()
 
 
@@ -36,9 +42,19 @@ def plain(v):
     return v
 
 
-out = {}
+def samples(**kw):
+    ds = StreamingDataset(shuffle=False, batch_size=1, **kw)
+    return [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
+
+
+out = {"local": {}, "remote": {}, "example": None}
 for split in a.split:
-    ds = StreamingDataset(local=a.local, remote=a.remote, split=split, shuffle=False,
-                          batch_size=1)
-    out[split] = [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
+    out["local"][split] = samples(local=a.local, split=split)
+for split in a.remote_split:
+    out["remote"][split] = samples(local=a.cache, remote=a.remote, split=split)
+if a.example:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+    import mds_dataloader  # the training-loop example, run on the same sink
+
+    out["example"] = mds_dataloader.restart(a.local, split=a.example)
 json.dump(out, sys.stdout)
