@@ -4,6 +4,11 @@
 //! upload (`super::upload`). The upload is completed only when the task commits ([`Staged::publish`], right before the commit record), so a shard
 //! becomes visible to readers with its task and never before; a failed or abandoned
 //! upload is aborted and leaves nothing.
+//!
+//! One role, though over 600 lines: what a task's rows become in the sink. The other
+//! formats and the shuffle's scatter are their own modules (`megatron`, `mds`,
+//! `webdataset`, `shuffle`); this file holds the settings they share (`WriterConfig`),
+//! the partition split and shard names every format uses, and the Parquet row-group cut.
 
 use std::collections::HashMap;
 use std::sync::Arc;
