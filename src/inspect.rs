@@ -2,6 +2,9 @@
 //! column statistics, step counters, the pipeline that made it), or, for any file or
 //! glob, its schema and first rows, with the row groups, page index and encodings of
 //! Parquet files.
+//!
+//! One role, though over 600 lines: what `kiln inspect` prints. The dataset summary and
+//! the file view share the schema and size formatting, so they stay in one file.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

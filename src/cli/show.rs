@@ -1,5 +1,8 @@
 //! The commands that show a pipeline or a sink and change nothing but a finished
 //! dataset's manifest: `validate`, `plan`, `status`, `finalize`, `inspect`.
+//!
+//! One role, though over 600 lines: the read-only commands, which share reading a sink's
+//! stored plan and records (`read_sink`) and the plan's text and JSON forms.
 
 use std::fmt::Write as _;
 

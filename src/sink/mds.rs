@@ -24,7 +24,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::upload::StagedShard;
 use super::writer::{WriterConfig, shard_stem};
@@ -309,8 +308,7 @@ impl Writer {
         file.extend_from_slice(&open.body);
         let bytes = file.len() as u64;
         let crc = crc32c::crc32c(&file);
-        let uri = format!("{}{relative}", self.cfg.display);
-        let staged = self.stage(&relative, &uri, file)?;
+        let staged = super::upload::stage_bytes(&self.cfg, &relative, file)?;
         self.stats
             .shards
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -346,29 +344,6 @@ impl Writer {
         });
         self.staged.push(staged);
         Ok(())
-    }
-
-    /// The shard's bytes as the one part of a multipart upload, not completed.
-    fn stage(&self, relative: &str, uri: &str, file: Vec<u8>) -> Result<StagedShard> {
-        let store: Arc<dyn ObjectStore> = self.cfg.store.clone();
-        let path = crate::storage::join(&self.cfg.root, relative);
-        let handle = self.cfg.handle.clone();
-        let upload = handle.block_on(async move {
-            let mut up = store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| Error::store("upload", uri, e))?;
-            if let Err(e) = up.put_part(PutPayload::from(file)).await {
-                let _ = up.abort().await;
-                return Err(Error::store("upload", uri, e));
-            }
-            Ok(up)
-        })?;
-        Ok(StagedShard {
-            upload: Some(upload),
-            uri: uri.to_string(),
-            handle,
-        })
     }
 
     /// Closes every open shard, folders in `order`.

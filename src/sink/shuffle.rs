@@ -31,7 +31,6 @@ use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use arrow::row::{RowConverter, SortField};
-use object_store::{ObjectStoreExt, PutPayload};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::ShardRecord;
@@ -179,23 +178,9 @@ impl Writer {
             ends.push(body.len() as u64);
         }
         let relative = layout::shuffle_part(self.task);
-        let uri = format!("{}{relative}", self.cfg.display);
         let bytes = body.len() as u64;
         let crc = crc32c::crc32c(&body);
-        let store = self.cfg.store.clone();
-        let path = crate::storage::join(&self.cfg.root, &relative);
-        let handle = self.cfg.handle.clone();
-        let upload = handle.block_on(async {
-            let mut up = store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| Error::store("upload", &uri, e))?;
-            if let Err(e) = up.put_part(PutPayload::from(body)).await {
-                let _ = up.abort().await;
-                return Err(Error::store("upload", &uri, e));
-            }
-            Ok(up)
-        })?;
+        let staged = super::upload::stage_bytes(&self.cfg, &relative, body)?;
         self.stats
             .bytes_out
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -209,11 +194,6 @@ impl Writer {
             index: None,
             mds: None,
             buckets: ends,
-        };
-        let staged = StagedShard {
-            upload: Some(upload),
-            uri,
-            handle,
         };
         Ok((vec![record], vec![staged]))
     }

@@ -281,3 +281,31 @@ impl Write for Streaming {
         self.sink.flush()
     }
 }
+
+/// Bytes already in memory (an MDS shard, a shuffle part) stored at `relative` as the one
+/// part of a multipart upload, not completed: staged like a streamed shard.
+pub(super) fn stage_bytes(
+    cfg: &super::writer::WriterConfig,
+    relative: &str,
+    body: Vec<u8>,
+) -> Result<StagedShard> {
+    let uri = format!("{}{relative}", cfg.display);
+    let store = cfg.store.clone();
+    let path = crate::storage::join(&cfg.root, relative);
+    let upload = cfg.handle.block_on(async {
+        let mut up = store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| Error::store("upload", &uri, e))?;
+        if let Err(e) = up.put_part(PutPayload::from(body)).await {
+            let _ = up.abort().await;
+            return Err(Error::store("upload", &uri, e));
+        }
+        Ok(up)
+    })?;
+    Ok(StagedShard {
+        upload: Some(upload),
+        uri,
+        handle: cfg.handle.clone(),
+    })
+}
