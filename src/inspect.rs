@@ -210,10 +210,15 @@ fn summary(
         .enumerate()
         .map(|(i, st)| {
             let counts: Vec<String> = st.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let mixture = (st.step == "mix")
+                .then(|| crate::steps::mix::achieved(&st.counts))
+                .flatten()
+                .map(|m| format!("\n     {m}"))
+                .unwrap_or_default();
             if counts.is_empty() {
                 format!("  {}. {}", i + 1, st.step)
             } else {
-                format!("  {}. {}: {}", i + 1, st.step, counts.join(", "))
+                format!("  {}. {}: {}{mixture}", i + 1, st.step, counts.join(", "))
             }
         })
         .collect();

@@ -465,6 +465,11 @@ impl Report {
                         ));
                     }
                     let _ = writeln!(s, "  {:<28} {}", "", counts.join(" · "));
+                    if st.name == "mix"
+                        && let Some(mixture) = crate::steps::mix::achieved(&st.counts)
+                    {
+                        let _ = writeln!(s, "  {:<28} {mixture}", "");
+                    }
                 }
             }
         }

@@ -59,6 +59,9 @@ const OWN_SUITE: &[&str] = &[
 fn prefix(name: &str) -> &'static str {
     match name {
         "pack" => "- tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json }",
+        "mix" => {
+            "- tokenize: { tokenizer: sample-data/tokenizer/tokenizer.json }\n- derive: { source: \"CASE id % 3 WHEN 0 THEN 'web' WHEN 1 THEN 'code' ELSE 'books' END\" }"
+        }
         "image.resize" | "image.center_crop" | "image.encode" | "image.to_tensor" => {
             "- image.decode: { column: bytes, output: image }"
         }

@@ -19,6 +19,7 @@ pub mod image;
 pub mod keys;
 use image::{crop, decode, encode, resize, tensor};
 mod limit;
+pub mod mix;
 mod pack;
 mod rename;
 pub mod sample;
@@ -477,6 +478,7 @@ registry! {
     HtmlExtract => "html.extract", extract::ExtractOptions;
     Tokenize => "tokenize", tokenize::TokenizeOptions;
     Pack => "pack", pack::PackOptions;
+    Mix => "mix", mix::MixOptions;
     Split => "split", split::SplitOptions;
     DedupExact => "dedup.exact", dedup_exact::DedupExactOptions;
     DedupMinhash => "dedup.minhash", dedup_minhash::MinhashOptions;
