@@ -22,6 +22,7 @@ mod interop;
 mod mds;
 mod megatron;
 mod minhash;
+mod mixture;
 mod orchestration;
 mod quality;
 mod s3;

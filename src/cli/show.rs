@@ -67,30 +67,49 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
         p.name,
         &plan.pipeline_hash[..16]
     );
-    let _ = writeln!(
-        s,
-        "source    {} → {}, {}",
-        p.source.uri,
-        counted(plan.objects.len() as u64, "object"),
-        spec::ByteSize(plan.input_bytes())
-    );
-    for (o, c) in plan.objects.iter().zip(&plan.compressions).take(5) {
+    for input in &plan.inputs {
+        let objects = &plan.objects[input.objects.clone()];
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
         let _ = writeln!(
             s,
-            "            {} ({}, {})",
-            o.display,
-            spec::ByteSize(o.size),
-            c.name()
+            "{:<9} {} → {}, {}",
+            input.name.as_deref().unwrap_or("source"),
+            input.spec.uri,
+            counted(objects.len() as u64, "object"),
+            spec::ByteSize(bytes)
+        );
+        let compressions = &plan.compressions[input.objects.clone()];
+        for (o, c) in objects.iter().zip(compressions).take(5) {
+            let _ = writeln!(
+                s,
+                "            {} ({}, {})",
+                o.display,
+                spec::ByteSize(o.size),
+                c.name()
+            );
+        }
+        if objects.len() > 5 {
+            let _ = writeln!(s, "            … {} more", objects.len() - 5);
+        }
+        let _ = writeln!(
+            s,
+            "format    {:?}, schema from {}",
+            input.format_name, input.schema_origin
+        );
+        if input.name.is_some() {
+            let _ = writeln!(s, "read      {}", crate::inspect::fmt_schema(&input.schema));
+            for (i, step) in input.spec.steps.iter().enumerate() {
+                let _ = writeln!(s, "  own {:<4} {}", i + 1, step.name());
+            }
+        }
+    }
+    if plan.inputs.len() > 1 {
+        let _ = writeln!(
+            s,
+            "sources   {} inputs, read one after the other in name order; each row's `source` names its input",
+            plan.inputs.len()
         );
     }
-    if plan.objects.len() > 5 {
-        let _ = writeln!(s, "            … {} more", plan.objects.len() - 5);
-    }
-    let _ = writeln!(
-        s,
-        "format    {:?}, schema from {}",
-        plan.format_name, plan.schema_origin
-    );
     let _ = writeln!(
         s,
         "read      {}",
@@ -117,6 +136,9 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
                 crate::steps::Kind::Map => "",
             }
         );
+        if let Some(crate::steps::StepSpec::Mix(o)) = p.steps.get(i) {
+            let _ = writeln!(s, "          mixes {}", o.expected());
+        }
         if let crate::steps::Kind::FullPass(p) = st.step.kind()
             && let Some(index) = p.index()
         {
@@ -174,7 +196,10 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
         let _ = writeln!(
             s,
             "            {sliced} of them slices of objects larger than run.task_bytes ({})",
-            if plan.format_name == crate::spec::FormatName::Parquet {
+            if plan
+                .single_input()
+                .is_some_and(|i| i.format_name == crate::spec::FormatName::Parquet)
+            {
                 "whole row groups each"
             } else {
                 "whole records each"
@@ -291,13 +316,6 @@ fn plan_json(
     stored_workers: Option<usize>,
 ) -> serde_json::Value {
     use serde_json::json;
-    let columns = |schema: &arrow::datatypes::Schema| -> Vec<serde_json::Value> {
-        schema
-            .fields()
-            .iter()
-            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
-            .collect()
-    };
     let p = &plan.pipeline;
     let in_order = plan.in_order_step();
     let steps: Vec<_> = plan
@@ -332,16 +350,14 @@ fn plan_json(
     json!({
         "pipeline": p.name,
         "pipeline_hash": plan.pipeline_hash,
-        "source": {
-            "uri": p.source.uri,
-            "objects": plan.objects.iter().zip(&plan.compressions).map(|(o, c)| {
-                json!({"path": o.display, "bytes": o.size, "compression": c.name()})
-            }).collect::<Vec<_>>(),
-            "bytes": plan.input_bytes(),
-            "format": format!("{:?}", plan.format_name).to_lowercase(),
-            "schema_origin": plan.schema_origin,
-            "columns": columns(&plan.input_schema),
-        },
+        "source": plan.single_input().map(|i| input_json(plan, i)),
+        "sources": (plan.inputs.len() > 1).then(|| {
+            plan.inputs
+                .iter()
+                .map(|i| (i.name.clone().unwrap_or_default(), input_json(plan, i)))
+                .collect::<serde_json::Map<_, _>>()
+        }),
+        "input_columns": columns(&plan.input_schema),
         "steps": steps,
         "tasks": tasks,
         "task_bytes": p.run.task_bytes.get(),
@@ -354,6 +370,31 @@ fn plan_json(
             "partition_by": p.sink.partition_by,
             "columns": columns(&plan.file_schema),
         },
+    })
+}
+
+/// A schema's columns as `kiln plan --json` shows them.
+fn columns(schema: &arrow::datatypes::Schema) -> Vec<serde_json::Value> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+        .collect()
+}
+
+/// One input of `plan` as `kiln plan --json` shows it.
+fn input_json(plan: &Plan, input: &crate::plan::Input) -> serde_json::Value {
+    let range = input.objects.clone();
+    serde_json::json!({
+        "uri": input.spec.uri,
+        "objects": plan.objects[range.clone()].iter().zip(&plan.compressions[range.clone()]).map(|(o, c)| {
+            serde_json::json!({"path": o.display, "bytes": o.size, "compression": c.name()})
+        }).collect::<Vec<_>>(),
+        "bytes": plan.objects[range].iter().map(|o| o.size).sum::<u64>(),
+        "format": format!("{:?}", input.format_name).to_lowercase(),
+        "schema_origin": input.schema_origin,
+        "columns": columns(&input.schema),
+        "steps": input.spec.steps.iter().map(|s| s.name()).collect::<Vec<_>>(),
     })
 }
 

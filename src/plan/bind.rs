@@ -183,7 +183,7 @@ impl Plan {
         // Projecting binds the steps before the group again: a settled full pass among
         // them would lose its decisions.
         if !project
-            || self.format_name != FormatName::Csv
+            || self.single_input().map(|i| i.format_name) != Some(FormatName::Csv)
             || self.decode_projection.is_some()
             || self.steps[..from]
                 .iter()
@@ -295,8 +295,8 @@ impl Plan {
         )?;
         self.fitted = fitted;
         self.output_schema = last_schema(&self.steps, &self.input_schema);
-        self.file_schema =
-            file_schema(&self.pipeline, &self.output_schema, self.classes.as_deref())?;
+        let classes = self.single_input().and_then(|i| i.classes.clone());
+        self.file_schema = file_schema(&self.pipeline, &self.output_schema, classes.as_deref())?;
         self.sequential = self.steps.iter().any(|s| s.step.needs_global_order());
         Ok(self)
     }

@@ -8,7 +8,7 @@ use super::{Plan, PlannedStep, Task};
 use crate::error::{Error, Result};
 use crate::formats::{self, Compression};
 use crate::layout;
-use crate::sink::records::{ColumnRecord, InputRecord, StoredPlan, StoredTask};
+use crate::sink::records::{ColumnRecord, InputRecord, StoredInput, StoredPlan, StoredTask};
 use crate::spec::Pipeline;
 use crate::storage::Object;
 
@@ -36,9 +36,18 @@ pub fn pipeline_hash(p: &Pipeline) -> String {
             dedup.remove("memory");
         }
     }
-    let identity = serde_json::json!({
+    let mut identity = serde_json::json!({
         "version": p.version, "name": p.name, "source": p.source, "steps": steps, "sink": sink,
     });
+    if !p.sources.is_empty()
+        && let Some(obj) = identity.as_object_mut()
+    {
+        obj.remove("source");
+        obj.insert(
+            "sources".into(),
+            serde_json::to_value(&p.sources).unwrap_or_default(),
+        );
+    }
     let digest = Sha256::digest(identity.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -48,11 +57,13 @@ pub fn pipeline_hash(p: &Pipeline) -> String {
 pub(super) fn output_hash(
     pipeline: &Pipeline,
     steps: &[PlannedStep],
+    inputs_files: Vec<String>,
     stats_digest: Option<String>,
 ) -> String {
     // Files a step reads (a tokenizer) are part of what the output is: a changed
     // tokenizer.json must not resume into a sink written with the old one.
-    let mut files: Vec<String> = steps.iter().filter_map(|s| s.step.fingerprint()).collect();
+    let mut files: Vec<String> = inputs_files;
+    files.extend(steps.iter().filter_map(|s| s.step.fingerprint()));
     // So are statistics from another sink (their content, not where they live).
     files.extend(stats_digest);
     if files.is_empty() {
@@ -112,7 +123,10 @@ impl Plan {
                 .collect(),
             features: crate::hf::features(
                 &self.file_schema,
-                self.classes.as_ref().map(|c| c.class_labels()).as_ref(),
+                self.single_input()
+                    .and_then(|i| i.classes.as_ref())
+                    .map(|c| c.class_labels())
+                    .as_ref(),
             ),
             token_column: self
                 .file_schema
@@ -120,6 +134,17 @@ impl Plan {
                 .iter()
                 .find(|f| crate::sink::columns::is_token_column(f.data_type()))
                 .map(|f| f.name().clone()),
+            inputs: self
+                .inputs
+                .iter()
+                .filter_map(|i| {
+                    Some(StoredInput {
+                        name: i.name.clone()?,
+                        start: i.objects.start,
+                        end: i.objects.end,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -137,11 +162,35 @@ impl Plan {
                 stored.name
             )));
         }
-        let base = &self.source.base;
-        self.objects = stored
-            .objects
-            .iter()
-            .map(|o| {
+        // Each input's share of the stored listing: one input has all of it.
+        let ranges: Vec<std::ops::Range<usize>> = match self.inputs.as_slice() {
+            [_] => std::iter::once(0..stored.objects.len()).collect(),
+            inputs => {
+                let named: Vec<Option<&str>> = inputs.iter().map(|i| i.name.as_deref()).collect();
+                let stored_names: Vec<Option<&str>> = stored
+                    .inputs
+                    .iter()
+                    .map(|i| Some(i.name.as_str()))
+                    .collect();
+                if named != stored_names
+                    || stored
+                        .inputs
+                        .iter()
+                        .any(|i| i.start > i.end || i.end > stored.objects.len())
+                {
+                    return Err(Error::Plan(format!(
+                        "{} does not list this pipeline's sources; delete it to plan again",
+                        self.sink.display_child(layout::PLAN)
+                    )));
+                }
+                stored.inputs.iter().map(|i| i.start..i.end).collect()
+            }
+        };
+        let mut objects = Vec::with_capacity(stored.objects.len());
+        let mut compressions = Vec::with_capacity(stored.objects.len());
+        for (input, range) in self.inputs.iter_mut().zip(ranges) {
+            let base = &input.source.base;
+            for o in &stored.objects[range.clone()] {
                 let path = object_store::path::Path::parse(&o.path)
                     .unwrap_or_else(|_| object_store::path::Path::from(o.path.as_str()));
                 let rel = base.relative(&path);
@@ -150,30 +199,28 @@ impl Plan {
                 } else {
                     base.display_child(&rel)
                 };
-                Object {
+                compressions.push(Compression::resolve(input.spec.compression, path.as_ref()));
+                objects.push(Object {
                     path,
                     size: o.bytes,
                     display,
-                }
-            })
-            .collect();
-        self.compressions = self
-            .objects
-            .iter()
-            .map(|o| Compression::resolve(self.pipeline.source.compression, o.path.as_ref()))
-            .collect();
-        if self.classes.is_some() {
+                });
+            }
+            input.objects = range;
+        }
+        self.objects = objects;
+        self.compressions = compressions;
+        if let [input] = self.inputs.as_mut_slice()
+            && input.classes.is_some()
+        {
             // Labels come from the stored listing, like everything else.
-            self.classes = formats::files::Classes::of_source(
-                &self.pipeline.source,
+            input.classes = formats::files::Classes::of_source(
+                &input.spec,
                 self.objects.iter().map(|o| o.display.as_str()),
             )?;
-            self.file_schema = with_hf_metadata(&self.file_schema, self.classes.as_deref());
-            self.format = formats::format_for_source(
-                self.format_name,
-                &self.pipeline.source,
-                self.classes.clone(),
-            )?;
+            self.file_schema = with_hf_metadata(&self.file_schema, input.classes.as_deref());
+            input.format =
+                formats::format_for_source(input.format_name, &input.spec, input.classes.clone())?;
         }
         if stored
             .tasks

@@ -25,12 +25,12 @@ pub(super) struct Listing {
 /// [`Error::Plan`] when nothing matches, the format cannot be told or differs between
 /// objects.
 pub(super) async fn list(pipeline: &Pipeline) -> Result<Listing> {
-    let source = SourceUri::parse(&pipeline.source.uri, &pipeline.storage)?;
+    let source = SourceUri::parse(&pipeline.source().uri, &pipeline.storage)?;
     let objects = source.list().await?;
     if objects.is_empty() {
         return Err(Error::Plan(format!(
             "source.uri `{}` matched no objects{}",
-            pipeline.source.uri,
+            pipeline.source().uri,
             if source.pattern().is_some() {
                 "; check the glob"
             } else {
@@ -38,7 +38,7 @@ pub(super) async fn list(pipeline: &Pipeline) -> Result<Listing> {
             }
         )));
     }
-    let format_name = match pipeline.source.format {
+    let format_name = match pipeline.source().format {
             Some(f) => f,
             None => formats::format_from_name(objects[0].path.as_ref()).ok_or_else(|| {
                 Error::Plan(format!(
@@ -47,7 +47,7 @@ pub(super) async fn list(pipeline: &Pipeline) -> Result<Listing> {
                 ))
             })?,
         };
-    if pipeline.source.format.is_none()
+    if pipeline.source().format.is_none()
         && let Some(other) = objects
             .iter()
             .find(|o| formats::format_from_name(o.path.as_ref()) != Some(format_name))
@@ -58,13 +58,13 @@ pub(super) async fn list(pipeline: &Pipeline) -> Result<Listing> {
         )));
     }
     let classes = formats::files::Classes::of_source(
-        &pipeline.source,
+        pipeline.source(),
         objects.iter().map(|o| o.display.as_str()),
     )?;
-    let format = formats::format_for_source(format_name, &pipeline.source, classes.clone())?;
+    let format = formats::format_for_source(format_name, pipeline.source(), classes.clone())?;
     let compressions: Vec<Compression> = objects
         .iter()
-        .map(|o| Compression::resolve(pipeline.source.compression, o.path.as_ref()))
+        .map(|o| Compression::resolve(pipeline.source().compression, o.path.as_ref()))
         .collect();
 
     Ok(Listing {
@@ -77,20 +77,28 @@ pub(super) async fn list(pipeline: &Pipeline) -> Result<Listing> {
     })
 }
 
-/// Opens the sink, refusing one inside the listed source (a later run would read its
+/// Opens the sink, refusing one inside a listed source (a later run would read its
 /// own output) or an existing file.
-pub(super) fn open_sink(pipeline: &Pipeline, listing: &Listing) -> Result<Location> {
-    let (source, objects) = (&listing.source, &listing.objects);
+pub(super) fn open_sink_for(
+    pipeline: &Pipeline,
+    inputs: &[super::Input],
+    objects: &[Object],
+) -> Result<Location> {
     let sink = crate::storage::open(&pipeline.sink.uri, &pipeline.storage)?;
-    // A sink inside the listed prefix would be read back by the next run. (A source
-    // that names one object lists nothing else.)
-    let single_object =
-        source.pattern().is_none() && objects.len() == 1 && objects[0].path == source.base.prefix;
-    if !single_object && sink.is_inside(&source.base) {
-        return Err(Error::Plan(format!(
-            "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
-            pipeline.sink.uri, pipeline.source.uri
-        )));
+    for input in inputs {
+        let source = &input.source;
+        let objects = &objects[input.objects.clone()];
+        // A sink inside the listed prefix would be read back by the next run. (A source
+        // that names one object lists nothing else.)
+        let single_object = source.pattern().is_none()
+            && objects.len() == 1
+            && objects[0].path == source.base.prefix;
+        if !single_object && sink.is_inside(&source.base) {
+            return Err(Error::Plan(format!(
+                "sink.uri `{}` lies inside the source `{}`; a later run would read its own output",
+                pipeline.sink.uri, input.spec.uri
+            )));
+        }
     }
     // A sink is a folder: a file of that name would fail only at the first write.
     if let Some(local) = sink.identity.strip_prefix("file://") {

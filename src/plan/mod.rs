@@ -16,6 +16,7 @@ mod bind;
 mod identity;
 mod listing;
 mod schema;
+mod sources;
 mod tasks;
 
 use std::ops::Range;
@@ -56,22 +57,44 @@ pub struct Task {
     pub inside_member: bool,
 }
 
+/// One input of the plan: a `source`, or one of `sources` by name, and how its objects
+/// are read.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Its name under `sources:`; None for `source`.
+    pub name: Option<String>,
+    /// The pipeline file's section for it.
+    pub spec: crate::spec::Source,
+    pub source: SourceUri,
+    /// Its objects in [`Plan::objects`].
+    pub objects: Range<usize>,
+    pub format_name: FormatName,
+    /// How its objects decode: for a named input, to the pipeline's input schema (its own
+    /// steps applied and the `source` column added, `sources.rs`).
+    pub format: Arc<dyn SourceFormat>,
+    /// The ImageFolder classes of its listing, with `labels: folder`.
+    pub classes: Option<Arc<formats::files::Classes>>,
+    /// The schema its objects decode to (for Parquet, only the columns it uses).
+    pub schema: SchemaRef,
+    pub schema_origin: String,
+    /// Inferred (records must match it), not declared.
+    pub strict: bool,
+}
+
 /// Everything a run needs, checked.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub pipeline: Pipeline,
     pub pipeline_hash: String,
-    pub source: SourceUri,
+    /// The inputs: one, or one per `sources:` entry, their objects in listing order one
+    /// input after the other.
+    pub inputs: Vec<Input>,
     pub objects: Vec<Object>,
     pub compressions: Vec<Compression>,
-    pub format_name: FormatName,
-    pub format: Arc<dyn SourceFormat>,
-    /// The ImageFolder classes of the listing, with `source.labels: folder`.
-    pub classes: Option<Arc<formats::files::Classes>>,
-    /// Schema of the input as read (only the columns the pipeline uses, for Parquet).
+    /// Schema of the batches entering `steps` (one input: as read, only the columns the
+    /// pipeline uses for Parquet; several: what every input's own steps make, with
+    /// `source`).
     pub input_schema: SchemaRef,
-    pub schema_origin: String,
-    pub strict: bool,
     pub steps: Vec<PlannedStep>,
     /// Schema after the last step.
     pub output_schema: SchemaRef,
@@ -94,12 +117,93 @@ pub struct Plan {
     pub fitted: Vec<StatsEntry>,
     /// Where `fitted` came from (`stats_from`'s sink), for stats.json.
     pub stats_origin: Option<String>,
-    /// Columns of `input_schema` the decoder reads (see [`Plan::for_fit`]). None: all.
+    /// Columns of the input schema the decoder reads (see [`Plan::for_fit`]). None: all.
     pub decode_projection: Option<Vec<usize>>,
 }
 
 const MIN_BATCH_ROWS: u64 = 1024;
 const MAX_BATCH_ROWS: usize = 8192;
+
+/// What the inputs of a pipeline come to: the plan's inputs, objects and tasks, and
+/// the pipeline's steps bound to what enters them.
+struct Built {
+    inputs: Vec<Input>,
+    objects: Vec<Object>,
+    compressions: Vec<Compression>,
+    input_schema: SchemaRef,
+    steps: Vec<PlannedStep>,
+    tasks: Vec<Task>,
+    unsplit: Option<&'static str>,
+    batch_rows: usize,
+    /// Digests of files the inputs' own steps read (a tokenizer), for the output hash.
+    fingerprints: Vec<String>,
+}
+
+/// Rows per batch: `run.batch_rows`, or about 4 MiB of decoded input (the decoder, the
+/// batch and the steps' outputs each hold about that much per task).
+fn batch_rows(pipeline: &Pipeline, sampled_bytes: Option<u64>) -> usize {
+    pipeline.run.batch_rows.unwrap_or_else(|| {
+        let avg = sampled_bytes
+            .map_or(0, |b| b / pipeline.source().infer_rows.max(1) as u64)
+            .max(1);
+        ((4 << 20) / avg).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS as u64) as usize
+    })
+}
+
+/// A pipeline with one `source`: its listing, its schema, the steps bound to it.
+async fn one_input(
+    pipeline: &Pipeline,
+    fitted: &[StatsEntry],
+    required: Option<&str>,
+) -> Result<Built> {
+    let listing = listing::list(pipeline).await?;
+    let schema::Settled {
+        schema: full_schema,
+        origin: schema_origin,
+        strict,
+        sampled_bytes,
+    } = schema::settle(pipeline, &listing).await?;
+    let full_schema = Arc::new(full_schema);
+    let (input_schema, steps) = bind::bind_for_input(
+        pipeline,
+        &full_schema,
+        listing.format.random_access(),
+        fitted,
+        required,
+    )?;
+    let output_schema = last_schema(&steps, &input_schema);
+    let (tasks, unsplit) = tasks::plan_tasks(pipeline, &listing, &steps, &output_schema).await?;
+    let listing::Listing {
+        source,
+        objects,
+        format_name,
+        format,
+        classes,
+        compressions,
+    } = listing;
+    Ok(Built {
+        inputs: vec![Input {
+            name: None,
+            spec: pipeline.source().clone(),
+            source,
+            objects: 0..objects.len(),
+            format_name,
+            format,
+            classes,
+            schema: input_schema.clone(),
+            schema_origin,
+            strict,
+        }],
+        objects,
+        compressions,
+        input_schema,
+        steps,
+        tasks,
+        unsplit,
+        batch_rows: batch_rows(pipeline, sampled_bytes),
+        fingerprints: Vec::new(),
+    })
+}
 
 impl Plan {
     /// Lists the source, settles the schema, binds every step and checks the sink.
@@ -109,15 +213,6 @@ impl Plan {
     /// from running on this input; [`Error::Input`] when the first object cannot be read.
     pub async fn build(pipeline: Pipeline) -> Result<Plan> {
         crate::storage::http::set_max_concurrency(pipeline.run.io_concurrency);
-        let listing = listing::list(&pipeline).await?;
-        let schema::Settled {
-            schema: full_schema,
-            origin: schema_origin,
-            strict,
-            sampled_bytes,
-        } = schema::settle(&pipeline, &listing).await?;
-        let full_schema = Arc::new(full_schema);
-
         let (fitted, stats_origin, stats_digest) = match &pipeline.stats_from {
             Some(uri) => {
                 let (file, digest) = load_stats(uri, &pipeline).await?;
@@ -126,56 +221,44 @@ impl Plan {
             None => (Vec::new(), None, None),
         };
         let required = stats_origin.as_deref();
-
-        let (input_schema, steps) = bind::bind_for_input(
-            &pipeline,
-            &full_schema,
-            listing.format.random_access(),
-            &fitted,
-            required,
-        )?;
+        let built = if pipeline.sources.is_empty() {
+            one_input(&pipeline, &fitted, required).await?
+        } else {
+            sources::inputs(&pipeline, &fitted, required).await?
+        };
+        let Built {
+            inputs,
+            objects,
+            compressions,
+            input_schema,
+            steps,
+            tasks,
+            unsplit,
+            batch_rows,
+            fingerprints,
+        } = built;
         if let Some(from) = &stats_origin
             && fitted.is_empty()
         {
             tracing::warn!("stats_from: {from} holds no statistics");
         }
         let output_schema = last_schema(&steps, &input_schema);
-        let file_schema = file_schema(&pipeline, &output_schema, listing.classes.as_deref())?;
-
-        let sink = listing::open_sink(&pipeline, &listing)?;
-        let (tasks, unsplit) =
-            tasks::plan_tasks(&pipeline, &listing, &steps, &output_schema).await?;
-        let batch_rows = pipeline.run.batch_rows.unwrap_or_else(|| {
-            // About 4 MiB of decoded input per batch: the decoder, the batch and the
-            // steps' outputs each hold about that much per task.
-            let avg = sampled_bytes
-                .map_or(0, |b| b / pipeline.source.infer_rows.max(1) as u64)
-                .max(1);
-            ((4 << 20) / avg).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS as u64) as usize
-        });
+        let classes = match inputs.as_slice() {
+            [one] => one.classes.clone(),
+            _ => None,
+        };
+        let file_schema = file_schema(&pipeline, &output_schema, classes.as_deref())?;
+        let sink = listing::open_sink_for(&pipeline, &inputs, &objects)?;
         let sequential = steps.iter().any(|s| s.step.needs_global_order());
         let threads = pipeline.run.threads.resolve();
-        let pipeline_hash = identity::output_hash(&pipeline, &steps, stats_digest);
-        let listing::Listing {
-            source,
-            objects,
-            format_name,
-            format,
-            classes,
-            compressions,
-        } = listing;
+        let pipeline_hash = identity::output_hash(&pipeline, &steps, fingerprints, stats_digest);
         Ok(Plan {
-            classes,
             pipeline_hash,
             pipeline,
-            source,
+            inputs,
             objects,
             compressions,
-            format_name,
-            format,
             input_schema,
-            schema_origin,
-            strict,
             steps,
             output_schema,
             file_schema,
@@ -190,6 +273,14 @@ impl Plan {
             stats_origin,
             decode_projection: None,
         })
+    }
+
+    /// The input object `i` belongs to.
+    pub fn input_of(&self, i: usize) -> &Input {
+        self.inputs
+            .iter()
+            .find(|input| input.objects.contains(&i))
+            .unwrap_or(&self.inputs[0])
     }
 
     /// The longest record a decoder holds in this run (see
@@ -229,5 +320,13 @@ impl Plan {
     /// Total stored bytes of the input.
     pub fn input_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
+    }
+
+    /// The input the plan reads when it has one (`source:`), else None.
+    pub fn single_input(&self) -> Option<&Input> {
+        match self.inputs.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
     }
 }

@@ -140,7 +140,7 @@ pub(super) fn with_hf_metadata(
 }
 
 fn declared_schema(p: &Pipeline) -> Result<Option<Schema>> {
-    let Some(cols) = &p.source.schema else {
+    let Some(cols) = &p.source().schema else {
         return Ok(None);
     };
     let mut fields = Vec::with_capacity(cols.len());
@@ -166,7 +166,7 @@ async fn infer_from(
         strict: true,
         object: first.display.clone(),
         batch_rows: MAX_BATCH_ROWS,
-        csv: pipeline.source.csv.clone(),
+        csv: pipeline.source().csv.clone(),
         projection: None,
         // Under skip / dead_letter, malformed records among those sampled
         // are passed over (decoding leaves them out too).
@@ -182,7 +182,7 @@ async fn infer_from(
         format.clone(),
         first.clone(),
         compression,
-        pipeline.source.infer_rows,
+        pipeline.source().infer_rows,
     );
     let store = source.base.store.clone();
     let handle = tokio::runtime::Handle::current();

@@ -111,7 +111,7 @@ async fn indexed_cuts(
     listing: &Listing,
 ) -> Result<std::collections::HashMap<usize, Cuts>> {
     let mut cuts = std::collections::HashMap::new();
-    let Some(uri) = pipeline.source.warc.as_ref().and_then(|w| w.cdx.as_ref()) else {
+    let Some(uri) = pipeline.source().warc.as_ref().and_then(|w| w.cdx.as_ref()) else {
         return Ok(cuts);
     };
     if listing.format_name != FormatName::Warc {
@@ -161,7 +161,7 @@ fn split_rule(
     line_used: bool,
     probed: Option<&Cuts>,
 ) -> std::result::Result<Cuts, &'static str> {
-    if !pipeline.source.split {
+    if !pipeline.source().split {
         return Err("source.split is false");
     }
     let compressed = |probed: Option<&Cuts>| match (compression, probed) {

@@ -64,7 +64,8 @@ pub(super) async fn read_objects(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let chunk = read_chunk(&plan);
-    let store = plan.source.base.store.clone();
+    // A task's objects are of one input.
+    let store = plan.input_of(task.objects.start).source.base.store.clone();
     for i in task.objects.clone() {
         let obj = &plan.objects[i];
         let (tx, rx) = mpsc::channel(PREFETCH);
@@ -226,10 +227,11 @@ pub(super) fn slice_reader<'a>(
         .as_ref()
         .ok_or_else(|| Error::Internal("a slice without a range".into()))?;
     let obj = &plan.objects[i];
-    let store = plan.source.base.store.clone();
-    let csv = &plan.pipeline.source.csv;
+    let input = plan.input_of(i);
+    let store = input.source.base.store.clone();
+    let csv = &input.spec.csv;
     let records = || formats::csv::records(csv, &obj.display);
-    let is_csv = plan.format_name == crate::spec::FormatName::Csv;
+    let is_csv = input.format_name == crate::spec::FormatName::Csv;
     let buffered = |raw| Box::new(std::io::BufReader::with_capacity(1 << 16, raw));
     let body: Box<dyn std::io::Read + 'a> = match plan.compressions[i] {
         formats::Compression::Gzip if task.inside_member => {
@@ -244,7 +246,7 @@ pub(super) fn slice_reader<'a>(
         }
         formats::Compression::Gzip => {
             use formats::members::{Starts, slice};
-            let warc = plan.format_name == crate::spec::FormatName::Warc;
+            let warc = input.format_name == crate::spec::FormatName::Warc;
             let starts = if warc { Starts::Warc } else { Starts::Anything };
             let members = slice(buffered(raw), range.clone(), starts)
                 .map_err(|e| Error::input(&obj.display, None, e))?;

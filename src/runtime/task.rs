@@ -64,11 +64,13 @@ pub(super) async fn run_task(env: Pass, task: Task, mode: Mode) -> Result<TaskDo
         _ => None,
     };
     let (obj_tx, obj_rx) = mpsc::channel::<Chunks>(1);
+    // A task's objects are of one input.
+    let from = plan.input_of(task.objects.start);
     #[expect(
         clippy::disallowed_methods,
         reason = "the reader is joined below, after the CPU side is done"
     )]
-    let reader = if plan.format.random_access() || cached.is_some() {
+    let reader = if from.format.random_access() || cached.is_some() {
         drop(obj_tx);
         None
     } else {
@@ -208,12 +210,17 @@ fn cpu_task(
     // Keyed by the path below the source prefix, so a sample is the same wherever the
     // data lives: another clone's directory, a bucket, a different store.
     let first = &plan.objects[task.objects.start].path;
-    let relative = plan.source.base.relative(first);
+    let from = plan.input_of(task.objects.start);
+    let relative = from.source.base.relative(first);
     let mut key = if relative.is_empty() {
         first.filename().unwrap_or_default().to_string()
     } else {
         relative
     };
+    // Under `sources:`, two inputs may hold objects of one name.
+    if let Some(name) = &from.name {
+        key = format!("{name}:{key}");
+    }
     if let Some(r) = &task.range {
         key.push_str(&format!("#{}", r.start));
     }
@@ -266,15 +273,15 @@ fn cpu_task(
             None => obj.display.clone(),
         };
         let cx = DecodeContext {
-            schema: plan.input_schema.clone(),
-            schema_origin: plan.schema_origin.clone(),
-            strict: plan.strict,
+            schema: from.schema.clone(),
+            schema_origin: from.schema_origin.clone(),
+            strict: from.strict,
             object: object.clone(),
             batch_rows: plan.batch_rows,
-            csv: plan.pipeline.source.csv.clone(),
+            csv: from.spec.csv.clone(),
             projection: plan.decode_projection.clone(),
             on_error: plan.pipeline.run.on_error,
-            on_mismatch: plan.pipeline.source.on_schema_mismatch,
+            on_mismatch: from.spec.on_schema_mismatch,
             max_record_bytes: formats::max_record_bytes(
                 plan.pipeline.run.memory_limit.get(),
                 plan.threads,
@@ -286,7 +293,7 @@ fn cpu_task(
         let mut in_emit = Duration::ZERO;
         // With other threads to decode on (and nothing to keep), a format that frames
         // hands over pieces of the object, which the jobs decode.
-        let framing = (drive.parallel() && keep.is_none() && plan.format.frames())
+        let framing = (drive.parallel() && keep.is_none() && from.format.frames())
             .then(|| Arc::new(cx.clone()));
         let mut emit = |handed: Handed| -> Result<bool> {
             let batch = match handed {
@@ -318,19 +325,19 @@ fn cpu_task(
             in_emit += t.elapsed();
             Ok(!stop.load(Ordering::Relaxed) && !drive.exhausted())
         };
-        let decoded = if plan.format.random_access() {
+        let decoded = if from.format.random_access() {
             let ra = RandomAccess {
-                store: plan.source.base.store.clone(),
+                store: from.source.base.store.clone(),
                 path: obj.path.clone(),
                 size: obj.size,
                 handle: handle.clone(),
                 stats: Some(stats.clone()),
             };
             let r = match &framing {
-                Some(cx) => plan
+                Some(cx) => from
                     .format
                     .frame(ObjectInput::Random(ra), cx, &mut |p| emit(Handed::Piece(p))),
-                None => plan.format.decode(ObjectInput::Random(ra), &cx, &mut |d| {
+                None => from.format.decode(ObjectInput::Random(ra), &cx, &mut |d| {
                     emit(Handed::Decoded(d))
                 }),
             };
@@ -357,10 +364,10 @@ fn cpu_task(
                     .map_err(|e| Error::input(&object, None, e)),
             }
             .and_then(|input| match &framing {
-                Some(cx) => plan.format.frame(ObjectInput::Stream(input), cx, &mut |p| {
+                Some(cx) => from.format.frame(ObjectInput::Stream(input), cx, &mut |p| {
                     emit(Handed::Piece(p))
                 }),
-                None => plan
+                None => from
                     .format
                     .decode(ObjectInput::Stream(input), &cx, &mut |d| {
                         emit(Handed::Decoded(d))

@@ -236,6 +236,17 @@ pub struct StoredPlan {
     /// The first list-of-integer column: the token ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_column: Option<String>,
+    /// Under `sources:`, each input's objects in `objects`, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<StoredInput>,
+}
+
+/// A named input's objects in a stored plan's listing: `objects[start..end]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredInput {
+    pub name: String,
+    pub start: usize,
+    pub end: usize,
 }
 
 impl StoredPlan {

@@ -336,8 +336,48 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
     if p.name.trim().is_empty() {
         errs.push("name: must not be empty".to_string());
     }
-    if p.source.uri.trim().is_empty() {
-        errs.push("source.uri: must not be empty".to_string());
+    match (&p.source, p.sources.is_empty()) {
+        (Some(_), false) => errs.push(
+            "source and sources: give one input as `source`, or several named inputs as \
+             `sources`, not both"
+                .to_string(),
+        ),
+        (None, true) => errs.push(
+            "source: missing; say where the data comes from (`source: { uri: ... }`, or \
+             named inputs under `sources:`)"
+                .to_string(),
+        ),
+        (Some(s), true) if !s.steps.is_empty() => errs.push(
+            "source.steps: an input's own steps belong to `sources:`; with one `source`, \
+             put them in the pipeline's `steps`"
+                .to_string(),
+        ),
+        _ => {}
+    }
+    for (name, src) in p.inputs() {
+        let at = match name {
+            Some(n) => format!("sources.{n}"),
+            None => "source".to_string(),
+        };
+        if src.uri.trim().is_empty() {
+            errs.push(format!("{at}.uri: must not be empty"));
+        }
+        if src.infer_rows == 0 {
+            errs.push(format!("{at}.infer_rows: must be at least 1"));
+        }
+        for (field, c) in [
+            ("delimiter", src.csv.delimiter),
+            ("quote", Some(src.csv.quote)),
+            ("escape", src.csv.escape),
+        ] {
+            if let Some(c) = c
+                && !c.is_ascii()
+            {
+                errs.push(format!(
+                    "{at}.csv.{field}: `{c}` must be a single ASCII character"
+                ));
+            }
+        }
     }
     if p.sink.uri.trim().is_empty() {
         errs.push("sink.uri: must not be empty".to_string());
@@ -349,7 +389,6 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
         ("run.io_concurrency", p.run.io_concurrency as u64),
         ("run.batch_rows", p.run.batch_rows.unwrap_or(1) as u64),
         ("run.task_bytes", p.run.task_bytes.get()),
-        ("source.infer_rows", p.source.infer_rows as u64),
     ];
     for (name, v) in positive {
         if v == 0 {
@@ -372,19 +411,6 @@ fn check(p: &Pipeline) -> std::result::Result<(), String> {
         && !(1..=22).contains(&level)
     {
         errs.push(format!("sink.compression_level: {level} is outside 1..=22"));
-    }
-    for (field, c) in [
-        ("delimiter", p.source.csv.delimiter),
-        ("quote", Some(p.source.csv.quote)),
-        ("escape", p.source.csv.escape),
-    ] {
-        if let Some(c) = c
-            && !c.is_ascii()
-        {
-            errs.push(format!(
-                "source.csv.{field}: `{c}` must be a single ASCII character"
-            ));
-        }
     }
     if errs.is_empty() {
         Ok(())
@@ -500,7 +526,7 @@ mod tests {
         let text = "version: 1\nname: q\nsource: {uri: \"${HOME}/in/*.{jsonl,csv}\"}\n\
                     sink:\n  uri: '${HOME}/out'\n  compression: zstd\nsteps:\n  - filter: \"a = '$$x'\"\n";
         let p = load_str(text, "p.yaml", &[]).expect("valid");
-        assert_eq!(p.source.uri, format!("{home}/in/*.{{jsonl,csv}}"));
+        assert_eq!(p.source().uri, format!("{home}/in/*.{{jsonl,csv}}"));
         assert_eq!(p.sink.uri, format!("{home}/out"));
         let e = load_str(
             "version: 1\nname: q\nsource:\n  uri: in\nsink:\n  uri: \"${KILN_TEST_UNSET_X}/o\"\n",

@@ -41,6 +41,8 @@ pub fn place_step_error(file: &std::path::Path, e: crate::error::Error) -> crate
 }
 pub use storage::{Duration, Retry, Storage};
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,8 +60,15 @@ pub struct Pipeline {
     /// Free text, recorded in the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Where the raw data comes from.
-    pub source: Source,
+    /// Where the raw data comes from. A pipeline has `source` or `sources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Several named inputs read as one dataset (a pretraining mixture: `web`, `code`,
+    /// `books`), each with its own `uri`, format options and `steps`; every row gets a
+    /// `source` column naming its input, and a `mix` step weights them. Read in the
+    /// order of their names (the order a `--set` or a stored pipeline keeps).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Source>,
     /// Transformations applied in order to every batch.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
@@ -78,6 +87,60 @@ pub struct Pipeline {
     #[serde(default, skip_serializing_if = "is_default_storage")]
     pub storage: Storage,
 }
+
+/// The column a `sources:` pipeline adds: the name of the input a row comes from.
+pub const SOURCE_COLUMN: &str = "source";
+
+impl Pipeline {
+    /// The source of a pipeline reading one input: `source`, or the first of
+    /// `sources` (the plan builds one such pipeline per input, [`Pipeline::for_input`]).
+    pub fn source(&self) -> &Source {
+        match (&self.source, self.sources.values().next()) {
+            (Some(s), _) | (None, Some(s)) => s,
+            // `load` refuses a pipeline with neither.
+            (None, None) => &NO_SOURCE,
+        }
+    }
+
+    /// The inputs: `source` unnamed, or each of `sources`, in name order.
+    pub fn inputs(&self) -> Vec<(Option<&str>, &Source)> {
+        match &self.source {
+            Some(s) => vec![(None, s)],
+            None => self
+                .sources
+                .iter()
+                .map(|(n, s)| (Some(n.as_str()), s))
+                .collect(),
+        }
+    }
+
+    /// This pipeline reading `source` alone, with that input's own steps as its steps.
+    pub fn for_input(&self, source: &Source) -> Pipeline {
+        Pipeline {
+            source: Some(Source {
+                steps: Vec::new(),
+                ..source.clone()
+            }),
+            sources: BTreeMap::new(),
+            steps: source.steps.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+static NO_SOURCE: std::sync::LazyLock<Source> = std::sync::LazyLock::new(|| Source {
+    uri: String::new(),
+    format: None,
+    compression: CompressionName::Auto,
+    schema: None,
+    on_schema_mismatch: OnSchemaMismatch::default(),
+    infer_rows: default_infer_rows(),
+    csv: CsvOptions::default(),
+    warc: None,
+    labels: None,
+    split: true,
+    steps: Vec::new(),
+});
 
 fn is_default_storage(s: &Storage) -> bool {
     *s == Storage::default()
@@ -129,6 +192,11 @@ pub struct Source {
     /// large object (for a CSV whose quoted fields hold line breaks where a cut falls).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub split: bool,
+    /// Under `sources:`, steps for this input alone, before the pipeline's `steps`
+    /// (bring each input to the one schema: `select`, `rename`, `cast`, `derive`,
+    /// `filter`, the text steps). Only steps that map each batch on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
 }
 
 const fn default_infer_rows() -> usize {

@@ -143,6 +143,34 @@ impl StepOptions for MixOptions {
 }
 
 impl MixOptions {
+    /// The mixture asked for, as `kiln plan` shows it before a run:
+    /// `web 70% · code 30% of the tokens (100000 in all)`, or the epochs.
+    pub fn expected(&self) -> String {
+        match (&self.weights, &self.epochs) {
+            (Some(w), _) => {
+                let sum: f64 = w.values().sum();
+                let shares: Vec<String> = w
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}%", round(v * 100.0 / sum.max(f64::MIN_POSITIVE))))
+                    .collect();
+                format!(
+                    "{} of the {}{}",
+                    shares.join(" · "),
+                    self.unit.name(),
+                    match self.total {
+                        Some(t) => format!(" ({t} in all)"),
+                        None => " (as many as no source repeats)".into(),
+                    }
+                )
+            }
+            (None, Some(e)) => {
+                let epochs: Vec<String> = e.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                format!("epochs {}", epochs.join(" · "))
+            }
+            (None, None) => String::new(),
+        }
+    }
+
     /// The sources, in the order the options list them.
     fn names(&self) -> impl Iterator<Item = &String> {
         self.weights
@@ -538,6 +566,12 @@ pub fn achieved(counts: &std::collections::BTreeMap<String, u64>) -> Option<Stri
         .map(|(k, v)| format!("{k} {:.2}%", *v as f64 * 100.0 / total as f64))
         .collect();
     Some(format!("mixture by {unit}: {}", shares.join(" · ")))
+}
+
+/// `x` with at most two decimals, trailing zeros cut.
+fn round(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// One task's counts: per source, per hash bucket, rows and units.

@@ -11,18 +11,36 @@ use hyper::Method;
 use super::proxy::{Fault, FaultProxy, Rule};
 use super::*;
 
-/// The source URI written in a pipeline file (the `uri:` under `source:`).
-fn source_uri(pipeline: &Path) -> String {
+/// Every input's URI in a pipeline file, with the `--set` path that replaces it:
+/// `source.uri`, or `sources.<name>.uri` for each input under `sources:`.
+fn source_uris(pipeline: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(pipeline).expect("pipeline");
-    let mut in_source = false;
+    let mut out = Vec::new();
+    let (mut section, mut name) = ("", String::new());
     for line in text.lines() {
-        if line.starts_with("source:") {
-            in_source = true;
-        } else if in_source && let Some(rest) = line.trim().strip_prefix("uri:") {
-            return rest.split_whitespace().next().expect("uri").to_string();
+        if !line.starts_with(' ') && !line.starts_with('#') && !line.is_empty() {
+            section = match line.trim_end() {
+                "source:" => "source",
+                "sources:" => "sources",
+                _ => "",
+            };
+        } else if section == "sources"
+            && line.starts_with("  ")
+            && !line.starts_with("   ")
+            && let Some(n) = line.trim().strip_suffix(':')
+        {
+            name = n.to_string();
+        } else if let Some(rest) = line.trim().strip_prefix("uri:") {
+            let uri = rest.split_whitespace().next().expect("uri").to_string();
+            match section {
+                "source" => out.push(("source.uri".to_string(), uri)),
+                "sources" => out.push((format!("sources.{name}.uri"), uri)),
+                _ => {}
+            }
         }
     }
-    panic!("no source uri in {}", pipeline.display())
+    assert!(!out.is_empty(), "no source uri in {}", pipeline.display());
+    out
 }
 
 /// The shard files that are not Parquet (Megatron's `.bin`/`.idx`, MDS shards and
@@ -136,18 +154,20 @@ fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
             .to_string_lossy()
             .into_owned();
         let p = path.to_string_lossy().into_owned();
-        let local_src = source_uri(&path);
-        let s3_src = b.uri(&local_src);
+        // Every input of the pipeline read from the one store or the other.
+        let inputs = source_uris(&path);
+        let (local_src, s3_src) = ("local", "s3");
         let run = |src: &str, sink: &str, mode: &str| {
-            let mut args = vec![
-                "run".to_string(),
-                "-q".into(),
-                p.clone(),
-                "--set".into(),
-                format!("source.uri={src}"),
-                "--set".into(),
-                format!("sink.uri={sink}"),
-            ];
+            let mut args = vec!["run".to_string(), "-q".into(), p.clone()];
+            for (at, uri) in &inputs {
+                let uri = if src == s3_src {
+                    b.uri(uri)
+                } else {
+                    uri.clone()
+                };
+                args.extend(["--set".into(), format!("{at}={uri}")]);
+            }
+            args.extend(["--set".into(), format!("sink.uri={sink}")]);
             if let Some(train) = fitted_by {
                 let stats = if mode.ends_with("-s3") {
                     b.uri(&format!("out/{train}/{mode}/"))
@@ -164,7 +184,7 @@ fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
             kiln_env_ok(&env, &args)
         };
         let local_local = tmp.path().join(&name).join("local-local");
-        run(&local_src, &local_local.to_string_lossy(), "local-local");
+        run(local_src, &local_local.to_string_lossy(), "local-local");
         let expected = comparable(&local_local);
         // Megatron and MDS shards carry no pipeline metadata: the same bytes from any store.
         let expected_files = training_files(&local_local);
@@ -174,14 +194,14 @@ fn every_example_runs_s3_to_s3_s3_to_local_and_local_to_s3_with_equal_shards() {
         );
 
         let s3_local = tmp.path().join(&name).join("s3-local");
-        run(&s3_src, &s3_local.to_string_lossy(), "s3-local");
+        run(s3_src, &s3_local.to_string_lossy(), "s3-local");
         assert_eq!(comparable(&s3_local), expected, "{name}: S3 → local");
         assert!(
             training_files(&s3_local) == expected_files,
             "{name}: S3 → local"
         );
 
-        for (mode, src) in [("s3-s3", &s3_src), ("local-s3", &local_src)] {
+        for (mode, src) in [("s3-s3", s3_src), ("local-s3", local_src)] {
             let prefix = format!("out/{name}/{mode}");
             run(src, &b.uri(&format!("{prefix}/")), mode);
             let keys = b.keys(&prefix);
