@@ -133,11 +133,68 @@ fn the_order_depends_on_the_seed_alone_and_not_on_the_input_order() {
 }
 
 #[test]
-fn a_shuffle_on_several_workers_is_refused_for_now() {
+fn workers_one_after_another_or_at_once_write_the_bytes_one_run_writes() {
     let dir = tempfile::tempdir().expect("tmp");
     input(dir.path());
-    let p = pipeline_file(dir.path(), 1);
-    let o = kiln(dir.path(), &["run", "-q", &p, "--worker", "0/2"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("one worker"), "{}", stderr(&o));
+    let p = pipeline_file(dir.path(), 9);
+    let one = tempfile::tempdir().expect("tmp");
+    kiln_ok(one.path(), &["run", "-q", &p]);
+    let expected = shard_files(&one.path().join("shuffled"));
+    assert!(expected.len() >= 4, "several buckets: {}", expected.len());
+    // Three workers one after another: the last finds every task committed and
+    // gathers every bucket.
+    let seq = tempfile::tempdir().expect("tmp");
+    for w in ["0/3", "1/3", "2/3"] {
+        kiln_ok(
+            seq.path(),
+            &[
+                "run",
+                "-q",
+                &p,
+                "--worker",
+                w,
+                "--own-tasks-only",
+                "--set",
+                "run.task_bytes=200KB",
+            ],
+        );
+    }
+    assert!(shard_files(&seq.path().join("shuffled")) == expected);
+    // Two workers at once, small tasks: whichever finds the tasks done first claims
+    // buckets; the other writes or waits for the rest.
+    let both = tempfile::tempdir().expect("tmp");
+    let runs: Vec<_> = ["0/2", "1/2"]
+        .into_iter()
+        .map(|w| {
+            let (p, out) = (p.clone(), both.path().to_path_buf());
+            std::thread::spawn(move || {
+                kiln_ok(
+                    &out,
+                    &[
+                        "run",
+                        "-q",
+                        &p,
+                        "--worker",
+                        w,
+                        "--set",
+                        "run.task_bytes=200KB",
+                    ],
+                )
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("worker");
+    }
+    let sink = both.path().join("shuffled");
+    assert!(
+        shard_files(&sink) == expected,
+        "the same bytes from two workers at once"
+    );
+    assert!(!sink.join("_kiln/shuffle").exists(), "scratch removed");
+    assert!(
+        files(&sink.join("_kiln/claims")).is_empty(),
+        "claims removed: {:?}",
+        files(&sink.join("_kiln/claims"))
+    );
 }

@@ -112,16 +112,6 @@ pub async fn execute(
 ) -> (Arc<Plan>, Result<Outcome>) {
     let t = Instant::now();
     let worker = opts.worker;
-    if plan.pipeline.sink.shuffle.is_some() && worker.count > 1 {
-        return (
-            Arc::new(plan),
-            Err(Error::Plan(
-                "sink.shuffle runs on one worker for now (its buckets are gathered by the \
-                 run that finishes the tasks); run without --worker"
-                    .into(),
-            )),
-        );
-    }
     let (plan, prepared) = match prepare(&plan, &opts).await {
         // From here on the run follows the sink's stored plan.
         Ok(Prepared::Ready { committed, stored }) => match plan.clone().adopt(&stored) {
@@ -528,7 +518,26 @@ async fn run(
     let t = Instant::now();
     let manifest = if plan.pipeline.sink.shuffle.is_some() {
         // The tasks scattered their rows: the shards are written now, bucket by bucket.
-        let shards = shuffle::gather(&plan, &stats, &all).await?;
+        let sharing = claims.as_ref().map(|claims| shuffle::Sharing {
+            claims,
+            wait: opts.stage_wait.wait,
+        });
+        let shards = match shuffle::gather(&plan, &stats, &all, sharing).await {
+            Ok(shards) => shards,
+            // Another worker may have gathered every bucket and finished the dataset
+            // (removing the scattered parts) while this one gathered.
+            Err(e) if worker.count > 1 => match sink::read_manifest(&plan.sink).await? {
+                Some(m) if m.pipeline_hash == plan.pipeline_hash => {
+                    tracing::info!(
+                        "the other workers finished the dataset while this one gathered"
+                    );
+                    sink::remove_scratch(&plan.sink).await?;
+                    return Ok(Outcome::AlreadyComplete(Box::new(m)));
+                }
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         stored.manifest_of(&all, shards)
     } else {
         stored.manifest(&all)
