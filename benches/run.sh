@@ -42,7 +42,10 @@
 # token ids checked identical; MEGATRON_LM names a Megatron-LM checkout) is
 # benches/megatron.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G M W X T"); PEERS_C lists the job-C peers to run (default
+# Job H (the global shuffle: job A plain and with sink.shuffle, and shuffled on 10x the
+# input for peak memory) is benches/shuffle.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G M W X T H"); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -100,7 +103,7 @@ kiln_run() {  # kiln_run TOOL INPUT_DIR MANIFEST [ZSTD_LEVEL] [KILN_FLAGS]
   rm -rf "$o"
 }
 
-JOBS=${JOBS:-A B C D E F S P G M W X T}
+JOBS=${JOBS:-A B C D E F S P G M W X T H}
 if [[ " $JOBS " == *" A "* ]]; then
 kiln_run kiln "$TEXT/jsonl_gz" "$TEXT/manifest.json"
 kiln_run "kiln (zstd-1)" "$TEXT/jsonl_gz" "$TEXT/manifest.json" 1
@@ -238,6 +241,9 @@ if [[ " $JOBS " == *" W "* ]]; then
 fi
 if [[ " $JOBS " == *" T "* ]]; then
   DATA=$DATA SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/megatron.sh"
+fi
+if [[ " $JOBS " == *" H "* ]]; then
+  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/shuffle.sh"
 fi
 if [[ " $JOBS " == *" X "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES PEERS=$PEERS bash "$ROOT/benches/warc_extract.sh"

@@ -81,6 +81,40 @@ pub struct Input {
     pub strict: bool,
 }
 
+impl Input {
+    /// The input `name` (`spec`) reads, from its listing: its objects at `offset` in the
+    /// plan's, which it returns with their compressions for the plan to hold.
+    fn of_listing(
+        name: Option<String>,
+        spec: &crate::spec::Source,
+        listing: listing::Listing,
+        offset: usize,
+        (schema, schema_origin, strict): (SchemaRef, String, bool),
+    ) -> (Input, Vec<Object>, Vec<Compression>) {
+        let listing::Listing {
+            source,
+            objects,
+            format_name,
+            format,
+            classes,
+            compressions,
+        } = listing;
+        let input = Input {
+            name,
+            spec: spec.clone(),
+            source,
+            objects: offset..offset + objects.len(),
+            format_name,
+            format,
+            classes,
+            schema,
+            schema_origin,
+            strict,
+        };
+        (input, objects, compressions)
+    }
+}
+
 /// Everything a run needs, checked.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -173,27 +207,15 @@ async fn one_input(
     )?;
     let output_schema = last_schema(&steps, &input_schema);
     let (tasks, unsplit) = tasks::plan_tasks(pipeline, &listing, &steps, &output_schema).await?;
-    let listing::Listing {
-        source,
-        objects,
-        format_name,
-        format,
-        classes,
-        compressions,
-    } = listing;
+    let (input, objects, compressions) = Input::of_listing(
+        None,
+        pipeline.source(),
+        listing,
+        0,
+        (input_schema.clone(), schema_origin, strict),
+    );
     Ok(Built {
-        inputs: vec![Input {
-            name: None,
-            spec: pipeline.source().clone(),
-            source,
-            objects: 0..objects.len(),
-            format_name,
-            format,
-            classes,
-            schema: input_schema.clone(),
-            schema_origin,
-            strict,
-        }],
+        inputs: vec![input],
         objects,
         compressions,
         input_schema,

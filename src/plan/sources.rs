@@ -75,8 +75,7 @@ pub(super) async fn inputs(
         built
             .fingerprints
             .extend(steps.iter().filter_map(|s| s.step.fingerprint()));
-        let out_tasks = last_schema(&steps, &schema);
-        let (tasks, unsplit) = tasks::plan_tasks(&own, &listing, &steps, &out_tasks)
+        let (tasks, unsplit) = tasks::plan_tasks(&own, &listing, &steps, &out)
             .await
             .map_err(|e| in_input(&at, e))?;
         let offset = built.objects.len();
@@ -90,31 +89,18 @@ pub(super) async fn inputs(
         built.batch_rows = built
             .batch_rows
             .min(batch_rows(&own, settled.sampled_bytes));
-        let listing::Listing {
-            source,
-            objects,
-            format_name,
-            format,
-            classes,
-            compressions,
-        } = listing;
-        let range = offset..offset + objects.len();
+        made.push((name.clone(), out.clone()));
+        // Its format is wrapped below, once the pipeline's input schema is known.
+        let (input, objects, compressions) = Input::of_listing(
+            Some(name.clone()),
+            spec,
+            listing,
+            offset,
+            (schema, settled.origin, settled.strict),
+        );
+        built.inputs.push(input);
         built.objects.extend(objects);
         built.compressions.extend(compressions);
-        made.push((name.clone(), out.clone()));
-        built.inputs.push(Input {
-            name: Some(name.clone()),
-            spec: spec.clone(),
-            source,
-            objects: range,
-            format_name,
-            // Wrapped below, once the pipeline's input schema is known.
-            format,
-            classes,
-            schema,
-            schema_origin: settled.origin,
-            strict: settled.strict,
-        });
         owns.push(steps);
     }
     let input_schema = agree(&made)?;

@@ -385,34 +385,38 @@ impl Mix {
     }
 }
 
-/// Each row's list length (0 for a null).
-fn list_lengths(a: &ArrayRef) -> Vec<u64> {
+/// A list column's offsets and values, whatever its offset width.
+fn list_parts(a: &ArrayRef) -> (Vec<usize>, ArrayRef) {
     match a.data_type() {
         DataType::LargeList(_) => {
             let l = a.as_list::<i64>();
-            (0..l.len())
-                .map(|i| {
-                    if l.is_null(i) {
-                        0
-                    } else {
-                        l.value_length(i) as u64
-                    }
-                })
-                .collect()
+            (
+                l.offsets().iter().map(|&o| o as usize).collect(),
+                l.values().clone(),
+            )
         }
         _ => {
             let l = a.as_list::<i32>();
-            (0..l.len())
-                .map(|i| {
-                    if l.is_null(i) {
-                        0
-                    } else {
-                        l.value_length(i) as u64
-                    }
-                })
-                .collect()
+            (
+                l.offsets().iter().map(|&o| o as usize).collect(),
+                l.values().clone(),
+            )
         }
     }
+}
+
+/// Each row's list length (0 for a null).
+fn list_lengths(a: &ArrayRef) -> Vec<u64> {
+    let (offsets, _) = list_parts(a);
+    (0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                0
+            } else {
+                (offsets[i + 1] - offsets[i]) as u64
+            }
+        })
+        .collect()
 }
 
 /// XXH3-64 of each row's key with `seed`: the bytes of a string or binary, the ids of a
@@ -423,22 +427,7 @@ fn key_hashes(a: &ArrayRef, seed: u64) -> Result<Vec<u64>, StepError> {
     let n = a.len();
     let out = match a.data_type() {
         DataType::List(_) | DataType::LargeList(_) => {
-            let (offsets, values): (Vec<usize>, ArrayRef) = match a.data_type() {
-                DataType::LargeList(_) => {
-                    let l = a.as_list::<i64>();
-                    (
-                        l.offsets().iter().map(|&o| o as usize).collect(),
-                        l.values().clone(),
-                    )
-                }
-                _ => {
-                    let l = a.as_list::<i32>();
-                    (
-                        l.offsets().iter().map(|&o| o as usize).collect(),
-                        l.values().clone(),
-                    )
-                }
-            };
+            let (offsets, values) = list_parts(a);
             let ids = arrow::compute::cast(&values, &DataType::Int64)?;
             let ids = ids.as_primitive::<Int64Type>().values();
             let mut buf = Vec::new();
