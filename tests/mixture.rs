@@ -129,22 +129,32 @@ fn sources_mix_on_several_workers_as_on_one() {
     let p = mixture_file(dir.path(), "");
     let one = tempfile::tempdir().expect("tmp");
     kiln_ok(one.path(), &["run", "-q", &p]);
+    // Two workers at once (the fit of `mix` is a stage they share), smaller tasks.
     let two = tempfile::tempdir().expect("tmp");
-    for w in ["0/2", "1/2"] {
-        kiln_ok(
-            two.path(),
-            &[
-                "run",
-                "-q",
-                &p,
-                "--worker",
-                w,
-                "--set",
-                "run.task_bytes=100KB",
-                "--stage-wait",
-                "60s",
-            ],
-        );
+    let runs: Vec<_> = ["0/2", "1/2"]
+        .into_iter()
+        .map(|w| {
+            let (p, out) = (p.clone(), two.path().to_path_buf());
+            std::thread::spawn(move || {
+                kiln_ok(
+                    &out,
+                    &[
+                        "run",
+                        "-q",
+                        &p,
+                        "--worker",
+                        w,
+                        "--set",
+                        "run.task_bytes=100KB",
+                        "--stage-wait",
+                        "60s",
+                    ],
+                )
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("worker");
     }
     let (a, b) = (one.path().join("mixed"), two.path().join("mixed"));
     let rows_a = read_shards(&a);
