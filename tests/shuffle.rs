@@ -198,3 +198,65 @@ fn workers_one_after_another_or_at_once_write_the_bytes_one_run_writes() {
         files(&sink.join("_kiln/claims"))
     );
 }
+
+#[test]
+fn a_window_shuffle_permutes_each_window_of_a_task_and_nothing_more() {
+    let dir = tempfile::tempdir().expect("tmp");
+    input(dir.path());
+    let yaml = format!(
+        "version: 1\nname: windowed\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - filter: \"lang = 'en'\"\nsink:\n  uri: ${{KILN_OUT}}/windowed\n  max_rows: 2500\n  shuffle: {{ seed: 3, window: 1000 }}\n",
+        dir.path().display()
+    );
+    let p = pipeline(dir.path(), "windowed.yaml", &yaml)
+        .to_string_lossy()
+        .into_owned();
+    let outs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    kiln_ok(outs[0].path(), &["run", "-q", &p]);
+    kiln_ok(
+        outs[1].path(),
+        &[
+            "run",
+            "-q",
+            &p,
+            "--set",
+            "run.threads=1",
+            "--set",
+            "run.batch_rows=333",
+        ],
+    );
+    let sinks: Vec<_> = outs.iter().map(|o| o.path().join("windowed")).collect();
+    assert!(
+        shard_files(&sinks[0]) == shard_files(&sinks[1]),
+        "the same bytes for any thread count and batch size"
+    );
+    // One task (the input is far below run.task_bytes): the English rows in input order,
+    // each window of 1,000 permuted within itself.
+    let got = order(&sinks[0]);
+    let want: Vec<i64> = (0..12_000).filter(|i| i % 10 != 0).collect();
+    assert_eq!(got.len(), want.len());
+    let mut moved = 0;
+    for (g, w) in got.chunks(1000).zip(want.chunks(1000)) {
+        let mut sorted = g.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, w, "a window holds the rows of its window");
+        moved += g.iter().zip(w).filter(|(a, b)| a != b).count();
+        assert!(
+            g.len() < 100 || rank_correlation(g).abs() < 0.2,
+            "permuted within the window: {}",
+            rank_correlation(g)
+        );
+    }
+    assert!(
+        moved > want.len() * 9 / 10,
+        "{moved} of {} rows moved",
+        want.len()
+    );
+    // No scatter, no gather: nothing under _kiln/shuffle, and plan says what it does.
+    assert!(!sinks[0].join("_kiln/shuffle").exists());
+    let o = kiln_ok(outs[0].path(), &["plan", &p]);
+    assert!(
+        stdout(&o).contains("within windows of 1000 rows"),
+        "{}",
+        stdout(&o)
+    );
+}

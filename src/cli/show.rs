@@ -291,7 +291,13 @@ pub(super) fn cmd_plan(args: &PipelineArgs, worker: Option<&str>, json: bool) ->
             plan.sink.display, p.sink.max_rows, p.sink.max_bytes
         ),
     };
-    if let Some(sh) = &p.sink.shuffle {
+    if let Some(window) = p.sink.shuffle.as_ref().and_then(|sh| sh.window) {
+        let _ = writeln!(
+            s,
+            "shuffle   within windows of {window} rows of each task, as they are written (a \
+             local shuffle: rows stay in their window and task)"
+        );
+    } else if let Some(sh) = &p.sink.shuffle {
         let _ = writeln!(
             s,
             "shuffle   seed {}: each task scatters its rows into {} bucket(s) (≈{} of input \
@@ -626,7 +632,7 @@ pub(super) fn cmd_finalize(uri: &str) -> Result<i32> {
     let shuffled = stored
         .pipeline
         .pointer("/sink/shuffle")
-        .is_some_and(|s| !s.is_null());
+        .is_some_and(|s| !s.is_null() && s.get("window").is_none_or(|w| w.is_null()));
     let manifest = match manifest {
         Some(m) => m,
         None if shuffled => {

@@ -516,7 +516,13 @@ async fn run(
         });
     }
     let t = Instant::now();
-    let manifest = if plan.pipeline.sink.shuffle.is_some() {
+    let manifest = if plan
+        .pipeline
+        .sink
+        .shuffle
+        .as_ref()
+        .is_some_and(crate::spec::ShuffleSpec::global)
+    {
         // The tasks scattered their rows: the shards are written now, bucket by bucket.
         let sharing = claims.as_ref().map(|claims| shuffle::Sharing {
             claims,

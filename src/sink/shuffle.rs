@@ -199,6 +199,86 @@ impl Writer {
     }
 }
 
+/// `sink.shuffle.window`: a task's rows gathered `rows` at a time and each window put in
+/// key order (copies of a row spread, as in a bucket).
+pub struct Window {
+    seed: u64,
+    rows: u64,
+    batches: Vec<RecordBatch>,
+    held: u64,
+}
+
+impl Window {
+    pub fn new(seed: u64, rows: u64) -> Self {
+        Window {
+            seed,
+            rows,
+            batches: Vec::new(),
+            held: 0,
+        }
+    }
+
+    /// Takes `batch`; a full window comes back permuted (the rows past it stay for the
+    /// next).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let room = (self.rows - self.held) as usize;
+        let n = batch.num_rows();
+        self.batches.push(batch.slice(0, room.min(n)));
+        self.held += room.min(n) as u64;
+        if self.held < self.rows {
+            return Ok(None);
+        }
+        let full = self.take()?;
+        if n > room {
+            // A batch larger than the rest of the window: whole windows of it go out too.
+            let rest = batch.slice(room, n - room);
+            let mut out = vec![full];
+            let mut at = 0;
+            while rest.num_rows() - at >= self.rows as usize {
+                self.batches.push(rest.slice(at, self.rows as usize));
+                out.push(self.take()?);
+                at += self.rows as usize;
+            }
+            if at < rest.num_rows() {
+                self.batches.push(rest.slice(at, rest.num_rows() - at));
+                self.held = (rest.num_rows() - at) as u64;
+            }
+            let schema = out[0].schema();
+            return arrow::compute::concat_batches(&schema, &out)
+                .map(Some)
+                .map_err(|e| Error::Internal(e.to_string()));
+        }
+        Ok(Some(full))
+    }
+
+    /// The window held so far, permuted.
+    fn take(&mut self) -> Result<RecordBatch> {
+        let batches = std::mem::take(&mut self.batches);
+        self.held = 0;
+        let schema = batches
+            .first()
+            .map(RecordBatch::schema)
+            .ok_or_else(|| Error::Internal("an empty shuffle window".into()))?;
+        let rows = arrow::compute::concat_batches(&schema, &batches)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (hi, lo) = keys(&rows, self.seed)?;
+        let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from(hi)));
+        columns.push(Arc::new(UInt64Array::from(lo)));
+        let keyed = RecordBatch::try_new(scattered_schema(&schema), columns)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        order_bucket(&keyed, self.seed)
+    }
+
+    /// The last, partial window of the task, permuted.
+    pub fn finish(mut self) -> Result<RecordBatch> {
+        if self.batches.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
+        }
+        self.take()
+    }
+}
+
 /// The rows of one bucket in the dataset's order: sorted by key; the copies of a row
 /// (one key) given keys of their own, spread over the bucket. Without the key columns.
 pub fn order_bucket(batch: &RecordBatch, seed: u64) -> Result<RecordBatch> {

@@ -82,6 +82,9 @@ pub struct WriterConfig {
     /// `sink.shuffle`, in the main pass: a task scatters its rows into buckets instead
     /// of writing shards (`super::shuffle`).
     pub scatter: Option<Arc<super::shuffle::Scatter>>,
+    /// `sink.shuffle.window`: each task's rows permuted within windows of this many rows
+    /// (seed, rows).
+    pub window: Option<(u64, u64)>,
     /// Schema of the batches handed to [`TaskWriter::write`].
     pub output_schema: SchemaRef,
     pub props: WriterProperties,
@@ -101,6 +104,7 @@ impl WriterConfig {
     pub fn writing(&self) -> WriterConfig {
         WriterConfig {
             scatter: None,
+            window: None,
             ..self.clone()
         }
     }
@@ -187,7 +191,11 @@ impl WriterConfig {
             megatron,
             mds,
             webdataset,
-            scatter: spec.shuffle.as_ref().map(|s| {
+            window: spec
+                .shuffle
+                .as_ref()
+                .and_then(|s| Some((s.seed, s.window?.max(1)))),
+            scatter: spec.shuffle.as_ref().filter(|s| s.global()).map(|s| {
                 Arc::new(super::shuffle::Scatter {
                     seed: s.seed,
                     buckets: super::shuffle::bucket_count(shards.input_bytes, s.bucket_bytes.get()),
@@ -280,6 +288,8 @@ pub struct TaskWriter {
     webdataset: Option<super::webdataset::Writer>,
     /// `sink.shuffle` in the main pass: the rows are scattered, no shard is written.
     scatter: Option<super::shuffle::Writer>,
+    /// `sink.shuffle.window`: the rows of the window being filled.
+    window: Option<super::shuffle::Window>,
     finished: bool,
 }
 
@@ -314,6 +324,9 @@ impl TaskWriter {
             scatter: cfg.scatter.clone().map(|s| {
                 super::shuffle::Writer::new(cfg.clone(), s, &cfg.output_schema, task, stats.clone())
             }),
+            window: cfg
+                .window
+                .map(|(seed, rows)| super::shuffle::Window::new(seed, rows)),
             lane: Lane::new(cfg.clone(), stats, task),
             cfg,
             partitions: HashMap::new(),
@@ -329,6 +342,20 @@ impl TaskWriter {
         }
         if let Some(s) = self.scatter.as_mut() {
             return s.write(batch);
+        }
+        if let Some(w) = self.window.as_mut() {
+            if let Some(full) = w.push(batch)? {
+                return self.write_rows(&full);
+            }
+            return Ok(());
+        }
+        self.write_rows(batch)
+    }
+
+    /// Writes rows in the order given.
+    fn write_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
         if self.cfg.partition_cols.is_empty() {
             return self.write_partition(String::new(), batch.clone());
@@ -446,6 +473,14 @@ impl TaskWriter {
         if let Some(s) = self.scatter.take() {
             let (shards, staged) = s.finish()?;
             return Ok((shards, Staged(staged)));
+        }
+        if let Some(last) = self
+            .window
+            .take()
+            .map(super::shuffle::Window::finish)
+            .transpose()?
+        {
+            self.write_rows(&last)?;
         }
         let other = match (
             self.megatron.take(),

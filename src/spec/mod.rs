@@ -412,6 +412,19 @@ pub struct ShuffleSpec {
     /// ceil(input bytes / this) buckets, and each bucket is sorted in memory on its own.
     #[serde(default = "default_bucket_bytes")]
     pub bucket_bytes: ByteSize,
+    /// A cheaper, local shuffle instead: each task's rows are permuted within windows of
+    /// this many consecutive rows as they are written (no scatter, no second write). A
+    /// row moves only within its window: not across windows or tasks, and the order
+    /// depends on `run.task_bytes` as well as the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+}
+
+impl ShuffleSpec {
+    /// True for the global shuffle (scatter, then gather), false for a `window` one.
+    pub fn global(&self) -> bool {
+        self.window.is_none()
+    }
 }
 
 fn default_bucket_bytes() -> ByteSize {
