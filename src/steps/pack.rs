@@ -104,6 +104,11 @@ pub struct PackOptions {
     /// window pads less and holds more in memory (`window` × `seq_len` ids).
     #[serde(default = "default_window")]
     pub window: usize,
+    /// Add a `loss_mask` column: `list<uint8>` of `seq_len`, 1 for a document's token
+    /// (its separator included), 0 for padding, for a trainer that takes the loss over
+    /// real tokens only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub loss_mask: bool,
 }
 
 fn default_window() -> usize {
@@ -160,9 +165,17 @@ impl StepOptions for PackOptions {
                 false,
             )),
         }
-        if fields.len() > 1 && fields[0].name() == fields[1].name() {
+        if self.loss_mask {
+            fields.push(Field::new(
+                "loss_mask",
+                DataType::List(Arc::new(Field::new_list_field(DataType::UInt8, false))),
+                false,
+            ));
+        }
+        if fields[1..].iter().any(|f| f.name() == fields[0].name()) {
             return Err(format!(
-                "output `{}` is the name of the boundaries column; choose another output",
+                "output `{}` is the name of the boundaries or loss mask column; choose \
+                 another output",
                 self.output
             ));
         }
@@ -263,6 +276,7 @@ impl Pack {
         window: Window,
         values: &mut Vec<u32>,
         starts: &mut Vec<usize>,
+        pads: &mut Vec<(usize, usize)>,
         cx: &mut StepContext,
     ) {
         let seq = self.opts.seq_len;
@@ -278,6 +292,7 @@ impl Pack {
             if pad < seq {
                 // The padding is a piece of its own.
                 starts.push(values.len());
+                pads.push((values.len(), pad));
                 values.resize(values.len() + pad, self.opts.pad_id);
                 padded += pad;
             }
@@ -287,10 +302,26 @@ impl Pack {
         cx.count("capacity_tokens", (rows.len() * seq) as u64);
     }
 
-    /// Rows of `seq_len` from `values`; `starts` are the document starts among them.
-    fn rows(&self, values: Vec<u32>, starts: &[usize]) -> Result<RecordBatch, String> {
+    /// Rows of `seq_len` from `values`; `starts` are the document starts among them,
+    /// `pads` the padding (start, length).
+    fn rows(
+        &self,
+        values: Vec<u32>,
+        starts: &[usize],
+        pads: &[(usize, usize)],
+    ) -> Result<RecordBatch, String> {
         let seq = self.opts.seq_len;
         let n = values.len() / seq;
+        let mask = self.opts.loss_mask.then(|| {
+            let mut mask = vec![1u8; n * seq];
+            for &(at, len) in pads {
+                let end = (at + len).min(mask.len());
+                if at < end {
+                    mask[at..end].fill(0);
+                }
+            }
+            mask
+        });
         let list = ListArray::try_new(
             self.item.clone(),
             OffsetBuffer::from_lengths(std::iter::repeat_n(seq, n)),
@@ -347,6 +378,18 @@ impl Pack {
                 }
             });
         }
+        if let Some(mask) = mask {
+            let item = Arc::new(Field::new_list_field(DataType::UInt8, false));
+            columns.push(Arc::new(
+                ListArray::try_new(
+                    item,
+                    OffsetBuffer::from_lengths(std::iter::repeat_n(seq, n)),
+                    Arc::new(arrow::array::UInt8Array::from(mask)),
+                    None,
+                )
+                .map_err(|e| e.to_string())?,
+            ));
+        }
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())
     }
 }
@@ -402,11 +445,11 @@ impl Pack {
         })?;
         cx.count("documents", documents);
         cx.count("split_documents", split);
-        let (mut values, mut starts) = (Vec::new(), Vec::new());
+        let (mut values, mut starts, mut pads) = (Vec::new(), Vec::new(), Vec::new());
         for w in full {
-            self.fit(w, &mut values, &mut starts, cx);
+            self.fit(w, &mut values, &mut starts, &mut pads, cx);
         }
-        self.rows(values, &starts).map_err(StepError::from)
+        self.rows(values, &starts, &pads).map_err(StepError::from)
     }
 }
 
@@ -451,7 +494,7 @@ impl Step for Pack {
         cx.count("split_documents", split);
         cx.count("sequences", (values.len() / seq) as u64);
         cx.count("capacity_tokens", values.len() as u64);
-        self.rows(values, &starts).map_err(StepError::from)
+        self.rows(values, &starts, &[]).map_err(StepError::from)
     }
 
     fn finish(&self, cx: &mut StepContext) -> Result<Option<RecordBatch>, StepError> {
@@ -460,10 +503,10 @@ impl Step for Pack {
             if window.chunks.is_empty() {
                 return Ok(None);
             }
-            let (mut values, mut starts) = (Vec::new(), Vec::new());
-            self.fit(window, &mut values, &mut starts, cx);
+            let (mut values, mut starts, mut pads) = (Vec::new(), Vec::new(), Vec::new());
+            self.fit(window, &mut values, &mut starts, &mut pads, cx);
             return self
-                .rows(values, &starts)
+                .rows(values, &starts, &pads)
                 .map(Some)
                 .map_err(StepError::from);
         }
@@ -483,11 +526,14 @@ impl Step for Pack {
                 let pad = self.opts.seq_len - carry.len();
                 // The padding is a piece of its own.
                 starts.push(carry.len());
+                let pads = [(carry.len(), pad)];
                 carry.resize(self.opts.seq_len, self.opts.pad_id);
                 cx.count("padded_tokens", pad as u64);
                 cx.count("sequences", 1);
                 cx.count("capacity_tokens", self.opts.seq_len as u64);
-                self.rows(carry, &starts).map(Some).map_err(StepError::from)
+                self.rows(carry, &starts, &pads)
+                    .map(Some)
+                    .map_err(StepError::from)
             }
         }
     }

@@ -203,3 +203,60 @@ fn best_fit_keeps_every_document_whole_and_every_token_once() {
         docs.iter().filter(|d| d.len() + 1 > 8).count() as u64
     );
 }
+
+#[test]
+fn the_loss_mask_is_zero_on_padding_alone() {
+    // best_fit: documents of 3, 2 and 6 tokens (separator 0 after each) into rows of 5.
+    let opts: PackOptions = serde_json::from_value(serde_json::json!({
+        "seq_len": 5, "separator": 0, "pad_id": 9, "strategy": "best_fit",
+        "boundaries": "segment_ids", "loss_mask": true
+    }))
+    .expect("options");
+    let step = opts.bind(&tokens(&[]).schema()).expect("binds");
+    let mut cx = StepContext::default();
+    let mut out = vec![
+        step.apply(
+            tokens(&[&[1, 2, 3], &[4, 5], &[6, 7, 8, 9, 10, 11]]),
+            &mut cx,
+        )
+        .expect("applies"),
+    ];
+    out.extend(step.finish(&mut cx).expect("finish"));
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for b in &out {
+        ids.extend(lists::<UInt32Type>(b, "input_ids"));
+        mask.extend(lists::<arrow::datatypes::UInt8Type>(b, "loss_mask"));
+    }
+    assert_eq!(ids.len(), mask.len());
+    let mut padded = 0;
+    for (row, m) in ids.iter().zip(&mask) {
+        assert_eq!(m.len(), 5);
+        // Padding sits at a row's end: the mask is ones, then zeros over it.
+        let real = m.iter().take_while(|&&v| v == 1).count();
+        assert!(m[real..].iter().all(|&v| v == 0), "{m:?}");
+        assert!(row[real..].iter().all(|&t| t == 9), "{row:?} {m:?}");
+        padded += 5 - real;
+    }
+    assert_eq!(padded as u64, cx.counts["padded_tokens"]);
+    // concat with a padded tail: zeros over the tail's padding only.
+    let opts: PackOptions = serde_json::from_value(serde_json::json!({
+        "seq_len": 4, "remainder": "pad", "pad_id": 0, "loss_mask": true
+    }))
+    .expect("options");
+    let step = opts.bind(&tokens(&[]).schema()).expect("binds");
+    let mut cx = StepContext::default();
+    let full = step
+        .apply(tokens(&[&[1, 2, 3, 4, 5, 0]]), &mut cx)
+        .expect("a");
+    assert_eq!(
+        lists::<arrow::datatypes::UInt8Type>(&full, "loss_mask"),
+        vec![vec![1, 1, 1, 1]]
+    );
+    let tail = step.finish(&mut cx).expect("finish").expect("a padded row");
+    // A real token 0 keeps its 1; only the padding is masked.
+    assert_eq!(rows(&tail), vec![vec![5, 0, 0, 0]]);
+    assert_eq!(
+        lists::<arrow::datatypes::UInt8Type>(&tail, "loss_mask"),
+        vec![vec![1, 1, 0, 0]]
+    );
+}
