@@ -2,31 +2,15 @@
 //! and mixed by weight; the token shares within 0.5% of the weights, the same bytes for
 //! any task size, thread count and worker count, refusals that say what to do.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
 
 use crate::util::*;
 
-/// Tokens per `source` over every shard of `sink`.
-fn tokens_by_source(sink: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for b in read_shards(sink).values() {
-        let source = b.column_by_name("source").expect("source");
-        let source = arrow::compute::cast(source, &arrow::datatypes::DataType::Utf8).expect("utf8");
-        let source = source.as_string::<i32>();
-        let tokens = b.column_by_name("tokens").expect("tokens").as_list::<i32>();
-        for i in 0..b.num_rows() {
-            *out.entry(source.value(i).to_string()).or_default() += tokens.value_length(i) as u64;
-        }
-    }
-    out
-}
-
 #[test]
-fn the_mixture_example_lands_on_its_weights_the_same_for_any_task_size() {
-    let outs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tmp")).collect();
+fn the_mixture_example_lands_on_its_weights_the_same_bytes_on_any_threads_and_workers() {
+    let outs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let p = "pipelines/pretrain-mixture.yaml";
     let o = kiln_ok(outs[0].path(), &["run", p]);
     assert!(
@@ -43,33 +27,52 @@ fn the_mixture_example_lands_on_its_weights_the_same_for_any_task_size() {
             "--set",
             "run.threads=1",
             "--set",
-            "run.task_bytes=64KB",
-            "--set",
             "run.batch_rows=100",
         ],
     );
+    // Two workers at once: the fit of `mix` and the shuffle's gather shared.
+    let runs: Vec<_> = ["0/2", "1/2"]
+        .into_iter()
+        .map(|w| {
+            let out = outs[2].path().to_path_buf();
+            std::thread::spawn(move || kiln_ok(&out, &["run", "-q", p, "--worker", w]))
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("worker");
+    }
     let sinks: Vec<_> = outs
         .iter()
         .map(|o| o.path().join("pretrain-mixture"))
         .collect();
+    let bytes = |sink: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = files(sink)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "mds" || e == "json"))
+            .filter(|f| !f.to_string_lossy().contains("_kiln"))
+            .map(|f| {
+                let rel = f
+                    .strip_prefix(sink)
+                    .expect("below")
+                    .to_string_lossy()
+                    .into_owned();
+                (rel, std::fs::read(&f).expect("read"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let first = bytes(&sinks[0]);
+    assert!(first.iter().any(|(f, _)| f.ends_with(".mds")), "MDS shards");
     assert!(
-        shard_files(&sinks[0]) == shard_files(&sinks[1]),
-        "the same bytes for any task size, thread count and batch size"
+        first == bytes(&sinks[1]),
+        "the same bytes on one thread, 100-row batches"
     );
-    let tokens = tokens_by_source(&sinks[0]);
-    let total: u64 = tokens.values().sum();
     assert!(
-        total.abs_diff(100_000) < 500,
-        "{total} tokens, asked 100,000"
+        first == bytes(&sinks[2]),
+        "the same bytes from two workers at once"
     );
-    for (source, weight) in [("web", 0.7), ("news", 0.2), ("notes", 0.1)] {
-        let share = tokens[source] as f64 / total as f64;
-        assert!(
-            (share - weight).abs() < 0.005,
-            "{source}: {share} of the tokens, weight {weight} ({tokens:?})"
-        );
-    }
-    // The manifest counts each source's rows and tokens; inspect shows the mixture.
+    // The manifest counts each source's rows and tokens: the shares within 0.5%.
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(sinks[0].join("_kiln/manifest.json")).expect("manifest"),
     )
@@ -80,9 +83,36 @@ fn the_mixture_example_lands_on_its_weights_the_same_for_any_task_size() {
         .iter()
         .find(|s| s["step"] == "mix")
         .expect("the mix step");
-    for (source, n) in &tokens {
-        assert_eq!(mix["counts"][format!("{source}.tokens")], *n, "{mix:#}");
+    let tokens = |s: &str| {
+        mix["counts"][format!("{s}.tokens")]
+            .as_u64()
+            .expect("tokens")
+    };
+    let total: u64 = ["web", "news", "notes"].iter().map(|s| tokens(s)).sum();
+    assert!(
+        total.abs_diff(100_000) < 500,
+        "{total} tokens, asked 100,000"
+    );
+    for (source, weight) in [("web", 0.7), ("news", 0.2), ("notes", 0.1)] {
+        let share = tokens(source) as f64 / total as f64;
+        assert!(
+            (share - weight).abs() < 0.005,
+            "{source}: {share} of the tokens, weight {weight} ({mix:#})"
+        );
     }
+    // Packed rows: every mixed token is in a row, each row 256 ids, its loss mask zero on
+    // the padding alone.
+    let pack = manifest["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "pack")
+        .expect("the pack step");
+    let capacity = pack["counts"]["capacity_tokens"]
+        .as_u64()
+        .expect("capacity");
+    let padded = pack["counts"]["padded_tokens"].as_u64().expect("padded");
+    assert_eq!(capacity - padded, total, "every mixed token packed once");
     let o = kiln_ok(
         outs[0].path(),
         &["inspect", &sinks[0].display().to_string()],
