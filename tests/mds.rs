@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float32Type, Int32Type, UInt32Type};
+use arrow::datatypes::{DataType, Float32Type, Int32Type, UInt8Type, UInt32Type};
 
 use crate::s3::Bucket;
 use crate::util::*;
@@ -51,12 +51,22 @@ fn sample(batch: &RecordBatch, row: usize) -> serde_json::Value {
             DataType::Float32 => {
                 serde_json::json!(f64::from(c.as_primitive::<Float32Type>().value(row)))
             }
-            DataType::List(_) => {
+            DataType::List(item) => {
                 let v = c.as_list::<i32>().value(row);
-                serde_json::json!({
-                    "array": "uint32",
-                    "values": v.as_primitive::<UInt32Type>().values().to_vec(),
-                })
+                match item.data_type() {
+                    DataType::Int32 => serde_json::json!({
+                        "array": "int32",
+                        "values": v.as_primitive::<Int32Type>().values().to_vec(),
+                    }),
+                    DataType::UInt8 => serde_json::json!({
+                        "array": "uint8",
+                        "values": v.as_primitive::<UInt8Type>().values().to_vec(),
+                    }),
+                    _ => serde_json::json!({
+                        "array": "uint32",
+                        "values": v.as_primitive::<UInt32Type>().values().to_vec(),
+                    }),
+                }
             }
             other => panic!("no comparison for {other}"),
         };
@@ -193,6 +203,28 @@ fn streaming_dataset_reads_each_split_as_the_parquet_run_holds_it() {
     let local = m_sink.to_string_lossy().into_owned();
     let cache_dir = cache.path().to_string_lossy().into_owned();
     let remote = bucket.as_ref().map(|b| b.uri("pretrain-mds"));
+    // The mixture example (packed rows: input_ids, cu_seqlens, loss_mask) as MDS and as
+    // Parquet, read in the same process.
+    let mixture = tempfile::tempdir().expect("tmp");
+    let p = "pipelines/pretrain-mixture.yaml";
+    kiln_ok(mixture.path(), &["run", "-q", p]);
+    kiln_ok(
+        mixture.path(),
+        &[
+            "run",
+            "-q",
+            p,
+            "--set",
+            "sink.format=parquet",
+            "--set",
+            &format!("sink.uri={}/mixture-parquet", mixture.path().display()),
+        ],
+    );
+    let mixed = mixture
+        .path()
+        .join("pretrain-mixture")
+        .to_string_lossy()
+        .into_owned();
     let mut args = vec![
         "--local",
         local.as_str(),
@@ -202,6 +234,8 @@ fn streaming_dataset_reads_each_split_as_the_parquet_run_holds_it() {
         "split=validation",
         "--example",
         "split=train",
+        "--also",
+        mixed.as_str(),
     ];
     if let Some(r) = &remote {
         args.extend([
@@ -214,6 +248,11 @@ fn streaming_dataset_reads_each_split_as_the_parquet_run_holds_it() {
         ]);
     }
     let read = streaming_read(&python, &args, &py_env);
+    let got: Vec<serde_json::Value> =
+        serde_json::from_value(read["also"].clone()).expect("samples");
+    let want = parquet_samples(&mixture.path().join("mixture-parquet"));
+    assert!(want.len() > 300, "{} packed rows", want.len());
+    assert_same(&got, &want, "the mixture example");
     for split in ["train", "validation"] {
         let want = parquet_samples(&p_sink.join(format!("split={split}")));
         assert!(!want.is_empty());

@@ -6,7 +6,7 @@ the samples with the Parquet run of the same pipeline.
 
     python mds_read.py --local <sink> --split split=train [--split ...]
         [--remote s3://bucket/prefix --cache <dir> --remote-split split=train]
-        [--example split=train]
+        [--example split=train] [--also <another sink>]
 
 With --remote, the S3 endpoint comes from S3_ENDPOINT_URL (the tests' local server).
 """
@@ -29,6 +29,7 @@ ap.add_argument("--remote")
 ap.add_argument("--cache")
 ap.add_argument("--remote-split", action="append", default=[])
 ap.add_argument("--example")
+ap.add_argument("--also")
 a = ap.parse_args()
 
 
@@ -47,11 +48,13 @@ def samples(**kw):
     return [{k: plain(v) for k, v in ds[i].items()} for i in range(len(ds))]
 
 
-out = {"local": {}, "remote": {}, "example": None}
+out = {"local": {}, "remote": {}, "example": None, "also": None}
 for split in a.split:
     out["local"][split] = samples(local=a.local, split=split)
 for split in a.remote_split:
     out["remote"][split] = samples(local=a.cache, remote=a.remote, split=split)
+if a.also:
+    out["also"] = samples(local=a.also)
 if a.example:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
     import mds_dataloader  # the training-loop example, run on the same sink
