@@ -35,7 +35,7 @@ measure() {  # measure TOOL INPUT MANIFEST REPS [KILN FLAGS...]
 }
 measure "kiln plain" "$TEXT/jsonl_gz" "$TEXT/manifest.json" "$REPS"
 measure "kiln shuffled" "$TEXT/jsonl_gz" "$TEXT/manifest.json" "$REPS" --set 'sink.shuffle={seed: 42}'
-measure "kiln shuffled 10x" "$X10/jsonl_gz" "$X10/manifest.json" 1 --set 'sink.shuffle={seed: 42}'
+[[ "${H_10X:-1}" == 1 ]] && measure "kiln shuffled 10x" "$X10/jsonl_gz" "$X10/manifest.json" 1 --set 'sink.shuffle={seed: 42}'
 "$PY" - "$RES" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"H-shuffle"' in l]

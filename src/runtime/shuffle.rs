@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::plan::Plan;
 use crate::report::Stats;
-use crate::sink::shuffle::{BucketRecord, bucket_count, order_bucket, scattered_schema};
+use crate::sink::shuffle::{BucketRecord, bucket_count, order_rows, rows_in_order};
 use crate::sink::writer::{Staged, TaskWriter, WriterConfig};
 use crate::sink::{self, ShardRecord, TaskRecord};
 
@@ -186,7 +185,6 @@ fn write_bucket(
     seed: u64,
     batch_rows: usize,
 ) -> Result<(Vec<ShardRecord>, Staged)> {
-    let schema = scattered_schema(&cfg.output_schema);
     let mut batches = Vec::new();
     for segment in segments {
         let reader = StreamReader::try_new(std::io::Cursor::new(segment), None)
@@ -197,16 +195,12 @@ fn write_bucket(
             })?);
         }
     }
-    let rows = concat_batches(&schema, &batches).map_err(|e| Error::Internal(e.to_string()))?;
-    drop(batches);
-    let ordered = order_bucket(&rows, seed)?;
-    drop(rows);
+    // The rows are taken in order straight from the decoded segments, a writer's batch at
+    // a time: no copy of the whole bucket besides the segments.
+    let order = order_rows(&batches, seed)?;
     let mut writer = TaskWriter::new(cfg, bucket, stats);
-    let mut at = 0;
-    while at < ordered.num_rows() {
-        let n = batch_rows.min(ordered.num_rows() - at);
-        writer.write(&ordered.slice(at, n))?;
-        at += n;
+    for chunk in order.chunks(batch_rows) {
+        writer.write(&rows_in_order(&batches, chunk)?)?;
     }
     writer.finish()
 }

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use arrow::row::{RowConverter, SortField};
@@ -166,7 +166,14 @@ impl Writer {
     /// The part: every bucket's stream, back to back, stored as one object that the
     /// task's commit publishes; its record says where each bucket ends.
     pub fn finish(self) -> Result<(Vec<ShardRecord>, Vec<StagedShard>)> {
-        let mut body = Vec::new();
+        // One allocation of the part's size: each stream is copied in and dropped.
+        let total: usize = self
+            .streams
+            .iter()
+            .flatten()
+            .map(|w| w.get_ref().len())
+            .sum();
+        let mut body = Vec::with_capacity(total + 64 * self.streams.len());
         let mut ends = Vec::with_capacity(self.streams.len());
         for w in self.streams {
             if let Some(w) = w {
@@ -288,57 +295,65 @@ pub fn order_bucket(batch: &RecordBatch, seed: u64) -> Result<RecordBatch> {
             .project(&(0..n.saturating_sub(2)).collect::<Vec<_>>())
             .map_err(|e| Error::Internal(e.to_string()));
     }
-    let column = |i: usize| -> Result<Vec<u64>> {
-        batch
-            .column(i)
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .map(|a| a.values().to_vec())
-            .ok_or_else(|| Error::Internal("a shuffle bucket without its key".into()))
-    };
-    let (mut hi, mut lo) = (column(n - 2)?, column(n - 1)?);
-    let sorted = sort_by(&hi, &lo)?;
+    let order = order_rows(std::slice::from_ref(batch), seed)?;
+    rows_in_order(std::slice::from_ref(batch), &order)
+}
+
+/// Where each row of `batches` (scattered rows, the key their last two columns) goes:
+/// (batch, row) pairs in the dataset's order, as [`order_bucket`] orders one batch.
+pub fn order_rows(batches: &[RecordBatch], seed: u64) -> Result<Vec<(usize, usize)>> {
+    let mut keyed: Vec<(u64, u64, usize, usize)> = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let n = batch.num_columns();
+        let column = |i: usize| -> Result<&[u64]> {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.values().as_ref())
+                .ok_or_else(|| Error::Internal("a shuffle bucket without its key".into()))
+        };
+        let (hi, lo) = (column(n.wrapping_sub(2))?, column(n.wrapping_sub(1))?);
+        keyed.extend((0..batch.num_rows()).map(|r| (hi[r], lo[r], b, r)));
+    }
+    // Equal keys are equal rows: which of them comes first changes no byte.
+    keyed.sort_unstable_by_key(|k| (k.0, k.1));
     // Copies: runs of one key in the sorted order; copy j > 0 gets a key of its own.
     let mut again = false;
     let mut prev: Option<(u64, u64)> = None;
     let mut copy = 0u64;
-    for &i in sorted.values() {
-        let i = i as usize;
-        let k = (hi[i], lo[i]);
-        if prev == Some(k) {
+    for k in &mut keyed {
+        let key = (k.0, k.1);
+        if prev == Some(key) {
             copy += 1;
             let mut bytes = [0u8; 24];
-            bytes[..8].copy_from_slice(&k.0.to_le_bytes());
-            bytes[8..16].copy_from_slice(&k.1.to_le_bytes());
+            bytes[..8].copy_from_slice(&key.0.to_le_bytes());
+            bytes[8..16].copy_from_slice(&key.1.to_le_bytes());
             bytes[16..].copy_from_slice(&copy.to_le_bytes());
             // A key anywhere in the key space: the sort below is of this bucket only.
             let new = xxh3_128_with_seed(&bytes, seed);
-            hi[i] = (new >> 64) as u64;
-            lo[i] = new as u64;
+            k.0 = (new >> 64) as u64;
+            k.1 = new as u64;
             again = true;
         } else {
             copy = 0;
         }
-        prev = Some(k);
+        prev = Some(key);
     }
-    let order = if again { sort_by(&hi, &lo)? } else { sorted };
-    let rows = take_record_batch(batch, &order).map_err(|e| Error::Internal(e.to_string()))?;
-    rows.project(&(0..n - 2).collect::<Vec<_>>())
-        .map_err(|e| Error::Internal(e.to_string()))
+    if again {
+        keyed.sort_unstable_by_key(|k| (k.0, k.1));
+    }
+    Ok(keyed.into_iter().map(|k| (k.2, k.3)).collect())
 }
 
-fn sort_by(hi: &[u64], lo: &[u64]) -> Result<UInt32Array> {
-    let columns = [
-        SortColumn {
-            values: Arc::new(UInt64Array::from(hi.to_vec())),
-            options: None,
-        },
-        SortColumn {
-            values: Arc::new(UInt64Array::from(lo.to_vec())),
-            options: None,
-        },
-    ];
-    lexsort_to_indices(&columns, None).map_err(|e| Error::Internal(e.to_string()))
+/// The rows `order` names, taken from `batches`, without the key columns.
+pub fn rows_in_order(batches: &[RecordBatch], order: &[(usize, usize)]) -> Result<RecordBatch> {
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let rows = arrow::compute::interleave_record_batch(&refs, order)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let n = rows.num_columns();
+    rows.project(&(0..n.saturating_sub(2)).collect::<Vec<_>>())
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// A written bucket's record: its shards.
