@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::Pipeline;
+use super::ordered::Tree;
 use crate::error::{Error, Result};
 
 /// Reads and checks the pipeline file at `path`, then applies `--set path=value` overrides.
@@ -250,24 +251,26 @@ fn apply_override(pipeline: Pipeline, arg: &str) -> Result<Pipeline> {
     let (path, raw) = arg
         .split_once('=')
         .ok_or_else(|| bad("expected `dotted.path=value`, e.g. `run.threads=4`".into()))?;
-    let value: serde_json::Value =
-        serde_saphyr::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
-    let mut tree = serde_json::to_value(&pipeline).map_err(|e| bad(e.to_string()))?;
+    let value: Tree = serde_saphyr::from_str(raw).unwrap_or_else(|_| Tree::String(raw.to_string()));
+    // Through JSON text into a tree that keeps every mapping's order (see `ordered.rs`).
+    let text = serde_json::to_string(&pipeline).map_err(|e| bad(e.to_string()))?;
+    let mut tree: Tree = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let keys = override_keys(path, &tree);
     let mut node = &mut tree;
     for (i, key) in keys.iter().enumerate() {
         let key = key.as_str();
         let last = i + 1 == keys.len();
         node = match node {
-            serde_json::Value::Object(map) => {
+            Tree::Map(map) => {
                 if last {
+                    // In place: an existing key keeps its position.
                     map.insert(key.to_string(), value);
                     break;
                 }
                 map.entry(key.to_string())
-                    .or_insert_with(|| serde_json::json!({}))
+                    .or_insert_with(|| Tree::Map(Default::default()))
             }
-            serde_json::Value::Array(items) => {
+            Tree::List(items) => {
                 let len = items.len();
                 let idx: usize = key
                     .parse()
@@ -289,20 +292,21 @@ fn apply_override(pipeline: Pipeline, arg: &str) -> Result<Pipeline> {
             }
         };
     }
-    serde_json::from_value(tree).map_err(|e| bad(e.to_string()))
+    let text = serde_json::to_string(&tree).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
 }
 
 /// The keys of a dotted `--set` path. A step's name holds dots (`dedup.exact`), so under
 /// a step the longest run of parts that names a key present there is one key:
 /// `steps.0.dedup.exact.one_pass` is `steps`, `0`, `dedup.exact`, `one_pass`.
-fn override_keys(path: &str, tree: &serde_json::Value) -> Vec<String> {
+fn override_keys(path: &str, tree: &Tree) -> Vec<String> {
     let parts: Vec<&str> = path.split('.').collect();
     let mut keys = Vec::new();
     let mut node = Some(tree);
     let mut i = 0;
     while i < parts.len() {
         let mut take = 1;
-        if let Some(serde_json::Value::Object(map)) = node {
+        if let Some(Tree::Map(map)) = node {
             for j in (i + 2..=parts.len()).rev() {
                 if map.contains_key(&parts[i..j].join(".")) {
                     take = j - i;
@@ -312,10 +316,8 @@ fn override_keys(path: &str, tree: &serde_json::Value) -> Vec<String> {
         }
         let key = parts[i..i + take].join(".");
         node = match node {
-            Some(serde_json::Value::Object(map)) => map.get(&key),
-            Some(serde_json::Value::Array(items)) => {
-                key.parse().ok().and_then(|n: usize| items.get(n))
-            }
+            Some(Tree::Map(map)) => map.get(&key),
+            Some(Tree::List(items)) => key.parse().ok().and_then(|n: usize| items.get(n)),
             _ => None,
         };
         keys.push(key);
@@ -482,6 +484,31 @@ mod tests {
         assert_eq!(tree["steps"][0]["dedup.exact"]["one_pass"], false);
         assert_eq!(tree["steps"][0]["dedup.exact"]["column"], "text");
         assert_eq!(tree["steps"][1]["text.stats"]["metrics"][0], "n_chars");
+    }
+
+    /// A `--set` keeps the order of every mapping: split fractions are cut in order and
+    /// derive's expressions see the ones before them.
+    #[test]
+    fn set_keeps_the_order_of_every_mapping() {
+        let text = "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsteps:\n  - split: { key: id, fractions: { train: 0.5, validation: 0.3, test: 0.2 } }\n  - derive: { z: \"1\", a: \"z + 1\" }\nsink:\n  uri: out/\n";
+        let plain = load_str(text, "t.yaml", &[]).expect("valid");
+        let set = load_str(
+            text,
+            "t.yaml",
+            &["run.threads=1".into(), "steps.1.derive.b=\"a\"".into()],
+        )
+        .expect("valid");
+        let order = |p: &Pipeline| serde_json::to_string(&p.steps).expect("json");
+        let (a, b) = (order(&plain), order(&set));
+        assert!(
+            a.contains("\"train\":0.5,\"validation\":0.3,\"test\":0.2"),
+            "{a}"
+        );
+        assert!(
+            b.contains("\"train\":0.5,\"validation\":0.3,\"test\":0.2"),
+            "{b}"
+        );
+        assert!(b.contains("\"z\":\"1\",\"a\":\"z + 1\",\"b\":\"a\""), "{b}");
     }
 
     #[test]

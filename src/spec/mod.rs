@@ -11,6 +11,7 @@
 mod interpolate;
 mod load;
 mod locate;
+mod ordered;
 mod storage;
 
 pub use crate::size::ByteSize;
