@@ -17,6 +17,15 @@
 //! that only the buried task can give back. So a task's owner is started with
 //! [`spawn_owner`], which never runs it on a thread already doing kiln's work: it hands it
 //! back to the I/O runtime, which injects it again a moment later.
+//!
+//! That guard sees kiln's jobs and owners, not the other half of a parallel iterator's
+//! split that an idle thread stole: such a thief waits, stealing, inside rayon's own
+//! code, and may start an owner there, on top of the half the job that split it waits
+//! for. The owner then waits for a budget slot that job holds: a cycle (seen on the
+//! mixture example, three tasks tokenizing on two threads). So an owner that has waited
+//! a while for a slot with nothing of its own in flight goes on without one
+//! ([`Budget::permit_beyond`]): it finishes its task, one batch at a time over the
+//! budget, and the half beneath it then resumes.
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -100,8 +109,19 @@ impl Budget {
             Permit {
                 budget: self.clone(),
                 bytes,
+                slot: true,
             }
         })
+    }
+
+    /// A permit beyond the budget: no slot taken, none given back. For an owner that
+    /// would otherwise wait on a slot only work buried beneath it can free (module docs).
+    pub fn permit_beyond(self: &Arc<Self>, bytes: u64) -> Permit {
+        Permit {
+            budget: self.clone(),
+            bytes,
+            slot: false,
+        }
     }
 }
 
@@ -110,11 +130,15 @@ impl Budget {
 pub struct Permit {
     budget: Arc<Budget>,
     bytes: u64,
+    /// False for a permit let in beyond the budget, which holds no slot.
+    slot: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.budget.give_weighed(1, self.bytes);
+        if self.slot {
+            self.budget.give_weighed(1, self.bytes);
+        }
     }
 }
 
@@ -202,6 +226,22 @@ mod tests {
 
     thread_local! {
         static IN_JOIN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A permit beyond the budget takes no slot and gives none back.
+    #[test]
+    fn a_permit_beyond_the_budget_holds_no_slot() {
+        let budget = Arc::new(Budget::new(1));
+        let held = budget.try_permit(10).expect("the one slot");
+        assert!(budget.try_permit(10).is_none(), "the budget is spent");
+        let beyond = budget.permit_beyond(10);
+        drop(beyond);
+        assert!(
+            budget.try_permit(10).is_none(),
+            "still spent: no slot came back"
+        );
+        drop(held);
+        assert!(budget.try_permit(10).is_some(), "the slot is back");
     }
 
     /// A job waits in `rayon::join` (which steals while it waits, injected jobs too)
