@@ -31,16 +31,7 @@ fn the_mixture_example_lands_on_its_weights_the_same_bytes_on_any_threads_and_wo
         ],
     );
     // Two workers at once: the fit of `mix` and the shuffle's gather shared.
-    let runs: Vec<_> = ["0/2", "1/2"]
-        .into_iter()
-        .map(|w| {
-            let out = outs[2].path().to_path_buf();
-            std::thread::spawn(move || kiln_ok(&out, &["run", "-q", p, "--worker", w]))
-        })
-        .collect();
-    for r in runs {
-        r.join().expect("worker");
-    }
+    kiln_ok_at_once(outs[2].path(), &["run", "-q", p], &["0/2", "1/2"]);
     let sinks: Vec<_> = outs
         .iter()
         .map(|o| o.path().join("pretrain-mixture"))
@@ -161,31 +152,19 @@ fn sources_mix_on_several_workers_as_on_one() {
     kiln_ok(one.path(), &["run", "-q", &p]);
     // Two workers at once (the fit of `mix` is a stage they share), smaller tasks.
     let two = tempfile::tempdir().expect("tmp");
-    let runs: Vec<_> = ["0/2", "1/2"]
-        .into_iter()
-        .map(|w| {
-            let (p, out) = (p.clone(), two.path().to_path_buf());
-            std::thread::spawn(move || {
-                kiln_ok(
-                    &out,
-                    &[
-                        "run",
-                        "-q",
-                        &p,
-                        "--worker",
-                        w,
-                        "--set",
-                        "run.task_bytes=100KB",
-                        "--stage-wait",
-                        "60s",
-                    ],
-                )
-            })
-        })
-        .collect();
-    for r in runs {
-        r.join().expect("worker");
-    }
+    kiln_ok_at_once(
+        two.path(),
+        &[
+            "run",
+            "-q",
+            &p,
+            "--set",
+            "run.task_bytes=100KB",
+            "--stage-wait",
+            "60s",
+        ],
+        &["0/2", "1/2"],
+    );
     let (a, b) = (one.path().join("mixed"), two.path().join("mixed"));
     let rows_a = read_shards(&a);
     let rows: usize = rows_a.values().map(|b| b.num_rows()).sum();

@@ -163,29 +163,11 @@ fn workers_one_after_another_or_at_once_write_the_bytes_one_run_writes() {
     // Two workers at once, small tasks: whichever finds the tasks done first claims
     // buckets; the other writes or waits for the rest.
     let both = tempfile::tempdir().expect("tmp");
-    let runs: Vec<_> = ["0/2", "1/2"]
-        .into_iter()
-        .map(|w| {
-            let (p, out) = (p.clone(), both.path().to_path_buf());
-            std::thread::spawn(move || {
-                kiln_ok(
-                    &out,
-                    &[
-                        "run",
-                        "-q",
-                        &p,
-                        "--worker",
-                        w,
-                        "--set",
-                        "run.task_bytes=200KB",
-                    ],
-                )
-            })
-        })
-        .collect();
-    for r in runs {
-        r.join().expect("worker");
-    }
+    kiln_ok_at_once(
+        both.path(),
+        &["run", "-q", &p, "--set", "run.task_bytes=200KB"],
+        &["0/2", "1/2"],
+    );
     let sink = both.path().join("shuffled");
     assert!(
         shard_files(&sink) == expected,

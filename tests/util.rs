@@ -98,6 +98,26 @@ pub fn kiln_ok(out: &Path, args: &[&str]) -> Output {
     o
 }
 
+/// `kiln ARGS --worker W` for every `W` of `workers` at once (one thread each), each
+/// asserted to exit 0.
+pub fn kiln_ok_at_once(out: &Path, args: &[&str], workers: &[&str]) {
+    let runs: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            a.extend(["--worker".to_string(), w.to_string()]);
+            let out = out.to_path_buf();
+            std::thread::spawn(move || {
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                kiln_ok(&out, &a);
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("a worker's run");
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
