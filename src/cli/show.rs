@@ -632,7 +632,8 @@ pub(super) fn cmd_finalize(uri: &str) -> Result<i32> {
     let shuffled = stored
         .pipeline
         .pointer("/sink/shuffle")
-        .is_some_and(|s| !s.is_null() && s.get("window").is_none_or(|w| w.is_null()));
+        .and_then(|s| serde_json::from_value::<spec::ShuffleSpec>(s.clone()).ok())
+        .is_some_and(|s| s.global());
     let manifest = match manifest {
         Some(m) => m,
         None if shuffled => {

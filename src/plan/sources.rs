@@ -37,6 +37,7 @@ pub(super) async fn inputs(
         steps: Vec::new(),
         tasks: Vec::new(),
         unsplit: None,
+        // The smallest of the inputs' (there is at least one: `load` checks).
         batch_rows: usize::MAX,
         fingerprints: Vec::new(),
     };
@@ -132,9 +133,6 @@ pub(super) async fn inputs(
     }
     built.steps = bind_steps(pipeline, &input_schema, fitted, required)?;
     built.input_schema = input_schema;
-    if built.batch_rows == usize::MAX {
-        built.batch_rows = batch_rows(pipeline, None);
-    }
     Ok(built)
 }
 

@@ -1,6 +1,10 @@
 //! Exactly what the pipeline file says (docs/pipeline.md): serde types, loading with `${VAR}`
 //! expansion, `--set` overrides and the JSON Schema for editors.
 //!
+//! One role, though over 600 lines: this file is the pipeline file's types, each with
+//! the doc comment `kiln schema` and editors show; loading, variables, `--set` and
+//! error placement are the other files of this folder.
+//!
 //! The YAML crate is `serde-saphyr`: serde_yaml is deprecated upstream and its forks are
 //! thin maintenance; serde-saphyr deserializes straight into these types (no untyped
 //! tree in between, so every error keeps its line and column), never panics on malformed
