@@ -197,6 +197,40 @@ fn report_resume_noop_and_overwrite() {
     assert!(shards.values().all(|b| b.num_rows() <= 50));
 }
 
+/// Two files that differ only in the order of `split`'s fractions cut different rows,
+/// so the second is refused on the first's sink, saying what can differ unseen.
+#[test]
+fn a_pipeline_differing_only_in_the_order_of_a_mapping_is_another_pipeline() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    write_docs(&d.join("in/a.jsonl"), 0, 300);
+    let yaml = |fractions: &str| {
+        format!(
+            "version: 1\nname: order\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - split: {{ key: id, fractions: {{ {fractions} }} }}\nsink:\n  uri: {}/out/\n  partition_by: [split]\n",
+            d.display(),
+            d.display()
+        )
+    };
+    let a = pipeline(d, "a.yaml", &yaml("train: 0.5, validation: 0.3, test: 0.2"));
+    let b = pipeline(d, "b.yaml", &yaml("train: 0.5, test: 0.2, validation: 0.3"));
+    let rows = |split: &str| total_rows(&d.join("out").join(format!("split={split}")));
+    kiln_ok(d, &["run", "-q", a.to_str().expect("utf-8")]);
+    let test_a = rows("test");
+    let o = kiln(d, &["run", "-q", b.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the order of a mapping"),
+        "{}",
+        stderr(&o)
+    );
+    kiln_ok(d, &["run", "-q", b.to_str().expect("utf-8"), "--overwrite"]);
+    assert_ne!(
+        test_a,
+        rows("test"),
+        "the order of the fractions moves rows"
+    );
+}
+
 #[test]
 fn validate_answers_zero_or_two() {
     let out = tempfile::tempdir().expect("tmp");

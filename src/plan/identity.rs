@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::formats::{self, Compression};
 use crate::layout;
 use crate::sink::records::{ColumnRecord, InputRecord, StoredInput, StoredPlan, StoredTask};
-use crate::spec::Pipeline;
+use crate::spec::{Pipeline, Sink, Source};
+use crate::steps::StepSpec;
 use crate::storage::Object;
 
 /// The hash that identifies a pipeline's output: everything but `run` and `sink.uri`,
@@ -17,39 +18,79 @@ use crate::storage::Object;
 /// bytes into any sink.) `run.on_error` decides whether a task with bad input commits,
 /// not what a committed task holds: a task committed under `fail` had nothing to leave
 /// out, so a run resumed with `skip` (the usual fix for a failed run) keeps it.
+///
+/// The pipeline is serialized straight from its types, never through
+/// `serde_json::Value` (whose mappings are sorted): the order of some mappings is
+/// meaning (`split`'s fractions are cut in the order written, `derive`'s expressions
+/// see the ones before them, `cast`, `rename`, `source.schema`), so two pipelines that
+/// differ only there write different rows and must not resume into each other.
 pub fn pipeline_hash(p: &Pipeline) -> String {
-    let mut sink = serde_json::to_value(&p.sink).unwrap_or_default();
-    if let Some(obj) = sink.as_object_mut() {
-        obj.remove("uri");
-    }
-    let mut steps = serde_json::to_value(&p.steps).unwrap_or_default();
-    for step in steps.as_array_mut().into_iter().flatten() {
-        // How many child processes run an `exec` step and how long one may take over a
-        // batch change no row: like `run.threads`, they are not the output's identity.
-        if let Some(exec) = step.get_mut("exec").and_then(|e| e.as_object_mut()) {
-            exec.remove("processes");
-            exec.remove("timeout");
-        }
-        // Nor does deciding exact duplicates in one pass or two: the same rows go.
-        if let Some(dedup) = step.get_mut("dedup.exact").and_then(|e| e.as_object_mut()) {
-            dedup.remove("one_pass");
-            dedup.remove("memory");
-        }
-    }
-    let mut identity = serde_json::json!({
-        "version": p.version, "name": p.name, "source": p.source, "steps": steps, "sink": sink,
-    });
-    if !p.sources.is_empty()
-        && let Some(obj) = identity.as_object_mut()
-    {
-        obj.remove("source");
-        obj.insert(
-            "sources".into(),
-            serde_json::to_value(&p.sources).unwrap_or_default(),
-        );
-    }
-    let digest = Sha256::digest(identity.to_string().as_bytes());
+    let identity = Identity {
+        hash: HASH_VERSION,
+        version: p.version,
+        name: &p.name,
+        source: p.source.as_ref().map(without_run_options),
+        sources: p
+            .sources
+            .iter()
+            .map(|(name, s)| (name.as_str(), without_run_options(s)))
+            .collect(),
+        steps: p.steps.iter().map(step_identity).collect(),
+        sink: Sink {
+            uri: String::new(),
+            ..p.sink.clone()
+        },
+    };
+    // Serializing plain data (strings, numbers, ordered maps) cannot fail.
+    let text = serde_json::to_string(&identity).unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bumped when what the hash covers, or how it is written, changes: a sink written by
+/// a kiln that hashed otherwise is then refused as another pipeline's output, instead
+/// of being resumed (2: mappings kept in the order written).
+const HASH_VERSION: u32 = 2;
+
+/// What [`pipeline_hash`] covers, in the order of its fields.
+#[derive(serde::Serialize)]
+struct Identity<'a> {
+    hash: u32,
+    version: u32,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<(&'a str, Source)>,
+    steps: Vec<StepSpec>,
+    sink: Sink,
+}
+
+/// `source` with its own steps' run options cleared.
+fn without_run_options(source: &Source) -> Source {
+    Source {
+        steps: source.steps.iter().map(step_identity).collect(),
+        ..source.clone()
+    }
+}
+
+/// A step's options without those that change no row: how many child processes run an
+/// `exec` step and how long one may take over a batch (like `run.threads`), and whether
+/// `dedup.exact` decides in one pass or two and with how much memory (the same rows go).
+fn step_identity(step: &StepSpec) -> StepSpec {
+    let mut step = step.clone();
+    match &mut step {
+        StepSpec::Exec(exec) => {
+            exec.processes = None;
+            exec.timeout = crate::spec::Duration(std::time::Duration::ZERO);
+        }
+        StepSpec::DedupExact(dedup) => {
+            dedup.one_pass = true;
+            dedup.memory = None;
+        }
+        _ => {}
+    }
+    step
 }
 
 /// The output hash of `pipeline` run with `steps`: [`pipeline_hash`], with the files the
@@ -245,5 +286,61 @@ impl Plan {
             })
             .collect();
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipeline_hash;
+    use crate::spec::load_str;
+
+    fn hash(steps: &str, sink: &str) -> String {
+        let text = format!(
+            "version: 1\nname: t\nsource:\n  uri: in/*.jsonl\nsteps:\n{steps}sink:\n  uri: {sink}\n"
+        );
+        pipeline_hash(&load_str(&text, "t.yaml", &[]).expect("valid"))
+    }
+
+    /// Two pipelines that differ only in the order of a mapping write different rows
+    /// (split fractions are cut in order, derive's expressions see the ones before),
+    /// so their hashes differ; options that change no row do not change it.
+    #[test]
+    fn the_order_of_a_mapping_is_part_of_the_identity() {
+        let split = |f: &str| {
+            hash(
+                &format!("  - split: {{ key: id, fractions: {{ {f} }} }}\n"),
+                "out/",
+            )
+        };
+        let one = split("train: 0.5, validation: 0.3, test: 0.2");
+        assert_eq!(one, split("train: 0.5, validation: 0.3, test: 0.2"));
+        assert_ne!(one, split("train: 0.5, test: 0.2, validation: 0.3"));
+        let derive = |d: &str| hash(&format!("  - derive: {{ {d} }}\n"), "out/");
+        assert_ne!(
+            derive("z: \"1\", a: \"z + 1\""),
+            derive("a: \"z + 1\", z: \"1\"")
+        );
+
+        let exec = |more: &str| {
+            hash(
+                &format!(
+                    "  - exec: {{ command: [python3, step.py]{more} }}\n  - dedup.exact: {{ column: text{more2} }}\n",
+                    more2 = if more.is_empty() {
+                        ""
+                    } else {
+                        ", one_pass: false, memory: 1MiB"
+                    }
+                ),
+                "out/",
+            )
+        };
+        assert_eq!(exec(""), exec(", processes: 3, timeout: 5s"));
+        assert_eq!(
+            split("a: 1"),
+            hash(
+                "  - split: { key: id, fractions: { a: 1 } }\n",
+                "elsewhere/"
+            )
+        );
     }
 }

@@ -423,7 +423,12 @@ pub async fn prepare(
                 differences(stored, pipeline, "", &mut changed);
             }
             let what = if changed.is_empty() {
-                String::new()
+                // The stored pipeline is sorted JSON, so what differs is not in it.
+                "; the pipeline files agree, so what differs is the order of a mapping \
+                 (split fractions, derive, cast, rename, a schema), a file a step reads \
+                 (a tokenizer, an exec step's code), stats_from's statistics, or the kiln \
+                 version that wrote it"
+                    .to_string()
             } else {
                 let shown: Vec<&str> = changed.iter().take(8).map(String::as_str).collect();
                 format!(
