@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,11 @@ pub(super) async fn gather(
             ));
         }
     }
+    tracing::info!(
+        buckets,
+        parts = parts.len(),
+        "shuffle: every task committed, gathering"
+    );
     let mut shards: BTreeMap<usize, Vec<ShardRecord>> = BTreeMap::new();
     let mut held_elsewhere = Vec::new();
     let mut written = 0usize;
@@ -148,6 +154,7 @@ async fn write(
     b: usize,
     seed: u64,
 ) -> Result<Vec<ShardRecord>> {
+    let started = Instant::now();
     let mut segments = Vec::new();
     for (path, ends) in parts {
         let start = if b == 0 { 0 } else { ends[b - 1] };
@@ -155,6 +162,8 @@ async fn write(
             segments.push(sink::stages::get_range(&plan.sink, path, start..ends[b]).await?);
         }
     }
+    let read: usize = segments.iter().map(bytes::Bytes::len).sum();
+    tracing::debug!(bucket = b, bytes = read, elapsed = ?started.elapsed(), "shuffle: bucket read");
     let (cfg, stats) = (cfg.clone(), stats.clone());
     let batch_rows = plan.batch_rows.max(1);
     let (bucket_shards, staged) = tokio::task::spawn_blocking(move || {
@@ -162,6 +171,7 @@ async fn write(
     })
     .await
     .map_err(|e| Error::Internal(format!("bucket {b} of the shuffle: {e}")))??;
+    tracing::debug!(bucket = b, elapsed = ?started.elapsed(), "shuffle: bucket written");
     // The shards become objects, then the record commits them.
     staged.publish().await?;
     sink::put_json(
@@ -185,19 +195,24 @@ fn write_bucket(
     seed: u64,
     batch_rows: usize,
 ) -> Result<(Vec<ShardRecord>, Staged)> {
+    // Decoded in place: the batches' arrays are slices of the segments read (a stream
+    // reader would copy every message body into a zeroed buffer of its own).
     let mut batches = Vec::new();
+    let corrupt = |e| Error::Internal(format!("a shuffle segment of bucket {bucket}: {e}"));
     for segment in segments {
-        let reader = StreamReader::try_new(std::io::Cursor::new(segment), None)
-            .map_err(|e| Error::Internal(format!("a shuffle segment of bucket {bucket}: {e}")))?;
-        for batch in reader {
-            batches.push(batch.map_err(|e| {
-                Error::Internal(format!("a shuffle segment of bucket {bucket}: {e}"))
-            })?);
+        let mut decoder = StreamDecoder::new();
+        let mut buffer = Buffer::from(segment);
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer).map_err(corrupt)? {
+                batches.push(batch);
+            }
         }
+        decoder.finish().map_err(corrupt)?;
     }
     // The rows are taken in order straight from the decoded segments, a writer's batch at
     // a time: no copy of the whole bucket besides the segments.
     let order = order_rows(&batches, seed)?;
+    tracing::debug!(bucket, rows = order.len(), "shuffle: bucket ordered");
     let mut writer = TaskWriter::new(cfg, bucket, stats);
     for chunk in order.chunks(batch_rows) {
         writer.write(&rows_in_order(&batches, chunk)?)?;

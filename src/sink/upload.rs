@@ -282,24 +282,61 @@ impl Write for Streaming {
     }
 }
 
-/// Bytes already in memory (an MDS shard, a shuffle part) stored at `relative` as the one
-/// part of a multipart upload, not completed: staged like a streamed shard.
+/// Bytes already in memory (an MDS shard, a shuffle part) stored at `relative` as the
+/// parts of a multipart upload, not completed: staged like a streamed shard.
 pub(super) fn stage_bytes(
     cfg: &super::writer::WriterConfig,
     relative: &str,
     body: Vec<u8>,
 ) -> Result<StagedShard> {
+    stage_chunks(cfg, relative, vec![Bytes::from(body)])
+}
+
+/// `chunks` cut into parts of `part` bytes each (the last smaller), in order.
+fn into_parts(chunks: Vec<Bytes>, part: usize) -> Vec<Vec<Bytes>> {
+    let mut parts: Vec<Vec<Bytes>> = vec![Vec::new()];
+    let mut size = 0;
+    for mut chunk in chunks {
+        while !chunk.is_empty() {
+            if size >= part {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            let take = chunk.len().min(part - size);
+            size += take;
+            if let Some(last) = parts.last_mut() {
+                last.push(chunk.split_to(take));
+            }
+        }
+    }
+    parts
+}
+
+/// Bytes a staged upload sends in one part at most: S3 takes 5 MiB to 5 GiB a part
+/// (the last may be smaller) and 10,000 parts.
+const STAGE_PART: usize = 64 << 20;
+
+/// [`stage_bytes`] for bytes held as `chunks` (a shuffle part's streams, never joined
+/// into one buffer): consecutive chunks go up together, about [`STAGE_PART`] a part.
+pub(super) fn stage_chunks(
+    cfg: &super::writer::WriterConfig,
+    relative: &str,
+    chunks: Vec<Bytes>,
+) -> Result<StagedShard> {
     let uri = format!("{}{relative}", cfg.display);
     let store = cfg.store.clone();
     let path = crate::storage::join(&cfg.root, relative);
+    let parts = into_parts(chunks, STAGE_PART);
     let upload = cfg.handle.block_on(async {
         let mut up = store
             .put_multipart(&path)
             .await
             .map_err(|e| Error::store("upload", &uri, e))?;
-        if let Err(e) = up.put_part(PutPayload::from(body)).await {
-            let _ = up.abort().await;
-            return Err(Error::store("upload", &uri, e));
+        for part in parts {
+            if let Err(e) = up.put_part(part.into_iter().collect()).await {
+                let _ = up.abort().await;
+                return Err(Error::store("upload", &uri, e));
+            }
         }
         Ok(up)
     })?;
@@ -308,4 +345,32 @@ pub(super) fn stage_bytes(
         uri,
         handle: cfg.handle.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_chunks_go_up_in_parts_of_a_size_in_order() {
+        let chunks: Vec<Bytes> = [3usize, 10, 1, 0, 6]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+            .collect();
+        let parts = into_parts(chunks.clone(), 4);
+        let sizes: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().map(Bytes::len).sum())
+            .collect();
+        assert_eq!(sizes, [4, 4, 4, 4, 4]);
+        let joined: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+        let want: Vec<u8> = chunks.into_iter().flatten().collect();
+        assert_eq!(joined, want);
+        assert_eq!(
+            into_parts(Vec::new(), 4).len(),
+            1,
+            "an empty object is one part"
+        );
+    }
 }
