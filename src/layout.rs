@@ -67,6 +67,12 @@ pub fn run_record(index: usize) -> String {
     format!("{RUNS_DIR}/w{index:05}.json")
 }
 
+/// The run record of a helper (a run joining the workers without a share of its own),
+/// named by its run id.
+pub fn helper_record(run_id: &str) -> String {
+    format!("{RUNS_DIR}/helper-{run_id}.json")
+}
+
 /// Whether `rel` (a path relative to the sink) is one of kiln's: a shard, a record,
 /// `_SUCCESS` or the card. Anything else means the folder holds something kiln did not
 /// write.

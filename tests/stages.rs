@@ -259,3 +259,69 @@ fn a_part_of_another_kiln_version_is_refused() {
         "{e}"
     );
 }
+
+/// Two workers and a helper (a third `kiln run` naming no worker) on pipelines with
+/// dedups and fits: worker 1 is stopped as soon as it runs, the helper joins while it is
+/// stopped (computing stage parts and tasks no one has started), then worker 1 goes on;
+/// the single run's dataset.
+#[test]
+fn a_helper_joins_the_stages_of_two_workers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, steps) in &ORDERS[..2] {
+        let p = setup(dir.path(), name, steps);
+        let single = tempfile::tempdir().expect("tmp");
+        kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+        let out = tempfile::tempdir().expect("tmp");
+        let runs = out.path().join("ds/_kiln/runs");
+        let wait_for = |what: &str, found: &dyn Fn() -> bool| {
+            let waited = std::time::Instant::now();
+            while !found() {
+                assert!(
+                    waited.elapsed().as_secs() < 60,
+                    "{name}: {what} never appeared"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
+        let signal = |pid: u32, sig: &str| {
+            let ok = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(ok.success(), "kill {sig}");
+        };
+        let slow = worker(out.path(), &p, "1/2", &[])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        wait_for("worker 1's run", &|| runs.join("w00001.json").exists());
+        signal(slow.id(), "-STOP");
+        let helper = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(repo())
+            .env("KILN_OUT", out.path())
+            .env("KILN_LOG", "kiln=info")
+            .args(["run", "-q", &p.to_string_lossy()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("helper");
+        wait_for("the helper's run", &|| {
+            runs.exists()
+                && files(&runs)
+                    .iter()
+                    .any(|f| f.to_string_lossy().contains("helper-"))
+        });
+        signal(slow.id(), "-CONT");
+        let first = worker(out.path(), &p, "0/2", &[])
+            .output()
+            .expect("worker 0");
+        ok(&first, &format!("{name}: worker 0/2"));
+        let h = helper.wait_with_output().expect("wait");
+        ok(&h, &format!("{name}: the helper"));
+        assert!(stderr(&h).contains("as a helper"), "{}", stderr(&h));
+        ok(
+            &slow.wait_with_output().expect("wait"),
+            &format!("{name}: worker 1/2"),
+        );
+        assert_same(single.path(), out.path(), &format!("{name}, with a helper"));
+    }
+}

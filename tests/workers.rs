@@ -441,3 +441,180 @@ fn an_idle_worker_runs_the_tasks_a_slow_worker_has_not_started() {
             || files(&out.path().join("ds/_kiln/claims")).is_empty()
     );
 }
+
+/// `kiln run` twice on one sink: the second, with no `--worker`, finds the first
+/// running and joins it as a helper, running the tasks the first has not started; the
+/// first, held stopped meanwhile, finishes what it holds. The single-run dataset.
+#[test]
+fn a_second_run_of_the_same_pipeline_joins_the_first_as_a_helper() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 16, 5);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let out = tempfile::tempdir().expect("tmp");
+    let signal = |child: &Child, sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig}");
+    };
+    let mut first_cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    first_cmd
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .args(["run", "-q", &p.to_string_lossy()]);
+    let first = first_cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+    let record = out.path().join("ds/_kiln/runs/w00000.json");
+    let waited = std::time::Instant::now();
+    while !record.exists() {
+        assert!(
+            waited.elapsed().as_secs() < 60,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    signal(&first, "-STOP");
+    let second = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env("RUST_LOG", "kiln=info")
+        .args(["run", &p.to_string_lossy()])
+        .output()
+        .expect("runs");
+    let status = stdout(&kiln_ok(
+        out.path(),
+        &["status", &out.path().join("ds").to_string_lossy()],
+    ));
+    signal(&first, "-CONT");
+    assert!(
+        second.status.success(),
+        "the second run: {}",
+        stderr(&second)
+    );
+    let said = stderr(&second);
+    assert!(said.contains("as a helper"), "{said}");
+    assert!(
+        said.contains("task(s) no other worker had started"),
+        "{said}"
+    );
+    assert!(status.contains("running   worker 0/1"), "{status}");
+    let o = first.wait_with_output().expect("wait");
+    assert!(o.status.success(), "the first run: {}", stderr(&o));
+    assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+    let leftover = |d: &str| {
+        let d = out.path().join("ds/_kiln").join(d);
+        !d.exists() || files(&d).is_empty()
+    };
+    assert!(
+        leftover("claims") && leftover("runs"),
+        "claims or run records left"
+    );
+}
+
+/// A run with no `--worker` on a sink planned for 2 workers joins them as a helper
+/// (it was refused: "this worker is 0 of 1"); one naming its worker keeps its share.
+/// A pipeline whose dedup decides in one run's memory is not shared: exit 75, saying
+/// how to share it.
+#[test]
+fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared() {
+    let data = tempfile::tempdir().expect("tmp");
+    let p = setup(data.path(), 12, 6);
+    let single = tempfile::tempdir().expect("tmp");
+    kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
+    let out = tempfile::tempdir().expect("tmp");
+    let slow = worker_cmd(out.path(), &p, "1/2")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let record = out.path().join("ds/_kiln/runs/w00001.json");
+    let waited = std::time::Instant::now();
+    while !record.exists() {
+        assert!(waited.elapsed().as_secs() < 60, "worker 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let stop = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &slow.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    stop("-STOP");
+    let helper = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .env("RUST_LOG", "kiln=info")
+        .args(["run", &p.to_string_lossy()])
+        .output()
+        .expect("runs");
+    stop("-CONT");
+    assert!(helper.status.success(), "{}", stderr(&helper));
+    assert!(
+        stderr(&helper).contains("helper of 2"),
+        "{}",
+        stderr(&helper)
+    );
+    // With no run of the workers live, a run naming no worker is told what to run
+    // instead of joining nobody.
+    let alone = kiln(out.path(), &["run", "-q", &p.to_string_lossy()]);
+    assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
+    assert!(
+        stderr(&alone).contains("--worker I/2"),
+        "{}",
+        stderr(&alone)
+    );
+    // Worker 0 never started: the helper took none of its tasks; it runs them now.
+    let o = worker_cmd(out.path(), &p, "0/2")
+        .output()
+        .expect("worker 0");
+    assert!(o.status.success(), "worker 0: {}", stderr(&o));
+    let o = slow.wait_with_output().expect("wait");
+    assert!(o.status.success(), "worker 1: {}", stderr(&o));
+    assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
+
+    // Exact dedup in one run's memory: a second run cannot share it.
+    let d = pipeline(
+        data.path(),
+        "dedup.yaml",
+        &format!(
+            "version: 1\nname: dedup\nsource:\n  uri: {}/in/*.jsonl\nsteps:\n  - dedup.exact: {{ column: text }}\nsink:\n  uri: ${{KILN_OUT}}/dd\nrun:\n  task_bytes: 20KiB\n",
+            data.path().display()
+        ),
+    );
+    let first = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(repo())
+        .env("KILN_OUT", out.path())
+        .args(["run", "-q", &d.to_string_lossy()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let record = out.path().join("dd/_kiln/runs/w00000.json");
+    let waited = std::time::Instant::now();
+    while !record.exists() {
+        assert!(
+            waited.elapsed().as_secs() < 60,
+            "the dedup run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let ok = Command::new("kill")
+        .args(["-STOP", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let second = kiln(out.path(), &["run", "-q", &d.to_string_lossy()]);
+    let ok = Command::new("kill")
+        .args(["-CONT", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("--worker I/N"),
+        "{}",
+        stderr(&second)
+    );
+    let o = first.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

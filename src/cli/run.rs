@@ -39,6 +39,7 @@ pub(super) fn cmd_run(
         own_tasks_only,
     } = flags;
     let pipeline = spec::load(&args.pipeline, &args.set)?;
+    let join = runtime::Worker::anonymous(worker, &|k| std::env::var(k).ok());
     let worker = runtime::Worker::resolve(worker, &|k| std::env::var(k).ok())?;
     let rt = tokio_runtime()?;
     rt.block_on(async move {
@@ -68,6 +69,7 @@ pub(super) fn cmd_run(
                 drain,
                 stage_wait,
                 own_tasks_only,
+                join,
             },
             stop.clone(),
         )
@@ -142,10 +144,18 @@ pub(super) fn cmd_run(
                 );
             } else {
                 eprint!("{}", crate::secrets::redact(&report.summary()));
-                if let Ok(Outcome::WorkerDone { committed, .. }) = &outcome {
+                if let Ok(Outcome::WorkerDone {
+                    committed, worker, ..
+                }) = &outcome
+                {
+                    let who = if worker.is_helper() {
+                        format!("{worker}: the tasks it could take are committed")
+                    } else {
+                        format!("worker {worker}: its tasks are committed")
+                    };
                     eprintln!(
-                        "worker {worker}: its tasks are committed; {committed} of {} tasks of the dataset are; \
-                         the last worker to finish (or `kiln finalize {}`) writes the manifest",
+                        "{who}; {committed} of {} tasks of the dataset are; the last run to \
+                         finish (or `kiln finalize {}`) writes the manifest",
                         plan.tasks.len(),
                         plan.sink.display
                     );

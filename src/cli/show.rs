@@ -546,7 +546,7 @@ pub(super) fn cmd_status(uri: &str) -> Result<i32> {
     // What each run holds: the tasks it claimed that are not committed yet (several
     // workers claim every task before it starts, `sink/claims.rs`).
     let mut holds: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-    if runs.iter().any(|r| !r.worker.ends_with("/1")) {
+    if !runs.is_empty() {
         let (claimed, committed) =
             rt.block_on(crate::sink::claims::claimed_and_committed(&sink))?;
         for t in claimed.difference(&committed) {
@@ -576,11 +576,15 @@ pub(super) fn cmd_status(uri: &str) -> Result<i32> {
             writeln!(
                 s,
                 "dead      {}{} — no heartbeat for {}s: killed or lost; its tasks are redone \
-                 by a worker that finishes its own, or by the next run of worker {}",
+                 by a worker that finishes its own, or by {}",
                 r.describe(),
                 held(r),
                 r.age().as_secs(),
-                r.worker
+                if r.is_helper() {
+                    "the next run that reaches them".to_string()
+                } else {
+                    format!("the next run of worker {}", r.worker)
+                }
             )
         };
     }

@@ -1,7 +1,7 @@
 //! Workers of a job taking tasks from each other in the main pass (`sink/claims.rs`;
-//! docs/workers.md, "Slow workers"): on several workers every task is claimed before it
-//! starts, and a worker done with its own tasks (and those of a dead worker,
-//! `take_over`) runs the tasks no run has claimed yet, from the end of the plan, until
+//! docs/workers.md, "Slow workers"): every run claims each task before it starts, and
+//! a worker done with its own tasks (and those of a dead worker, `take_over`), or a
+//! helper with none of its own, runs the tasks no run has claimed yet, from the end of the plan, until
 //! none is left; then those whose claim a gone run holds. A slow worker skips what was
 //! taken when it gets there.
 
@@ -23,7 +23,8 @@ pub(super) enum Ran {
     Elsewhere,
 }
 
-/// This run's claim on tasks, when workers share the main pass (`--worker I/N`, N > 1).
+/// This run's claim on tasks: every run claims each task before it starts, so that
+/// other workers and helpers can share the main pass.
 #[derive(Debug, Clone)]
 pub(super) struct Claims {
     me: Claim,

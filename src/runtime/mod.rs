@@ -63,6 +63,8 @@ pub enum Outcome {
     WorkerDone {
         committed: usize,
         tasks_skipped: usize,
+        /// The worker this run was: the one asked for, or a helper it joined as.
+        worker: Worker,
     },
 }
 
@@ -79,6 +81,10 @@ pub struct ExecOptions {
     /// Never run the tasks, nor compute the stage parts and sections, a slower worker
     /// has not started (`--own-tasks-only`).
     pub own_tasks_only: bool,
+    /// Nothing named this run's worker (no `--worker`, no scheduler's variables): on a
+    /// sink whose plan has other workers, or whose only worker is running, it joins as
+    /// a helper ([`Worker::helper`]) instead of being refused.
+    pub join: bool,
 }
 
 /// Stack of each CPU thread. DataFusion evaluates an expression by recursion over its
@@ -111,7 +117,7 @@ pub async fn execute(
     stop: Arc<AtomicBool>,
 ) -> (Arc<Plan>, Result<Outcome>) {
     let t = Instant::now();
-    let worker = opts.worker;
+    let mut opts = opts;
     let (plan, prepared) = match prepare(&plan, &opts).await {
         // From here on the run follows the sink's stored plan.
         Ok(Prepared::Ready { committed, stored }) => match plan.clone().adopt(&stored) {
@@ -122,20 +128,20 @@ pub async fn execute(
     };
     // The sink is visibly in use from here until the run ends (see `sink::lease`).
     let (lease, prepared) = match prepared {
-        Ok(ready @ Prepared::Ready { .. }) => {
-            match sink::lease::acquire(&plan.sink, opts.worker.index, opts.worker.count).await {
-                Ok(lease) => (Some(lease), Ok(ready)),
+        Ok(Prepared::Ready { committed, stored }) => {
+            match lease(&plan, &mut opts, stored.workers).await {
+                Ok(lease) => (Some(lease), Ok(Prepared::Ready { committed, stored })),
                 Err(e) => (None, Err(e)),
             }
         }
         other => (None, other),
     };
+    let worker = opts.worker;
     stats.add_protocol(t.elapsed());
-    // On several workers each task, stage part and section is claimed under this run's
-    // record before it starts (`claims.rs`).
+    // Each task is claimed under this run's record before it starts (`claims.rs`), so
+    // a helper can join any run; on several workers stage parts and sections too.
     let claims = lease
         .as_ref()
-        .filter(|_| worker.count > 1)
         .map(|l| claims::Claims::new(l.run_id.clone(), worker));
     let mut cache = None;
     let (plan, prepared) = match prepared {
@@ -147,12 +153,16 @@ pub async fn execute(
                 .tasks
                 .iter()
                 .any(|t| worker.owns(t.id) && !committed.contains_key(&t.id));
-            let sharing = claims.clone().map(|claims| shared::Sharing {
-                worker,
-                wait: opts.stage_wait,
-                claims,
-                take_unstarted: !opts.own_tasks_only,
-            });
+            let sharing =
+                claims
+                    .clone()
+                    .filter(|_| worker.count > 1)
+                    .map(|claims| shared::Sharing {
+                        worker,
+                        wait: opts.stage_wait,
+                        claims,
+                        take_unstarted: !opts.own_tasks_only,
+                    });
             match stages(plan, &mut stored, &stats, &stop, work, sharing).await {
                 (plan, Ok(kept)) => {
                     cache = kept;
@@ -205,6 +215,51 @@ pub async fn execute(
         lease.release().await;
     }
     (plan, outcome)
+}
+
+/// Takes this run's record: its worker's, or, for a run that may join (`opts.join`) a
+/// sink planned for other workers or whose only worker is running, a helper's (and then
+/// `opts.worker` becomes [`Worker::helper`]).
+///
+/// # Errors
+/// [`Error::Busy`] when the worker is running and this run may not join it, or the
+/// pipeline cannot be shared with a helper: full-pass or fitted steps on a sink of one
+/// worker (their decisions are that run's, in memory), `limit` (one run, in order).
+async fn lease(plan: &Plan, opts: &mut ExecOptions, workers: usize) -> Result<sink::lease::Lease> {
+    let joins = opts.join && !opts.own_tasks_only && !opts.overwrite;
+    if joins && workers != opts.worker.count {
+        opts.worker = Worker::helper(workers);
+    }
+    if !opts.worker.is_helper() {
+        match sink::lease::acquire(&plan.sink, opts.worker.index, opts.worker.count).await {
+            Err(Error::Busy(why)) if joins => {
+                tracing::debug!("{why}");
+                opts.worker = Worker::helper(workers);
+            }
+            other => return other,
+        }
+    }
+    let staged = plan.steps.iter().any(|s| s.step.kind().needs_pass());
+    if plan.sequential || (staged && workers == 1) {
+        return Err(Error::Busy(format!(
+            "sink {} is in use by a run of this pipeline, and a second run cannot share its \
+             work: {}. Run again once it has finished (or {}s after it was killed)",
+            plan.sink.display,
+            if plan.sequential {
+                "`limit` keeps the first rows in order, on one run".to_string()
+            } else {
+                "its full-pass or fitted steps decide in that run's memory; start the runs \
+                 as `--worker I/N` to share them"
+                    .to_string()
+            },
+            sink::lease::EXPIRES.as_secs()
+        )));
+    }
+    tracing::info!(
+        "joining the run(s) on {} as a helper: running the tasks no run has started",
+        plan.sink.display
+    );
+    sink::lease::acquire(&plan.sink, workers, workers).await
 }
 
 /// A failed or stopped worker leaves a record for `kiln status`, once the sink holds
@@ -275,7 +330,16 @@ pub async fn prepare(plan: &Plan, opts: &ExecOptions) -> Result<Prepared> {
             SinkState::Partial(c) => c,
         };
     let stored = sink::settle_plan(&plan.sink, &plan.stored(n)).await?;
-    if stored.workers != n {
+    // A run naming no worker joins the workers of a plan for another count as a helper
+    // while one of them is running (else it would wait for nothing: say what to run).
+    let joins = stored.workers != n
+        && opts.join
+        && !opts.own_tasks_only
+        && sink::lease::runs(&plan.sink)
+            .await?
+            .iter()
+            .any(sink::lease::RunRecord::live);
+    if stored.workers != n && !joins {
         return Err(Error::Plan(format!(
             "{} splits this dataset among {} worker{}, but this worker is {} of {n}; run \
              every worker with --worker I/{} (or KILN_WORKERS={}) until the dataset is \
@@ -409,9 +473,10 @@ async fn run(
         .filter(|t| worker.owns(t.id) && !records.contains_key(&t.id))
         .cloned()
         .collect();
-    // On several workers a task's debris is removed when its claim is taken from a run
-    // that is gone (`claims.rs`): another worker may be writing it now.
-    if !todo.is_empty() && worker.count == 1 {
+    // With other runs on the sink a task's debris is removed when its claim is taken
+    // from a run that is gone (`claims.rs`): another run (a worker, a helper) may be
+    // writing it now.
+    if !todo.is_empty() && worker.count == 1 && claims::live(&plan.sink).await?.len() <= 1 {
         let redo: std::collections::BTreeSet<usize> = todo.iter().map(|t| t.id).collect();
         let sink = plan.sink.clone();
         let t = Instant::now();
@@ -476,7 +541,9 @@ async fn run(
         None => todo,
     };
     schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
-    if worker.count > 1 {
+    // Then the tasks of dead workers, those no run has started, and those whose claim a
+    // gone run (a helper that died) holds.
+    {
         take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
         if !opts.own_tasks_only {
             let taken = claims::take_unclaimed(
@@ -506,13 +573,19 @@ async fn run(
     let mut all = sink::committed(&plan.sink).await?;
     stats.add_protocol(t.elapsed());
     all.extend(records);
-    if worker.count == 1 && plan.tasks.iter().any(|t| !all.contains_key(&t.id)) {
+    // One worker alone leaves a task undone only when stopped; with a helper, the
+    // helper may be running it.
+    if worker.count == 1
+        && plan.tasks.iter().any(|t| !all.contains_key(&t.id))
+        && claims::live(&plan.sink).await?.len() <= 1
+    {
         return Err(Error::Interrupted("a signal"));
     }
     if !stored.missing(&all).is_empty() {
         return Ok(Outcome::WorkerDone {
             committed: all.len(),
             tasks_skipped: skipped,
+            worker,
         });
     }
     let t = Instant::now();
@@ -530,9 +603,9 @@ async fn run(
         });
         let shards = match shuffle::gather(&plan, &stats, &all, sharing).await {
             Ok(shards) => shards,
-            // Another worker may have gathered every bucket and finished the dataset
-            // (removing the scattered parts) while this one gathered.
-            Err(e) if worker.count > 1 => match sink::read_manifest(&plan.sink).await? {
+            // Another run (a worker, a helper) may have gathered every bucket and
+            // finished the dataset (removing the scattered parts) while this one gathered.
+            Err(e) => match sink::read_manifest(&plan.sink).await? {
                 Some(m) if m.pipeline_hash == plan.pipeline_hash => {
                     tracing::info!(
                         "the other workers finished the dataset while this one gathered"
@@ -542,7 +615,6 @@ async fn run(
                 }
                 _ => return Err(e),
             },
-            Err(e) => return Err(e),
         };
         stored.manifest_of(&all, shards)
     } else {

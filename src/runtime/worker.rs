@@ -20,9 +20,23 @@ impl Default for Worker {
 
 impl std::fmt::Display for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
+        if self.is_helper() {
+            write!(f, "helper of {}", self.count)
+        } else {
+            write!(f, "{}/{}", self.index, self.count)
+        }
     }
 }
+
+/// The variables that name a worker, besides `--worker`: a run with none of them joins
+/// a sink in use as a helper ([`Worker::helper`]).
+const WORKER_VARS: [&str; 5] = [
+    "KILN_WORKER",
+    "KILN_WORKERS",
+    "SLURM_ARRAY_TASK_ID",
+    "JOB_COMPLETION_INDEX",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+];
 
 impl Worker {
     /// Parses `I/N`.
@@ -42,9 +56,34 @@ impl Worker {
         (count > 0 && index < count).then_some(Worker { index, count })
     }
 
-    /// Whether task `task` is this worker's.
+    /// Whether task `task` is this worker's (never, for a helper).
     pub fn owns(&self, task: usize) -> bool {
         task % self.count == self.index
+    }
+
+    /// A run that joins the `count` workers of a sink in use without a share of its own
+    /// (a second `kiln run` of the same pipeline, without `--worker`): it runs the tasks
+    /// no live run has claimed, as a worker done with its own does. Its index is
+    /// `count`, which owns no task and no section.
+    pub fn helper(count: usize) -> Worker {
+        Worker {
+            index: count,
+            count,
+        }
+    }
+
+    /// Whether this is a [`Worker::helper`].
+    pub fn is_helper(&self) -> bool {
+        self.index >= self.count
+    }
+
+    /// Whether nothing names this run's worker: no `--worker` and none of the
+    /// schedulers' variables. Such a run may join a sink in use as a helper.
+    pub fn anonymous(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> bool {
+        flag.is_none()
+            && WORKER_VARS
+                .iter()
+                .all(|k| env(k).is_none_or(|v| v.trim().is_empty()))
     }
 
     /// The worker from `--worker`, else from the environment, else the only worker.
@@ -186,6 +225,21 @@ mod tests {
             .expect("ok"),
             w(1, 2)
         );
+    }
+
+    #[test]
+    fn a_helper_owns_no_task_and_an_anonymous_run_names_no_worker() {
+        let h = Worker::helper(3);
+        assert!(h.is_helper() && !w(2, 3).is_helper());
+        assert!((0..30).all(|t| !h.owns(t)));
+        assert_eq!(h.to_string(), "helper of 3");
+        assert!(Worker::anonymous(None, &env(&[])));
+        assert!(Worker::anonymous(None, &env(&[("KILN_WORKERS", " ")])));
+        assert!(!Worker::anonymous(Some("0/1"), &env(&[])));
+        assert!(!Worker::anonymous(
+            None,
+            &env(&[("SLURM_ARRAY_TASK_ID", "0")])
+        ));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (`I` of `--worker I/N`; 0 for a single worker), created by a conditional put and
 //! renewed every [`HEARTBEAT`]. A second run of the same worker finds the record live
 //! and is refused with exit 75 ("run again later") instead of doing the same work
-//! twice into the same shard names; `--overwrite` refuses a sink that any live run
+//! twice into the same shard names — unless it named no worker, when it joins as a
+//! helper holding `_kiln/runs/helper-<run id>.json` (`runtime::lease`); `--overwrite` refuses a sink that any live run
 //! holds, so a sink is never deleted under a run. A record whose heartbeat is older
 //! than [`EXPIRES`] belongs to a run that died (SIGKILL, a lost machine): it is taken
 //! over, and `kiln status` shows that run as dead rather than in progress. On the same
@@ -76,10 +77,16 @@ impl RunRecord {
         true
     }
 
-    /// `worker 0/1, pid 4711 on host-a, heartbeat 3s ago`.
+    /// Whether the run is a helper: no share of the tasks of its own.
+    pub fn is_helper(&self) -> bool {
+        self.worker.starts_with("helper")
+    }
+
+    /// `worker 0/1, pid 4711 on host-a, heartbeat 3s ago` (`helper of 2, pid …`).
     pub fn describe(&self) -> String {
         format!(
-            "worker {}, pid {} on {}, started {}, heartbeat {}s ago",
+            "{}{}, pid {} on {}, started {}, heartbeat {}s ago",
+            if self.is_helper() { "" } else { "worker " },
             self.worker,
             self.pid,
             self.host,
@@ -169,13 +176,19 @@ pub struct Lease {
 /// # Errors
 /// [`Error::Busy`] when a live run holds it; the store's.
 pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Lease> {
-    let relative = record_path(index);
     let started = crate::sink::now_rfc3339();
     let pid = std::process::id();
     let host = host();
+    let run_id = format!("{host}-{pid}-{}", now_ms());
+    // A helper (index `count`: no share of its own) holds a record of its own run.
+    let (relative, worker) = if index >= count {
+        (layout::helper_record(&run_id), format!("helper of {count}"))
+    } else {
+        (record_path(index), format!("{index}/{count}"))
+    };
     let mut record = RunRecord {
-        worker: format!("{index}/{count}"),
-        run_id: format!("{host}-{pid}-{}", now_ms()),
+        worker,
+        run_id,
         host,
         pid,
         started_at: started,
