@@ -326,7 +326,8 @@ fn a_sink_in_use_by_a_live_run_is_neither_run_twice_nor_overwritten() {
     let p = pipeline(data.path(), "p.yaml", &yaml);
     let p = p.to_str().expect("utf-8");
     foreign_run_record(&sink, 2);
-    let o = kiln(data.path(), &["run", "-q", p]);
+    // The same worker, named, is refused (a run naming none joins as a helper: below).
+    let o = kiln(data.path(), &["run", "-q", p, "--worker", "0/1"]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("already running (worker 0/1, pid 4711 on elsewhere"),
@@ -360,5 +361,21 @@ fn a_sink_in_use_by_a_live_run_is_neither_run_twice_nor_overwritten() {
     assert!(
         !sink.join("_kiln/runs/w00000.json").exists(),
         "a run that ends removes its record"
+    );
+
+    // Naming no worker, a second run joins a live one as a helper and runs the tasks it
+    // has not claimed (here every task: the stand-in record claims none), leaving the
+    // live run's record alone and removing its own.
+    let other = data.path().join("other");
+    foreign_run_record(&other, 2);
+    let at = format!("sink.uri={}", other.display());
+    let o = kiln_ok(data.path(), &["run", p, "--set", &at]);
+    assert!(stderr(&o).contains("as a helper"), "{}", stderr(&o));
+    assert_eq!(total_rows(&other), 2 * 4000);
+    assert!(other.join("_kiln/runs/w00000.json").exists());
+    assert_eq!(
+        files(&other.join("_kiln/runs")).len(),
+        1,
+        "the helper's record is gone"
     );
 }
