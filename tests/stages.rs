@@ -273,38 +273,17 @@ fn a_helper_joins_the_stages_of_two_workers() {
         kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
         let out = tempfile::tempdir().expect("tmp");
         let runs = out.path().join("ds/_kiln/runs");
-        let wait_for = |what: &str, found: &dyn Fn() -> bool| {
-            let waited = std::time::Instant::now();
-            while !found() {
-                assert!(
-                    waited.elapsed().as_secs() < 60,
-                    "{name}: {what} never appeared"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-        };
-        let signal = |pid: u32, sig: &str| {
-            let ok = Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status()
-                .expect("kill");
-            assert!(ok.success(), "kill {sig}");
-        };
         let slow = worker(out.path(), &p, "1/2", &[])
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        wait_for("worker 1's run", &|| runs.join("w00001.json").exists());
+        wait_until("worker 1's record", || runs.join("w00001.json").exists());
         signal(slow.id(), "-STOP");
-        let helper = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .current_dir(repo())
-            .env("KILN_OUT", out.path())
-            .env("KILN_LOG", "kiln=info")
-            .args(["run", "-q", &p.to_string_lossy()])
+        let helper = unnamed_run(out.path(), &p)
             .stderr(Stdio::piped())
             .spawn()
             .expect("helper");
-        wait_for("the helper's run", &|| {
+        wait_until("the helper's record", || {
             runs.exists()
                 && files(&runs)
                     .iter()

@@ -305,3 +305,31 @@ pub fn dead_letters(sink: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Waits, up to a minute, until `found` holds (`what` names it in the failure).
+pub fn wait_until(what: &str, found: impl Fn() -> bool) {
+    let waited = std::time::Instant::now();
+    while !found() {
+        assert!(waited.elapsed().as_secs() < 60, "{what} never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// `kiln run -q P` naming no worker (so it may join a run as a helper), with info logs.
+pub fn unnamed_run(out: &Path, p: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(repo())
+        .env("KILN_OUT", out)
+        .env("KILN_LOG", "kiln=info")
+        .args(["run", "-q", &p.to_string_lossy()]);
+    c
+}

@@ -393,25 +393,14 @@ fn an_idle_worker_runs_the_tasks_a_slow_worker_has_not_started() {
     let single = tempfile::tempdir().expect("tmp");
     kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
     let out = tempfile::tempdir().expect("tmp");
-    let signal = |child: &Child, sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig}");
-    };
     let slow = worker_cmd(out.path(), &p, "1/2")
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     // Stopped as soon as its run is visible: live (its process is there), and slow.
     let record = out.path().join("ds/_kiln/runs/w00001.json");
-    let waited = std::time::Instant::now();
-    while !record.exists() {
-        assert!(waited.elapsed().as_secs() < 60, "worker 1 never started");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    signal(&slow, "-STOP");
+    wait_until("worker 1's record", || record.exists());
+    signal(slow.id(), "-STOP");
     let idle = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(repo())
         .env("KILN_OUT", out.path())
@@ -425,7 +414,7 @@ fn an_idle_worker_runs_the_tasks_a_slow_worker_has_not_started() {
         out.path(),
         &["status", &out.path().join("ds").to_string_lossy()],
     ));
-    signal(&slow, "-CONT");
+    signal(slow.id(), "-CONT");
     assert!(status.contains("running   worker 1/2"), "{status}");
     assert!(idle.status.success(), "worker 0: {}", stderr(&idle));
     assert!(
@@ -452,41 +441,19 @@ fn a_second_run_of_the_same_pipeline_joins_the_first_as_a_helper() {
     let single = tempfile::tempdir().expect("tmp");
     kiln_ok(single.path(), &["run", "-q", &p.to_string_lossy()]);
     let out = tempfile::tempdir().expect("tmp");
-    let signal = |child: &Child, sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig}");
-    };
-    let mut first_cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    first_cmd
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .args(["run", "-q", &p.to_string_lossy()]);
-    let first = first_cmd.stderr(Stdio::piped()).spawn().expect("spawn");
+    let first = unnamed_run(out.path(), &p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let record = out.path().join("ds/_kiln/runs/w00000.json");
-    let waited = std::time::Instant::now();
-    while !record.exists() {
-        assert!(
-            waited.elapsed().as_secs() < 60,
-            "the first run never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    signal(&first, "-STOP");
-    let second = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .env("RUST_LOG", "kiln=info")
-        .args(["run", &p.to_string_lossy()])
-        .output()
-        .expect("runs");
+    wait_until("the first run's record", || record.exists());
+    signal(first.id(), "-STOP");
+    let second = unnamed_run(out.path(), &p).output().expect("runs");
     let status = stdout(&kiln_ok(
         out.path(),
         &["status", &out.path().join("ds").to_string_lossy()],
     ));
-    signal(&first, "-CONT");
+    signal(first.id(), "-CONT");
     assert!(
         second.status.success(),
         "the second run: {}",
@@ -528,32 +495,16 @@ fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared
         .spawn()
         .expect("spawn");
     let record = out.path().join("ds/_kiln/runs/w00001.json");
-    let waited = std::time::Instant::now();
-    while !record.exists() {
-        assert!(waited.elapsed().as_secs() < 60, "worker 1 never started");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let stop = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &slow.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-    };
-    stop("-STOP");
-    let helper = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .env("RUST_LOG", "kiln=info")
-        .args(["run", &p.to_string_lossy()])
-        .output()
-        .expect("runs");
-    stop("-CONT");
+    wait_until("worker 1's record", || record.exists());
+    signal(slow.id(), "-STOP");
+    let helper = unnamed_run(out.path(), &p).output().expect("runs");
+    signal(slow.id(), "-CONT");
     assert!(helper.status.success(), "{}", stderr(&helper));
+    let said = stderr(&helper);
+    assert!(said.contains("as a helper"), "{said}");
     assert!(
-        stderr(&helper).contains("helper of 2"),
-        "{}",
-        stderr(&helper)
+        said.contains("task(s) no other worker had started"),
+        "{said}"
     );
     // With no run of the workers live, a run naming no worker is told what to run
     // instead of joining nobody.
@@ -582,33 +533,15 @@ fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared
             data.path().display()
         ),
     );
-    let first = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(repo())
-        .env("KILN_OUT", out.path())
-        .args(["run", "-q", &d.to_string_lossy()])
+    let first = unnamed_run(out.path(), &d)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let record = out.path().join("dd/_kiln/runs/w00000.json");
-    let waited = std::time::Instant::now();
-    while !record.exists() {
-        assert!(
-            waited.elapsed().as_secs() < 60,
-            "the dedup run never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let ok = Command::new("kill")
-        .args(["-STOP", &first.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let second = kiln(out.path(), &["run", "-q", &d.to_string_lossy()]);
-    let ok = Command::new("kill")
-        .args(["-CONT", &first.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    wait_until("the dedup run's record", || record.exists());
+    signal(first.id(), "-STOP");
+    let second = unnamed_run(out.path(), &d).output().expect("runs");
+    signal(first.id(), "-CONT");
     assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
     assert!(
         stderr(&second).contains("--worker I/N"),
