@@ -448,12 +448,22 @@ fn a_second_run_of_the_same_pipeline_joins_the_first_as_a_helper() {
     let record = out.path().join("ds/_kiln/runs/w00000.json");
     wait_until("the first run's record", || record.exists());
     signal(first.id(), "-STOP");
-    let second = unnamed_run(out.path(), &p).output().expect("runs");
+    let second = unnamed_run(out.path(), &p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The helper commits tasks while the first is stopped; then the first goes on, and
+    // the helper ends once the tasks the first holds are committed.
+    let tasks = out.path().join("ds/_kiln/tasks");
+    wait_until("the helper's commits", || {
+        tasks.exists() && files(&tasks).len() >= 4
+    });
     let status = stdout(&kiln_ok(
         out.path(),
         &["status", &out.path().join("ds").to_string_lossy()],
     ));
     signal(first.id(), "-CONT");
+    let second = second.wait_with_output().expect("wait");
     assert!(
         second.status.success(),
         "the second run: {}",
@@ -497,8 +507,16 @@ fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared
     let record = out.path().join("ds/_kiln/runs/w00001.json");
     wait_until("worker 1's record", || record.exists());
     signal(slow.id(), "-STOP");
-    let helper = unnamed_run(out.path(), &p).output().expect("runs");
+    let helper = unnamed_run(out.path(), &p)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let tasks = out.path().join("ds/_kiln/tasks");
+    wait_until("the helper's commits", || {
+        tasks.exists() && files(&tasks).len() >= 3
+    });
     signal(slow.id(), "-CONT");
+    let helper = helper.wait_with_output().expect("wait");
     assert!(helper.status.success(), "{}", stderr(&helper));
     let said = stderr(&helper);
     assert!(said.contains("as a helper"), "{said}");
@@ -506,6 +524,8 @@ fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared
         said.contains("task(s) no other worker had started"),
         "{said}"
     );
+    let o = slow.wait_with_output().expect("wait");
+    assert!(o.status.success(), "worker 1: {}", stderr(&o));
     // With no run of the workers live, a run naming no worker is told what to run
     // instead of joining nobody.
     let alone = kiln(out.path(), &["run", "-q", &p.to_string_lossy()]);
@@ -520,8 +540,6 @@ fn a_run_without_a_worker_joins_workers_as_a_helper_where_the_work_can_be_shared
         .output()
         .expect("worker 0");
     assert!(o.status.success(), "worker 0: {}", stderr(&o));
-    let o = slow.wait_with_output().expect("wait");
-    assert!(o.status.success(), "worker 1: {}", stderr(&o));
     assert_same_dataset(&single.path().join("ds"), &out.path().join("ds"));
 
     // Exact dedup in one run's memory: a second run cannot share it.

@@ -61,9 +61,11 @@ impl Claims {
                 // What that run's attempt left half written on local disk: no other
                 // run writes this task now.
                 let (sink, redo) = (sink.clone(), BTreeSet::from([task]));
-                tokio::task::spawn_blocking(move || crate::sink::clean_local_debris(&sink, &redo))
-                    .await
-                    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+                tokio::task::spawn_blocking(move || {
+                    crate::sink::clean_local_debris(&sink, &redo, None)
+                })
+                .await
+                .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
             }
         }
         Ok(!crate::sink::is_committed(sink, task).await?)

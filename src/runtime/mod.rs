@@ -117,6 +117,8 @@ pub async fn execute(
     stop: Arc<AtomicBool>,
 ) -> (Arc<Plan>, Result<Outcome>) {
     let t = Instant::now();
+    // Before this run's record exists: a file written since is another live run's.
+    let since = std::time::SystemTime::now();
     let mut opts = opts;
     let (plan, prepared) = match prepare(&plan, &opts).await {
         // From here on the run follows the sink's stored plan.
@@ -203,6 +205,7 @@ pub async fn execute(
                 stop,
                 cache,
                 claims,
+                since,
             )
             .await
         }
@@ -432,6 +435,7 @@ async fn run(
     stop: Arc<AtomicBool>,
     cache: Option<Arc<DecodedCache>>,
     claims: Option<claims::Claims>,
+    since: std::time::SystemTime,
 ) -> Result<Outcome> {
     let worker = opts.worker;
     let skipped = plan
@@ -473,16 +477,19 @@ async fn run(
         .filter(|t| worker.owns(t.id) && !records.contains_key(&t.id))
         .cloned()
         .collect();
-    // With other runs on the sink a task's debris is removed when its claim is taken
-    // from a run that is gone (`claims.rs`): another run (a worker, a helper) may be
-    // writing it now.
+    // What a killed run left half written: not while another run (a helper) is live, and
+    // only files older than this run, as a helper that joined since may be writing its
+    // tasks now. (Otherwise a task's debris is removed when its claim is taken from a run
+    // that is gone, `claims.rs`.)
     if !todo.is_empty() && worker.count == 1 && claims::live(&plan.sink).await?.len() <= 1 {
         let redo: std::collections::BTreeSet<usize> = todo.iter().map(|t| t.id).collect();
         let sink = plan.sink.clone();
         let t = Instant::now();
-        let removed = tokio::task::spawn_blocking(move || sink::clean_local_debris(&sink, &redo))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let removed = tokio::task::spawn_blocking(move || {
+            sink::clean_local_debris(&sink, &redo, Some(since))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
         stats.add_protocol(t.elapsed());
         if removed > 0 {
             tracing::info!("removed {removed} partly written files left by a killed run");
@@ -559,6 +566,50 @@ async fn run(
             if taken > 0 {
                 tracing::info!("ran {taken} task(s) no other worker had started");
             }
+        }
+    }
+    // A helper ends when the runs it joined have committed what they hold: it must not
+    // leave with exit 0 beside a run that died (its record not yet expired, on another
+    // host) and whose tasks nobody would then finish. It waits, taking over what becomes
+    // free, up to `--stage-wait`.
+    if worker.is_helper() {
+        let waited = Instant::now();
+        let mut backoff = std::time::Duration::from_millis(100);
+        while !opts.drain.load(std::sync::atomic::Ordering::Relaxed)
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let (claimed, committed) = sink::claims::claimed_and_committed(&plan.sink).await?;
+            let (_, running) = claims::running(&plan.sink).await?;
+            let held: Vec<usize> = plan
+                .tasks
+                .iter()
+                .map(|t| t.id)
+                .filter(|t| !committed.contains(t))
+                .filter(|t| claimed.contains(t) || running.contains(&(t % worker.count)))
+                .collect();
+            if held.is_empty() {
+                break;
+            }
+            if waited.elapsed() > opts.stage_wait.wait {
+                return Err(Error::Busy(format!(
+                    "tasks {held:?} are still held by other runs after {:?} (--stage-wait); \
+                     run again to finish them",
+                    opts.stage_wait.wait
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
+            claims::take_unclaimed(
+                &plan,
+                worker.count,
+                slots,
+                &stop,
+                &opts.drain,
+                &start,
+                &mut done,
+            )
+            .await?;
         }
     }
     if opts.drain.load(std::sync::atomic::Ordering::Relaxed)

@@ -165,7 +165,11 @@ pub enum SinkState {
 /// Object stores need nothing: an interrupted multipart upload is not an object, so no
 /// listing or reader sees it (kiln aborts its own when a write fails; one cut by SIGKILL
 /// is reaped by the bucket's `AbortIncompleteMultipartUpload` lifecycle rule).
-pub fn clean_local_debris(sink: &Location, tasks: &BTreeSet<usize>) -> usize {
+pub fn clean_local_debris(
+    sink: &Location,
+    tasks: &BTreeSet<usize>,
+    older_than: Option<std::time::SystemTime>,
+) -> usize {
     let Some(root) = sink.identity.strip_prefix("file://") else {
         return 0;
     };
@@ -193,6 +197,13 @@ pub fn clean_local_debris(sink: &Location, tasks: &BTreeSet<usize>) -> usize {
                 stack.push(path);
             } else if let Some(t) = entry.file_name().to_str().and_then(task_of)
                 && tasks.contains(&t)
+                // A file written since `older_than` is a live run's (a helper's).
+                && older_than.is_none_or(|cut| {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| m < cut)
+                })
                 && std::fs::remove_file(&path).is_ok()
             {
                 tracing::debug!("removed {} (left by a killed attempt)", path.display());
