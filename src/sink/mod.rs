@@ -20,10 +20,11 @@ mod rowgroups;
 pub mod shuffle;
 pub mod stages;
 pub mod upload;
+pub use upload::clean_local_debris;
 pub mod webdataset;
 pub mod writer;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -153,65 +154,6 @@ pub enum SinkState {
     Complete(Box<Manifest>),
     /// Some tasks of this pipeline are committed.
     Partial(BTreeMap<usize, TaskRecord>),
-}
-
-/// Removes what killed attempts at `tasks` left in a local sink. object_store's
-/// `LocalFileSystem` writes each file as `NAME#N` and renames it when whole, so a
-/// SIGKILL mid-write leaves the staging file: listings through object_store (kiln's own,
-/// and the manifest) skip it, but `ls`, pyarrow's directory discovery and Spark see it.
-/// `tasks` are the ones this worker is about to redo, which no other worker writes.
-/// Returns the files removed.
-///
-/// Object stores need nothing: an interrupted multipart upload is not an object, so no
-/// listing or reader sees it (kiln aborts its own when a write fails; one cut by SIGKILL
-/// is reaped by the bucket's `AbortIncompleteMultipartUpload` lifecycle rule).
-pub fn clean_local_debris(
-    sink: &Location,
-    tasks: &BTreeSet<usize>,
-    older_than: Option<std::time::SystemTime>,
-) -> usize {
-    let Some(root) = sink.identity.strip_prefix("file://") else {
-        return 0;
-    };
-    // `part-TTTTT-SSSSS.parquet#N`, `_kiln/tasks/TTTTT.json#N`, `_kiln/errors/TTTTT.jsonl#N`.
-    let task_of = |name: &str| -> Option<usize> {
-        let (base, n) = name.rsplit_once('#')?;
-        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let digits = base.strip_prefix("part-").unwrap_or(base);
-        let end = digits
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(digits.len());
-        digits[..end].parse().ok()
-    };
-    let mut removed = 0;
-    let mut stack = vec![std::path::PathBuf::from(root)];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else if let Some(t) = entry.file_name().to_str().and_then(task_of)
-                && tasks.contains(&t)
-                // A file written since `older_than` is a live run's (a helper's).
-                && older_than.is_none_or(|cut| {
-                    entry
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|m| m < cut)
-                })
-                && std::fs::remove_file(&path).is_ok()
-            {
-                tracing::debug!("removed {} (left by a killed attempt)", path.display());
-                removed += 1;
-            }
-        }
-    }
-    removed
 }
 
 /// A worker's run that failed or was stopped, kept in the sink for `kiln status`

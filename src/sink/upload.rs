@@ -2,6 +2,7 @@
 //! (fixed chunks over a bounded channel), the upload task that sends them as the parts of
 //! a multipart upload, and the staged uploads a task completes when it commits.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::report::Stats;
+use crate::storage::Location;
 
 /// Bytes handed to the uploader at a time.
 pub(super) const UPLOAD_CHUNK: usize = 4 << 20;
@@ -345,6 +347,66 @@ pub(super) fn stage_chunks(
         uri,
         handle: cfg.handle.clone(),
     })
+}
+
+/// Removes what killed attempts at `tasks` left in a local sink. object_store's
+/// `LocalFileSystem` writes each file as `NAME#N` and renames it when whole, so a
+/// SIGKILL mid-write leaves the staging file: listings through object_store (kiln's own,
+/// and the manifest) skip it, but `ls`, pyarrow's directory discovery and Spark see it.
+/// `tasks` are the ones this run is about to redo; with `older_than`, a file modified
+/// since is left alone (a run that joined this one may be writing it).
+/// Returns the files removed.
+///
+/// Object stores need nothing: an interrupted multipart upload is not an object, so no
+/// listing or reader sees it (kiln aborts its own when a write fails; one cut by SIGKILL
+/// is reaped by the bucket's `AbortIncompleteMultipartUpload` lifecycle rule).
+pub fn clean_local_debris(
+    sink: &Location,
+    tasks: &BTreeSet<usize>,
+    older_than: Option<std::time::SystemTime>,
+) -> usize {
+    let Some(root) = sink.identity.strip_prefix("file://") else {
+        return 0;
+    };
+    // `part-TTTTT-SSSSS.parquet#N`, `_kiln/tasks/TTTTT.json#N`, `_kiln/errors/TTTTT.jsonl#N`.
+    let task_of = |name: &str| -> Option<usize> {
+        let (base, n) = name.rsplit_once('#')?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits = base.strip_prefix("part-").unwrap_or(base);
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    };
+    let mut removed = 0;
+    let mut stack = vec![std::path::PathBuf::from(root)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if let Some(t) = entry.file_name().to_str().and_then(task_of)
+                && tasks.contains(&t)
+                // A file written since `older_than` is a live run's (a helper's).
+                && older_than.is_none_or(|cut| {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| m < cut)
+                })
+                && std::fs::remove_file(&path).is_ok()
+            {
+                tracing::debug!("removed {} (left by a killed attempt)", path.display());
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
