@@ -444,8 +444,13 @@ async fn run(
     };
     schedule(todo, slots, &stop, Some(&opts.drain), &start, &mut done).await?;
     // Then the tasks of dead workers, those no run has started, and those whose claim a
-    // gone run (a helper that died) holds.
-    {
+    // gone run (a helper that died) holds. A helper then goes on until the runs it joined
+    // have committed what they hold: it must not leave with exit 0 beside a run that died
+    // (its record not yet expired, on another host) whose tasks nobody would then finish.
+    // It waits, taking over what becomes free, up to `--stage-wait`.
+    let waited = Instant::now();
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
         elastic::take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
         if !opts.own_tasks_only {
             let taken = claims::take_unclaimed(
@@ -462,42 +467,25 @@ async fn run(
                 tracing::info!("ran {taken} task(s) no other worker had started");
             }
         }
-    }
-    // A helper ends when the runs it joined have committed what they hold: it must not
-    // leave with exit 0 beside a run that died (its record not yet expired, on another
-    // host) and whose tasks nobody would then finish. It waits, taking over what becomes
-    // free, up to `--stage-wait`.
-    if worker.is_helper() {
-        let waited = Instant::now();
-        let mut backoff = std::time::Duration::from_millis(100);
-        while !opts.drain.load(std::sync::atomic::Ordering::Relaxed)
-            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        if !worker.is_helper()
+            || opts.drain.load(std::sync::atomic::Ordering::Relaxed)
+            || stop.load(std::sync::atomic::Ordering::Relaxed)
         {
-            let held = elastic::held(&plan, worker.count).await?;
-            if held.is_empty() {
-                break;
-            }
-            if waited.elapsed() > opts.stage_wait.wait {
-                return Err(Error::Busy(format!(
-                    "tasks {held:?} are still held by other runs after {:?} (--stage-wait); \
-                     run again to finish them",
-                    opts.stage_wait.wait
-                )));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            elastic::take_over(&plan, worker, slots, &stop, &opts.drain, &start, &mut done).await?;
-            claims::take_unclaimed(
-                &plan,
-                worker.count,
-                slots,
-                &stop,
-                &opts.drain,
-                &start,
-                &mut done,
-            )
-            .await?;
+            break;
         }
+        let held = elastic::held(&plan, worker.count).await?;
+        if held.is_empty() {
+            break;
+        }
+        if waited.elapsed() > opts.stage_wait.wait {
+            return Err(Error::Busy(format!(
+                "tasks {held:?} are still held by other runs after {:?} (--stage-wait); \
+                 run again to finish them",
+                opts.stage_wait.wait
+            )));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
     if opts.drain.load(std::sync::atomic::Ordering::Relaxed)
         || stop.load(std::sync::atomic::Ordering::Relaxed)
