@@ -10,22 +10,26 @@
 //! its own. Since every job is either running or in its spawner's queue, and a waiting
 //! spawner runs its own queue, a wait always ends.
 //!
-//! Steps do use rayon's own parallel iterators inside their jobs, and those wait by
-//! stealing; what they steal may be a task's owner, injected by the scheduler. An owner
-//! run there would sit on top of the job that stole it, and the job's task could not go
-//! on until the whole other task is done; worse, the new owner may wait for budget slots
+//! Jobs do wait by stealing (a job waiting for the chunks of rows it split off, below),
+//! and what they steal may be a task's owner, injected by the scheduler. An owner run
+//! there would sit on top of the job that stole it, and the job's task could not go on
+//! until the whole other task is done; worse, the new owner may wait for budget slots
 //! that only the buried task can give back. So a task's owner is started with
-//! [`spawn_owner`], which never runs it on a thread already doing kiln's work: it hands it
-//! back to the I/O runtime, which injects it again a moment later.
+//! [`spawn_owner`], which never runs it on a thread marked as doing kiln's work
+//! ([`Busy`]): it hands it back to the I/O runtime, which injects it again a moment
+//! later.
 //!
-//! That guard sees kiln's jobs and owners, not the other half of a parallel iterator's
-//! split that an idle thread stole: such a thief waits, stealing, inside rayon's own
-//! code, and may start an owner there, on top of the half the job that split it waits
-//! for. The owner then waits for a budget slot that job holds: a cycle (seen on the
-//! mixture example, three tasks tokenizing on two threads). So an owner that has waited
-//! a while for a slot with nothing of its own in flight goes on without one
-//! ([`Budget::permit_beyond`]): it finishes its task, one batch at a time over the
-//! budget, and the half beneath it then resumes.
+//! Steps split a batch's rows over the pool with [`par_map`] rather than rayon's
+//! parallel iterators, and that is what keeps the marks whole: a parallel
+//! iterator's halves wait for each other by stealing, on whatever thread took them up,
+//! and a thread idle in the pool that stole a half is not marked as doing kiln's work.
+//! An owner it then stole would sit on top of the half, the job that split the rows
+//! could not go on until the whole other task was done, and that owner could wait for a
+//! budget slot only the buried job gives back: a cycle (seen on the mixture example,
+//! three tasks tokenizing on two threads, before [`par_map`]). [`par_map`] marks the
+//! thread that calls it and every chunk of rows it hands out, and a chunk never waits,
+//! so every stealing wait in kiln's code is on a marked thread, and an owner only ever
+//! starts on a thread with nothing of kiln's beneath it.
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -109,19 +113,8 @@ impl Budget {
             Permit {
                 budget: self.clone(),
                 bytes,
-                slot: true,
             }
         })
-    }
-
-    /// A permit beyond the budget: no slot taken, none given back. For an owner that
-    /// would otherwise wait on a slot only work buried beneath it can free (module docs).
-    pub fn permit_beyond(self: &Arc<Self>, bytes: u64) -> Permit {
-        Permit {
-            budget: self.clone(),
-            bytes,
-            slot: false,
-        }
     }
 }
 
@@ -130,15 +123,11 @@ impl Budget {
 pub struct Permit {
     budget: Arc<Budget>,
     bytes: u64,
-    /// False for a permit let in beyond the budget, which holds no slot.
-    slot: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.slot {
-            self.budget.give_weighed(1, self.bytes);
-        }
+        self.budget.give_weighed(1, self.bytes);
     }
 }
 
@@ -187,6 +176,55 @@ pub fn spawn_owner(
     });
 }
 
+/// `f(state, i)` for every row `i` in `0..n`, in row order, on every thread of the
+/// current pool: the rows are cut into chunks of at least `min_len` (a few per thread,
+/// for balance), each chunk with its own `init()` state. The calling thread and every
+/// chunk are marked as kiln's work and a chunk never waits, so no task's owner starts
+/// inside it (module docs): use this, not rayon's parallel iterators, in steps and
+/// decoders.
+pub fn par_map<S, R: Send>(
+    n: usize,
+    min_len: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) -> R + Sync,
+) -> Vec<R> {
+    let _busy = Busy::enter();
+    let chunks = (n / min_len.max(1)).clamp(1, rayon::current_num_threads() * CHUNKS_PER_THREAD);
+    if chunks == 1 {
+        let mut state = init();
+        return (0..n).map(|i| f(&mut state, i)).collect();
+    }
+    let size = n.div_ceil(chunks);
+    let mut parts: Vec<Vec<R>> = Vec::new();
+    parts.resize_with(n.div_ceil(size), Vec::new);
+    let (init, f) = (&init, &f);
+    rayon::scope(|s| {
+        for (c, part) in parts.iter_mut().enumerate() {
+            s.spawn(move |_| {
+                let _busy = Busy::enter();
+                let mut state = init();
+                *part = (c * size..((c + 1) * size).min(n))
+                    .map(|i| f(&mut state, i))
+                    .collect();
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    for part in parts {
+        out.extend(part);
+    }
+    out
+}
+
+/// [`par_map`] without per-chunk state.
+pub fn par_rows<R: Send>(n: usize, min_len: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    par_map(n, min_len, || (), |(), i| f(i))
+}
+
+/// Chunks [`par_map`] cuts per thread: enough that a thread done early finds another
+/// (rows differ in cost: a long document, a large image), few enough to stay cheap.
+const CHUNKS_PER_THREAD: usize = 4;
+
 /// Waits until `done` holds for the value behind `m`: runs jobs from this thread's own
 /// rayon queue while there are any, else sleeps on `cv` (woken when the value changes,
 /// and at least every millisecond).
@@ -228,20 +266,96 @@ mod tests {
         static IN_JOIN: Cell<bool> = const { Cell::new(false) };
     }
 
-    /// A permit beyond the budget takes no slot and gives none back.
     #[test]
-    fn a_permit_beyond_the_budget_holds_no_slot() {
-        let budget = Arc::new(Budget::new(1));
-        let held = budget.try_permit(10).expect("the one slot");
-        assert!(budget.try_permit(10).is_none(), "the budget is spent");
-        let beyond = budget.permit_beyond(10);
-        drop(beyond);
-        assert!(
-            budget.try_permit(10).is_none(),
-            "still spent: no slot came back"
+    fn par_map_keeps_row_order_with_a_state_per_chunk() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        for (n, min_len) in [(0, 1), (1, 1), (7, 3), (100, 1), (1000, 64), (1001, 7)] {
+            let got = pool.install(|| {
+                par_map(
+                    n,
+                    min_len,
+                    || 0usize,
+                    |seen, i| {
+                        *seen += 1;
+                        (i, *seen)
+                    },
+                )
+            });
+            assert_eq!(got.len(), n);
+            assert!(
+                got.iter().enumerate().all(|(i, (j, _))| i == *j),
+                "{n} rows"
+            );
+            // Each chunk counts from 1 with its own state, and holds at least min_len
+            // rows (but the last).
+            let chunks = got.iter().filter(|(_, seen)| *seen == 1).count();
+            assert!(
+                chunks <= (n / min_len).max(1),
+                "{n} rows in {chunks} chunks"
+            );
+        }
+    }
+
+    /// The shape that deadlocked with rayon's parallel iterators: a job holds the only
+    /// budget slot while its rows run on every thread, and owners injected meanwhile
+    /// wait for that slot. An owner started inside the job's wait for its rows would
+    /// wait for a slot the job beneath it holds, forever; every round must end.
+    #[test]
+    fn owners_injected_while_a_job_splits_its_rows_never_wait_beneath_it() {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .expect("pool"),
         );
-        drop(held);
-        assert!(budget.try_permit(10).is_some(), "the slot is back");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for round in 0..40 {
+            let budget = Arc::new(Budget::new(1));
+            let held = budget.try_permit(0).expect("the one slot");
+            let job_tx = tx.clone();
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            pool.spawn(move || {
+                let _busy = Busy::enter();
+                let rows = par_rows(512, 1, |i| {
+                    if i % 64 == 8 {
+                        let _ = started_tx.send(());
+                    }
+                    let until = Instant::now() + Duration::from_micros(40);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    i
+                });
+                drop(held);
+                let _ = job_tx.send(rows.len());
+            });
+            // The owners arrive while the rows run, when threads wait for each other.
+            started_rx.recv().expect("the rows started");
+            for _ in 0..3 {
+                let (budget, tx) = (budget.clone(), tx.clone());
+                spawn_owner(
+                    pool.clone(),
+                    io.handle().clone(),
+                    Box::new(move || {
+                        budget.take();
+                        budget.give(1);
+                        let _ = tx.send(0);
+                    }),
+                );
+            }
+            for _ in 0..4 {
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| panic!("round {round}: an owner waits beneath the job"));
+            }
+        }
     }
 
     /// A job waits in `rayon::join` (which steals while it waits, injected jobs too)

@@ -339,17 +339,10 @@ impl<'a> Drive<'a> {
             Work::Batch(b) | Work::Passing(b) => b.get_array_memory_size() as u64,
             Work::Parse(piece) => piece.bytes,
         };
-        let since = Instant::now();
         let permit = loop {
             self.pump()?;
             if let Some(p) = budget.try_permit(bytes) {
                 break p;
-            }
-            // Nothing of this task's in flight, and still no slot after a while: the
-            // slots may be held by work buried beneath this owner (`pool.rs`), so it
-            // goes on beyond the budget, one batch at a time.
-            if since.elapsed() >= STARVED && self.idle() {
-                break budget.permit_beyond(bytes);
             }
             let waited = Instant::now();
             wait_for_jobs(&signal);
@@ -358,13 +351,6 @@ impl<'a> Drive<'a> {
         let seq = self.enter(1);
         self.start(0, work, object, seq, Some(Arc::new(permit)));
         self.pump()
-    }
-
-    /// True when none of this task's work is in the steps.
-    fn idle(&self) -> bool {
-        self.flight
-            .as_ref()
-            .is_none_or(|f| f.held.is_empty() && f.queues.iter().all(VecDeque::is_empty))
     }
 
     /// Waits for every job of the task and takes their results.
@@ -672,10 +658,6 @@ impl<'a> Drive<'a> {
         })
     }
 }
-
-/// How long an owner with nothing in flight waits for a budget slot before it goes on
-/// beyond the budget (`pool.rs`).
-const STARVED: Duration = Duration::from_millis(50);
 
 /// Sleeps until a job of the task is done or a millisecond passed (another task's
 /// results may free budget slots meanwhile), running this thread's own queued jobs first.

@@ -211,14 +211,9 @@ impl Step for DedupExact {
         // The rows are decided on the task's thread, in order; normalizing is the costly
         // part, so it runs on every thread first.
         let keys: Vec<Option<u128>> = if self.opts.normalize {
-            use rayon::prelude::*;
-            (0..texts.len())
-                .into_par_iter()
-                .with_min_len(64)
-                .map_init(String::new, |buf, i| {
-                    value(&texts, i).map(|t| self.hash(t, buf))
-                })
-                .collect()
+            crate::pool::par_map(texts.len(), 64, String::new, |buf, i| {
+                value(&texts, i).map(|t| self.hash(t, buf))
+            })
         } else {
             let mut buf = String::new();
             (0..texts.len())

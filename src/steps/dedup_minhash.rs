@@ -26,7 +26,6 @@ use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use kiln_minhash::MERSENNE;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -458,13 +457,10 @@ struct MinhashObserver<'a> {
 impl Observer for MinhashObserver<'_> {
     fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), StepError> {
         let texts = utf8(batch.column(self.step.source))?;
-        let bands: Vec<Option<Vec<u64>>> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(8)
-            .map_init(Scratch::default, |scratch, i| {
+        let bands: Vec<Option<Vec<u64>>> =
+            crate::pool::par_map(texts.len(), 8, Scratch::default, |scratch, i| {
                 value(&texts, i).and_then(|t| self.step.bands(t, scratch))
-            })
-            .collect();
+            });
         let task = self.spill.task;
         for (i, b) in bands.into_iter().enumerate() {
             for (band, h) in b.into_iter().flatten().enumerate() {

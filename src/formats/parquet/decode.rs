@@ -136,11 +136,12 @@ pub(super) fn decode_group(
     cx: &DecodeContext,
     emit: &mut Emit<'_>,
 ) -> Result<()> {
-    use rayon::prelude::*;
-    let decoded: Vec<(Vec<RecordBatch>, Option<ParquetError>)> = columns
-        .parts
-        .par_iter()
-        .map(|mask| decode_part(file.clone(), meta.clone(), g, mask, cx.batch_rows))
+    let decoded: Vec<(Vec<RecordBatch>, Option<ParquetError>)> =
+        crate::pool::par_rows(columns.parts.len(), 1, |i| {
+            let mask = &columns.parts[i];
+            decode_part(file.clone(), meta.clone(), g, mask, cx.batch_rows)
+        })
+        .into_iter()
         .collect::<parquet::errors::Result<_>>()
         .map_err(|e| Error::input(&cx.object, None, e.to_string()))?;
     // The first batch index at which some column failed, and that column's error.

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, StructArray};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -174,10 +173,10 @@ impl Step for Decode {
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let rows = encoded_rows(batch.column(self.source))?;
         let (mode, max) = (self.opts.mode, self.opts.max_bytes.get());
-        let decoded: Vec<Result<Option<Pixels>, String>> = rows
-            .par_iter()
-            .map(|r| r.map(|b| decode(b, mode, max)).transpose())
-            .collect();
+        let decoded: Vec<Result<Option<Pixels>, String>> =
+            crate::pool::par_rows(rows.len(), 1, |i| {
+                rows[i].map(|b| decode(b, mode, max)).transpose()
+            });
         let mut out = Vec::with_capacity(decoded.len());
         for (i, d) in decoded.into_iter().enumerate() {
             out.push(d.map_err(|e| {

@@ -12,7 +12,6 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use image::{ExtendedColorType, ImageEncoder};
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -204,9 +203,11 @@ impl Step for Encode {
         let rows = read_pixels(batch.column(self.source))?;
         let o = &self.opts;
         let (codec, quality, sub) = (o.format, o.quality, o.subsampling);
-        let encoded: Result<Vec<Option<Vec<u8>>>, String> = rows
-            .par_iter()
-            .map(|r| r.map(|p| encode(p, codec, quality, sub)).transpose())
+        let encoded: Result<Vec<Option<Vec<u8>>>, String> =
+            crate::pool::par_rows(rows.len(), 1, |i| {
+                rows[i].map(|p| encode(p, codec, quality, sub)).transpose()
+            })
+            .into_iter()
             .collect();
         let encoded =
             encoded.map_err(|e| format!("image.encode of `{}`: {e}", self.opts.column))?;

@@ -22,7 +22,6 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -180,7 +179,9 @@ pub(crate) fn map_pixels(
 ) -> Result<RecordBatch, String> {
     let rows = read_pixels(batch.column(index))?;
     let out: Result<Vec<Option<Pixels>>, String> =
-        rows.par_iter().map(|r| r.map(&f).transpose()).collect();
+        crate::pool::par_rows(rows.len(), 1, |i| rows[i].map(&f).transpose())
+            .into_iter()
+            .collect();
     let out = out.map_err(|e| format!("{step} of `{}`: {e}", schema.field(index).name()))?;
     put_column(batch, schema, index, build_pixels(out))
 }

@@ -22,7 +22,6 @@ use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use encoding_rs::Encoding;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -410,18 +409,14 @@ impl Step for Decode {
             let column = arrow::compute::cast(batch.column(self.source), &DataType::Binary)
                 .map_err(|e| StepError::internal(e.to_string()))?;
             let bytes = column.as_binary::<i32>();
-            let decoded: Vec<Result<Option<Decoded>, String>> = (0..n)
-                .into_par_iter()
-                .with_min_len(8)
-                .map(|i| {
-                    if bytes.is_null(i) {
-                        return Ok(None);
-                    }
-                    let ct = types.as_ref().and_then(|t| value(t, i));
-                    let url = urls.as_ref().and_then(|u| value(u, i));
-                    decode(bytes.value(i), ct, url, self.opts.malformed).map(Some)
-                })
-                .collect();
+            let decoded: Vec<Result<Option<Decoded>, String>> = crate::pool::par_rows(n, 8, |i| {
+                if bytes.is_null(i) {
+                    return Ok(None);
+                }
+                let ct = types.as_ref().and_then(|t| value(t, i));
+                let url = urls.as_ref().and_then(|u| value(u, i));
+                decode(bytes.value(i), ct, url, self.opts.malformed).map(Some)
+            });
             let mut rows = Vec::with_capacity(n);
             for (i, d) in decoded.into_iter().enumerate() {
                 let d = d.map_err(|e| StepError::data(e).in_column(&self.opts.column).at_row(i))?;

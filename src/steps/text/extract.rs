@@ -21,7 +21,6 @@ use arrow::array::{Array, ArrayRef, StringArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -167,11 +166,10 @@ impl Step for Extract {
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let pages = utf8(batch.column(self.source)).map_err(StepError::internal)?;
-        let texts: Vec<Result<Option<String>, trafilatura::TrafilaturaError>> = (0..pages.len())
-            .into_par_iter()
-            .with_min_len(4)
-            .map(|i| value(&pages, i).map_or(Ok(None), |h| self.text(h)))
-            .collect();
+        let texts: Vec<Result<Option<String>, trafilatura::TrafilaturaError>> =
+            crate::pool::par_rows(pages.len(), 4, |i| {
+                value(&pages, i).map_or(Ok(None), |h| self.text(h))
+            });
         // A page the extractor fails on (its HTML cannot be parsed, say) is a bad row
         // under run.on_error, not an empty page.
         let texts = texts

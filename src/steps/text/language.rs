@@ -14,7 +14,6 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, StringArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -154,19 +153,15 @@ impl Step for Language {
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
-        let found: Vec<Option<(String, f32)>> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(16)
-            .map(|i| {
-                let t = value(&texts, i)?;
-                let end = t
-                    .char_indices()
-                    .nth(self.opts.max_chars)
-                    .map_or(t.len(), |(i, _)| i);
-                let info = whatlang::detect(&t[..end])?;
-                Some((code(info.lang()), info.confidence() as f32))
-            })
-            .collect();
+        let found: Vec<Option<(String, f32)>> = crate::pool::par_rows(texts.len(), 16, |i| {
+            let t = value(&texts, i)?;
+            let end = t
+                .char_indices()
+                .nth(self.opts.max_chars)
+                .map_or(t.len(), |(i, _)| i);
+            let info = whatlang::detect(&t[..end])?;
+            Some((code(info.lang()), info.confidence() as f32))
+        });
         let mut keep = Vec::with_capacity(found.len());
         for f in &found {
             let ok = match f {

@@ -761,12 +761,9 @@ impl Step for Quality {
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
-        use rayon::prelude::*;
         let texts = utf8(batch.column(self.source))?;
-        let verdicts: Vec<(Option<String>, Option<String>)> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(16)
-            .map(|i| match value(&texts, i) {
+        let verdicts: Vec<(Option<String>, Option<String>)> =
+            crate::pool::par_rows(texts.len(), 16, |i| match value(&texts, i) {
                 None => (None, None),
                 Some(t) => {
                     let (reason, kept) = self.judge(t);
@@ -776,8 +773,7 @@ impl Step for Quality {
                     };
                     (reason, changed)
                 }
-            })
-            .collect();
+            });
         let mut text_out = StringBuilder::with_capacity(texts.len(), texts.values().len());
         let mut reasons = StringBuilder::new();
         let mut keep = Vec::with_capacity(texts.len());

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -163,11 +162,8 @@ impl Step for Stats {
 
     fn apply(&self, batch: RecordBatch, _: &mut StepContext) -> Result<RecordBatch, StepError> {
         let texts = utf8(batch.column(self.source))?;
-        let measures: Vec<Option<Measures>> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(64)
-            .map(|i| value(&texts, i).map(measure))
-            .collect();
+        let measures: Vec<Option<Measures>> =
+            crate::pool::par_rows(texts.len(), 64, |i| value(&texts, i).map(measure));
         let ints = |f: fn(&Measures) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from(
                 measures

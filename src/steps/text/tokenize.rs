@@ -24,7 +24,6 @@ use arrow::array::{Array, ArrayRef, Int32Array, ListArray, UInt32Array};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -459,10 +458,8 @@ impl Step for Tokenize {
         let texts = utf8(batch.column(self.source))?;
         // Collected in row order, then the first failing row's error: the error a run
         // reports does not depend on which thread failed first.
-        let results: Vec<Result<Option<Vec<u32>>, String>> = (0..texts.len())
-            .into_par_iter()
-            .with_min_len(8)
-            .map(|i| {
+        let results: Vec<Result<Option<Vec<u32>>, String>> =
+            crate::pool::par_rows(texts.len(), 8, |i| {
                 value(&texts, i)
                     .map(|t| {
                         self.engine
@@ -470,8 +467,7 @@ impl Step for Tokenize {
                             .map_err(|e| e.to_string())
                     })
                     .transpose()
-            })
-            .collect();
+            });
         let mut encoded: Vec<Option<Vec<u32>>> = Vec::with_capacity(results.len());
         for (i, r) in results.into_iter().enumerate() {
             encoded.push(r.map_err(|e| {
