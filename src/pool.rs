@@ -381,6 +381,10 @@ mod tests {
                 let _busy = Busy::enter();
                 IN_JOIN.with(|j| j.set(true));
                 let (b_tx, b_rx) = std::sync::mpsc::channel();
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the test: a job waiting in rayon's stealing join"
+                )]
                 rayon::join(
                     // Returns once the other half runs on the other thread, so this
                     // thread then waits for it, stealing, while the owner is injected.
