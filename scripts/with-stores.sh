@@ -136,4 +136,11 @@ if command -v npm >/dev/null 2>&1; then
 else
     echo "!!!! npm not found: the Azure tests will be skipped (install nodejs and npm to run them) !!!!"
 fi
+# The venvs are installed without bytecode (pip --no-compile: most modules are never
+# imported), so the first test process to import a module writes its .pyc and the
+# others read it. Where the environment sets PYTHONDONTWRITEBYTECODE (this machine
+# class does), no .pyc is ever written and every one of the tests' Python processes
+# compiles what it imports from source again: measured here, the datatrove reference
+# on 10 documents 2.87 s against 1.15 s, `import torch` 4.1 s against 1.6 s.
+unset PYTHONDONTWRITEBYTECODE
 "$@"
