@@ -266,6 +266,20 @@ mod tests {
         static IN_JOIN: Cell<bool> = const { Cell::new(false) };
     }
 
+    /// An I/O runtime to hand owners back to, and a CPU pool of two threads.
+    fn io_and_pool() -> (tokio::runtime::Runtime, Arc<rayon::ThreadPool>) {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        (io, Arc::new(pool))
+    }
+
     #[test]
     fn par_map_keeps_row_order_with_a_state_per_chunk() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -305,17 +319,7 @@ mod tests {
     /// wait for a slot the job beneath it holds, forever; every round must end.
     #[test]
     fn owners_injected_while_a_job_splits_its_rows_never_wait_beneath_it() {
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let pool = Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .expect("pool"),
-        );
+        let (io, pool) = io_and_pool();
         let (tx, rx) = std::sync::mpsc::channel();
         for round in 0..40 {
             let budget = Arc::new(Budget::new(1));
@@ -362,17 +366,7 @@ mod tests {
     /// while an owner is injected: the owner must not run inside that wait.
     #[test]
     fn an_owner_never_starts_inside_a_jobs_stealing_wait() {
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let pool = Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .expect("pool"),
-        );
+        let (io, pool) = io_and_pool();
         for _ in 0..5 {
             let (tx, rx) = std::sync::mpsc::channel();
             let (started_tx, started_rx) = std::sync::mpsc::channel();
