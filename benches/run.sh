@@ -233,8 +233,13 @@ if [[ " $JOBS " == *" G "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS PEERS=$PEERS bash "$ROOT/benches/minhash.sh"
 fi
 if [[ " $JOBS " == *" M "* ]]; then
-  # Dedup on many workers: its own results file and table (ratios between runs of kiln).
-  DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/workers.sh"
+  # Dedup on many workers: its own results file and table (ratios between runs of kiln),
+  # on local disk and (S3=1, the default) on the local S3 server too.
+  if [[ "${S3:-1}" == 1 ]]; then
+    DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS "$ROOT/scripts/with-stores.sh" bash "$ROOT/benches/workers.sh"
+  else
+    DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/workers.sh"
+  fi
 fi
 if [[ " $JOBS " == *" W "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"

@@ -6,6 +6,13 @@
 #             shared stage makes, so the difference to 2w is the sharing alone)
 #   2w        two workers at once on the same machine, 1 thread each, one sink: each
 #             stores its tasks' stage parts, waits for the other's, settles from all
+# and, run inside scripts/with-stores.sh (`make bench` does), the same two on the local
+# S3 server (moto on 127.0.0.1), corpus and sink both in a bucket:
+#   1w-s3     one worker, 2 threads
+#   2w-s3     two workers, 1 thread each: the stage parts, claims, run records and
+#             section decisions are objects, every barrier check a LIST or GET
+# moto is a Python server on the same 2 cores: its CPU serving the GETs and PUTs is
+# taken from kiln's, so the S3 figures are an upper bound on what a real store costs.
 # Every run goes through the shared harness (bench_run.py: /usr/bin/time -v over the
 # process tree); the cases of a job alternate, REPS times. Each worker writes a
 # --report; the table shows median wall, CPU and peak RSS, the ratio to 1w, and
@@ -14,7 +21,9 @@
 #
 #   KILN=target/release/kiln bash benches/workers.sh     # `make bench` uses the dist binary
 #
-# Env: SHARED, DATA (default /tmp/kiln-bench-data), PY, KILN, REPS (default 3), RES.
+# Env: SHARED, DATA (default /tmp/kiln-bench-data), PY, KILN, REPS (default 3), RES;
+# KILN_TEST_S3_ENDPOINT and KILN_TEST_PYTHON (set by scripts/with-stores.sh) add the
+# S3 cases.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -36,6 +45,46 @@ if [[ ! -f "$TEXT/manifest.json" ]]; then
 fi
 cat "$TEXT"/jsonl_gz/*.jsonl.gz > /dev/null
 export KILN_BENCH_IN=$TEXT/jsonl_gz
+BUCKET=kiln-bench-workers
+S3_CASES=""
+if [[ -n ${KILN_TEST_S3_ENDPOINT:-} ]]; then
+  export AWS_ENDPOINT_URL=$KILN_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+         AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+  S3_CASES="1w-s3 2w-s3"
+  echo "== uploading the corpus to s3://$BUCKET/text/ on the local S3 server" >&2
+  "$KILN_TEST_PYTHON" - "$TEXT/jsonl_gz" "$BUCKET" <<'PYEOF'
+import os, sys, boto3
+src, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+s3.create_bucket(Bucket=bucket)
+for name in sorted(os.listdir(src)):
+    s3.upload_file(os.path.join(src, name), bucket, f"text/{name}")
+PYEOF
+fi
+# s3_shards PREFIX: "md5  name" of every Parquet object under s3://$BUCKET/PREFIX/.
+s3_shards() {
+  "$KILN_TEST_PYTHON" - "$BUCKET" "$1" <<'PYEOF'
+import hashlib, os, sys, boto3
+bucket, prefix = sys.argv[1], sys.argv[2] + "/"
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for o in page.get("Contents", []):
+        if o["Key"].endswith(".parquet"):
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            print(hashlib.md5(body).hexdigest(), o["Key"][len(prefix):])
+PYEOF
+}
+# s3_clear PREFIX: delete every object under s3://$BUCKET/PREFIX/.
+s3_clear() {
+  "$KILN_TEST_PYTHON" - "$BUCKET" "$1" <<'PYEOF'
+import os, sys, boto3
+bucket, prefix = sys.argv[1], sys.argv[2] + "/"
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for o in page.get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=o["Key"])
+PYEOF
+}
 
 # run_case JOB CASE REP: one run, through the harness, its reports kept.
 run_case() {
@@ -47,12 +96,17 @@ run_case() {
   o=$OUT/$job-$case
   rm -rf "$o"
   local rpt=$REPORTS/$job-$case-$rep
+  local s3set="--set source.uri=s3://$BUCKET/text/*.jsonl.gz --set sink.uri=s3://$BUCKET/$job-$case/"
+  [[ $case == *-s3 ]] && s3_clear "$job-$case"
   case $case in
     1w) cmd="KILN_BENCH_OUT=$o $KILN run -q $yaml --set run.threads=2 --report $rpt-w0.json" ;;
     1w-2pass) cmd="KILN_BENCH_OUT=$o $KILN run -q $yaml --set run.threads=2 \
         --set steps.0.dedup.exact.one_pass=false --report $rpt-w0.json" ;;
     2w) cmd="for i in 0 1; do KILN_BENCH_OUT=$o $KILN run -q $yaml --set run.threads=1 \
-        --worker \$i/2 --report $rpt-w\$i.json & done; wait" ;;
+        --worker \$i/2 --report $rpt-w\$i.json & pids=\"\$pids \$!\"; done; for p in \$pids; do wait \$p; done" ;;
+    1w-s3) cmd="KILN_BENCH_OUT=unused $KILN run -q $yaml $s3set --set run.threads=2 --report $rpt-w0.json" ;;
+    2w-s3) cmd="for i in 0 1; do KILN_BENCH_OUT=unused $KILN run -q $yaml $s3set --set run.threads=1 \
+        --worker \$i/2 --report $rpt-w\$i.json & pids=\"\$pids \$!\"; done; for p in \$pids; do wait \$p; done" ;;
   esac
   echo "== $job / $case ($rep)" >&2
   "$PY" "$SHARED/bench_run.py" --job "$job" --tool "kiln $case" --input "$TEXT" --output "$o" \
@@ -63,6 +117,7 @@ run_case() {
 for job in B G; do
   cases="1w 2w"
   [[ $job == B ]] && cases="1w 1w-2pass 2w"
+  cases="$cases $S3_CASES"
   for rep in $(seq "$REPS"); do
     for c in $cases; do run_case "$job" "$c" "$rep"; done
   done
@@ -73,6 +128,15 @@ for job in B G; do
     exit 1
   fi
   echo "== job $job: 1 and 2 workers wrote identical shards" >&2
+  if [[ -n $S3_CASES ]]; then
+    # (Not byte-compared with the local runs: a shard's metadata names its input objects.)
+    if ! diff <(s3_shards "$job-1w-s3" | sort -k2) <(s3_shards "$job-2w-s3" | sort -k2) >&2; then
+      echo "!! job $job: 2 workers on the S3 server wrote other shards than 1 worker there" >&2
+      exit 1
+    fi
+    echo "== job $job: 1 and 2 workers on the S3 server wrote identical shards" >&2
+    s3_clear "$job-1w-s3"; s3_clear "$job-2w-s3"
+  fi
   rm -rf "$OUT"/"$job"-*
 done
 
@@ -98,7 +162,7 @@ print("| job | run | wall s | vs 1 worker | cpu s | max RSS MB | stage sharing, 
 print("|---|---|---|---|---|---|---|---|")
 for job in ["B", "G"]:
     base = runs.get((job, "1w"), [])
-    for case in ["1w", "1w-2pass", "2w"]:
+    for case in ["1w", "1w-2pass", "2w", "1w-s3", "2w-s3"]:
         rs = runs.get((job, case), [])
         if not rs:
             continue
