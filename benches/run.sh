@@ -45,7 +45,11 @@
 # Job H (the global shuffle: job A plain and with sink.shuffle, and shuffled on 10x the
 # input for peak memory) is benches/shuffle.sh.
 #
-# JOBS selects jobs (default "A B C D E F S P G M W X T H"); PEERS_C lists the job-C peers to run (default
+# Job N (near-dedup memory against the document count: 3, 10 and 30 M synthetic
+# documents, 42 to 420 M band records through the spill and merge; ~21 GB of disk and
+# ~7 minutes, so not in the default JOBS) is benches/minhash_memory.sh.
+#
+# JOBS selects jobs (default "A B C D E F S P G M W X T H"; add N for job N); PEERS_C lists the job-C peers to run (default
 # "datasets"; each takes ~2.5 minutes a run, so they run once).
 #
 # Env: SHARED (the shared bench folder), DATA (corpus, default /tmp/kiln-bench-data),
@@ -240,6 +244,10 @@ if [[ " $JOBS " == *" M "* ]]; then
   else
     DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS bash "$ROOT/benches/workers.sh"
   fi
+fi
+if [[ " $JOBS " == *" N "* ]]; then
+  # Near-dedup memory: its own table (kiln alone; no peer runs at this size here).
+  DATA=$DATA PY=$PY KILN=$KILN bash "$ROOT/benches/minhash_memory.sh"
 fi
 if [[ " $JOBS " == *" W "* ]]; then
   DATA=$DATA PY=$PY SHARED=$SHARED KILN=$KILN REPS=$REPS RES=$RES bash "$ROOT/benches/warc_split.sh"

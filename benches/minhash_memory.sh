@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Near-dedup memory against the number of documents (issue 21: "state spills; RAM stays
+# bounded whatever the document count"). `dedup.minhash` (14 bands x 8 rows) on
+# synthetic six-word documents (benches/make_near_dups.py: DUP of them repeat an earlier
+# one), one worker, 2 threads, at each size in SIZES, and at the middle size with DUP_HIGH
+# duplicates. Each document gives 14 band records of 28 bytes, sorted in runs on local
+# disk (TMPDIR) and merged; what stays in memory is the union-find of the documents that
+# collide and the drop lists. Prints per run: documents, band records, wall, peak RSS,
+# peak spill on disk (du of the run's TMPDIR, sampled every second), rows kept.
+#
+#   KILN=target/release/kiln bash benches/minhash_memory.sh
+#
+# Env: DATA (default /tmp/kiln-bench-data), PY (python3), KILN, SIZES (default
+# "3000000 10000000 30000000": 30 M documents are 420 M band records, ~12 GB of spill),
+# DUP (default 0.1), DUP_HIGH (default 0.4).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${DATA:-/tmp/kiln-bench-data}
+PY=${PY:-python3}
+KILN=${KILN:-$ROOT/target/dist/kiln}
+SIZES=${SIZES:-3000000 10000000 30000000}
+DUP=${DUP:-0.1}
+DUP_HIGH=${DUP_HIGH:-0.4}
+WORK=$DATA/minhash-memory
+mkdir -p "$WORK"
+command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
+
+# one DOCS DUP: generate (once), run, print a table row, delete the input and output.
+one() {
+  local docs=$1 dup=$2 in=$WORK/in-$1-$2 out=$WORK/out tmp=$WORK/tmp peak=0 line pid
+  [[ -f $in/done ]] || { rm -rf "$in"; "$PY" "$ROOT/benches/make_near_dups.py" "$in" "$docs" --dup "$dup" --files 8; touch "$in/done"; }
+  rm -rf "$out" "$tmp"; mkdir -p "$tmp"
+  cat "$in"/*.jsonl > /dev/null
+  TMPDIR=$tmp KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
+    "$KILN" run -q "$ROOT/benches/minhash_memory.yaml" --report "$WORK/report.json" & pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    local now; now=$(du -sb "$tmp" 2>/dev/null | cut -f1); (( now > peak )) && peak=$now; sleep 1
+  done
+  wait "$pid"
+  read -r wall user sys rss < "$WORK/time"
+  local kept; kept=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['rows_out'])" "$WORK/report.json")
+  printf '| %s | %.0f %% | %s M | %.1f | %.0f | %.0f | %.1f | %s |\n' "$((docs / 1000000)) M" \
+    "$(awk "BEGIN{print $dup * 100}")" "$((docs * 14 / 1000000))" "$wall" \
+    "$(awk "BEGIN{print $user + $sys}")" "$((rss / 1024))" "$(awk "BEGIN{print $peak / 1e9}")" "$kept"
+  rm -rf "$in" "$out" "$tmp"
+}
+
+echo "| documents | repeated | band records | wall s | CPU s | peak RSS MB | peak spill GB | rows kept |"
+echo "|---|---|---|---|---|---|---|---|"
+set -- $SIZES
+for n in "$@"; do one "$n" "$DUP"; done
+mid=$(echo "$SIZES" | tr ' ' '\n' | sed -n "$(( ($# + 1) / 2 ))p")
+one "$mid" "$DUP_HIGH"
