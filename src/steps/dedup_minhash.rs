@@ -227,9 +227,11 @@ struct Scratch {
 }
 
 /// Union-find over document positions; a root is the smallest position of its set.
+/// Hashed with foldhash (positions are not attacker-chosen keys; SipHash was a sixth
+/// of a near dedup's settle), iterated only to be sorted.
 #[derive(Default)]
 struct Clusters {
-    parent: HashMap<u128, u128>,
+    parent: HashMap<u128, u128, foldhash::fast::RandomState>,
 }
 
 impl Clusters {
@@ -241,12 +243,14 @@ impl Clusters {
             }
             root = p;
         }
-        // Path compression.
+        // Path compression: one lookup a node, and none past the first that already
+        // points at the root.
         let mut cur = x;
         while cur != root {
-            let next = self.parent.get(&cur).copied().unwrap_or(root);
-            self.parent.insert(cur, root);
-            cur = next;
+            match self.parent.get_mut(&cur) {
+                Some(p) if *p != root => cur = std::mem::replace(p, root),
+                _ => break,
+            }
         }
         root
     }
