@@ -57,7 +57,9 @@ impl Claims {
                     "task {task}: taking the claim of worker {}, whose run is gone",
                     held.worker
                 );
-                claims::take(sink, task, &self.me).await?;
+                if !claims::take(sink, task, &held.run_id, &self.me).await? {
+                    return Ok(false);
+                }
                 // What that run's attempt left half written on local disk: no other
                 // run writes this task now.
                 let (sink, redo) = (sink.clone(), BTreeSet::from([task]));
@@ -96,8 +98,7 @@ impl Claims {
         if holder_live {
             return Ok(false);
         }
-        claims::take_at(sink, rel, &self.me).await?;
-        Ok(true)
+        claims::take_at(sink, rel, &held.run_id, &self.me).await
     }
 }
 

@@ -5,9 +5,9 @@
 //! Before a worker starts a task it creates `_kiln/claims/TTTTT.json` (its run's id) by a
 //! conditional put; a task whose claim another run holds is not started, unless that
 //! run is gone (no live run record with its id: killed, or ended by a failure), in which
-//! case the claim is overwritten. So a worker that has done its own tasks can take those
-//! a slower worker has not started yet, and the slower worker skips them when it gets
-//! there. A task is deterministic: two runs that both believe they hold a claim (a run
+//! case one run takes it over ([`may_take`]: of the runs that find it at once, one). So
+//! a worker that has done its own tasks can take those a slower worker has not started
+//! yet, and the slower worker skips them when it gets there. A task is deterministic: two runs that both believe they hold a claim (a run
 //! taken for dead that was not) write the same shards, and one commit record wins. The
 //! claims are removed with the stage parts just before the manifest is written.
 
@@ -86,20 +86,87 @@ pub async fn claim_at(sink: &Location, rel: &str, me: &Claim) -> Result<Claimed>
     )))
 }
 
-/// Takes `task`'s claim from a run that is gone.
+/// Takes `task`'s claim from `gone`, the id of a run that is gone: true when this run
+/// holds it now, false when another run took it first.
 ///
 /// # Errors
 /// The store's.
-pub async fn take(sink: &Location, task: usize, me: &Claim) -> Result<()> {
-    take_at(sink, &claim_path(task), me).await
+pub async fn take(sink: &Location, task: usize, gone: &str, me: &Claim) -> Result<bool> {
+    take_at(sink, &claim_path(task), gone, me).await
 }
 
-/// Takes the claim at `rel` from a run that is gone.
+/// Takes the claim at `rel` from `gone`, as [`take`] does a task's.
 ///
 /// # Errors
 /// The store's.
-pub async fn take_at(sink: &Location, rel: &str, me: &Claim) -> Result<()> {
-    super::put_json(sink, rel, me).await
+pub async fn take_at(sink: &Location, rel: &str, gone: &str, me: &Claim) -> Result<bool> {
+    if !may_take(sink, rel, gone, &me.run_id).await? {
+        return Ok(false);
+    }
+    // Won: the claim is still the gone run's, or was replaced by a run that came before
+    // the marker this run created (see `may_take`), which then holds it.
+    match super::get_json::<Claim>(sink, rel).await? {
+        Some(held) if held.run_id != gone && held.run_id != me.run_id => Ok(false),
+        _ => {
+            super::put_json(sink, rel, me).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// A take-over marker: who created it, and when.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    run_id: String,
+    created_ms: u64,
+}
+
+/// Whether this run (run id `me`) may replace the object at `rel` (a task's claim, a worker's
+/// run record) that `gone`, a run that is gone, holds, such that of several runs that
+/// find it at once exactly one does. Each creates the marker
+/// `_kiln/claims/takeover/<rel, without _kiln/ and .json>/<gone>-<n>.json` (for a run
+/// record `…/takeover/runs/w00000/<gone>-0.json`) by a conditional put, from n = 0: the
+/// run whose put succeeds may replace the object. A marker stays until the dataset is
+/// complete (it is removed with the claims), so a run that comes later loses too; a
+/// marker older than the run records' expiry (its run died between the marker and the
+/// replacement) lets the next n be tried, and whoever wins that reads the object again
+/// before it replaces it. Replacing by delete-then-create, or by an unconditional put,
+/// let two runs that found the same dead holder both take it.
+///
+/// # Errors
+/// The store's.
+pub async fn may_take(sink: &Location, rel: &str, gone: &str, me: &str) -> Result<bool> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let what = rel.strip_prefix("_kiln/").unwrap_or(rel);
+    let dir = format!("{CLAIMS_DIR}/takeover/{}", what.trim_end_matches(".json"));
+    for n in 0..16 {
+        let marker = format!("{dir}/{gone}-{n}.json");
+        let mine = Marker {
+            run_id: me.to_string(),
+            created_ms: now(),
+        };
+        let body = serde_json::to_vec(&mine)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if super::put_if_absent(sink, &marker, body).await? {
+            return Ok(true);
+        }
+        match super::get_json::<Marker>(sink, &marker).await? {
+            Some(m)
+                if now().saturating_sub(m.created_ms)
+                    < super::lease::EXPIRES.as_millis() as u64 =>
+            {
+                return Ok(false);
+            }
+            // Stale (its run died mid-way) or removed: the next.
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 /// The tasks with a claim, and the tasks committed: what their files' names say (one

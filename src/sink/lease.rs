@@ -247,15 +247,35 @@ pub async fn acquire(sink: &Location, index: usize, count: usize) -> Result<Leas
                         EXPIRES.as_secs()
                     )));
                 }
+                // Of the runs that find the same dead record, one replaces it (a
+                // take-over marker, `claims::may_take`); it reads the record again,
+                // as a later winner finds it replaced.
+                let others = || {
+                    Error::Busy(format!(
+                        "worker {index}/{count} of sink {}: another run is taking over from \
+                         the run that is gone ({}); run again",
+                        sink.display,
+                        held.describe()
+                    ))
+                };
+                if !super::claims::may_take(sink, &relative, &held.run_id, &record.run_id).await? {
+                    return Err(others());
+                }
+                let still = match super::get_json::<RunRecord>(sink, &relative).await? {
+                    Some(now) if now.run_id != held.run_id => return Err(others()),
+                    still => still.is_some(),
+                };
                 tracing::info!(
                     "taking over from a run that is gone ({}, no heartbeat for {}s)",
                     held.describe(),
                     held.age().as_secs()
                 );
-                sink.store
-                    .delete(&path)
-                    .await
-                    .map_err(|e| Error::store("delete", &uri, e))?;
+                if still {
+                    sink.store
+                        .delete(&path)
+                        .await
+                        .map_err(|e| Error::store("delete", &uri, e))?;
+                }
                 record.heartbeat_ms = now_ms();
             }
             Err(e) => return Err(Error::store("write", &uri, e)),
@@ -328,5 +348,95 @@ mod tests {
         assert!(!r.live(), "another process with the same pid");
         r.heartbeat_ms = now_ms() - EXPIRES.as_millis() as u64 - 1000;
         assert!(!r.live());
+    }
+
+    /// Runs that find the same dead run's record at once: exactly one takes it over, the
+    /// others are told another run is taking it (before, each deleted the record and
+    /// created its own, so two could both hold it); and the same for a dead run's claim.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "every task spawned is joined below, before the round ends"
+    )]
+    async fn of_the_runs_taking_over_a_dead_run_at_once_one_does() {
+        use crate::sink::claims::{Claim, take_at};
+        for round in 0..10 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let sink =
+                crate::storage::open(&format!("{}/", dir.path().display()), &Default::default())
+                    .expect("sink");
+            let dead = RunRecord {
+                worker: "0/1".into(),
+                run_id: format!("gone-{round}"),
+                host: "elsewhere".into(),
+                pid: 1,
+                started_at: String::new(),
+                heartbeat_ms: now_ms() - EXPIRES.as_millis() as u64 - 1000,
+                heartbeat_at: String::new(),
+                kiln_version: String::new(),
+                process_start: None,
+            };
+            super::super::put_json(&sink, &record_path(0), &dead)
+                .await
+                .expect("dead record");
+            let claim = crate::sink::claims::claim_path(3);
+            let gone = Claim {
+                run_id: dead.run_id.clone(),
+                worker: "0/1".into(),
+            };
+            super::super::put_json(&sink, &claim, &gone)
+                .await
+                .expect("dead claim");
+            let mut leases = Vec::new();
+            let mut takes = Vec::new();
+            for i in 0..8 {
+                let at = sink.clone();
+                leases.push(tokio::spawn(async move { acquire(&at, 0, 1).await }));
+                let (at, claim, gone) = (sink.clone(), claim.clone(), dead.run_id.clone());
+                takes.push(tokio::spawn(async move {
+                    let me = Claim {
+                        run_id: format!("run-{i}"),
+                        worker: "helper of 1".into(),
+                    };
+                    take_at(&at, &claim, &gone, &me).await.map(|won| (won, me))
+                }));
+            }
+            let mut held = Vec::new();
+            for l in leases {
+                match l.await.expect("joins") {
+                    Ok(lease) => held.push(lease),
+                    // Lost: another run is taking it, or has taken it (live).
+                    Err(Error::Busy(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(
+                held.len(),
+                1,
+                "round {round}: {} runs took the record",
+                held.len()
+            );
+            let mut won = Vec::new();
+            for t in takes {
+                let (w, me) = t.await.expect("joins").expect("takes");
+                if w {
+                    won.push(me);
+                }
+            }
+            assert_eq!(
+                won.len(),
+                1,
+                "round {round}: {} runs took the claim",
+                won.len()
+            );
+            let now: Claim = super::super::get_json(&sink, &claim)
+                .await
+                .expect("reads")
+                .expect("a claim");
+            assert_eq!(now, won[0]);
+            for lease in held {
+                lease.release().await;
+            }
+        }
     }
 }
