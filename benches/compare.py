@@ -3,9 +3,13 @@
 import json
 import sys
 
-rows = {}
+rows, failed = {}, {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
+    if r.get("status") != "ok":
+        # A run that failed has no figures: said below the table, not compared.
+        failed[(r["job"], r["tool"])] = r
+        continue
     rows[(r["job"], r["tool"])] = r  # the latest record per (job, tool) wins
 
 def fmt(v, nd=2):
@@ -26,3 +30,7 @@ k1, k10 = rows.get(("A-convert", "kiln")), rows.get(("A-convert", "kiln (10x inp
 if k1 and k10:
     print(f"\nkiln peak RSS on 10x the input: {k10['max_rss_mb']} MB vs {k1['max_rss_mb']} MB "
           f"({k10['max_rss_mb'] / k1['max_rss_mb']:.2f}x); wall {k10['wall_s'] / k1['wall_s']:.1f}x")
+for (job, tool), r in sorted(failed.items()):
+    if (job, tool) not in rows:
+        last = (r.get("error") or "").strip().splitlines()[-1:] or [""]
+        print(f"\n!! {job} / {tool}: {r.get('status')} ({last[0][:200]})")
