@@ -102,13 +102,19 @@ impl Merge {
     }
 
     pub fn next(&mut self) -> Result<Option<Rec>, StepError> {
-        let Some(Reverse((rec, i))) = self.heap.pop() else {
+        // The smallest record is replaced in place by the next of its run (one sift
+        // down), rather than popped and the next pushed (a sift down and a sift up).
+        let Some(mut top) = self.heap.peek_mut() else {
             return Ok(None);
         };
-        if let Some(next) = Rec::read(&mut self.readers[i])
+        let Reverse((rec, i)) = *top;
+        match Rec::read(&mut self.readers[i])
             .map_err(|e| StepError::io("cannot read a spill run", e))?
         {
-            self.heap.push(Reverse((next, i)));
+            Some(next) => *top = Reverse((next, i)),
+            None => {
+                std::collections::binary_heap::PeekMut::pop(top);
+            }
         }
         Ok(Some(rec))
     }
