@@ -24,14 +24,7 @@ export AWS_ENDPOINT_URL=$KILN_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_REGION=us
 BUCKET=kiln-bench
 
 echo "== uploading $(du -shL "$TEXT" | cut -f1) of corpus to s3://$BUCKET/text/" >&2
-"$KILN_TEST_PYTHON" - "$TEXT" "$BUCKET" <<'PYEOF'
-import os, sys, boto3
-src, bucket = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-s3.create_bucket(Bucket=bucket)
-for name in sorted(os.listdir(src)):
-    s3.upload_file(os.path.join(src, name), bucket, f"text/{name}")
-PYEOF
+"$KILN_TEST_PYTHON" "$ROOT/benches/s3_objects.py" upload "$TEXT" "$BUCKET" text
 
 # CPU seconds the S3 server process has used so far.
 SERVER_PID=$(pgrep -f "moto_server -H 127.0.0.1 -p ${KILN_TEST_S3_ENDPOINT##*:}" | head -1)
@@ -82,14 +75,7 @@ if [[ ! -f $MANY/done ]]; then
   done
   touch "$MANY/done"
 fi
-"$KILN_TEST_PYTHON" - "$MANY" "$BUCKET" <<'PYEOF'
-import os, sys, boto3
-src, bucket = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-for name in sorted(os.listdir(src)):
-    if name.endswith(".gz"):
-        s3.upload_file(os.path.join(src, name), bucket, f"many/{name}")
-PYEOF
+"$KILN_TEST_PYTHON" "$ROOT/benches/s3_objects.py" upload "$MANY" "$BUCKET" many
 pm0_r=$(via_proxy proxy-many 0 "s3://$BUCKET/many/*.jsonl.gz")
 pm5_r=$(via_proxy proxy-many-503 20 "s3://$BUCKET/many/*.jsonl.gz")
 rm -rf "$OUT" "$OUT-report.json"

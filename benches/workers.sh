@@ -52,39 +52,10 @@ if [[ -n ${KILN_TEST_S3_ENDPOINT:-} ]]; then
          AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
   S3_CASES="1w-s3 2w-s3"
   echo "== uploading the corpus to s3://$BUCKET/text/ on the local S3 server" >&2
-  "$KILN_TEST_PYTHON" - "$TEXT/jsonl_gz" "$BUCKET" <<'PYEOF'
-import os, sys, boto3
-src, bucket = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-s3.create_bucket(Bucket=bucket)
-for name in sorted(os.listdir(src)):
-    s3.upload_file(os.path.join(src, name), bucket, f"text/{name}")
-PYEOF
+  "$KILN_TEST_PYTHON" "$ROOT/benches/s3_objects.py" upload "$TEXT/jsonl_gz" "$BUCKET" text
 fi
-# s3_shards PREFIX: "md5  name" of every Parquet object under s3://$BUCKET/PREFIX/.
-s3_shards() {
-  "$KILN_TEST_PYTHON" - "$BUCKET" "$1" <<'PYEOF'
-import hashlib, os, sys, boto3
-bucket, prefix = sys.argv[1], sys.argv[2] + "/"
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for o in page.get("Contents", []):
-        if o["Key"].endswith(".parquet"):
-            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            print(hashlib.md5(body).hexdigest(), o["Key"][len(prefix):])
-PYEOF
-}
-# s3_clear PREFIX: delete every object under s3://$BUCKET/PREFIX/.
-s3_clear() {
-  "$KILN_TEST_PYTHON" - "$BUCKET" "$1" <<'PYEOF'
-import os, sys, boto3
-bucket, prefix = sys.argv[1], sys.argv[2] + "/"
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for o in page.get("Contents", []):
-        s3.delete_object(Bucket=bucket, Key=o["Key"])
-PYEOF
-}
+s3_shards() { "$KILN_TEST_PYTHON" "$ROOT/benches/s3_objects.py" md5 "$BUCKET" "$1"; }
+s3_clear() { "$KILN_TEST_PYTHON" "$ROOT/benches/s3_objects.py" clear "$BUCKET" "$1"; }
 
 # run_case JOB CASE REP: one run, through the harness, its reports kept.
 run_case() {
