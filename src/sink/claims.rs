@@ -7,9 +7,10 @@
 //! run is gone (no live run record with its id: killed, or ended by a failure), in which
 //! case one run takes it over ([`may_take`]: of the runs that find it at once, one). So
 //! a worker that has done its own tasks can take those a slower worker has not started
-//! yet, and the slower worker skips them when it gets there. A task is deterministic: two runs that both believe they hold a claim (a run
-//! taken for dead that was not) write the same shards, and one commit record wins. The
-//! claims are removed with the stage parts just before the manifest is written.
+//! yet, and the slower worker skips them when it gets there. A task is deterministic:
+//! two runs that both believe they hold a claim (a run taken for dead that was not)
+//! write the same shards, and one commit record wins. The claims are removed with the
+//! stage parts just before the manifest is written.
 
 use std::collections::BTreeSet;
 
@@ -121,9 +122,9 @@ struct Marker {
     created_ms: u64,
 }
 
-/// Whether this run (run id `me`) may replace the object at `rel` (a task's claim, a worker's
-/// run record) that `gone`, a run that is gone, holds, such that of several runs that
-/// find it at once exactly one does. Each creates the marker
+/// Whether this run (run id `me`) may replace the object at `rel` (a task's claim, a
+/// worker's run record) that `gone`, a run that is gone, holds, such that of several
+/// runs that find it at once exactly one does. Each creates the marker
 /// `_kiln/claims/takeover/<rel, without _kiln/ and .json>/<gone>-<n>.json` (for a run
 /// record `…/takeover/runs/w00000/<gone>-0.json`) by a conditional put, from n = 0: the
 /// run whose put succeeds may replace the object. A marker stays until the dataset is
@@ -136,11 +137,7 @@ struct Marker {
 /// # Errors
 /// The store's.
 pub async fn may_take(sink: &Location, rel: &str, gone: &str, me: &str) -> Result<bool> {
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
+    let now = super::lease::now_ms;
     let what = rel.strip_prefix("_kiln/").unwrap_or(rel);
     let dir = format!("{CLAIMS_DIR}/takeover/{}", what.trim_end_matches(".json"));
     for n in 0..16 {
