@@ -4,15 +4,18 @@
 # synthetic six-word documents (benches/make_near_dups.py: DUP of them repeat an earlier
 # one), one worker, 2 threads, at each size in SIZES, and at the middle size with DUP_HIGH
 # duplicates. Each document gives 14 band records of 28 bytes, sorted in runs on local
-# disk (TMPDIR) and merged; what stays in memory is the union-find of the documents that
-# collide and the drop lists. Prints per run: documents, band records, wall, peak RSS,
-# peak spill on disk (du of the run's TMPDIR, sampled every second), rows kept.
+# disk (TMPDIR) and merged; the union-find of the documents that collide and the drop
+# lists stay in memory up to the step's `memory` (MEMORY), past it they go to disk too.
+# Prints per run: documents, band records, `memory`, wall, peak RSS, peak spill on disk
+# (du of the run's TMPDIR, sampled every second), rows kept.
 #
 #   KILN=target/release/kiln bash benches/minhash_memory.sh
 #
 # Env: DATA (default /tmp/kiln-bench-data), PY (python3), KILN, SIZES (default
 # "3000000 10000000 30000000": 30 M documents are 420 M band records, ~12 GB of spill),
-# DUP (default 0.1), DUP_HIGH (default 0.4; 0 skips that run).
+# DUP (default 0.1), DUP_HIGH (default 0.4; 0 skips that run), MEMORY (the step's
+# `memory`, default 512MiB as with the default run.memory_limit; several, e.g.
+# "512MiB 32MiB", run every size at each).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-/tmp/kiln-bench-data}
@@ -21,17 +24,18 @@ KILN=${KILN:-$ROOT/target/dist/kiln}
 SIZES=${SIZES:-3000000 10000000 30000000}
 DUP=${DUP:-0.1}
 DUP_HIGH=${DUP_HIGH:-0.4}
+MEMORY=${MEMORY:-512MiB}
 WORK=$DATA/minhash-memory
 mkdir -p "$WORK"
 command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
 
-# one DOCS DUP: generate (once), run, print a table row, delete the input and output.
+# one DOCS DUP MEMORY: generate (once), run, print a table row, delete the output.
 one() {
-  local docs=$1 dup=$2 in=$WORK/in-$1-$2 out=$WORK/out tmp=$WORK/tmp peak=0 line pid
+  local docs=$1 dup=$2 mem=$3 in=$WORK/in-$1-$2 out=$WORK/out tmp=$WORK/tmp peak=0 line pid
   [[ -f $in/done ]] || { rm -rf "$in"; "$PY" "$ROOT/benches/make_near_dups.py" "$in" "$docs" --dup "$dup" --files 8; touch "$in/done"; }
   rm -rf "$out" "$tmp"; mkdir -p "$tmp"
   cat "$in"/*.jsonl > /dev/null
-  TMPDIR=$tmp KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
+  TMPDIR=$tmp KILN_BENCH_MEMORY=$mem KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
     "$KILN" run -q "$ROOT/benches/minhash_memory.yaml" --report "$WORK/report.json" & pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     local now; now=$(du -sb "$tmp" 2>/dev/null | cut -f1); (( now > peak )) && peak=$now; sleep 1
@@ -39,15 +43,22 @@ one() {
   wait "$pid"
   read -r wall user sys rss < "$WORK/time"
   local kept; kept=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['rows_out'])" "$WORK/report.json")
-  printf '| %s | %.0f %% | %s M | %.1f | %.0f | %.0f | %.1f | %s |\n' "$((docs / 1000000)) M" \
-    "$(awk "BEGIN{print $dup * 100}")" "$((docs * 14 / 1000000))" "$wall" \
+  printf '| %s | %.0f %% | %s M | %s | %.1f | %.0f | %.0f | %.1f | %s |\n' "$((docs / 1000000)) M" \
+    "$(awk "BEGIN{print $dup * 100}")" "$((docs * 14 / 1000000))" "$mem" "$wall" \
     "$(awk "BEGIN{print $user + $sys}")" "$((rss / 1024))" "$(awk "BEGIN{print $peak / 1e9}")" "$kept"
-  rm -rf "$in" "$out" "$tmp"
+  rm -rf "$out" "$tmp"
 }
 
-echo "| documents | repeated | band records | wall s | CPU s | peak RSS MB | peak spill GB | rows kept |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| documents | repeated | band records | memory | wall s | CPU s | peak RSS MB | peak spill GB | rows kept |"
+echo "|---|---|---|---|---|---|---|---|---|"
 set -- $SIZES
-for n in "$@"; do one "$n" "$DUP"; done
 mid=$(echo "$SIZES" | tr ' ' '\n' | sed -n "$(( ($# + 1) / 2 ))p")
-[[ $DUP_HIGH == 0 ]] || one "$mid" "$DUP_HIGH"
+# Each input is generated once and run at every MEMORY, then deleted.
+runs=()
+for n in "$@"; do runs+=("$n $DUP"); done
+[[ $DUP_HIGH == 0 ]] || runs+=("$mid $DUP_HIGH")
+for r in "${runs[@]}"; do
+  read -r docs dup <<< "$r"
+  for mem in $MEMORY; do one "$docs" "$dup" "$mem"; done
+  rm -rf "$WORK/in-$docs-$dup"
+done

@@ -88,6 +88,7 @@ fn step_identity(step: &StepSpec) -> StepSpec {
             dedup.one_pass = true;
             dedup.memory = None;
         }
+        StepSpec::DedupMinhash(dedup) => dedup.memory = None,
         _ => {}
     }
     step

@@ -311,6 +311,14 @@ impl Plan {
         formats::max_record_bytes(self.pipeline.run.memory_limit.get(), self.threads)
     }
 
+    /// The memory a full-pass step's decisions may take (a dedup's first positions
+    /// deciding in one pass, its clusters and drop lists settling): a quarter of
+    /// `run.memory_limit`, unless the step's own `memory` says otherwise. Past it they
+    /// go to disk.
+    pub fn step_memory(&self) -> u64 {
+        self.pipeline.run.memory_limit.get() / 4
+    }
+
     /// What the shard writer needs: the sink section's settings, the schemas and this
     /// plan's identity (see [`WriterConfig::new`]).
     ///

@@ -56,8 +56,7 @@ where
         let (_, mut by_step) = observe(env, k, k, threads, known).await?;
         by_step.pop().unwrap_or_default()
     };
-    // A quarter of the run's memory, unless the step says otherwise.
-    let budget = env.plan.pipeline.run.memory_limit.get() / 4;
+    let budget = env.plan.step_memory();
     call(env, k, move |o| o.begin(known_parts, budget)).await?;
     env.stats.set_phase(Phase::Write);
     let mut left = todo.into_iter();

@@ -222,10 +222,13 @@ pub(super) async fn settle(
             }
             _ => None,
         };
+        let budget = env.plan.step_memory();
         let (r, index) = on_pool(env, move || {
             let mut index = index;
             let r = match (step.kind(), index.as_mut()) {
-                (Kind::FullPass(p), Some(ix)) => p.settle(parts, &mut ix.keys).map(|()| None),
+                (Kind::FullPass(p), Some(ix)) => {
+                    p.settle(parts, &mut ix.keys, budget).map(|()| None)
+                }
                 (Kind::Fit(f), _) => f.settle(parts).map(Some),
                 _ => Err(StepError::internal("a map step in a full pass")),
             };

@@ -116,8 +116,9 @@ pub(super) async fn merge(
         // this run's index of them, stored before the section's decisions.
         let (lo, hi) = crate::steps::keys::section_buckets(s, sections);
         let mut index = super::index::open(env, k, lo, hi, &earlier).await?;
+        let budget = env.plan.step_memory();
         let (out, index) = on_pool(env, move || {
-            let out = merge_one(&step, parts, &mut index, k, name);
+            let out = merge_one(&step, parts, &mut index, budget, k, name);
             (out, index)
         })
         .await?;
@@ -139,6 +140,7 @@ fn merge_one(
     step: &std::sync::Arc<dyn crate::steps::Step>,
     parts: Vec<Part>,
     index: &mut super::index::Open,
+    budget: u64,
     k: usize,
     name: &'static str,
 ) -> Result<tempfile::NamedTempFile> {
@@ -154,7 +156,7 @@ fn merge_one(
         .sectioned()
         .ok_or_else(|| Error::Internal("a section of a step without sections".into()))?;
     sectioned
-        .merge_section(parts, &mut index.keys, f.as_file_mut())
+        .merge_section(parts, &mut index.keys, budget, f.as_file_mut())
         .map_err(failed)?;
     f.flush()
         .map_err(|e| Error::sink("a local stage section", e.to_string()))?;
@@ -203,6 +205,7 @@ pub(super) async fn settle(env: &Pass, k: usize, sections: usize) -> Result<()> 
     }
     let step = env.plan.steps[k].step.clone();
     let name = env.plan.steps[k].name;
+    let budget = env.plan.step_memory();
     on_pool(env, move || {
         let Kind::FullPass(p) = step.kind() else {
             return Err(Error::Internal(
@@ -212,7 +215,7 @@ pub(super) async fn settle(env: &Pass, k: usize, sections: usize) -> Result<()> 
         let sectioned = p
             .sectioned()
             .ok_or_else(|| Error::Internal("sections of a step without sections".into()))?;
-        sectioned.settle_sections(decided).map_err(|e| {
+        sectioned.settle_sections(decided, budget).map_err(|e| {
             Error::step_failed("the whole input (the stage's sections)", k, name, None, e)
         })
     })

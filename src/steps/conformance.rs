@@ -238,7 +238,11 @@ fn run_steps_with(
         let observed = || super::test_util::observe_tasks_fallible(step.kind(), &current);
         match step.kind() {
             Kind::Map => {}
-            Kind::FullPass(p) => p.settle(observed()?, &mut super::keys::KeyIndex::none())?,
+            Kind::FullPass(p) => p.settle(
+                observed()?,
+                &mut super::keys::KeyIndex::none(),
+                super::test_util::BUDGET,
+            )?,
             Kind::Fit(f) => {
                 let stats = f.settle(observed()?)?;
                 let stats: serde_json::Value =

@@ -11,7 +11,8 @@
 //! survives and the others become that task's drop list. The second pass drops them.
 //!
 //! Memory: a task's run buffer (28 bytes a row, flushed at its budget) during the first
-//! pass, one read buffer per merged run while settling, and 8 bytes per duplicate found.
+//! pass, one read buffer per merged run while settling, and the duplicates found up to
+//! `memory`, past which they go to disk (`drops.rs`).
 //!
 //! **One pass.** The decision for a row needs only the rows before it, so when nothing
 //! after the step needs its decisions before the main pass (no fit, no other full pass
@@ -35,8 +36,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use super::drops::{DropLists, Drops};
 use super::keys::{IndexSpec, KeyIndex};
-use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
+use super::spill::{Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::{string_column, utf8, value};
 use super::{FullPass, InOrder, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
 use crate::pool::lock;
@@ -66,8 +68,9 @@ pub struct DedupExactOptions {
     #[serde(default = "default_one_pass")]
     pub one_pass: bool,
     /// Memory the first positions of the hashes seen may take in one pass before the
-    /// rest of the input is decided in two passes (default: a quarter of
-    /// `run.memory_limit`; about 40 bytes a distinct value).
+    /// rest of the input is decided in two passes (about 40 bytes a distinct value),
+    /// and the duplicates found while settling before they go to the spill directory
+    /// (16 bytes each at most); default a quarter of `run.memory_limit`.
     #[serde(default)]
     pub memory: Option<crate::size::ByteSize>,
     /// Earlier kiln datasets (their sinks' URIs) this input is deduplicated against: a
@@ -261,11 +264,15 @@ impl FullPass for DedupExact {
         self.runs.read_part(input, "dedup.exact")
     }
 
-    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<(), StepError> {
-        let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
+    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex, budget: u64) -> Result<(), StepError> {
+        let mut drops = Drops::new(&self.runs, self.memory(budget));
+        let mut failed = None;
         self.decide(parts, keys, |task, row| {
-            drops.entry(task).or_default().push(row);
+            if failed.is_none() {
+                failed = drops.push(task, row).err();
+            }
         })?;
+        failed.map_or(Ok(()), Err)?;
         self.drops.set(drops, "dedup.exact")
     }
 
@@ -291,6 +298,11 @@ impl FullPass for DedupExact {
 }
 
 impl DedupExact {
+    /// The step's memory: its `memory` option, else the runtime's `budget`.
+    fn memory(&self, budget: u64) -> u64 {
+        self.opts.memory.map_or(budget, |m| m.get())
+    }
+
     /// The records of `parts` in key order, each copy that goes handed to `drop`: all
     /// but the first of equal keys, and all of them when an earlier dataset in `keys`
     /// holds the key.
@@ -337,6 +349,7 @@ impl Sectioned for DedupExact {
         &self,
         parts: Vec<Part>,
         keys: &mut KeyIndex,
+        _budget: u64,
         out: &mut dyn std::io::Write,
     ) -> Result<(), StepError> {
         let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
@@ -357,24 +370,26 @@ impl Sectioned for DedupExact {
     fn settle_sections(
         &self,
         decided: Vec<Box<dyn std::io::Read + Send>>,
+        budget: u64,
     ) -> Result<(), StepError> {
-        let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut drops = Drops::new(&self.runs, self.memory(budget));
+        let mut failed = None;
         for r in decided {
             read_fixed::<12>(r, "a section's duplicates", |b| {
-                let task = u32::from_le_bytes(le(b, 0));
-                drops
-                    .entry(task)
-                    .or_default()
-                    .push(u64::from_le_bytes(le(b, 4)));
+                if failed.is_none() {
+                    let task = u32::from_le_bytes(le(b, 0));
+                    failed = drops.push(task, u64::from_le_bytes(le(b, 4))).err();
+                }
             })?;
         }
+        failed.map_or(Ok(()), Err)?;
         self.drops.set(drops, "dedup.exact")
     }
 }
 
 impl InOrder for DedupExact {
     fn begin(&self, known: Vec<Part>, budget: u64) -> Result<(), StepError> {
-        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let budget = self.memory(budget);
         let mut seen = Seen {
             first: HashMap::default(),
             budget,

@@ -16,13 +16,18 @@ fn texts(b: &RecordBatch) -> Vec<Option<String>> {
 }
 
 /// Two tasks, observed in the "wrong" order (task 1 first) with tiny runs, so the
-/// merge rounds and the position order both matter.
+/// merge rounds and the position order both matter; with the duplicates in memory and
+/// past a tiny `memory` (in the spill directory).
 #[test]
 fn first_copy_in_input_order_survives_whatever_the_observation_order() {
-    let opts: DedupExactOptions = serde_json::from_value(serde_json::json!({
-        "normalize": true, "run_bytes": "1 KiB"
-    }))
-    .expect("options");
+    first_copy_survives(serde_json::json!({"normalize": true, "run_bytes": "1 KiB"}));
+    first_copy_survives(serde_json::json!({
+        "normalize": true, "run_bytes": "1 KiB", "memory": "1 KiB"
+    }));
+}
+
+fn first_copy_survives(opts: serde_json::Value) {
+    let opts: DedupExactOptions = serde_json::from_value(opts).expect("options");
     let task0 = batch(&[Some("a b"), Some("c"), Some("A  B"), None, None, Some("d")]);
     let task1 = batch(&[Some("c"), Some("e"), Some("e"), Some("a b")]);
     let step = opts.bind(&task0.schema()).expect("binds");
@@ -190,7 +195,12 @@ fn deciding_in_order_equals_settling_after_a_full_pass() {
     let Kind::FullPass(p) = ended.kind() else {
         panic!("a full-pass step")
     };
-    p.settle(parts, &mut KeyIndex::none()).expect("settles");
+    p.settle(
+        parts,
+        &mut KeyIndex::none(),
+        crate::steps::test_util::BUDGET,
+    )
+    .expect("settles");
     decides(ended.as_ref(), &(3..8).collect::<Vec<_>>());
 }
 /// Against an earlier dataset's index, a later input keeps what one dedup of both

@@ -13,13 +13,15 @@
 //! sorted spill runs (see `spill.rs`); settling merges them and joins every group of
 //! equal (band hash, band) in a union-find over the documents involved; each cluster
 //! keeps its first document in input order and drops the rest. Memory: the run buffers,
-//! and the union-find over documents that share at least one band with another.
+//! and the union-find over documents that share at least one band with another and the
+//! drop lists, up to `memory`: past it the clusters are found on disk
+//! (`components.rs`) and the drop lists go to a file (`drops.rs`).
 //!
 //! Against earlier datasets (`against`, `keys.rs`): a group whose key an earlier
 //! dataset's index holds joins one node standing for every earlier document, which
 //! comes before all of this input's, so the whole cluster goes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -29,8 +31,10 @@ use kiln_minhash::MERSENNE;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::components::Components;
+use super::drops::{DropLists, Drops};
 use super::keys::{IndexSpec, KeyIndex};
-use super::spill::{DropLists, Rec, Runs, SpillObserver, all_runs, le, read_fixed};
+use super::spill::{Rec, Runs, SpillObserver, all_runs, le, read_fixed};
 use super::text::words::is_punctuation;
 use super::text::{string_column, utf8, value};
 use super::{FullPass, Kind, Observer, Part, Sectioned, Step, StepContext, StepOptions};
@@ -58,6 +62,12 @@ pub struct MinhashOptions {
     /// Bytes of records a task buffers before it writes a sorted run (default 64 MiB).
     #[serde(default = "default_run_bytes")]
     pub run_bytes: crate::size::ByteSize,
+    /// Memory the clusters (a union-find of the documents that share a band with
+    /// another, about 76 bytes each at most) and the drop lists may take while
+    /// settling, before they go to the spill directory (default a quarter of
+    /// `run.memory_limit`). The same documents go either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::size::ByteSize>,
     /// Earlier kiln datasets (their sinks' URIs) this input is deduplicated against: a
     /// document colliding in a band with a document one of them held at this step goes,
     /// with its whole cluster. Read from the key index each stored (`_kiln/index/`).
@@ -226,45 +236,6 @@ struct Scratch {
     hashes: Vec<u64>,
 }
 
-/// Union-find over document positions; a root is the smallest position of its set.
-/// Hashed with foldhash (positions are not attacker-chosen keys; SipHash was a sixth
-/// of a near dedup's settle), iterated only to be sorted.
-#[derive(Default)]
-struct Clusters {
-    parent: HashMap<u128, u128, foldhash::fast::RandomState>,
-}
-
-impl Clusters {
-    fn find(&mut self, x: u128) -> u128 {
-        let mut root = x;
-        while let Some(&p) = self.parent.get(&root) {
-            if p == root {
-                break;
-            }
-            root = p;
-        }
-        // Path compression: one lookup a node, and none past the first that already
-        // points at the root.
-        let mut cur = x;
-        while cur != root {
-            match self.parent.get_mut(&cur) {
-                Some(p) if *p != root => cur = std::mem::replace(p, root),
-                _ => break,
-            }
-        }
-        root
-    }
-
-    fn union(&mut self, a: u128, b: u128) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            self.parent.insert(hi, lo);
-            self.parent.entry(lo).or_insert(lo);
-        }
-    }
-}
-
 /// A document's place in the union-find: its position (task, row) plus one, so that
 /// [`EARLIER`] comes before every document.
 fn position(task: u32, row: u64) -> u128 {
@@ -318,9 +289,10 @@ impl FullPass for Minhash {
         self.runs.read_part(input, "dedup.minhash")
     }
 
-    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<(), StepError> {
-        let clusters = self.clusters(parts, keys)?;
-        self.drops.set(clusters.drops(), "dedup.minhash")
+    fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex, budget: u64) -> Result<(), StepError> {
+        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let clusters = self.clusters(parts, keys, budget)?;
+        self.drop_members(clusters, budget)
     }
 
     fn sectioned(&self) -> Option<&dyn Sectioned> {
@@ -347,13 +319,18 @@ impl Minhash {
     /// The clusters of the band collisions in `parts`: in each group of records with one
     /// (band hash, band), every position joins the first, or [`EARLIER`] when an
     /// earlier dataset in `keys` holds the key.
-    fn clusters(&self, parts: Vec<Part>, keys: &mut KeyIndex) -> Result<Clusters, StepError> {
-        let mut clusters = Clusters::default();
+    fn clusters(
+        &self,
+        parts: Vec<Part>,
+        keys: &mut KeyIndex,
+        budget: u64,
+    ) -> Result<Components<'_>, StepError> {
+        let mut clusters = Components::new(&self.runs, budget / 4 * 3);
         let mut group: Option<(u128, u128)> = None; // (key, first position)
         let mut failed = None;
         self.runs.merge(all_runs(parts, "dedup.minhash")?, |r| {
             let pos = position(r.task, r.row);
-            match group {
+            let joined = match group {
                 Some((key, first)) if key == r.key => clusters.union(first, pos),
                 _ => {
                     let earlier = keys.seen(r.key).unwrap_or_else(|e| {
@@ -361,31 +338,33 @@ impl Minhash {
                         false
                     });
                     if earlier {
-                        clusters.union(EARLIER, pos);
                         group = Some((r.key, EARLIER));
+                        clusters.union(EARLIER, pos)
                     } else {
                         group = Some((r.key, pos));
+                        Ok(())
                     }
                 }
+            };
+            if let Err(e) = joined {
+                failed.get_or_insert(e);
             }
         })?;
         failed.map_or(Ok(clusters), Err)
     }
-}
 
-impl Clusters {
-    /// Every member but its cluster's root (its first position), by task; every member
-    /// of a cluster whose root is [`EARLIER`].
-    fn drops(mut self) -> HashMap<u32, Vec<u64>> {
-        let members: Vec<u128> = self.parent.keys().copied().collect();
-        let mut drops: HashMap<u32, Vec<u64>> = HashMap::new();
-        for m in members {
-            if m != EARLIER && self.find(m) != m {
-                let (task, row) = task_row(m);
-                drops.entry(task).or_default().push(row);
-            }
+    /// Drops every member of `clusters` but its cluster's root (its first position),
+    /// and every member of a cluster whose root is [`EARLIER`].
+    fn drop_members(&self, clusters: Components<'_>, budget: u64) -> Result<(), StepError> {
+        let mut drops = Drops::new(&self.runs, budget / 4);
+        let rounds = clusters.finish(|member, _root| {
+            let (task, row) = task_row(member);
+            drops.push(task, row)
+        })?;
+        if rounds > 0 {
+            tracing::debug!(rounds, "dedup.minhash: clusters found on disk");
         }
-        drops
+        self.drops.set(drops, "dedup.minhash")
     }
 }
 
@@ -411,26 +390,19 @@ impl Sectioned for Minhash {
         &self,
         parts: Vec<Part>,
         keys: &mut KeyIndex,
+        budget: u64,
         out: &mut dyn std::io::Write,
     ) -> Result<(), StepError> {
         use std::io::Write;
-        let mut clusters = self.clusters(parts, keys)?;
-        let members: Vec<u128> = clusters.parent.keys().copied().collect();
-        let mut edges: Vec<(u128, u128)> = Vec::new();
-        for m in members {
-            let root = clusters.find(m);
-            if root != m {
-                edges.push((m, root));
-            }
-        }
-        // Sorted, so that a section's bytes depend only on the input.
-        edges.sort_unstable();
+        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let clusters = self.clusters(parts, keys, budget)?;
+        // In member order, so that a section's bytes depend only on the input.
         let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
-        for (m, root) in edges {
+        clusters.finish(|m, root| {
             w.write_all(&m.to_le_bytes())
                 .and_then(|()| w.write_all(&root.to_le_bytes()))
-                .map_err(|e| StepError::io("cannot write the clusters of a section", e))?;
-        }
+                .map_err(|e| StepError::io("cannot write the clusters of a section", e))
+        })?;
         w.flush()
             .map_err(|e| StepError::io("cannot write the clusters of a section", e))
     }
@@ -438,17 +410,24 @@ impl Sectioned for Minhash {
     fn settle_sections(
         &self,
         decided: Vec<Box<dyn std::io::Read + Send>>,
+        budget: u64,
     ) -> Result<(), StepError> {
-        let mut clusters = Clusters::default();
+        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let mut clusters = Components::new(&self.runs, budget / 4 * 3);
+        let mut failed = None;
         for r in decided {
             read_fixed::<32>(r, "a section's clusters", |b| {
-                clusters.union(
-                    u128::from_le_bytes(le(b, 0)),
-                    u128::from_le_bytes(le(b, 16)),
-                );
+                if failed.is_none() {
+                    let (m, root) = (
+                        u128::from_le_bytes(le(b, 0)),
+                        u128::from_le_bytes(le(b, 16)),
+                    );
+                    failed = clusters.union(m, root).err();
+                }
             })?;
         }
-        self.drops.set(clusters.drops(), "dedup.minhash")
+        failed.map_or(Ok(()), Err)?;
+        self.drop_members(clusters, budget)
     }
 }
 

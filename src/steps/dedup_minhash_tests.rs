@@ -145,6 +145,23 @@ fn sections_settle_as_one_worker_does() {
         crate::steps::test_util::sectioned_pass(shared.as_ref(), &all, sections);
         assert_eq!(kept(shared.as_ref()), expected, "{sections} sections");
     }
+    // Past a tiny `memory` the clusters are found on disk and the drop lists read from
+    // a file: the same documents go, whole and in sections.
+    let small: MinhashOptions =
+        serde_json::from_value(serde_json::json!({"memory": "1 KiB"})).expect("options");
+    for sections in [0, 1, 5] {
+        let step = small.bind(&tasks[0].schema()).expect("binds");
+        if sections == 0 {
+            crate::steps::test_util::full_pass(step.as_ref(), &all);
+        } else {
+            crate::steps::test_util::sectioned_pass(step.as_ref(), &all, sections);
+        }
+        assert_eq!(
+            kept(step.as_ref()),
+            expected,
+            "small memory, {sections} sections"
+        );
+    }
 }
 /// The texts each task keeps.
 fn kept_texts(step: &dyn Step, tasks: &[RecordBatch], first: usize) -> Vec<Vec<String>> {

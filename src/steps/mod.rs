@@ -6,12 +6,14 @@
 //! missing columns and on 1 and 2 threads.
 
 mod cast;
+mod components;
 #[cfg(test)]
 mod conformance;
 mod dedup_exact;
 mod dedup_minhash;
 mod derive;
 mod drop;
+mod drops;
 mod exec;
 pub mod expr;
 mod filter;
@@ -215,8 +217,15 @@ pub trait FullPass: Send + Sync {
 
     /// Every task's part, in task order; decides what the main pass does. A step with
     /// an index ([`FullPass::index`]) hands each distinct key to `keys`, in key order:
-    /// a key an earlier dataset holds is a copy of an earlier row.
-    fn settle(&self, parts: Vec<Part>, keys: &mut keys::KeyIndex) -> Result<(), StepError>;
+    /// a key an earlier dataset holds is a copy of an earlier row. `budget`: the bytes
+    /// its decisions may take in memory (the step's own `memory` option overrides it);
+    /// past it they go to the step's spill directory.
+    fn settle(
+        &self,
+        parts: Vec<Part>,
+        keys: &mut keys::KeyIndex,
+        budget: u64,
+    ) -> Result<(), StepError>;
 
     /// A part as bytes, for a stage across workers; the part is consumed.
     fn write_part(&self, part: Part, out: &mut dyn Write) -> Result<(), StepError>;
@@ -261,16 +270,22 @@ pub trait Sectioned: Send + Sync {
 
     /// One section of every task's part (each as [`FullPass::read_part`] reads it), in
     /// task order: that section's decisions, written to `out`. `keys`: the section's
-    /// buckets of the key index, as [`FullPass::settle`] takes it.
+    /// buckets of the key index, and `budget`, as [`FullPass::settle`] takes them.
     fn merge_section(
         &self,
         parts: Vec<Part>,
         keys: &mut keys::KeyIndex,
+        budget: u64,
         out: &mut dyn Write,
     ) -> Result<(), StepError>;
 
-    /// Every section's decisions, in section order: decides what the main pass does.
-    fn settle_sections(&self, decided: Vec<Box<dyn Read + Send>>) -> Result<(), StepError>;
+    /// Every section's decisions, in section order: decides what the main pass does,
+    /// within `budget` as [`FullPass::settle`].
+    fn settle_sections(
+        &self,
+        decided: Vec<Box<dyn Read + Send>>,
+        budget: u64,
+    ) -> Result<(), StepError>;
 }
 
 /// A full-pass step deciding in the main pass ([`FullPass::in_order`]): the runtime runs

@@ -4,18 +4,14 @@
 //! (band hash, band).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::BooleanArray;
-use arrow::compute::filter_record_batch;
-use arrow::record_batch::RecordBatch;
-
-use super::{StepContext, StepError};
+use super::StepError;
 
 /// Files merged at once while settling.
 pub const FAN_IN: usize = 128;
@@ -156,7 +152,8 @@ impl Runs {
             })
     }
 
-    fn new_path(&self) -> Result<PathBuf, StepError> {
+    /// A new file's path in the spill directory (removed with it).
+    pub fn new_path(&self) -> Result<PathBuf, StepError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         Ok(self.dir()?.join(format!("run-{n:08}.bin")))
     }
@@ -172,14 +169,22 @@ impl Runs {
             return Ok(());
         }
         records.sort_unstable();
+        self.write_sorted(records.drain(..), written)
+    }
+
+    /// Writes `records`, already in order, as one run, whose path goes to `written`.
+    pub fn write_sorted(
+        &self,
+        records: impl IntoIterator<Item = Rec>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<(), StepError> {
         let path = self.new_path()?;
         let file = File::create(&path).map_err(|e| io_err("create", &path, e))?;
         let mut w = BufWriter::with_capacity(64 << 10, file);
-        for r in records.iter() {
+        for r in records {
             r.write(&mut w).map_err(|e| io_err("write", &path, e))?;
         }
         w.flush().map_err(|e| io_err("write", &path, e))?;
-        records.clear();
         written.push(path);
         Ok(())
     }
@@ -416,57 +421,6 @@ pub fn all_runs(parts: Vec<super::Part>, step: &str) -> Result<Vec<PathBuf>, Ste
         .into_iter()
         .flatten()
         .collect())
-}
-
-/// The rows a full-pass step decided to drop, by task, sorted; set once by `settle`.
-#[derive(Debug, Default)]
-pub struct DropLists(OnceLock<HashMap<u32, Vec<u64>>>);
-
-impl DropLists {
-    /// Stores the decisions (sorting each task's rows); `step` names the step in errors.
-    pub fn set(&self, mut drops: HashMap<u32, Vec<u64>>, step: &str) -> Result<(), StepError> {
-        for rows in drops.values_mut() {
-            rows.sort_unstable();
-        }
-        self.0
-            .set(drops)
-            .map_err(|_| StepError::internal(format!("{step} settled twice")))
-    }
-
-    /// True once `settle` has decided.
-    pub fn is_set(&self) -> bool {
-        self.0.get().is_some()
-    }
-
-    /// `batch` (rows `cx.rows_before..` of task `cx.task` at this step) without the
-    /// dropped rows, counted under `counter`.
-    pub fn apply(
-        &self,
-        batch: RecordBatch,
-        cx: &mut StepContext,
-        step: &str,
-        counter: &str,
-    ) -> Result<RecordBatch, StepError> {
-        let drops = self.0.get().ok_or_else(|| {
-            StepError::internal(format!("{step} ran before its full pass settled"))
-        })?;
-        let Some(rows) = u32::try_from(cx.task).ok().and_then(|t| drops.get(&t)) else {
-            return Ok(batch);
-        };
-        let start = cx.rows_before;
-        let end = start + batch.num_rows() as u64;
-        let from = rows.partition_point(|r| *r < start);
-        let to = rows.partition_point(|r| *r < end);
-        if from == to {
-            return Ok(batch);
-        }
-        let mut keep = vec![true; batch.num_rows()];
-        for r in &rows[from..to] {
-            keep[(r - start) as usize] = false;
-        }
-        cx.count(counter, (to - from) as u64);
-        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(StepError::from)
-    }
 }
 
 #[cfg(test)]

@@ -139,12 +139,13 @@ pub fn sectioned_pass_against(
         )
         .expect("opens");
         let mut out = Vec::new();
-        s.merge_section(parts, &mut keys, &mut out).expect("merges");
+        s.merge_section(parts, &mut keys, BUDGET, &mut out)
+            .expect("merges");
         keys.finish().expect("finishes");
         index.extend(read_keys(&new));
         decided.push(Box::new(std::io::Cursor::new(out)));
     }
-    s.settle_sections(decided).expect("settles");
+    s.settle_sections(decided, BUDGET).expect("settles");
     index
 }
 
@@ -164,7 +165,7 @@ pub fn full_pass_against(
     let mut keys =
         super::keys::KeyIndex::open(&[keys_in(dir.path(), earlier, 0, all)], Some(&new), 0, all)
             .expect("opens");
-    p.settle(observe_tasks(step.kind(), tasks), &mut keys)
+    p.settle(observe_tasks(step.kind(), tasks), &mut keys, BUDGET)
         .expect("settles");
     keys.finish().expect("finishes");
     read_keys(&new)
@@ -178,6 +179,11 @@ pub fn full_pass(step: &dyn super::Step, tasks: &[(usize, Vec<&RecordBatch>)]) {
     p.settle(
         observe_tasks(step.kind(), tasks),
         &mut super::keys::KeyIndex::none(),
+        BUDGET,
     )
     .expect("settles");
 }
+
+/// The memory a step's decisions take in these tests: the default run's (a quarter of
+/// 2 GiB).
+pub const BUDGET: u64 = 512 << 20;
