@@ -15,7 +15,11 @@
 # "3000000 10000000 30000000": 30 M documents are 420 M band records, ~12 GB of spill),
 # DUP (default 0.1), DUP_HIGH (default 0.4; 0 skips that run), MEMORY (the step's
 # `memory`, default 512MiB as with the default run.memory_limit; several, e.g.
-# "512MiB 32MiB", run every size at each).
+# "512MiB 32MiB", run every size at each), BANDS (default 14), INDEX (the step's `index`,
+# default true: the key index, 16 bytes a band record, goes into the sink), ZSTD=1
+# (compress the generated input with the zstd command: 200 M documents are 7.8 GB as
+# JSONL). The largest shown (docs/text.md): SIZES="20000000 200000000" BANDS=2 INDEX=false
+# ZSTD=1 DUP_HIGH=0, 400 M band records at 200 M documents, ~16 GB of disk at the peak.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-/tmp/kiln-bench-data}
@@ -25,6 +29,9 @@ SIZES=${SIZES:-3000000 10000000 30000000}
 DUP=${DUP:-0.1}
 DUP_HIGH=${DUP_HIGH:-0.4}
 MEMORY=${MEMORY:-512MiB}
+BANDS=${BANDS:-14}
+INDEX=${INDEX:-true}
+ZSTD=${ZSTD:-0}
 WORK=$DATA/minhash-memory
 mkdir -p "$WORK"
 command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
@@ -32,10 +39,14 @@ command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
 # one DOCS DUP MEMORY: generate (once), run, print a table row, delete the output.
 one() {
   local docs=$1 dup=$2 mem=$3 in=$WORK/in-$1-$2 out=$WORK/out tmp=$WORK/tmp peak=0 line pid
-  [[ -f $in/done ]] || { rm -rf "$in"; "$PY" "$ROOT/benches/make_near_dups.py" "$in" "$docs" --dup "$dup" --files 8; touch "$in/done"; }
+  [[ -f $in/done ]] || {
+    rm -rf "$in"; "$PY" "$ROOT/benches/make_near_dups.py" "$in" "$docs" --dup "$dup" --files 8
+    [[ $ZSTD == 0 ]] || zstd -q -1 -T0 --rm "$in"/*.jsonl
+    touch "$in/done"
+  }
   rm -rf "$out" "$tmp"; mkdir -p "$tmp"
-  cat "$in"/*.jsonl > /dev/null
-  TMPDIR=$tmp KILN_BENCH_MEMORY=$mem KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
+  cat "$in"/*.jsonl* > /dev/null
+  TMPDIR=$tmp KILN_BENCH_MEMORY=$mem KILN_BENCH_BANDS=$BANDS KILN_BENCH_INDEX=$INDEX KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
     "$KILN" run -q "$ROOT/benches/minhash_memory.yaml" --report "$WORK/report.json" & pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     local now; now=$(du -sb "$tmp" 2>/dev/null | cut -f1); (( now > peak )) && peak=$now; sleep 1
@@ -44,7 +55,7 @@ one() {
   read -r wall user sys rss < "$WORK/time"
   local kept; kept=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['rows_out'])" "$WORK/report.json")
   printf '| %s | %.0f %% | %s M | %s | %.1f | %.0f | %.0f | %.1f | %s |\n' "$((docs / 1000000)) M" \
-    "$(awk "BEGIN{print $dup * 100}")" "$((docs * 14 / 1000000))" "$mem" "$wall" \
+    "$(awk "BEGIN{print $dup * 100}")" "$((docs * BANDS / 1000000))" "$mem" "$wall" \
     "$(awk "BEGIN{print $user + $sys}")" "$((rss / 1024))" "$(awk "BEGIN{print $peak / 1e9}")" "$kept"
   rm -rf "$out" "$tmp"
 }

@@ -37,6 +37,8 @@ use super::spill::{Rec, Runs, io_err, le};
 /// Bytes a union-find node may take: a hash map slot (32) and its control byte, at
 /// half load after the table doubled.
 const NODE_BYTES: u64 = 76;
+/// The largest buffer of edges before a sorted run is written.
+const EDGE_BUFFER: u64 = 8 << 20;
 
 pub struct Components<'a> {
     runs: &'a Runs,
@@ -64,14 +66,17 @@ fn other(r: &Rec) -> u128 {
 }
 
 impl<'a> Components<'a> {
-    /// Components whose union-find and write buffer stay within about `budget` bytes
-    /// (half each); nodes are below 2^96.
+    /// Components within `budget` bytes: a third for the union-find, up to a third (8 MiB
+    /// at most: runs of it merge as well as larger ones) for the buffer of edges
+    /// written, and the clusters listed when the union-find is written out (32 bytes a
+    /// node: 0.14 of it). Nodes are below 2^96.
     pub fn new(runs: &'a Runs, budget: u64) -> Components<'a> {
+        let rec = std::mem::size_of::<Rec>() as u64;
         Components {
             runs,
             parent: HashMap::default(),
-            nodes: (budget / 2 / NODE_BYTES).max(8) as usize,
-            records: (budget / 2 / super::spill::RECORD as u64).max(64) as usize,
+            nodes: (budget / 3 / NODE_BYTES).max(8) as usize,
+            records: ((budget / 3).min(EDGE_BUFFER) / rec).max(64) as usize,
             buf: Vec::new(),
             edges: Vec::new(),
         }

@@ -218,14 +218,63 @@ impl Runs {
             runs.push(path);
         }
         let mut m = Merge::open(&runs)?;
-        while let Some(r) = m.next()? {
-            each(r);
-        }
+        let bytes: u64 = runs
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let merged = if bytes < PIPELINE_BYTES {
+            std::iter::from_fn(|| m.next().transpose()).try_for_each(|r| r.map(&mut each))
+        } else {
+            pipelined(m, each)
+        };
         for f in &runs {
             let _ = std::fs::remove_file(f);
         }
-        Ok(())
+        merged
     }
+}
+
+/// Runs at least this large merge on a thread of their own ([`pipelined`]).
+const PIPELINE_BYTES: u64 = 4 << 20;
+/// Records a chunk hands from the merging thread to the caller's.
+const CHUNK: usize = 16 << 10;
+
+/// The records of `m` handed to `each` on this thread while another thread merges (the
+/// heap of runs and the reads) ahead of it, a few chunks at most: a settle's merge and
+/// what it does with each record (a dedup's union-find and key index) overlap instead
+/// of adding up.
+fn pipelined(mut m: Merge, mut each: impl FnMut(Rec)) -> Result<(), StepError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    std::thread::scope(|s| {
+        let (full, merged) = sync_channel::<Vec<Rec>>(4);
+        let (used, free) = channel::<Vec<Rec>>();
+        let merging = s.spawn(move || -> Result<(), StepError> {
+            loop {
+                let mut chunk = free.try_recv().unwrap_or_default();
+                chunk.clear();
+                chunk.reserve(CHUNK);
+                while chunk.len() < CHUNK {
+                    match m.next()? {
+                        Some(r) => chunk.push(r),
+                        None => break,
+                    }
+                }
+                let last = chunk.len() < CHUNK;
+                // A send fails only when the caller's side is gone: nothing to do.
+                if (!chunk.is_empty() && full.send(chunk).is_err()) || last {
+                    return Ok(());
+                }
+            }
+        });
+        for chunk in merged {
+            chunk.iter().for_each(|r| each(*r));
+            let _ = used.send(chunk);
+        }
+        merging
+            .join()
+            .map_err(|_| StepError::internal("the thread merging spill runs panicked"))?
+    })
 }
 
 impl Runs {
@@ -457,6 +506,30 @@ mod tests {
         swapped.extend_from_slice(&bytes[..RECORD]);
         let e = runs.read_part(&mut &swapped[..], "t").expect_err("refused");
         assert!(e.message.contains("not sorted"), "{}", e.message);
+    }
+
+    /// Runs past [`PIPELINE_BYTES`] merge on a thread of their own: every record, in
+    /// order, none twice, and the runs deleted.
+    #[test]
+    fn large_runs_merge_in_order_on_another_thread() {
+        let runs = Runs::default();
+        let mut written = Vec::new();
+        let per_run = PIPELINE_BYTES as usize / RECORD / 2 + 3 * CHUNK / 2;
+        for i in 0..3u64 {
+            let mut recs: Vec<Rec> = (0..per_run as u64)
+                .map(|j| rec(u128::from(j * 3 + i), 7, j))
+                .collect();
+            runs.flush(&mut recs, &mut written).expect("run");
+        }
+        let paths = written.clone();
+        let mut got = 0u128;
+        runs.merge(written, |r| {
+            assert_eq!(r.key, got, "in order");
+            got += 1;
+        })
+        .expect("merges");
+        assert_eq!(got, 3 * per_run as u128);
+        assert!(paths.iter().all(|p| !p.exists()));
     }
 
     /// More runs than [`FAN_IN`] merge in order, in as few records written again as
