@@ -34,17 +34,16 @@ use std::path::PathBuf;
 use super::StepError;
 use super::spill::{Rec, Runs, io_err, le};
 
-/// Bytes a union-find node may take: a hash map slot (32) and its control byte, at
-/// half load after the table doubled.
-const NODE_BYTES: u64 = 76;
+/// Bytes of a hash table bucket of the union-find: a slot (32) and its control byte.
+const SLOT_BYTES: u64 = 33;
 /// The largest buffer of edges before a sorted run is written.
 const EDGE_BUFFER: u64 = 8 << 20;
 
 pub struct Components<'a> {
     runs: &'a Runs,
     parent: HashMap<u128, u128, foldhash::fast::RandomState>,
-    /// Nodes the union-find holds before it is written out.
-    nodes: usize,
+    /// Bytes the union-find's table may take: it is written out rather than grown past.
+    share: u64,
     /// Edge records buffered before a sorted run is written.
     records: usize,
     buf: Vec<Rec>,
@@ -66,16 +65,15 @@ fn other(r: &Rec) -> u128 {
 }
 
 impl<'a> Components<'a> {
-    /// Components within `budget` bytes: a third for the union-find, up to a third (8 MiB
-    /// at most: runs of it merge as well as larger ones) for the buffer of edges
-    /// written, and the clusters listed when the union-find is written out (32 bytes a
-    /// node: 0.14 of it). Nodes are below 2^96.
+    /// Components within `budget` bytes: half for the union-find's table (38 to 76 bytes
+    /// a node as it fills and doubles), up to a third (8 MiB at most: runs of it merge as
+    /// well as larger ones) for the buffer of edges written. Nodes are below 2^96.
     pub fn new(runs: &'a Runs, budget: u64) -> Components<'a> {
         let rec = std::mem::size_of::<Rec>() as u64;
         Components {
             runs,
             parent: HashMap::default(),
-            nodes: (budget / 3 / NODE_BYTES).max(8) as usize,
+            share: budget / 2,
             records: ((budget / 3).min(EDGE_BUFFER) / rec).max(64) as usize,
             buf: Vec::new(),
             edges: Vec::new(),
@@ -84,14 +82,7 @@ impl<'a> Components<'a> {
 
     /// The root of `x`'s set, without changing the union-find.
     fn root(&self, x: u128) -> u128 {
-        let mut root = x;
-        while let Some(&p) = self.parent.get(&root) {
-            if p == root {
-                break;
-            }
-            root = p;
-        }
-        root
+        root_in(&self.parent, x)
     }
 
     fn find(&mut self, x: u128) -> u128 {
@@ -115,7 +106,10 @@ impl<'a> Components<'a> {
             let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
             self.parent.insert(hi, lo);
             self.parent.entry(lo).or_insert(lo);
-            if self.parent.len() >= self.nodes {
+            // The next union may add two nodes: if that would double the table past its
+            // share, the union-find is written out instead.
+            let cap = self.parent.capacity();
+            if self.parent.len() + 2 > cap && 2 * table_bytes(cap) > self.share {
                 self.write_out()?;
             }
         }
@@ -125,16 +119,15 @@ impl<'a> Components<'a> {
     /// The union-find's clusters as edges (member, root), both ways, to sorted runs; the
     /// union-find is emptied (its memory kept for what follows).
     fn write_out(&mut self) -> Result<(), StepError> {
-        let pairs: Vec<(u128, u128)> = self
-            .parent
-            .keys()
-            .map(|&m| (m, self.root(m)))
-            .filter(|(m, r)| m != r)
-            .collect();
-        self.parent.clear();
-        for (m, r) in pairs {
-            self.push(m, r)?;
+        let mut parent = std::mem::take(&mut self.parent);
+        for &m in parent.keys() {
+            let r = root_in(&parent, m);
+            if r != m {
+                self.push(m, r)?;
+            }
         }
+        parent.clear();
+        self.parent = parent;
         Ok(())
     }
 
@@ -292,6 +285,24 @@ impl<'a> Components<'a> {
         }
         Ok(())
     }
+}
+
+/// The root of `x`'s set in `parent`.
+fn root_in(parent: &HashMap<u128, u128, foldhash::fast::RandomState>, x: u128) -> u128 {
+    let mut root = x;
+    while let Some(&p) = parent.get(&root) {
+        if p == root {
+            break;
+        }
+        root = p;
+    }
+    root
+}
+
+/// Bytes of a table with `capacity` usable buckets (hashbrown: a power of two of them,
+/// seven eighths usable).
+fn table_bytes(capacity: usize) -> u64 {
+    (capacity.max(1) * 8 / 7).next_power_of_two() as u64 * SLOT_BYTES
 }
 
 enum Round {

@@ -63,7 +63,7 @@ pub struct MinhashOptions {
     #[serde(default = "default_run_bytes")]
     pub run_bytes: crate::size::ByteSize,
     /// Memory the clusters (a union-find of the documents that share a band with
-    /// another, about 76 bytes each at most) and the drop lists may take while
+    /// another, 38 to 76 bytes each) and the drop lists may take while
     /// settling, before they go to the spill directory (default a quarter of
     /// `run.memory_limit`). The same documents go either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
