@@ -350,13 +350,7 @@ mod tests {
     /// from a few nodes up, the components are those of the union-find in memory.
     #[test]
     fn components_on_disk_are_those_in_memory() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::steps::test_util::xorshift(0x2545_F491_4F6C_DD1D);
         for case in 0..12 {
             let n = [50u64, 400, 3000][case % 3];
             let mut edges: Vec<(u128, u128)> = Vec::new();

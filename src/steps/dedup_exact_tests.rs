@@ -100,13 +100,7 @@ fn deciding_in_order_equals_settling_after_a_full_pass() {
         "normalize": true, "run_bytes": "1 KiB"
     }))
     .expect("options");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = crate::steps::test_util::xorshift(0x9E37_79B9_7F4A_7C15);
     // Eight tasks of three batches; values from a small pool, in two spellings, nulls.
     let tasks: Vec<Vec<RecordBatch>> = (0..8)
         .map(|_| {
@@ -213,14 +207,12 @@ fn against_an_earlier_index_keeps_what_one_dedup_of_both_keeps() {
         "normalize": true, "run_bytes": "1 KiB"
     }))
     .expect("options");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = crate::steps::test_util::xorshift(0x9E37_79B9_7F4A_7C15);
     let tasks: Vec<RecordBatch> = (0..8)
         .map(|_| {
             let vals: Vec<Option<String>> = (0..60)
                 .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+                    let x = next();
                     (!x.is_multiple_of(40)).then(|| format!("Value {}", x % 150))
                 })
                 .collect();

@@ -79,13 +79,7 @@ fn near_copies_cluster_and_the_first_survives() {
 }
 /// Six tasks of 25 documents, near copies of 30 bases spread over them.
 fn near_copy_tasks() -> Vec<RecordBatch> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = crate::steps::test_util::xorshift(0x2545_F491_4F6C_DD1D);
     let bases: Vec<Vec<String>> = (0..30)
         .map(|_| (0..120).map(|_| format!("w{}", next() % 5000)).collect())
         .collect();

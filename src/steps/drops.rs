@@ -259,13 +259,7 @@ mod tests {
     /// memory, batch by batch, whatever order they were found in.
     #[test]
     fn drops_past_the_budget_read_back_as_from_memory() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::steps::test_util::xorshift(0x9E37_79B9_7F4A_7C15);
         let found: Vec<(u32, u64)> = (0..5000)
             .map(|_| ((next() % 7) as u32, next() % 3000))
             .collect();

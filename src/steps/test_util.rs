@@ -187,3 +187,14 @@ pub fn full_pass(step: &dyn super::Step, tasks: &[(usize, Vec<&RecordBatch>)]) {
 /// The memory a step's decisions take in these tests: the default run's (a quarter of
 /// 2 GiB).
 pub const BUDGET: u64 = 512 << 20;
+
+/// A xorshift64 generator from `seed` (not 0): the tests' deterministic "random" input.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
