@@ -453,6 +453,7 @@ struct ExactObserver<'a> {
 impl Observer for ExactObserver<'_> {
     fn observe(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<(), StepError> {
         let texts = utf8(batch.column(self.step.source))?;
+        self.spill.make_room(texts.len())?;
         for i in 0..texts.len() {
             // Nulls are never duplicates of anything.
             if let Some(t) = value(&texts, i) {
@@ -464,7 +465,7 @@ impl Observer for ExactObserver<'_> {
                 });
             }
         }
-        self.spill.spill_if_full()
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<Part, StepError> {

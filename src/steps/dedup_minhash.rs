@@ -445,6 +445,8 @@ impl Observer for MinhashObserver<'_> {
                 value(&texts, i).and_then(|t| self.step.bands(t, scratch))
             });
         let task = self.spill.task;
+        self.spill
+            .make_room(bands.iter().flatten().map(Vec::len).sum())?;
         for (i, b) in bands.into_iter().enumerate() {
             for (band, h) in b.into_iter().flatten().enumerate() {
                 self.spill.records.push(Rec {
@@ -456,7 +458,7 @@ impl Observer for MinhashObserver<'_> {
                 });
             }
         }
-        self.spill.spill_if_full()
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<Part, StepError> {

@@ -428,7 +428,7 @@ impl Runs {
 }
 
 /// The observer of a dedup step: (key, task, row) records of one task, written as a
-/// sorted run whenever `budget` records are buffered; its part is the runs' paths.
+/// sorted run before the buffer would pass `run_bytes`; its part is the runs' paths.
 pub struct SpillObserver<'a> {
     runs: &'a Runs,
     pub task: u32,
@@ -444,15 +444,21 @@ impl<'a> SpillObserver<'a> {
             runs,
             task: u32::try_from(task).map_err(|_| StepError::internal("more than 2^32 tasks"))?,
             records: Vec::new(),
-            budget: (run_bytes as usize / RECORD).max(1024),
+            budget: (run_bytes as usize / std::mem::size_of::<Rec>()).max(1024),
             written: Vec::new(),
         })
     }
 
-    /// Writes a run if the buffer reached its budget.
-    pub fn spill_if_full(&mut self) -> Result<(), StepError> {
-        if self.records.len() >= self.budget {
+    /// Makes room for `n` more records: writes a run first if they would pass the
+    /// budget, and reserves the whole budget once, so that the buffer never grows by
+    /// doubling (which would hold up to twice `run_bytes`, and copy it each time).
+    pub fn make_room(&mut self, n: usize) -> Result<(), StepError> {
+        if !self.records.is_empty() && self.records.len() + n > self.budget {
             self.runs.flush(&mut self.records, &mut self.written)?;
+        }
+        let want = (self.records.len() + n).max(self.budget);
+        if self.records.capacity() < want {
+            self.records.reserve_exact(want - self.records.len());
         }
         Ok(())
     }
