@@ -49,7 +49,8 @@ one() {
   TMPDIR=$tmp KILN_BENCH_MEMORY=$mem KILN_BENCH_BANDS=$BANDS KILN_BENCH_INDEX=$INDEX KILN_BENCH_IN=$in KILN_BENCH_OUT=$out /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
     "$KILN" run -q "$ROOT/benches/minhash_memory.yaml" --report "$WORK/report.json" & pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    local now; now=$(du -sb "$tmp" 2>/dev/null | cut -f1); (( now > peak )) && peak=$now; sleep 1
+    # du fails when a run is deleted under it: that sample is skipped, not the bench.
+    local now; now=$(du -sb "$tmp" 2>/dev/null | cut -f1 || true); (( ${now:-0} > peak )) && peak=$now; sleep 1
   done
   wait "$pid"
   read -r wall user sys rss < "$WORK/time"
