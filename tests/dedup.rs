@@ -1,7 +1,8 @@
 //! `dedup.exact` deciding in one pass (the default when nothing after it needs its
 //! decisions first) against the two passes it replaces: the same shards, byte for byte,
 //! fresh, past its memory (the tasks left get two passes), resumed over a sink whose
-//! committed tasks are not a prefix, and with a fit after it (two passes again).
+//! committed tasks are not a prefix, and with a fit after it (two passes again); and
+//! settling past its memory (with `dedup.minhash`), from disk as from memory.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -112,6 +113,45 @@ fn one_pass_exact_dedup_writes_what_two_passes_write() {
     // The options are not the output's identity: the three runs are one pipeline.
     assert_eq!(r_once["pipeline_hash"], r_twice["pipeline_hash"]);
     assert_eq!(r_once["pipeline_hash"], r_small["pipeline_hash"]);
+}
+
+/// Past `memory` while settling, the exact dedup's drop lists go to a file and the near
+/// dedup's clusters are found on disk, in rounds over sorted runs: the same shards as
+/// with everything in memory, and one pipeline.
+#[test]
+fn decisions_past_their_memory_write_what_decisions_in_memory_write() {
+    let dir = tempfile::tempdir().expect("tmp");
+    corpus(dir.path());
+    let out = tempfile::tempdir().expect("tmp");
+    let in_memory = yaml(
+        dir.path(),
+        "in-memory",
+        ", one_pass: false",
+        "  - dedup.minhash: { column: text }\n",
+    );
+    let on_disk = yaml(
+        dir.path(),
+        "on-disk",
+        ", one_pass: false, memory: 1KiB",
+        "  - dedup.minhash: { column: text, memory: 1KiB }\n",
+    );
+    let r_memory = run(out.path(), &in_memory);
+    let expected = shard_files(&out.path().join("in-memory"));
+    assert!(expected.len() > 2, "several shards: {}", expected.len());
+    let near = |r: &serde_json::Value| {
+        r["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "dedup.minhash"))
+            .and_then(|s| s["counts"]["near_duplicates"].as_u64())
+            .expect("dedup.minhash's near_duplicates")
+    };
+    // Well past 1 KiB of decisions: 64 rows a drop list holds, a few nodes the union-find.
+    assert!(duplicates(&r_memory) > 2500 && near(&r_memory) > 100);
+    let r_disk = run(out.path(), &on_disk);
+    assert_eq!(shard_files(&out.path().join("on-disk")), expected);
+    assert_eq!(duplicates(&r_disk), duplicates(&r_memory));
+    assert_eq!(near(&r_disk), near(&r_memory));
+    assert_eq!(r_memory["pipeline_hash"], r_disk["pipeline_hash"]);
 }
 
 /// Takes back the commits of `undo` (and their shards, `_SUCCESS`, the manifest), as if
