@@ -120,25 +120,26 @@ impl<'a> Components<'a> {
     /// union-find is emptied (its memory kept for what follows).
     fn write_out(&mut self) -> Result<(), StepError> {
         let mut parent = std::mem::take(&mut self.parent);
+        let mut edges = std::mem::take(&mut self.edges);
         for &m in parent.keys() {
             let r = root_in(&parent, m);
             if r != m {
-                self.push(m, r)?;
+                self.push(m, r, &mut edges)?;
             }
         }
         parent.clear();
         self.parent = parent;
+        self.edges = edges;
         Ok(())
     }
 
-    /// Buffers the edge `a — b` (both directions), writing a run when the buffer is full.
-    fn push(&mut self, a: u128, b: u128) -> Result<(), StepError> {
+    /// Buffers the edge `a — b` (both directions), writing a run to `out` when the
+    /// buffer is full.
+    fn push(&mut self, a: u128, b: u128, out: &mut Vec<PathBuf>) -> Result<(), StepError> {
         self.buf.push(edge(a, b));
         self.buf.push(edge(b, a));
         if self.buf.len() >= self.records {
-            let mut buf = std::mem::take(&mut self.buf);
-            self.runs.flush(&mut buf, &mut self.edges)?;
-            self.buf = buf;
+            self.runs.flush(&mut self.buf, out)?;
         }
         Ok(())
     }
@@ -166,8 +167,7 @@ impl<'a> Components<'a> {
         self.write_out()?;
         self.parent = HashMap::default();
         let mut input = std::mem::take(&mut self.edges);
-        let mut buf = std::mem::take(&mut self.buf);
-        self.runs.flush(&mut buf, &mut input)?;
+        self.runs.flush(&mut self.buf, &mut input)?;
         let mut rounds = 0;
         loop {
             rounds += 1;
@@ -196,7 +196,7 @@ impl<'a> Components<'a> {
         let mut out = Vec::new();
         let mut emit = |this: &mut Self, a: u128, b: u128| {
             if failed.is_none()
-                && let Err(e) = this.push_to(a, b, &mut out)
+                && let Err(e) = this.push(a, b, &mut out)
             {
                 failed = Some(e);
             }
@@ -268,22 +268,8 @@ impl<'a> Components<'a> {
             return Ok(Round::Stars(leaves_path));
         }
         let _ = std::fs::remove_file(&leaves_path);
-        let mut buf = std::mem::take(&mut self.buf);
-        self.runs.flush(&mut buf, &mut out)?;
-        self.buf = buf;
+        self.runs.flush(&mut self.buf, &mut out)?;
         Ok(Round::Next(out))
-    }
-
-    /// As [`Components::push`], the runs going to `out`.
-    fn push_to(&mut self, a: u128, b: u128, out: &mut Vec<PathBuf>) -> Result<(), StepError> {
-        self.buf.push(edge(a, b));
-        self.buf.push(edge(b, a));
-        if self.buf.len() >= self.records {
-            let mut buf = std::mem::take(&mut self.buf);
-            self.runs.flush(&mut buf, out)?;
-            self.buf = buf;
-        }
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 //! so open files stay bounded): in each group of equal hashes the first position
 //! survives and the others become that task's drop list. The second pass drops them.
 //!
-//! Memory: a task's run buffer (28 bytes a row, flushed at its budget) during the first
+//! Memory: a task's run buffer (`run_bytes`, 32 bytes a row) during the first
 //! pass, one read buffer per merged run while settling, and the duplicates found up to
 //! `memory`, past which they go to disk (`drops.rs`).
 //!

@@ -290,7 +290,7 @@ impl FullPass for Minhash {
     }
 
     fn settle(&self, parts: Vec<Part>, keys: &mut KeyIndex, budget: u64) -> Result<(), StepError> {
-        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let budget = self.memory(budget);
         let clusters = self.clusters(parts, keys, budget)?;
         self.drop_members(clusters, budget)
     }
@@ -316,6 +316,11 @@ impl FullPass for Minhash {
 }
 
 impl Minhash {
+    /// The step's memory: its `memory` option, else the runtime's `budget`.
+    fn memory(&self, budget: u64) -> u64 {
+        self.opts.memory.map_or(budget, |m| m.get())
+    }
+
     /// The clusters of the band collisions in `parts`: in each group of records with one
     /// (band hash, band), every position joins the first, or [`EARLIER`] when an
     /// earlier dataset in `keys` holds the key.
@@ -394,7 +399,7 @@ impl Sectioned for Minhash {
         out: &mut dyn std::io::Write,
     ) -> Result<(), StepError> {
         use std::io::Write;
-        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let budget = self.memory(budget);
         let clusters = self.clusters(parts, keys, budget)?;
         // In member order, so that a section's bytes depend only on the input.
         let mut w = std::io::BufWriter::with_capacity(64 << 10, out);
@@ -412,7 +417,7 @@ impl Sectioned for Minhash {
         decided: Vec<Box<dyn std::io::Read + Send>>,
         budget: u64,
     ) -> Result<(), StepError> {
-        let budget = self.opts.memory.map_or(budget, |m| m.get());
+        let budget = self.memory(budget);
         let mut clusters = Components::new(&self.runs, budget / 4 * 3);
         let mut failed = None;
         for r in decided {
