@@ -2,12 +2,15 @@
 //! footers, sidebars and other boilerplate left out — as datatrove's FineWeb recipe does
 //! with Python's trafilatura.
 //!
-//! The extractor is the `trafilatura` crate, a Rust port of go-trafilatura, which ports
-//! Python's trafilatura: the same rules (CSS selectors for the content and the
-//! boilerplate, paragraph scoring, link density), with readability and a baseline as
-//! fallbacks. Its agreement with the Python package on real pages is measured in
-//! docs/text.md and checked by tests/html.rs. Each page is extracted on its own (the
-//! crate keeps no state between pages), on every thread.
+//! Two engines. `kiln` (the default, `rules.rs`) applies Python trafilatura's precision
+//! rules (content expressions, boilerplate by class and id, link density) in one linear
+//! pass; a page on which they find less than trafilatura's minimum (250 characters) goes,
+//! with `fallback`, to the `trafilatura` engine, which is also used for `focus: balanced
+//! | recall` and `comments: true`. `trafilatura` is the crate of that name, a Rust port of
+//! go-trafilatura (itself a port of the Python package) with readability and a baseline
+//! as fallbacks. Both engines' agreement with the Python package on real pages is
+//! measured in docs/text.md and checked by tests/html.rs. Each page is extracted on its
+//! own, on every thread.
 //!
 //! A page with no main content (an index of links, an empty page) gives no text: by
 //! default the row is left out and counted (`empty`), as datatrove drops documents its
@@ -55,6 +58,21 @@ pub struct ExtractOptions {
     /// are left out and counted as `empty`).
     #[serde(default)]
     pub keep_empty: bool,
+    /// `kiln` (default): kiln's own pass of trafilatura's precision rules, with the
+    /// `trafilatura` engine for the pages those rules find little on (when `fallback`),
+    /// and for `focus: balanced | recall` or `comments: true`; `trafilatura`: the Rust
+    /// port of trafilatura for every page (slower; docs/text.md compares them).
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+/// Which extractor `html.extract` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    #[default]
+    Kiln,
+    Trafilatura,
 }
 
 /// What the extractor favours.
@@ -116,17 +134,27 @@ struct Extract {
 }
 
 impl Extract {
-    /// The main text of one page, `None` when it has none.
+    /// The main text of one page, `None` when it has none, and whether the
+    /// `trafilatura` engine gave it while the engine asked for is `kiln`.
     ///
     /// # Errors
     /// The extractor failed on the page (not for lack of content).
-    fn text(&self, html: &str) -> Result<Option<String>, trafilatura::TrafilaturaError> {
-        let r = match trafilatura::extract(html, &self.options) {
-            Ok(r) => r,
-            Err(trafilatura::TrafilaturaError::InsufficientContent { .. }) => return Ok(None),
+    fn text(&self, html: &str) -> Result<(Option<String>, bool), trafilatura::TrafilaturaError> {
+        let own = self.opts.engine == Engine::Kiln
+            && self.opts.focus == Focus::Precision
+            && !self.opts.comments;
+        if own {
+            let found = super::rules::extract(html, self.opts.tables);
+            if !found.fallback || !self.opts.fallback {
+                return Ok(((!found.text.is_empty()).then_some(found.text), false));
+            }
+        }
+        let text = match trafilatura::extract(html, &self.options) {
+            Ok(r) => main_text(&r, self.opts.comments),
+            Err(trafilatura::TrafilaturaError::InsufficientContent { .. }) => None,
             Err(e) => return Err(e),
         };
-        Ok(main_text(&r, self.opts.comments))
+        Ok((text, own))
     }
 }
 
@@ -166,9 +194,9 @@ impl Step for Extract {
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let pages = utf8(batch.column(self.source)).map_err(StepError::internal)?;
-        let texts: Vec<Result<Option<String>, trafilatura::TrafilaturaError>> =
+        let texts: Vec<Result<(Option<String>, bool), trafilatura::TrafilaturaError>> =
             crate::pool::par_rows(pages.len(), 4, |i| {
-                value(&pages, i).map_or(Ok(None), |h| self.text(h))
+                value(&pages, i).map_or(Ok((None, false)), |h| self.text(h))
             });
         // A page the extractor fails on (its HTML cannot be parsed, say) is a bad row
         // under run.on_error, not an empty page.
@@ -177,9 +205,15 @@ impl Step for Extract {
             .enumerate()
             .map(|(i, t)| t.map_err(|e| failed(e, &self.opts.column, i)))
             .collect::<Result<Vec<_>, _>>()?;
+        // Pages the kiln engine handed to the trafilatura engine (see rules.rs).
+        let ported = texts.iter().filter(|t| t.1).count();
+        let texts: Vec<Option<String>> = texts.into_iter().map(|t| t.0).collect();
         let empty = texts.iter().filter(|t| t.is_none()).count();
         cx.count("extracted", (texts.len() - empty) as u64);
         cx.count("empty", empty as u64);
+        if self.opts.engine == Engine::Kiln {
+            cx.count("fallback", ported as u64);
+        }
         let column: ArrayRef = Arc::new(StringArray::from(texts));
         let out = put_column(&batch, &self.schema, self.out, column.clone())
             .map_err(StepError::internal)?;
@@ -234,6 +268,44 @@ mod tests {
         assert!(text.contains("carried back down in autumn"), "{text}");
         assert!(!text.contains("Privacy policy"), "{text}");
         assert!(!text.contains("Shop"), "{text}");
+    }
+
+    #[test]
+    fn both_engines_keep_the_article_and_kiln_counts_the_pages_it_hands_on() {
+        let (kiln, cx) = run("{}", vec![Some(PAGE)]);
+        let (port, _) = run("{ engine: trafilatura }", vec![Some(PAGE)]);
+        for out in [&kiln, &port] {
+            let text = utf8(out.column(0)).expect("text");
+            assert!(
+                text.value(0).contains("carried back down in autumn"),
+                "{}",
+                text.value(0)
+            );
+            assert!(
+                !text.value(0).contains("Privacy policy"),
+                "{}",
+                text.value(0)
+            );
+        }
+        assert_eq!(cx.counts.get("fallback"), Some(&0));
+        // Without its second paragraph the article is under trafilatura's 250-character
+        // minimum: the kiln engine hands the page to the trafilatura engine, and says so.
+        let cut = PAGE.find("<p>The hives").expect("PAGE");
+        let short = format!(
+            "{}{}",
+            &PAGE[..cut],
+            &PAGE[PAGE.find("</article>").expect("PAGE")..]
+        );
+        let (out, cx) = run("{}", vec![Some(&short)]);
+        assert_eq!(cx.counts.get("fallback"), Some(&1));
+        assert!(
+            utf8(out.column(0))
+                .expect("text")
+                .value(0)
+                .contains("Every summer")
+        );
+        let (_, cx) = run("{ fallback: false }", vec![Some(&short)]);
+        assert_eq!(cx.counts.get("fallback"), Some(&0));
     }
 
     #[test]

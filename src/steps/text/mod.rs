@@ -7,6 +7,7 @@ pub mod language;
 pub mod normalize;
 pub mod pii;
 pub mod quality;
+pub mod rules;
 pub mod stats;
 pub mod tokenize;
 pub mod url_filter;
