@@ -23,14 +23,22 @@ fn agreement(shards: &std::path::Path) -> Option<Value> {
 
 #[test]
 fn html_extract_agrees_with_python_trafilatura_on_real_pages() {
+    // Both engines: kiln's own rules (the default) and the Rust port.
+    for engine in ["kiln", "trafilatura"] {
+        agrees_on_the_faq(engine);
+    }
+}
+
+fn agrees_on_the_faq(engine: &str) {
     let out = tempfile::tempdir().expect("tmp");
     let p = pipeline(
         out.path(),
         "extract.yaml",
-        "version: 1\nname: extract\nsource:\n  uri: sample-data/warc/debian-faq.warc.gz\nsteps:\n  \
+        &"version: 1\nname: extract\nsource:\n  uri: sample-data/warc/debian-faq.warc.gz\nsteps:\n  \
          - text.decode: { column: body, content_type: http_content_type, url: url }\n  \
-         - html.extract: { column: text, keep_empty: true }\n  - select: [url, charset, text]\n\
-         sink:\n  uri: ${KILN_OUT}/pages\n",
+         - html.extract: { column: text, keep_empty: true, engine: ENGINE }\n  - select: [url, charset, text]\n\
+         sink:\n  uri: ${KILN_OUT}/pages\n"
+            .replace("ENGINE", engine),
     );
     kiln_ok(out.path(), &["run", "-q", &p.to_string_lossy()]);
     let shards = read_shards(&out.path().join("pages"));
@@ -53,7 +61,7 @@ fn html_extract_agrees_with_python_trafilatura_on_real_pages() {
     let Some(a) = agreement(&out.path().join("pages")) else {
         return;
     };
-    eprintln!("html.extract against trafilatura: {a}");
+    eprintln!("html.extract (engine {engine}) against trafilatura: {a}");
     assert_eq!(a["pages"], 17);
     let (median, p10) = (
         a["median_f1"].as_f64().expect("median"),
@@ -61,7 +69,7 @@ fn html_extract_agrees_with_python_trafilatura_on_real_pages() {
     );
     assert!(
         median >= MEDIAN_F1 && p10 >= P10_F1,
-        "agreement {median} / {p10}: {a}"
+        "engine {engine}: agreement {median} / {p10}: {a}"
     );
 }
 
