@@ -1,7 +1,7 @@
 """Python trafilatura (the extractor of datatrove's FineWeb recipe) against kiln's
 `html.extract` on the same pages, for tests/html.rs and docs/text.md.
 
-    python tests/html/compare.py PAGES.warc.gz KILN_SHARDS_DIR [REPEAT]
+    python tests/html/compare.py PAGES.warc.gz KILN_SHARDS_DIR [REPEAT] [--links]
 
 Reads every HTML response of the WARC with warcio, extracts it with trafilatura as
 datatrove calls it (favor_precision, no comments, no deduplication), and compares the
@@ -9,7 +9,8 @@ text with kiln's (the `url` and `text` columns of the Parquet shards): per page 
 of the two texts' words (the bag of whitespace-separated tokens, as the ScrapingHub
 article-extraction benchmark scores extractors), then the median and the 10th
 percentile. Prints one JSON object; `python_s` is trafilatura's time for REPEAT passes
-over the pages on one core (default 1).
+over the pages on one core (default 1). With `--links`, trafilatura keeps links
+(`include_links`, the page's URL given), as kiln's `html.extract` does with `links: true`.
 """
 
 import glob
@@ -23,8 +24,10 @@ import pyarrow.parquet as pq
 import trafilatura
 from warcio.archiveiterator import ArchiveIterator
 
-warc, shards = sys.argv[1], sys.argv[2]
-repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+links = "--links" in sys.argv
+args = [a for a in sys.argv[1:] if a != "--links"]
+warc, shards = args[0], args[1]
+repeat = int(args[2]) if len(args) > 2 else 1
 
 pages = []
 with open(warc, "rb") as f:
@@ -36,7 +39,8 @@ with open(warc, "rb") as f:
 t = time.perf_counter()
 for _ in range(repeat):
     python = {url: trafilatura.extract(html, favor_precision=True, include_comments=False,
-                                       deduplicate=False) or ""
+                                       deduplicate=False, include_links=links,
+                                       url=url if links else None) or ""
               for url, html in pages}
 python_s = time.perf_counter() - t
 

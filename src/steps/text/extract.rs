@@ -54,6 +54,15 @@ pub struct ExtractOptions {
     /// Keep user comments below the content (default false, as datatrove does).
     #[serde(default)]
     pub comments: bool,
+    /// Keep links in the text as `[text](target)`, as Python trafilatura's
+    /// `include_links` writes them (default false: their text only). The kiln engine's:
+    /// with it, pages are not handed to the trafilatura engine, whose text has no links.
+    #[serde(default)]
+    pub links: bool,
+    /// The column holding each page's URL (a WARC's `url`): relative link targets are
+    /// made absolute against it.
+    #[serde(default)]
+    pub url: Option<String>,
     /// Keep rows whose page has no main content, with a null text (default false: they
     /// are left out and counted as `empty`).
     #[serde(default)]
@@ -99,6 +108,21 @@ impl StepOptions for ExtractOptions {
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
         let source = string_column(input, &self.column)?;
+        if self.links
+            && (self.engine != Engine::Kiln || self.focus != Focus::Precision || self.comments)
+        {
+            return Err(
+                "`links: true` is the kiln engine's, with `focus: precision` and no \
+                        `comments` (the trafilatura engine's text has no links): remove \
+                        `engine: trafilatura`, `focus` or `comments`, or `links`"
+                    .into(),
+            );
+        }
+        let url = self
+            .url
+            .as_ref()
+            .map(|c| string_column(input, c))
+            .transpose()?;
         let output = self.output.clone().unwrap_or_else(|| self.column.clone());
         let (schema, out) = with_field(input, &output, Field::new(&output, DataType::Utf8, true));
         let mut options = trafilatura::Options::default()
@@ -117,6 +141,7 @@ impl StepOptions for ExtractOptions {
             output,
             options,
             source,
+            url,
             out,
             schema,
         }))
@@ -129,6 +154,7 @@ struct Extract {
     output: String,
     options: trafilatura::Options,
     source: usize,
+    url: Option<usize>,
     out: usize,
     schema: SchemaRef,
 }
@@ -139,13 +165,23 @@ impl Extract {
     ///
     /// # Errors
     /// The extractor failed on the page (not for lack of content).
-    fn text(&self, html: &str) -> Result<(Option<String>, bool), trafilatura::TrafilaturaError> {
+    fn text(
+        &self,
+        html: &str,
+        url: Option<&str>,
+    ) -> Result<(Option<String>, bool), trafilatura::TrafilaturaError> {
         let own = self.opts.engine == Engine::Kiln
             && self.opts.focus == Focus::Precision
             && !self.opts.comments;
         if own {
-            let found = super::rules::extract(html, self.opts.tables);
-            if !found.fallback || !self.opts.fallback {
+            let base = url.and_then(|u| url::Url::parse(u).ok());
+            let rules = super::rules::Rules {
+                tables: self.opts.tables,
+                links: self.opts.links,
+                base: base.as_ref(),
+            };
+            let found = super::rules::extract(html, &rules);
+            if !found.fallback || !self.opts.fallback || self.opts.links {
                 return Ok(((!found.text.is_empty()).then_some(found.text), false));
             }
         }
@@ -189,14 +225,21 @@ impl Step for Extract {
         let mut need = downstream.clone();
         need.remove(&self.output);
         need.insert(self.opts.column.clone());
+        need.extend(self.opts.url.clone());
         need
     }
 
     fn apply(&self, batch: RecordBatch, cx: &mut StepContext) -> Result<RecordBatch, StepError> {
         let pages = utf8(batch.column(self.source)).map_err(StepError::internal)?;
+        let urls = self
+            .url
+            .map(|u| utf8(batch.column(u)))
+            .transpose()
+            .map_err(StepError::internal)?;
         let texts: Vec<Result<(Option<String>, bool), trafilatura::TrafilaturaError>> =
             crate::pool::par_rows(pages.len(), 4, |i| {
-                value(&pages, i).map_or(Ok((None, false)), |h| self.text(h))
+                let url = urls.as_ref().and_then(|u| value(u, i));
+                value(&pages, i).map_or(Ok((None, false)), |h| self.text(h, url))
             });
         // A page the extractor fails on (its HTML cannot be parsed, say) is a bad row
         // under run.on_error, not an empty page.
@@ -306,6 +349,43 @@ mod tests {
         );
         let (_, cx) = run("{ fallback: false }", vec![Some(&short)]);
         assert_eq!(cx.counts.get("fallback"), Some(&0));
+    }
+
+    #[test]
+    fn links_are_kept_against_the_pages_url_and_refused_where_the_engine_cannot() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            Field::new("text", DataType::Utf8, true),
+            Field::new("url", DataType::Utf8, true),
+        ]));
+        let page = PAGE.replace("carried back", "carried <a href='/down'>back down</a> and");
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some(page.as_str())])),
+                Arc::new(StringArray::from(vec![Some("https://bees.example/a/")])),
+            ],
+        )
+        .expect("batch");
+        let opts: ExtractOptions =
+            serde_saphyr::from_str("{ links: true, url: url }").expect("options");
+        let out = opts
+            .bind(&schema)
+            .expect("binds")
+            .apply(batch, &mut StepContext::default())
+            .expect("apply");
+        let text = utf8(out.column(0)).expect("text").value(0).to_string();
+        assert!(
+            text.contains("[back down](https://bees.example/down)"),
+            "{text}"
+        );
+        for bad in [
+            "{ links: true, engine: trafilatura }",
+            "{ links: true, comments: true }",
+        ] {
+            let opts: ExtractOptions = serde_saphyr::from_str(bad).expect("options");
+            let e = opts.bind(&schema).err().expect("refused");
+            assert!(e.contains("`links: true` is the kiln engine's"), "{e}");
+        }
     }
 
     #[test]

@@ -50,11 +50,33 @@ pub struct Extracted {
     pub fallback: bool,
 }
 
-/// The main text of one HTML page. `tables`: keep tables' text.
+/// What [`extract`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'u> {
+    /// Tables' text, as `| a | b |` rows.
+    pub tables: bool,
+    /// Links in text blocks as `[text](target)`, as Python trafilatura's text output
+    /// writes them with `include_links`.
+    pub links: bool,
+    /// The page's URL: relative link targets are made absolute against it.
+    pub base: Option<&'u url::Url>,
+}
+
+impl Default for Rules<'_> {
+    fn default() -> Self {
+        Rules {
+            tables: true,
+            links: false,
+            base: None,
+        }
+    }
+}
+
+/// The main text of one HTML page.
 #[must_use]
-pub fn extract(html: &str, tables: bool) -> Extracted {
+pub fn extract(html: &str, rules: &Rules<'_>) -> Extracted {
     let doc = scraper::Html::parse_document(html);
-    let mut dom = Dom::build(&doc, tables);
+    let mut dom = Dom::build(&doc, rules);
     dom.clean();
     let backup = dom.dead.clone();
     let bound = dom.fallback_bound();
@@ -150,6 +172,7 @@ struct Node<'a> {
     pos: u32,
     children: Vec<u32>,
     text: &'a str,
+    href: &'a str,
     id: &'a str,
     class: &'a str,
     style: &'a str,
@@ -181,6 +204,8 @@ struct Dom<'a> {
     dead: Vec<bool>,
     sums: Vec<Sums>,
     tables: bool,
+    links: bool,
+    base: Option<&'a url::Url>,
 }
 
 /// Tags trafilatura deletes with their content (`MANUALLY_CLEANED`); `form` and a
@@ -289,12 +314,14 @@ const NONE: u32 = u32::MAX;
 
 impl<'a> Dom<'a> {
     /// The arena of `doc`: cleaned tags left out, stripped tags flattened.
-    fn build(doc: &'a scraper::Html, tables: bool) -> Self {
+    fn build(doc: &'a scraper::Html, rules: &Rules<'a>) -> Self {
         let mut dom = Dom {
             nodes: Vec::with_capacity(256),
             dead: Vec::new(),
             sums: Vec::new(),
-            tables,
+            tables: rules.tables,
+            links: rules.links,
+            base: rules.base,
         };
         dom.nodes.push(Node::new(Kind::Other, "#root", NONE));
         // Depth first in document order, so a parent comes before its children and the
@@ -734,7 +761,7 @@ impl<'a> Dom<'a> {
         for c in self.children(i) {
             match self.kind_of(c) {
                 Kind::Text => out.push_str(self.nodes[c as usize].text),
-                Kind::Ref | Kind::Span => self.inline(c, &mut out),
+                Kind::Ref | Kind::Span => self.node_text(c, &mut out),
                 _ => break,
             }
         }
@@ -747,7 +774,7 @@ impl<'a> Dom<'a> {
         for c in self.after(i) {
             match self.kind_of(c) {
                 Kind::Text => out.push_str(self.nodes[c as usize].text),
-                Kind::Ref | Kind::Span => self.inline(c, &mut out),
+                Kind::Ref | Kind::Span => self.node_text(c, &mut out),
                 _ => break,
             }
         }
@@ -758,6 +785,36 @@ impl<'a> Dom<'a> {
     /// their own.
     fn inline(&self, i: u32, out: &mut String) {
         self.text_of(i, out, false);
+    }
+
+    /// [`Dom::inline`] of `i` itself: a link with `links` on as `[text](target)`.
+    fn node_text(&self, i: u32, out: &mut String) {
+        let link = self.links && self.kind_of(i) == Kind::Ref;
+        if link {
+            out.push('[');
+        }
+        let at = out.len();
+        self.inline(i, out);
+        if link {
+            self.close_link(i, at, out);
+        }
+    }
+
+    /// Ends the link `i` whose text starts at `out[at..]` (after its `[`): `](target)`,
+    /// or, without text or target, the text alone (as Python trafilatura writes it).
+    fn close_link(&self, i: u32, at: usize, out: &mut String) {
+        let href = self.nodes[i as usize].href.trim();
+        if out[at..].trim().is_empty() || href.is_empty() {
+            out.remove(at - 1);
+            return;
+        }
+        let target = self
+            .base
+            .and_then(|b| b.join(href).ok())
+            .map_or_else(|| href.to_string(), String::from);
+        out.push_str("](");
+        out.push_str(&target);
+        out.push(')');
     }
 
     /// Code as written: its text, line breaks kept.
@@ -772,6 +829,8 @@ impl<'a> Dom<'a> {
         enum Step {
             Node(u32),
             Push(char),
+            /// The end of link `.0`, whose text started at byte `.1`.
+            CloseLink(u32, usize),
         }
         let mut stack: Vec<Step> = self.children(i).map(Step::Node).collect();
         stack.reverse();
@@ -779,6 +838,10 @@ impl<'a> Dom<'a> {
             let c = match step {
                 Step::Push(ch) => {
                     out.push(ch);
+                    continue;
+                }
+                Step::CloseLink(c, at) => {
+                    self.close_link(c, at, out);
                     continue;
                 }
                 Step::Node(c) => c,
@@ -803,6 +866,10 @@ impl<'a> Dom<'a> {
             }
             if let Some(a) = after {
                 stack.push(Step::Push(a));
+            }
+            if self.links && k == Kind::Ref && !raw {
+                out.push('[');
+                stack.push(Step::CloseLink(c, out.len()));
             }
             let at = stack.len();
             stack.extend(self.children(c).map(Step::Node));
@@ -896,7 +963,7 @@ impl<'a> Dom<'a> {
                     Kind::List => nested.push(c),
                     Kind::Text => own.push_str(self.nodes[c as usize].text),
                     Kind::Lb => own.push(' '),
-                    _ => self.inline(c, &mut own),
+                    _ => self.node_text(c, &mut own),
                 }
             }
             if !own.trim().is_empty() {
@@ -1019,6 +1086,7 @@ impl<'a> Node<'a> {
             pos: 0,
             children: Vec::new(),
             text: "",
+            href: "",
             id: "",
             class: "",
             style: "",
@@ -1032,6 +1100,7 @@ impl<'a> Node<'a> {
         for (k, v) in e.attrs() {
             match k {
                 "id" => self.id = v,
+                "href" => self.href = v,
                 "class" => self.class = v,
                 "style" => self.style = v,
                 "role" => self.role = v,
@@ -1386,9 +1455,80 @@ fn filtered(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of tag soup: tags opened and closed in any order, with the classes the rules
+    /// look at, and words (each followed by a space, so no two run together).
+    const PIECES: &[&str] = &[
+        "<p>",
+        "</p>",
+        "<div>",
+        "</div>",
+        "<div class=content>",
+        "<div class=sidebar>",
+        "<article>",
+        "</article>",
+        "<ul>",
+        "</ul>",
+        "<li>",
+        "</li>",
+        "<a href=/x>",
+        "</a>",
+        "<span>",
+        "</span>",
+        "<b>",
+        "</b>",
+        "<table>",
+        "<tr>",
+        "<td>",
+        "<th>",
+        "</table>",
+        "<nav>",
+        "</nav>",
+        "<script>",
+        "</script>",
+        "<pre>",
+        "</pre>",
+        "<br>",
+        "<h2>",
+        "</h2>",
+        "<header>",
+        "</header>",
+        "<blockquote>",
+        "<main>",
+        "<form>",
+        "</form>",
+        "<div style='display:none'>",
+        "<p id=comments>",
+    ];
+    const WORDS: &[&str] = &[
+        "river ", "hill ", "bee ", "honey ", "stone ", "north ", "x ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// On any tag soup the rules finish, and every word they give is a word of the page
+        /// (or a list or table marker): nothing is invented, nothing is cut in two.
+        #[test]
+        fn any_tag_soup_gives_words_of_the_page_only(
+            pieces in proptest::collection::vec((0..PIECES.len(), 0..WORDS.len(), any::<bool>()), 0..120)
+        ) {
+            let mut page = String::from("<html><body>");
+            for (tag, word, is_word) in pieces {
+                page.push_str(if is_word { WORDS[word] } else { PIECES[tag] });
+            }
+            let e = extract(&page, &Rules::default());
+            for w in e.text.split_whitespace() {
+                let marker = w == "-" || w.chars().all(|c| c == '|' || c == '-');
+                prop_assert!(marker || WORDS.iter().any(|v| v.trim() == w), "{w:?} in {:?} from {page}", e.text);
+            }
+            prop_assert_eq!(extract(&page, &Rules::default()), e);
+        }
+    }
 
     fn text(html: &str) -> String {
-        extract(html, true).text
+        extract(html, &Rules::default()).text
     }
 
     #[test]
@@ -1436,10 +1576,37 @@ mod tests {
     fn without_a_frame_the_pages_paragraphs_are_recovered() {
         let page = "<html><body><nav>Home</nav><p>First paragraph of text.</p><div><p>Second one.</p></div>\
             <footer>Example</footer></body></html>";
-        let e = extract(page, true);
+        let e = extract(page, &Rules::default());
         assert_eq!(e.text, "First paragraph of text.\nSecond one.");
         assert!(e.fallback);
-        assert_eq!(extract("<html><body></body></html>", true).text, "");
+        assert_eq!(
+            extract("<html><body></body></html>", &Rules::default()).text,
+            ""
+        );
+    }
+
+    #[test]
+    fn links_are_written_as_python_trafilatura_writes_them() {
+        let page = "<body><article><p>Bees on the <a href='/hill'>hill <b>above</b></a>, see \
+            <a href='https://x.org/a'>this</a> and <a>no target</a> and <a href=/e> </a>.</p>\
+            <ul><li>the <a href=/li>item</a> of a list, with words of its own</li></ul></article></body>";
+        let base = url::Url::parse("https://example.org/page/").expect("url");
+        let rules = Rules {
+            links: true,
+            base: Some(&base),
+            ..Rules::default()
+        };
+        assert_eq!(
+            extract(page, &rules).text,
+            "Bees on the [hill above](https://example.org/hill), see [this](https://x.org/a) and \
+             no target and .\n- the [item](https://example.org/li) of a list, with words of its own"
+        );
+        let rules = Rules {
+            links: true,
+            ..Rules::default()
+        };
+        assert!(extract(page, &rules).text.contains("[hill above](/hill)"));
+        assert!(!extract(page, &Rules::default()).text.contains('['));
     }
 
     #[test]
@@ -1452,12 +1619,12 @@ mod tests {
             "<li><ul>".repeat(deep),
             "</ul></li>".repeat(deep)
         );
-        let e = extract(&page, true);
+        let e = extract(&page, &Rules::default());
         assert!(
             e.text.contains("words") && e.text.contains("- item"),
             "{e:?}"
         );
-        let e = extract(&"<div>".repeat(deep), true);
+        let e = extract(&"<div>".repeat(deep), &Rules::default());
         assert_eq!(e.text, "");
     }
 
@@ -1469,16 +1636,25 @@ mod tests {
             para.repeat(3),
             para.repeat(2)
         );
-        let e = extract(&format!("<body>{article}</body>"), true);
+        let e = extract(&format!("<body>{article}</body>"), &Rules::default());
         assert!(!e.fallback, "the rules took all there is: {e:?}");
         // As much text again outside the frame, in blocks no boilerplate rule names:
         // readability could return more than twice the rules' text.
         let outside = format!("<div><p>{}</p></div>", para.repeat(12));
-        let e = extract(&format!("<body>{article}{outside}</body>"), true);
+        let e = extract(
+            &format!("<body>{article}{outside}</body>"),
+            &Rules::default(),
+        );
         assert!(e.fallback && e.text.starts_with("Rivers"), "{e:?}");
         // The same text in a sidebar is boilerplate: it does not count.
         let sidebar = format!("<div class=sidebar><p>{}</p></div>", para.repeat(12));
-        assert!(!extract(&format!("<body>{article}{sidebar}</body>"), true).fallback);
+        assert!(
+            !extract(
+                &format!("<body>{article}{sidebar}</body>"),
+                &Rules::default()
+            )
+            .fallback
+        );
     }
 
     #[test]
