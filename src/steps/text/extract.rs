@@ -383,7 +383,9 @@ mod tests {
             "{ links: true, comments: true }",
         ] {
             let opts: ExtractOptions = serde_saphyr::from_str(bad).expect("options");
-            let e = opts.bind(&schema).err().expect("refused");
+            let Err(e) = opts.bind(&schema) else {
+                panic!("{bad} is refused")
+            };
             assert!(e.contains("`links: true` is the kiln engine's"), "{e}");
         }
     }
