@@ -172,6 +172,8 @@ struct Node<'a> {
     pos: u32,
     children: Vec<u32>,
     text: &'a str,
+    /// A text node's characters, whitespace runs counted once.
+    chars: u32,
     href: &'a str,
     id: &'a str,
     class: &'a str,
@@ -202,6 +204,8 @@ struct Sums {
 struct Dom<'a> {
     nodes: Vec<Node<'a>>,
     dead: Vec<bool>,
+    /// One past the last node under each node (its subtree is `i..end[i]`).
+    end: Vec<u32>,
     sums: Vec<Sums>,
     tables: bool,
     links: bool,
@@ -318,6 +322,7 @@ impl<'a> Dom<'a> {
         let mut dom = Dom {
             nodes: Vec::with_capacity(256),
             dead: Vec::new(),
+            end: Vec::new(),
             sums: Vec::new(),
             tables: rules.tables,
             links: rules.links,
@@ -340,6 +345,7 @@ impl<'a> Dom<'a> {
                 scraper::Node::Text(t) => {
                     let i = dom.push(Node::new(Kind::Text, "", parent));
                     dom.nodes[i as usize].text = t;
+                    dom.nodes[i as usize].chars = collapsed_len(t);
                 }
                 scraper::Node::Element(e) => {
                     let name = e.name();
@@ -361,6 +367,11 @@ impl<'a> Dom<'a> {
             }
         }
         dom.dead = vec![false; dom.nodes.len()];
+        dom.end = (1..=dom.nodes.len() as u32).collect();
+        for i in (1..dom.nodes.len()).rev() {
+            let p = dom.nodes[i].parent as usize;
+            dom.end[p] = dom.end[p].max(dom.end[i]);
+        }
         dom.sums = vec![Sums::default(); dom.nodes.len()];
         dom
     }
@@ -443,18 +454,10 @@ impl<'a> Dom<'a> {
         self.nodes[i as usize].kind
     }
 
-    /// The living nodes under `i` (not `i`), in document order.
-    fn descendants(&self, i: u32) -> Vec<u32> {
-        let mut out = Vec::new();
-        let mut stack: Vec<u32> = self.children(i).collect();
-        stack.reverse();
-        while let Some(n) = stack.pop() {
-            out.push(n);
-            let at = stack.len();
-            stack.extend(self.children(n));
-            stack[at..].reverse();
-        }
-        out
+    /// The living nodes under `i` (not `i`), in document order: the arena is in
+    /// document order, so they are the living ones of `i`'s range.
+    fn descendants(&self, i: u32) -> impl Iterator<Item = u32> + '_ {
+        (i + 1..self.end[i as usize]).filter(|&n| !self.dead[n as usize])
     }
 
     /// The next living element sibling of `i`.
@@ -462,8 +465,11 @@ impl<'a> Dom<'a> {
         self.after(i).any(|c| self.kind_of(c) != Kind::Text)
     }
 
+    /// Deletes `i` and everything under it.
     fn kill(&mut self, i: u32) {
-        self.dead[i as usize] = true;
+        for d in &mut self.dead[i as usize..self.end[i as usize] as usize] {
+            *d = true;
+        }
     }
 
     /// Step 1: forms, comment sections, empty blocks (trafilatura's `tree_cleaning`,
@@ -512,9 +518,7 @@ impl<'a> Dom<'a> {
             }
             let n = &self.nodes[i];
             let mut s = self.sums[i];
-            if n.kind == Kind::Text {
-                s.chars += collapsed_len(n.text);
-            }
+            s.chars += n.chars;
             if n.kind == Kind::Ref {
                 s.links += 1;
                 let len = s.chars;
@@ -542,9 +546,9 @@ impl<'a> Dom<'a> {
     /// boilerplate rules name (trafilatura's precision mode prunes readability's input so).
     /// Leaves the boilerplate dead and the sums stale: the caller restores both.
     fn fallback_bound(&mut self) -> usize {
-        for i in 1..self.nodes.len() {
-            if discarded(&self.nodes[i]) {
-                self.dead[i] = true;
+        for i in 1..self.nodes.len() as u32 {
+            if discarded(&self.nodes[i as usize]) {
+                self.kill(i);
             }
         }
         self.sum();
@@ -575,7 +579,7 @@ impl<'a> Dom<'a> {
 
     /// Step 2's pruning of `root`'s subtree (`prune_unwanted_sections`, precision).
     fn prune(&mut self, root: u32) {
-        let under = self.descendants(root);
+        let under: Vec<u32> = self.descendants(root).collect();
         // Boilerplate by class and id, unless it would take more than 6/7 of the text.
         let matched: Vec<u32> = under
             .iter()
@@ -593,7 +597,10 @@ impl<'a> Dom<'a> {
                 self.kill(i);
             }
         }
-        for i in self.descendants(root) {
+        for i in under {
+            if self.dead[i as usize] {
+                continue;
+            }
             let n = &self.nodes[i as usize];
             if n.kind == Kind::Header
                 || (blockish(n.kind) && (precision_discarded(n) || caption(n) || teaser(n)))
@@ -1086,6 +1093,7 @@ impl<'a> Node<'a> {
             pos: 0,
             children: Vec::new(),
             text: "",
+            chars: 0,
             href: "",
             id: "",
             class: "",
