@@ -558,7 +558,6 @@ impl<'a> Dom<'a> {
     /// Step 2: the first element the `frame`th content expression names.
     fn frame(&self, frame: usize) -> Option<u32> {
         self.descendants(0)
-            .into_iter()
             .find(|&i| frame_matches(&self.nodes[i as usize], frame))
     }
 
@@ -616,7 +615,6 @@ impl<'a> Dom<'a> {
         }
         let tables: Vec<u32> = self
             .descendants(root)
-            .into_iter()
             .filter(|&i| self.kind_of(i) == Kind::Table && self.link_table(i))
             .collect();
         for i in tables {
@@ -657,7 +655,6 @@ impl<'a> Dom<'a> {
     fn by_link_density(&mut self, root: u32, kind: Kind, backtracking: bool) {
         let doomed: Vec<u32> = self
             .descendants(root)
-            .into_iter()
             .filter(|&i| self.kind_of(i) == kind)
             .filter(|&i| {
                 let (boilerplate, short_with_links) = self.link_density(i);
@@ -720,7 +717,6 @@ impl<'a> Dom<'a> {
     /// Every link alone in its own paragraph (a listing of documents, not a link farm).
     fn paragraph_listing(&self, i: u32) -> bool {
         self.descendants(i)
-            .into_iter()
             .filter(|&d| self.kind_of(d) == Kind::Ref)
             .all(|r| {
                 let p = self.nodes[r as usize].parent;
@@ -746,7 +742,6 @@ impl<'a> Dom<'a> {
     fn is_single_run(&self, root: u32, div: bool) -> bool {
         let mut tags = self
             .descendants(root)
-            .into_iter()
             .map(|d| self.kind_of(d))
             .filter(|&k| k != Kind::Text)
             .peekable();
