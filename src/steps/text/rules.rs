@@ -759,21 +759,18 @@ impl<'a> Dom<'a> {
 
     /// The text before `i`'s first element child (lxml's `.text`), inline kinds flattened.
     fn lead_text(&self, i: u32) -> String {
-        let mut out = String::new();
-        for c in self.children(i) {
-            match self.kind_of(c) {
-                Kind::Text => out.push_str(self.nodes[c as usize].text),
-                Kind::Ref | Kind::Span => self.node_text(c, &mut out),
-                _ => break,
-            }
-        }
-        out
+        self.run_of_text(self.children(i))
     }
 
     /// The text that follows `i` up to its next block sibling (lxml's `.tail`).
     fn tail_text(&self, i: u32) -> String {
+        self.run_of_text(self.after(i))
+    }
+
+    /// The text of `nodes` up to the first that is not text or inline.
+    fn run_of_text(&self, nodes: impl Iterator<Item = u32>) -> String {
         let mut out = String::new();
-        for c in self.after(i) {
+        for c in nodes {
             match self.kind_of(c) {
                 Kind::Text => out.push_str(self.nodes[c as usize].text),
                 Kind::Ref | Kind::Span => self.node_text(c, &mut out),
