@@ -44,8 +44,9 @@ pub struct ExtractOptions {
     /// `balanced`, or `recall` (more content, more boilerplate).
     #[serde(default)]
     pub focus: Focus,
-    /// Fall back to readability and a baseline extraction when the main rules find
-    /// little (slower, more recall). Default true, as Python trafilatura does.
+    /// Where Python trafilatura would compare the rules' text with readability's: the
+    /// kiln engine hands those pages to the trafilatura engine, which runs readability
+    /// and a baseline (slower, closer to Python trafilatura). Default true.
     #[serde(default = "default_true")]
     pub fallback: bool,
     /// Keep the text of tables (default true).
@@ -68,9 +69,10 @@ pub struct ExtractOptions {
     #[serde(default)]
     pub keep_empty: bool,
     /// `kiln` (default): kiln's own pass of trafilatura's precision rules, with the
-    /// `trafilatura` engine for the pages those rules find little on (when `fallback`),
-    /// and for `focus: balanced | recall` or `comments: true`; `trafilatura`: the Rust
-    /// port of trafilatura for every page (slower; docs/text.md compares them).
+    /// `trafilatura` engine for the pages where trafilatura's fallbacks could choose
+    /// another text (when `fallback`), and for `focus: balanced | recall` or
+    /// `comments: true`; `trafilatura`: the Rust port of trafilatura for every page
+    /// (about 10x slower; docs/text.md compares them).
     #[serde(default)]
     pub engine: Engine,
 }
@@ -102,8 +104,8 @@ fn default_true() -> bool {
 }
 
 impl StepOptions for ExtractOptions {
-    const SUMMARY: &'static str = "main-content text of HTML pages (trafilatura's rules): boilerplate \
-         out, pages without content left out and counted";
+    const SUMMARY: &'static str = "main-content text of HTML pages (trafilatura's precision rules): \
+         boilerplate out, pages without content left out and counted";
     const EXAMPLE: &'static str = "- html.extract: { column: text, focus: precision }";
 
     fn bind(&self, input: &SchemaRef) -> Result<Arc<dyn Step>, String> {
