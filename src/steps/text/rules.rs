@@ -117,7 +117,9 @@ pub fn extract(html: &str, rules: &Rules<'_>) -> Extracted {
         }
     }
     if out.0.is_empty() || out.chars() < MIN_EXTRACTED {
+        // The recovery reads the cleaned page as it was before the frames were pruned.
         dom.dead = backup;
+        dom.sum();
         dom.recover(&mut out, &consumed);
     }
     out.drop_repeats();
