@@ -899,7 +899,7 @@ impl<'a> Dom<'a> {
     fn handle(&self, i: u32, div: bool, out: &mut Blocks, consumed: &mut [bool]) -> bool {
         let kind = self.kind_of(i);
         let done = match kind {
-            Kind::P | Kind::Head => {
+            Kind::P | Kind::Head | Kind::Quote => {
                 let mut t = String::new();
                 self.inline(i, &mut t);
                 out.push(kind, t);
@@ -909,12 +909,6 @@ impl<'a> Dom<'a> {
                 let mut lines = String::new();
                 self.list(i, &mut lines);
                 out.push(Kind::List, lines);
-                true
-            }
-            Kind::Quote => {
-                let mut t = String::new();
-                self.inline(i, &mut t);
-                out.push(Kind::Quote, t);
                 true
             }
             Kind::Code => {
